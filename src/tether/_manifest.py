@@ -1,0 +1,437 @@
+"""Plugin manifests: ``plugin.yaml``, ``plugin.json`` or ``plugin.toml`` (pure parsing + validation).
+
+``load_manifest(path)`` returns a frozen :class:`Manifest` or raises
+:class:`~tether.errors.ManifestError` listing *every* problem at once, each with the
+file, the field and, for YAML, the line. Messages follow the reference wording
+(``missing required field: name`` and so on).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tether._durations import parse_duration
+from tether._versions import parse_constraint, parse_version
+from tether.errors import ManifestError, ManifestProblem
+
+__all__ = [
+    "CONFIG_TYPES",
+    "HOOK_TYPES",
+    "MANIFEST_NAMES",
+    "PERMISSIONS",
+    "ConfigField",
+    "Dependency",
+    "Events",
+    "Export",
+    "HookDeclaration",
+    "Manifest",
+    "Permissions",
+    "find_manifest",
+    "load_manifest",
+    "parse_manifest",
+    "read_manifest_data",
+    "validate_manifest_data",
+]
+
+MANIFEST_NAMES = ("plugin.yaml", "plugin.yml", "plugin.json", "plugin.toml")
+PERMISSIONS = ("database", "cache", "router", "config", "filesystem", "network", "exec")
+CONFIG_TYPES = ("string", "integer", "float", "boolean", "duration", "array", "object")
+HOOK_TYPES = (
+    "startup",
+    "shutdown",
+    "pre_request",
+    "post_request",
+    "pre_response",
+    "post_response",
+    "error",
+)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_IDENT = re.compile(r"^[A-Za-z_][\w.:-]*$")
+_EVENT = re.compile(r"^[A-Za-z0-9_][\w.-]*(\.\*)?$|^\*$")
+
+_Strict = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"invalid plugin name {value!r}: use letters, digits, '.', '_' or '-' "
+            "(at most 64 characters, starting with a letter or digit)"
+        )
+    return value
+
+
+class Permissions(BaseModel):
+    """What a plugin may touch. Manifests declare; configs grant."""
+
+    model_config = _Strict
+
+    database: StrictBool = False
+    cache: StrictBool = False
+    router: StrictBool = False
+    config: StrictBool = False
+    filesystem: StrictBool = False
+    network: StrictBool = False
+    exec: StrictBool = False
+
+    @property
+    def granted(self) -> frozenset[str]:
+        return frozenset(p for p in PERMISSIONS if getattr(self, p))
+
+
+class Dependency(BaseModel):
+    model_config = _Strict
+
+    name: StrictStr
+    version: StrictStr = "*"
+    optional: StrictBool = False
+
+    _n = field_validator("name")(_check_name)
+
+    @field_validator("version")
+    @classmethod
+    def _constraint(cls, value: str) -> str:
+        parse_constraint(value)
+        return value
+
+
+_TYPE_CHECKS: dict[str, tuple[str, Any]] = {
+    "string": ("a string", lambda v: isinstance(v, str)),
+    "integer": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+    "boolean": ("a boolean", lambda v: isinstance(v, bool)),
+    "array": ("an array", lambda v: isinstance(v, list | tuple)),
+    "object": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+class ConfigField(BaseModel):
+    """One key of a plugin's config schema."""
+
+    model_config = _Strict
+
+    type: Literal["string", "integer", "float", "boolean", "duration", "array", "object"]
+    required: StrictBool = False
+    default: Any = None
+    description: StrictStr = ""
+    secret: StrictBool = False
+
+    @model_validator(mode="after")
+    def _default_matches(self) -> ConfigField:
+        if self.default is None:
+            return self
+        if self.type == "duration":
+            try:
+                parse_duration(self.default)
+            except ValueError as exc:
+                raise ValueError(f"invalid config schema: default {exc}") from None
+            return self
+        what, check = _TYPE_CHECKS[self.type]
+        if not check(self.default):
+            found = type(self.default).__name__
+            raise ValueError(f"invalid config schema: default must be {what}, got {found}")
+        return self
+
+
+class HookDeclaration(BaseModel):
+    model_config = _Strict
+
+    type: StrictStr
+    priority: StrictInt = 100
+
+    @field_validator("type")
+    @classmethod
+    def _hook_type(cls, value: str) -> str:
+        if not _IDENT.match(value):
+            raise ValueError(f"invalid hook type {value!r}: use a name like 'pre_request'")
+        return value
+
+
+def _check_events(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        if not _EVENT.match(value):
+            raise ValueError(
+                f"invalid event name {value!r}: use dotted names like 'user.created' "
+                "(subscriptions may end in '.*')"
+            )
+    return values
+
+
+class Events(BaseModel):
+    model_config = _Strict
+
+    publishes: tuple[StrictStr, ...] = ()
+    subscribes: tuple[StrictStr, ...] = ()
+
+    _p = field_validator("publishes", "subscribes")(_check_events)
+
+
+class Export(BaseModel):
+    model_config = _Strict
+
+    name: StrictStr
+    description: StrictStr = ""
+
+    @field_validator("name")
+    @classmethod
+    def _ident(cls, value: str) -> str:
+        if not _IDENT.match(value):
+            raise ValueError(f"invalid export name {value!r}: use an identifier")
+        return value
+
+
+class FrameworkRequirement(BaseModel):
+    model_config = _Strict
+
+    version: StrictStr = "*"
+
+    @field_validator("version")
+    @classmethod
+    def _constraint(cls, value: str) -> str:
+        try:
+            parse_constraint(value)
+        except ValueError:
+            raise ValueError(f"invalid framework version constraint: {value}") from None
+        return value
+
+
+class Manifest(BaseModel):
+    """A validated plugin manifest. ``source`` is the file it came from (when it came from one)."""
+
+    model_config = _Strict
+
+    name: StrictStr
+    version: StrictStr
+    description: StrictStr
+    author: StrictStr
+    entry: StrictStr
+    framework: FrameworkRequirement = FrameworkRequirement()
+    dependencies: tuple[Dependency, ...] = ()
+    permissions: Permissions = Permissions()
+    config: dict[str, ConfigField] = Field(default_factory=dict)
+    hooks: tuple[HookDeclaration, ...] = ()
+    events: Events = Events()
+    exports: tuple[Export, ...] = ()
+    isolation: Literal["inprocess", "process"] = "inprocess"
+    provides: tuple[StrictStr, ...] = ()
+    source: Annotated[Path | None, Field(exclude=True)] = None
+
+    _n = field_validator("name")(_check_name)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _semver(cls, value: object) -> object:
+        parse_version(value if isinstance(value, str) else "")
+        return value
+
+    @field_validator("entry")
+    @classmethod
+    def _entry(cls, value: str) -> str:
+        if not _ENTRY.match(value):
+            raise ValueError(
+                f"invalid entry {value!r}: write 'module:attribute', e.g. 'auth_plugin:AuthPlugin'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> Manifest:
+        seen: set[str] = set()
+        for dep in self.dependencies:
+            if dep.name in seen:
+                raise ValueError(f"dependency '{dep.name}' is listed twice")
+            if dep.name == self.name:
+                raise ValueError(f"plugin '{self.name}' cannot depend on itself")
+            seen.add(dep.name)
+        return self
+
+    @property
+    def directory(self) -> Path | None:
+        return self.source.parent if self.source is not None else None
+
+    @property
+    def entry_module(self) -> str:
+        return self.entry.partition(":")[0]
+
+    @property
+    def entry_attribute(self) -> str:
+        return self.entry.partition(":")[2]
+
+    def dependency(self, name: str) -> Dependency | None:
+        return next((d for d in self.dependencies if d.name == name), None)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def find_manifest(directory: Path) -> Path | None:
+    """The manifest file inside ``directory``, or ``None``. Several is an error."""
+    found = [directory / n for n in MANIFEST_NAMES if (directory / n).is_file()]
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise ManifestError(
+            found[0],
+            [ManifestProblem(found[0], "", f"more than one manifest in {directory}: {names}")],
+        )
+    return found[0] if found else None
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in {".yaml", ".yml"}:
+        return "yaml"
+    if suffix in {".json", ".toml"}:
+        return suffix[1:]
+    raise ManifestError(
+        path,
+        [ManifestProblem(path, "", "unknown manifest format: use .yaml, .yml, .json or .toml")],
+    )
+
+
+def read_manifest_data(text: str, *, fmt: str, path: Path) -> tuple[object, dict[str, int]]:
+    """Parse the text; return the data and, for YAML, a map from field path to line number."""
+    try:
+        if fmt == "json":
+            return json.loads(text), {}
+        if fmt == "toml":
+            return tomllib.loads(text), {}
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        problem = ManifestProblem(path, "", f"invalid JSON: {exc.msg}", exc.lineno)
+        raise ManifestError(path, [problem]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(path, [ManifestProblem(path, "", f"invalid TOML: {exc}")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem_text = getattr(exc, "problem", None) or str(exc)
+        problem = ManifestProblem(path, "", f"invalid YAML: {problem_text}", line)
+        raise ManifestError(path, [problem]) from None
+    lines: dict[str, int] = {}
+    if node is not None:
+        for key, line in _yaml_lines(node, ""):
+            lines.setdefault(key, line)
+    return data, lines
+
+
+def _yaml_lines(node: yaml.Node, prefix: str) -> Iterator[tuple[str, int]]:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            yield key, key_node.start_mark.line + 1
+            yield from _yaml_lines(value_node, key)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            key = f"{prefix}[{index}]"
+            yield key, item.start_mark.line + 1
+            yield from _yaml_lines(item, key)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out
+
+
+_TOP_FIELDS = tuple(n for n in Manifest.model_fields if n != "source")
+
+
+def _problem_message(error: Mapping[str, Any]) -> str:
+    loc: tuple[int | str, ...] = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "missing":
+        return f"missing required field: {_dotted(loc)}"
+    if kind == "extra_forbidden":
+        if len(loc) == 2 and loc[0] == "permissions":  # noqa: PLR2004
+            return f"unknown permission: {loc[1]}"
+        known = _TOP_FIELDS if len(loc) == 1 else ()
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        suggestion = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown field: {_dotted(loc)}{suggestion}"
+    if kind == "literal_error" and len(loc) >= 2 and loc[0] == "config" and loc[-1] == "type":  # noqa: PLR2004
+        return f"invalid config schema: type must be one of [{', '.join(CONFIG_TYPES)}]"
+    if kind == "literal_error" and loc == ("isolation",):
+        return "invalid isolation: must be one of [inprocess, process]"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    return f"invalid value for {_dotted(loc)}: {error['msg'].lower()}" if loc else str(error["msg"])
+
+
+def validate_manifest_data(
+    data: object, *, path: Path, lines: Mapping[str, int] | None = None
+) -> Manifest:
+    """Validate parsed manifest data; raise ``ManifestError`` with every problem found."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else type(data).__name__
+        problem = ManifestProblem(path, "", f"a manifest must be a mapping of fields, got {found}")
+        raise ManifestError(path, [problem])
+    try:
+        return Manifest.model_validate({**data, "source": path})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = _dotted(tuple(error["loc"]))
+            line = _line_for(field, lines)
+            problems.append(ManifestProblem(path, field, _problem_message(error), line))
+        problems.sort(key=lambda p: (p.line is None, p.line or 0))
+        raise ManifestError(path, problems) from None
+
+
+def _line_for(field: str, lines: Mapping[str, int]) -> int | None:
+    while field:
+        if field in lines:
+            return lines[field]
+        cut = max(field.rfind("."), field.rfind("["))
+        field = field[:cut] if cut > 0 else ""
+    return None
+
+
+def parse_manifest(text: str, *, fmt: str, path: Path) -> Manifest:
+    data, lines = read_manifest_data(text, fmt=fmt, path=path)
+    return validate_manifest_data(data, path=path, lines=lines)
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate one manifest file (or the manifest inside a plugin directory)."""
+    path = Path(path)
+    if path.is_dir():
+        found = find_manifest(path)
+        if found is None:
+            names = ", ".join(MANIFEST_NAMES)
+            problem = ManifestProblem(path, "", f"no manifest in {path} (looked for {names})")
+            raise ManifestError(path, [problem])
+        path = found
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ManifestError(path, [ManifestProblem(path, "", f"cannot read: {reason}")]) from None
+    except UnicodeDecodeError:
+        problem = ManifestProblem(path, "", "cannot read: not UTF-8 text")
+        raise ManifestError(path, [problem]) from None
+    return parse_manifest(text, fmt=_format_of(path), path=path)

@@ -1,0 +1,226 @@
+"""Semantic versions and version constraints (pure).
+
+Manifests use strict semantic versions (``X.Y.Z`` with optional ``-prerelease`` and
+``+build``), compared by the SemVer 2.0 rules. PEP 440 (what ``packaging`` speaks)
+orders pre-releases differently and has no ``^``/``~``, so this module implements
+the small part of SemVer the resolver needs instead of translating.
+
+Constraints::
+
+    ">=1.0.0,<2.0.0"   every comma-separated clause must hold
+    ">=1.0 || ^3.1"    any ``||``-separated alternative may hold
+    "^1.2.3"           >=1.2.3,<2.0.0   (^0.2.3 -> <0.3.0, ^0.0.3 -> <0.0.4)
+    "~1.2.3"           >=1.2.3,<1.3.0
+    "1.2.x", "1.*"     wildcards
+    "1.2.3", "=1.2.3", "==1.2.3", "!=1.2.3", ">", ">=", "<", "<="
+    "*", ""            anything
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import total_ordering
+
+__all__ = ["Constraint", "SemVer", "parse_constraint", "parse_version"]
+
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
+    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+)
+_PARTIAL = re.compile(r"^v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?$")
+_TOKEN = re.compile(r"(?:>=|<=|==|!=|~=|>|<|=|\^|~)?\s*[^\s,<>=!~^|]+")
+_CLAUSE = re.compile(r"^(>=|<=|==|!=|~=|>|<|=|\^|~)?\s*(.+)$")
+
+
+@total_ordering
+@dataclass(frozen=True, slots=True)
+class SemVer:
+    major: int
+    minor: int
+    patch: int
+    prerelease: tuple[int | str, ...] = ()
+    build: str = ""
+
+    @property
+    def release(self) -> tuple[int, int, int]:
+        return (self.major, self.minor, self.patch)
+
+    def __str__(self) -> str:
+        text = f"{self.major}.{self.minor}.{self.patch}"
+        if self.prerelease:
+            text += "-" + ".".join(str(p) for p in self.prerelease)
+        if self.build:
+            text += "+" + self.build
+        return text
+
+    def _key(self) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
+        # A release sorts after all of its pre-releases; numeric identifiers sort
+        # before alphanumeric ones. Build metadata does not take part.
+        pre = tuple((0, p) if isinstance(p, int) else (1, p) for p in self.prerelease)
+        return (self.major, self.minor, self.patch, 0 if self.prerelease else 1, pre)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SemVer):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __lt__(self, other: SemVer) -> bool:
+        return self._key() < other._key()
+
+
+def parse_version(text: str) -> SemVer:
+    """Parse a strict semantic version; raise ``ValueError`` with the reference's wording."""
+    match = _SEMVER.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError("invalid version format: must be semantic version (X.Y.Z)")
+    major, minor, patch, pre, build = match.groups()
+    prerelease = tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()
+    return SemVer(int(major), int(minor), int(patch), prerelease, build or "")
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    op: str  # one of > >= < <= == !=
+    version: SemVer
+
+    def allows(self, v: SemVer) -> bool:
+        if self.op == ">=":
+            return v >= self.version
+        if self.op == ">":
+            return v > self.version
+        if self.op == "<=":
+            return v <= self.version
+        if self.op == "<":
+            return v < self.version
+        if self.op == "==":
+            return v == self.version
+        return v != self.version
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """A parsed constraint: a disjunction of conjunctions of bounds."""
+
+    text: str
+    alternatives: tuple[tuple[_Bound, ...], ...]
+
+    def allows(self, version: SemVer | str) -> bool:
+        v = parse_version(version) if isinstance(version, str) else version
+        for bounds in self.alternatives:
+            if all(b.allows(v) for b in bounds) and _prerelease_allowed(v, bounds):
+                return True
+        return False
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _prerelease_allowed(v: SemVer, bounds: tuple[_Bound, ...]) -> bool:
+    # As npm and cargo do: a pre-release only satisfies a constraint that names a
+    # pre-release of the same X.Y.Z, so ">=1.0.0" does not pull in "2.0.0-rc.1".
+    if not v.prerelease:
+        return True
+    return any(b.version.prerelease and b.version.release == v.release for b in bounds)
+
+
+def _bad(text: str) -> ValueError:
+    return ValueError(f"invalid dependency version constraint: {text}")
+
+
+def _partial(text: str, whole: str) -> tuple[list[int], tuple[int | str, ...]]:
+    """Parse ``1``, ``1.2``, ``1.2.3``, ``1.2.x`` into the given numbers (wildcards cut)."""
+    match = _PARTIAL.match(text)
+    if match is None:
+        raise _bad(whole)
+    parts: list[int] = []
+    for piece in match.groups()[:3]:
+        if piece is None or piece in "xX*":
+            break
+        parts.append(int(piece))
+    pre = match.group(4)
+    if pre and len(parts) < 3:  # noqa: PLR2004 - X.Y.Z has three parts
+        raise _bad(whole)
+    prerelease = tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()
+    return parts, prerelease
+
+
+def _ver(parts: list[int], pre: tuple[int | str, ...] = ()) -> SemVer:
+    padded = [*parts, 0, 0, 0][:3]
+    return SemVer(padded[0], padded[1], padded[2], pre)
+
+
+def _upper_for_partial(parts: list[int]) -> SemVer:
+    # "1.2" means 1.2.*: below 1.3.0. "1" means below 2.0.0.
+    return _ver([*parts[:-1], parts[-1] + 1])
+
+
+def _clause(text: str, whole: str) -> list[_Bound]:  # noqa: C901, PLR0911, PLR0912
+    match = _CLAUSE.match(text.strip())
+    if match is None:
+        raise _bad(whole)
+    op, rest = match.group(1) or "", match.group(2).strip()
+    if rest in {"*", "x", "X"}:
+        if op in {"", "=", "=="}:
+            return []
+        raise _bad(whole)
+    parts, pre = _partial(rest, whole)
+    if not parts:
+        if op in {"", "=", "=="}:
+            return []
+        raise _bad(whole)
+    low = _ver(parts, pre)
+    if op == "^":
+        if parts[0] > 0 or len(parts) == 1:
+            high = SemVer(parts[0] + 1, 0, 0)
+        elif len(parts) == 2 or parts[1] > 0:  # noqa: PLR2004
+            high = SemVer(0, parts[1] + 1, 0)
+        else:
+            high = SemVer(0, 0, parts[2] + 1)
+        return [_Bound(">=", low), _Bound("<", high)]
+    if op in {"~", "~="}:
+        if len(parts) == 1:
+            high = SemVer(parts[0] + 1, 0, 0)
+        else:
+            high = SemVer(parts[0], parts[1] + 1, 0)
+        return [_Bound(">=", low), _Bound("<", high)]
+    exact = len(parts) == 3  # noqa: PLR2004
+    if op in {"", "=", "=="}:
+        if exact:
+            return [_Bound("==", low)]
+        return [_Bound(">=", low), _Bound("<", _upper_for_partial(parts))]
+    if op == "!=":
+        if not exact:
+            raise _bad(whole)
+        return [_Bound("!=", low)]
+    if op == ">" and not exact:
+        return [_Bound(">=", _upper_for_partial(parts))]
+    if op == "<=" and not exact:
+        return [_Bound("<", _upper_for_partial(parts))]
+    return [_Bound(op, low)]
+
+
+def parse_constraint(text: str) -> Constraint:
+    """Parse a constraint; raise ``ValueError`` (reference wording) when it is malformed."""
+    if not isinstance(text, str):
+        raise _bad(repr(text))
+    stripped = text.strip()
+    if stripped in {"", "*", "x", "X", "latest"}:
+        return Constraint(stripped or "*", ((),))
+    alternatives: list[tuple[_Bound, ...]] = []
+    for alternative in stripped.split("||"):
+        bounds: list[_Bound] = []
+        position = 0
+        for match in _TOKEN.finditer(alternative):
+            if alternative[position : match.start()].strip(" ,\t"):
+                raise _bad(text)
+            position = match.end()
+            bounds.extend(_clause(match.group(0), text))
+        if not alternative.strip() or alternative[position:].strip(" ,\t"):
+            raise _bad(text)
+        alternatives.append(tuple(bounds))
+    return Constraint(stripped, tuple(alternatives))

@@ -1,0 +1,385 @@
+"""Every error tether raises, and what a caller can read from it.
+
+The tree::
+
+    TetherError
+    ├── ManifestError (ValueError)          a plugin.yaml/json/toml that does not validate
+    ├── ConfigError (ValueError)            a framework config file or plugin config that is wrong
+    │   └── EnvVarError                     ${VAR} used but not set
+    ├── DiscoveryError                      a search path cannot be read
+    │   └── PluginNameConflictError         two plugins claim one name
+    ├── PluginLoadError                     the plugin's code cannot be brought in
+    │   ├── PluginNotFoundError (LookupError)   no plugin at that path / of that name
+    │   ├── PluginImportError               importing the plugin's code raised
+    │   └── InterfaceError (TypeError)      the entry object lacks a lifecycle method
+    ├── ResolutionError                     the set of plugins cannot be ordered
+    │   ├── MissingDependencyError
+    │   ├── VersionMismatchError
+    │   ├── CircularDependencyError
+    │   └── FrameworkVersionMismatchError
+    ├── LifecycleError                      a lifecycle step failed or is not allowed
+    │   ├── InvalidTransitionError
+    │   ├── PluginLifecycleError            initialize/start/stop/cleanup raised or timed out
+    │   ├── StopAllError                    stop_all finished with one or more failures
+    │   └── DependentsRunningError          unload refused: running plugins depend on it
+    └── TetherPermissionError (PermissionError)
+        ├── PermissionDeniedError           a plugin used a service it was not granted
+        └── PermissionMismatchError         config grants what the manifest does not declare
+
+Every error carries structured fields (``plugin``, ``path``, ``hint``) and builds
+its message from them, so the CLI can print ``Error: <message>`` followed by the
+hint, and the admin API can return them as JSON. Only the message is part of the
+compatibility promise where the reference documents fix its wording.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CircularDependencyError",
+    "ConfigError",
+    "ConfigProblem",
+    "DependentsRunningError",
+    "DiscoveryError",
+    "EnvVarError",
+    "FrameworkVersionMismatchError",
+    "InterfaceError",
+    "InvalidTransitionError",
+    "LifecycleError",
+    "ManifestError",
+    "ManifestProblem",
+    "MissingDependencyError",
+    "PermissionDeniedError",
+    "PermissionMismatchError",
+    "PluginImportError",
+    "PluginLifecycleError",
+    "PluginLoadError",
+    "PluginNameConflictError",
+    "PluginNotFoundError",
+    "ResolutionError",
+    "StopAllError",
+    "TetherError",
+    "TetherPermissionError",
+    "VersionMismatchError",
+]
+
+
+class TetherError(Exception):
+    """The root of every error tether raises on purpose."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin: str | None = None,
+        path: Path | str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.plugin = plugin
+        self.path = Path(path) if path is not None else None
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestProblem:
+    """One thing wrong with a manifest: where it is and what is wrong."""
+
+    path: Path
+    field: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        field = f" [{self.field}]" if self.field else ""
+        return f"{where}{field}: {self.message}"
+
+
+class ManifestError(TetherError, ValueError):
+    """A manifest failed to parse or validate; ``problems`` lists every reason."""
+
+    def __init__(self, path: Path, problems: list[ManifestProblem]) -> None:
+        self.problems = tuple(problems)
+        first = problems[0].message if problems else "invalid manifest"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        details = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"invalid manifest {path}: {first}{more}\n{details}",
+            path=path,
+            hint="fix the fields listed above; `tether plugins validate PATH` re-checks a manifest",
+        )
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a configuration: the dotted key and what is wrong."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
+class ConfigError(TetherError, ValueError):
+    """A framework config file or a plugin's config is wrong."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin: str | None = None,
+        path: Path | str | None = None,
+        hint: str | None = None,
+        problems: list[ConfigProblem] | None = None,
+    ) -> None:
+        self.problems = tuple(problems or ())
+        super().__init__(message, plugin=plugin, path=path, hint=hint)
+
+
+class EnvVarError(ConfigError):
+    """A ``${VAR}`` reference names a variable that is not set and has no default."""
+
+    def __init__(self, variable: str, *, key: str, path: Path | str | None = None) -> None:
+        self.variable = variable
+        self.key = key
+        where = f" in {path}" if path is not None else ""
+        super().__init__(
+            f"environment variable '{variable}' is not set (used at '{key}'{where})",
+            path=path,
+            hint=f"set {variable}, or give a default: ${{{variable}:-value}}",
+        )
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+class DiscoveryError(TetherError):
+    """Searching for plugins failed."""
+
+
+class PluginNameConflictError(DiscoveryError):
+    """Two plugins declare the same name."""
+
+    def __init__(self, name: str, first: str, second: str) -> None:
+        self.name = name
+        self.first = first
+        self.second = second
+        super().__init__(
+            f"plugin name conflict: {name} already loaded from {first} (also found at {second})",
+            plugin=name,
+            path=second,
+            hint="give each plugin a unique name in its manifest, or remove one copy",
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class PluginLoadError(TetherError):
+    """A plugin's code could not be loaded."""
+
+
+class PluginNotFoundError(PluginLoadError, LookupError):
+    """No plugin exists at the given path, or under the given name."""
+
+
+class PluginImportError(PluginLoadError):
+    """Importing a plugin's module raised; ``file`` and ``line`` point into the plugin."""
+
+    def __init__(
+        self,
+        plugin: str,
+        cause: BaseException,
+        *,
+        file: Path | None,
+        line: int | None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.cause_type = type(cause).__name__
+        where = ""
+        if file is not None:
+            where = f" ({file}, line {line})" if line else f" ({file})"
+        detail = getattr(cause, "msg", None) if isinstance(cause, SyntaxError) else None
+        text = detail or str(cause)
+        super().__init__(
+            f"failed to import plugin '{plugin}': {self.cause_type}: {text}{where}",
+            plugin=plugin,
+            path=file,
+            hint="fix the error at the file and line shown; inside a plugin, import its own "
+            "modules relatively (from . import helpers)",
+        )
+
+
+class InterfaceError(PluginLoadError, TypeError):
+    """The object named by ``entry`` does not implement the plugin contract."""
+
+    def __init__(self, plugin: str, missing: str, *, entry: str) -> None:
+        self.missing = missing
+        self.entry = entry
+        super().__init__(
+            f"plugin does not implement required interface: missing method {missing}",
+            plugin=plugin,
+            hint=f"'{entry}' (plugin '{plugin}') must provide initialize, start, stop and "
+            "cleanup; subclass tether.Plugin to get no-op defaults",
+        )
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+class ResolutionError(TetherError):
+    """The set of plugins cannot be resolved into a load order."""
+
+
+class MissingDependencyError(ResolutionError):
+    def __init__(self, plugin: str, dependency: str, constraint: str, *, note: str = "") -> None:
+        self.dependency = dependency
+        self.constraint = constraint
+        super().__init__(
+            f"missing dependency: plugin '{plugin}' requires '{dependency}' version "
+            f"'{constraint}'{note}",
+            plugin=plugin,
+            hint=f"install or enable '{dependency}', or mark the dependency optional",
+        )
+
+
+class VersionMismatchError(ResolutionError):
+    def __init__(self, plugin: str, dependency: str, constraint: str, found: str) -> None:
+        self.dependency = dependency
+        self.constraint = constraint
+        self.found = found
+        super().__init__(
+            f"version mismatch: plugin '{plugin}' requires '{dependency}' {constraint}, "
+            f"found {found}",
+            plugin=plugin,
+            hint=f"install a version of '{dependency}' matching {constraint}, or relax the "
+            "constraint in the manifest",
+        )
+
+
+class CircularDependencyError(ResolutionError):
+    """``cycles`` holds every cycle found, each as a path that returns to its start."""
+
+    def __init__(self, cycles: list[list[str]]) -> None:
+        self.cycles = tuple(tuple(c) for c in cycles)
+        text = "; ".join(" -> ".join(c) for c in cycles)
+        super().__init__(
+            f"circular dependency detected: {text}",
+            plugin=cycles[0][0] if cycles else None,
+            hint="break the cycle: move shared code into its own plugin, or talk over events",
+        )
+
+
+class FrameworkVersionMismatchError(ResolutionError):
+    def __init__(self, plugin: str, constraint: str, found: str) -> None:
+        self.constraint = constraint
+        self.found = found
+        super().__init__(
+            f"framework version mismatch: plugin requires {constraint}, found {found}",
+            plugin=plugin,
+            hint=f"plugin '{plugin}' needs tether {constraint}; upgrade tether or the plugin",
+        )
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+class LifecycleError(TetherError):
+    """A lifecycle step failed or is not allowed now."""
+
+
+class InvalidTransitionError(LifecycleError):
+    def __init__(self, plugin: str, current: str, target: str) -> None:
+        self.current = current
+        self.target = target
+        super().__init__(
+            f"invalid transition for plugin '{plugin}': {current} -> {target}",
+            plugin=plugin,
+            hint=f"a plugin that is {current} cannot become {target}; "
+            "see the lifecycle table in docs/reference/lifecycle.md",
+        )
+
+
+class PluginLifecycleError(LifecycleError):
+    """A plugin's lifecycle method raised or timed out; ``step`` names which one."""
+
+    def __init__(self, plugin: str, step: str, cause: BaseException | str) -> None:
+        self.step = step
+        self.cause_text = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        super().__init__(
+            f"plugin {step} failed: plugin '{plugin}': {self.cause_text}",
+            plugin=plugin,
+        )
+
+
+class StopAllError(LifecycleError):
+    """``stop_all`` stopped every plugin it could; ``failures`` lists the ones that failed."""
+
+    def __init__(self, failures: list[PluginLifecycleError]) -> None:
+        self.failures = tuple(failures)
+        names = ", ".join(f.plugin or "?" for f in failures)
+        details = "\n".join(f"  - {f}" for f in failures)
+        super().__init__(
+            f"{len(failures)} plugin(s) failed to stop: {names}\n{details}",
+            hint="the other plugins were stopped; see each failure above",
+        )
+
+
+class DependentsRunningError(LifecycleError):
+    def __init__(self, plugin: str, dependents: list[str]) -> None:
+        self.dependents = tuple(dependents)
+        names = ", ".join(f"'{d}'" for d in dependents)
+        super().__init__(
+            f"cannot unload plugin '{plugin}': running plugins depend on it: {names}",
+            plugin=plugin,
+            hint="unload the dependents first, or pass force=True (--force) to unload anyway",
+        )
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+class TetherPermissionError(TetherError, PermissionError):
+    """A plugin and its permissions disagree."""
+
+
+class PermissionDeniedError(TetherPermissionError):
+    def __init__(self, plugin: str, permission: str, *, service: str | None = None) -> None:
+        self.permission = permission
+        what = service or permission
+        super().__init__(
+            f"permission denied: plugin '{plugin}' attempted {what} access without permission",
+            plugin=plugin,
+            hint=f"grant it in the config (plugins.plugins[].permissions.{permission}: true) "
+            "and declare it in the plugin's manifest",
+        )
+
+
+class PermissionMismatchError(TetherPermissionError, ConfigError):
+    def __init__(self, plugin: str, permission: str, *, path: Path | str | None = None) -> None:
+        self.permission = permission
+        TetherError.__init__(
+            self,
+            f"permission mismatch: plugin requests '{permission}' permission but manifest "
+            "does not declare it",
+            plugin=plugin,
+            path=path,
+            hint=f"declare '{permission}: true' in the manifest of '{plugin}', or remove the "
+            "grant from the config",
+        )
+        self.problems = ()
