@@ -27,18 +27,18 @@ def parse_duration(value: object) -> timedelta:
     """
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"duration must not be negative, got {value}")
         return timedelta(seconds=value)
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value.strip():
         raise ValueError(f"not a duration: {value!r}")
+    return _parse_text(value)
+
+
+def _parse_text(value: str) -> timedelta:
     text = value.strip()
-    if text in {"0", ""}:
-        if text == "":
-            raise ValueError("not a duration: empty string")
+    if text == "0":
         return timedelta(0)
     position = 0
     seconds = 0.0

@@ -1,4 +1,4 @@
-"""Plugin manifests: ``plugin.yaml``, ``plugin.json`` or ``plugin.toml`` (pure parsing + validation).
+"""Plugin manifests: ``plugin.yaml``, ``plugin.json`` or ``plugin.toml`` (parse and validate).
 
 ``load_manifest(path)`` returns a frozen :class:`Manifest` or raises
 :class:`~tether.errors.ManifestError` listing *every* problem at once, each with the
@@ -360,7 +360,7 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 _TOP_FIELDS = tuple(n for n in Manifest.model_fields if n != "source")
 
 
-def _problem_message(error: Mapping[str, Any]) -> str:
+def _problem_message(error: Mapping[str, Any]) -> str:  # noqa: PLR0911 - one return per case
     loc: tuple[int | str, ...] = tuple(error["loc"])
     kind = error["type"]
     if kind == "missing":

@@ -10,10 +10,15 @@ Constraints::
     ">=1.0.0,<2.0.0"   every comma-separated clause must hold
     ">=1.0 || ^3.1"    any ``||``-separated alternative may hold
     "^1.2.3"           >=1.2.3,<2.0.0   (^0.2.3 -> <0.3.0, ^0.0.3 -> <0.0.4)
-    "~1.2.3"           >=1.2.3,<1.3.0
+    "~1.2.3"           >=1.2.3,<1.3.0   (~1.2 -> <1.3.0, ~1 -> <2.0.0)
+    "~=1.2.3", "~=1.2" as PEP 440: >=1.2.3,<1.3.0 and >=1.2.0,<2.0.0
     "1.2.x", "1.*"     wildcards
     "1.2.3", "=1.2.3", "==1.2.3", "!=1.2.3", ">", ">=", "<", "<="
-    "*", ""            anything
+    "*", ""            anything, pre-releases included
+
+Numbers are ASCII digits without leading zeros. As in npm and cargo, a pre-release
+satisfies a bounded constraint only when one of its bounds names a pre-release of the
+same ``X.Y.Z`` (``>=1.0.0`` does not match ``2.0.0-rc.1``; ``>=2.0.0-rc.0`` does).
 """
 
 from __future__ import annotations
@@ -24,14 +29,18 @@ from functools import total_ordering
 
 __all__ = ["Constraint", "SemVer", "parse_constraint", "parse_version"]
 
+# ASCII only: \d would also accept other scripts' digits ("1\u0661.0.0" parsing as 11.0.0).
+_NUM = r"(?:0|[1-9][0-9]*)"
+_PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+_PRE = rf"{_PRE_ID}(?:\.{_PRE_ID})*"
 _SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
-    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+    rf"({_NUM})\.({_NUM})\.({_NUM})(?:-({_PRE}))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?",
+    re.ASCII,
 )
-_PARTIAL = re.compile(r"^v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?$")
-_TOKEN = re.compile(r"(?:>=|<=|==|!=|~=|>|<|=|\^|~)?\s*[^\s,<>=!~^|]+")
-_CLAUSE = re.compile(r"^(>=|<=|==|!=|~=|>|<|=|\^|~)?\s*(.+)$")
+_PART = rf"({_NUM}|[xX*])"
+_PARTIAL = re.compile(rf"v?{_PART}(?:\.{_PART})?(?:\.{_PART})?(?:-({_PRE}))?", re.ASCII)
+_TOKEN = re.compile(r"(?:>=|<=|==|!=|~=|>|<|=|\^|~)?\s*[^\s,<>=!~^|]+", re.ASCII)
+_CLAUSE = re.compile(r"^(>=|<=|==|!=|~=|>|<|=|\^|~)?\s*(.+)$", re.ASCII)
 
 
 @total_ordering
@@ -69,13 +78,19 @@ class SemVer:
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def __lt__(self, other: SemVer) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, SemVer):
+            return NotImplemented
         return self._key() < other._key()
 
 
 def parse_version(text: str) -> SemVer:
-    """Parse a strict semantic version; raise ``ValueError`` with the reference's wording."""
-    match = _SEMVER.match(text.strip()) if isinstance(text, str) else None
+    """Parse a strict semantic version; raise ``ValueError`` with the reference's wording.
+
+    Strict means exactly SemVer 2.0: no ``v`` prefix, no surrounding whitespace, no
+    leading zeros, ASCII digits only.
+    """
+    match = _SEMVER.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError("invalid version format: must be semantic version (X.Y.Z)")
     major, minor, patch, pre, build = match.groups()
@@ -123,7 +138,8 @@ class Constraint:
 def _prerelease_allowed(v: SemVer, bounds: tuple[_Bound, ...]) -> bool:
     # As npm and cargo do: a pre-release only satisfies a constraint that names a
     # pre-release of the same X.Y.Z, so ">=1.0.0" does not pull in "2.0.0-rc.1".
-    if not v.prerelease:
+    # An alternative without bounds ("*") allows anything, pre-releases included.
+    if not v.prerelease or not bounds:
         return True
     return any(b.version.prerelease and b.version.release == v.release for b in bounds)
 
@@ -134,7 +150,7 @@ def _bad(text: str) -> ValueError:
 
 def _partial(text: str, whole: str) -> tuple[list[int], tuple[int | str, ...]]:
     """Parse ``1``, ``1.2``, ``1.2.3``, ``1.2.x`` into the given numbers (wildcards cut)."""
-    match = _PARTIAL.match(text)
+    match = _PARTIAL.fullmatch(text)
     if match is None:
         raise _bad(whole)
     parts: list[int] = []
@@ -159,7 +175,21 @@ def _upper_for_partial(parts: list[int]) -> SemVer:
     return _ver([*parts[:-1], parts[-1] + 1])
 
 
-def _clause(text: str, whole: str) -> list[_Bound]:  # noqa: C901, PLR0911, PLR0912
+def _range_upper(op: str, parts: list[int], whole: str) -> SemVer:
+    """The exclusive upper bound of a ``^``, ``~`` or ``~=`` range."""
+    if op == "^":
+        # Bump the first non-zero part given (or the last part given, if all are zero).
+        cut = next((i for i, p in enumerate(parts) if p > 0), len(parts) - 1)
+        return _upper_for_partial(parts[: cut + 1])
+    if op == "~":
+        return _upper_for_partial(parts[:2])
+    # PEP 440: drop the last part given and bump the one before (~=1.2 -> <2.0.0).
+    if len(parts) < 2:  # noqa: PLR2004 - "~=1" means nothing in PEP 440
+        raise _bad(whole)
+    return _upper_for_partial(parts[:-1])
+
+
+def _clause(text: str, whole: str) -> list[_Bound]:  # noqa: C901, PLR0911
     match = _CLAUSE.match(text.strip())
     if match is None:
         raise _bad(whole)
@@ -174,20 +204,8 @@ def _clause(text: str, whole: str) -> list[_Bound]:  # noqa: C901, PLR0911, PLR0
             return []
         raise _bad(whole)
     low = _ver(parts, pre)
-    if op == "^":
-        if parts[0] > 0 or len(parts) == 1:
-            high = SemVer(parts[0] + 1, 0, 0)
-        elif len(parts) == 2 or parts[1] > 0:  # noqa: PLR2004
-            high = SemVer(0, parts[1] + 1, 0)
-        else:
-            high = SemVer(0, 0, parts[2] + 1)
-        return [_Bound(">=", low), _Bound("<", high)]
-    if op in {"~", "~="}:
-        if len(parts) == 1:
-            high = SemVer(parts[0] + 1, 0, 0)
-        else:
-            high = SemVer(parts[0], parts[1] + 1, 0)
-        return [_Bound(">=", low), _Bound("<", high)]
+    if op in {"^", "~", "~="}:
+        return [_Bound(">=", low), _Bound("<", _range_upper(op, parts, whole))]
     exact = len(parts) == 3  # noqa: PLR2004
     if op in {"", "=", "=="}:
         if exact:

@@ -1,0 +1,814 @@
+# ruff: noqa: PTH116, PTH118, PTH119, PTH120 - str paths and os.stat on the scan's hot path
+# (pathlib nearly doubles the per-plugin cost of looking for manifests: 16 us vs 9 us)
+"""Plugin discovery: search paths, entry points and an index cache. Imports no plugin code.
+
+Where plugins are looked for, in order (the first plugin to claim a name wins)::
+
+    ./plugins                        relative to the working directory   origin "cwd"
+    ~/.tether/plugins                                                     origin "user"
+    /usr/local/lib/tether/plugins                                         origin "system"
+    $TETHER_PLUGIN_PATH              colon-separated, empty entries skipped  origin "env"
+    --plugin-path DIR ...                                                 origin "cli"
+    plugins.directory of the config                                       origin "config"
+    entry points in the group ``tether.plugins`` of installed distributions  "entry-point"
+
+A search directory holds plugin directories: every immediate subdirectory with a
+manifest (``plugin.yaml``, ``plugin.yml``, ``plugin.json`` or ``plugin.toml``) is a
+plugin. A search path that itself holds a manifest (or is a manifest file) is one
+plugin, and its subdirectories are its own code, not more plugins. Hidden
+directories and ``__pycache__`` are skipped; nothing deeper than one level is read.
+
+Discovery never raises for what it finds: missing search paths, invalid manifests
+(with every problem) and name conflicts are all collected in the
+:class:`DiscoveryResult`.
+
+The :class:`IndexCache` keeps every validated manifest (or its problems) keyed on
+``(manifest path, size, mtime_ns)``, so a warm scan costs a few ``stat`` calls per
+plugin. A file modified within :data:`RACY_WINDOW_NS` of the moment it was read could
+change again without changing its size or timestamp; such entries are confirmed
+against a digest of the file's bytes (a read, still no parse) until they are older.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tether._manifest import (
+    MANIFEST_NAMES,
+    Manifest,
+    read_manifest_data,
+    validate_manifest_data,
+)
+from tether.errors import ManifestError, ManifestProblem, PluginNameConflictError
+
+__all__ = [
+    "CACHE_FORMAT",
+    "ENTRY_POINT_GROUP",
+    "PLUGIN_PATH_ENV",
+    "RACY_WINDOW_NS",
+    "SYSTEM_PLUGIN_DIRECTORY",
+    "DiscoveredPlugin",
+    "DiscoveryResult",
+    "IndexCache",
+    "InvalidPlugin",
+    "SearchPath",
+    "SearchedPath",
+    "default_cache_path",
+    "default_search_paths",
+    "discover",
+]
+
+ENTRY_POINT_GROUP = "tether.plugins"
+PLUGIN_PATH_ENV = "TETHER_PLUGIN_PATH"
+SYSTEM_PLUGIN_DIRECTORY = Path("/usr/local/lib/tether/plugins")
+CACHE_FORMAT = 1
+RACY_WINDOW_NS = 2_000_000_000
+"""Files modified this close to being read are re-checked by content (covers coarse clocks)."""
+
+_SKIPPED_DIRECTORIES = frozenset({"__pycache__"})
+_FORMATS = {
+    "plugin.yaml": "yaml",
+    "plugin.yml": "yaml",
+    "plugin.json": "json",
+    "plugin.toml": "toml",
+}
+_log = logging.getLogger("tether.discovery")
+_Outcome = Manifest | ManifestError
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPath:
+    """A place to look for plugins. ``origin``: cwd, user, system, env, cli or config."""
+
+    path: Path
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredPlugin:
+    """A plugin whose manifest validated. ``location``: its directory or entry-point description."""
+
+    manifest: Manifest
+    origin: str
+    location: str
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def directory(self) -> Path | None:
+        """The plugin's directory; ``None`` for an entry point without a manifest file."""
+        return self.manifest.directory
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidPlugin:
+    """A plugin whose manifest did not validate; ``error.problems`` lists every reason."""
+
+    location: str
+    origin: str
+    error: ManifestError
+
+
+@dataclass(frozen=True, slots=True)
+class SearchedPath:
+    """What one search path gave.
+
+    ``found`` counts valid plugins read there (a plugin that lost a name conflict
+    included), ``invalid`` the invalid ones; a directory already reached through an
+    earlier search path counts in neither. ``error`` says why an existing path could
+    not be searched (not a directory, no permission).
+    """
+
+    path: Path
+    origin: str
+    exists: bool
+    found: int
+    invalid: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryResult:
+    plugins: tuple[DiscoveredPlugin, ...]
+    invalid: tuple[InvalidPlugin, ...]
+    conflicts: tuple[PluginNameConflictError, ...]
+    searched: tuple[SearchedPath, ...]
+    cache_hits: int
+    cache_misses: int
+    _by_name: dict[str, DiscoveredPlugin] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {p.name: p for p in self.plugins})
+
+    def get(self, name: str) -> DiscoveredPlugin | None:
+        return self._by_name.get(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._by_name)
+
+
+# --------------------------------------------------------------------------- search paths
+
+
+def default_search_paths(
+    *,
+    cwd: Path | None = None,
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    plugin_paths: Sequence[Path] = (),
+    config_directory: Path | None = None,
+) -> list[SearchPath]:
+    """The search paths in order, made absolute against ``cwd``; repeats keep the first."""
+    cwd = Path.cwd() if cwd is None else cwd
+    home = Path.home() if home is None else home
+    environ = os.environ if environ is None else environ
+    raw = [
+        (Path("plugins"), "cwd"),
+        (home / ".tether" / "plugins", "user"),
+        (SYSTEM_PLUGIN_DIRECTORY, "system"),
+        *((Path(p), "env") for p in environ.get(PLUGIN_PATH_ENV, "").split(os.pathsep) if p),
+        *((Path(p), "cli") for p in plugin_paths),
+        *(((Path(config_directory), "config"),) if config_directory is not None else ()),
+    ]
+    paths: list[SearchPath] = []
+    seen: set[Path] = set()
+    for path, origin in raw:
+        absolute = _absolute(path, cwd=cwd, home=home)
+        if absolute not in seen:
+            seen.add(absolute)
+            paths.append(SearchPath(absolute, origin))
+    return paths
+
+
+def _absolute(path: Path, *, cwd: Path, home: Path) -> Path:
+    parts = path.parts
+    if parts and parts[0] == "~":
+        path = home.joinpath(*parts[1:])
+    return cwd / path  # made absolute, not resolved: a symlinked search path keeps its name
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+@dataclass(frozen=True, slots=True)
+class _ManifestFile:
+    path: str
+    stat: os.stat_result
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """One would-be plugin, before its manifest is read."""
+
+    location: str
+    origin: str
+    real: str | None  # resolved directory, to skip a directory reached twice
+    manifests: tuple[_ManifestFile, ...] = ()
+    entry: str | None = None  # entry-point value, injected when the manifest has no entry
+    outcome: _Outcome | None = None  # known without reading a manifest file
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    exists: bool
+    candidates: tuple[_Candidate, ...] = ()
+    error: str | None = None
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _unreadable(path: str, exc: OSError) -> ManifestError:
+    return ManifestError(
+        Path(path), [ManifestProblem(Path(path), "", f"cannot read: {_reason(exc)}")]
+    )
+
+
+def _manifests_in(directory: str) -> tuple[_ManifestFile, ...]:
+    """Every manifest file directly inside ``directory``; raise ``OSError`` if unreadable."""
+    found = []
+    for name in MANIFEST_NAMES:
+        path = os.path.join(directory, name)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found.append(_ManifestFile(path, st))
+    return tuple(found)
+
+
+def _directory_candidate(directory: str, real: str, origin: str) -> _Candidate | None:
+    try:
+        manifests = _manifests_in(directory)
+    except OSError as exc:
+        return _Candidate(directory, origin, real, outcome=_unreadable(directory, exc))
+    return _Candidate(directory, origin, real, manifests) if manifests else None
+
+
+def _scan(search: SearchPath) -> _Scan:
+    path = os.fspath(search.path)
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return _Scan(exists=False)
+    try:
+        return _Scan(exists=True, candidates=_candidates_at(path, st, search.origin))
+    except OSError as exc:
+        return _Scan(exists=True, error=f"cannot read: {_reason(exc)}")
+
+
+def _candidates_at(path: str, st: os.stat_result, origin: str) -> tuple[_Candidate, ...]:
+    """The plugins a search path holds: itself, or its subdirectories with manifests."""
+    if stat.S_ISREG(st.st_mode) and os.path.basename(path) in _FORMATS:
+        directory = os.path.dirname(path)
+        manifest = _ManifestFile(path, st)
+        return (_Candidate(directory, origin, os.path.realpath(directory), (manifest,)),)
+    if not stat.S_ISDIR(st.st_mode):
+        reason = "not a directory (expected a directory of plugins or a plugin directory)"
+        raise NotADirectoryError(errno.ENOTDIR, reason)
+    real = os.path.realpath(path)
+    manifests = _manifests_in(path)
+    if manifests:
+        return (_Candidate(path, origin, real, manifests),)
+    return tuple(_children(path, real, origin))
+
+
+def _children(path: str, real: str, origin: str) -> Iterator[_Candidate]:
+    with os.scandir(path) as entries:
+        listed = sorted(entries, key=lambda e: e.name)
+    for entry in listed:
+        if entry.name.startswith(".") or entry.name in _SKIPPED_DIRECTORIES:
+            continue
+        try:
+            if not entry.is_dir():
+                continue
+            child_real = (
+                os.path.realpath(entry.path)
+                if entry.is_symlink()
+                else os.path.join(real, entry.name)
+            )
+        except OSError:
+            continue
+        candidate = _directory_candidate(entry.path, child_real, origin)
+        if candidate is not None:
+            yield candidate
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _entry_point_candidates() -> Iterator[_Candidate]:
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        yield _entry_point_candidate(ep)
+
+
+def _entry_point_candidate(ep: importlib.metadata.EntryPoint) -> _Candidate:
+    dist = ep.dist
+    if dist is None:
+        location = f"entry point {ep.name}"
+        problem = ManifestProblem(
+            Path(location), "", "no distribution metadata for this entry point"
+        )
+        return _Candidate(
+            location, "entry-point", None, outcome=ManifestError(Path(location), [problem])
+        )
+    location = f"{dist.name} {dist.version} (entry point {ep.name})"
+    package = _package_directory(dist, ep.module.partition(".")[0])
+    if package is not None:
+        candidate = _directory_candidate(package, os.path.realpath(package), "entry-point")
+        if candidate is not None:
+            return _Candidate(
+                location,
+                "entry-point",
+                candidate.real,
+                candidate.manifests,
+                ep.value,
+                candidate.outcome,
+            )
+    return _Candidate(location, "entry-point", None, outcome=_synthesized(ep, dist, location))
+
+
+def _package_directory(dist: importlib.metadata.Distribution, top: str) -> str | None:
+    """The directory of the top-level package ``top``, found without importing it."""
+    if any(len(f.parts) > 1 and f.parts[0] == top for f in dist.files or ()):
+        located = str(dist.locate_file(top))
+        return located if Path(located).is_dir() else None
+    try:  # editable installs list no package files: ask the finders (runs no package code)
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or ()) if spec is not None else []
+    return locations[0] if locations and Path(locations[0]).is_dir() else None
+
+
+def _first(dist: importlib.metadata.Distribution, key: str) -> str | None:
+    values = dist.metadata.get_all(key)
+    return str(values[0]) if values else None
+
+
+def _synthesized(
+    ep: importlib.metadata.EntryPoint, dist: importlib.metadata.Distribution, location: str
+) -> _Outcome:
+    """A manifest made from the distribution's metadata, validated like a manifest file."""
+    data = {
+        "name": ep.name,
+        "version": dist.version,
+        "description": _first(dist, "Summary") or "",
+        "author": _first(dist, "Author") or _first(dist, "Author-email") or "",
+        "entry": ep.value,
+    }
+    try:
+        manifest = validate_manifest_data(data, path=_metadata_path(dist, location))
+    except ManifestError as exc:
+        return exc
+    return manifest.model_copy(update={"source": None})  # no manifest file, no directory
+
+
+def _metadata_path(dist: importlib.metadata.Distribution, location: str) -> Path:
+    """The metadata file of ``dist``, for error messages (``location`` if not listed)."""
+    for f in dist.files or ():
+        if f.name in {"METADATA", "PKG-INFO"} and f.parent.name.endswith(
+            (".dist-info", ".egg-info")
+        ):
+            return Path(str(f.locate()))
+    return Path(location)
+
+
+# --------------------------------------------------------------------------- reading manifests
+
+
+def _parse(path: str, content: bytes, entry: str | None) -> _Outcome:
+    file = Path(path)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return ManifestError(file, [ManifestProblem(file, "", "cannot read: not UTF-8 text")])
+    try:
+        data, lines = read_manifest_data(text, fmt=_FORMATS[os.path.basename(path)], path=file)
+        if entry is not None and isinstance(data, dict) and "entry" not in data:
+            data = {**data, "entry": entry}
+        return validate_manifest_data(data, path=file, lines=lines)
+    except ManifestError as exc:
+        return exc
+
+
+def _several(candidate: _Candidate) -> ManifestError:
+    first = Path(candidate.manifests[0].path)
+    names = ", ".join(Path(m.path).name for m in candidate.manifests)
+    message = f"more than one manifest in {candidate.location}: {names}"
+    return ManifestError(first, [ManifestProblem(first, "", message)])
+
+
+class _Reader:
+    """Reads candidates' manifests through the cache, counting hits and misses."""
+
+    def __init__(self, index: IndexCache | None) -> None:
+        self.index = index
+        self.hits = 0
+        self.misses = 0
+
+    def read(self, candidate: _Candidate) -> _Outcome:
+        if candidate.outcome is not None:
+            return candidate.outcome
+        if len(candidate.manifests) > 1:
+            return _several(candidate)
+        return self._read_file(candidate.manifests[0], candidate.entry)
+
+    def _read_file(self, file: _ManifestFile, entry: str | None) -> _Outcome:
+        if self.index is not None:
+            cached = self.index.lookup(file.path, file.stat, entry=entry)
+            if cached is not None:
+                self.hits += 1
+                return cached
+        self.misses += 1
+        started = time.time_ns()
+        try:
+            with open(file.path, "rb") as handle:  # noqa: PTH123 - plain open is cheaper than Path
+                content = handle.read()
+        except OSError as exc:
+            return _unreadable(file.path, exc)
+        outcome = _parse(file.path, content, entry)
+        if self.index is not None:
+            self.index.store(file.path, file.stat, content, outcome, entry=entry, read_ns=started)
+        return outcome
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+class _Collector:
+    """Applies the rules: a directory counts once, the first plugin to claim a name wins."""
+
+    def __init__(self) -> None:
+        self.plugins: dict[str, DiscoveredPlugin] = {}
+        self.invalid: list[InvalidPlugin] = []
+        self.conflicts: list[PluginNameConflictError] = []
+        self._directories: set[str] = set()
+
+    def is_new(self, candidate: _Candidate) -> bool:
+        if candidate.real is None:
+            return True
+        if candidate.real in self._directories:
+            return False
+        self._directories.add(candidate.real)
+        return True
+
+    def add(self, candidate: _Candidate, outcome: _Outcome) -> bool:
+        """Record the outcome; ``True`` when the manifest was valid."""
+        if isinstance(outcome, ManifestError):
+            self.invalid.append(InvalidPlugin(candidate.location, candidate.origin, outcome))
+            return False
+        first = self.plugins.get(outcome.name)
+        if first is not None:
+            conflict = PluginNameConflictError(outcome.name, first.location, candidate.location)
+            self.conflicts.append(conflict)
+        else:
+            self.plugins[outcome.name] = DiscoveredPlugin(
+                outcome, candidate.origin, candidate.location
+            )
+        return True
+
+
+def discover(
+    search_paths: Sequence[SearchPath],
+    *,
+    entry_points: bool = True,
+    cache: IndexCache | None = None,
+) -> DiscoveryResult:
+    """Find every plugin in ``search_paths`` (then entry points) without importing any of them."""
+    reader = _Reader(cache)
+    collector = _Collector()
+    if cache is not None:
+        cache.begin_scan()
+    searched = [_search(path, reader, collector) for path in search_paths]
+    if entry_points:
+        for candidate in _entry_point_candidates():
+            if collector.is_new(candidate):
+                collector.add(candidate, reader.read(candidate))
+    if cache is not None:
+        cache.end_scan()
+    return DiscoveryResult(
+        plugins=tuple(collector.plugins.values()),
+        invalid=tuple(collector.invalid),
+        conflicts=tuple(collector.conflicts),
+        searched=tuple(searched),
+        cache_hits=reader.hits,
+        cache_misses=reader.misses,
+    )
+
+
+def _search(search: SearchPath, reader: _Reader, collector: _Collector) -> SearchedPath:
+    scan = _scan(search)
+    found = invalid = 0
+    for candidate in scan.candidates:
+        if not collector.is_new(candidate):
+            continue
+        if collector.add(candidate, reader.read(candidate)):
+            found += 1
+        else:
+            invalid += 1
+    return SearchedPath(search.path, search.origin, scan.exists, found, invalid, scan.error)
+
+
+# --------------------------------------------------------------------------- index cache
+
+
+def default_cache_path(
+    *, environ: Mapping[str, str] | None = None, home: Path | None = None
+) -> Path:
+    """Where the index cache lives.
+
+    ``$TETHER_CACHE_DIR/index.json``, else ``$XDG_CACHE_HOME/tether/index.json``, else
+    ``~/.cache/tether/index.json``.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("TETHER_CACHE_DIR"):
+        return Path(environ["TETHER_CACHE_DIR"]) / "index.json"
+    if environ.get("XDG_CACHE_HOME"):
+        return Path(environ["XDG_CACHE_HOME"]) / "tether" / "index.json"
+    return (Path.home() if home is None else home) / ".cache" / "tether" / "index.json"
+
+
+@dataclass(slots=True)
+class _Entry:
+    size: int
+    mtime_ns: int
+    entry: str | None
+    digest: str
+    checked_ns: int  # when the bytes behind ``digest`` were read (or last confirmed)
+    manifest: dict[str, object] | None = None
+    problems: list[tuple[str, str, str, int | None]] | None = None
+
+    def matches(self, st: os.stat_result, entry: str | None) -> bool:
+        return self.size == st.st_size and self.mtime_ns == st.st_mtime_ns and self.entry == entry
+
+    @property
+    def is_racy(self) -> bool:
+        return self.mtime_ns + RACY_WINDOW_NS > self.checked_ns
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "entry": self.entry,
+            "digest": self.digest,
+            "checked_ns": self.checked_ns,
+            "manifest": self.manifest,
+            "problems": self.problems,
+        }
+
+
+def _entry_from_json(raw: object) -> _Entry | None:
+    """An entry read back from the cache file, or ``None`` if it has the wrong shape."""
+    if not isinstance(raw, dict):
+        return None
+    size, mtime, checked = raw.get("size"), raw.get("mtime_ns"), raw.get("checked_ns")
+    digest, entry = raw.get("digest"), raw.get("entry")
+    if not (isinstance(size, int) and isinstance(mtime, int) and isinstance(checked, int)):
+        return None
+    if not (isinstance(digest, str) and (entry is None or isinstance(entry, str))):
+        return None
+    record = _Entry(size, mtime, entry, digest, checked)
+    manifest, problems = raw.get("manifest"), raw.get("problems")
+    if isinstance(manifest, dict) and problems is None:
+        record.manifest = manifest
+    elif manifest is None and isinstance(problems, list):
+        record.problems = _problems_from_json(problems)
+    return record if (record.manifest is None) != (record.problems is None) else None
+
+
+def _problems_from_json(raw: list[object]) -> list[tuple[str, str, str, int | None]] | None:
+    problems = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 4):  # noqa: PLR2004 - path, field, message, line
+            return None
+        path, name, message, line = item
+        if not (isinstance(path, str) and isinstance(name, str) and isinstance(message, str)):
+            return None
+        if line is not None and not isinstance(line, int):
+            return None
+        problems.append((path, name, message, line))
+    return problems
+
+
+def _digest(content: bytes) -> str:
+    return hashlib.blake2b(content, digest_size=16).hexdigest()
+
+
+class IndexCache:
+    """Validated manifests (and invalid ones' problems) keyed on path, size and mtime.
+
+    ``discover`` loads it on first use, looks every manifest up, and saves it when
+    something changed, dropping entries for manifests the scan did not see. A missing,
+    corrupt, unreadable or stale-format file is ignored and rebuilt, never an error;
+    a cache that cannot be written is logged at debug level and otherwise ignored.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = default_cache_path() if path is None else Path(path)
+        self._entries: dict[str, _Entry] = {}
+        self._seen: set[str] = set()
+        self._loaded = False
+        self._changed = False
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def load(self) -> None:
+        """Read the cache file, replacing what is in memory; a bad file leaves it empty."""
+        self._entries = {}
+        self._loaded = True
+        self._changed = False
+        try:
+            document = json.loads(self._path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, RecursionError) as exc:
+            _log.debug("ignoring unreadable index cache %s: %s", self._path, exc)
+            return
+        if not _is_current(document):
+            _log.debug("ignoring index cache %s: other format or tether version", self._path)
+            return
+        for path, raw in document["entries"].items():
+            entry = _entry_from_json(raw)
+            if entry is not None:
+                self._entries[path] = entry
+
+    def save(self) -> bool:
+        """Write the cache atomically if it changed; ``True`` when written."""
+        if not self._changed:
+            return False
+        document = {"format": CACHE_FORMAT, "tether": _tether_version()}
+        document["entries"] = {path: e.to_json() for path, e in self._entries.items()}
+        try:
+            _write_atomically(self._path, json.dumps(document, separators=(",", ":")).encode())
+        except (OSError, ValueError) as exc:
+            _log.debug("cannot write index cache %s: %s", self._path, exc)
+            return False
+        self._changed = False
+        return True
+
+    def begin_scan(self) -> None:
+        """Start counting which manifests a scan sees (loads the file on first use)."""
+        if not self._loaded:
+            self.load()
+        self._seen = set()
+
+    def end_scan(self) -> bool:
+        """Drop entries the scan did not see; save if anything changed."""
+        unseen = self._entries.keys() - self._seen
+        for path in unseen:
+            del self._entries[path]
+        self._changed = self._changed or bool(unseen)
+        return self.save()
+
+    def lookup(
+        self, path: str, st: os.stat_result, *, entry: str | None = None
+    ) -> Manifest | ManifestError | None:
+        """The cached outcome for this manifest file, or ``None`` (a miss)."""
+        self._seen.add(path)
+        cached = self._entries.get(path)
+        if cached is None or not cached.matches(st, entry):
+            return None
+        if cached.is_racy and not self._confirm(path, cached):
+            return None
+        try:
+            return _outcome_from(cached, path)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def store(
+        self,
+        path: str,
+        st: os.stat_result,
+        content: bytes,
+        outcome: Manifest | ManifestError,
+        *,
+        entry: str | None = None,
+        read_ns: int,
+    ) -> None:
+        """Remember the outcome of reading ``content`` (stat ``st``) at ``read_ns``."""
+        self._seen.add(path)
+        record = _Entry(st.st_size, st.st_mtime_ns, entry, _digest(content), read_ns)
+        if isinstance(outcome, ManifestError):
+            record.problems = [
+                (os.fspath(p.path), p.field, p.message, p.line) for p in outcome.problems
+            ]
+        else:
+            record.manifest = _cacheable(outcome)
+            if record.manifest is None:
+                self._changed = self._changed or self._entries.pop(path, None) is not None
+                return
+        self._entries[path] = record
+        self._changed = True
+
+    def _confirm(self, path: str, cached: _Entry) -> bool:
+        """Check a recently modified file's bytes against the digest."""
+        started = time.time_ns()
+        try:
+            with open(path, "rb") as handle:  # noqa: PTH123 - plain open is cheaper than Path
+                content = handle.read()
+        except OSError:
+            return False
+        if _digest(content) != cached.digest:
+            return False
+        cached.checked_ns = started
+        self._changed = True
+        return True
+
+
+def _tether_version() -> str:
+    from tether import __version__  # late: tether/__init__ re-exports this module
+
+    return __version__
+
+
+def _is_current(document: object) -> bool:
+    return (
+        isinstance(document, dict)
+        and document.get("format") == CACHE_FORMAT
+        and document.get("tether") == _tether_version()
+        and isinstance(document.get("entries"), dict)
+    )
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".index-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _outcome_from(cached: _Entry, path: str) -> Manifest | ManifestError:
+    if cached.problems is not None:
+        problems = [ManifestProblem(Path(p), f, m, line) for p, f, m, line in cached.problems]
+        return ManifestError(Path(path), problems)
+    if cached.manifest is None:
+        raise ValueError("cache entry holds neither a manifest nor problems")
+    return _rebuild(cached.manifest, Path(path))
+
+
+# --------------------------------------------------------------------------- rebuilding manifests
+
+# A cached manifest is rebuilt with ``Manifest.model_validate`` of its JSON-safe dump.
+# Measured on a manifest with dependencies, permissions, config schema, hooks, events
+# and exports: 36 us, against 45 us for ``model_construct`` of every nested model (pydantic's
+# construct runs in Python, validation in Rust) and 3.7 ms to parse the YAML. It also means
+# a cache file edited by hand can never produce a manifest that would not validate.
+# ``_cacheable`` only caches a manifest whose rebuilt copy equals the original (values
+# and fields set), so what JSON loses (tuples or dates in free-form config defaults,
+# non-string keys) falls back to parsing the file, never to a different manifest.
+
+
+def _rebuild(data: Mapping[str, object], source: Path) -> Manifest:
+    return Manifest.model_validate({**data, "source": source})
+
+
+def _cacheable(manifest: Manifest) -> dict[str, object] | None:
+    """The manifest as JSON-safe data, or ``None`` if rebuilding would not give it back."""
+    if manifest.source is None:
+        return None
+    try:
+        dumped = manifest.model_dump(mode="json", exclude_unset=True)
+        data: dict[str, object] = json.loads(json.dumps(dumped))
+        rebuilt = _rebuild(data, manifest.source)
+    except ValueError:
+        return None
+    same = rebuilt == manifest and rebuilt.model_fields_set == manifest.model_fields_set
+    return data if same and _dumps_match(rebuilt, manifest) else None
+
+
+def _dumps_match(rebuilt: BaseModel, original: BaseModel) -> bool:
+    """Nested models were given the same fields (``==`` does not compare fields set)."""
+    return rebuilt.model_dump(exclude_unset=True) == original.model_dump(exclude_unset=True)

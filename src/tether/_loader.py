@@ -1,0 +1,198 @@
+"""The only module that imports plugin code.
+
+Each load of a directory plugin gets a private package of its own,
+``_tether_plugins.<name>_<version>_<n>``, whose ``__path__`` is the plugin's
+directory. The plugin's modules live under that package, so two versions of one
+plugin (the running one and the one a reload brings in) never share a module
+object, and unloading removes exactly the modules of one load.
+
+Inside a plugin, import the plugin's own modules relatively
+(``from . import helpers`` or ``from .helpers import x``).
+
+Plugins that come from installed distributions (entry points) are imported by
+their real module names: Python's import system allows one version of those.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import re
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from tether._manifest import Manifest
+from tether.errors import InterfaceError, PluginImportError, PluginLoadError
+from tether.types import LIFECYCLE_METHODS
+
+__all__ = ["ROOT_PACKAGE", "LoadedCode", "load_code", "loaded_namespaces", "unload_code"]
+
+ROOT_PACKAGE = "_tether_plugins"
+_generation = itertools.count(1)
+_lock = threading.Lock()
+_UNSAFE = re.compile(r"\W")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCode:
+    """What one load produced: the plugin object and where its modules live."""
+
+    manifest: Manifest
+    instance: object
+    module: ModuleType
+    namespace: str | None
+
+
+def _root() -> ModuleType:
+    root = sys.modules.get(ROOT_PACKAGE)
+    if root is None:
+        spec = importlib.util.spec_from_loader(ROOT_PACKAGE, loader=None, is_package=True)
+        if spec is None:  # pragma: no cover - spec_from_loader only fails on bad input
+            raise RuntimeError("cannot create the plugin root package")
+        root = importlib.util.module_from_spec(spec)
+        root.__path__ = []
+        sys.modules[ROOT_PACKAGE] = root
+    return root
+
+
+def _new_namespace(manifest: Manifest, directory: Path) -> str:
+    with _lock:
+        root = _root()
+        safe = _UNSAFE.sub("_", f"{manifest.name}_{manifest.version}")
+        name = f"{ROOT_PACKAGE}.{safe}_{next(_generation)}"
+        spec = importlib.util.spec_from_loader(name, loader=None, is_package=True)
+        if spec is None:  # pragma: no cover
+            raise RuntimeError(f"cannot create package {name}")
+        spec.submodule_search_locations = [str(directory)]
+        package = importlib.util.module_from_spec(spec)
+        package.__path__ = [str(directory)]
+        sys.modules[name] = package
+        setattr(root, name.rpartition(".")[2], package)
+    return name
+
+
+def loaded_namespaces() -> list[str]:
+    """The private packages currently holding plugin code (for tests and diagnostics)."""
+    prefix = ROOT_PACKAGE + "."
+    return sorted(n for n in sys.modules if n.startswith(prefix) and n.count(".") == 1)
+
+
+def _location(exc: BaseException, directory: Path | None) -> tuple[Path | None, int | None]:
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return Path(exc.filename), exc.lineno
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if directory is not None and _is_within(f.filename, directory)]
+    chosen = inside[-1] if inside else (frames[-1] if frames else None)
+    if chosen is None:
+        return None, None
+    return Path(chosen.filename), chosen.lineno
+
+
+def _is_within(filename: str, directory: Path) -> bool:
+    try:
+        Path(filename).resolve().relative_to(directory.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _import(manifest: Manifest, module_name: str, directory: Path | None) -> ModuleType:
+    importlib.invalidate_caches()
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:
+        file, line = _location(exc, directory)
+        raise PluginImportError(manifest.name, exc, file=file, line=line) from exc
+
+
+def _resolve_attribute(manifest: Manifest, module: ModuleType) -> object:
+    target: object = module
+    for part in manifest.entry_attribute.split("."):
+        if not hasattr(target, part):
+            raise PluginLoadError(
+                f"plugin '{manifest.name}': entry '{manifest.entry}' not found: module "
+                f"'{manifest.entry_module}' has no attribute '{part}'",
+                plugin=manifest.name,
+                path=module.__file__,
+                hint="set `entry` in the manifest to 'module:attribute' naming the plugin "
+                "class or factory",
+            )
+        target = getattr(target, part)
+    return target
+
+
+def _check_contract(manifest: Manifest, candidate: object) -> None:
+    for method in LIFECYCLE_METHODS:
+        if not callable(getattr(candidate, method, None)):
+            raise InterfaceError(manifest.name, method, entry=manifest.entry)
+
+
+def _instantiate(manifest: Manifest, target: object, directory: Path | None) -> object:
+    if isinstance(target, type):
+        _check_contract(manifest, target)
+    elif all(callable(getattr(target, m, None)) for m in LIFECYCLE_METHODS):
+        return target
+    if not callable(target):
+        _check_contract(manifest, target)
+        return target  # pragma: no cover - _check_contract raised
+    try:
+        instance = target()
+    except Exception as exc:
+        file, line = _location(exc, directory)
+        where = f" ({file}, line {line})" if file else ""
+        raise PluginLoadError(
+            f"plugin '{manifest.name}': creating '{manifest.entry}' raised "
+            f"{type(exc).__name__}: {exc}{where}",
+            plugin=manifest.name,
+            path=file,
+            hint="the plugin class or factory is called with no arguments; do setup work in "
+            "initialize() or start()",
+        ) from exc
+    _check_contract(manifest, instance)
+    return instance
+
+
+def load_code(manifest: Manifest, *, private_namespace: bool = True) -> LoadedCode:
+    """Import the plugin's entry module, resolve ``entry`` and check the contract.
+
+    ``private_namespace=False`` imports the module by its real name (entry-point
+    plugins from installed distributions).
+    """
+    directory = manifest.directory
+    if private_namespace and directory is None:
+        raise PluginLoadError(
+            f"plugin '{manifest.name}' has no directory to load from",
+            plugin=manifest.name,
+        )
+    namespace = _new_namespace(manifest, directory) if private_namespace and directory else None
+    module_name = f"{namespace}.{manifest.entry_module}" if namespace else manifest.entry_module
+    try:
+        module = _import(manifest, module_name, directory)
+        target = _resolve_attribute(manifest, module)
+        instance = _instantiate(manifest, target, directory)
+    except BaseException:
+        if namespace is not None:
+            _drop(namespace)
+        raise
+    return LoadedCode(manifest=manifest, instance=instance, module=module, namespace=namespace)
+
+
+def _drop(namespace: str) -> None:
+    prefix = namespace + "."
+    for name in [n for n in sys.modules if n == namespace or n.startswith(prefix)]:
+        del sys.modules[name]
+    root = sys.modules.get(ROOT_PACKAGE)
+    if root is not None:
+        root.__dict__.pop(namespace.rpartition(".")[2], None)
+
+
+def unload_code(code: LoadedCode) -> None:
+    """Forget the modules of one load. Objects still referenced elsewhere stay alive."""
+    if code.namespace is not None:
+        with _lock:
+            _drop(code.namespace)

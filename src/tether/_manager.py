@@ -1,0 +1,593 @@
+"""``PluginManager``: loads, orders, starts, stops and unloads plugins.
+
+The API is async. Plugin methods may be plain or ``async def``; the manager
+awaits whatever returns an awaitable. :class:`tether.SyncPluginManager` is the
+blocking facade over this same class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import ValidationError
+
+from tether import __version__
+from tether._config import (
+    PluginConfig,
+    TetherConfig,
+    grant_permissions,
+    load_config,
+    validate_plugin_config,
+)
+from tether._context import PluginContext
+from tether._lifecycle import PluginStatus, check_transition
+from tether._loader import LoadedCode, load_code, unload_code
+from tether._manifest import ConfigField, Manifest, load_manifest
+from tether._resolver import Resolution, resolve
+from tether._versions import parse_constraint
+from tether.errors import (
+    ConfigError,
+    DependentsRunningError,
+    FrameworkVersionMismatchError,
+    InterfaceError,
+    PluginImportError,
+    PluginLifecycleError,
+    PluginLoadError,
+    PluginNameConflictError,
+    PluginNotFoundError,
+    StopAllError,
+)
+from tether.types import PluginInfo
+
+__all__ = ["LoadAttempt", "PluginManager"]
+
+log = logging.getLogger("tether")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadAttempt:
+    """One try at importing a plugin (``status`` is ``success`` or ``failure``)."""
+
+    plugin: str
+    status: str
+    duration: float
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Record:
+    manifest: Manifest
+    settings: PluginConfig
+    code: LoadedCode
+    context: PluginContext
+    location: str
+    status: PluginStatus = PluginStatus.UNLOADED
+    enabled: bool = True
+    load_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    initialized: bool = False
+    last_error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Worth another try: not a broken contract, not a syntax error, not a missing module."""
+    if isinstance(exc, InterfaceError):
+        return False
+    if isinstance(exc, PluginImportError):
+        return not isinstance(exc.__cause__, SyntaxError | ModuleNotFoundError)
+    return isinstance(exc, PluginLoadError)
+
+
+async def _in_daemon_thread(fn: Callable[[], object]) -> object:
+    """Run a blocking call in a daemon thread, so a call that never returns cannot
+    hold up interpreter exit the way a thread-pool worker would."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[object] = loop.create_future()
+
+    def settle(setter: Callable[[Any], None], value: object) -> None:
+        if not future.done():
+            setter(value)
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, future.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(settle, future.set_result, result)
+
+    threading.Thread(target=run, name="tether-plugin-call", daemon=True).start()
+    return await future
+
+
+class PluginManager:
+    """Loads plugins and drives their lifecycle.
+
+    ``framework_version`` is what manifests' ``framework.version`` is checked
+    against (tether's own version by default). ``stop_timeout`` bounds each
+    plugin's ``stop()`` in ``stop_all``.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: TetherConfig | None = None,
+        framework_version: str = __version__,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.framework_version = framework_version
+        self.stop_timeout = stop_timeout
+        self.config = config or TetherConfig()
+        self._records: dict[str, _Record] = {}
+        self._order: tuple[str, ...] = ()
+        self._lock: asyncio.Lock | None = None
+        self.load_attempts: list[LoadAttempt] = []
+
+    # ------------------------------------------------------------------ helpers
+
+    def _mutex(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def _record(self, name: str) -> _Record:
+        record = self._records.get(name)
+        if record is None:
+            close = difflib.get_close_matches(name, list(self._records), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "`tether plugins list` shows them"
+            raise PluginNotFoundError(f"plugin not found: '{name}'", plugin=name, hint=hint)
+        return record
+
+    def _set_status(self, record: _Record, target: PluginStatus) -> None:
+        check_transition(record.name, record.status, target)
+        record.status = target
+
+    def _fail(self, record: _Record, step: str, exc: BaseException) -> PluginLifecycleError:
+        record.last_error = exc
+        if record.status is not PluginStatus.ERROR:
+            self._set_status(record, PluginStatus.ERROR)
+        log.error("plugin %s failed: %s", step, record.name, exc_info=exc)
+        return PluginLifecycleError(record.name, step, exc)
+
+    async def _call(
+        self, record: _Record, method: str, *args: object, timeout: float | None = None
+    ) -> None:
+        fn = getattr(record.code.instance, method)
+        if inspect.iscoroutinefunction(fn) or timeout is None:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                await asyncio.wait_for(result, timeout) if timeout else await result
+            return
+        await asyncio.wait_for(_in_daemon_thread(lambda: fn(*args)), timeout)
+
+    # ------------------------------------------------------------------ loading
+
+    async def load_plugin(
+        self,
+        path: Path | str,
+        config: PluginConfig | Mapping[str, object] | None = None,
+        *,
+        retries: int = 0,
+        retry_backoff: float = 0.1,
+    ) -> PluginInfo:
+        """Load one plugin from its directory (or manifest file).
+
+        The plugin's code is imported and its object created; it is not
+        initialized (see ``initialize_all``). ``retries`` retries transient import
+        failures, waiting ``retry_backoff * 2**n`` seconds before try ``n + 1``.
+        """
+        settings = _settings(config)
+        async with self._mutex():
+            record = await self._load(Path(path), settings, retries, retry_backoff)
+            self._records[record.name] = record
+            self._order = ()
+            return self._info(record)
+
+    async def _load(
+        self, path: Path, settings: PluginConfig, retries: int, backoff: float
+    ) -> _Record:
+        if not path.exists():  # noqa: ASYNC240 - one stat; plugin loading is not a hot path
+            raise PluginNotFoundError(
+                f"failed to load plugin: plugin file not found: {path}",
+                path=path,
+                plugin=settings.name,
+                hint="check the path (relative paths in a config file are relative to the file)",
+            )
+        manifest = load_manifest(path)
+        _check_name(manifest, settings, path)
+        existing = self._records.get(manifest.name)
+        if existing is not None:
+            raise PluginNameConflictError(manifest.name, existing.location, str(path))
+        self._check_framework(manifest)
+        permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
+        code = await self._import(manifest, retries, backoff)
+        try:
+            values = validate_plugin_config(
+                manifest.name, _schema(manifest, code.instance), settings.config
+            )
+        except BaseException:
+            unload_code(code)
+            raise
+        context = PluginContext(manifest=manifest, config=values, permissions=permissions)
+        record = _Record(manifest, settings, code, context, str(manifest.directory or path))
+        self._set_status(record, PluginStatus.LOADING)
+        return record
+
+    def _check_framework(self, manifest: Manifest) -> None:
+        constraint = manifest.framework.version
+        if not parse_constraint(constraint).allows(self.framework_version):
+            raise FrameworkVersionMismatchError(manifest.name, constraint, self.framework_version)
+
+    async def _import(self, manifest: Manifest, retries: int, backoff: float) -> LoadedCode:
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                code = load_code(manifest)
+            except PluginLoadError as exc:
+                elapsed = time.perf_counter() - started
+                self.load_attempts.append(LoadAttempt(manifest.name, "failure", elapsed, str(exc)))
+                if attempt >= retries or not _is_transient(exc):
+                    raise
+                delay = backoff * 2**attempt
+                log.warning(
+                    "loading plugin %s failed (try %d of %d), retrying in %.2fs: %s",
+                    manifest.name, attempt + 1, retries + 1, delay, exc,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                attempt += 1
+            else:
+                elapsed = time.perf_counter() - started
+                self.load_attempts.append(LoadAttempt(manifest.name, "success", elapsed))
+                return code
+
+    async def load_plugins_from_config(
+        self, config: TetherConfig | Path | str | None = None
+    ) -> list[PluginInfo]:
+        """Load every enabled plugin of a config, dependencies first.
+
+        All manifests are read and resolved before any plugin code is imported, so a
+        missing or circular dependency fails without side effects.
+        """
+        if isinstance(config, str | Path):
+            config = load_config(config)
+        if config is not None:
+            self.config = config
+        section = self.config.plugins
+        if not section.enabled:
+            log.info("plugin system disabled in the config (plugins.enabled: false)")
+            return []
+        wanted = [self._locate(entry) for entry in section.plugins if entry.enabled]
+        unavailable = {
+            e.name: "it is disabled in the config"
+            for e in section.plugins
+            if not e.enabled and e.name
+        }
+        manifests = {m.name: (m, e, p) for m, e, p in wanted}
+        loaded = [r.manifest for r in self._records.values()]
+        resolution = resolve(
+            [*loaded, *(m for m, _, _ in wanted if m.name not in self._records)],
+            framework_version=self.framework_version,
+            priorities={m.name: e.priority for m, e, _ in wanted},
+            unavailable=unavailable,
+        )
+        infos = []
+        for name in resolution.order:
+            if name in self._records or name not in manifests:
+                continue
+            _, entry, path = manifests[name]
+            infos.append(await self.load_plugin(path, entry))
+        self._order = resolution.order
+        return infos
+
+    def _locate(self, entry: PluginConfig) -> tuple[Manifest, PluginConfig, Path]:
+        base = self.config.base_directory
+        if entry.path is not None:
+            path = Path(entry.path)
+            path = path if path.is_absolute() else base / path
+            if not path.exists():
+                raise PluginNotFoundError(
+                    f"failed to load plugin: plugin file not found: {path}",
+                    plugin=entry.name,
+                    path=path,
+                    hint="check `path` in the config; relative paths are relative to the "
+                    "config file",
+                )
+            manifest = load_manifest(path)
+            _check_name(manifest, entry, path)
+            return manifest, entry, path
+        if entry.name is None:
+            raise ConfigError(
+                "a plugin entry needs a `name` or a `path`",
+                path=self.config.path,
+                hint="give each entry of plugins.plugins a name (found by discovery) or a path",
+            )
+        found = self._discover(entry.name)
+        return found.manifest, entry, found.path
+
+    def _discover(self, name: str) -> _Found:
+        from tether._discovery import default_search_paths, discover
+
+        directory = self.config.plugins.directory
+        config_dir = None
+        if directory is not None:
+            config_dir = Path(directory)
+            if not config_dir.is_absolute():
+                config_dir = self.config.base_directory / config_dir
+        result = discover(default_search_paths(config_directory=config_dir))
+        plugin = result.get(name)
+        if plugin is None or plugin.manifest.source is None:
+            raise PluginNotFoundError(
+                f"missing plugin: no plugin named '{name}' in any search path",
+                plugin=name,
+                hint="set its `path` in the config, or put it in a searched directory "
+                "(`tether plugins scan` lists them)",
+            )
+        return _Found(plugin.manifest, plugin.manifest.source.parent)
+
+    # ------------------------------------------------------------------ queries
+
+    def _info(self, record: _Record) -> PluginInfo:
+        m = record.manifest
+        return PluginInfo(
+            name=m.name,
+            version=m.version,
+            description=m.description,
+            author=m.author,
+            loaded=True,
+            enabled=record.enabled,
+            load_time=record.load_time,
+            status=record.status,
+            path=record.location,
+            isolation=m.isolation,
+        )
+
+    def get_plugin(self, name: str) -> object:
+        """The plugin object itself."""
+        return self._record(name).code.instance
+
+    def get_manifest(self, name: str) -> Manifest:
+        return self._record(name).manifest
+
+    def get_context(self, name: str) -> PluginContext:
+        return self._record(name).context
+
+    def get_status(self, name: str) -> PluginStatus:
+        return self._record(name).status
+
+    def get_info(self, name: str) -> PluginInfo:
+        return self._info(self._record(name))
+
+    def last_error(self, name: str) -> BaseException | None:
+        return self._record(name).last_error
+
+    def list_plugins(self) -> list[PluginInfo]:
+        """Every loaded plugin, in load order."""
+        return [self._info(r) for r in self._ordered()]
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._records
+
+    def resolve_dependencies(self) -> Resolution:
+        """Check the loaded plugins' dependencies; return their load order and graph."""
+        records = list(self._records.values())
+        resolution = resolve(
+            [r.manifest for r in records],
+            framework_version=self.framework_version,
+            priorities={r.name: r.settings.priority for r in records},
+        )
+        self._order = resolution.order
+        return resolution
+
+    def get_dependency_graph(self) -> dict[str, list[str]]:
+        """Each loaded plugin and the plugins it depends on (absent optional ones left out)."""
+        return {
+            r.name: [
+                d.name for d in r.manifest.dependencies if not d.optional or d.name in self._records
+            ]
+            for r in self._ordered()
+        }
+
+    def _ordered(self) -> list[_Record]:
+        if set(self._order) == set(self._records):
+            return [self._records[n] for n in self._order]
+        return list(self._records.values())
+
+    def dependents(self, name: str) -> list[str]:
+        """Loaded plugins that depend on ``name``, directly or through others."""
+        graph = self.get_dependency_graph()
+        found: list[str] = []
+        frontier = [name]
+        while frontier:
+            current = frontier.pop()
+            for plugin, deps in graph.items():
+                if current in deps and plugin not in found:
+                    found.append(plugin)
+                    frontier.append(plugin)
+        return [r.name for r in self._ordered() if r.name in found]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def initialize_all(self) -> None:
+        """Initialize loaded plugins in dependency order; stop at the first failure.
+
+        Plugins initialized before the failure stay initialized.
+        """
+        async with self._mutex():
+            order = self.resolve_dependencies().order
+            for name in order:
+                record = self._records[name]
+                if record.status is PluginStatus.LOADING and record.enabled:
+                    await self._initialize(record)
+
+    async def _initialize(self, record: _Record) -> None:
+        try:
+            await self._call(record, "initialize", record.context)
+        except Exception as exc:
+            raise self._fail(record, "initialization", exc) from exc
+        record.initialized = True
+        self._set_status(record, PluginStatus.INITIALIZED)
+        log.info("initialized plugin %s %s", record.name, record.manifest.version)
+
+    async def start_all(self) -> None:
+        """Start initialized (or stopped) plugins in dependency order; stop at the first failure."""
+        async with self._mutex():
+            for record in self._ordered():
+                if record.enabled and record.status in {
+                    PluginStatus.INITIALIZED,
+                    PluginStatus.STOPPED,
+                }:
+                    await self._start(record)
+
+    async def _start(self, record: _Record) -> None:
+        try:
+            await self._call(record, "start")
+        except Exception as exc:
+            raise self._fail(record, "start", exc) from exc
+        self._set_status(record, PluginStatus.RUNNING)
+        log.info("started plugin %s", record.name)
+
+    async def stop_all(self, *, timeout: float | None = None) -> None:
+        """Stop running plugins in reverse dependency order.
+
+        Each ``stop()`` gets ``timeout`` seconds (the manager's ``stop_timeout`` by
+        default). Failures do not stop the others; they are reported together in a
+        ``StopAllError`` at the end.
+        """
+        limit = self.stop_timeout if timeout is None else timeout
+        failures: list[PluginLifecycleError] = []
+        async with self._mutex():
+            for record in reversed(self._ordered()):
+                if record.status is PluginStatus.RUNNING:
+                    error = await self._stop(record, limit)
+                    if error is not None:
+                        failures.append(error)
+        if failures:
+            raise StopAllError(failures)
+
+    async def _stop(self, record: _Record, timeout: float | None) -> PluginLifecycleError | None:
+        try:
+            await self._call(record, "stop", timeout=timeout)
+        except TimeoutError:
+            late = TimeoutError(f"stop() did not return within {timeout:g}s")
+            return self._fail(record, "stop", late)
+        except Exception as exc:
+            return self._fail(record, "stop", exc)
+        self._set_status(record, PluginStatus.STOPPED)
+        log.info("stopped plugin %s", record.name)
+        return None
+
+    async def unload_plugin(self, name: str, *, force: bool = False) -> None:
+        """Stop, release its registrations, clean up and forget a plugin.
+
+        Refused while running plugins depend on it, unless ``force``. If ``stop`` or
+        ``cleanup`` fails the plugin is still unloaded, and the failure is raised
+        afterwards.
+        """
+        async with self._mutex():
+            record = self._record(name)
+            running = [
+                d for d in self.dependents(name) if self._records[d].status is PluginStatus.RUNNING
+            ]
+            if running and not force:
+                raise DependentsRunningError(name, running)
+            if running:
+                log.warning("force-unloading %s while %s depend on it", name, ", ".join(running))
+            failure = await self._teardown(record)
+            del self._records[name]
+            self._order = tuple(n for n in self._order if n != name)
+            log.info("unloaded plugin %s", name)
+        if failure is not None:
+            raise failure
+
+    async def _teardown(self, record: _Record) -> PluginLifecycleError | None:
+        failure: PluginLifecycleError | None = None
+        if record.status is PluginStatus.RUNNING:
+            failure = await self._stop(record, self.stop_timeout)
+        for exc in record.context.release():
+            log.warning("plugin %s: releasing a registration failed: %s", record.name, exc)
+        if record.initialized:
+            try:
+                await self._call(record, "cleanup")
+            except Exception as exc:
+                failure = failure or self._fail(record, "cleanup", exc)
+        unload_code(record.code)
+        self._set_status(record, PluginStatus.UNLOADED)
+        return failure
+
+    async def aclose(self) -> None:
+        """Stop every plugin, then unload all of them in reverse order."""
+        try:
+            await self.stop_all()
+        except StopAllError as exc:
+            log.warning("%s", exc)
+        for record in reversed(self._ordered()):
+            async with self._mutex():
+                await self._teardown(record)
+                self._records.pop(record.name, None)
+        self._order = ()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    manifest: Manifest
+    path: Path
+
+
+def _settings(config: PluginConfig | Mapping[str, object] | None) -> PluginConfig:
+    if config is None:
+        return PluginConfig()
+    if isinstance(config, PluginConfig):
+        return config
+    return PluginConfig.model_validate(dict(config))
+
+
+def _check_name(manifest: Manifest, settings: PluginConfig, path: Path) -> None:
+    if settings.name is not None and settings.name != manifest.name:
+        raise ConfigError(
+            f"plugin at {path} is named '{manifest.name}' in its manifest, but the config "
+            f"calls it '{settings.name}'",
+            plugin=settings.name,
+            path=path,
+            hint="the config's `name` must match the manifest's `name`",
+        )
+
+
+def _schema(manifest: Manifest, instance: object) -> dict[str, ConfigField]:
+    """The manifest's config schema, plus keys the plugin class declares itself."""
+    declared = getattr(instance, "config_schema", None)
+    schema = dict(manifest.config)
+    if isinstance(declared, Mapping):
+        for key, spec in declared.items():
+            if key in schema:
+                continue
+            try:
+                schema[key] = ConfigField.model_validate(spec)
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"plugin '{manifest.name}': invalid config_schema entry '{key}': "
+                    f"{exc.errors()[0]['msg']}",
+                    plugin=manifest.name,
+                    hint="each config_schema entry needs a `type` (string, integer, float, "
+                    "boolean, duration, array or object)",
+                ) from None
+    return schema

@@ -1,0 +1,155 @@
+"""The root ``tether`` group: global options, logging, and mapping errors to exit codes.
+
+Exit codes: 0 success, 1 an error (printed as ``Error: ...`` plus a hint), 2 a
+usage error (bad option or argument), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from tether import __version__
+from tether._config import CONFIG_NAMES, TetherConfig, load_config
+from tether.cli._output import err, print_error
+from tether.errors import TetherError
+
+__all__ = ["State", "cli", "main", "pass_state"]
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class State:
+    """What the global options decided, handed to every command."""
+
+    config_path: Path | None = None
+    plugin_paths: list[Path] = field(default_factory=list)
+    verbose: bool = False
+    _config: TetherConfig | None = None
+
+    def config(self) -> TetherConfig:
+        """The framework config (read once); an empty one when no file is given or found."""
+        if self._config is None:
+            self._config = load_config(self.config_path) if self.config_path else TetherConfig()
+        return self._config
+
+
+pass_state = click.make_pass_decorator(State, ensure=True)
+
+
+def _default_config() -> Path | None:
+    env = os.environ.get("TETHER_CONFIG")
+    if env:
+        return Path(env)
+    return next((Path(n) for n in CONFIG_NAMES if Path(n).is_file()), None)
+
+
+def _setup_logging(level: str, verbose: bool, log_file: Path | None) -> None:
+    chosen = "DEBUG" if verbose else level.upper()
+    handlers: list[logging.Handler] = []
+    if log_file is not None:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    else:
+        from rich.logging import RichHandler
+
+        handlers.append(RichHandler(console=err, show_path=False, show_time=verbose))
+    logging.basicConfig(level=chosen, handlers=handlers, format="%(name)s: %(message)s", force=True)
+
+
+class ReportedError(click.ClickException):
+    """A ``TetherError`` on its way out: ``Error: <message>``, the hint, exit code 1."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, error: TetherError, *, verbose: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.verbose = verbose
+
+    def show(self, file: object = None) -> None:  # noqa: ARG002 - output goes to stderr
+        print_error(self.error)
+        if self.verbose:
+            err.print_exception()
+
+
+class TetherGroup(click.Group):
+    """A group that turns tether's errors into ``Error: ...`` + hint and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except TetherError as exc:
+            state = ctx.find_object(State)
+            raise ReportedError(exc, verbose=bool(state and state.verbose)) from exc
+        except KeyboardInterrupt:
+            err.print("Interrupted.")
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(
+    cls=TetherGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="tether")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Framework config file (YAML, JSON or TOML). Default: $TETHER_CONFIG, else "
+    "./tether.yaml|.yml|.toml|.json if present.",
+)
+@click.option(
+    "--plugin-path",
+    "plugin_paths",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Extra directory to search for plugins (repeatable); searched after $TETHER_PLUGIN_PATH.",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Log level for tether and plugin loggers.",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging and full tracebacks.")
+@click.option(
+    "--log-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write logs to this file instead of the terminal.",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config_path: Path | None,
+    plugin_paths: tuple[Path, ...],
+    log_level: str,
+    verbose: bool,
+    log_file: Path | None,
+) -> None:
+    """tether: discover, validate, resolve, load and run plugins.
+
+    \b
+    Plugins are directories with a manifest (plugin.yaml, plugin.json or
+    plugin.toml). They are searched in ./plugins, ~/.tether/plugins,
+    /usr/local/lib/tether/plugins, $TETHER_PLUGIN_PATH, --plugin-path, the
+    config's plugins.directory, and installed packages exposing the
+    `tether.plugins` entry point group.
+    """
+    _setup_logging(log_level, verbose, log_file)
+    ctx.obj = State(
+        config_path=config_path or _default_config(),
+        plugin_paths=list(plugin_paths),
+        verbose=verbose,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``tether`` script."""
+    cli.main(args=argv, prog_name="tether")

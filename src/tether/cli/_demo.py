@@ -1,0 +1,67 @@
+"""``tether demo``: discover, resolve, load, start, stop and unload a config's plugins."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from tether._config import load_config
+from tether._discovery import default_search_paths, discover
+from tether._manager import PluginManager
+from tether.cli._output import out
+
+__all__ = ["run_demo"]
+
+
+def _ms(started: float) -> str:
+    return f"{(time.perf_counter() - started) * 1000:.1f} ms"
+
+
+async def run_demo(path: Path) -> None:
+    config = load_config(path)
+    out.print(f"[bold]tether demo[/] with {path}\n")
+
+    started = time.perf_counter()
+    directory = config.plugins.directory
+    search_dir = (config.base_directory / directory) if directory else None
+    found = discover(default_search_paths(config_directory=search_dir), entry_points=False)
+    out.print(f"[bold]1. discover[/] ({_ms(started)}): {len(found.plugins)} plugin(s) found")
+    for plugin in found.plugins:
+        out.print(f"   {plugin.name} {plugin.manifest.version}  [dim]{plugin.location}[/]")
+    for bad in found.invalid:
+        out.print(f"   [red]invalid[/] {bad.location}: {bad.error.problems[0].message}")
+
+    async with PluginManager(config=config) as manager:
+        started = time.perf_counter()
+        infos = await manager.load_plugins_from_config(config)
+        order = manager.resolve_dependencies().order
+        out.print(f"\n[bold]2. resolve + load[/] ({_ms(started)}): " + " -> ".join(order))
+        for name, deps in manager.get_dependency_graph().items():
+            out.print(f"   {name} depends on: {', '.join(deps) or 'nothing'}")
+
+        started = time.perf_counter()
+        await manager.initialize_all()
+        out.print(f"\n[bold]3. initialize[/] ({_ms(started)}) in dependency order")
+        started = time.perf_counter()
+        await manager.start_all()
+        out.print(f"[bold]4. start[/] ({_ms(started)})")
+        _status_table(manager)
+
+        started = time.perf_counter()
+        await manager.stop_all()
+        out.print(f"\n[bold]5. stop[/] ({_ms(started)}) in reverse order: "
+                  + " -> ".join(reversed(order)))  # fmt: skip
+        started = time.perf_counter()
+        for info in reversed(infos):
+            await manager.unload_plugin(info.name)
+        out.print(f"[bold]6. unload[/] ({_ms(started)}): {len(infos)} plugin(s) cleaned up")
+    out.print("\n[green]done[/]")
+
+
+def _status_table(manager: PluginManager) -> None:
+    table = Table("plugin", "version", "status", "isolation", "description", box=None)
+    for info in manager.list_plugins():
+        table.add_row(info.name, info.version, info.status.value, info.isolation, info.description)
+    out.print(table)

@@ -1,0 +1,124 @@
+"""``tether plugins new``: a plugin directory with a manifest, code and a passing test."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tether import __version__
+from tether._manifest import load_manifest
+from tether.errors import TetherError
+
+__all__ = ["scaffold"]
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$")
+
+
+def _manifest(name: str, module: str, cls: str) -> dict[str, object]:
+    major_minor = ".".join(__version__.split(".")[:2])
+    return {
+        "name": name,
+        "version": "0.1.0",
+        "description": f"The {name} plugin.",
+        "author": "Your Name <you@example.com>",
+        "entry": f"{module}:{cls}",
+        "framework": {"version": f">={major_minor}.0"},
+        "permissions": {},
+        "config": {
+            "greeting": {
+                "type": "string",
+                "default": "hello",
+                "description": "What the plugin says.",
+            }
+        },
+    }
+
+
+def _render(data: dict[str, object], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(data, indent=2) + "\n"
+    if fmt == "yaml":
+        import yaml
+
+        return yaml.safe_dump(data, sort_keys=False)
+    lines = []
+    tables: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            continue
+        lines.append(f"{key} = {json.dumps(value)}")
+    tables.append('\n[framework]\nversion = "{}"'.format(data["framework"]["version"]))  # type: ignore[index]
+    tables.append("\n[permissions]")
+    tables.append(
+        '\n[config.greeting]\ntype = "string"\ndefault = "hello"\n'
+        'description = "What the plugin says."'
+    )
+    return "\n".join(lines) + "\n" + "\n".join(tables) + "\n"
+
+
+_CODE = '''"""{name}: describe what the plugin does here."""
+
+from __future__ import annotations
+
+import tether
+
+
+class {cls}(tether.Plugin):
+    def initialize(self, ctx: tether.PluginContext) -> None:
+        super().initialize(ctx)
+        self.greeting = str(ctx.plugin_config["greeting"])
+
+    def start(self) -> None:
+        self.ctx.logger.info("%s started", self.ctx.name)
+
+    def greet(self, who: str) -> str:
+        return f"{{self.greeting}}, {{who}}"
+
+    def stop(self) -> None:
+        self.ctx.logger.info("%s stopped", self.ctx.name)
+'''
+
+_TEST = '''"""Runs the plugin through its whole lifecycle in a fresh manager."""
+
+from pathlib import Path
+
+import tether
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_lifecycle() -> None:
+    with tether.SyncPluginManager() as manager:
+        manager.load_plugin(HERE, {{"config": {{"greeting": "hi"}}}})
+        manager.initialize_all()
+        manager.start_all()
+        plugin = manager.get_plugin("{name}")
+        assert plugin.greet("ada") == "hi, ada"  # type: ignore[attr-defined]
+        manager.stop_all()
+        assert manager.list_plugins()[0].status == tether.PluginStatus.STOPPED
+'''
+
+
+def scaffold(name: str, directory: Path, *, fmt: str = "yaml") -> Path:
+    """Create ``directory/name`` and return it; refuse to overwrite anything."""
+    if not _NAME.match(name):
+        raise TetherError(
+            f"invalid plugin name {name!r}",
+            hint="use lowercase letters, digits and '-', e.g. 'rate-limit'",
+        )
+    target = directory / name
+    if target.exists():
+        raise TetherError(
+            f"{target} already exists",
+            path=target,
+            hint="choose another name or --dir; nothing was changed",
+        )
+    module = name.replace("-", "_")
+    cls = "".join(part.capitalize() for part in name.split("-")) + "Plugin"
+    target.mkdir(parents=True)
+    (target / f"plugin.{fmt}").write_text(_render(_manifest(name, module, cls), fmt), "utf-8")
+    (target / f"{module}.py").write_text(_CODE.format(name=name, cls=cls), "utf-8")
+    (target / f"test_{module}.py").write_text(_TEST.format(name=name), "utf-8")
+    load_manifest(target)  # the scaffold must validate; fail loudly here if it does not
+    return target
