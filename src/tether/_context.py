@@ -1,23 +1,224 @@
 """``PluginContext``: the one object through which a plugin reaches the framework.
 
-This is the minimal context (own config, logger, permissions). Services, hooks,
-events, storage and middleware arrive with later work; everything a plugin
-registers through its context is released when the plugin unloads.
+Every service a plugin can touch hangs off its context, behind its permission, and
+everything a plugin registers through the context (hooks, subscriptions, services,
+middleware) is undone when the plugin unloads. The shared machinery lives in a
+:class:`Runtime`, one per manager.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from tether._config import TetherConfig, mask_secrets
+from tether._durations import parse_duration
+from tether._gate import Gate
+from tether._hooks import HookRegistry, Registration
 from tether._manifest import Manifest
+from tether._metrics import MetricsCollector, MetricsStore
+from tether._middleware import Middleware, MiddlewareRegistry
+from tether._services import ServiceRegistry
+from tether.errors import PermissionDeniedError, TetherError
 
-__all__ = ["PluginContext"]
+if TYPE_CHECKING:
+    from tether._cache import CacheManager
+    from tether._database import DatabaseManager
+    from tether._events import Event, EventBus, Subscription
+    from tether._storage import PluginStorage, StateStore
+    from tether.types import Router
+
+__all__ = ["ConfigView", "PluginContext", "PluginLogger", "Runtime"]
+
+
+class Runtime:
+    """The machinery shared by every plugin of one manager.
+
+    Databases, caches and the state store open lazily, on the first plugin that asks.
+    ``state_directory`` holds the default SQLite files (``state.db``, ``app.db``).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: TetherConfig | None = None,
+        state_directory: Path | None = None,
+    ) -> None:
+        from tether._events import EventBus
+
+        self.config = config or TetherConfig()
+        section = self.config.section("events")
+        self.hooks = HookRegistry()
+        self.events: EventBus = EventBus(
+            queue_size=int(section.get("queue_size", 1000)),
+            policy=section.get("policy", "wait"),
+            strict=bool(section.get("strict", False)),
+        )
+        self.services = ServiceRegistry(strict=bool(section.get("strict", False)))
+        self.middleware = MiddlewareRegistry()
+        self.metrics = MetricsStore()
+        self.router: Router | None = None
+        self.state_directory = state_directory or self.config.base_directory / ".tether"
+        self._state_store: StateStore | None = None
+        self._database: DatabaseManager | None = None
+        self._caches: dict[str, CacheManager] = {}
+
+    def _url(self, section: str, default_file: str) -> str:
+        values = self.config.section(section)
+        url = values.get("url") or values.get("dsn")
+        if url:
+            return str(url)
+        self.state_directory.mkdir(parents=True, exist_ok=True)
+        return str(self.state_directory / default_file)
+
+    def state_store(self) -> StateStore:
+        if self._state_store is None:
+            from tether._storage import open_state_store
+
+            self._state_store = open_state_store(self._url("state", "state.db"))
+        return self._state_store
+
+    def database(self) -> DatabaseManager:
+        if self._database is None:
+            from tether._database import open_database
+
+            self._database = open_database(self._url("database", "app.db"))
+        return self._database
+
+    def cache(self, plugin: str) -> CacheManager:
+        cache = self._caches.get(plugin)
+        if cache is None:
+            from tether._cache import open_cache
+
+            url = self.config.section("cache").get("url")
+            cache = open_cache(str(url) if url else None, namespace=plugin)
+            self._caches[plugin] = cache
+        return cache
+
+    def close(self) -> None:
+        """Close what was opened (databases, caches, the state store)."""
+        for closeable in (self._database, self._state_store, *self._caches.values()):
+            close = getattr(closeable, "close", None)
+            if close is not None:
+                close()
+        self._database = None
+        self._state_store = None
+        self._caches.clear()
+
+
+class PluginLogger(logging.LoggerAdapter[logging.Logger]):
+    """``ctx.logger``: a logger named after the plugin that carries structured fields.
+
+    ``logger.with_fields(user_id=123).info("logged in")`` logs
+    ``logged in user_id=123`` and puts the fields in the record's ``fields`` attribute.
+    """
+
+    def __init__(self, logger: logging.Logger, plugin: str, fields: Mapping[str, object]) -> None:
+        super().__init__(logger, {"plugin": plugin, "fields": dict(fields)})
+
+    def with_fields(self, **fields: object) -> PluginLogger:
+        merged = {**self._fields, **fields}
+        return PluginLogger(self.logger, str(self._extra["plugin"]), merged)
+
+    @property
+    def _extra(self) -> Mapping[str, object]:
+        return self.extra or {}
+
+    @property
+    def _fields(self) -> dict[str, object]:
+        fields = self._extra.get("fields")
+        return dict(fields) if isinstance(fields, dict) else {}
+
+    def set_level(self, level: str | int) -> None:
+        self.logger.setLevel(level.upper() if isinstance(level, str) else level)
+
+    def process(
+        self, msg: object, kwargs: MutableMapping[str, Any]
+    ) -> tuple[object, MutableMapping[str, Any]]:
+        fields = self._fields
+        extra = {**self._extra, **kwargs.get("extra", {})}
+        kwargs["extra"] = extra
+        if fields:
+            rendered = " ".join(f"{k}={v}" for k, v in fields.items())
+            return f"{msg} {rendered}", kwargs
+        return msg, kwargs
+
+
+_MISSING = object()
+
+
+class ConfigView:
+    """``ctx.config``: the framework config, read-only, with secrets removed."""
+
+    def __init__(self, config: TetherConfig) -> None:
+        data = config.model_dump(mode="json", exclude_none=True)
+        self._data = _remove_secrets(mask_secrets(data))
+
+    def get(self, key: str, default: object = None) -> object:
+        """The value at a dotted key (``database.host``), or ``default``."""
+        node: object = self._data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return copy.deepcopy(node)
+
+    def _typed(self, key: str, default: object, kind: type, label: str) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise TetherError(
+                f"config key '{key}' is {type(value).__name__}, not {label}",
+                hint=f"set '{key}' to {label} in the framework config",
+            )
+        return value
+
+    def get_string(self, key: str, default: str = "") -> str:
+        return str(self._typed(key, default, str, "a string"))
+
+    def get_int(self, key: str, default: int = 0) -> int:
+        return int(self._typed(key, default, int, "an integer"))
+
+    def get_float(self, key: str, default: float = 0.0) -> float:
+        return float(self._typed(key, default, float, "a number"))
+
+    def get_bool(self, key: str, default: bool = False) -> bool:  # noqa: FBT001, FBT002
+        return bool(self._typed(key, default, bool, "a boolean"))
+
+    def get_duration(self, key: str, default: timedelta | None = None) -> timedelta:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            return default or timedelta(0)
+        return parse_duration(value)
+
+    def as_dict(self) -> dict[str, object]:
+        return copy.deepcopy(self._data)
+
+
+def _remove_secrets(data: object) -> Any:
+    if isinstance(data, dict):
+        return {k: _remove_secrets(v) for k, v in data.items() if v != "****"}
+    if isinstance(data, list):
+        return [_remove_secrets(v) for v in data]
+    if isinstance(data, str):
+        return data.replace(":****@", "@")
+    return data
 
 
 class PluginContext:
-    """Capabilities handed to one plugin in ``initialize(ctx)``."""
+    """Capabilities handed to one plugin in ``initialize(ctx)``.
+
+    ``logger``, ``metrics``, ``plugin_config`` and ``plugin_storage`` are always
+    available; ``database``, ``cache``, ``config`` and ``router`` need the matching
+    permission and raise :class:`~tether.errors.PermissionDeniedError` without it.
+    """
 
     def __init__(
         self,
@@ -25,13 +226,22 @@ class PluginContext:
         manifest: Manifest,
         config: Mapping[str, object],
         permissions: frozenset[str],
-        logger: logging.Logger | None = None,
+        runtime: Runtime | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._manifest = manifest
         self._config = dict(config)
         self._permissions = permissions
-        self._logger = logger or logging.getLogger(f"tether.plugin.{manifest.name}")
-        self._releases: list[Callable[[], None]] = []
+        self._runtime = runtime or Runtime()
+        self._gate = gate or Gate(manifest.name)
+        name = manifest.name
+        self._logger = PluginLogger(logging.getLogger(f"tether.plugin.{name}"), name, {})
+        self._metrics = MetricsCollector(self._runtime.metrics, name)
+        self._releases: list[Callable[[], object]] = []
+        self._storage: PluginStorage | None = None
+        self._middleware: dict[str, Middleware] = {}
+
+    # ------------------------------------------------------------------ identity
 
     @property
     def name(self) -> str:
@@ -46,14 +256,12 @@ class PluginContext:
         return self._manifest
 
     @property
-    def logger(self) -> logging.Logger:
-        """A logger named ``tether.plugin.<name>``; always available."""
-        return self._logger
+    def gate(self) -> Gate:
+        return self._gate
 
     @property
-    def plugin_config(self) -> dict[str, object]:
-        """This plugin's own config (defaults applied, durations parsed), as a copy."""
-        return copy.deepcopy(self._config)
+    def runtime(self) -> Runtime:
+        return self._runtime
 
     @property
     def permissions(self) -> frozenset[str]:
@@ -62,13 +270,160 @@ class PluginContext:
     def has_permission(self, permission: str) -> bool:
         return permission in self._permissions
 
-    def on_release(self, callback: Callable[[], None]) -> None:
+    def _require(self, permission: str) -> None:
+        if permission not in self._permissions:
+            raise PermissionDeniedError(self.name, permission)
+
+    # ------------------------------------------------------------------ services
+
+    @property
+    def logger(self) -> PluginLogger:
+        """A logger named ``tether.plugin.<name>``; always available."""
+        return self._logger
+
+    @property
+    def metrics(self) -> MetricsCollector:
+        """Counters, gauges and histograms labelled with this plugin; always available."""
+        return self._metrics
+
+    @property
+    def database(self) -> DatabaseManager:
+        """The framework's database (permission ``database``)."""
+        self._require("database")
+        return self._runtime.database()
+
+    @property
+    def cache(self) -> CacheManager:
+        """A cache whose keys are this plugin's alone (permission ``cache``)."""
+        self._require("cache")
+        return self._runtime.cache(self.name)
+
+    @property
+    def config(self) -> ConfigView:
+        """The framework config, read-only, secrets removed (permission ``config``)."""
+        self._require("config")
+        return ConfigView(self._runtime.config)
+
+    @property
+    def router(self) -> Router:
+        """The host's router (permission ``router``); hosts without HTTP have none."""
+        self._require("router")
+        router = self._runtime.router
+        if router is None:
+            raise TetherError(
+                f"plugin '{self.name}' asked for the router, but this host serves no HTTP "
+                "routes",
+                plugin=self.name,
+                hint="run the plugin under `tether serve`",
+            )
+        return router
+
+    @property
+    def plugin_config(self) -> dict[str, object]:
+        """This plugin's own config (defaults applied, durations parsed), as a copy."""
+        return copy.deepcopy(self._config)
+
+    @property
+    def plugin_storage(self) -> PluginStorage:
+        """Durable key/value storage that only this plugin can see."""
+        if self._storage is None:
+            from tether._storage import PluginStorage
+
+            self._storage = PluginStorage(self._runtime.state_store(), self.name)
+        return self._storage
+
+    # ------------------------------------------------------------------ hooks
+
+    def register_hook(
+        self,
+        hook_type: str,
+        priority: int,
+        handler: Callable[[Any], object],
+        *,
+        timeout: float | None = None,
+    ) -> Registration:
+        """Run ``handler`` at ``hook_type`` (higher priority first). Removed on unload."""
+        registration = self._runtime.hooks.register(
+            self.name, self._gate, hook_type, priority, handler, timeout=timeout
+        )
+        self.on_release(registration.remove)
+        return registration
+
+    # ------------------------------------------------------------------ events
+
+    async def publish_event(self, event: str, data: object = None) -> Event:
+        """Publish to every subscriber; waits for queue space under the ``wait`` policy."""
+        return await self._runtime.events.publish(
+            event, data, source=self.name, declared=self._manifest
+        )
+
+    def publish_event_nowait(self, event: str, data: object = None) -> Event:
+        """Publish from synchronous code (or another thread) without waiting."""
+        return self._runtime.events.publish_nowait(
+            event, data, source=self.name, declared=self._manifest
+        )
+
+    def subscribe_event(self, event: str, handler: Callable[[Event], object]) -> Subscription:
+        """Receive events named ``event`` (``user.*`` for a family). Removed on unload."""
+        subscription = self._runtime.events.subscribe(
+            self.name, self._gate, event, handler, declared=self._manifest
+        )
+        self.on_release(subscription.remove)
+        return subscription
+
+    # ------------------------------------------------------------------ services
+
+    def export_service(self, name: str, service: object) -> None:
+        """Offer ``service`` to other plugins as ``name``."""
+        self._runtime.services.export(self.name, self._gate, name, service, manifest=self._manifest)
+
+    def import_service(self, plugin: str, name: str) -> Any:
+        """A proxy for another plugin's service; it follows reloads of that plugin."""
+        return self._runtime.services.import_(
+            self.name, plugin, name, importer_manifest=self._manifest
+        )
+
+    # ------------------------------------------------------------------ middleware
+
+    def register_middleware(
+        self,
+        name: str,
+        handler: Callable[[Any, Any], object],
+        priority: int = 100,
+        routes: Sequence[str] | None = None,
+    ) -> Middleware:
+        """Wrap requests on ``routes`` (globs; none = every route). Removed on unload."""
+        item = self._runtime.middleware.register(
+            self.name, self._gate, name, handler, priority, routes
+        )
+        self._middleware[name] = item
+        return item
+
+    def unregister_middleware(self, name: str) -> None:
+        self._runtime.middleware.unregister(self.name, name)
+        self._middleware.pop(name, None)
+
+    # ------------------------------------------------------------------ teardown
+
+    def on_release(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` when the plugin unloads (last registered, first run)."""
         self._releases.append(callback)
 
     def release(self) -> list[BaseException]:
         """Undo everything registered through this context; return what failed."""
         failures: list[BaseException] = []
+        runtime = self._runtime
+        for remove in (
+            lambda: runtime.hooks.remove_plugin(self.name),
+            lambda: runtime.events.remove_plugin(self.name),
+            lambda: runtime.middleware.remove_plugin(self.name),
+            lambda: runtime.services.withdraw_plugin(self.name),
+        ):
+            try:
+                remove()
+            except Exception as exc:
+                failures.append(exc)
+        self._middleware.clear()
         while self._releases:
             callback = self._releases.pop()
             try:

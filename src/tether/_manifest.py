@@ -314,8 +314,7 @@ def read_manifest_data(text: str, *, fmt: str, path: Path) -> tuple[object, dict
             return json.loads(text), {}
         if fmt == "toml":
             return tomllib.loads(text), {}
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = _load_yaml(text)
     except json.JSONDecodeError as exc:
         problem = ManifestProblem(path, "", f"invalid JSON: {exc.msg}", exc.lineno)
         raise ManifestError(path, [problem]) from None
@@ -332,6 +331,20 @@ def read_manifest_data(text: str, *, fmt: str, path: Path) -> tuple[object, dict
         for key, line in _yaml_lines(node, ""):
             lines.setdefault(key, line)
     return data, lines
+
+
+_YamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load_yaml(text: str) -> tuple[yaml.Node | None, object]:
+    """Parse once (with libyaml when available), keeping the node tree for line numbers."""
+    loader = _YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return node, data
 
 
 def _yaml_lines(node: yaml.Node, prefix: str) -> Iterator[tuple[str, int]]:

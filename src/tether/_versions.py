@@ -23,6 +23,7 @@ same ``X.Y.Z`` (``>=1.0.0`` does not match ``2.0.0-rc.1``; ``>=2.0.0-rc.0`` does
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from functools import total_ordering
@@ -222,6 +223,7 @@ def _clause(text: str, whole: str) -> list[_Bound]:  # noqa: C901, PLR0911
     return [_Bound(op, low)]
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_constraint(text: str) -> Constraint:
     """Parse a constraint; raise ``ValueError`` (reference wording) when it is malformed."""
     if not isinstance(text, str):

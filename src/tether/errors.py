@@ -21,7 +21,17 @@ The tree::
     │   ├── InvalidTransitionError
     │   ├── PluginLifecycleError            initialize/start/stop/cleanup raised or timed out
     │   ├── StopAllError                    stop_all finished with one or more failures
-    │   └── DependentsRunningError          unload refused: running plugins depend on it
+    │   ├── DependentsRunningError          unload refused: running plugins depend on it
+    │   └── PluginUnavailableError          the plugin's gate refused a call (stopped, reloading)
+    ├── HookError                           a hook cannot be registered or run
+    │   └── HookTimeoutError                an async hook handler ran past its timeout
+    ├── EventError                          an event cannot be published or subscribed
+    │   └── UndeclaredEventError            strict mode: the manifest does not declare it
+    ├── ServiceError                        a service cannot be exported or imported
+    │   └── ServiceNotFoundError (LookupError)
+    ├── MiddlewareError                     a middleware cannot be registered or removed
+    ├── StorageError                        plugin storage failed
+    │   └── StorageValueError (ValueError)  a value that cannot be stored
     └── TetherPermissionError (PermissionError)
         ├── PermissionDeniedError           a plugin used a service it was not granted
         └── PermissionMismatchError         config grants what the manifest does not declare
@@ -44,12 +54,16 @@ __all__ = [
     "DependentsRunningError",
     "DiscoveryError",
     "EnvVarError",
+    "EventError",
     "FrameworkVersionMismatchError",
+    "HookError",
+    "HookTimeoutError",
     "InterfaceError",
     "InvalidTransitionError",
     "LifecycleError",
     "ManifestError",
     "ManifestProblem",
+    "MiddlewareError",
     "MissingDependencyError",
     "PermissionDeniedError",
     "PermissionMismatchError",
@@ -58,10 +72,16 @@ __all__ = [
     "PluginLoadError",
     "PluginNameConflictError",
     "PluginNotFoundError",
+    "PluginUnavailableError",
     "ResolutionError",
+    "ServiceError",
+    "ServiceNotFoundError",
     "StopAllError",
+    "StorageError",
+    "StorageValueError",
     "TetherError",
     "TetherPermissionError",
+    "UndeclaredEventError",
     "VersionMismatchError",
 ]
 
@@ -340,6 +360,19 @@ class StopAllError(LifecycleError):
         )
 
 
+class PluginUnavailableError(LifecycleError):
+    """A call into a plugin was refused at its gate; ``reason`` says why."""
+
+    def __init__(self, plugin: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"plugin '{plugin}' is unavailable: {reason}",
+            plugin=plugin,
+            hint="check `tether plugins health`; a reload or restart of the plugin may be "
+            "in progress",
+        )
+
+
 class DependentsRunningError(LifecycleError):
     def __init__(self, plugin: str, dependents: list[str]) -> None:
         self.dependents = tuple(dependents)
@@ -349,6 +382,70 @@ class DependentsRunningError(LifecycleError):
             plugin=plugin,
             hint="unload the dependents first, or pass force=True (--force) to unload anyway",
         )
+
+
+# --------------------------------------------------------------------------- mechanisms
+
+
+class HookError(TetherError):
+    """A hook cannot be registered or run."""
+
+
+class HookTimeoutError(HookError, TimeoutError):
+    def __init__(self, plugin: str, hook_type: str, timeout: str) -> None:
+        self.hook_type = hook_type
+        self.timeout = timeout
+        super().__init__(
+            f"hook execution timeout: {hook_type} hook exceeded {timeout} timeout",
+            plugin=plugin,
+            hint=f"make the {hook_type} hook of plugin '{plugin}' faster, move slow work to a "
+            "background task, or raise the hook's timeout",
+        )
+
+
+class EventError(TetherError):
+    """An event cannot be published or subscribed to."""
+
+
+class UndeclaredEventError(EventError):
+    def __init__(self, plugin: str, event: str, kind: str) -> None:
+        self.event = event
+        self.kind = kind
+        section = "publishes" if kind == "publish" else "subscribes"
+        super().__init__(
+            f"undeclared event: plugin '{plugin}' tried to {kind} '{event}' but its manifest "
+            f"does not list it under events.{section}",
+            plugin=plugin,
+            hint=f"add '{event}' to events.{section} in the manifest of '{plugin}'",
+        )
+
+
+class ServiceError(TetherError):
+    """A service cannot be exported or imported."""
+
+
+class ServiceNotFoundError(ServiceError, LookupError):
+    def __init__(self, plugin: str, service: str, *, available: tuple[str, ...] = ()) -> None:
+        self.service = service
+        listed = ", ".join(available) if available else "nothing"
+        super().__init__(
+            f"service not found: plugin '{plugin}' does not export '{service}'",
+            plugin=plugin,
+            hint=f"'{plugin}' exports: {listed}; check the name, and that '{plugin}' is loaded "
+            "and initialized before the importer",
+        )
+
+
+class MiddlewareError(TetherError):
+    """A middleware cannot be registered or removed."""
+
+
+class StorageError(TetherError):
+    """Plugin storage failed."""
+
+
+class StorageValueError(StorageError, ValueError):
+    """A value cannot be stored (not serializable, or too large)."""
 
 
 # --------------------------------------------------------------------------- permissions
