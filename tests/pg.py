@@ -5,13 +5,22 @@ Use it from a test module with ``pytest_plugins = ["pg"]`` and ask for ``pg_url`
 other's tables) or ``pg_server_url`` (the server's own URL). The server listens on
 a Unix socket only and is stopped and deleted at the end of the session. Mark the
 tests that use it ``@pytest.mark.slow``.
+
+The data directory is a ``mkdtemp`` directory, not one under pytest's base temp:
+run as root, pgserver runs PostgreSQL as a ``pgserver`` user and opens up the
+directory's parents for it, and every pytest session that starts meanwhile (two
+engineers, two runs) makes ``/tmp/pytest-of-root`` private again, so PostgreSQL
+would fail with "Permission denied".
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
@@ -29,13 +38,17 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             patch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("xdg-runtime")))
         import pgserver
 
-        server = pgserver.get_server(
-            tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete"
-        )
+        base = Path(tempfile.mkdtemp(prefix="tether-pg-"))
+        try:
+            server = pgserver.get_server(base / "data", cleanup_mode="delete")
+        except BaseException:
+            shutil.rmtree(base, ignore_errors=True)
+            raise
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -152,6 +152,7 @@ def test_graph_reports_a_cycle(tmp_path: Path) -> None:
     write_plugin(tmp_path, "b", dependencies="[{name: a}]")
     result = run("--plugin-path", str(tmp_path), "plugins", "graph")
     assert "circular dependency detected: a -> b -> a" in result.output
+    assert result.exit_code == 1
 
 
 def test_plugin_test_runs_every_step(app: Path) -> None:

@@ -28,7 +28,6 @@ ALLOWED = {
     (S.STOPPED, S.UNLOADED),
     (S.STOPPED, S.ERROR),
     (S.ERROR, S.LOADING),
-    (S.ERROR, S.STOPPED),
     (S.ERROR, S.UNLOADED),
 }
 ALL_PAIRS = list(itertools.product(PluginStatus, repeat=2))

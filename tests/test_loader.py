@@ -346,11 +346,6 @@ def test_absolute_import_of_a_sibling_fails_with_a_hint(make_plugin):
     assert "from . import" in caught.value.hint
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a missing entry module points at <frozen importlib._bootstrap> and shows "
-    "the private namespace instead of naming the module and the plugin directory",
-)
 def test_missing_entry_module_names_the_module_and_directory(make_plugin):
     directory = make_plugin(
         "no-entry-module", None, entry="nomodule:Plugin", files={"other.py": PLAIN}

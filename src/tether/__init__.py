@@ -8,6 +8,8 @@ __version__ = "0.1.0"
 from tether import errors
 from tether._config import PluginConfig, TetherConfig, load_config
 from tether._context import PluginContext
+from tether._events import Event
+from tether._hooks import HookMetrics, HookOutcome
 from tether._lifecycle import PluginStatus
 from tether._manager import LoadAttempt, PluginManager
 from tether._manifest import Manifest, load_manifest
@@ -15,9 +17,12 @@ from tether._plugin import Plugin
 from tether._resolver import Resolution, resolve
 from tether._sync import SyncPluginManager
 from tether.errors import TetherError
-from tether.types import PluginInfo
+from tether.types import PluginInfo, Router
 
 __all__ = [
+    "Event",
+    "HookMetrics",
+    "HookOutcome",
     "LoadAttempt",
     "Manifest",
     "Plugin",
@@ -27,6 +32,7 @@ __all__ = [
     "PluginManager",
     "PluginStatus",
     "Resolution",
+    "Router",
     "SyncPluginManager",
     "TetherConfig",
     "TetherError",

@@ -28,11 +28,12 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -64,7 +65,7 @@ _SECRET_KEY = re.compile(
     r"(^|[_.-])(secret|password|passwd|pass|token|api[_-]?key|private[_-]?key|credentials?)$",
     re.IGNORECASE,
 )
-_DSN_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@/\s]+)(@)")
+_DSN_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)(@)")
 MASK = "****"
 
 
@@ -79,7 +80,7 @@ class PluginConfig(BaseModel):
     priority: StrictInt = 0
     config: dict[str, Any] = Field(default_factory=dict)
     permissions: dict[str, StrictBool] | None = None
-    isolation: StrictStr | None = None
+    isolation: Literal["inprocess", "process"] | None = None
 
 
 class PluginsSection(BaseModel):
@@ -87,7 +88,44 @@ class PluginsSection(BaseModel):
 
     enabled: StrictBool = True
     directory: StrictStr | None = None
+    strict: StrictBool = False
     plugins: tuple[PluginConfig, ...] = ()
+
+
+class EventsSection(BaseModel):
+    """``events``: the event bus's queues."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue_size: Annotated[StrictInt, Field(gt=0)] = 1000
+    policy: Literal["wait", "drop_oldest"] = "wait"
+
+
+def _duration_seconds(value: object) -> float:
+    return parse_duration(value).total_seconds()
+
+
+class ReloadSection(BaseModel):
+    """``reload``: how callers are held while a plugin reloads."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue_timeout: Annotated[float, BeforeValidator(_duration_seconds)] = 30.0
+    max_queue_size: Annotated[StrictInt, Field(gt=0)] = 1000
+    strategy: Literal["block", "reject"] = "block"
+
+
+class StoreSection(BaseModel):
+    """``state``, ``database``, ``cache``: where a service keeps its data (``url``/``dsn``)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    url: StrictStr | None = None
+    dsn: StrictStr | None = None
+
+    @property
+    def target(self) -> str | None:
+        return self.url or self.dsn
 
 
 class TetherConfig(BaseModel):
@@ -96,6 +134,11 @@ class TetherConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
     plugins: PluginsSection = PluginsSection()
+    events: EventsSection = EventsSection()
+    reload: ReloadSection = ReloadSection()
+    state: StoreSection = StoreSection()
+    database: StoreSection = StoreSection()
+    cache: StoreSection = StoreSection()
     path: Path | None = Field(default=None, exclude=True)
 
     @property
@@ -104,9 +147,11 @@ class TetherConfig(BaseModel):
         return self.path.parent if self.path is not None else Path.cwd()
 
     def section(self, name: str) -> dict[str, Any]:
-        """A host's own top-level section, e.g. ``config.section("database")``."""
-        extra = self.model_extra or {}
-        value = extra.get(name)
+        """A top-level section as a dict, e.g. ``config.section("workload")`` for a host's own."""
+        if name in type(self).model_fields and name != "path":
+            value: object = getattr(self, name).model_dump(exclude_none=True)
+        else:
+            value = (self.model_extra or {}).get(name)
         return dict(value) if isinstance(value, dict) else {}
 
     def entry(self, name: str) -> PluginConfig | None:
@@ -139,7 +184,25 @@ def expand_env(
     return data
 
 
-def _expand_string(text: str, env: Mapping[str, str], path: Path | None, key: str) -> str:
+def _expand_string(text: str, env: Mapping[str, str], path: Path | None, key: str) -> object:
+    whole = _VAR.fullmatch(text)
+    expanded = _substitute(text, env, path, key)
+    if whole is not None and whole.group(0) != "$$":
+        # A value that is exactly one reference takes the type its text spells, as YAML
+        # reads it: "${PORT}" with PORT=8080 is the integer 8080, "${DEBUG}" may be true.
+        return _scalar(expanded)
+    return expanded
+
+
+def _scalar(text: str) -> object:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, bool | int | float) and text.strip() else text
+
+
+def _substitute(text: str, env: Mapping[str, str], path: Path | None, key: str) -> str:
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
@@ -214,10 +277,10 @@ def parse_config(
         return TetherConfig.model_validate({**expanded, "path": path})  # type: ignore[dict-item]
     except ValidationError as exc:
         problems = [ConfigProblem(_dotted(e["loc"]), _config_message(e)) for e in exc.errors()]
-        where = f"{path}" if path else "config"
+        where = f" {path}" if path else ""
         details = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(
-            f"invalid config {where}: {problems[0]}\n{details}",
+            f"invalid config{where}: {problems[0]}\n{details}",
             path=path,
             problems=problems,
             hint="fix the keys listed above; `tether config validate` re-checks the file",

@@ -51,14 +51,14 @@ class Runtime:
         from tether._events import EventBus
 
         self.config = config or TetherConfig()
-        section = self.config.section("events")
+        strict = self.config.plugins.strict
         self.hooks = HookRegistry()
         self.events: EventBus = EventBus(
-            queue_size=int(section.get("queue_size", 1000)),
-            policy=section.get("policy", "wait"),
-            strict=bool(section.get("strict", False)),
+            queue_size=self.config.events.queue_size,
+            policy=self.config.events.policy,
+            strict=strict,
         )
-        self.services = ServiceRegistry(strict=bool(section.get("strict", False)))
+        self.services = ServiceRegistry(strict=strict)
         self.middleware = MiddlewareRegistry()
         self.metrics = MetricsStore()
         self.router: Router | None = None
@@ -68,8 +68,7 @@ class Runtime:
         self._caches: dict[str, CacheManager] = {}
 
     def _url(self, section: str, default_file: str) -> str:
-        values = self.config.section(section)
-        url = values.get("url") or values.get("dsn")
+        url = getattr(self.config, section).target
         if url:
             return str(url)
         self.state_directory.mkdir(parents=True, exist_ok=True)
@@ -94,8 +93,7 @@ class Runtime:
         if cache is None:
             from tether._cache import open_cache
 
-            url = self.config.section("cache").get("url")
-            cache = open_cache(str(url) if url else None, namespace=plugin)
+            cache = open_cache(self.config.cache.target, namespace=plugin)
             self._caches[plugin] = cache
         return cache
 
@@ -156,6 +154,10 @@ class ConfigView:
 
     def __init__(self, config: TetherConfig) -> None:
         data = config.model_dump(mode="json", exclude_none=True)
+        # Other plugins' settings are theirs alone: keep only who is configured.
+        for entry in data.get("plugins", {}).get("plugins", []):
+            entry.pop("config", None)
+            entry.pop("permissions", None)
         self._data = _remove_secrets(mask_secrets(data))
 
     def get(self, key: str, default: object = None) -> object:
@@ -189,7 +191,7 @@ class ConfigView:
     def get_float(self, key: str, default: float = 0.0) -> float:
         return float(self._typed(key, default, float, "a number"))
 
-    def get_bool(self, key: str, default: bool = False) -> bool:  # noqa: FBT001, FBT002
+    def get_bool(self, key: str, default: bool = False) -> bool:
         return bool(self._typed(key, default, bool, "a boolean"))
 
     def get_duration(self, key: str, default: timedelta | None = None) -> timedelta:
@@ -311,8 +313,7 @@ class PluginContext:
         router = self._runtime.router
         if router is None:
             raise TetherError(
-                f"plugin '{self.name}' asked for the router, but this host serves no HTTP "
-                "routes",
+                f"plugin '{self.name}' asked for the router, but this host serves no HTTP routes",
                 plugin=self.name,
                 hint="run the plugin under `tether serve`",
             )
@@ -322,6 +323,11 @@ class PluginContext:
     def plugin_config(self) -> dict[str, object]:
         """This plugin's own config (defaults applied, durations parsed), as a copy."""
         return copy.deepcopy(self._config)
+
+    def replace_config(self, values: Mapping[str, object]) -> dict[str, object]:
+        """Install new (validated) config; return the old. Used by the manager."""
+        previous, self._config = self._config, dict(values)
+        return previous
 
     @property
     def plugin_storage(self) -> PluginStorage:
@@ -413,14 +419,15 @@ class PluginContext:
         """Undo everything registered through this context; return what failed."""
         failures: list[BaseException] = []
         runtime = self._runtime
-        for remove in (
-            lambda: runtime.hooks.remove_plugin(self.name),
-            lambda: runtime.events.remove_plugin(self.name),
-            lambda: runtime.middleware.remove_plugin(self.name),
-            lambda: runtime.services.withdraw_plugin(self.name),
-        ):
+        removers: tuple[Callable[[str], object], ...] = (
+            runtime.hooks.remove_plugin,
+            runtime.events.remove_plugin,
+            runtime.middleware.remove_plugin,
+            runtime.services.withdraw_plugin,
+        )
+        for remove in removers:
             try:
-                remove()
+                remove(self.name)
             except Exception as exc:
                 failures.append(exc)
         self._middleware.clear()

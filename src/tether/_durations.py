@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 
@@ -30,7 +31,7 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"duration must not be negative, got {value}")
-        return timedelta(seconds=value)
+        return _seconds(value, value)
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"not a duration: {value!r}")
     return _parse_text(value)
@@ -52,7 +53,16 @@ def _parse_text(value: str) -> timedelta:
             f"not a duration: {value!r} (write a number and a unit: ns, us, ms, s, m, h, d, "
             "as in '30s', '250ms' or '1h30m')"
         )
-    return timedelta(seconds=seconds)
+    return _seconds(seconds, value)
+
+
+def _seconds(seconds: float, original: object) -> timedelta:
+    if not math.isfinite(seconds):
+        raise ValueError(f"duration out of range: {original!r}")
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):
+        raise ValueError(f"duration out of range: {original!r}") from None
 
 
 def format_duration(delta: timedelta) -> str:

@@ -23,7 +23,9 @@ Full queues
     served in order, so a waiting publisher holds up later ones and no subscriber sees
     them out of order. ``publish_nowait`` cannot wait and raises ``EventError``
     instead. ``policy="drop_oldest"``: the oldest queued event of the full subscriber
-    is dropped and counted, and nobody waits.
+    is dropped and counted, and nobody waits. (Under ``wait``, a handler that awaits
+    ``publish`` of an event its own full queue must take waits for itself until
+    ``stop`` gives up: publish follow-ups from a task, or use ``drop_oldest``.)
 
 Declarations
     Given the manifest (``declared=``), a publish or subscribe is checked against
@@ -36,7 +38,7 @@ Backends
     The bus owns everything about plugins (declarations, gates, errors, statistics,
     per-subscriber queues and workers). Getting an event from the publisher to the
     subscribers' process is the job of an :class:`EventBackend`; only the in-process
-    one exists, and a NATS or Redis one can implement the same three methods.
+    one exists, and a NATS or Redis one can implement the same four methods.
 """
 
 from __future__ import annotations
@@ -45,13 +47,11 @@ import asyncio
 import inspect
 import itertools
 import logging
-import threading
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from enum import Enum
 from typing import Literal, Protocol, cast
 
 from tether._gate import Gate
@@ -59,6 +59,7 @@ from tether._manifest import Events, Manifest
 from tether.errors import EventError, PluginUnavailableError, UndeclaredEventError
 
 __all__ = [
+    "HOST",
     "Event",
     "EventBackend",
     "EventBus",
@@ -197,18 +198,11 @@ class InProcessBackend:
 
 
 class Subscription:
-    """One plugin's interest in one pattern. ``remove()`` ends it (idempotent)."""
+    """One plugin's interest in one pattern: a handle with counters. ``remove()`` is idempotent."""
 
     __slots__ = (
         "_bus",
-        "_busy",
-        "_is_async",
-        "_prefix",
-        "_queue",
-        "_seq",
-        "_stats",
-        "_warned_full",
-        "_worker",
+        "_inbox",
         "delivered",
         "dropped",
         "failed",
@@ -220,65 +214,235 @@ class Subscription:
     )
 
     def __init__(
-        self, bus: EventBus, plugin: str, gate: Gate, pattern: str, handler: EventHandler, seq: int
+        self,
+        bus: EventBus,
+        inbox: _Inbox,
+        plugin: str,
+        gate: Gate,
+        pattern: str,
+        handler: EventHandler,
     ) -> None:
         self.plugin = plugin
         self.gate = gate
         self.pattern = pattern
         self.handler = handler
         self.is_active = True
-        self.delivered = 0
-        self.failed = 0
-        self.dropped = 0
+        self.delivered = 0  # the handler returned
+        self.failed = 0  # the handler raised
+        self.dropped = 0  # refused at a closed gate, pushed out of a full queue, or unsubscribed
         self._bus = bus
-        self._seq = seq
-        self._prefix = _wildcard_prefix(pattern)
-        self._is_async = inspect.iscoroutinefunction(handler)
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(bus.queue_size)
-        self._worker: asyncio.Task[None] | None = None
-        self._busy = False
-        self._warned_full = False
-        self._stats: dict[str, EventStats] = {}
+        self._inbox = inbox
 
     @property
     def pending(self) -> int:
         """Events accepted for this subscriber and not yet handled."""
-        if not self.is_active:
-            return 0
-        return self._queue.qsize() + self._busy
+        return self._inbox.pending if self.is_active else 0
 
     def remove(self) -> None:
-        self._bus._discard(self)  # noqa: SLF001 - the bus owns the bookkeeping
+        self._bus.unsubscribe(self)
 
     def __repr__(self) -> str:
         state = "active" if self.is_active else "removed"
         return f"<Subscription {self.plugin!r} {self.pattern!r} {state}>"
 
 
-class _Waiting:
-    """A publish under the ``wait`` policy that found a full queue, in line for space."""
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
-    __slots__ = ("event", "future", "next", "targets")
+
+class _Inbox:
+    """One subscription's bounded queue and the worker task that empties it, in order.
+
+    A deque and three one-shot futures rather than an ``asyncio.Queue``: the worker
+    takes events in a plain loop (no coroutine per event), and the bus needs to drop
+    the oldest entry, clear it on unsubscribe and wait for it to go idle.
+    """
+
+    __slots__ = (
+        "all_stats",
+        "buffer",
+        "busy",
+        "idle",
+        "is_async",
+        "prefix",
+        "seq",
+        "space",
+        "stats",
+        "sub",
+        "wakeup",
+        "warned_full",
+        "worker",
+        "workers",
+    )
 
     def __init__(
-        self, event: Event, targets: Sequence[Subscription], future: asyncio.Future[None]
+        self,
+        *,
+        bus: EventBus,
+        plugin: str,
+        gate: Gate,
+        pattern: str,
+        handler: EventHandler,
+        seq: int,
+        workers: set[asyncio.Task[None]],
+        all_stats: dict[tuple[str, str], EventStats],
     ) -> None:
-        self.event = event
-        self.targets = targets
-        self.future = future
-        self.next = 0  # targets[:next] have the event already
+        self.sub = Subscription(bus, self, plugin, gate, pattern, handler)
+        self.prefix = _wildcard_prefix(pattern)
+        self.seq = seq
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self.buffer: deque[Event] = deque()
+        self.busy = False
+        self.worker: asyncio.Task[None] | None = None
+        self.workers = workers
+        self.wakeup: asyncio.Future[None] | None = None  # the worker waits for an event
+        self.space: asyncio.Future[None] | None = None  # the backlog waits for room
+        self.idle: asyncio.Future[None] | None = None  # stop waits for the queue to empty
+        self.stats: dict[str, EventStats] = {}
+        self.all_stats = all_stats
+        self.warned_full = False
+
+    @property
+    def pending(self) -> int:
+        return len(self.buffer) + self.busy
+
+    # ------------------------------------------------------------------ filling
+
+    def put(self, event: Event) -> None:
+        """Append (the caller has checked for room) and wake or start the worker."""
+        self.buffer.append(event)
+        wakeup = self.wakeup
+        if wakeup is not None:
+            self.wakeup = None
+            _wake(wakeup)
+        elif self.worker is None:
+            self.worker = asyncio.get_running_loop().create_task(
+                self.run(), name=f"tether-events:{self.sub.plugin}:{self.sub.pattern}"
+            )
+            self.workers.add(self.worker)
+            self.worker.add_done_callback(self._worker_done)
+
+    def push_out_oldest(self, size: int) -> None:
+        """Under ``drop_oldest``: make room for one more by dropping the oldest event."""
+        self.count_drop(self.buffer.popleft())
+        if not self.warned_full:
+            self.warned_full = True
+            _log.warning(
+                "plugin '%s': event queue of subscription '%s' is full (%d events); "
+                "dropping the oldest events",
+                self.sub.plugin,
+                self.sub.pattern,
+                size,
+            )
+
+    async def wait_for_space(self, size: int) -> None:
+        while self.sub.is_active and len(self.buffer) >= size:
+            self.space = asyncio.get_running_loop().create_future()
+            await self.space
+
+    async def wait_idle(self) -> None:
+        while self.sub.is_active and self.pending:
+            if self.idle is None or self.idle.done():
+                self.idle = asyncio.get_running_loop().create_future()
+            await self.idle
+
+    def close(self) -> None:
+        """Unsubscribed: drop what is queued; the worker ends after its current event."""
+        while self.buffer:
+            self.count_drop(self.buffer.popleft())
+        for future in (self.wakeup, self.space, self.idle):
+            _wake(future)
+
+    def reset(self) -> None:
+        """The bus stopped (its tasks are cancelled): forget what is left, and the loop."""
+        self.buffer.clear()
+        self.busy = False
+        self.worker = self.wakeup = self.space = self.idle = None
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        self.workers.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _log.error("event worker %s crashed", task.get_name(), exc_info=exc)
+
+    # ------------------------------------------------------------------ delivering
+
+    async def run(self) -> None:
+        sub, buffer = self.sub, self.buffer
+        gate, handler, is_async = sub.gate, sub.handler, self.is_async
+        while sub.is_active:
+            if not buffer:
+                _wake(self.idle)
+                self.wakeup = asyncio.get_running_loop().create_future()
+                await self.wakeup
+                continue
+            event = buffer.popleft()
+            if self.space is not None:
+                _wake(self.space)
+                self.space = None
+            self.busy = True
+            try:
+                if gate.is_open:  # the gate's own fast path, without a coroutine per event
+                    gate.calls.append(None)
+                else:
+                    await gate.enter_async()
+            except PluginUnavailableError as exc:
+                self.busy = False
+                _log.debug("event '%s' dropped for plugin '%s': %s", event.name, sub.plugin, exc)
+                self.count_drop(event)
+                continue
+            try:
+                result = handler(event)
+                if is_async or (result is not None and inspect.isawaitable(result)):
+                    await cast("Awaitable[object]", result)
+            except Exception as exc:
+                self.count_failure(event, exc)
+            else:
+                sub.delivered += 1
+                (self.stats.get(event.name) or self.stats_for(event.name)).delivered += 1
+            finally:
+                gate.exit()
+            self.busy = False  # stays True if cancelled mid-handler: that event is undone
+
+    def stats_for(self, name: str) -> EventStats:
+        key = (self.sub.plugin, name)
+        found = self.all_stats.get(key)
+        if found is None:
+            found = self.all_stats[key] = EventStats()
+        self.stats[name] = found
+        return found
+
+    def count_drop(self, event: Event) -> None:
+        self.sub.dropped += 1
+        (self.stats.get(event.name) or self.stats_for(event.name)).dropped += 1
+
+    def count_failure(self, event: Event, exc: Exception) -> None:
+        sub = self.sub
+        sub.failed += 1
+        (self.stats.get(event.name) or self.stats_for(event.name)).failed += 1
+        _log.error(
+            "plugin '%s': event handler for '%s' (subscription '%s') raised %s: %s",
+            sub.plugin,
+            event.name,
+            sub.pattern,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        try:
+            sub.gate.record_error(exc, source=f"event:{event.name}")
+        except Exception:
+            _log.exception("plugin '%s': recording an event handler error failed", sub.plugin)
 
 
-class _State(Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
+@dataclass(slots=True)
+class _Waiting:
+    """A publish under the ``wait`` policy that found a full queue, in line for room."""
 
-
-def _consume(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
+    event: Event
+    targets: Sequence[_Inbox]
+    future: asyncio.Future[None]
+    next: int = 0  # targets[:next] have the event already
 
 
 # --------------------------------------------------------------------------- the bus
@@ -302,61 +466,87 @@ class EventBus:
         self.queue_size = queue_size
         self.policy: Policy = policy
         self.strict = strict
+        self.backend: EventBackend = backend if backend is not None else InProcessBackend()
+        self._stats: dict[tuple[str, str], EventStats] = {}
+        self._workers: set[asyncio.Task[None]] = set()
         self._drop_oldest = policy == "drop_oldest"
-        self._backend: EventBackend = backend if backend is not None else InProcessBackend()
-        self._state = _State.NEW
+        self._accepting = False  # started and not yet stopped
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = 0
         self._id_prefix = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
         self._seq = itertools.count()
-        self._subs: dict[Subscription, None] = {}  # insertion-ordered set
-        self._exact: dict[str, list[Subscription]] = {}
-        self._wildcards: list[Subscription] = []
-        self._routes: dict[str, tuple[Subscription, ...]] = {}
-        self._stats: dict[tuple[str, str], EventStats] = {}
+        self._inboxes: dict[Subscription, _Inbox] = {}
+        self._exact: dict[str, list[_Inbox]] = {}
+        self._wildcards: list[_Inbox] = []
+        self._routes: dict[str, tuple[_Inbox, ...]] = {}
         self._checks: dict[tuple[str, str, str], tuple[Events, bool]] = {}
         self._warned: set[tuple[str, str, str]] = set()
         self._backlog: deque[_Waiting] = deque()
         self._backlog_task: asyncio.Task[None] | None = None
-        self._workers: set[asyncio.Task[None]] = set()
+        self._stopping: asyncio.Task[int] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def is_running(self) -> bool:
-        return self._state in {_State.RUNNING, _State.STOPPING}
+        return self._accepting
 
     async def start(self) -> None:
-        """Bind to the running loop. Workers start per subscription, on its first event."""
+        """Bind to the running loop. Each subscription's worker starts with its first event.
+
+        A bus whose loop has closed (``asyncio.run`` returned) counts as stopped: what it
+        still held is lost (and logged), and ``start`` binds it to the current loop.
+        """
         loop = asyncio.get_running_loop()
-        if self.is_running:
+        if self._accepting and self._loop is not None and self._loop.is_closed():
+            self._abandon()
+        if self._accepting:
             if loop is not self._loop:
                 raise EventError("the event bus is already running on another event loop")
             return
         self._loop = loop
-        self._thread = threading.get_ident()
-        self._backend.open(self)
-        self._backend.watch(self._patterns())
-        self._state = _State.RUNNING
+        self.backend.open(self)
+        self.backend.watch(self._patterns())
+        self._accepting = True
 
     async def stop(self, *, timeout: float = 5.0) -> int:
         """Deliver what was published (for at most ``timeout`` seconds), then stop.
 
-        Returns how many (event, subscriber) deliveries were left undelivered.
+        Events published while ``stop`` waits (by handlers, say) are delivered too if
+        time allows. Returns how many (event, subscriber) deliveries were left undone.
+        A second ``stop`` while one runs waits for the first and returns its answer.
         """
-        if not self.is_running:
-            return 0
-        self._state = _State.STOPPING
-        try:
-            async with asyncio.timeout(timeout):
-                await self._drained()
-        except TimeoutError:
-            pass
-        undelivered = self._undelivered()
-        await self._halt()
-        await self._backend.close()
-        self._state = _State.STOPPED
+        loop = self._loop
+        if self._stopping is not None and self._stopping.get_loop().is_closed():
+            self._stopping = None  # a stop cut short when its loop closed
+        if self._stopping is None:
+            if not self._accepting or loop is None:
+                return 0
+            if loop.is_closed():
+                lost = self._abandon()
+                await self.backend.close()
+                return lost
+            if loop is not asyncio.get_running_loop():  # the bus runs in another thread
+                done = asyncio.run_coroutine_threadsafe(self.stop(timeout=timeout), loop)
+                return await asyncio.wrap_future(done)
+            self._stopping = loop.create_task(self._stop(timeout))
+            self._stopping.add_done_callback(self._stopped)
+        return await asyncio.shield(self._stopping)
+
+    def _stopped(self, _task: asyncio.Task[int]) -> None:
+        self._stopping = None
+
+    async def _stop(self, timeout: float) -> int:
+        # asyncio.wait, not asyncio.timeout: only the drain is cancelled, never the caller.
+        drain = asyncio.get_running_loop().create_task(self._drained())
+        if not (await asyncio.wait([drain], timeout=timeout))[0]:
+            drain.cancel()
+            await asyncio.wait([drain])
+        elif (exc := drain.exception()) is not None:
+            _log.error("event bus: waiting for deliveries failed", exc_info=exc)
+        self._accepting = False
+        undelivered = await self._halt()
+        await self.backend.close()
         if undelivered:
             _log.warning(
                 "event bus stopped after %ss with %d deliveries still pending; they are lost",
@@ -369,18 +559,17 @@ class EventBus:
         while True:
             if self._backlog_task is not None:
                 await asyncio.wait([self._backlog_task])
-            for sub in list(self._subs):
-                await sub._queue.join()  # noqa: SLF001
-            if not self._backlog and not any(s.pending for s in self._subs):
+            busy = [inbox for inbox in self._inboxes.values() if inbox.pending]
+            if not busy and not self._backlog:
                 return
+            for inbox in busy:
+                await inbox.wait_idle()
 
-    def _undelivered(self) -> int:
-        left = sum(s.pending for s in self._subs)
+    async def _halt(self) -> int:
+        """Cancel every task; return how many deliveries were left undone."""
+        left = sum(inbox.pending for inbox in self._inboxes.values())
         for waiting in self._backlog:
-            left += sum(1 for s in waiting.targets[waiting.next :] if s.is_active)
-        return left
-
-    async def _halt(self) -> None:
+            left += sum(1 for inbox in waiting.targets[waiting.next :] if inbox.sub.is_active)
         tasks = list(self._workers)
         if self._backlog_task is not None:
             tasks.append(self._backlog_task)
@@ -393,10 +582,26 @@ class EventBus:
                     EventError(f"event '{waiting.event.name}' was not delivered: the bus stopped")
                 )
         self._backlog.clear()
-        for sub in self._subs:
-            sub._worker = None  # noqa: SLF001
-            sub._busy = False  # noqa: SLF001
-            sub._queue = asyncio.Queue(self.queue_size)  # noqa: SLF001 - fresh, loop-free
+        for inbox in self._inboxes.values():
+            inbox.reset()
+        return left
+
+    def _abandon(self) -> int:
+        """The bus's loop closed under it: its tasks are gone; count and forget the rest."""
+        lost = sum(inbox.pending for inbox in self._inboxes.values())
+        for waiting in self._backlog:
+            lost += sum(1 for inbox in waiting.targets[waiting.next :] if inbox.sub.is_active)
+        self._backlog.clear()
+        self._workers.clear()
+        self._backlog_task = None
+        for inbox in self._inboxes.values():
+            inbox.reset()
+        self._accepting = False
+        if lost:
+            _log.warning(
+                "event bus: its event loop closed with %d deliveries pending; they are lost", lost
+            )
+        return lost
 
     # ------------------------------------------------------------------ subscribing
 
@@ -413,54 +618,57 @@ class EventBus:
         _wildcard_prefix(pattern)
         if declared is not None:
             self._check_declared(plugin, declared.events, "subscribe", pattern)
-        sub = Subscription(self, plugin, gate, pattern, handler, next(self._seq))
-        self._subs[sub] = None
-        if sub._prefix is None:  # noqa: SLF001
-            self._exact.setdefault(pattern, []).append(sub)
+        inbox = _Inbox(
+            bus=self,
+            plugin=plugin,
+            gate=gate,
+            pattern=pattern,
+            handler=handler,
+            seq=next(self._seq),
+            workers=self._workers,
+            all_stats=self._stats,
+        )
+        self._inboxes[inbox.sub] = inbox
+        if inbox.prefix is None:
+            self._exact.setdefault(pattern, []).append(inbox)
         else:
-            self._wildcards.append(sub)
+            self._wildcards.append(inbox)
         self._routes.clear()
-        self._backend.watch(self._patterns())
+        self.backend.watch(self._patterns())
         _log.debug("plugin '%s' subscribed to '%s'", plugin, pattern)
-        return sub
+        return inbox.sub
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """End one subscription; events still queued for it are dropped. Idempotent."""
+        inbox = self._inboxes.pop(subscription, None)
+        if inbox is None:
+            return
+        subscription.is_active = False
+        if inbox.prefix is None:
+            exact = self._exact[subscription.pattern]
+            exact.remove(inbox)
+            if not exact:
+                del self._exact[subscription.pattern]
+        else:
+            self._wildcards.remove(inbox)
+        self._routes.clear()
+        inbox.close()
+        self.backend.watch(self._patterns())
 
     def remove_plugin(self, plugin: str) -> int:
-        """End every subscription of ``plugin``; return how many there were."""
-        mine = [s for s in self._subs if s.plugin == plugin]
+        """End every subscription of ``plugin`` (it is unloading); return how many."""
+        mine = self.subscriptions(plugin)
         for sub in mine:
-            self._discard(sub)
+            self.unsubscribe(sub)
         self._warned = {key for key in self._warned if key[0] != plugin}
         self._checks = {key: v for key, v in self._checks.items() if key[0] != plugin}
         return len(mine)
 
     def subscriptions(self, plugin: str | None = None) -> list[Subscription]:
-        return [s for s in self._subs if plugin is None or s.plugin == plugin]
-
-    def _discard(self, sub: Subscription) -> None:
-        if not sub.is_active:
-            return
-        sub.is_active = False
-        del self._subs[sub]
-        if sub._prefix is None:  # noqa: SLF001
-            exact = self._exact[sub.pattern]
-            exact.remove(sub)
-            if not exact:
-                del self._exact[sub.pattern]
-        else:
-            self._wildcards.remove(sub)
-        self._routes.clear()
-        queue = sub._queue  # noqa: SLF001
-        while not queue.empty():
-            event = queue.get_nowait()
-            queue.task_done()
-            if event is not None:
-                self._count_drop(sub, event)
-        if sub._worker is not None:  # noqa: SLF001
-            queue.put_nowait(None)  # the worker ends after its current delivery
-        self._backend.watch(self._patterns())
+        return [s for s in self._inboxes if plugin is None or s.plugin == plugin]
 
     def _patterns(self) -> frozenset[str]:
-        return frozenset(s.pattern for s in self._subs)
+        return frozenset(s.pattern for s in self._inboxes)
 
     # ------------------------------------------------------------------ publishing
 
@@ -474,20 +682,20 @@ class EventBus:
     ) -> Event:
         """Publish ``name``; under the ``wait`` policy, wait until every queue took it."""
         event = self._event(name, data, source, declared)
-        if self._loop is not asyncio.get_running_loop():
-            if not self.is_running or self._loop is None:
-                raise self._not_running(name)
-            done = asyncio.run_coroutine_threadsafe(self._publish_event(event), self._loop)
+        if self._loop is asyncio.get_running_loop():
+            await self._publish_here(event)
+        elif self._accepting and self._loop is not None and not self._loop.is_closed():
+            done = asyncio.run_coroutine_threadsafe(self._publish_here(event), self._loop)
             await asyncio.wrap_future(done)
-            return event
-        await self._publish_event(event)
+        else:
+            raise self._not_running(name)
         return event
 
-    async def _publish_event(self, event: Event) -> None:
-        if not self.is_running:
+    async def _publish_here(self, event: Event) -> None:
+        if not self._accepting:
             raise self._not_running(event.name)
         self._count_published(event)
-        waiter = self._backend.send(event, wait=True)
+        waiter = self.backend.send(event, wait=True)
         if waiter is not None:
             await waiter
 
@@ -501,121 +709,107 @@ class EventBus:
     ) -> Event:
         """Publish without waiting; callable from any thread.
 
-        On the bus's own thread, a full queue under the ``wait`` policy raises
-        ``EventError``. From another thread the event is handed to the bus's loop and
-        queued there in order (waiting for space there if it must, never dropped).
+        On the bus's running loop, a full queue under the ``wait`` policy raises
+        ``EventError``. Anywhere else (another thread) the event is handed to the bus's
+        loop and queued there in order (waiting for room there if it must, never dropped).
         """
         event = self._event(name, data, source, declared)
-        if not self.is_running or self._loop is None:
+        if not self._accepting or self._loop is None or self._loop.is_closed():
             raise self._not_running(name)
-        if threading.get_ident() == self._thread:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
             self._count_published(event)
-            self._backend.send(event, wait=False)
+            self.backend.send(event, wait=False)
         else:
             try:
-                self._loop.call_soon_threadsafe(self._publish_handed_off, event)
+                self._loop.call_soon_threadsafe(self._publish_handed_over, event)
             except RuntimeError:  # the loop is closed
                 raise self._not_running(name) from None
         return event
 
-    def _publish_handed_off(self, event: Event) -> None:
-        if not self.is_running:
+    def _publish_handed_over(self, event: Event) -> None:
+        if not self._accepting:
             _log.warning("event '%s' (%s) arrived after the bus stopped", event.name, event.id)
             return
         self._count_published(event)
-        waiter = self._backend.send(event, wait=True)
+        waiter = self.backend.send(event, wait=True)
         if waiter is not None:
             waiter.add_done_callback(_consume)
 
     def _event(
         self, name: str, data: object, source: str | None, declared: Manifest | None
     ) -> Event:
-        _check_name(name)
+        if name not in self._routes:  # a cached route means a valid name
+            _check_name(name)
         if declared is not None:
             source = source or declared.name
             self._check_declared(source, declared.events, "publish", name)
-        event_id = f"{self._id_prefix}-{next(self._ids)}"
-        return Event(event_id, name, data, source, datetime.now(UTC))
+        return Event(f"{self._id_prefix}-{next(self._ids)}", name, data, source, datetime.now(UTC))
 
     def _not_running(self, name: str) -> EventError:
+        closed = self._loop is not None and self._loop.is_closed()
         return EventError(
-            f"cannot publish '{name}': the event bus is not running",
+            f"cannot publish '{name}': the event bus is not running"
+            + (" (its event loop has closed)" if closed else ""),
             hint="await bus.start() on the event loop first (the plugin manager does this)",
         )
 
     # ------------------------------------------------------------------ receiving
 
     def receive(self, event: Event, *, wait: bool) -> asyncio.Future[None] | None:
-        """Queue ``event`` for every local subscription that matches (for backends)."""
+        """Queue ``event`` for every local subscription it matches (called by backends)."""
         targets = self._routes.get(event.name)
         if targets is None:
             targets = self._route(event.name)
-        if not targets:
-            _log.debug("event '%s' from %s has no subscribers", event.name, event.source)
-            return None
+        size = self.queue_size
         if self._drop_oldest:
-            for sub in targets:
-                self._offer(sub, event)
+            for inbox in targets:
+                if len(inbox.buffer) >= size:
+                    inbox.push_out_oldest(size)
+                inbox.put(event)
             return None
         if not self._backlog:
-            for sub in targets:
-                if sub._queue.full():  # noqa: SLF001
+            for inbox in targets:
+                if len(inbox.buffer) >= size:
                     break
             else:
-                for sub in targets:
-                    self._put(sub, event)
+                for inbox in targets:
+                    inbox.put(event)
                 return None
         if not wait:
             raise self._full_error(event, targets)
         return self._wait_in_line(event, targets)
 
-    def _route(self, name: str) -> tuple[Subscription, ...]:
+    def _route(self, name: str) -> tuple[_Inbox, ...]:
         found = list(self._exact.get(name, ()))
-        found += [s for s in self._wildcards if name.startswith(s._prefix or "")]  # noqa: SLF001
-        found.sort(key=lambda s: s._seq)  # noqa: SLF001
+        found += [i for i in self._wildcards if name.startswith(i.prefix or "")]
+        found.sort(key=lambda inbox: inbox.seq)
+        if not found:
+            _log.debug("event '%s' has no subscribers (names are case-sensitive)", name)
         if len(self._routes) >= _ROUTE_CACHE_SIZE:
             self._routes.clear()
         route = self._routes[name] = tuple(found)
         return route
 
-    def _put(self, sub: Subscription, event: Event) -> None:
-        if sub._worker is None:  # noqa: SLF001
-            self._spawn(sub)
-        sub._queue.put_nowait(event)  # noqa: SLF001
-
-    def _offer(self, sub: Subscription, event: Event) -> None:
-        queue = sub._queue  # noqa: SLF001
-        if queue.full():
-            oldest = queue.get_nowait()
-            queue.task_done()
-            if oldest is not None:
-                self._count_drop(sub, oldest)
-            if not sub._warned_full:  # noqa: SLF001
-                sub._warned_full = True  # noqa: SLF001
-                _log.warning(
-                    "plugin '%s': event queue of subscription '%s' is full (%d events); "
-                    "dropping the oldest events",
-                    sub.plugin,
-                    sub.pattern,
-                    self.queue_size,
-                )
-        self._put(sub, event)
-
-    def _full_error(self, event: Event, targets: Sequence[Subscription]) -> EventError:
-        full = next((s for s in targets if s._queue.full()), None)  # noqa: SLF001
-        if full is None:  # the queues have room, but earlier publishes wait for some
-            full = self._backlog[0].targets[self._backlog[0].next]
+    def _full_error(self, event: Event, targets: Sequence[_Inbox]) -> EventError:
+        full = next((i for i in targets if len(i.buffer) >= self.queue_size), None)
+        if full is None:  # there is room, but earlier publishes wait in line
+            head = self._backlog[0]
+            full = head.targets[head.next]
         return EventError(
             f"cannot publish '{event.name}' without waiting: the event queue of plugin "
-            f"'{full.plugin}' (subscription '{full.pattern}') is full ({self.queue_size} "
-            "events) and the policy is 'wait'",
-            plugin=full.plugin,
-            hint="use `await bus.publish(...)` to wait for space, raise queue_size, or "
+            f"'{full.sub.plugin}' (subscription '{full.sub.pattern}') is full "
+            f"({self.queue_size} events) and the policy is 'wait'",
+            plugin=full.sub.plugin,
+            hint="use `await bus.publish(...)` to wait for room, raise queue_size, or "
             "choose the 'drop_oldest' policy",
         )
 
-    def _wait_in_line(self, event: Event, targets: Sequence[Subscription]) -> asyncio.Future[None]:
-        loop = self._loop or asyncio.get_running_loop()
+    def _wait_in_line(self, event: Event, targets: Sequence[_Inbox]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
         waiting = _Waiting(event, targets, loop.create_future())
         self._backlog.append(waiting)
         if self._backlog_task is None:
@@ -623,87 +817,20 @@ class EventBus:
         return waiting.future
 
     async def _serve_backlog(self) -> None:
-        backlog = self._backlog
+        backlog, size = self._backlog, self.queue_size
         try:
             while backlog:
                 waiting = backlog[0]
                 while waiting.next < len(waiting.targets):
-                    sub = waiting.targets[waiting.next]
-                    if sub.is_active:
-                        if sub._worker is None:  # noqa: SLF001
-                            self._spawn(sub)
-                        await sub._queue.put(waiting.event)  # noqa: SLF001
+                    inbox = waiting.targets[waiting.next]
+                    await inbox.wait_for_space(size)
+                    if inbox.sub.is_active:
+                        inbox.put(waiting.event)
                     waiting.next += 1
                 backlog.popleft()
-                if not waiting.future.done():
-                    waiting.future.set_result(None)
+                _wake(waiting.future)
         finally:
             self._backlog_task = None
-
-    # ------------------------------------------------------------------ delivering
-
-    def _spawn(self, sub: Subscription) -> None:
-        loop = self._loop or asyncio.get_running_loop()
-        task = loop.create_task(self._work(sub), name=f"tether-events:{sub.plugin}:{sub.pattern}")
-        sub._worker = task  # noqa: SLF001
-        self._workers.add(task)
-        task.add_done_callback(self._worker_done)
-
-    def _worker_done(self, task: asyncio.Task[None]) -> None:
-        self._workers.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            _log.error("event worker %s crashed", task.get_name(), exc_info=exc)
-
-    async def _work(self, sub: Subscription) -> None:
-        queue = sub._queue  # noqa: SLF001
-        while True:
-            event = await queue.get()
-            if event is None:
-                queue.task_done()
-                return
-            sub._busy = True  # noqa: SLF001
-            try:
-                await self._deliver(sub, event)
-            finally:
-                sub._busy = False  # noqa: SLF001
-                queue.task_done()
-
-    async def _deliver(self, sub: Subscription, event: Event) -> None:
-        gate = sub.gate
-        try:
-            await gate.enter_async()
-        except PluginUnavailableError as exc:
-            _log.debug("event '%s' dropped for plugin '%s': %s", event.name, sub.plugin, exc)
-            self._count_drop(sub, event)
-            return
-        try:
-            result = sub.handler(event)
-            if sub._is_async or (result is not None and inspect.isawaitable(result)):  # noqa: SLF001
-                await cast("Awaitable[object]", result)
-        except Exception as exc:
-            self._fail(sub, event, exc)
-        else:
-            sub.delivered += 1
-            self._stats_for(sub, event.name).delivered += 1
-        finally:
-            gate.exit()
-
-    def _fail(self, sub: Subscription, event: Event, exc: Exception) -> None:
-        sub.failed += 1
-        self._stats_for(sub, event.name).failed += 1
-        _log.error(
-            "plugin '%s': event handler for '%s' (subscription '%s') raised %s: %s",
-            sub.plugin,
-            event.name,
-            sub.pattern,
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-        )
-        try:
-            sub.gate.record_error(exc, source=f"event:{event.name}")
-        except Exception:
-            _log.exception("plugin '%s': recording an event handler error failed", sub.plugin)
 
     # ------------------------------------------------------------------ declarations
 
@@ -731,22 +858,14 @@ class EventBus:
         """A snapshot: (plugin, event name) -> counts. Host publishes use plugin ``""``."""
         return {key: replace(value) for key, value in self._stats.items()}
 
-    def _stats_for(self, sub: Subscription, name: str) -> EventStats:
-        found = sub._stats.get(name)  # noqa: SLF001
-        if found is None:
-            found = sub._stats[name] = self._stats_entry(sub.plugin, name)  # noqa: SLF001
-        return found
-
-    def _stats_entry(self, plugin: str, name: str) -> EventStats:
-        key = (plugin, name)
+    def _count_published(self, event: Event) -> None:
+        key = (event.source or HOST, event.name)
         found = self._stats.get(key)
         if found is None:
             found = self._stats[key] = EventStats()
-        return found
+        found.published += 1
 
-    def _count_published(self, event: Event) -> None:
-        self._stats_entry(event.source or HOST, event.name).published += 1
 
-    def _count_drop(self, sub: Subscription, event: Event) -> None:
-        sub.dropped += 1
-        self._stats_for(sub, event.name).dropped += 1
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

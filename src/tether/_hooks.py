@@ -8,38 +8,44 @@ descending priority, ties in registration order::
 
     registry = HookRegistry()
     registry.register("auth", gate, "pre_request", 300, check_token)
-    outcome = registry.call("pre_request", request)     # all-sync chain: the fast path
-    outcome = await registry.run("pre_request", request) # any chain; awaits async handlers
+    outcome = registry.call("pre_request", request)      # all-sync chain: the fast path
+    outcome = await registry.run("pre_request", request)  # any chain; awaits async handlers
 
 A handler that raises does not stop the others: its error is counted in the
 (plugin, hook type) metrics, recorded on the plugin's gate, logged with the plugin's
-name and returned in ``outcome.failures``. Only ``BaseException``\\ s that are not
-``Exception``\\ s (``KeyboardInterrupt``, ``SystemExit``, ``CancelledError``) propagate.
+name and returned in ``outcome.failures``. Only ``BaseException`` subclasses that are
+not ``Exception`` (``KeyboardInterrupt``, ``SystemExit``, ``CancelledError``) propagate.
 
 Every handler call passes its plugin's gate. ``call`` never blocks: a handler whose
-gate is not open is skipped with a ``PluginUnavailableError`` failure. ``run`` waits at
-a held gate (``Gate.enter_async``) and skips only when the gate refuses.
+gate is not open is skipped with a ``PluginUnavailableError`` failure (not counted as
+the plugin's error). ``run`` waits at a held gate and skips only when the gate refuses.
 
-How the fast path stays fast: each hook type keeps an immutable, presorted tuple of
-handlers, rebuilt on every register/remove under a lock and published by a single
-dict store (copy-on-write), so a call never sorts, never locks and is safe while
-another thread registers. All-sync chains are also published in a second dict of
-flat ``(handler, gate, calls, stats, plugin)`` tuples; ``call`` looks only there,
-which is its once-per-call "no async handlers" check. The clock is read once between
-consecutive handlers (n + 1 reads for n handlers), and a handler's execution count
-and its duration share one integer (see ``_ONE``), so the per-handler bookkeeping is
-one list-item add.
+How ``call`` stays fast:
+
+- Each hook type has an immutable snapshot (``_Chain``): the handlers presorted, a
+  precomputed "has async handlers" flag, and the function that calls them. Register
+  and remove build a new snapshot under a lock and publish it with one dict store
+  (copy-on-write), so a call never sorts, never locks, and is safe while another
+  thread registers.
+- For an all-sync chain that function is generated: one compiled factory per chain
+  length (cached), whose closure binds each handler, gate and in-flight deque to its
+  own variable. The unrolled code has no loop, no tuple unpacking, and builds the
+  results list in one step.
+- The clock is read once between consecutive handlers (n + 1 reads for n handlers),
+  and the readings are logged, not turned into metrics, on the way: one
+  ``list.extend`` per call, summed up in C now and then (see ``_Chain``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import inspect
+import linecache
 import logging
 import re
 import threading
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -64,19 +70,18 @@ __all__ = [
 _log = logging.getLogger("tether.hooks")
 
 HookHandler = Callable[[object], object]
-"""A hook handler: takes the host's context object; plain or ``async def``."""
+"""A hook handler: takes the host's context object; a plain function or ``async def``."""
 
 _HOOK_TYPE = re.compile(r"^[A-Za-z_][\w.:-]*$")
 
-# A (plugin, hook type) accumulator is a list of two ints: [packed, errors]. ``packed``
-# holds the execution count in the bits from 64 up and the total nanoseconds below
-# them, so counting one execution and adding its duration is a single ``+= dt + _ONE``.
-# The durations overflow into the count only after 2**64 ns (584 years). The adds are
-# not atomic across threads: under heavy multi-threaded calling an update can be lost,
-# which is acceptable for metrics and keeps locks off the hot path.
-_ONE = 1 << 64
-_NS_MASK = _ONE - 1
-_PACKED, _ERRORS = 0, 1
+# Metrics for one (plugin, hook type) live in a list of plain ints, indexed below. The
+# adds are not atomic across threads: when several threads call the same hook at once
+# an update can be lost now and then, which is acceptable for metrics and keeps locks
+# off the hot path.
+_COUNT, _NANOS, _ERRORS = 0, 1, 2
+
+# Chains longer than this run through a loop instead of generated code.
+_UNROLL_LIMIT = 64
 
 
 # --------------------------------------------------------------------------- value types
@@ -84,7 +89,7 @@ _PACKED, _ERRORS = 0, 1
 
 @dataclass(frozen=True, slots=True)
 class HookMetrics:
-    """How often one plugin's handlers for one hook type ran, how long, how often they failed."""
+    """How often one plugin's handlers for one hook type ran, for how long, and failed."""
 
     execution_count: int
     total_duration: timedelta
@@ -107,7 +112,7 @@ class HookOutcome:
 
     ``results`` holds the handlers' return values in call order (``None`` included),
     without those of failed or skipped handlers; in first-result mode, only the first
-    value that is not ``None``. ``failures`` holds one entry per failed or skipped handler.
+    value that is not ``None``. ``failures`` has one entry per failed or skipped handler.
     """
 
     results: list[object]
@@ -124,9 +129,9 @@ class HookOutcome:
             raise self.failures[0].error
 
 
-# The generated frozen ``__init__`` goes through ``object.__setattr__`` for each field,
-# which costs more than the rest of a short sync chain; the fast paths fill the slots
-# through their descriptors instead.
+# The generated frozen ``__init__`` sets each field through ``object.__setattr__``,
+# which costs as much as a short sync chain; the hot paths fill the two slots through
+# their descriptors instead (about half the cost).
 _new_object = object.__new__
 _set_results = HookOutcome.__dict__["results"].__set__
 _set_failures = HookOutcome.__dict__["failures"].__set__
@@ -157,7 +162,7 @@ class _Handler:
         "timeout",
     )
 
-    def __init__(  # noqa: PLR0917 - internal record, built in one place
+    def __init__(
         self,
         plugin: str,
         gate: Gate,
@@ -177,6 +182,16 @@ class _Handler:
         self.stats = stats
         self.sequence = sequence
         self.is_async = _is_async(handler)
+
+    def call_order(self) -> tuple[int, int]:
+        return (-self.priority, self.sequence)
+
+
+def _is_async(handler: object) -> bool:
+    if inspect.iscoroutinefunction(handler):
+        return True
+    dunder_call = getattr(handler, "__call__", None)  # noqa: B004 - looking for an async __call__
+    return inspect.iscoroutinefunction(dunder_call)
 
 
 class Registration:
@@ -206,7 +221,7 @@ class Registration:
         return self._registry._holds(self._entry)  # noqa: SLF001 - the registry's own handle
 
     def remove(self) -> None:
-        """Unregister the handler. Removing twice does nothing."""
+        """Unregister the handler. Removing it again does nothing."""
         self._registry._remove(self._entry)  # noqa: SLF001 - the registry's own handle
 
     def __repr__(self) -> str:
@@ -214,45 +229,216 @@ class Registration:
         return f"<Registration {entry.plugin} {entry.hook_type} priority={entry.priority}>"
 
 
-def _is_async(handler: object) -> bool:
-    if inspect.iscoroutinefunction(handler):
-        return True
-    call = getattr(handler, "__call__", None)  # noqa: B004 - an async __call__ is what we look for
-    return inspect.iscoroutinefunction(call)
+# --------------------------------------------------------------------------- chains
+
+_Caller = Callable[[object], HookOutcome]
+
+# A generated caller logs its clock readings instead of updating metrics per handler.
+# The log is drained into the metrics when it holds this many readings, when metrics
+# are read, and when the snapshot is replaced.
+_LOG_LIMIT = 4096
+_drain_lock = threading.Lock()
+
+
+class _Chain:
+    """An immutable snapshot of one hook type's handlers, and how to call them.
+
+    Metrics of the generated caller: a call in which every handler ran without error
+    appends its n + 1 clock readings to ``log`` (one atomic ``list.extend``). Handler
+    i's duration in that call is reading i + 1 minus reading i, so draining the log
+    adds, to each handler, the number of rows and the difference of two column sums,
+    done in C by ``sum`` over slices. A call with a failure or a skip is accounted
+    right away instead (``settle``). Readings logged by a call still running on a
+    snapshot that has just been replaced are lost, as the module's metrics allow.
+    """
+
+    __slots__ = ("call", "entries", "is_async", "log")
+
+    def __init__(self, entries: tuple[_Handler, ...]) -> None:
+        self.entries = entries
+        self.is_async = any(entry.is_async for entry in entries)
+        self.log: list[int] = []
+        self.call: _Caller = _no_sync_call if self.is_async else self._sync_caller()
+
+    def _sync_caller(self) -> _Caller:
+        entries = self.entries
+        if not entries:
+            return _no_handlers
+        if len(entries) > _UNROLL_LIMIT:
+            return functools.partial(_call_loop, entries, first=False)
+        bound: list[object] = []
+        for entry in entries:
+            bound += (entry, entry.handler, entry.gate, entry.gate.calls)
+        factory = _chain_factory(len(entries))
+        return factory(*bound, self.log, self.drain, self.settle)
+
+    def drain(self) -> None:
+        """Add the logged calls to the handlers' metrics."""
+        with _drain_lock:
+            log = self.log
+            readings = log[:]
+            del log[: len(readings)]  # readings appended meanwhile stay for the next drain
+            if not readings:
+                return
+            width = len(self.entries) + 1
+            rows = len(readings) // width
+            sums = [sum(readings[k::width]) for k in range(width)]
+            for i, entry in enumerate(self.entries):
+                stats = entry.stats
+                stats[_COUNT] += rows
+                stats[_NANOS] += sums[i + 1] - sums[i]
+
+    def settle(self, readings: tuple[int, ...], values: tuple[object, ...]) -> None:
+        """Account a call that had failures: the handlers that ran without error."""
+        for i, entry in enumerate(self.entries):
+            if values[i] is not _FAILED:
+                stats = entry.stats
+                stats[_COUNT] += 1
+                stats[_NANOS] += readings[i + 1] - readings[i]
+
+
+def _no_sync_call(_arg: object) -> HookOutcome:  # pragma: no cover - guarded by is_async
+    raise AssertionError("an async chain has no synchronous caller")
+
+
+def _no_handlers(_arg: object) -> HookOutcome:
+    return _outcome([], [])
+
+
+_FAILED = object()  # stands in for a failed or skipped handler's value until results are built
+
+# One block per handler: ``t{i}`` is the reading before handler i, ``t{j}`` the one after.
+# ``fail`` records a failed handler's error and duration (reading the clock itself, so
+# the time spent logging it is nobody's duration); ``refuse`` a skip at a closed gate.
+_HANDLER_BLOCK = """\
+        if g{i}.is_open:
+            c{i}.append(None)
+            try:
+                v{i} = h{i}(arg)
+            except Exception as exc:
+                v{i} = FAILED
+                failures.append(fail(e{i}, exc, t{i}))
+            finally:
+                c{i}.pop()
+            t{j} = clock()
+        else:
+            v{i} = FAILED
+            failures.append(refuse(e{i}))
+            t{j} = clock()
+"""
+
+
+@functools.cache
+def _chain_factory(size: int) -> Callable[..., _Caller]:
+    """Compile (once per chain length) a factory of unrolled callers for ``size`` handlers.
+
+    The source is built from this module's templates and numbers only; handlers, gates
+    and the log reach the generated code as closure variables, never as text.
+    """
+    parameters = ", ".join(f"e{i}, h{i}, g{i}, c{i}" for i in range(size))
+    readings = ", ".join(f"t{i}" for i in range(size + 1))
+    values = ", ".join(f"v{i}" for i in range(size))
+    lines = [
+        f"def make({parameters}, log, drain, settle):",
+        "    def call(arg):",
+        "        failures = []",
+        "        t0 = clock()",
+        *(_HANDLER_BLOCK.format(i=i, j=i + 1) for i in range(size)),
+        "        if failures:",
+        f"            settle(({readings},), ({values},))",
+        f"            results = [v for v in ({values},) if v is not FAILED]",
+        "        else:",
+        f"            log.extend(({readings},))",
+        "            if len(log) >= LOG_LIMIT:",
+        "                drain()",
+        f"            results = [{values}]",
+        "        outcome = new(Outcome)",
+        "        set_results(outcome, results)",
+        "        set_failures(outcome, failures)",
+        "        return outcome",
+        "    return call",
+    ]
+    source = "\n".join(lines) + "\n"
+    filename = f"<tether hook chain of {size} handler{'s' if size != 1 else ''}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    namespace: dict[str, object] = {
+        "clock": perf_counter_ns,
+        "fail": _fail,
+        "refuse": _refuse,
+        "FAILED": _FAILED,
+        "LOG_LIMIT": _LOG_LIMIT,
+        "new": _new_object,
+        "set_results": _set_results,
+        "set_failures": _set_failures,
+        "Outcome": HookOutcome,
+    }
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - see the docstring
+    return cast("Callable[..., _Caller]", namespace["make"])
+
+
+def _call_loop(entries: tuple[_Handler, ...], arg: object, *, first: bool) -> HookOutcome:
+    """Call sync handlers in order (long chains, and first-result mode)."""
+    results: list[object] = []
+    failures: list[HookFailure] = []
+    t0 = perf_counter_ns()
+    for entry in entries:
+        gate = entry.gate
+        if not gate.is_open:
+            failures.append(_refuse(entry))
+            t0 = perf_counter_ns()
+            continue
+        calls = gate.calls
+        calls.append(None)
+        try:
+            value = entry.handler(arg)
+        except Exception as exc:
+            failures.append(_fail(entry, exc, t0))
+            t0 = perf_counter_ns()
+            continue
+        finally:
+            calls.pop()
+        t1 = perf_counter_ns()
+        stats = entry.stats
+        stats[_COUNT] += 1
+        stats[_NANOS] += t1 - t0
+        t0 = t1
+        if not first:
+            results.append(value)
+        elif value is not None:
+            return _outcome([value], failures)
+    return _outcome(results, failures)
+
+
+_EMPTY = _Chain(())
 
 
 # --------------------------------------------------------------------------- the registry
-
-_FastEntry = tuple[HookHandler, Gate, deque[None], list[int], str]
 
 
 class HookRegistry:
     """Hook points, the handlers registered at them, and their per-plugin metrics."""
 
+    __slots__ = ("_chains", "_lock", "_sequence", "_stats")
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sequence = count()
-        # hook type -> handlers in call order; every known type has an entry.
-        self._chains: dict[str, tuple[_Handler, ...]] = dict.fromkeys(HOOK_TYPES, ())
-        # hook type -> flat entries, only for chains without async handlers.
-        self._sync: dict[str, tuple[_FastEntry, ...]] = dict.fromkeys(HOOK_TYPES, ())
+        self._chains: dict[str, _Chain] = dict.fromkeys(HOOK_TYPES, _EMPTY)
         self._stats: dict[tuple[str, str], list[int]] = {}
 
     # ------------------------------------------------------------------ hook points
 
     def declare(self, hook_type: str) -> None:
-        """Make ``hook_type`` a hook point plugins may register at (the host's own points)."""
+        """Make ``hook_type`` a point plugins may register at (a host's own hook point)."""
         if not isinstance(hook_type, str) or not _HOOK_TYPE.match(hook_type):
             raise HookError(
                 f"invalid hook type {hook_type!r}: use a name like 'pre_request' or "
                 "'workload.before_operation'",
-                hint="hook types start with a letter or '_' and contain letters, digits, "
+                hint="a hook type starts with a letter or '_' and contains letters, digits, "
                 "'_', '.', ':' and '-'",
             )
         with self._lock:
-            if hook_type not in self._chains:
-                self._chains[hook_type] = ()
-                self._sync[hook_type] = ()
+            self._chains.setdefault(hook_type, _EMPTY)
 
     def is_known(self, hook_type: str) -> bool:
         return hook_type in self._chains
@@ -264,7 +450,7 @@ class HookRegistry:
 
     # ------------------------------------------------------------------ registering
 
-    def register(  # noqa: PLR0917 - the reference's RegisterHook(type, priority, handler)
+    def register(
         self,
         plugin: str,
         gate: Gate,
@@ -281,12 +467,10 @@ class HookRegistry:
         """
         self._check_registration(plugin, hook_type, priority, handler, timeout)
         with self._lock:
-            stats = self._stats.setdefault((plugin, hook_type), [0, 0])
-            entry = _Handler(
-                plugin, gate, hook_type, priority, handler, timeout, stats, next(self._sequence)
-            )
-            chain = (*self._chains[hook_type], entry)
-            self._publish(hook_type, sorted(chain, key=_call_order))
+            stats = self._stats.setdefault((plugin, hook_type), [0, 0, 0])
+            sequence = next(self._sequence)
+            entry = _Handler(plugin, gate, hook_type, priority, handler, timeout, stats, sequence)
+            self._publish(hook_type, [*self._chains[hook_type].entries, entry])
         return Registration(self, entry)
 
     def _check_registration(
@@ -309,7 +493,7 @@ class HookRegistry:
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise HookError(
                 f"plugin '{plugin}' registered a {hook_type} hook with priority "
-                f"{priority!r}: the priority must be an integer (higher runs first)",
+                f"{priority!r}: a priority is an integer (higher runs first)",
                 plugin=plugin,
             )
         if not callable(handler):
@@ -319,130 +503,70 @@ class HookRegistry:
                 plugin=plugin,
             )
         if timeout is not None:
-            self._check_timeout(plugin, hook_type, handler, timeout)
-
-    @staticmethod
-    def _check_timeout(plugin: str, hook_type: str, handler: HookHandler, timeout: float) -> None:
-        if not _is_async(handler):
-            raise HookError(
-                f"plugin '{plugin}' gave its {hook_type} hook a timeout, but the handler is "
-                "a plain function, which cannot be interrupted",
-                plugin=plugin,
-                hint="make the handler `async def` to give it a timeout, or register it "
-                "without one",
-            )
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise HookError(
-                f"plugin '{plugin}' gave its {hook_type} hook the timeout {timeout!r}: "
-                "a timeout is a positive number of seconds",
-                plugin=plugin,
-            )
+            _check_timeout(plugin, hook_type, handler, timeout)
 
     def _suggestion(self, hook_type: str) -> str:
         close = difflib.get_close_matches(hook_type, list(self._chains), n=1)
         return f" (did you mean '{close[0]}'?)" if close else ""
 
-    def _publish(self, hook_type: str, chain: list[_Handler]) -> None:
-        """Install a new call order for ``hook_type``. Caller holds the lock."""
-        self._chains[hook_type] = tuple(chain)
-        if any(entry.is_async for entry in chain):
-            self._sync.pop(hook_type, None)
-        else:
-            self._sync[hook_type] = tuple(
-                (e.handler, e.gate, e.gate.calls, e.stats, e.plugin) for e in chain
-            )
+    def _publish(self, hook_type: str, entries: list[_Handler]) -> None:
+        """Install a new snapshot for ``hook_type``. The caller holds the lock."""
+        entries.sort(key=_Handler.call_order)
+        self._chains[hook_type].drain()
+        self._chains[hook_type] = _Chain(tuple(entries)) if entries else _EMPTY
 
     def _holds(self, entry: _Handler) -> bool:
-        return entry in self._chains.get(entry.hook_type, ())
+        chain = self._chains.get(entry.hook_type, _EMPTY)
+        return any(e is entry for e in chain.entries)
 
     def _remove(self, entry: _Handler) -> bool:
         with self._lock:
-            chain = self._chains.get(entry.hook_type, ())
-            if entry not in chain:
+            chain = self._chains.get(entry.hook_type, _EMPTY)
+            kept = [e for e in chain.entries if e is not entry]
+            if len(kept) == len(chain.entries):
                 return False
-            self._publish(entry.hook_type, [e for e in chain if e is not entry])
+            self._publish(entry.hook_type, kept)
             return True
 
     def remove_plugin(self, plugin: str) -> int:
         """Unregister every handler of ``plugin``; return how many there were.
 
-        The plugin's metrics stay, so a plugin that reloads and registers again keeps
+        The plugin's metrics stay, so a plugin that is reloaded and registers again keeps
         its history.
         """
         removed = 0
         with self._lock:
             for hook_type, chain in list(self._chains.items()):
-                kept = [e for e in chain if e.plugin != plugin]
-                if len(kept) != len(chain):
-                    removed += len(chain) - len(kept)
+                kept = [e for e in chain.entries if e.plugin != plugin]
+                if len(kept) != len(chain.entries):
+                    removed += len(chain.entries) - len(kept)
                     self._publish(hook_type, kept)
         return removed
 
     # ------------------------------------------------------------------ calling
 
-    def call(self, hook_type: str, arg: object = None) -> HookOutcome:
-        """Call every handler of an all-sync hook, in order; never blocks at a gate."""
+    def _chain(self, hook_type: str) -> _Chain:
         try:
-            chain = self._sync[hook_type]
+            return self._chains[hook_type]
         except KeyError:
-            raise self._not_callable(hook_type) from None
-        results: list[object] = []
-        failures: list[HookFailure] = []
-        append = results.append
-        one = _ONE
-        clock = perf_counter_ns
-        t0 = clock()
-        for handler, gate, calls, stats, plugin in chain:
-            if not gate.is_open:
-                failures.append(_refusal(plugin, hook_type, gate))
-                t0 = clock()
-                continue
-            calls.append(None)
-            try:
-                value = handler(arg)
-            except Exception as exc:
-                calls.pop()
-                failures.append(_failed(plugin, hook_type, gate, stats, exc, t0))
-                t0 = clock()
-                continue
-            except BaseException:
-                calls.pop()
-                raise
-            calls.pop()
-            append(value)
-            t1 = clock()
-            stats[0] += t1 - t0 + one
-            t0 = t1
-        return _outcome(results, failures)
+            raise self._unknown(hook_type) from None
+
+    def call(self, hook_type: str, arg: object = None) -> HookOutcome:
+        """Call every handler of an all-sync hook, in order. Never blocks at a gate."""
+        try:
+            chain = self._chains[hook_type]
+        except KeyError:
+            raise self._unknown(hook_type) from None
+        if chain.is_async:
+            raise _async_chain_error(hook_type, chain)
+        return chain.call(arg)
 
     def call_first(self, hook_type: str, arg: object = None) -> HookOutcome:
         """Like ``call``, but stop at the first handler that returns something not None."""
-        try:
-            chain = self._sync[hook_type]
-        except KeyError:
-            raise self._not_callable(hook_type) from None
-        failures: list[HookFailure] = []
-        t0 = perf_counter_ns()
-        for handler, gate, calls, stats, plugin in chain:
-            if not gate.is_open:
-                failures.append(_refusal(plugin, hook_type, gate))
-                t0 = perf_counter_ns()
-                continue
-            calls.append(None)
-            try:
-                value = handler(arg)
-            except Exception as exc:
-                failures.append(_failed(plugin, hook_type, gate, stats, exc, t0))
-                t0 = perf_counter_ns()
-                continue
-            finally:
-                calls.pop()
-            t1 = perf_counter_ns()
-            stats[0] += t1 - t0 + _ONE
-            t0 = t1
-            if value is not None:
-                return _outcome([value], failures)
-        return _outcome([], failures)
+        chain = self._chain(hook_type)
+        if chain.is_async:
+            raise _async_chain_error(hook_type, chain)
+        return _call_loop(chain.entries, arg, first=True)
 
     async def run(
         self, hook_type: str, arg: object = None, *, first_result: bool = False
@@ -451,11 +575,10 @@ class HookRegistry:
 
         With ``first_result``, stop at the first handler that returns something not None.
         """
-        chain = self._chain(hook_type)
         results: list[object] = []
         failures: list[HookFailure] = []
         t0 = perf_counter_ns()
-        for entry in chain:
+        for entry in self._chain(hook_type).entries:
             gate = entry.gate
             if gate.is_open:
                 gate.calls.append(None)
@@ -466,31 +589,27 @@ class HookRegistry:
                     failures.append(HookFailure(entry.plugin, hook_type, exc))
                     t0 = perf_counter_ns()
                     continue
-                t0 = perf_counter_ns()  # time spent held at the gate is not the handler's
+                t0 = perf_counter_ns()  # the time held at the gate is not the handler's
             try:
                 value = entry.handler(arg)
                 if entry.is_async or inspect.isawaitable(value):
                     value = await _settle(entry, cast("Awaitable[object]", value))
             except Exception as exc:
-                failures.append(_failed(entry.plugin, hook_type, gate, entry.stats, exc, t0))
+                failures.append(_fail(entry, exc, t0))
                 t0 = perf_counter_ns()
                 continue
             finally:
                 gate.exit()
             t1 = perf_counter_ns()
-            entry.stats[0] += t1 - t0 + _ONE
+            stats = entry.stats
+            stats[_COUNT] += 1
+            stats[_NANOS] += t1 - t0
             t0 = t1
             if not first_result:
                 results.append(value)
             elif value is not None:
                 return HookOutcome([value], failures)
         return HookOutcome(results, failures)
-
-    def _chain(self, hook_type: str) -> tuple[_Handler, ...]:
-        try:
-            return self._chains[hook_type]
-        except KeyError:
-            raise self._unknown(hook_type) from None
 
     def _unknown(self, hook_type: str) -> HookError:
         return HookError(
@@ -499,71 +618,77 @@ class HookRegistry:
             hint="hosts declare their own hook points with HookRegistry.declare()",
         )
 
-    def _not_callable(self, hook_type: str) -> HookError:
-        chain = self._chains.get(hook_type)
-        if chain is None:
-            return self._unknown(hook_type)
-        plugins = sorted({e.plugin for e in chain if e.is_async})
-        names = ", ".join(f"'{p}'" for p in plugins)
-        return HookError(
-            f"hook '{hook_type}' has async handlers (from {names}), which a synchronous "
-            f"call cannot await; use `await registry.run('{hook_type}', ...)`",
-            hint="call the hook from async code with run(), or register plain functions",
-        )
-
     # ------------------------------------------------------------------ introspection
 
     def handlers(self, hook_type: str) -> list[tuple[str, int]]:
         """``(plugin, priority)`` of each handler of ``hook_type``, in call order."""
-        return [(e.plugin, e.priority) for e in self._chain(hook_type)]
+        return [(e.plugin, e.priority) for e in self._chain(hook_type).entries]
 
     def metrics(self, plugin: str) -> dict[str, HookMetrics]:
         """Hook type -> metrics, for every hook type ``plugin`` has registered at."""
         out: dict[str, HookMetrics] = {}
-        for (owner, hook_type), (packed, errors) in list(self._stats.items()):
-            if owner != plugin:
-                continue
-            executions = packed >> 64
-            total = timedelta(microseconds=(packed & _NS_MASK) / 1000)
-            average = total / executions if executions else timedelta(0)
-            out[hook_type] = HookMetrics(executions, total, average, errors)
+        with self._lock:  # no snapshot is replaced while its log is drained
+            for (owner, hook_type), stats in self._stats.items():
+                if owner == plugin:
+                    self._chains[hook_type].drain()
+                    executions, nanos, errors = stats
+                    total = timedelta(microseconds=nanos / 1000)
+                    average = total / executions if executions else timedelta(0)
+                    out[hook_type] = HookMetrics(executions, total, average, errors)
         return out
 
-    def clear_metrics(self, plugin: str) -> None:
-        """Reset the plugin's counters (registered handlers keep running and counting)."""
-        with self._lock:
-            for (owner, _), stats in self._stats.items():
-                if owner == plugin:
-                    stats[:] = [0, 0]
+
+def _check_timeout(plugin: str, hook_type: str, handler: HookHandler, timeout: float) -> None:
+    if not _is_async(handler):
+        raise HookError(
+            f"plugin '{plugin}' gave its {hook_type} hook a timeout, but the handler is a "
+            "plain function, which cannot be interrupted",
+            plugin=plugin,
+            hint="make the handler `async def` to give it a timeout, or register it without one",
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise HookError(
+            f"plugin '{plugin}' gave its {hook_type} hook the timeout {timeout!r}: a timeout "
+            "is a positive number of seconds",
+            plugin=plugin,
+        )
 
 
-def _call_order(entry: _Handler) -> tuple[int, int]:
-    return (-entry.priority, entry.sequence)
+def _async_chain_error(hook_type: str, chain: _Chain) -> HookError:
+    plugins = ", ".join(sorted({f"'{e.plugin}'" for e in chain.entries if e.is_async}))
+    return HookError(
+        f"hook '{hook_type}' has async handlers (from {plugins}), which a synchronous call "
+        f"cannot await; use `await registry.run('{hook_type}', ...)`",
+        hint="call the hook from async code with run(), or register plain functions",
+    )
 
 
 # --------------------------------------------------------------------------- failures
 
 
-def _refusal(plugin: str, hook_type: str, gate: Gate) -> HookFailure:
-    """The failure for a handler skipped because its gate is not open (not the plugin's error)."""
+def _refuse(entry: _Handler) -> HookFailure:
+    """The failure for a handler skipped because its gate is not open (not its error)."""
+    gate = entry.gate
     if gate.state is GateState.CLOSED:
         reason = gate._closed_reason  # noqa: SLF001 - the reason close() was given
     else:
         reason = (
-            "it is reloading, and a synchronous hook call does not wait "
-            f"(use `await registry.run('{hook_type}', ...)` to wait for it)"
+            "it is reloading, and a synchronous hook call does not wait for it "
+            f"(`await registry.run('{entry.hook_type}', ...)` waits)"
         )
-    return HookFailure(plugin, hook_type, PluginUnavailableError(plugin, reason))
+    error = PluginUnavailableError(entry.plugin, reason)
+    return HookFailure(entry.plugin, entry.hook_type, error)
 
 
-def _failed(
-    plugin: str, hook_type: str, gate: Gate, stats: list[int], error: Exception, started: int
-) -> HookFailure:
-    """Count, record and log a handler's error; return it as a failure."""
-    stats[_PACKED] += perf_counter_ns() - started + _ONE
+def _fail(entry: _Handler, error: Exception, started: int) -> HookFailure:
+    """Count, record and log the error of a handler that started at ``started``."""
+    stats = entry.stats
+    stats[_COUNT] += 1
+    stats[_NANOS] += perf_counter_ns() - started
     stats[_ERRORS] += 1
+    plugin, hook_type = entry.plugin, entry.hook_type
     _log.error(
-        "plugin '%s': %s hook %s failed: %s",
+        "plugin '%s': %s hook failed: %s: %s",
         plugin,
         hook_type,
         type(error).__name__,
@@ -571,9 +696,11 @@ def _failed(
         exc_info=error,
     )
     try:
-        gate.record_error(error, source=f"hook:{hook_type}")
+        entry.gate.record_error(error, source=f"hook:{hook_type}")
     except Exception:
-        _log.exception("plugin '%s': recording a %s hook error failed", plugin, hook_type)
+        _log.exception(
+            "plugin '%s': an error listener failed on a %s hook error", plugin, hook_type
+        )
     return HookFailure(plugin, hook_type, error)
 
 
@@ -587,6 +714,6 @@ async def _settle(entry: _Handler, awaitable: Awaitable[object]) -> object:
             return await awaitable
     except TimeoutError:
         if not scope.expired():
-            raise  # the handler's own TimeoutError, not ours
+            raise  # the handler's own TimeoutError, not the deadline
         limit = format_duration(timedelta(seconds=entry.timeout))
         raise HookTimeoutError(entry.plugin, entry.hook_type, limit) from None

@@ -38,7 +38,7 @@ TRANSITIONS: dict[PluginStatus, frozenset[PluginStatus]] = {
     _S.INITIALIZED: frozenset({_S.RUNNING, _S.STOPPED, _S.ERROR, _S.UNLOADED}),
     _S.RUNNING: frozenset({_S.STOPPED, _S.ERROR}),
     _S.STOPPED: frozenset({_S.RUNNING, _S.UNLOADED, _S.ERROR}),
-    _S.ERROR: frozenset({_S.LOADING, _S.STOPPED, _S.UNLOADED}),
+    _S.ERROR: frozenset({_S.LOADING, _S.UNLOADED}),
 }
 
 

@@ -87,9 +87,9 @@ def _location(exc: BaseException, directory: Path | None) -> tuple[Path | None, 
         return Path(exc.filename), exc.lineno
     frames = traceback.extract_tb(exc.__traceback__)
     inside = [f for f in frames if directory is not None and _is_within(f.filename, directory)]
-    chosen = inside[-1] if inside else (frames[-1] if frames else None)
-    if chosen is None:
+    if not inside:
         return None, None
+    chosen = inside[-1]
     return Path(chosen.filename), chosen.lineno
 
 
@@ -105,6 +105,18 @@ def _import(manifest: Manifest, module_name: str, directory: Path | None) -> Mod
     importlib.invalidate_caches()
     try:
         return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            file, line = _location(exc, directory)
+            raise PluginImportError(manifest.name, exc, file=file, line=line) from exc
+        where = f" in {directory}" if directory is not None else ""
+        raise PluginLoadError(
+            f"plugin '{manifest.name}': entry module '{manifest.entry_module}' not found{where}",
+            plugin=manifest.name,
+            path=directory,
+            hint=f"`entry` is '{manifest.entry}': its module part must name a .py file or a "
+            "package inside the plugin directory",
+        ) from None
     except Exception as exc:
         file, line = _location(exc, directory)
         raise PluginImportError(manifest.name, exc, file=file, line=line) from exc

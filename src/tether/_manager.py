@@ -8,6 +8,7 @@ blocking facade over this same class.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import inspect
 import logging
@@ -17,11 +18,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import ValidationError
 
 from tether import __version__
+from tether._audit import CapabilityUse
+from tether._audit import watch as _capability_watch
 from tether._config import (
     PluginConfig,
     TetherConfig,
@@ -29,11 +32,15 @@ from tether._config import (
     load_config,
     validate_plugin_config,
 )
-from tether._context import PluginContext
+from tether._context import PluginContext, Runtime
+from tether._gate import Gate
 from tether._lifecycle import PluginStatus, check_transition
 from tether._loader import LoadedCode, load_code, unload_code
 from tether._manifest import ConfigField, Manifest, load_manifest
 from tether._resolver import Resolution, resolve
+
+if TYPE_CHECKING:
+    from tether._discovery import DiscoveryResult
 from tether._versions import parse_constraint
 from tether.errors import (
     ConfigError,
@@ -70,6 +77,7 @@ class _Record:
     settings: PluginConfig
     code: LoadedCode
     context: PluginContext
+    gate: Gate
     location: str
     status: PluginStatus = PluginStatus.UNLOADED
     enabled: bool = True
@@ -87,8 +95,25 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, InterfaceError):
         return False
     if isinstance(exc, PluginImportError):
-        return not isinstance(exc.__cause__, SyntaxError | ModuleNotFoundError)
-    return isinstance(exc, PluginLoadError)
+        return not isinstance(exc.__cause__, SyntaxError | ImportError)
+    # A failure with a cause (the plugin's constructor raised, a file could not be read)
+    # may pass; one without (the entry attribute does not exist) will not.
+    cause = exc.__cause__
+    return (
+        isinstance(exc, PluginLoadError)
+        and cause is not None
+        and not isinstance(cause, ImportError)
+    )
+
+
+class _CallTimedOutError(Exception):
+    """A lifecycle call ran past its time limit (as opposed to raising TimeoutError itself)."""
+
+
+def _post(loop: asyncio.AbstractEventLoop, *args: Any) -> None:
+    # The loop may have closed while the call was still running: then nobody waits.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(*args)
 
 
 async def _in_daemon_thread(fn: Callable[[], object]) -> object:
@@ -105,9 +130,9 @@ async def _in_daemon_thread(fn: Callable[[], object]) -> object:
         try:
             result = fn()
         except BaseException as exc:
-            loop.call_soon_threadsafe(settle, future.set_exception, exc)
+            _post(loop, settle, future.set_exception, exc)
         else:
-            loop.call_soon_threadsafe(settle, future.set_result, result)
+            _post(loop, settle, future.set_result, result)
 
     threading.Thread(target=run, name="tether-plugin-call", daemon=True).start()
     return await future
@@ -127,14 +152,20 @@ class PluginManager:
         config: TetherConfig | None = None,
         framework_version: str = __version__,
         stop_timeout: float = 10.0,
+        drain_timeout: float = 5.0,
+        state_directory: Path | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.framework_version = framework_version
         self.stop_timeout = stop_timeout
+        self.drain_timeout = drain_timeout
         self.config = config or TetherConfig()
+        self.runtime = runtime or Runtime(config=self.config, state_directory=state_directory)
         self._records: dict[str, _Record] = {}
         self._order: tuple[str, ...] = ()
         self._lock: asyncio.Lock | None = None
         self.load_attempts: list[LoadAttempt] = []
+        self._discovered: DiscoveryResult | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -157,6 +188,8 @@ class PluginManager:
 
     def _fail(self, record: _Record, step: str, exc: BaseException) -> PluginLifecycleError:
         record.last_error = exc
+        record.gate.record_error(exc, source=step)
+        record.gate.close(f"its {step} failed")
         if record.status is not PluginStatus.ERROR:
             self._set_status(record, PluginStatus.ERROR)
         log.error("plugin %s failed: %s", step, record.name, exc_info=exc)
@@ -166,12 +199,19 @@ class PluginManager:
         self, record: _Record, method: str, *args: object, timeout: float | None = None
     ) -> None:
         fn = getattr(record.code.instance, method)
-        if inspect.iscoroutinefunction(fn) or timeout is None:
-            result = fn(*args)
-            if inspect.isawaitable(result):
-                await asyncio.wait_for(result, timeout) if timeout else await result
-            return
-        await asyncio.wait_for(_in_daemon_thread(lambda: fn(*args)), timeout)
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                if timeout is None or inspect.iscoroutinefunction(fn):
+                    result = fn(*args)
+                else:  # a sync method under a time limit runs where it cannot block the loop
+                    result = await _in_daemon_thread(lambda: fn(*args))
+                if inspect.isawaitable(result):
+                    await result
+        except TimeoutError:
+            if scope.expired():
+                raise _CallTimedOutError from None
+            raise
 
     # ------------------------------------------------------------------ loading
 
@@ -190,16 +230,8 @@ class PluginManager:
         failures, waiting ``retry_backoff * 2**n`` seconds before try ``n + 1``.
         """
         settings = _settings(config)
-        async with self._mutex():
-            record = await self._load(Path(path), settings, retries, retry_backoff)
-            self._records[record.name] = record
-            self._order = ()
-            return self._info(record)
-
-    async def _load(
-        self, path: Path, settings: PluginConfig, retries: int, backoff: float
-    ) -> _Record:
-        if not path.exists():  # noqa: ASYNC240 - one stat; plugin loading is not a hot path
+        path = Path(path)
+        if not path.exists():
             raise PluginNotFoundError(
                 f"failed to load plugin: plugin file not found: {path}",
                 path=path,
@@ -208,35 +240,80 @@ class PluginManager:
             )
         manifest = load_manifest(path)
         _check_name(manifest, settings, path)
+        found = _Found(manifest, str(manifest.directory or path), private=True)
+        return await self._load_found(found, settings, retries, retry_backoff)
+
+    async def _load_found(
+        self, found: _Found, settings: PluginConfig, retries: int, backoff: float
+    ) -> PluginInfo:
+        async with self._mutex():
+            record = await self._load(found, settings, retries, backoff)
+            self._records[record.name] = record
+            self._order = ()
+            return self._info(record)
+
+    async def _load(
+        self, found: _Found, settings: PluginConfig, retries: int, backoff: float
+    ) -> _Record:
+        manifest = found.manifest
         existing = self._records.get(manifest.name)
         if existing is not None:
-            raise PluginNameConflictError(manifest.name, existing.location, str(path))
+            if existing.location == found.location:
+                raise PluginNameConflictError.same_place(manifest.name, found.location)
+            raise PluginNameConflictError(manifest.name, existing.location, found.location)
         self._check_framework(manifest)
         permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
-        code = await self._import(manifest, retries, backoff)
+        code = await self._import(manifest, retries, backoff, private=found.private)
         try:
-            values = validate_plugin_config(
-                manifest.name, _schema(manifest, code.instance), settings.config
-            )
+            return self._record_for(manifest, settings, code, permissions, found.location)
         except BaseException:
             unload_code(code)
             raise
-        context = PluginContext(manifest=manifest, config=values, permissions=permissions)
-        record = _Record(manifest, settings, code, context, str(manifest.directory or path))
+
+    def _record_for(
+        self,
+        manifest: Manifest,
+        settings: PluginConfig,
+        code: LoadedCode,
+        permissions: frozenset[str],
+        location: str,
+    ) -> _Record:
+        values = validate_plugin_config(
+            manifest.name, _schema(manifest, code.instance), settings.config
+        )
+        hold_timeout, max_waiting = self._gate_options()
+        gate = Gate(manifest.name, hold_timeout=hold_timeout, max_waiting=max_waiting)
+        context = PluginContext(
+            manifest=manifest,
+            config=values,
+            permissions=permissions,
+            runtime=self.runtime,
+            gate=gate,
+        )
+        record = _Record(manifest, settings, code, context, gate, location)
         self._set_status(record, PluginStatus.LOADING)
+        code_directory = _code_directory(code)
+        if code_directory is not None:
+            _capability_watch.track(manifest.name, code_directory, permissions)
         return record
+
+    def _gate_options(self) -> tuple[float, int]:
+        reload = self.config.reload
+        return reload.queue_timeout, reload.max_queue_size
 
     def _check_framework(self, manifest: Manifest) -> None:
         constraint = manifest.framework.version
         if not parse_constraint(constraint).allows(self.framework_version):
             raise FrameworkVersionMismatchError(manifest.name, constraint, self.framework_version)
 
-    async def _import(self, manifest: Manifest, retries: int, backoff: float) -> LoadedCode:
+    async def _import(
+        self, manifest: Manifest, retries: int, backoff: float, *, private: bool
+    ) -> LoadedCode:
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                code = load_code(manifest)
+                code = load_code(manifest, private_namespace=private)
             except PluginLoadError as exc:
                 elapsed = time.perf_counter() - started
                 self.load_attempts.append(LoadAttempt(manifest.name, "failure", elapsed, str(exc)))
@@ -270,30 +347,31 @@ class PluginManager:
         if not section.enabled:
             log.info("plugin system disabled in the config (plugins.enabled: false)")
             return []
-        wanted = [self._locate(entry) for entry in section.plugins if entry.enabled]
+        self._discovered = None
+        wanted = [(self._locate(entry), entry) for entry in section.plugins if entry.enabled]
         unavailable = {
             e.name: "it is disabled in the config"
             for e in section.plugins
             if not e.enabled and e.name
         }
-        manifests = {m.name: (m, e, p) for m, e, p in wanted}
+        wanted_by_name = {found.manifest.name: (found, entry) for found, entry in wanted}
         loaded = [r.manifest for r in self._records.values()]
         resolution = resolve(
-            [*loaded, *(m for m, _, _ in wanted if m.name not in self._records)],
+            [*loaded, *(f.manifest for f, _ in wanted if f.manifest.name not in self._records)],
             framework_version=self.framework_version,
-            priorities={m.name: e.priority for m, e, _ in wanted},
+            priorities={f.manifest.name: e.priority for f, e in wanted},
             unavailable=unavailable,
         )
         infos = []
         for name in resolution.order:
-            if name in self._records or name not in manifests:
+            if name in self._records or name not in wanted_by_name:
                 continue
-            _, entry, path = manifests[name]
-            infos.append(await self.load_plugin(path, entry))
+            found, entry = wanted_by_name[name]
+            infos.append(await self._load_found(found, entry, 0, 0.1))
         self._order = resolution.order
         return infos
 
-    def _locate(self, entry: PluginConfig) -> tuple[Manifest, PluginConfig, Path]:
+    def _locate(self, entry: PluginConfig) -> _Found:
         base = self.config.base_directory
         if entry.path is not None:
             path = Path(entry.path)
@@ -308,35 +386,36 @@ class PluginManager:
                 )
             manifest = load_manifest(path)
             _check_name(manifest, entry, path)
-            return manifest, entry, path
+            return _Found(manifest, str(manifest.directory or path), private=True)
         if entry.name is None:
             raise ConfigError(
                 "a plugin entry needs a `name` or a `path`",
                 path=self.config.path,
                 hint="give each entry of plugins.plugins a name (found by discovery) or a path",
             )
-        found = self._discover(entry.name)
-        return found.manifest, entry, found.path
+        return self._discover(entry.name)
 
     def _discover(self, name: str) -> _Found:
-        from tether._discovery import default_search_paths, discover
+        from tether._discovery import IndexCache, default_search_paths, discover
 
-        directory = self.config.plugins.directory
-        config_dir = None
-        if directory is not None:
-            config_dir = Path(directory)
-            if not config_dir.is_absolute():
-                config_dir = self.config.base_directory / config_dir
-        result = discover(default_search_paths(config_directory=config_dir))
-        plugin = result.get(name)
-        if plugin is None or plugin.manifest.source is None:
+        if self._discovered is None:
+            directory = self.config.plugins.directory
+            config_dir = None
+            if directory is not None:
+                config_dir = Path(directory)
+                if not config_dir.is_absolute():
+                    config_dir = self.config.base_directory / config_dir
+            paths = default_search_paths(config_directory=config_dir)
+            self._discovered = discover(paths, cache=IndexCache())
+        plugin = self._discovered.get(name)
+        if plugin is None:
             raise PluginNotFoundError(
                 f"missing plugin: no plugin named '{name}' in any search path",
                 plugin=name,
                 hint="set its `path` in the config, or put it in a searched directory "
                 "(`tether plugins scan` lists them)",
             )
-        return _Found(plugin.manifest, plugin.manifest.source.parent)
+        return _Found(plugin.manifest, plugin.location, private=plugin.origin != "entry-point")
 
     # ------------------------------------------------------------------ queries
 
@@ -373,6 +452,13 @@ class PluginManager:
 
     def last_error(self, name: str) -> BaseException | None:
         return self._record(name).last_error
+
+    def get_gate(self, name: str) -> Gate:
+        return self._record(name).gate
+
+    def undeclared_capabilities(self, name: str | None = None) -> list[CapabilityUse]:
+        """Files, sockets or processes a plugin used without declaring the permission."""
+        return _capability_watch.uses(name)
 
     def list_plugins(self) -> list[PluginInfo]:
         """Every loaded plugin, in load order."""
@@ -428,23 +514,43 @@ class PluginManager:
         """
         async with self._mutex():
             order = self.resolve_dependencies().order
+            await self.runtime.events.start()  # plugins may publish from initialize()
             for name in order:
                 record = self._records[name]
                 if record.status is PluginStatus.LOADING and record.enabled:
                     await self._initialize(record)
 
+    def _check_dependencies(self, record: _Record, step: str, ready: set[PluginStatus]) -> None:
+        for dependency in record.manifest.dependencies:
+            other = self._records.get(dependency.name)
+            if other is None or other.status in ready:
+                continue  # absent ones were settled by the resolver (optional)
+            raise PluginLifecycleError(
+                record.name,
+                step,
+                f"its dependency '{dependency.name}' is {other.status.value}",
+            )
+
     async def _initialize(self, record: _Record) -> None:
+        self._check_dependencies(
+            record,
+            "initialization",
+            {PluginStatus.INITIALIZED, PluginStatus.RUNNING, PluginStatus.STOPPED},
+        )
         try:
             await self._call(record, "initialize", record.context)
         except Exception as exc:
             raise self._fail(record, "initialization", exc) from exc
         record.initialized = True
         self._set_status(record, PluginStatus.INITIALIZED)
+        record.gate.open()
         log.info("initialized plugin %s %s", record.name, record.manifest.version)
 
     async def start_all(self) -> None:
         """Start initialized (or stopped) plugins in dependency order; stop at the first failure."""
         async with self._mutex():
+            await self.runtime.events.start()
+            await self._run_lifecycle_hook("startup")
             for record in self._ordered():
                 if record.enabled and record.status in {
                     PluginStatus.INITIALIZED,
@@ -452,13 +558,43 @@ class PluginManager:
                 }:
                     await self._start(record)
 
+    async def _run_lifecycle_hook(self, hook_type: str) -> None:
+        outcome = await self.runtime.hooks.run(hook_type, self)
+        for failure in outcome.failures:
+            log.warning("%s hook of plugin %s failed: %s", hook_type, failure.plugin, failure.error)
+
     async def _start(self, record: _Record) -> None:
+        self._check_dependencies(record, "start", {PluginStatus.RUNNING})
         try:
             await self._call(record, "start")
         except Exception as exc:
             raise self._fail(record, "start", exc) from exc
         self._set_status(record, PluginStatus.RUNNING)
+        record.gate.open()
         log.info("started plugin %s", record.name)
+
+    async def update_plugin_config(self, name: str, config: Mapping[str, object]) -> None:
+        """Give a loaded plugin new config: validate it, then call ``on_config_change``.
+
+        If the plugin's ``on_config_change`` raises, the old config is kept and the
+        failure is raised.
+        """
+        async with self._mutex():
+            record = self._record(name)
+            schema = _schema(record.manifest, record.code.instance)
+            values = validate_plugin_config(name, schema, config)
+            previous = record.context.replace_config(values)
+            handler = getattr(record.code.instance, "on_config_change", None)
+            if handler is None:
+                return
+            try:
+                result = handler(record.context.plugin_config)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                record.context.replace_config(previous)
+                record.gate.record_error(exc, source="on_config_change")
+                raise PluginLifecycleError(name, "configuration change", exc) from exc
 
     async def stop_all(self, *, timeout: float | None = None) -> None:
         """Stop running plugins in reverse dependency order.
@@ -470,6 +606,8 @@ class PluginManager:
         limit = self.stop_timeout if timeout is None else timeout
         failures: list[PluginLifecycleError] = []
         async with self._mutex():
+            if any(r.status is PluginStatus.RUNNING for r in self._records.values()):
+                await self._run_lifecycle_hook("shutdown")
             for record in reversed(self._ordered()):
                 if record.status is PluginStatus.RUNNING:
                     error = await self._stop(record, limit)
@@ -479,14 +617,21 @@ class PluginManager:
             raise StopAllError(failures)
 
     async def _stop(self, record: _Record, timeout: float | None) -> PluginLifecycleError | None:
+        record.gate.close("it is stopping")
+        if not await record.gate.drain(self.drain_timeout):
+            log.warning(
+                "plugin %s still has %d call(s) in flight after %.1fs; stopping it anyway",
+                record.name, record.gate.in_flight, self.drain_timeout,
+            )  # fmt: skip
         try:
             await self._call(record, "stop", timeout=timeout)
-        except TimeoutError:
+        except _CallTimedOutError:
             late = TimeoutError(f"stop() did not return within {timeout:g}s")
             return self._fail(record, "stop", late)
         except Exception as exc:
             return self._fail(record, "stop", exc)
         self._set_status(record, PluginStatus.STOPPED)
+        record.gate.close("it is stopped")
         log.info("stopped plugin %s", record.name)
         return None
 
@@ -525,6 +670,9 @@ class PluginManager:
             except Exception as exc:
                 failure = failure or self._fail(record, "cleanup", exc)
         unload_code(record.code)
+        _capability_watch.untrack(record.name)
+        self.runtime.metrics.remove_plugin(record.name)
+        record.gate.close("it was unloaded")
         self._set_status(record, PluginStatus.UNLOADED)
         return failure
 
@@ -539,6 +687,10 @@ class PluginManager:
                 await self._teardown(record)
                 self._records.pop(record.name, None)
         self._order = ()
+        undelivered = await self.runtime.events.stop(timeout=self.drain_timeout)
+        if undelivered:
+            log.warning("%d event(s) were not delivered before shutdown", undelivered)
+        self.runtime.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -549,8 +701,19 @@ class PluginManager:
 
 @dataclass(frozen=True, slots=True)
 class _Found:
+    """A plugin to load: its manifest, where it came from, and how to import it."""
+
     manifest: Manifest
-    path: Path
+    location: str
+    private: bool  # a private module namespace (directories) or real names (entry points)
+
+
+def _code_directory(code: LoadedCode) -> str | None:
+    """Where the plugin's code lives, for attributing audit events to it."""
+    if code.manifest.directory is not None:
+        return str(code.manifest.directory.resolve())
+    origin = getattr(code.module, "__file__", None)
+    return str(Path(origin).resolve().parent) if origin else None
 
 
 def _settings(config: PluginConfig | Mapping[str, object] | None) -> PluginConfig:

@@ -140,6 +140,11 @@ class ConfigField(BaseModel):
     def _default_matches(self) -> ConfigField:
         if self.default is None:
             return self
+        if self.required:
+            raise ValueError(
+                "invalid config schema: a required key has no use for a default; "
+                "drop `required` or the `default`"
+            )
         if self.type == "duration":
             try:
                 parse_duration(self.default)
@@ -184,6 +189,17 @@ class Events(BaseModel):
     subscribes: tuple[StrictStr, ...] = ()
 
     _p = field_validator("publishes", "subscribes")(_check_events)
+
+    @field_validator("publishes")
+    @classmethod
+    def _concrete(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if "*" in value:
+                raise ValueError(
+                    f"invalid event name {value!r} in publishes: a plugin publishes concrete "
+                    "events; wildcards belong in subscribes"
+                )
+        return values
 
 
 class Export(BaseModel):
@@ -253,15 +269,20 @@ class Manifest(BaseModel):
             )
         return value
 
-    @model_validator(mode="after")
-    def _unique(self) -> Manifest:
+    @field_validator("dependencies")
+    @classmethod
+    def _unique(cls, dependencies: tuple[Dependency, ...]) -> tuple[Dependency, ...]:
         seen: set[str] = set()
-        for dep in self.dependencies:
+        for dep in dependencies:
             if dep.name in seen:
                 raise ValueError(f"dependency '{dep.name}' is listed twice")
-            if dep.name == self.name:
-                raise ValueError(f"plugin '{self.name}' cannot depend on itself")
             seen.add(dep.name)
+        return dependencies
+
+    @model_validator(mode="after")
+    def _not_self(self) -> Manifest:
+        if self.dependency(self.name) is not None:
+            raise ValueError(f"plugin '{self.name}' cannot depend on itself")
         return self
 
     @property
@@ -371,6 +392,16 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 
 
 _TOP_FIELDS = tuple(n for n in Manifest.model_fields if n != "source")
+_SHAPES = {
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "int_type": "an integer",
+}
 
 
 def _problem_message(error: Mapping[str, Any]) -> str:  # noqa: PLR0911 - one return per case
@@ -391,6 +422,9 @@ def _problem_message(error: Mapping[str, Any]) -> str:  # noqa: PLR0911 - one re
         return "invalid isolation: must be one of [inprocess, process]"
     if kind == "value_error":
         return str(error["ctx"]["error"])
+    what = _SHAPES.get(kind)
+    if what is not None and loc:
+        return f"invalid value for {_dotted(loc)}: must be {what}"
     return f"invalid value for {_dotted(loc)}: {error['msg'].lower()}" if loc else str(error["msg"])
 
 

@@ -64,9 +64,7 @@ class MetricsStore:
             )
         known = self._kinds.setdefault((plugin, name), kind)
         if known != kind:
-            raise ValueError(
-                f"metric '{name}' of plugin '{plugin}' is a {known}, not a {kind}"
-            )
+            raise ValueError(f"metric '{name}' of plugin '{plugin}' is a {known}, not a {kind}")
 
     def add(self, plugin: str, name: str, value: float, labels: _Labels, *, kind: str) -> None:
         with self._lock:
@@ -93,11 +91,9 @@ class MetricsStore:
 
     def remove_plugin(self, plugin: str) -> None:
         with self._lock:
-            for store in (self._values, self._histograms):
-                for key in [k for k in store if k[0] == plugin]:
-                    del store[key]
-            for key in [k for k in self._kinds if k[0] == plugin]:
-                del self._kinds[key]
+            self._values = {k: v for k, v in self._values.items() if k[0] != plugin}
+            self._histograms = {k: v for k, v in self._histograms.items() if k[0] != plugin}
+            self._kinds = {k: v for k, v in self._kinds.items() if k[0] != plugin}
 
     def samples(self, plugin: str | None = None) -> Iterator[MetricSample]:
         with self._lock:

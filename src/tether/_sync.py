@@ -67,6 +67,9 @@ class SyncPluginManager:
     def start_all(self) -> None:
         self._run(self.manager.start_all())
 
+    def update_plugin_config(self, name: str, config: Mapping[str, object]) -> None:
+        self._run(self.manager.update_plugin_config(name, config))
+
     def stop_all(self, *, timeout: float | None = None) -> None:
         self._run(self.manager.stop_all(timeout=timeout))
 

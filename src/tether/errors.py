@@ -192,7 +192,20 @@ class DiscoveryError(TetherError):
 
 
 class PluginNameConflictError(DiscoveryError):
-    """Two plugins declare the same name."""
+    """Two plugins declare the same name (or one plugin is loaded twice)."""
+
+    @classmethod
+    def same_place(cls, name: str, location: str) -> PluginNameConflictError:
+        error = cls.__new__(cls)
+        error.name, error.first, error.second = name, location, location
+        TetherError.__init__(
+            error,
+            f"plugin name conflict: {name} already loaded from {location}",
+            plugin=name,
+            path=location,
+            hint=f"'{name}' is loaded already; unload it first to load it again",
+        )
+        return error
 
     def __init__(self, name: str, first: str, second: str) -> None:
         self.name = name
@@ -368,8 +381,8 @@ class PluginUnavailableError(LifecycleError):
         super().__init__(
             f"plugin '{plugin}' is unavailable: {reason}",
             plugin=plugin,
-            hint="check `tether plugins health`; a reload or restart of the plugin may be "
-            "in progress",
+            hint=f"the call reached '{plugin}' while it was not running; check its status "
+            "(`PluginManager.get_status`) and its last error",
         )
 
 
@@ -380,7 +393,7 @@ class DependentsRunningError(LifecycleError):
         super().__init__(
             f"cannot unload plugin '{plugin}': running plugins depend on it: {names}",
             plugin=plugin,
-            hint="unload the dependents first, or pass force=True (--force) to unload anyway",
+            hint="unload the dependents first, or pass force=True to unload anyway",
         )
 
 

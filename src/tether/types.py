@@ -7,7 +7,7 @@ A plugin is any object with ``initialize(ctx)``, ``start()``, ``stop()`` and
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -17,7 +17,7 @@ from tether._lifecycle import PluginStatus
 if TYPE_CHECKING:
     from tether._context import PluginContext
 
-__all__ = ["LIFECYCLE_METHODS", "PluginInfo", "PluginProtocol", "PluginStatus"]
+__all__ = ["LIFECYCLE_METHODS", "PluginInfo", "PluginProtocol", "PluginStatus", "Router"]
 
 LIFECYCLE_METHODS = ("initialize", "start", "stop", "cleanup")
 
@@ -44,3 +44,22 @@ class PluginInfo:
     status: PluginStatus
     path: str | None = None
     isolation: str = "inprocess"
+
+
+Handler = Callable[..., object]
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Routes a plugin adds through ``ctx.router`` (permission ``router``).
+
+    Host-neutral: the web host implements it; what a handler receives and returns
+    is the host's business (``tether serve`` passes a Starlette request).
+    """
+
+    def get(self, path: str, handler: Handler) -> None: ...
+    def post(self, path: str, handler: Handler) -> None: ...
+    def put(self, path: str, handler: Handler) -> None: ...
+    def patch(self, path: str, handler: Handler) -> None: ...
+    def delete(self, path: str, handler: Handler) -> None: ...
+    def group(self, prefix: str) -> Router: ...

@@ -1,4 +1,4 @@
-"""An in-memory cache with expiry and a size bound."""
+"""An in-memory cache with expiry and a size bound, exported as the ``Cache`` service."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class CachePlugin(tether.Plugin):
         self.max_entries = int(config["max_entries"])
         self.ttl = config["ttl"].total_seconds()
         self.entries: OrderedDict[str, tuple[float, object]] = OrderedDict()
+        ctx.export_service("Cache", self)
         ctx.logger.info("cache ready: %d entries, ttl %.0fs", self.max_entries, self.ttl)
 
     def set(self, key: str, value: object) -> None:

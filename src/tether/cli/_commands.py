@@ -116,6 +116,9 @@ def plugins_scan(state: State) -> None:
         )
     out.print("[bold]Searched[/]")
     out.print(table)
+    for s in result.searched:
+        if s.error:
+            out.print(f"[yellow]could not search {s.path}:[/] {s.error}")
     out.print(f"\n[bold]Found {len(result.plugins)} plugin(s)[/]")
     for p in result.plugins:
         out.print(f"  {p.name} {p.manifest.version}  [dim]{p.origin}: {p.location}[/]")
@@ -237,9 +240,9 @@ def plugins_graph(state: State, fmt: str) -> None:
     try:
         order = resolve(manifests, framework_version=_framework(), priorities=priorities).order
     except TetherError as exc:
-        out.print(f"\n[red]does not resolve:[/] {exc}", markup=True)
-    else:
-        out.print("\n[bold]load order:[/] " + " -> ".join(order))
+        out.print(f"\ndoes not resolve: {exc}", markup=False)
+        raise _fail("the dependency graph does not resolve", exc.hint) from exc
+    out.print("\n[bold]load order:[/] " + " -> ".join(order))
 
 
 def _framework() -> str:
@@ -551,4 +554,4 @@ def demo(state: State, config_file: Path | None) -> None:
     path = config_file or state.config_path or Path("examples/app.yaml")
     if not path.is_file():
         raise _fail(f"config file not found: {path}", "pass a config file: tether demo FILE")
-    asyncio.run(run_demo(path))
+    asyncio.run(run_demo(path, state.plugin_paths))

@@ -19,14 +19,15 @@ def _ms(started: float) -> str:
     return f"{(time.perf_counter() - started) * 1000:.1f} ms"
 
 
-async def run_demo(path: Path) -> None:
+async def run_demo(path: Path, plugin_paths: list[Path] | None = None) -> None:
     config = load_config(path)
     out.print(f"[bold]tether demo[/] with {path}\n")
 
     started = time.perf_counter()
     directory = config.plugins.directory
     search_dir = (config.base_directory / directory) if directory else None
-    found = discover(default_search_paths(config_directory=search_dir), entry_points=False)
+    paths = default_search_paths(plugin_paths=plugin_paths or [], config_directory=search_dir)
+    found = discover(paths, entry_points=False)
     out.print(f"[bold]1. discover[/] ({_ms(started)}): {len(found.plugins)} plugin(s) found")
     for plugin in found.plugins:
         out.print(f"   {plugin.name} {plugin.manifest.version}  [dim]{plugin.location}[/]")
@@ -48,6 +49,7 @@ async def run_demo(path: Path) -> None:
         await manager.start_all()
         out.print(f"[bold]4. start[/] ({_ms(started)})")
         _status_table(manager)
+        _registrations(manager)
 
         started = time.perf_counter()
         await manager.stop_all()
@@ -58,6 +60,23 @@ async def run_demo(path: Path) -> None:
             await manager.unload_plugin(info.name)
         out.print(f"[bold]6. unload[/] ({_ms(started)}): {len(infos)} plugin(s) cleaned up")
     out.print("\n[green]done[/]")
+
+
+def _registrations(manager: PluginManager) -> None:
+    runtime = manager.runtime
+    table = Table("plugin", "hooks", "subscriptions", "exports", box=None)
+    for info in manager.list_plugins():
+        hooks = [
+            f"{hook}@{priority}"
+            for hook in runtime.hooks.hook_types
+            for plugin, priority in runtime.hooks.handlers(hook)
+            if plugin == info.name
+        ]
+        subscriptions = [s.pattern for s in runtime.events.subscriptions(info.name)]
+        exports = runtime.services.exports_of(info.name)
+        table.add_row(info.name, ", ".join(hooks), ", ".join(subscriptions), ", ".join(exports))
+    out.print("\n[bold]registered through their contexts[/]")
+    out.print(table)
 
 
 def _status_table(manager: PluginManager) -> None:

@@ -73,30 +73,30 @@ class {cls}(tether.Plugin):
         self.ctx.logger.info("%s started", self.ctx.name)
 
     def greet(self, who: str) -> str:
+        storage = self.ctx.plugin_storage  # durable, and private to this plugin
+        storage.set("greeted", int(storage.get("greeted", 0)) + 1)  # type: ignore[call-overload]
         return f"{{self.greeting}}, {{who}}"
 
     def stop(self) -> None:
         self.ctx.logger.info("%s stopped", self.ctx.name)
 '''
 
-_TEST = '''"""Runs the plugin through its whole lifecycle in a fresh manager."""
+_TEST = '''"""Runs the plugin through its whole lifecycle, without a host."""
 
 from pathlib import Path
 
-import tether
+from tether.testing import PluginHarness
 
 HERE = Path(__file__).resolve().parent
 
 
-def test_lifecycle() -> None:
-    with tether.SyncPluginManager() as manager:
-        manager.load_plugin(HERE, {{"config": {{"greeting": "hi"}}}})
-        manager.initialize_all()
-        manager.start_all()
-        plugin = manager.get_plugin("{name}")
-        assert plugin.greet("ada") == "hi, ada"  # type: ignore[attr-defined]
-        manager.stop_all()
-        assert manager.list_plugins()[0].status == tether.PluginStatus.STOPPED
+def test_greets_and_counts() -> None:
+    with PluginHarness(HERE, config={{"greeting": "hi"}}) as harness:
+        assert harness.status == "running"
+        assert harness.plugin.greet("ada") == "hi, ada"
+        assert harness.storage() == {{"greeted": 1}}
+        harness.stop()
+        assert harness.status == "stopped"
 '''
 
 

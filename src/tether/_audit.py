@@ -1,0 +1,126 @@
+"""Telemetry, not a sandbox: notice in-process plugins using capabilities they did not declare.
+
+In-process plugins are trusted code. Python cannot confine them: audit hooks
+(PEP 578) see file opens, socket connections and process starts, but a plugin can
+get around them. So this module only *records*: when a frame of a plugin's code is
+on the stack of an ``open``, ``socket.connect``/``bind`` or process-start audit
+event, and the plugin's manifest does not declare ``filesystem``, ``network`` or
+``exec``, the event is counted against the plugin. Enforcement belongs to process
+isolation.
+
+Opens of files inside the plugin's own directory and of Python source or bytecode
+(imports) are not counted.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+
+__all__ = ["CapabilityUse", "CapabilityWatch", "watch"]
+
+_EVENTS = {
+    "open": "filesystem",
+    "os.remove": "filesystem",
+    "os.rename": "filesystem",
+    "os.mkdir": "filesystem",
+    "shutil.rmtree": "filesystem",
+    "socket.connect": "network",
+    "socket.bind": "network",
+    "socket.getaddrinfo": "network",
+    "subprocess.Popen": "exec",
+    "os.system": "exec",
+    "os.exec": "exec",
+    "os.posix_spawn": "exec",
+    "os.spawn": "exec",
+    "os.fork": "exec",
+}
+_IMPORT_SUFFIXES = (".py", ".pyc", ".so", ".pth")
+_MAX_FRAMES = 64
+
+
+@dataclass(slots=True)
+class CapabilityUse:
+    """How often one plugin used one undeclared capability, with the first example."""
+
+    plugin: str
+    capability: str
+    count: int = 0
+    example: str = ""
+    first_seen: datetime = field(default_factory=lambda: datetime.now(UTC))
+    last_seen: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class CapabilityWatch:
+    """The process-wide audit hook and what it has seen, per plugin."""
+
+    def __init__(self) -> None:
+        self._plugins: dict[str, tuple[str, frozenset[str]]] = {}  # dir prefix -> plugin, declared
+        self._uses: dict[tuple[str, str], CapabilityUse] = {}
+        self._lock = threading.Lock()
+        self._installed = False
+        self._local = threading.local()
+
+    def track(self, plugin: str, directory: str, declared: frozenset[str]) -> None:
+        """Attribute events from code under ``directory`` to ``plugin``."""
+        prefix = directory.rstrip("/") + "/"
+        with self._lock:
+            self._plugins = {**self._plugins, prefix: (plugin, declared)}
+            if not self._installed:
+                sys.addaudithook(self._hook)
+                self._installed = True
+
+    def untrack(self, plugin: str) -> None:
+        with self._lock:
+            self._plugins = {k: v for k, v in self._plugins.items() if v[0] != plugin}
+
+    def uses(self, plugin: str | None = None) -> list[CapabilityUse]:
+        with self._lock:
+            return [u for u in self._uses.values() if plugin is None or u.plugin == plugin]
+
+    def _hook(self, event: str, args: tuple[object, ...]) -> None:
+        capability = _EVENTS.get(event)
+        if capability is None or not self._plugins or getattr(self._local, "busy", False):
+            return
+        self._local.busy = True
+        try:
+            self._observe(event, capability, args)
+        finally:
+            self._local.busy = False
+
+    def _observe(self, event: str, capability: str, args: tuple[object, ...]) -> None:
+        target = str(args[0]) if args else ""
+        if event == "open" and target.endswith(_IMPORT_SUFFIXES):
+            return
+        owner = self._owner(sys._getframe(2))  # noqa: SLF001 - skip this hook's own frames
+        if owner is None:
+            return
+        plugin, declared, prefix = owner
+        if capability in declared or (capability == "filesystem" and target.startswith(prefix)):
+            return
+        now = datetime.now(UTC)
+        with self._lock:
+            use = self._uses.get((plugin, capability))
+            if use is None:
+                use = CapabilityUse(plugin, capability, example=f"{event} {target}"[:200])
+                self._uses[(plugin, capability)] = use
+            use.count += 1
+            use.last_seen = now
+
+    def _owner(self, frame: FrameType | None) -> tuple[str, frozenset[str], str] | None:
+        plugins = self._plugins
+        depth = 0
+        while frame is not None and depth < _MAX_FRAMES:
+            filename = frame.f_code.co_filename
+            for prefix, (plugin, declared) in plugins.items():
+                if filename.startswith(prefix):
+                    return plugin, declared, prefix
+            frame = frame.f_back
+            depth += 1
+        return None
+
+
+watch = CapabilityWatch()

@@ -1,0 +1,267 @@
+"""The reference docs, checked against the code.
+
+Every complete example manifest and config in the docs is loaded; the examples
+of one page in different formats must describe the same thing; every error
+class, CLI command and option, manifest field, config key and lifecycle
+transition the code defines must be documented; and every relative link must
+lead somewhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+
+from tether import errors
+from tether._config import PluginConfig, PluginsSection, load_config
+from tether._lifecycle import TRANSITIONS, PluginStatus
+from tether._manifest import CONFIG_TYPES, PERMISSIONS, Manifest, load_manifest
+from tether.cli import cli
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+REFERENCE = DOCS / "reference"
+
+_FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+_TAGGED = re.compile(r"^(?P<fmt>\S+) (?P<kind>manifest|config)$")
+_FILE_NAMES = {
+    "manifest": {"yaml": "plugin.yaml", "json": "plugin.json", "toml": "plugin.toml"},
+    "config": {"yaml": "tether.yaml", "json": "tether.json", "toml": "tether.toml"},
+}
+_REQUIRED_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _read(page: str) -> str:
+    return (REFERENCE / page).read_text(encoding="utf-8")
+
+
+def _fences(text: str) -> Iterator[tuple[str, str, int]]:
+    """Every fenced block: its info string, its body and the line it starts on."""
+    for match in _FENCE.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        yield match["info"].strip(), match["body"], line
+
+
+def _examples(page: str, kind: str) -> list[pytest.param]:
+    """The blocks of ``page`` tagged ``<format> <kind>``, as pytest params."""
+    found = []
+    for info, body, line in _fences(_read(page)):
+        tagged = _TAGGED.match(info)
+        if tagged and tagged["kind"] == kind:
+            fmt = tagged["fmt"]
+            found.append(pytest.param(fmt, body, id=f"{page}:{line}-{fmt}"))
+    return found
+
+
+MANIFEST_EXAMPLES = _examples("manifest.md", "manifest")
+CONFIG_EXAMPLES = _examples("config.md", "config")
+
+
+def _write_example(tmp_path: Path, kind: str, fmt: str, body: str) -> Path:
+    names = _FILE_NAMES[kind]
+    assert fmt in names, f"unknown format {fmt!r} in a '{fmt} {kind}' block; use one of {names}"
+    path = tmp_path / names[fmt]
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def _load_config_example(
+    tmp_path: Path, fmt: str, body: str, monkeypatch: pytest.MonkeyPatch
+) -> object:
+    for variable in _REQUIRED_VAR.findall(body):  # ${VAR} without a default must be set
+        monkeypatch.setenv(variable, f"value-of-{variable}")
+    return load_config(_write_example(tmp_path, "config", fmt, body))
+
+
+def _section(text: str, heading: str) -> str:
+    """The text under the markdown heading whose title is ``heading``, up to the next heading."""
+    match = re.search(rf"^#+ {re.escape(heading)}[ \t]*$", text, re.MULTILINE)
+    assert match is not None, f"no heading {heading!r}"
+    after = text[match.end() :]
+    following = re.search(r"^#", after, re.MULTILINE)
+    return after[: following.start()] if following else after
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def test_manifest_reference_has_an_example_in_every_format():
+    assert sorted(p.values[0] for p in MANIFEST_EXAMPLES) == ["json", "toml", "yaml"]
+
+
+@pytest.mark.parametrize(("fmt", "body"), MANIFEST_EXAMPLES)
+def test_manifest_example_loads(tmp_path, fmt, body):
+    path = _write_example(tmp_path, "manifest", fmt, body)
+    manifest = load_manifest(tmp_path)
+    assert manifest.source == path
+
+
+def test_manifest_examples_describe_the_same_plugin(tmp_path):
+    dumps = []
+    for index, param in enumerate(MANIFEST_EXAMPLES):
+        fmt, body = param.values
+        directory = tmp_path / str(index)
+        directory.mkdir()
+        _write_example(directory, "manifest", fmt, body)
+        dumps.append(load_manifest(directory).model_dump())  # ``source`` is excluded
+    assert dumps
+    assert all(dump == dumps[0] for dump in dumps[1:])
+
+
+def test_manifest_reference_lists_every_field_permission_and_config_type():
+    text = _read("manifest.md")
+    glance = _section(text, "Fields at a glance")
+    for field in Manifest.model_fields:
+        if field != "source":
+            assert re.search(rf"^\| `{field}[`.]", glance, re.MULTILINE), field
+    for permission in PERMISSIONS:
+        assert f"| `{permission}` |" in _section(text, "`permissions`"), permission
+    for config_type in CONFIG_TYPES:
+        assert f"| `{config_type}` |" in _section(text, "`config`"), config_type
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def test_config_reference_has_an_example_in_every_format():
+    assert sorted(p.values[0] for p in CONFIG_EXAMPLES) == ["json", "toml", "yaml"]
+
+
+@pytest.mark.parametrize(("fmt", "body"), CONFIG_EXAMPLES)
+def test_config_example_loads(tmp_path, monkeypatch, fmt, body):
+    config = _load_config_example(tmp_path, fmt, body, monkeypatch)
+    assert config.plugins.plugins  # type: ignore[attr-defined]
+
+
+def test_config_examples_describe_the_same_config(tmp_path, monkeypatch):
+    dumps = []
+    for index, param in enumerate(CONFIG_EXAMPLES):
+        fmt, body = param.values
+        directory = tmp_path / str(index)
+        directory.mkdir()
+        config = _load_config_example(directory, fmt, body, monkeypatch)
+        dumps.append(config.model_dump())  # type: ignore[attr-defined]  # ``path`` is excluded
+    assert dumps
+    assert all(dump == dumps[0] for dump in dumps[1:])
+
+
+def test_config_reference_lists_every_key():
+    text = _read("config.md")
+    for field in PluginsSection.model_fields:
+        assert f"| `{field}` |" in _section(text, "The `plugins` section"), field
+    for field in PluginConfig.model_fields:
+        assert f"| `{field}` |" in _section(text, "Plugin entries"), field
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_every_error_is_documented():
+    text = _read("errors.md")
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if inspect.isclass(obj) and issubclass(obj, BaseException):
+            assert re.search(rf"^### `{name}`$", text, re.MULTILINE), f"no section for {name}"
+        else:
+            assert f"`{name}`" in text, name
+
+
+def test_error_tree_matches_the_errors_module():
+    docstring = errors.__doc__ or ""
+    after = docstring.split("The tree::", 1)[1]
+    indented = re.match(r"\n*((?:    .*\n|\n)+)", after)
+    assert indented is not None
+    tree = textwrap.dedent(indented.group(1)).strip()
+    blocks = [body.strip() for info, body, _ in _fences(_read("errors.md")) if not info]
+    assert tree in blocks
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _walk(group: click.Group, path: str) -> Iterator[tuple[str, click.Command]]:
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None
+        yield f"{path} {name}", command
+        if isinstance(command, click.Group):
+            yield from _walk(command, f"{path} {name}")
+
+
+COMMANDS = list(_walk(cli, "tether"))
+
+
+def test_the_cli_has_commands():
+    assert COMMANDS
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[path for path, _ in COMMANDS])
+def test_every_command_and_its_parameters_are_documented(path, command):
+    section = _section(_read("cli.md"), f"`{path}`")
+    for param in command.params:
+        if isinstance(param, click.Option):
+            for opt in param.opts:
+                assert f"`{opt}" in section, f"{path}: option {opt} is not documented"
+        elif isinstance(param, click.Argument):
+            assert param.human_readable_name in section, f"{path}: argument {param.name}"
+
+
+def test_global_options_are_documented():
+    section = _section(_read("cli.md"), "Global options")
+    for param in cli.params:
+        for opt in param.opts:
+            assert f"`{opt}" in section, opt
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_transition_table_matches_the_code():
+    section = _section(_read("lifecycle.md"), "Transitions")
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \|", section, re.MULTILINE)
+    documented = set(rows)
+    expected = {(a.value, b.value) for a, targets in TRANSITIONS.items() for b in targets}
+    assert documented == expected
+    assert len(rows) == len(documented), "a transition is listed twice"
+
+
+def test_every_status_is_documented():
+    section = _section(_read("lifecycle.md"), "Statuses")
+    for status in PluginStatus:
+        assert f"| `{status.value}` |" in section, status
+
+
+# --------------------------------------------------------------------------- links
+
+
+def _slug(heading: str) -> str:
+    """The anchor a markdown renderer (GitHub's rules) gives a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = _FENCE.sub("", path.read_text(encoding="utf-8"))
+    return {_slug(m) for m in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+
+
+DOC_PAGES = sorted(DOCS.rglob("*.md"))
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=[str(p.relative_to(DOCS)) for p in DOC_PAGES])
+def test_relative_links_lead_somewhere(page):
+    text = _FENCE.sub("", page.read_text(encoding="utf-8"))
+    for target in _LINK.findall(text):
+        if re.match(r"^[a-z]+:", target):
+            continue  # http(s) and other schemes are not checked
+        file_part, _, anchor = target.partition("#")
+        destination = (page.parent / file_part).resolve() if file_part else page
+        assert destination.exists(), f"{page.name}: broken link {target}"
+        if anchor and destination.suffix == ".md":
+            assert anchor in _anchors(destination), f"{page.name}: no anchor for {target}"
