@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 import time
+import traceback
 from datetime import timedelta
 
 import pytest
@@ -186,6 +187,9 @@ def test_a_raising_handler_does_not_stop_the_others_and_is_returned(registry, ca
     assert seen == [("hook:pre_request", failure.error)]
     assert registry.metrics("broken")["pre_request"].error_count == 1
     assert registry.metrics("broken")["pre_request"].execution_count == 1
+    assert registry.metrics("first")["pre_request"].execution_count == 1
+    assert registry.metrics("last")["pre_request"].execution_count == 1
+    assert registry.metrics("last")["pre_request"].error_count == 0
     [record] = caplog.records
     assert record.name == "tether.hooks"
     assert "broken" in record.getMessage()
@@ -210,6 +214,23 @@ def test_failures_are_isolated_in_run_too(registry):
     assert [(f.plugin, type(f.error)) for f in outcome.failures] == [("broken", ValueError)]
     assert gate.error_count == 1
     assert registry.metrics("broken")["error"].error_count == 1
+
+
+def test_an_outcome_without_failures_has_a_read_only_empty_failures_list(registry):
+    registry.register("a", open_gate("a"), "pre_request", 1, returns(1))
+    for outcome in (
+        registry.call("pre_request"),
+        registry.call_first("pre_request"),
+        asyncio.run(registry.run("pre_request")),
+        registry.call("startup"),
+    ):
+        assert outcome.failures == []
+        assert outcome.ok
+        with pytest.raises(TypeError, match=r"list\(outcome\.failures\)"):
+            outcome.failures.append(HookFailure("x", "pre_request", RuntimeError()))
+    copied = list(registry.call("pre_request").failures)
+    copied.append(HookFailure("x", "pre_request", RuntimeError()))
+    assert registry.call("pre_request").failures == []
 
 
 def test_raise_first_reraises_the_first_failure(registry):
@@ -564,6 +585,29 @@ def test_a_plugin_with_two_handlers_on_one_hook_counts_both(registry):
     assert registry.metrics("a")["startup"].execution_count == 2
 
 
+def test_metrics_stay_exact_over_many_calls_with_and_without_failures(registry):
+    gate = open_gate("a")
+    flaky_calls = 0
+
+    def flaky(arg: object) -> None:
+        nonlocal flaky_calls
+        flaky_calls += 1
+        if flaky_calls % 10 == 0:
+            raise RuntimeError("every tenth call")
+
+    registry.register("a", gate, "pre_request", 2, sleeper(0))
+    registry.register("b", open_gate("b"), "pre_request", 1, flaky)
+
+    for _ in range(2500):  # enough calls to fill and drain the readings log several times
+        registry.call("pre_request")
+
+    a, b = registry.metrics("a")["pre_request"], registry.metrics("b")["pre_request"]
+    assert (a.execution_count, a.error_count) == (2500, 0)
+    assert (b.execution_count, b.error_count) == (2500, 250)
+    assert a.total_duration > timedelta(0)
+    assert b.total_duration > timedelta(0)
+
+
 def test_metrics_of_an_unused_hook_are_zero(registry):
     registry.register("a", open_gate("a"), "startup", 1, returns(1))
     assert registry.metrics("a")["startup"].execution_count == 0
@@ -695,6 +739,24 @@ def test_registering_while_another_thread_calls_is_safe(registry):
     assert registry.call("pre_request").results[0] == "base"
 
 
+def test_calls_from_several_threads_are_all_counted(registry):
+    registry.register("a", open_gate("a"), "pre_request", 2, returns(1))
+    registry.register("b", open_gate("b"), "pre_request", 1, returns(2))
+
+    def caller() -> None:
+        for _ in range(3000):
+            registry.call("pre_request")
+
+    threads = [threading.Thread(target=caller) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert registry.metrics("a")["pre_request"].execution_count == 9000
+    assert registry.metrics("b")["pre_request"].execution_count == 9000
+
+
 # --------------------------------------------------------------------------- long chains
 
 
@@ -713,6 +775,30 @@ def test_chains_longer_than_the_unrolled_limit_behave_the_same(registry):
     assert registry.metrics("p0")["startup"].execution_count == 1
     assert registry.metrics("p3")["startup"].error_count == 1
     assert registry.metrics("closed")["startup"].execution_count == 0
+
+
+def test_hook_types_with_chains_of_one_length_keep_their_own_handlers(registry):
+    for hook_type in ("startup", "shutdown"):
+        for n in range(2):
+            plugin = f"{hook_type}-{n}"
+            registry.register(plugin, open_gate(plugin), hook_type, -n, returns(plugin))
+
+    for _ in range(3):
+        assert registry.call("startup").results == ["startup-0", "startup-1"]
+        assert registry.call("shutdown").results == ["shutdown-0", "shutdown-1"]
+    assert registry.metrics("shutdown-1")["shutdown"].execution_count == 3
+
+
+def test_a_traceback_through_the_generated_caller_shows_its_source(registry):
+    def interrupt(arg: object) -> None:
+        raise KeyboardInterrupt
+
+    registry.register("a", open_gate("a"), "startup", 1, interrupt)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        registry.call("startup")
+    text = "".join(traceback.format_exception(caught.value))
+    assert "hook_chain_startup" in text
+    assert "v0 = h0(arg)" in text
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, _UNROLL_LIMIT], ids=lambda n: f"{n} handlers")

@@ -27,10 +27,10 @@ How ``call`` stays fast:
   and remove build a new snapshot under a lock and publish it with one dict store
   (copy-on-write), so a call never sorts, never locks, and is safe while another
   thread registers.
-- For an all-sync chain that function is generated: one compiled factory per chain
-  length (cached), whose closure binds each handler, gate and in-flight deque to its
-  own variable. The unrolled code has no loop, no tuple unpacking, and builds the
-  results list in one step.
+- For an all-sync chain that function is generated: code compiled once per chain
+  length, run by each chain with its own globals, in which every handler, gate and
+  in-flight deque has its own name. The unrolled code has no loop, no tuple
+  unpacking, and builds the results list in one step.
 - The clock is read once between consecutive handlers (n + 1 reads for n handlers),
   and the readings are logged, not turned into metrics, on the way: one
   ``list.extend`` per call, summed up in C now and then (see ``_Chain``).
@@ -39,6 +39,7 @@ How ``call`` stays fast:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import difflib
 import functools
 import inspect
@@ -51,7 +52,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from itertools import count
 from time import perf_counter_ns
-from typing import cast
+from types import CodeType, FunctionType
+from typing import NoReturn, cast
 
 from tether._durations import format_duration
 from tether._gate import Gate, GateState
@@ -128,6 +130,27 @@ class HookOutcome:
         if self.failures:
             raise self.failures[0].error
 
+
+class _NoFailures(list[HookFailure]):
+    """The ``failures`` of every outcome without failures: one shared, read-only empty list.
+
+    Sharing it spares the fast path an allocation per call; refusing changes keeps one
+    caller's slip from showing up in every other outcome.
+    """
+
+    __slots__ = ()
+
+    def _read_only(self, *_args: object, **_kwargs: object) -> NoReturn:
+        raise TypeError(
+            "an outcome without failures shares one read-only empty failures list; "
+            "copy it first: list(outcome.failures)"
+        )
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _read_only
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+
+
+_NO_FAILURES = _NoFailures()
 
 # The generated frozen ``__init__`` sets each field through ``object.__setattr__``,
 # which costs as much as a short sync chain; the hot paths fill the two slots through
@@ -229,6 +252,47 @@ class Registration:
         return f"<Registration {entry.plugin} {entry.hook_type} priority={entry.priority}>"
 
 
+# --------------------------------------------------------------------------- failures
+
+
+def _refuse(entry: _Handler) -> HookFailure:
+    """The failure for a handler skipped because its gate is not open (not its error)."""
+    gate = entry.gate
+    if gate.state is GateState.CLOSED:
+        reason = gate.closed_reason  # noqa: SLF001 - the reason close() was given
+    else:
+        reason = (
+            "it is reloading, and a synchronous hook call does not wait for it "
+            f"(`await registry.run('{entry.hook_type}', ...)` waits)"
+        )
+    error = PluginUnavailableError(entry.plugin, reason)
+    return HookFailure(entry.plugin, entry.hook_type, error)
+
+
+def _fail(entry: _Handler, error: Exception, started: int) -> HookFailure:
+    """Count, record and log the error of a handler that started at ``started``."""
+    stats = entry.stats
+    stats[_COUNT] += 1
+    stats[_NANOS] += perf_counter_ns() - started
+    stats[_ERRORS] += 1
+    plugin, hook_type = entry.plugin, entry.hook_type
+    _log.error(
+        "plugin '%s': %s hook failed: %s: %s",
+        plugin,
+        hook_type,
+        type(error).__name__,
+        error,
+        exc_info=error,
+    )
+    try:
+        entry.gate.record_error(error, source=f"hook:{hook_type}")
+    except Exception:
+        _log.exception(
+            "plugin '%s': an error listener failed on a %s hook error", plugin, hook_type
+        )
+    return HookFailure(plugin, hook_type, error)
+
+
 # --------------------------------------------------------------------------- chains
 
 _Caller = Callable[[object], HookOutcome]
@@ -236,7 +300,7 @@ _Caller = Callable[[object], HookOutcome]
 # A generated caller logs its clock readings instead of updating metrics per handler.
 # The log is drained into the metrics when it holds this many readings, when metrics
 # are read, and when the snapshot is replaced.
-_LOG_LIMIT = 4096
+_LOG_LIMIT = 2048
 _drain_lock = threading.Lock()
 
 
@@ -248,7 +312,7 @@ class _Chain:
     i's duration in that call is reading i + 1 minus reading i, so draining the log
     adds, to each handler, the number of rows and the difference of two column sums,
     done in C by ``sum`` over slices. A call with a failure or a skip is accounted
-    right away instead (``settle``). Readings logged by a call still running on a
+    right away instead (``_settle``). Readings logged by a call still running on a
     snapshot that has just been replaced are lost, as the module's metrics allow.
     """
 
@@ -266,35 +330,49 @@ class _Chain:
             return _no_handlers
         if len(entries) > _UNROLL_LIMIT:
             return functools.partial(_call_loop, entries, first=False)
-        bound: list[object] = []
-        for entry in entries:
-            bound += (entry, entry.handler, entry.gate, entry.gate.calls)
-        factory = _chain_factory(len(entries))
-        return factory(*bound, self.log, self.drain, self.settle)
+        namespace = {
+            **_CALLER_GLOBALS,
+            "log": self.log,
+            "drain": functools.partial(_drain, entries, self.log),
+            "settle": functools.partial(_settle, entries),
+        }
+        for i, entry in enumerate(entries):
+            namespace |= {f"e{i}": entry, f"h{i}": entry.handler, f"g{i}": entry.gate}
+            namespace[f"c{i}"] = entry.gate.calls
+        # A copy of the code per chain: the interpreter specializes global loads per code
+        # object, and chains of one length must not keep undoing each other's work.
+        code = _caller_code(len(entries)).replace(co_name=f"hook_chain_{entries[0].hook_type}")
+        return cast("_Caller", FunctionType(code, namespace))
 
     def drain(self) -> None:
         """Add the logged calls to the handlers' metrics."""
-        with _drain_lock:
-            log = self.log
-            readings = log[:]
-            del log[: len(readings)]  # readings appended meanwhile stay for the next drain
-            if not readings:
-                return
-            width = len(self.entries) + 1
-            rows = len(readings) // width
-            sums = [sum(readings[k::width]) for k in range(width)]
-            for i, entry in enumerate(self.entries):
-                stats = entry.stats
-                stats[_COUNT] += rows
-                stats[_NANOS] += sums[i + 1] - sums[i]
+        _drain(self.entries, self.log)
 
-    def settle(self, readings: tuple[int, ...], values: tuple[object, ...]) -> None:
-        """Account a call that had failures: the handlers that ran without error."""
-        for i, entry in enumerate(self.entries):
-            if values[i] is not _FAILED:
-                stats = entry.stats
-                stats[_COUNT] += 1
-                stats[_NANOS] += readings[i + 1] - readings[i]
+
+def _drain(entries: tuple[_Handler, ...], log: list[int]) -> None:
+    with _drain_lock:
+        readings = log[:]
+        del log[: len(readings)]  # readings appended meanwhile stay for the next drain
+        if not readings:
+            return
+        width = len(entries) + 1
+        rows = len(readings) // width
+        sums = [sum(readings[k::width]) for k in range(width)]
+        for i, entry in enumerate(entries):
+            stats = entry.stats
+            stats[_COUNT] += rows
+            stats[_NANOS] += sums[i + 1] - sums[i]
+
+
+def _settle(
+    entries: tuple[_Handler, ...], readings: tuple[int, ...], values: tuple[object, ...]
+) -> None:
+    """Account a call that had failures: the handlers that ran without error."""
+    for i, entry in enumerate(entries):
+        if values[i] is not _FAILED:
+            stats = entry.stats
+            stats[_COUNT] += 1
+            stats[_NANOS] += readings[i + 1] - readings[i]
 
 
 def _no_sync_call(_arg: object) -> HookOutcome:  # pragma: no cover - guarded by is_async
@@ -302,7 +380,7 @@ def _no_sync_call(_arg: object) -> HookOutcome:  # pragma: no cover - guarded by
 
 
 def _no_handlers(_arg: object) -> HookOutcome:
-    return _outcome([], [])
+    return _outcome([], _NO_FAILURES)
 
 
 _FAILED = object()  # stands in for a failed or skipped handler's value until results are built
@@ -311,69 +389,76 @@ _FAILED = object()  # stands in for a failed or skipped handler's value until re
 # ``fail`` records a failed handler's error and duration (reading the clock itself, so
 # the time spent logging it is nobody's duration); ``refuse`` a skip at a closed gate.
 _HANDLER_BLOCK = """\
-        if g{i}.is_open:
-            c{i}.append(None)
-            try:
-                v{i} = h{i}(arg)
-            except Exception as exc:
-                v{i} = FAILED
-                failures.append(fail(e{i}, exc, t{i}))
-            finally:
-                c{i}.pop()
-            t{j} = clock()
-        else:
+    if g{i}.is_open:
+        c{i}.append(None)
+        try:
+            v{i} = h{i}(arg)
+        except Exception as exc:
             v{i} = FAILED
-            failures.append(refuse(e{i}))
-            t{j} = clock()
+            if failures is NO_FAILURES:
+                failures = []
+            failures.append(fail(e{i}, exc, t{i}))
+        finally:
+            c{i}.pop()
+        t{j} = clock()
+    else:
+        v{i} = FAILED
+        if failures is NO_FAILURES:
+            failures = []
+        failures.append(refuse(e{i}))
+        t{j} = clock()
 """
 
 
-@functools.cache
-def _chain_factory(size: int) -> Callable[..., _Caller]:
-    """Compile (once per chain length) a factory of unrolled callers for ``size`` handlers.
+# What every generated caller reads besides its own handlers, gates and log.
+_CALLER_GLOBALS: dict[str, object] = {
+    "__builtins__": builtins,
+    "clock": perf_counter_ns,
+    "fail": _fail,
+    "refuse": _refuse,
+    "FAILED": _FAILED,
+    "NO_FAILURES": _NO_FAILURES,
+    "LOG_LIMIT": _LOG_LIMIT,
+    "new": _new_object,
+    "set_results": _set_results,
+    "set_failures": _set_failures,
+    "Outcome": HookOutcome,
+}
 
-    The source is built from this module's templates and numbers only; handlers, gates
-    and the log reach the generated code as closure variables, never as text.
+
+@functools.cache
+def _caller_code(size: int) -> CodeType:
+    """Compile (once per chain length) the code of an unrolled caller of ``size`` handlers.
+
+    The source is built from this module's templates and numbers only. Each chain runs
+    its own copy of the code with its own globals (``_Chain._sync_caller``): global
+    loads are the cheapest way for the code to reach a chain's handlers, gates and log.
     """
-    parameters = ", ".join(f"e{i}, h{i}, g{i}, c{i}" for i in range(size))
     readings = ", ".join(f"t{i}" for i in range(size + 1))
     values = ", ".join(f"v{i}" for i in range(size))
     lines = [
-        f"def make({parameters}, log, drain, settle):",
-        "    def call(arg):",
-        "        failures = []",
-        "        t0 = clock()",
+        "def call(arg):",
+        "    failures = NO_FAILURES",
+        "    t0 = clock()",
         *(_HANDLER_BLOCK.format(i=i, j=i + 1) for i in range(size)),
-        "        if failures:",
-        f"            settle(({readings},), ({values},))",
-        f"            results = [v for v in ({values},) if v is not FAILED]",
-        "        else:",
-        f"            log.extend(({readings},))",
-        "            if len(log) >= LOG_LIMIT:",
-        "                drain()",
-        f"            results = [{values}]",
-        "        outcome = new(Outcome)",
-        "        set_results(outcome, results)",
-        "        set_failures(outcome, failures)",
-        "        return outcome",
-        "    return call",
+        "    if failures is NO_FAILURES:",
+        f"        log.extend(({readings},))",
+        "        if len(log) >= LOG_LIMIT:",
+        "            drain()",
+        f"        results = [{values}]",
+        "    else:",
+        f"        settle(({readings},), ({values},))",
+        f"        results = [v for v in ({values},) if v is not FAILED]",
+        "    outcome = new(Outcome)",
+        "    set_results(outcome, results)",
+        "    set_failures(outcome, failures)",
+        "    return outcome",
     ]
     source = "\n".join(lines) + "\n"
     filename = f"<tether hook chain of {size} handler{'s' if size != 1 else ''}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    namespace: dict[str, object] = {
-        "clock": perf_counter_ns,
-        "fail": _fail,
-        "refuse": _refuse,
-        "FAILED": _FAILED,
-        "LOG_LIMIT": _LOG_LIMIT,
-        "new": _new_object,
-        "set_results": _set_results,
-        "set_failures": _set_failures,
-        "Outcome": HookOutcome,
-    }
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - see the docstring
-    return cast("Callable[..., _Caller]", namespace["make"])
+    module = compile(source, filename, "exec")
+    return next(c for c in module.co_consts if isinstance(c, CodeType))
 
 
 def _call_loop(entries: tuple[_Handler, ...], arg: object, *, first: bool) -> HookOutcome:
@@ -405,8 +490,8 @@ def _call_loop(entries: tuple[_Handler, ...], arg: object, *, first: bool) -> Ho
         if not first:
             results.append(value)
         elif value is not None:
-            return _outcome([value], failures)
-    return _outcome(results, failures)
+            return _outcome([value], failures or _NO_FAILURES)
+    return _outcome(results, failures or _NO_FAILURES)
 
 
 _EMPTY = _Chain(())
@@ -418,12 +503,15 @@ _EMPTY = _Chain(())
 class HookRegistry:
     """Hook points, the handlers registered at them, and their per-plugin metrics."""
 
-    __slots__ = ("_chains", "_lock", "_sequence", "_stats")
+    __slots__ = ("_callers", "_chains", "_lock", "_sequence", "_stats")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sequence = count()
         self._chains: dict[str, _Chain] = dict.fromkeys(HOOK_TYPES, _EMPTY)
+        # hook type -> the chain's caller, for the chains without async handlers only:
+        # being here is the precomputed "all sync" flag ``call`` checks.
+        self._callers: dict[str, _Caller] = dict.fromkeys(HOOK_TYPES, _EMPTY.call)
         self._stats: dict[tuple[str, str], list[int]] = {}
 
     # ------------------------------------------------------------------ hook points
@@ -438,7 +526,9 @@ class HookRegistry:
                 "'_', '.', ':' and '-'",
             )
         with self._lock:
-            self._chains.setdefault(hook_type, _EMPTY)
+            if hook_type not in self._chains:
+                self._chains[hook_type] = _EMPTY
+                self._callers[hook_type] = _EMPTY.call
 
     def is_known(self, hook_type: str) -> bool:
         return hook_type in self._chains
@@ -513,7 +603,12 @@ class HookRegistry:
         """Install a new snapshot for ``hook_type``. The caller holds the lock."""
         entries.sort(key=_Handler.call_order)
         self._chains[hook_type].drain()
-        self._chains[hook_type] = _Chain(tuple(entries)) if entries else _EMPTY
+        chain = _Chain(tuple(entries)) if entries else _EMPTY
+        self._chains[hook_type] = chain
+        if chain.is_async:
+            self._callers.pop(hook_type, None)
+        else:
+            self._callers[hook_type] = chain.call
 
     def _holds(self, entry: _Handler) -> bool:
         chain = self._chains.get(entry.hook_type, _EMPTY)
@@ -554,12 +649,13 @@ class HookRegistry:
     def call(self, hook_type: str, arg: object = None) -> HookOutcome:
         """Call every handler of an all-sync hook, in order. Never blocks at a gate."""
         try:
-            chain = self._chains[hook_type]
+            caller = self._callers[hook_type]
         except KeyError:
-            raise self._unknown(hook_type) from None
-        if chain.is_async:
-            raise _async_chain_error(hook_type, chain)
-        return chain.call(arg)
+            chain = self._chain(hook_type)  # raises for an unknown hook type
+            if chain.is_async:
+                raise _async_chain_error(hook_type, chain) from None
+            caller = chain.call  # the async handlers were removed just now
+        return caller(arg)
 
     def call_first(self, hook_type: str, arg: object = None) -> HookOutcome:
         """Like ``call``, but stop at the first handler that returns something not None."""
@@ -593,7 +689,7 @@ class HookRegistry:
             try:
                 value = entry.handler(arg)
                 if entry.is_async or inspect.isawaitable(value):
-                    value = await _settle(entry, cast("Awaitable[object]", value))
+                    value = await _await_result(entry, cast("Awaitable[object]", value))
             except Exception as exc:
                 failures.append(_fail(entry, exc, t0))
                 t0 = perf_counter_ns()
@@ -608,8 +704,8 @@ class HookRegistry:
             if not first_result:
                 results.append(value)
             elif value is not None:
-                return HookOutcome([value], failures)
-        return HookOutcome(results, failures)
+                return HookOutcome([value], failures or _NO_FAILURES)
+        return HookOutcome(results, failures or _NO_FAILURES)
 
     def _unknown(self, hook_type: str) -> HookError:
         return HookError(
@@ -663,48 +759,7 @@ def _async_chain_error(hook_type: str, chain: _Chain) -> HookError:
     )
 
 
-# --------------------------------------------------------------------------- failures
-
-
-def _refuse(entry: _Handler) -> HookFailure:
-    """The failure for a handler skipped because its gate is not open (not its error)."""
-    gate = entry.gate
-    if gate.state is GateState.CLOSED:
-        reason = gate._closed_reason  # noqa: SLF001 - the reason close() was given
-    else:
-        reason = (
-            "it is reloading, and a synchronous hook call does not wait for it "
-            f"(`await registry.run('{entry.hook_type}', ...)` waits)"
-        )
-    error = PluginUnavailableError(entry.plugin, reason)
-    return HookFailure(entry.plugin, entry.hook_type, error)
-
-
-def _fail(entry: _Handler, error: Exception, started: int) -> HookFailure:
-    """Count, record and log the error of a handler that started at ``started``."""
-    stats = entry.stats
-    stats[_COUNT] += 1
-    stats[_NANOS] += perf_counter_ns() - started
-    stats[_ERRORS] += 1
-    plugin, hook_type = entry.plugin, entry.hook_type
-    _log.error(
-        "plugin '%s': %s hook failed: %s: %s",
-        plugin,
-        hook_type,
-        type(error).__name__,
-        error,
-        exc_info=error,
-    )
-    try:
-        entry.gate.record_error(error, source=f"hook:{hook_type}")
-    except Exception:
-        _log.exception(
-            "plugin '%s': an error listener failed on a %s hook error", plugin, hook_type
-        )
-    return HookFailure(plugin, hook_type, error)
-
-
-async def _settle(entry: _Handler, awaitable: Awaitable[object]) -> object:
+async def _await_result(entry: _Handler, awaitable: Awaitable[object]) -> object:
     """Await an async handler's result, within its timeout if it has one."""
     if entry.timeout is None:
         return await awaitable
