@@ -281,3 +281,40 @@ def test_installed_script_exits_1_with_error_and_hint(tmp_path: Path) -> None:
     assert "no manifest in" in result.stdout
     assert result.stderr.startswith("Error: 1 of 1 manifest(s) invalid")
     assert "Hint: fix the problems listed above" in result.stderr
+
+
+def test_undeclared_capabilities_are_reported_by_test_and_info(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("data")
+    body = (
+        "class Plugin:\n"
+        "    def initialize(self, ctx): pass\n"
+        f"    def start(self): open({str(outside)!r}).close()\n"
+        "    def stop(self): pass\n"
+        "    def cleanup(self): pass\n"
+    )
+    plugin = write_plugin(tmp_path / "plugins", "snoop", body)
+    tested = run("plugins", "test", str(plugin))
+    assert tested.exit_code == 0, tested.output
+    assert "Used without declaring the permission" in tested.output
+    assert f"filesystem: 1 time(s), e.g. open {outside}" in tested.output
+    info = run("plugins", "info", "snoop")
+    assert f"filesystem: 1 time(s), e.g. open {outside}" in info.output
+
+
+def test_declared_capabilities_are_not_reported(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("data")
+    body = (
+        "class Plugin:\n"
+        "    def initialize(self, ctx): pass\n"
+        f"    def start(self): open({str(outside)!r}).close()\n"
+        "    def stop(self): pass\n"
+        "    def cleanup(self): pass\n"
+    )
+    plugin = write_plugin(tmp_path / "plugins", "reader", body, permissions="{filesystem: true}")
+    tested = run("plugins", "test", str(plugin))
+    assert tested.exit_code == 0, tested.output
+    assert "Used without declaring" not in tested.output

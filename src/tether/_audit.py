@@ -14,13 +14,24 @@ Opens of files inside the plugin's own directory and of Python source or bytecod
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
+from typing import TYPE_CHECKING
 
-__all__ = ["CapabilityUse", "CapabilityWatch", "watch"]
+if TYPE_CHECKING:
+    from tether._storage import StateStore
+
+__all__ = [
+    "CapabilityUse",
+    "CapabilityWatch",
+    "load_capability_uses",
+    "save_capability_uses",
+    "watch",
+]
 
 _EVENTS = {
     "open": "filesystem",
@@ -39,6 +50,17 @@ _EVENTS = {
     "os.fork": "exec",
 }
 _IMPORT_SUFFIXES = (".py", ".pyc", ".so", ".pth")
+_TETHER_DIRECTORY = os.path.dirname(os.path.abspath(__file__)) + os.sep  # noqa: PTH100, PTH120
+
+
+def _normalized(path: str) -> str:
+    """``path`` made absolute with ``..`` resolved, so it cannot escape a prefix check."""
+    try:
+        return os.path.normpath(os.path.abspath(path))  # noqa: PTH100
+    except (TypeError, ValueError):
+        return path
+
+
 _MAX_FRAMES = 64
 
 
@@ -81,6 +103,14 @@ class CapabilityWatch:
         with self._lock:
             return [u for u in self._uses.values() if plugin is None or u.plugin == plugin]
 
+    def take(self, plugin: str) -> list[CapabilityUse]:
+        """The plugin's records, removed from the watch (they have been saved elsewhere)."""
+        with self._lock:
+            taken = [u for u in self._uses.values() if u.plugin == plugin]
+            for use in taken:
+                del self._uses[(plugin, use.capability)]
+            return taken
+
     def _hook(self, event: str, args: tuple[object, ...]) -> None:
         capability = _EVENTS.get(event)
         if capability is None or not self._plugins or getattr(self._local, "busy", False):
@@ -99,22 +129,33 @@ class CapabilityWatch:
         if owner is None:
             return
         plugin, declared, prefix = owner
-        if capability in declared or (capability == "filesystem" and target.startswith(prefix)):
+        if capability in declared:
+            return
+        if capability == "filesystem" and _normalized(target).startswith(prefix):
             return
         now = datetime.now(UTC)
         with self._lock:
             use = self._uses.get((plugin, capability))
             if use is None:
-                use = CapabilityUse(plugin, capability, example=f"{event} {target}"[:200])
+                example = f"{event} {target}"[:200]
+                use = CapabilityUse(plugin, capability, 0, example, now, now)
                 self._uses[(plugin, capability)] = use
             use.count += 1
             use.last_seen = now
 
     def _owner(self, frame: FrameType | None) -> tuple[str, frozenset[str], str] | None:
+        """The plugin whose code caused the event; None when tether acted for it.
+
+        Walking outwards from the event, the first frame that is either a plugin's or
+        tether's own decides: plugin code means the plugin did it; tether code means
+        the framework did it on the plugin's behalf (opening its storage, say).
+        """
         plugins = self._plugins
         depth = 0
         while frame is not None and depth < _MAX_FRAMES:
             filename = frame.f_code.co_filename
+            if filename.startswith(_TETHER_DIRECTORY):
+                return None
             for prefix, (plugin, declared) in plugins.items():
                 if filename.startswith(prefix):
                     return plugin, declared, prefix
@@ -124,3 +165,46 @@ class CapabilityWatch:
 
 
 watch = CapabilityWatch()
+
+
+# The state store keeps what was seen under a namespace no plugin can have (plugin
+# names start with a letter or digit), so ``tether plugins info`` can show it later.
+_NAMESPACE = "_tether"
+
+
+def save_capability_uses(store: StateStore, plugin: str, uses: list[CapabilityUse]) -> None:
+    """Merge ``uses`` into what the store already holds for ``plugin``."""
+    from tether._storage import PluginStorage
+
+    storage = PluginStorage(store, _NAMESPACE)
+    key = f"capabilities:{plugin}"
+    saved = storage.get(key, {})
+    merged: dict[str, object] = dict(saved) if isinstance(saved, dict) else {}
+    for use in uses:
+        before = merged.get(use.capability)
+        old = before if isinstance(before, dict) else {}
+        merged[use.capability] = {
+            "count": int(old.get("count", 0)) + use.count,
+            "example": old.get("example") or use.example,
+            "first_seen": old.get("first_seen") or use.first_seen,
+            "last_seen": use.last_seen,
+        }
+    storage.set(key, merged)
+
+
+def load_capability_uses(store: StateStore, plugin: str) -> list[CapabilityUse]:
+    """What was saved for ``plugin``, oldest capability first."""
+    from tether._storage import PluginStorage
+
+    saved = PluginStorage(store, _NAMESPACE).get(f"capabilities:{plugin}", {})
+    uses = []
+    for capability, item in (saved if isinstance(saved, dict) else {}).items():
+        if isinstance(item, dict):
+            use = CapabilityUse(plugin, capability, int(item.get("count", 0)))
+            use.example = str(item.get("example", ""))
+            if isinstance(item.get("first_seen"), datetime):
+                use.first_seen = item["first_seen"]
+            if isinstance(item.get("last_seen"), datetime):
+                use.last_seen = item["last_seen"]
+            uses.append(use)
+    return sorted(uses, key=lambda u: u.first_seen)

@@ -66,6 +66,11 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 _DSN_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)(@)")
+_INLINE_SECRET = re.compile(
+    r"(\b(?:password|passwd|pwd|secret|token|api[_-]?key|sslpassword)\s*=\s*)"
+    r"('[^']*'|[^&\s;]+)",
+    re.IGNORECASE,
+)
 MASK = "****"
 
 
@@ -427,7 +432,8 @@ def mask_secrets(data: object, *, secret_keys: frozenset[str] = frozenset()) -> 
     if isinstance(data, list | tuple):
         return [mask_secrets(v, secret_keys=secret_keys) for v in data]
     if isinstance(data, str):
-        return _DSN_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), data)
+        masked = _DSN_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), data)
+        return _INLINE_SECRET.sub(lambda m: m.group(1) + MASK, masked)
     if isinstance(data, timedelta):
         return str(data)
     return data

@@ -142,7 +142,8 @@ class PluginLogger(logging.LoggerAdapter[logging.Logger]):
         kwargs["extra"] = extra
         if fields:
             rendered = " ".join(f"{k}={v}" for k, v in fields.items())
-            return f"{msg} {rendered}", kwargs
+            # The message is a %-format string; the fields are data, so escape them.
+            return f"{msg} {rendered.replace('%', '%%')}", kwargs
         return msg, kwargs
 
 

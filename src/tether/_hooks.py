@@ -259,7 +259,7 @@ def _refuse(entry: _Handler) -> HookFailure:
     """The failure for a handler skipped because its gate is not open (not its error)."""
     gate = entry.gate
     if gate.state is GateState.CLOSED:
-        reason = gate.closed_reason  # noqa: SLF001 - the reason close() was given
+        reason = gate.closed_reason
     else:
         reason = (
             "it is reloading, and a synchronous hook call does not wait for it "

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 from pydantic import ValidationError
 
 from tether import __version__
-from tether._audit import CapabilityUse
+from tether._audit import CapabilityUse, save_capability_uses
 from tether._audit import watch as _capability_watch
 from tether._config import (
     PluginConfig,
@@ -53,6 +53,7 @@ from tether.errors import (
     PluginNameConflictError,
     PluginNotFoundError,
     StopAllError,
+    TetherError,
 )
 from tether.types import PluginInfo
 
@@ -460,6 +461,16 @@ class PluginManager:
         """Files, sockets or processes a plugin used without declaring the permission."""
         return _capability_watch.uses(name)
 
+    def _save_capabilities(self, name: str) -> None:
+        """Add what the watch saw of ``name`` to the state store, for `plugins info`."""
+        uses = _capability_watch.take(name)
+        if not uses:
+            return
+        try:
+            save_capability_uses(self.runtime.state_store(), name, uses)
+        except TetherError as exc:
+            log.warning("could not save capability telemetry of %s: %s", name, exc)
+
     def list_plugins(self) -> list[PluginInfo]:
         """Every loaded plugin, in load order."""
         return [self._info(r) for r in self._ordered()]
@@ -671,6 +682,7 @@ class PluginManager:
                 failure = failure or self._fail(record, "cleanup", exc)
         unload_code(record.code)
         _capability_watch.untrack(record.name)
+        self._save_capabilities(record.name)
         self.runtime.metrics.remove_plugin(record.name)
         record.gate.close("it was unloaded")
         self._set_status(record, PluginStatus.UNLOADED)

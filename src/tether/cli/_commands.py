@@ -13,6 +13,7 @@ import yaml
 from rich.table import Table
 from rich.tree import Tree
 
+from tether._audit import CapabilityUse, load_capability_uses
 from tether._config import (
     PluginConfig,
     TetherConfig,
@@ -170,6 +171,37 @@ def plugins_info(state: State, name: str) -> None:
     _print_list("Publishes", list(m.events.publishes))
     _print_list("Subscribes", list(m.events.subscribes))
     _print_list("Exports", [f"{e.name}: {e.description}" for e in m.exports])
+    _print_observed(_saved_capabilities(state, m.name))
+
+
+def _saved_capabilities(state: State, name: str) -> list[CapabilityUse]:
+    """Undeclared capabilities recorded by earlier runs, from the state store (if any)."""
+    config = state.config()
+    target = config.state.target
+    if target is None:
+        path = config.base_directory / ".tether" / "state.db"
+        if not path.is_file():
+            return []
+        target = str(path)
+    from tether._storage import open_state_store
+
+    store = open_state_store(target)
+    try:
+        return load_capability_uses(store, name)
+    finally:
+        store.close()
+
+
+def _print_observed(uses: Sequence[CapabilityUse]) -> None:
+    if not uses:
+        return
+    out.print("\n[bold yellow]Used without declaring the permission[/] (telemetry, not enforced)")
+    for use in uses:
+        out.print(
+            f"  {use.capability}: {use.count} time(s), e.g. {use.example}  "
+            f"(last {use.last_seen:%Y-%m-%d %H:%M:%S})",
+            markup=False,
+        )
 
 
 def _text(value: object) -> str:
@@ -299,7 +331,7 @@ def plugins_test(state: State, path: Path, settings: tuple[str, ...], timeout: f
         config={**base, **values},
         permissions=entry.permissions if entry is not None else None,
     )
-    steps = asyncio.run(_exercise(state, manifest, path, config, timeout))
+    steps, observed = asyncio.run(_exercise(state, manifest, path, config, timeout))
     table = Table("step", "result", "time", box=None)
     for step, error, seconds in steps:
         result = "[green]ok[/]" if error is None else "[red]failed[/]"
@@ -310,6 +342,7 @@ def plugins_test(state: State, path: Path, settings: tuple[str, ...], timeout: f
     for step, error in failures:
         out.print(f"\n[red]{step} failed:[/]")
         out.print(error, markup=False)
+    _print_observed(observed)
     if failures:
         raise _fail(f"plugin '{manifest.name}' failed its test", "see the failed step above")
 
@@ -329,8 +362,8 @@ _Step = tuple[str, str | None, float]
 
 async def _exercise(
     state: State, manifest: Manifest, path: Path, config: PluginConfig, timeout: float
-) -> list[_Step]:
-    manager = PluginManager(stop_timeout=timeout)
+) -> tuple[list[_Step], list[CapabilityUse]]:
+    manager = PluginManager(config=state.config(), stop_timeout=timeout)
     steps: list[_Step] = []
     name = manifest.name
 
@@ -352,18 +385,19 @@ async def _exercise(
         )
         if not loaded:
             await manager.aclose()
-            return steps
+            return steps, []
     ok = (
         await step("load", lambda: manager.load_plugin(path, config))
         and await step("initialize", manager.initialize_all)
         and await step("start", manager.start_all)
         and await step("stop", lambda: manager.stop_all(timeout=timeout))
     )
+    observed = manager.undeclared_capabilities(name)
     if manager.is_loaded(name):
         await step("cleanup", lambda: manager.unload_plugin(name, force=True))
     await manager.aclose()
     _ = ok
-    return steps
+    return steps, observed
 
 
 def _dependency_paths(state: State, manifest: Manifest) -> list[tuple[str, Path]]:
