@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tether._discovery import (
+    BUILTIN_PLUGIN_DIRECTORY,
     DiscoveryResult,
     IndexCache,
     SearchPath,
@@ -117,6 +118,7 @@ def test_default_search_paths_are_in_the_documented_order(tmp_path: Path) -> Non
         ("cli", tmp_path / "cli-dir"),
         ("cli", Path("/abs/cli")),
         ("config", tmp_path / "from-config"),
+        ("builtin", BUILTIN_PLUGIN_DIRECTORY),
     ]
 
 
@@ -124,8 +126,8 @@ def test_default_search_paths_expand_home_and_drop_repeats(tmp_path: Path) -> No
     home = tmp_path / "home"
     environ = {"TETHER_PLUGIN_PATH": "~/extra:plugins"}
     result = default_search_paths(cwd=tmp_path, home=home, environ=environ)
-    assert [p.path for p in result][-1] == home / "extra"
-    assert [p.origin for p in result] == ["cwd", "user", "system", "env"]
+    assert [p.path for p in result][-2] == home / "extra"
+    assert [p.origin for p in result] == ["cwd", "user", "system", "env", "builtin"]
 
 
 def test_plugin_path_env_with_several_entries_is_searched_in_order(tmp_path: Path) -> None:

@@ -75,6 +75,8 @@ __all__ = [
 ENTRY_POINT_GROUP = "tether.plugins"
 PLUGIN_PATH_ENV = "TETHER_PLUGIN_PATH"
 SYSTEM_PLUGIN_DIRECTORY = Path("/usr/local/lib/tether/plugins")
+# Plugins that ship with tether (the built-in workloads), found like any others.
+BUILTIN_PLUGIN_DIRECTORY = Path(__file__).resolve().parent / "workloads"
 CACHE_FORMAT = 1
 RACY_WINDOW_NS = 2_000_000_000
 """Files modified this close to being read are re-checked by content (covers coarse clocks)."""
@@ -189,6 +191,7 @@ def default_search_paths(
         *((Path(p), "env") for p in environ.get(PLUGIN_PATH_ENV, "").split(os.pathsep) if p),
         *((Path(p), "cli") for p in plugin_paths),
         *(((Path(config_directory), "config"),) if config_directory is not None else ()),
+        (BUILTIN_PLUGIN_DIRECTORY, "builtin"),
     ]
     paths: list[SearchPath] = []
     seen: set[Path] = set()

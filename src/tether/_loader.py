@@ -28,7 +28,7 @@ from types import ModuleType
 
 from tether._manifest import Manifest
 from tether.errors import InterfaceError, PluginImportError, PluginLoadError
-from tether.types import LIFECYCLE_METHODS
+from tether.types import CONTRACTS, contract_of
 
 __all__ = ["ROOT_PACKAGE", "LoadedCode", "load_code", "loaded_namespaces", "unload_code"]
 
@@ -139,7 +139,7 @@ def _resolve_attribute(manifest: Manifest, module: ModuleType) -> object:
 
 
 def _check_contract(manifest: Manifest, candidate: object) -> None:
-    for method in LIFECYCLE_METHODS:
+    for method in CONTRACTS[contract_of(manifest.provides)]:
         if not callable(getattr(candidate, method, None)):
             raise InterfaceError(manifest.name, method, entry=manifest.entry)
 
@@ -147,7 +147,7 @@ def _check_contract(manifest: Manifest, candidate: object) -> None:
 def _instantiate(manifest: Manifest, target: object, directory: Path | None) -> object:
     if isinstance(target, type):
         _check_contract(manifest, target)
-    elif all(callable(getattr(target, m, None)) for m in LIFECYCLE_METHODS):
+    elif all(callable(getattr(target, m, None)) for m in CONTRACTS[contract_of(manifest.provides)]):
         return target
     if not callable(target):
         _check_contract(manifest, target)

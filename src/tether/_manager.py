@@ -55,7 +55,7 @@ from tether.errors import (
     StopAllError,
     TetherError,
 )
-from tether.types import PluginInfo
+from tether.types import PluginInfo, contract_of
 
 __all__ = ["LoadAttempt", "PluginManager"]
 
@@ -89,6 +89,10 @@ class _Record:
     @property
     def name(self) -> str:
         return self.manifest.name
+
+    @property
+    def is_workload(self) -> bool:
+        return contract_of(self.manifest.provides) == "workload"
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -199,7 +203,9 @@ class PluginManager:
     async def _call(
         self, record: _Record, method: str, *args: object, timeout: float | None = None
     ) -> None:
-        fn = getattr(record.code.instance, method)
+        fn = getattr(record.code.instance, method, None)
+        if fn is None:  # optional for workloads (start, stop)
+            return
         scope = asyncio.timeout(timeout)
         try:
             async with scope:
@@ -548,8 +554,10 @@ class PluginManager:
             "initialization",
             {PluginStatus.INITIALIZED, PluginStatus.RUNNING, PluginStatus.STOPPED},
         )
+        # Plugins get their context; workloads get their config (the reference's contract).
+        argument = record.context.plugin_config if record.is_workload else record.context
         try:
-            await self._call(record, "initialize", record.context)
+            await self._call(record, "initialize", argument)
         except Exception as exc:
             raise self._fail(record, "initialization", exc) from exc
         record.initialized = True
@@ -675,7 +683,7 @@ class PluginManager:
             failure = await self._stop(record, self.stop_timeout)
         for exc in record.context.release():
             log.warning("plugin %s: releasing a registration failed: %s", record.name, exc)
-        if record.initialized:
+        if record.initialized and not record.is_workload:  # a workload's cleanup(db) is the host's
             try:
                 await self._call(record, "cleanup")
             except Exception as exc:

@@ -267,8 +267,10 @@ class InterfaceError(PluginLoadError, TypeError):
         super().__init__(
             f"plugin does not implement required interface: missing method {missing}",
             plugin=plugin,
-            hint=f"'{entry}' (plugin '{plugin}') must provide initialize, start, stop and "
-            "cleanup; subclass tether.Plugin to get no-op defaults",
+            hint=f"'{entry}' (plugin '{plugin}') must provide every method of its contract: "
+            "initialize, start, stop and cleanup for plugins (subclass tether.Plugin for "
+            "no-op defaults); initialize, setup, cleanup, execute_operation and "
+            "get_operation_types for workloads",
         )
 
 

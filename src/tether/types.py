@@ -17,9 +17,31 @@ from tether._lifecycle import PluginStatus
 if TYPE_CHECKING:
     from tether._context import PluginContext
 
-__all__ = ["LIFECYCLE_METHODS", "PluginInfo", "PluginProtocol", "PluginStatus", "Router"]
+__all__ = [
+    "CONTRACTS",
+    "LIFECYCLE_METHODS",
+    "WORKLOAD_METHODS",
+    "PluginInfo",
+    "PluginProtocol",
+    "PluginStatus",
+    "Router",
+    "WorkloadProtocol",
+    "contract_of",
+]
 
 LIFECYCLE_METHODS = ("initialize", "start", "stop", "cleanup")
+WORKLOAD_METHODS = ("initialize", "setup", "cleanup", "execute_operation", "get_operation_types")
+
+# What the entry object must provide, by what the manifest says the plugin provides.
+CONTRACTS: dict[str, tuple[str, ...]] = {
+    "plugin": LIFECYCLE_METHODS,
+    "workload": WORKLOAD_METHODS,
+}
+
+
+def contract_of(provides: tuple[str, ...]) -> str:
+    """``workload`` for plugins whose manifest lists ``provides: [workload]``, else ``plugin``."""
+    return "workload" if "workload" in provides else "plugin"
 
 
 @runtime_checkable
@@ -63,3 +85,20 @@ class Router(Protocol):
     def patch(self, path: str, handler: Handler) -> None: ...
     def delete(self, path: str, handler: Handler) -> None: ...
     def group(self, prefix: str) -> Router: ...
+
+
+@runtime_checkable
+class WorkloadProtocol(Protocol):
+    """A workload plugin for ``tether bench`` (the reference's WorkloadPlugin, in Python).
+
+    ``initialize`` receives the plugin's config (the ``plugin_config`` of the bench
+    config, checked against the manifest's schema). ``db`` is a database connection
+    the host owns. Every method may be ``async def``. ``get_info`` and
+    ``get_metrics`` are optional.
+    """
+
+    def initialize(self, config: dict[str, object], /) -> Awaitable[None] | None: ...
+    def setup(self, db: object, /) -> Awaitable[None] | None: ...
+    def cleanup(self, db: object, /) -> Awaitable[None] | None: ...
+    def execute_operation(self, db: object, operation_type: str, /) -> object: ...
+    def get_operation_types(self) -> dict[str, int]: ...
