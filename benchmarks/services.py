@@ -119,7 +119,7 @@ def calibrate(timer: Callable[[int], float], sample_seconds: float) -> int:
     number = 1
     while True:
         elapsed = timer(number)
-        if elapsed >= 0.02:  # noqa: PLR2004 - long enough to scale from
+        if elapsed >= 0.02:  # long enough to scale from
             return max(1, int(number * sample_seconds / elapsed))
         number *= 10
 
@@ -171,8 +171,7 @@ def main() -> None:
             print(f"{args.rounds} alternating rounds of ~{args.sample_ms:.0f} ms per contender")
             print("ns/call: minimum over rounds (median)\n")
             header = (
-                f"{'case':>8}  {'direct':>15}  {'proxy':>15}  "
-                f"{'proxy/direct':>12}  {'(median)':>8}"
+                f"{'case':>8}  {'direct':>15}  {'proxy':>15}  {'proxy/direct':>12}  {'(median)':>8}"
             )
             print(header)
             print("-" * len(header))
@@ -203,7 +202,9 @@ def main() -> None:
         finally:
             loop.close()
         if gate.in_flight or gate.error_count:
-            sys.exit(f"the gate was left with {gate.in_flight} in flight, {gate.error_count} errors")
+            sys.exit(
+                f"the gate was left with {gate.in_flight} in flight, {gate.error_count} errors"
+            )
 
     met = [name for name, ratio in ratios.items() if ratio <= GOAL]
     missed = [f"{name} ({ratios[name]:.2f}x)" for name in ratios if name not in met]

@@ -103,9 +103,7 @@ def by_capability(uses: list[CapabilityUse]) -> dict[str, CapabilityUse]:
     return {use.capability: use for use in uses}
 
 
-def test_undeclared_files_sockets_and_processes_are_recorded_not_blocked(
-    tmp_path, write, listener
-):
+def test_undeclared_files_sockets_and_processes_are_recorded_not_blocked(tmp_path, write, listener):
     name = unique("sneaky")
     target = tmp_path / "outside.txt"
     path = write(name, USER, config=SCHEMA)
@@ -230,9 +228,7 @@ class Plugin(tether.Plugin):
     assert {use.capability for use in results[name][1]} == {"filesystem"}
 
 
-def test_framework_services_used_through_the_context_are_not_the_plugins_own_use(
-    tmp_path, write
-):
+def test_framework_services_used_through_the_context_are_not_the_plugins_own_use(tmp_path, write):
     name = unique("storer")
     code = """
 import tether

@@ -79,7 +79,11 @@ def context(
 
 def test_the_context_describes_its_plugin(tmp_path):
     ctx = context(tmp_path, permissions=("cache",))
-    assert (ctx.name, ctx.version, ctx.manifest.name) == ("logging-plugin", "1.2.3", "logging-plugin")
+    assert (ctx.name, ctx.version, ctx.manifest.name) == (
+        "logging-plugin",
+        "1.2.3",
+        "logging-plugin",
+    )
     assert ctx.permissions == frozenset({"cache"})
     assert ctx.has_permission("cache")
     assert not ctx.has_permission("database")
@@ -91,9 +95,7 @@ def test_the_context_describes_its_plugin(tmp_path):
 
 
 @pytest.mark.parametrize("service", GUARDED)
-def test_a_service_without_its_permission_is_denied_with_the_reference_message(
-    tmp_path, service
-):
+def test_a_service_without_its_permission_is_denied_with_the_reference_message(tmp_path, service):
     ctx = context(tmp_path)
     with pytest.raises(PermissionDeniedError) as caught:
         getattr(ctx, service)
@@ -189,7 +191,9 @@ def test_the_router_needs_a_host_that_serves_http(tmp_path):
 
 @pytest.fixture
 def config_view(tmp_path):
-    runtime = Runtime(config=TetherConfig.model_validate(FRAMEWORK_CONFIG), state_directory=tmp_path)
+    runtime = Runtime(
+        config=TetherConfig.model_validate(FRAMEWORK_CONFIG), state_directory=tmp_path
+    )
     return context(tmp_path, runtime=runtime, permissions=("config",)).config
 
 
@@ -220,13 +224,24 @@ def test_config_missing_keys_give_the_default(config_view, getter, default):
     assert getattr(config_view, getter)("database.host.deeper", default) == default
 
 
-def test_config_of_the_wrong_type_is_an_error_naming_the_key(config_view):
-    with pytest.raises(TetherError, match="config key 'database.host' is str, not an integer"):
-        config_view.get_int("database.host")
-    with pytest.raises(TetherError, match="config key 'database.ssl' is bool, not an integer"):
-        config_view.get_int("database.ssl")
-    with pytest.raises(TetherError, match="config key 'database.port' is int, not a string"):
-        config_view.get_string("database.port")
+@pytest.mark.parametrize(
+    ("getter", "key", "message"),
+    [
+        ("get_int", "database.host", "config key 'database.host' is str, not an integer"),
+        ("get_int", "database.ssl", "config key 'database.ssl' is bool, not an integer"),
+        ("get_string", "database.port", "config key 'database.port' is int, not a string"),
+        ("get_bool", "database.host", "config key 'database.host' is str, not a boolean"),
+    ],
+    ids=["str-as-int", "bool-as-int", "int-as-string", "str-as-bool"],
+)
+def test_config_of_the_wrong_type_is_an_error_naming_the_key(config_view, getter, key, message):
+    with pytest.raises(TetherError) as caught:
+        getattr(config_view, getter)(key)
+    assert str(caught.value) == message
+    assert (
+        caught.value.hint
+        == f"set '{key}' to {message.rpartition('not ')[2]} in the framework config"
+    )
 
 
 def test_config_has_secrets_removed(config_view):

@@ -66,6 +66,14 @@ class Caller(threading.Thread):
             self.gate.exit()
 
 
+def enter(gate: Gate, style: str) -> None:
+    """Enter ``gate`` the ``sync`` or the ``async`` way."""
+    if style == "sync":
+        gate.enter()
+    else:
+        asyncio.run(gate.enter_async())
+
+
 def open_gate(name: str = "p", **options: float) -> Gate:
     gate = Gate(name, **options)  # type: ignore[arg-type]
     gate.open()
@@ -113,11 +121,10 @@ def test_close_refuses_with_its_reason(style):
     gate.close("it is stopping")
     assert gate.state is GateState.CLOSED
     assert gate.closed_reason == "it is stopping"
-    with pytest.raises(PluginUnavailableError, match="'cache-plugin' is unavailable: it is stopping"):
-        if style == "sync":
-            gate.enter()
-        else:
-            asyncio.run(gate.enter_async())
+    with pytest.raises(
+        PluginUnavailableError, match="'cache-plugin' is unavailable: it is stopping"
+    ):
+        enter(gate, style)
     assert gate.in_flight == 0
 
 
@@ -222,10 +229,7 @@ def test_a_hold_longer_than_hold_timeout_refuses_with_the_reference_message(styl
     gate = open_gate("auth-plugin", hold_timeout=0.05)
     gate.hold()
     with pytest.raises(PluginUnavailableError) as caught:
-        if style == "sync":
-            gate.enter()
-        else:
-            asyncio.run(gate.enter_async())
+        enter(gate, style)
     assert caught.value.reason == TIMEOUT_MESSAGE
     assert str(caught.value) == f"plugin 'auth-plugin' is unavailable: {TIMEOUT_MESSAGE}"
     assert gate.waiting == 0
@@ -240,10 +244,7 @@ def test_max_waiting_bounds_the_queue(style):
     first.start()
     wait_until(lambda: gate.waiting == 1)
     with pytest.raises(PluginUnavailableError, match="1 callers are already queued"):
-        if style == "sync":
-            gate.enter()
-        else:
-            asyncio.run(gate.enter_async())
+        enter(gate, style)
     assert gate.waiting == 1
     gate.open()
     first.join(5)

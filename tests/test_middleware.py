@@ -25,7 +25,7 @@ def asynctest(fn):
     return run
 
 
-class Boom(Exception):
+class BoomError(Exception):
     pass
 
 
@@ -157,7 +157,9 @@ def test_unregister_removes_one_and_an_unknown_name_lists_the_registered_ones(re
     assert reg.names("/x") == ["auth", "cors"]
     reg.registry.unregister("p", "auth")
     assert reg.names("/x") == ["cors"]
-    with pytest.raises(MiddlewareError, match="plugin 'p' has no middleware named 'auth'") as caught:
+    with pytest.raises(
+        MiddlewareError, match="plugin 'p' has no middleware named 'auth'"
+    ) as caught:
         reg.registry.unregister("p", "auth")
     assert caught.value.hint == "registered: cors"
     with pytest.raises(MiddlewareError) as caught:
@@ -188,7 +190,14 @@ def test_sync_and_async_handlers_mix(reg):
     reg.add("b", "sync-one", reg.tracer("sync-one", style="sync"), priority=2)
     reg.add("c", "async-two", reg.tracer("async-two"), priority=1)
     assert reg.run("/x") == "response to req"
-    assert reg.log == ["async-one>", "sync-one", "async-two>", "endpoint", "<async-two", "<async-one"]
+    assert reg.log == [
+        "async-one>",
+        "sync-one",
+        "async-two>",
+        "endpoint",
+        "<async-two",
+        "<async-one",
+    ]
 
 
 def test_a_middleware_can_change_the_request_and_the_response(reg):
@@ -250,12 +259,12 @@ async def test_calls_are_in_flight_at_the_gate_while_the_middleware_runs(reg):
 
 def test_an_error_is_counted_against_the_middleware_that_raised_it(reg):
     async def broken(request, call_next):
-        raise Boom("broken middleware")
+        raise BoomError("broken middleware")
 
     reg.add("outer", "outer", priority=3)
     reg.add("raiser", "broken", broken, priority=2)
     reg.add("inner", "inner", priority=1)
-    with pytest.raises(Boom, match="broken middleware"):
+    with pytest.raises(BoomError, match="broken middleware"):
         reg.run("/x")
     assert {p: g.error_count for p, g in reg.gates.items()} == {
         "outer": 0,
@@ -268,11 +277,11 @@ def test_an_error_is_counted_against_the_middleware_that_raised_it(reg):
 
 def test_a_sync_middleware_that_raises_is_counted(reg):
     def broken(request, call_next):
-        raise Boom("sync failure")
+        raise BoomError("sync failure")
 
     reg.add("outer", "outer", priority=2)
     reg.add("raiser", "broken", broken, priority=1)
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         reg.run("/x")
     assert reg.gates["raiser"].error_count == 1
     assert reg.gates["outer"].error_count == 0
@@ -280,11 +289,11 @@ def test_a_sync_middleware_that_raises_is_counted(reg):
 
 def test_an_endpoint_error_is_counted_against_no_middleware(reg):
     async def failing_endpoint(request):
-        raise Boom("endpoint failure")
+        raise BoomError("endpoint failure")
 
     reg.add("a", "outer", priority=2)
     reg.add("b", "inner", priority=1)
-    with pytest.raises(Boom, match="endpoint failure"):
+    with pytest.raises(BoomError, match="endpoint failure"):
         reg.run("/x", endpoint=failing_endpoint)
     assert [g.error_count for g in reg.gates.values()] == [0, 0]
     assert all(g.in_flight == 0 for g in reg.gates.values())
@@ -292,18 +301,18 @@ def test_an_endpoint_error_is_counted_against_no_middleware(reg):
 
 def test_an_error_passed_up_from_further_down_is_counted_once(reg):
     async def innermost(request, call_next):
-        raise Boom("deep")
+        raise BoomError("deep")
 
     async def reraise(request, call_next):
         try:
             return await call_next(request)
-        except Boom:
+        except BoomError:
             reg.log.append("saw it")
             raise
 
     reg.add("a", "reraise", reraise, priority=2)
     reg.add("b", "innermost", innermost, priority=1)
-    with pytest.raises(Boom, match="deep"):
+    with pytest.raises(BoomError, match="deep"):
         reg.run("/x")
     assert reg.log == ["saw it"]
     assert reg.gates["a"].error_count == 0
@@ -314,11 +323,11 @@ def test_an_error_translated_by_a_middleware_is_that_middlewares_own(reg):
     async def translate(request, call_next):
         try:
             return await call_next(request)
-        except Boom as exc:
+        except BoomError as exc:
             raise RuntimeError("translated") from exc
 
     async def failing_endpoint(request):
-        raise Boom("endpoint failure")
+        raise BoomError("endpoint failure")
 
     reg.add("a", "translate", translate)
     with pytest.raises(RuntimeError, match="translated"):
@@ -330,11 +339,11 @@ def test_a_middleware_that_handles_an_error_is_not_counted(reg):
     async def rescue(request, call_next):
         try:
             return await call_next(request)
-        except Boom:
+        except BoomError:
             return "fallback"
 
     async def broken(request, call_next):
-        raise Boom("inner")
+        raise BoomError("inner")
 
     reg.add("a", "rescue", rescue, priority=2)
     reg.add("b", "broken", broken, priority=1)
@@ -392,14 +401,14 @@ def test_two_plugins_on_one_runtime_share_the_chain(tmp_path):
     "instance again in a later request is never counted",
 )
 def test_the_same_exception_object_raised_in_two_requests_is_counted_twice(reg):
-    denied = Boom("denied")  # a prepared error, raised on every refusal
+    denied = BoomError("denied")  # a prepared error, raised on every refusal
 
     async def guard(request, call_next):
         raise denied
 
     reg.add("a", "guard", guard)
     for _ in range(2):
-        with pytest.raises(Boom):
+        with pytest.raises(BoomError):
             reg.run("/x")
     assert reg.gates["a"].error_count == 2
 

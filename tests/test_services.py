@@ -16,7 +16,7 @@ import pytest
 
 from tether import TetherConfig
 from tether._context import PluginContext, Runtime
-from tether._gate import Gate, GateState
+from tether._gate import Gate
 from tether._manifest import Manifest
 from tether.errors import PluginUnavailableError, ServiceError, ServiceNotFoundError
 from tether.testing import PluginHarness
@@ -120,7 +120,7 @@ class AuthV2(AuthV1):
         return f"v2:{user}"
 
 
-# --------------------------------------------------------------------------- importing
+# --------------------------------------------------------------------------- sharing
 
 
 def test_the_importer_calls_the_exporters_methods_through_a_proxy(pair):
@@ -189,8 +189,10 @@ def test_importing_without_a_dependency_warns_once(plugins, pair, caplog):
         stranger.import_service("auth-plugin", "AuthService")
         stranger.import_service("auth-plugin", "AuthService")
     assert [r.getMessage() for r in caplog.records] == [
-        "plugin 'stranger' imports 'AuthService' from 'auth-plugin' without declaring a "
-        "dependency on it; load order is not guaranteed"
+        (
+            "plugin 'stranger' imports 'AuthService' from 'auth-plugin' without declaring a "
+            "dependency on it; load order is not guaranteed"
+        )
     ]
 
 
@@ -299,11 +301,12 @@ def test_a_closed_exporter_refuses_calls(pair, style):
     auth.export_service("AuthService", AuthV1())
     proxy = user.import_service("auth-plugin", "AuthService")
     auth.gate.close("it is stopped")
+    call = {
+        "sync": lambda: proxy.issue("ada"),
+        "async": lambda: asyncio.run(proxy.issue_later("ada")),
+    }
     with pytest.raises(PluginUnavailableError) as caught:
-        if style == "sync":
-            proxy.issue("ada")
-        else:
-            asyncio.run(proxy.issue_later("ada"))
+        call[style]()
     assert str(caught.value) == "plugin 'auth-plugin' is unavailable: it is stopped"
     auth.gate.open()
     assert proxy.issue("ada") == "v1:ada"
@@ -381,10 +384,7 @@ async def test_sync_calls_on_other_threads_are_in_flight_and_drained(pair):
     for caller in callers:
         caller.start()
     await asyncio.to_thread(entered.wait, 5)
-    deadline = time.monotonic() + 5
-    while auth.gate.in_flight < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.001)
-    assert auth.gate.in_flight == 2
+    await asyncio.to_thread(wait_until, lambda: auth.gate.in_flight == 2)
     assert not await auth.gate.drain(0.02)
     release.set()
     assert await auth.gate.drain(5.0)
@@ -607,4 +607,3 @@ def test_an_importer_cannot_reach_the_exporters_context(example_auth_proxy):
 def test_an_importer_cannot_call_the_exporters_lifecycle(example_auth_proxy):
     exposed = {"initialize", "start", "stop", "cleanup", "on_config_change"}
     assert exposed.isdisjoint(vars(example_auth_proxy))
-
