@@ -245,11 +245,6 @@ class Plugin(tether.Plugin):
 # --------------------------------------------------------------------------- known bugs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the watch tracks the plugin's resolved directory, but its frames carry the "
-    "path it was loaded by; through a symlink (a 'current' release link) nothing is recorded",
-)
 def test_a_plugin_loaded_through_a_symlink_is_still_watched(tmp_path, write, listener):
     name = unique("linked")
     real = write(name, USER, config=SCHEMA)

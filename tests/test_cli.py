@@ -67,7 +67,7 @@ def test_list_shows_discovered_plugins_as_json(app: Path) -> None:
     result = run("plugins", "list", "--json")
     assert result.exit_code == 0
     data = json.loads(result.output)
-    names = {p["name"] for p in data["plugins"]}
+    names = {p["name"] for p in data["plugins"] if p["origin"] != "builtin"}
     assert names == {"auth-plugin", "cache-plugin", "logging-plugin", "user-plugin"}
     user = next(p for p in data["plugins"] if p["name"] == "user-plugin")
     assert user["dependencies"] == ["auth-plugin", "logging-plugin"]
@@ -80,7 +80,8 @@ def test_list_honours_plugin_path_and_env(tmp_path: Path, monkeypatch: pytest.Mo
     write_plugin(tmp_path / "b", "beta")
     monkeypatch.setenv("TETHER_PLUGIN_PATH", str(tmp_path / "b"))
     result = run("--plugin-path", str(tmp_path / "a"), "plugins", "list", "--json")
-    origins = {p["name"]: p["origin"] for p in json.loads(result.output)["plugins"]}
+    plugins = json.loads(result.output)["plugins"]
+    origins = {p["name"]: p["origin"] for p in plugins if p["origin"] != "builtin"}
     assert origins == {"alpha": "cli", "beta": "env"}
 
 

@@ -380,11 +380,6 @@ def test_records_point_at_the_callers_line(tmp_path, caplog):
             (),
             "done progress=100%",
             id="without-args",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: fields are always %-escaped, but logging only %-formats when "
-                "there are arguments, so a call without arguments logs '100%%'",
-            ),
         ),
     ],
 )
@@ -416,11 +411,6 @@ def test_config_removes_passwords_inside_connection_strings(tmp_path, dsn):
     assert "hunter2" not in repr(ctx.config.as_dict())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: inline secrets are matched after a word boundary (\\b), so names with a "
-    "prefix joined by '_' (access_token, client_secret, db_password) are not masked",
-)
 @pytest.mark.parametrize(
     "value",
     [

@@ -395,11 +395,6 @@ def test_two_plugins_on_one_runtime_share_the_chain(tmp_path):
 # --------------------------------------------------------------------------- known bugs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an exception object is marked as counted for good, so raising the same "
-    "instance again in a later request is never counted",
-)
 def test_the_same_exception_object_raised_in_two_requests_is_counted_twice(reg):
     denied = BoomError("denied")  # a prepared error, raised on every refusal
 
@@ -413,12 +408,6 @@ def test_the_same_exception_object_raised_in_two_requests_is_counted_twice(reg):
     assert reg.gates["a"].error_count == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a request held at a reloading plugin past hold_timeout silently skips that "
-    "plugin's middleware (an auth check fails open) instead of failing with the reference's "
-    "request-timeout error",
-)
 def test_a_request_held_past_the_timeout_fails_instead_of_skipping_the_middleware(reg):
     async def auth(request, call_next):
         return "denied"

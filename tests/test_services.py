@@ -482,11 +482,6 @@ def test_release_withdraws_the_exports(pair):
 # --------------------------------------------------------------------------- known bugs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: re-exporting a function builds a new callable proxy; importers keep the old "
-    "one, which still calls the old function and no longer follows the gate",
-)
 def test_re_exporting_a_function_swaps_it_for_importers(plugins):
     tools = plugins("tools", exports=["version"])
     user = plugins("user-plugin", depends_on=["tools"])
@@ -499,11 +494,6 @@ def test_re_exporting_a_function_swaps_it_for_importers(plugins):
         proxy()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the generated wrapper's globals (cell, record, gate) are shadowed by "
-    "service parameters of the same name",
-)
 @pytest.mark.parametrize(
     ("parameter", "style"),
     [("record", "sync"), ("cell", "sync"), ("record", "async"), ("gate", "async")],
@@ -534,11 +524,6 @@ def test_parameters_named_like_the_wrappers_globals_work(pair, parameter, style)
     assert auth.gate.error_count == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a sync call refused at a closed gate (or timed out at a held one) is "
-    "recorded as an error of the exporter; the async path does not record it",
-)
 def test_refused_calls_are_not_counted_as_the_exporters_errors(pair):
     auth, user = pair
     auth.export_service("AuthService", AuthV1())
@@ -552,11 +537,6 @@ def test_refused_calls_are_not_counted_as_the_exporters_errors(pair):
     assert auth.gate.error_count == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: exporting evaluates every property of the service; one that raises makes "
-    "export_service fail",
-)
 def test_properties_are_read_when_used_not_when_exported(pair):
     auth, user = pair
 
@@ -589,21 +569,11 @@ def example_auth_proxy(tmp_path):
         yield harness.plugin.auth
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a plugin that exports itself hands importers its PluginContext (proxy.ctx), "
-    "and with it its permissions",
-)
 def test_an_importer_cannot_reach_the_exporters_context(example_auth_proxy):
     assert example_auth_proxy.verify(example_auth_proxy.issue("ada")) == "ada"
     assert not hasattr(example_auth_proxy, "ctx")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a plugin that exports itself exposes its lifecycle methods (stop, "
-    "initialize, cleanup...) to importers, bypassing the manager",
-)
 def test_an_importer_cannot_call_the_exporters_lifecycle(example_auth_proxy):
     exposed = {"initialize", "start", "stop", "cleanup", "on_config_change"}
     assert exposed.isdisjoint(vars(example_auth_proxy))

@@ -153,7 +153,7 @@ def test_a_plugin_that_fails_to_start_is_closed_and_the_error_raised(tmp_path):
     assert not harness.state_directory.exists()
 
 
-def test_permissions_are_passed_to_the_plugin(greeter, tmp_path):
+def test_permissions_are_passed_to_the_plugin(tmp_path):
     writer = PluginWriter(tmp_path / "more")
     reader = writer(
         "reader",

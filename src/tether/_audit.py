@@ -88,9 +88,12 @@ class CapabilityWatch:
 
     def track(self, plugin: str, directory: str, declared: frozenset[str]) -> None:
         """Attribute events from code under ``directory`` to ``plugin``."""
-        prefix = directory.rstrip("/") + "/"
+        prefixes = {
+            os.path.abspath(directory).rstrip("/") + "/",  # noqa: PTH100 - str paths, hot path
+            os.path.realpath(directory).rstrip("/") + "/",
+        }
         with self._lock:
-            self._plugins = {**self._plugins, prefix: (plugin, declared)}
+            self._plugins = {**self._plugins, **dict.fromkeys(prefixes, (plugin, declared))}
             if not self._installed:
                 sys.addaudithook(self._hook)
                 self._installed = True

@@ -48,6 +48,7 @@ from tether.errors import ConfigError, ConfigProblem, EnvVarError, PermissionMis
 
 __all__ = [
     "CONFIG_NAMES",
+    "ErrorThresholdSettings",
     "PluginConfig",
     "PluginsSection",
     "TetherConfig",
@@ -67,11 +68,39 @@ _SECRET_KEY = re.compile(
 )
 _DSN_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)(@)")
 _INLINE_SECRET = re.compile(
-    r"(\b(?:password|passwd|pwd|secret|token|api[_-]?key|sslpassword)\s*=\s*)"
+    r"((?<![A-Za-z0-9])[A-Za-z0-9_.-]*?(?:password|passwd|pwd|secret|token|api[_-]?key)\s*=\s*)"
     r"('[^']*'|[^&\s;]+)",
     re.IGNORECASE,
 )
 MASK = "****"
+
+
+def _duration_seconds(value: object) -> float:
+    return parse_duration(value).total_seconds()
+
+
+Seconds = Annotated[float, BeforeValidator(_duration_seconds)]
+"""A duration in the config (``30s``, ``5m``, a number of seconds), read as seconds."""
+
+
+class ErrorThresholdSettings(BaseModel):
+    """``plugins.error_threshold`` (every plugin) or a plugin entry's ``error_threshold``.
+
+    The reference's block plus ``warn_at`` (the fraction of ``max_errors`` that logs
+    the "approaching" warning) and ``cooldown`` (after which a plugin the threshold
+    disabled is tried again; ``null``: it stays disabled until an operator enables
+    it). In a plugin entry, only the keys given override the section's.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: StrictBool = True
+    max_errors: Annotated[StrictInt, Field(gt=0)] = 100
+    time_window: Seconds = 300.0
+    action: Literal["disable", "log", "alert"] = "disable"
+    reset_on_success: StrictBool = True
+    warn_at: Annotated[float, Field(gt=0, le=1)] = 0.95
+    cooldown: Seconds | None = None
 
 
 class PluginConfig(BaseModel):
@@ -86,6 +115,7 @@ class PluginConfig(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     permissions: dict[str, StrictBool] | None = None
     isolation: Literal["inprocess", "process"] | None = None
+    error_threshold: ErrorThresholdSettings | None = None
 
 
 class PluginsSection(BaseModel):
@@ -95,6 +125,9 @@ class PluginsSection(BaseModel):
     directory: StrictStr | None = None
     strict: StrictBool = False
     plugins: tuple[PluginConfig, ...] = ()
+    error_threshold: ErrorThresholdSettings | None = None
+    health_check_interval: Annotated[Seconds, Field(gt=0)] = 30.0
+    health_check_timeout: Annotated[Seconds, Field(gt=0)] = 5.0
 
 
 class EventsSection(BaseModel):
@@ -106,16 +139,12 @@ class EventsSection(BaseModel):
     policy: Literal["wait", "drop_oldest"] = "wait"
 
 
-def _duration_seconds(value: object) -> float:
-    return parse_duration(value).total_seconds()
-
-
 class ReloadSection(BaseModel):
     """``reload``: how callers are held while a plugin reloads."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    queue_timeout: Annotated[float, BeforeValidator(_duration_seconds)] = 30.0
+    queue_timeout: Seconds = 30.0
     max_queue_size: Annotated[StrictInt, Field(gt=0)] = 1000
     strategy: Literal["block", "reject"] = "block"
 

@@ -9,6 +9,7 @@ middleware) is undone when the plugin unloads. The shared machinery lives in a
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from datetime import timedelta
@@ -134,6 +135,21 @@ class PluginLogger(logging.LoggerAdapter[logging.Logger]):
     def set_level(self, level: str | int) -> None:
         self.logger.setLevel(level.upper() if isinstance(level, str) else level)
 
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        # process() cannot see the arguments; the fields must be %-escaped only when
+        # logging will %-format the message, i.e. when there are arguments.
+        if self.isEnabledFor(level):
+            fields = self._fields
+            if fields and args:
+                rendered = " ".join(f"{k}={v}" for k, v in fields.items())
+                msg = f"{msg} {rendered.replace('%', '%%')}"
+                kwargs["extra"] = {**self._extra, **kwargs.get("extra", {})}
+                kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+                self.logger.log(level, msg, *args, **kwargs)
+                return
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+            super().log(level, msg, *args, **kwargs)
+
     def process(
         self, msg: object, kwargs: MutableMapping[str, Any]
     ) -> tuple[object, MutableMapping[str, Any]]:
@@ -142,8 +158,7 @@ class PluginLogger(logging.LoggerAdapter[logging.Logger]):
         kwargs["extra"] = extra
         if fields:
             rendered = " ".join(f"{k}={v}" for k, v in fields.items())
-            # The message is a %-format string; the fields are data, so escape them.
-            return f"{msg} {rendered.replace('%', '%%')}", kwargs
+            return f"{msg} {rendered}", kwargs
         return msg, kwargs
 
 
@@ -382,7 +397,25 @@ class PluginContext:
 
     def export_service(self, name: str, service: object) -> None:
         """Offer ``service`` to other plugins as ``name``."""
-        self._runtime.services.export(self.name, self._gate, name, service, manifest=self._manifest)
+        from tether._plugin import Plugin
+
+        hidden = {
+            n
+            for n in dir(service)
+            if not n.startswith("_") and inspect.getattr_static(service, n, None) is self
+        }
+        if isinstance(service, Plugin):
+            hidden |= {
+                "initialize",
+                "start",
+                "stop",
+                "cleanup",
+                "on_config_change",
+                "config_schema",
+            }
+        self._runtime.services.export(
+            self.name, self._gate, name, service, manifest=self._manifest, hidden=frozenset(hidden)
+        )
 
     def import_service(self, plugin: str, name: str) -> Any:
         """A proxy for another plugin's service; it follows reloads of that plugin."""

@@ -731,7 +731,7 @@ class _Found:
 def _code_directory(code: LoadedCode) -> str | None:
     """Where the plugin's code lives, for attributing audit events to it."""
     if code.manifest.directory is not None:
-        return str(code.manifest.directory.resolve())
+        return str(code.manifest.directory.absolute())
     origin = getattr(code.module, "__file__", None)
     return str(Path(origin).resolve().parent) if origin else None
 

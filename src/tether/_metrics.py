@@ -67,12 +67,12 @@ class MetricsStore:
             raise ValueError(f"metric '{name}' of plugin '{plugin}' is a {known}, not a {kind}")
 
     def add(self, plugin: str, name: str, value: float, labels: _Labels, *, kind: str) -> None:
+        if kind == "counter" and value < 0:
+            raise ValueError(f"counter '{name}' can only go up, got {value}")
         with self._lock:
             self._check(plugin, name, kind)
             key = (plugin, name, labels)
             if kind == "counter":
-                if value < 0:
-                    raise ValueError(f"counter '{name}' can only go up, got {value}")
                 self._values[key] = self._values.get(key, 0.0) + value
             else:
                 self._values[key] = value
@@ -142,6 +142,8 @@ class MetricsCollector:
         **labels: object,
     ) -> None:
         bounds = tuple(sorted(buckets))
+        if not bounds:
+            raise ValueError(f"histogram '{name}' needs at least one bucket")
         if bounds[-1] != math.inf:
             bounds = (*bounds, math.inf)
         self._store.observe(self._plugin, name, value, _labels(labels), bounds)

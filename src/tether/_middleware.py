@@ -135,18 +135,21 @@ class MiddlewareRegistry:
         chain = self.chain(route)
         if not chain:
             return await endpoint(request)
-        return await _Step(chain, 0, endpoint)(request)
+        return await _Step(chain, 0, endpoint, set())(request)
 
 
 class _Step:
     """``call_next`` for position ``index`` of a chain."""
 
-    __slots__ = ("chain", "endpoint", "index")
+    __slots__ = ("chain", "counted", "endpoint", "index")
 
-    def __init__(self, chain: tuple[Middleware, ...], index: int, endpoint: Endpoint) -> None:
+    def __init__(
+        self, chain: tuple[Middleware, ...], index: int, endpoint: Endpoint, counted: set[int]
+    ) -> None:
         self.chain = chain
         self.index = index
         self.endpoint = endpoint
+        self.counted = counted
 
     async def __call__(self, request: object) -> object:
         index = self.index
@@ -158,6 +161,8 @@ class _Step:
                 try:
                     await gate.enter_async()
                 except PluginUnavailableError:
+                    if gate.state is not GateState.CLOSED:
+                        raise  # held too long, or too many waiting: the request fails
                     index += 1
                     continue
                 break
@@ -166,14 +171,16 @@ class _Step:
             try:
                 return await self.endpoint(request)
             except Exception as exc:
-                _attribute(exc)  # the endpoint's own errors are the host's to count
+                _attribute(exc, self.counted)  # the endpoint's own errors are the host's to count
                 raise
         try:
-            result = item.handler(request, _Step(chain, index + 1, self.endpoint))
+            result = item.handler(request, _Step(chain, index + 1, self.endpoint, self.counted))
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
-            if _attribute(exc):  # raised here, not passed up from further down the chain
+            if _attribute(
+                exc, self.counted
+            ):  # raised here, not passed up from further down the chain
                 gate.record_error(exc, source=f"middleware:{item.name}")
             raise
         finally:
@@ -181,12 +188,9 @@ class _Step:
         return result
 
 
-def _attribute(exc: BaseException) -> bool:
-    """Mark ``exc`` as counted; True the first time (the innermost frame that saw it)."""
-    if getattr(exc, "_tether_counted", False):
+def _attribute(exc: BaseException, counted: set[int]) -> bool:
+    """Note ``exc`` for this request; True the first time (the innermost frame that saw it)."""
+    if id(exc) in counted:
         return False
-    try:
-        exc._tether_counted = True  # type: ignore[attr-defined]  # noqa: SLF001
-    except AttributeError:  # pragma: no cover - exceptions without __dict__
-        return True
+    counted.add(id(exc))
     return True

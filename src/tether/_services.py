@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -123,23 +124,32 @@ def _parameters(fn: Callable[..., object]) -> tuple[str, str, dict[str, object]]
 _SYNC = """
 def {name}({params}):
     try:
-        return cell[0]({args})
-    except Exception as exc:
-        record(exc)
+        return {cell}[0]({args})
+    except Exception as {exc}:
+        {record}({exc})
         raise
 """
 
 _ASYNC = """
 async def {name}({params}):
-    await gate.enter_async()
+    if {gate}.is_open:
+        {gate}.calls.append(None)
+    else:
+        await {gate}.enter_async()
     try:
-        return await cell[0]({args})
-    except Exception as exc:
-        record(exc)
+        return await {cell}[0]({args})
+    except Exception as {exc}:
+        {record}({exc})
         raise
     finally:
-        gate.exit()
+        {gate}.exit()
 """
+
+
+def _free(name: str, taken: set[str]) -> str:
+    while name in taken:
+        name = "_" + name
+    return name
 
 
 def _generate(
@@ -153,8 +163,15 @@ def _generate(
     params, args, defaults = parts or ("*args, **kwargs", "*args, **kwargs", {})
     template = _ASYNC if inspect.iscoroutinefunction(fn) else _SYNC
     safe = method_name if method_name.isidentifier() else "service_call"
-    source = template.format(name=safe, params=params, args=args)
-    namespace: dict[str, Any] = {"cell": cell, "gate": gate, "record": record, **defaults}
+    taken = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", params)) | {safe}
+    names = {k: _free(k, taken) for k in ("cell", "gate", "record", "exc")}
+    source = template.format(name=safe, params=params, args=args, **names)
+    namespace: dict[str, Any] = {
+        names["cell"]: cell,
+        names["gate"]: gate,
+        names["record"]: record,
+        **defaults,
+    }
     exec(compile(source, f"<tether service {gate.plugin}.{method_name}>", "exec"), namespace)  # noqa: S102 - generated from a signature, no user text
     wrapper: Callable[..., object] = namespace[safe]
     wrapper.__doc__ = getattr(fn, "__doc__", None)
@@ -177,6 +194,9 @@ class _Export:
         self.obj: object | None = None
         self.cells: dict[str, list[Callable[..., object]]] = {}
         self.proxy: ServiceProxy | Callable[..., object] | None = None
+        self.wrappers: dict[str, Callable[..., object]] = {}
+        self.signatures: dict[str, object] = {}
+        self.hidden: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def current(self) -> object:
@@ -185,6 +205,8 @@ class _Export:
         return self.obj
 
     def _record(self, exc: BaseException) -> None:
+        if isinstance(exc, PluginUnavailableError) and exc.plugin == self.plugin:
+            return  # refused at its own gate: not an error of its code
         self.gate.record_error(exc, source=f"service:{self.name}")
 
     def _methods(self) -> dict[str, Callable[..., object]]:
@@ -193,23 +215,25 @@ class _Export:
             return {}
         if callable(obj) and not isinstance(obj, type) and not _has_methods(obj):
             return {"__call__": obj}
-        return {
-            name: getattr(obj, name)
-            for name in dir(obj)
-            if not name.startswith("_") and callable(getattr(obj, name, None))
-        }
+        return {n: getattr(obj, n) for n in _public(obj, self.hidden) if _is_method(obj, n)}
 
     def set(self, obj: object) -> None:
         """Install a new implementation and regenerate the proxy's methods."""
         with self._lock:
             self.obj = obj
-            self.cells.clear()
             methods = self._methods()
             generated: dict[str, Callable[..., object]] = {}
             for name, fn in methods.items():
-                cell: list[Callable[..., object]] = [fn]
-                self.cells[name] = cell
-                generated[name] = _generate(name, fn, cell, self.gate, self._record)
+                cell = self.cells.get(name)
+                if cell is None:
+                    cell = self.cells[name] = [fn]
+                signature = _signature_key(fn)
+                wrapper = self.wrappers.get(name)
+                if wrapper is None or self.signatures.get(name) != signature:
+                    wrapper = _generate(name, fn, cell, self.gate, self._record)
+                    self.wrappers[name] = wrapper
+                    self.signatures[name] = signature
+                generated[name] = wrapper
             if "__call__" in generated:
                 self.proxy = generated["__call__"]
             else:
@@ -226,9 +250,7 @@ class _Export:
         def reader(attribute: str) -> property:
             return property(lambda _proxy: getattr(self.current(), attribute))
 
-        data = [
-            n for n in dir(obj) if not n.startswith("_") and not callable(getattr(obj, n, None))
-        ]
+        data = [n for n in _public(obj, self.hidden) if not _is_method(obj, n)]
         name = f"{type(obj).__name__}Proxy"
         return type(name, (ServiceProxy,), {"__slots__": (), **{n: reader(n) for n in data}})
 
@@ -282,6 +304,31 @@ class _Probe:
         return _frames_in(self.gate)
 
 
+def _public(obj: object, hidden: frozenset[str]) -> list[str]:
+    return [n for n in dir(obj) if not n.startswith("_") and n not in hidden]
+
+
+def _is_method(obj: object, name: str) -> bool:
+    """Callable and not a data descriptor (properties are read on use, never at export)."""
+    try:
+        static = inspect.getattr_static(obj, name)
+    except AttributeError:
+        return False
+    if inspect.isdatadescriptor(static) and not callable(static):
+        return False
+    try:
+        return callable(getattr(obj, name))
+    except Exception:
+        return False
+
+
+def _signature_key(fn: Callable[..., object]) -> object:
+    try:
+        return (str(inspect.signature(fn)), inspect.iscoroutinefunction(fn))
+    except (TypeError, ValueError):
+        return None
+
+
 def _has_methods(obj: object) -> bool:
     return any(not n.startswith("_") and callable(getattr(obj, n, None)) for n in dir(type(obj)))
 
@@ -303,6 +350,7 @@ class ServiceRegistry:
         obj: object,
         *,
         manifest: Manifest | None = None,
+        hidden: frozenset[str] = frozenset(),
     ) -> None:
         """Publish ``obj`` as ``plugin``'s service ``name``; again under the name swaps it."""
         if not name or not isinstance(name, str):
@@ -315,6 +363,7 @@ class ServiceRegistry:
             export = self._exports.get((plugin, name))
             if export is None or export.gate is not gate:
                 export = self._adopt(plugin, name, gate, export)
+        export.hidden = hidden
         export.set(obj)
         log.debug("plugin %s exported %s", plugin, name)
 
@@ -322,6 +371,20 @@ class ServiceRegistry:
         export = _Export(plugin, name, gate)
         if old is not None:  # a reload: keep the proxy importers already hold
             export.proxy = old.proxy
+            export.cells, export.wrappers, export.signatures = (
+                old.cells,
+                old.wrappers,
+                old.signatures,
+            )
+            with _codes_lock:
+                for wrapper in old.wrappers.values():
+                    _CODES[wrapper.__code__] = gate
+                    space = wrapper.__globals__
+                    for key, value in list(space.items()):
+                        if value is old.gate:
+                            space[key] = gate
+                        elif getattr(value, "__self__", None) is old:
+                            space[key] = export._record  # noqa: SLF001 - same module
             if isinstance(export.proxy, ServiceProxy):
                 object.__setattr__(export.proxy, "_export", export)
             old.gate.state_listeners.remove(old.on_gate)
