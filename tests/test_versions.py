@@ -290,3 +290,10 @@ def test_prerelease_sorts_before_its_release(text):
     release = parse_version("{}.{}.{}".format(*version.release))
     assert (version < release) == bool(version.prerelease)
     assert version <= release
+
+
+@pytest.mark.parametrize("text", ["1.x.3", "1.*.2", "x.2", "*.1.0"])
+def test_a_number_after_a_wildcard_is_refused(text: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_constraint(text)
+    assert str(caught.value) == f"invalid dependency version constraint: {text}"

@@ -14,7 +14,7 @@ Constraints::
     "~=1.2.3", "~=1.2" as PEP 440: >=1.2.3,<1.3.0 and >=1.2.0,<2.0.0
     "1.2.x", "1.*"     wildcards
     "1.2.3", "=1.2.3", "==1.2.3", "!=1.2.3", ">", ">=", "<", "<="
-    "*", ""            anything, pre-releases included
+    "*", "", "latest"  anything, pre-releases included
 
 Numbers are ASCII digits without leading zeros. As in npm and cargo, a pre-release
 satisfies a bounded constraint only when one of its bounds names a pre-release of the
@@ -155,8 +155,11 @@ def _partial(text: str, whole: str) -> tuple[list[int], tuple[int | str, ...]]:
     if match is None:
         raise _bad(whole)
     parts: list[int] = []
-    for piece in match.groups()[:3]:
-        if piece is None or piece in "xX*":
+    pieces = [p for p in match.groups()[:3] if p is not None]
+    for index, piece in enumerate(pieces):
+        if piece in "xX*":
+            if any(p not in "xX*" for p in pieces[index:]):  # "1.x.3": a number after a wildcard
+                raise _bad(whole)
             break
         parts.append(int(piece))
     pre = match.group(4)

@@ -32,6 +32,7 @@ The tree::
     ├── MiddlewareError                     a middleware cannot be registered or removed
     ├── StorageError                        plugin storage failed
     │   └── StorageValueError (ValueError)  a value that cannot be stored
+    ├── HealthCheckError                    a plugin's health_check() failed, raised or timed out
     └── TetherPermissionError (PermissionError)
         ├── PermissionDeniedError           a plugin used a service it was not granted
         └── PermissionMismatchError         config grants what the manifest does not declare
@@ -56,6 +57,7 @@ __all__ = [
     "EnvVarError",
     "EventError",
     "FrameworkVersionMismatchError",
+    "HealthCheckError",
     "HookError",
     "HookTimeoutError",
     "InterfaceError",
@@ -389,13 +391,16 @@ class PluginUnavailableError(LifecycleError):
 
 
 class DependentsRunningError(LifecycleError):
-    def __init__(self, plugin: str, dependents: list[str]) -> None:
+    """Unloading (or disabling, reloading: ``action``) a plugin that running plugins need."""
+
+    def __init__(self, plugin: str, dependents: list[str], *, action: str = "unload") -> None:
         self.dependents = tuple(dependents)
+        self.action = action
         names = ", ".join(f"'{d}'" for d in dependents)
         super().__init__(
-            f"cannot unload plugin '{plugin}': running plugins depend on it: {names}",
+            f"cannot {action} plugin '{plugin}': running plugins depend on it: {names}",
             plugin=plugin,
-            hint="unload the dependents first, or pass force=True to unload anyway",
+            hint=f"{action} the dependents first, or pass force=True to {action} anyway",
         )
 
 
@@ -464,6 +469,19 @@ class StorageValueError(StorageError, ValueError):
 
 
 # --------------------------------------------------------------------------- permissions
+
+
+class HealthCheckError(TetherError):
+    """A plugin's ``health_check()`` raised, returned ``False`` or ran past its time limit."""
+
+    def __init__(self, plugin: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"plugin '{plugin}' failed its health check: {reason}",
+            plugin=plugin,
+            hint=f"see the logs of plugin '{plugin}'; the plugin is marked degraded until "
+            "a check passes",
+        )
 
 
 class TetherPermissionError(TetherError, PermissionError):
