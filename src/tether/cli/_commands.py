@@ -288,21 +288,7 @@ def _graph_manifests(state: State) -> list[Manifest]:
     entries = [e for e in config.plugins.plugins if e.enabled]
     if not entries:
         return [p.manifest for p in _discover(state).plugins]
-    found: list[Manifest] = []
-    result: DiscoveryResult | None = None
-    for entry in entries:
-        if entry.path:
-            path = Path(entry.path)
-            found.append(
-                load_manifest(path if path.is_absolute() else config.base_directory / path)
-            )
-        else:
-            result = result or _discover(state)
-            plugin = result.get(entry.name or "")
-            if plugin is None:
-                raise PluginNotFoundError(f"plugin not found: '{entry.name}'", plugin=entry.name)
-            found.append(plugin.manifest)
-    return found
+    return [_entry_manifest(state, config, entry) for entry in entries]
 
 
 @plugins.command("test")
