@@ -68,7 +68,13 @@ def test_list_shows_discovered_plugins_as_json(app: Path) -> None:
     assert result.exit_code == 0
     data = json.loads(result.output)
     names = {p["name"] for p in data["plugins"] if p["origin"] != "builtin"}
-    assert names == {"auth-plugin", "cache-plugin", "logging-plugin", "user-plugin"}
+    assert names == {
+        "auth-plugin",
+        "cache-plugin",
+        "logging-plugin",
+        "rate-limit-plugin",
+        "user-plugin",
+    }
     user = next(p for p in data["plugins"] if p["name"] == "user-plugin")
     assert user["dependencies"] == ["auth-plugin", "logging-plugin"]
     assert user["origin"] == "cwd"
@@ -253,7 +259,12 @@ def test_config_show_masks_secrets_and_applies_defaults(app: Path) -> None:
     entries = {p["name"]: p for p in data["plugins"]["plugins"]}
     assert entries["auth-plugin"]["config"]["secret"] == "****"
     assert entries["auth-plugin"]["config"]["token_ttl"] == "1h"
-    assert entries["cache-plugin"]["config"] == {"max_entries": 500, "ttl": "5m"}
+    assert entries["cache-plugin"]["config"] == {
+        "max_entries": 500,
+        "ttl": "5m",
+        "http_routes": ["/users"],
+        "http_ttl": "30s",
+    }
     assert "change-me" not in result.output
 
 

@@ -41,6 +41,7 @@ from tether._resolver import Resolution, resolve
 
 if TYPE_CHECKING:
     from tether._discovery import DiscoveryResult
+    from tether.observability import ErrorThreshold, Observability, PluginHealth
 from tether._versions import parse_constraint
 from tether.errors import (
     ConfigError,
@@ -70,6 +71,7 @@ class LoadAttempt:
     status: str
     duration: float
     error: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(slots=True)
@@ -171,6 +173,7 @@ class PluginManager:
         self._lock: asyncio.Lock | None = None
         self.load_attempts: list[LoadAttempt] = []
         self._discovered: DiscoveryResult | None = None
+        self._observability: Observability | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -186,6 +189,15 @@ class PluginManager:
             hint = f"did you mean '{close[0]}'?" if close else "`tether plugins list` shows them"
             raise PluginNotFoundError(f"plugin not found: '{name}'", plugin=name, hint=hint)
         return record
+
+    @property
+    def observability(self) -> Observability:
+        """Health, error thresholds, metrics and the state tables of this manager's plugins."""
+        if self._observability is None:
+            from tether.observability import Observability
+
+            self._observability = Observability(self)
+        return self._observability
 
     def _set_status(self, record: _Record, target: PluginStatus) -> None:
         check_transition(record.name, record.status, target)
@@ -255,6 +267,7 @@ class PluginManager:
     ) -> PluginInfo:
         async with self._mutex():
             record = await self._load(found, settings, retries, backoff)
+            self._observe_load(record)
             self._records[record.name] = record
             self._order = ()
             return self._info(record)
@@ -303,6 +316,14 @@ class PluginManager:
         if code_directory is not None:
             _capability_watch.track(manifest.name, code_directory, permissions)
         return record
+
+    def _observe_load(self, record: _Record) -> None:
+        """Hand the new plugin to observability; keep it disabled if the state store says so."""
+        flag = self.observability.plugin_loaded(record.name, record.gate, record.settings)
+        if flag is not None:
+            record.enabled = False
+            record.gate.close(flag.reason or "it is disabled")
+            log.info("plugin %s is disabled in the state store: loaded, not started", record.name)
 
     def _gate_options(self) -> tuple[float, int]:
         reload = self.config.reload
@@ -532,9 +553,13 @@ class PluginManager:
         async with self._mutex():
             order = self.resolve_dependencies().order
             await self.runtime.events.start()  # plugins may publish from initialize()
+            held = self._held_back()
             for name in order:
                 record = self._records[name]
                 if record.status is PluginStatus.LOADING and record.enabled:
+                    if name in held:
+                        log.info("not initializing plugin %s: %s", name, held[name])
+                        continue
                     await self._initialize(record)
 
     def _check_dependencies(self, record: _Record, step: str, ready: set[PluginStatus]) -> None:
@@ -570,12 +595,27 @@ class PluginManager:
         async with self._mutex():
             await self.runtime.events.start()
             await self._run_lifecycle_hook("startup")
+            held = self._held_back()
             for record in self._ordered():
                 if record.enabled and record.status in {
                     PluginStatus.INITIALIZED,
                     PluginStatus.STOPPED,
                 }:
+                    if record.name in held:
+                        log.info("not starting plugin %s: %s", record.name, held[record.name])
+                        continue
                     await self._start(record)
+
+    def _held_back(self) -> dict[str, str]:
+        """Enabled plugins that a disabled dependency keeps from starting, and why."""
+        held: dict[str, str] = {}
+        for record in self._ordered():  # dependencies come first
+            for dependency in record.manifest.dependencies:
+                other = self._records.get(dependency.name)
+                if other is not None and (not other.enabled or other.name in held):
+                    held[record.name] = f"its dependency '{dependency.name}' is disabled"
+                    break
+        return held
 
     async def _run_lifecycle_hook(self, hook_type: str) -> None:
         outcome = await self.runtime.hooks.run(hook_type, self)
@@ -694,7 +734,120 @@ class PluginManager:
         self.runtime.metrics.remove_plugin(record.name)
         record.gate.close("it was unloaded")
         self._set_status(record, PluginStatus.UNLOADED)
+        if self._observability is not None:
+            self._observability.plugin_unloaded(record.name)
         return failure
+
+    # ------------------------------------------------------------------ health, enable, disable
+
+    def get_plugin_health(self, name: str) -> PluginHealth:
+        """Status, errors, hook metrics, health check and threshold of a loaded plugin."""
+        return self.observability.plugin_health(name)
+
+    def get_all_health(self) -> dict[str, PluginHealth]:
+        """``get_plugin_health`` of every loaded plugin, in load order."""
+        return self.observability.all_health()
+
+    def set_error_threshold(self, name: str, threshold: ErrorThreshold | None) -> None:
+        """Give a loaded plugin its own error threshold (``None``: none); kept across reloads."""
+        self._record(name)
+        self.observability.set_error_threshold(name, threshold)
+
+    def record_success(self, name: str) -> None:
+        """Tell the error threshold that a call into ``name`` succeeded (``reset_on_success``)."""
+        if self._observability is not None:
+            self._observability.record_success(name)
+
+    def get_plugin_settings(self, name: str) -> PluginConfig:
+        """The settings a plugin was loaded with (path, config, permissions...)."""
+        return self._record(name).settings
+
+    def set_enabled(
+        self, name: str, *, enabled: bool, reason: str | None = None, persist: bool = True
+    ) -> bool:
+        """Switch a plugin's gate at once, from any thread: the error threshold's breaker.
+
+        Disabling closes the gate (calls are refused with ``reason``) and leaves the
+        plugin running. Enabling reopens the gate of a running plugin; it returns False
+        (and changes nothing) for a plugin that is not running. With ``persist`` the
+        flag is written to the state store. ``enable_plugin``/``disable_plugin`` also
+        start and stop the plugin.
+        """
+        record = self._record(name)
+        if enabled:
+            if record.status is not PluginStatus.RUNNING:
+                return False
+            record.enabled = True
+            record.gate.open()
+        else:
+            record.enabled = False
+            record.gate.close(reason or "it is disabled")
+        if persist:
+            self.observability.plugin_switched(name, enabled=enabled, reason=reason)
+        return True
+
+    async def enable_plugin(self, name: str) -> PluginInfo:
+        """Enable a plugin and bring it up: initialize and start it if needed.
+
+        Plugins that waited for it (their dependency was disabled) are brought up too.
+        The flag is written to the state store, so it holds after a restart.
+        """
+        async with self._mutex():
+            record = self._record(name)
+            if record.status is PluginStatus.ERROR:
+                raise PluginLifecycleError(
+                    name, "enable", f"it is in the error state ({record.last_error})"
+                )
+            record.enabled = True
+            self.observability.plugin_switched(name, enabled=True, reason=None)
+            await self.runtime.events.start()
+            await self._bring_up(record)
+            for dependent in self.dependents(name):
+                other = self._records[dependent]
+                if other.enabled and dependent not in self._held_back():
+                    try:
+                        await self._bring_up(other)
+                    except PluginLifecycleError as exc:
+                        log.warning("could not bring up %s after enabling %s: %s",
+                                    dependent, name, exc)  # fmt: skip
+            return self._info(record)
+
+    async def _bring_up(self, record: _Record) -> None:
+        if record.status is PluginStatus.LOADING:
+            await self._initialize(record)
+        if record.status in {PluginStatus.INITIALIZED, PluginStatus.STOPPED}:
+            await self._start(record)
+        elif record.status is PluginStatus.RUNNING:
+            record.gate.open()
+
+    async def disable_plugin(
+        self, name: str, *, force: bool = False, reason: str | None = None
+    ) -> PluginInfo:
+        """Disable a plugin: stop it and close its gate (calls are refused with ``reason``).
+
+        Refused while running plugins depend on it, unless ``force``. The flag is
+        written to the state store: after a restart the plugin is loaded, not started.
+        """
+        reason = reason or "it is disabled"
+        async with self._mutex():
+            record = self._record(name)
+            running = [
+                d
+                for d in self.dependents(name)
+                if self._records[d].status is PluginStatus.RUNNING and self._records[d].enabled
+            ]
+            if running and not force:
+                raise DependentsRunningError(name, running, action="disable")
+            record.enabled = False
+            self.observability.plugin_switched(name, enabled=False, reason=reason)
+            failure = None
+            if record.status is PluginStatus.RUNNING:
+                failure = await self._stop(record, self.stop_timeout)
+            record.gate.close(reason)
+            log.info("disabled plugin %s", name)
+        if failure is not None:
+            raise failure
+        return self._info(record)
 
     async def aclose(self) -> None:
         """Stop every plugin, then unload all of them in reverse order."""
@@ -710,6 +863,8 @@ class PluginManager:
         undelivered = await self.runtime.events.stop(timeout=self.drain_timeout)
         if undelivered:
             log.warning("%d event(s) were not delivered before shutdown", undelivered)
+        if self._observability is not None:
+            await self._observability.aclose()
         self.runtime.close()
 
     async def __aenter__(self) -> Self:

@@ -16,6 +16,7 @@ from typing import Any, Self, TypeVar
 from tether._config import PluginConfig, TetherConfig
 from tether._manager import PluginManager
 from tether._resolver import Resolution
+from tether.observability import ErrorThreshold, PluginHealth
 from tether.types import PluginInfo
 
 __all__ = ["SyncPluginManager"]
@@ -87,6 +88,21 @@ class SyncPluginManager:
 
     def get_dependency_graph(self) -> dict[str, list[str]]:
         return self.manager.get_dependency_graph()
+
+    def get_plugin_health(self, name: str) -> PluginHealth:
+        return self.manager.get_plugin_health(name)
+
+    def get_all_health(self) -> dict[str, PluginHealth]:
+        return self.manager.get_all_health()
+
+    def set_error_threshold(self, name: str, threshold: ErrorThreshold | None) -> None:
+        self.manager.set_error_threshold(name, threshold)
+
+    def enable_plugin(self, name: str) -> PluginInfo:
+        return self._run(self.manager.enable_plugin(name))
+
+    def disable_plugin(self, name: str, *, force: bool = False) -> PluginInfo:
+        return self._run(self.manager.disable_plugin(name, force=force))
 
     def close(self) -> None:
         """Stop and unload every plugin, then stop the loop thread."""

@@ -1,12 +1,27 @@
 """User accounts: signs users in through auth-plugin's ``AuthService`` and keeps the
-time of each user's last login in its own storage (from ``user.login`` events)."""
+time of each user's last login in its own storage (from ``user.login`` events).
+
+Under ``tether serve`` it adds routes (permission ``router``)::
+
+    GET  /users          every user
+    POST /users/login    {"user": "ada"} -> {"token": "...", "token_type": "Bearer"}
+    GET  /users/me       the signed-in user (needs the token: auth-plugin guards it)
+    GET  /users/{name}   one user
+
+Without an HTTP host (``tether demo``, unit tests) it is the same plugin minus routes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
 import tether
+
+LOGIN_HINT = 'log in first: POST /users/login with {"user": "<name>"}, then send the token'
 
 
 class UserPlugin(tether.Plugin):
@@ -15,6 +30,20 @@ class UserPlugin(tether.Plugin):
         self.users: set[str] = set()
         self.auth: Any = ctx.import_service("auth-plugin", "AuthService")
         ctx.subscribe_event("user.login", self.on_login)
+        self.add_routes(ctx)
+
+    def add_routes(self, ctx: tether.PluginContext) -> None:
+        try:
+            router = ctx.router
+        except tether.TetherError as exc:  # no HTTP host here: serve no routes
+            ctx.logger.debug("no routes: %s", exc)
+            return
+        users = router.group("/users")
+        users.get("", self.list_users)
+        users.post("/login", self.http_login)
+        users.get("/me", self.me)
+        users.get("/{name}", self.show)
+        self.auth.protect("/users/me", hint=LOGIN_HINT)
 
     async def start(self) -> None:
         await asyncio.sleep(0)  # async lifecycle methods are awaited
@@ -35,3 +64,33 @@ class UserPlugin(tether.Plugin):
 
     def stop(self) -> None:
         self.ctx.logger.info("user store stopping")
+
+    # ------------------------------------------------------------------ routes
+
+    async def list_users(self, request: Request) -> dict[str, object]:
+        return {"users": sorted(self.users)}
+
+    async def http_login(self, request: Request) -> dict[str, object]:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        user = body.get("user") if isinstance(body, dict) else None
+        if not isinstance(user, str):
+            raise HTTPException(400, 'send JSON like {"user": "ada"}')
+        if user not in self.users:
+            raise HTTPException(401, f"unknown user {user!r}")
+        return {"token": self.login(user), "token_type": "Bearer", "user": user}
+
+    def me(self, request: Request) -> dict[str, object]:
+        """A plain function: the host runs it in a worker thread."""
+        user = getattr(request.state, "user", None)
+        if user is None:  # auth-plugin refuses these before they get here
+            raise HTTPException(401, LOGIN_HINT)
+        return {"user": user, "last_login": self.ctx.plugin_storage.get(f"last_login:{user}")}
+
+    async def show(self, request: Request) -> dict[str, object]:
+        name = request.path_params["name"]
+        if name not in self.users:
+            raise HTTPException(404, f"no user named {name!r}")
+        return {"user": name}

@@ -1,4 +1,3 @@
-# ruff: noqa: INP001 - a plugin directory, loaded by tether under a private package
 """The e-commerce workload's schema and initial data.
 
 A catalog of products in categories, customers, stock levels, and open carts for

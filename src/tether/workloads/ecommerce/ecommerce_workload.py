@@ -1,4 +1,3 @@
-# ruff: noqa: INP001 - a plugin directory, loaded by tether under a private package
 """The e-commerce workload: an online store's searches, carts and checkouts.
 
 ``db`` is an asyncpg connection (one per client). Setup creates the
@@ -37,7 +36,9 @@ from .ecommerce_data import Connection
 NAME = "ecommerce"
 VERSION = "1.0.0"
 DESCRIPTION = "Online store: product search, catalog browsing, carts, checkout, restocking."
-CONFIG_KEYS = frozenset({"catalog_size", "customer_count", "payment_decline_rate", "seed"})
+CONFIG_KEYS = frozenset(
+    {"operation_weights", "catalog_size", "customer_count", "payment_decline_rate", "seed"}
+)
 OPERATION_WEIGHTS = {
     "product_search": 50,
     "add_to_cart": 20,
@@ -72,11 +73,14 @@ class _State:
 class _Abandoned(Exception):  # noqa: N818 - an outcome, not a failure
     """Raised inside the checkout transaction to roll it back."""
 
-    def __init__(self, outcome: str, cart_id: int, sold_out: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, outcome: str, cart_id: int, *, sold_out: tuple[int, ...] = (), emptied: bool = False
+    ) -> None:
         super().__init__(outcome)
         self.outcome = outcome
         self.cart_id = cart_id
         self.sold_out = sold_out
+        self.emptied = emptied  # nothing left in the cart once the sold-out items leave it
 
 
 class _Shoppers:
@@ -120,7 +124,7 @@ def _integer(config: Mapping[str, object], key: str, *, minimum: int) -> int:
 
 def _check_keys(config: Mapping[str, object]) -> None:
     for key in config:
-        if key not in CONFIG_KEYS and key != "operation_weights":
+        if key not in CONFIG_KEYS:
             close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
             suggestion = f" (did you mean '{close[0]}'?)" if close else ""
             raise _fail(f"unknown key '{key}'{suggestion}")
@@ -136,7 +140,7 @@ def parse_settings(config: Mapping[str, object]) -> Settings:
         catalog_size=_integer(config, "catalog_size", minimum=1),
         customer_count=_integer(config, "customer_count", minimum=1),
         payment_decline_rate=float(rate),
-        seed=None if seed is None else _integer(config, "seed", minimum=0),
+        seed=None if seed is None else _integer(config, "seed", minimum=-(2**63)),
     )
 
 
@@ -198,15 +202,9 @@ class EcommerceWorkload:
         return dict(OPERATION_WEIGHTS)
 
     def get_metrics(self) -> dict[str, object]:
-        metrics = self._metrics
-        attempts = sum(v for k, v in metrics.items() if k.startswith("checkouts_"))
-        conversion = metrics["checkouts_completed"] / attempts if attempts else 0.0
-        return {
-            "operations": dict(self._counts),
-            **metrics,
-            "checkout_conversion_rate": round(conversion, 4),
-            "revenue": float(self._revenue),
-        }
+        # Flat counters, so the metrics of several worker processes add up.
+        operations = {f"operations_{op}": n for op, n in self._counts.items()}
+        return {**operations, **self._metrics, "revenue": float(self._revenue)}
 
     async def setup(self, db: Connection) -> None:
         settings = self._settings()
@@ -354,7 +352,8 @@ class EcommerceWorkload:
                     abandoned.cart_id,
                     list(abandoned.sold_out),
                 )
-            self._shoppers.add(customer_id)  # the customer may try again
+            if not abandoned.emptied:
+                self._shoppers.add(customer_id)  # the customer may try again
         self._metrics[outcome] += 1
 
     async def _place_order(self, db: Connection, customer_id: int) -> tuple[str, int, Decimal]:
@@ -412,7 +411,8 @@ class EcommerceWorkload:
             p for p, q in zip(products, quantities, strict=True) if available.get(p, 0) < q
         )
         if sold_out:
-            raise _Abandoned("checkouts_out_of_stock", cart_id, sold_out)
+            emptied = len(sold_out) == len(products)
+            raise _Abandoned("checkouts_out_of_stock", cart_id, sold_out=sold_out, emptied=emptied)
         await db.execute(
             "UPDATE ecommerce_inventory i SET stock = i.stock - u.quantity, updated_at = now() "
             "FROM unnest($1::integer[], $2::integer[]) AS u(product_id, quantity) "

@@ -1,4 +1,3 @@
-# ruff: noqa: INP001 - a plugin directory, loaded by tether under a private package
 """The IMDB workload's schema and initial data: DDL, the synthetic generator, CSV loading.
 
 Movies come from ``data_file`` (a CSV, see :data:`CSV_COLUMNS`) or from the
@@ -235,7 +234,7 @@ def _ratings(rng: random.Random, movies: int, count: int) -> Iterator[tuple[int,
 
 def read_csv_header(path: Path) -> list[str]:
     """The data file's columns; ``ValueError`` says what is wrong with them."""
-    with path.open(newline="", encoding="utf-8") as file:
+    with path.open(newline="", encoding="utf-8-sig") as file:
         header = next(csv.reader(file), None)
     if not header:
         raise ValueError(f"{path} is empty: expected a header row ({', '.join(CSV_COLUMNS)})")
@@ -270,12 +269,12 @@ async def load(
             "imdb_movies", source=data_file, columns=columns, format="csv", header=True
         )
         movies = int(await db.fetchval("SELECT count(*) FROM imdb_movies"))
+        if movies == 0:
+            raise ValueError(f"data_file {data_file} holds a header but no movies")
     else:
         await _copy(
             db, "imdb_movies", ("title", "year", "genre", "runtime_minutes"), _movies(rng, movies)
         )
-    if movies == 0:
-        return 0
     loaded = movies
     loaded += await _copy(db, "imdb_actors", ("name", "birth_year"), _actors(rng, actors))
     cast_columns = ("movie_id", "actor_id", "billing", "character_name")

@@ -1,4 +1,3 @@
-# ruff: noqa: INP001 - a plugin directory, loaded by tether under a private package
 """The IMDB workload: searches, ratings and reviews over a movie database.
 
 ``db`` is an asyncpg connection (one per client). Setup creates the ``imdb_*``
@@ -35,7 +34,9 @@ from .imdb_data import Connection
 NAME = "imdb"
 VERSION = "1.0.0"
 DESCRIPTION = "Movie database: title and actor searches, ratings, reviews, analytics."
-CONFIG_KEYS = frozenset({"data_file", "movies", "actors", "ratings_per_movie", "seed"})
+CONFIG_KEYS = frozenset(
+    {"operation_weights", "data_file", "movies", "actors", "ratings_per_movie", "seed"}
+)
 OPERATION_WEIGHTS = {
     "movie_search": 40,
     "actor_search": 30,
@@ -105,7 +106,7 @@ def _integer(config: Mapping[str, object], key: str, *, minimum: int) -> int:
 
 def _check_keys(config: Mapping[str, object]) -> None:
     for key in config:
-        if key not in CONFIG_KEYS and key != "operation_weights":
+        if key not in CONFIG_KEYS:
             close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
             suggestion = f" (did you mean '{close[0]}'?)" if close else ""
             raise _fail(f"unknown key '{key}'{suggestion}")
@@ -129,7 +130,7 @@ def parse_settings(config: Mapping[str, object]) -> Settings:
         movies=_integer(config, "movies", minimum=1),
         actors=_integer(config, "actors", minimum=1),
         ratings_per_movie=_integer(config, "ratings_per_movie", minimum=0),
-        seed=None if seed is None else _integer(config, "seed", minimum=0),
+        seed=None if seed is None else _integer(config, "seed", minimum=-(2**63)),
     )
 
 
@@ -188,7 +189,9 @@ class ImdbWorkload:
         return dict(OPERATION_WEIGHTS)
 
     def get_metrics(self) -> dict[str, object]:
-        return {"operations": dict(self._counts), **self._metrics}
+        # Flat counters, so the metrics of several worker processes add up.
+        operations = {f"operations_{op}": n for op, n in self._counts.items()}
+        return {**operations, **self._metrics}
 
     async def setup(self, db: Connection) -> None:
         settings = self._settings()

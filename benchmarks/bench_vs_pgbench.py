@@ -1,0 +1,368 @@
+"""tether bench against pgbench, on one PostgreSQL server, in one sitting.
+
+    .venv/bin/python benchmarks/bench_vs_pgbench.py [--rounds 3] [--seconds 10] [--clients 8]
+
+Starts an embedded PostgreSQL (pgserver) in a temporary directory, loads pgbench's
+tables (``pgbench -i``), then, each round, alternates:
+
+- ``pgbench -M prepared -c C -j 2 -T S`` (TPC-B-like) and ``tether bench --workload
+  tpcb`` (tpcb_like), then ``pgbench -S`` and tether's select_only; the order of
+  the pair flips every round so drift hits both alike;
+
+and prints, per workload, the TPS of each (median of the rounds), the ratio
+tether/pgbench (goal: >= 0.9 TPC-B, >= 0.8 select-only), and the client CPU
+seconds per 1,000 transactions: each client runs as a child process and its CPU is
+the ``RUSAGE_CHILDREN`` delta around it (tether's worker processes included).
+tether's own start-up (interpreter, imports, plugin load, connections) is measured
+once with ``--transactions 1`` and shown separately; "net" subtracts it.
+
+Then, once each: tether's other hot paths (psycopg threads, psycopg pipeline mode,
+``--processes 2``); and the cost of the plugin layer, in this process: the same
+transactions run by the runner's client loop through the plugin (gate, weighted
+choice, ``execute_operation``) and through a hand-written function bypassing all
+of it (goal: within 3%), alternating, CPU per transaction from ``process_time``.
+
+The server runs with ``synchronous_commit=off`` unless ``--synchronous-commit on``:
+with it on, TPC-B waits on the disk's flushes (a noisy few hundred per second here)
+and the comparison says nothing about the clients. The machine has 2 cores, shared
+by the server and the client: client CPU per transaction decides throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.hosts.workload._loop import event_loop_name, run_with_best_loop
+
+ROOT = Path(__file__).resolve().parent.parent
+TETHER = str(Path(sys.executable).parent / "tether")
+TPCB_DIRECTORY = ROOT / "src" / "tether" / "workloads" / "tpcb"
+
+
+@dataclass
+class Sample:
+    tps: float
+    transactions: int
+    cpu: float  # client CPU seconds
+
+    @property
+    def cpu_per_1000(self) -> float:
+        return self.cpu / self.transactions * 1000 if self.transactions else float("nan")
+
+
+@dataclass
+class Series:
+    samples: list[Sample] = field(default_factory=list)
+
+    def tps(self) -> float:
+        return statistics.median(s.tps for s in self.samples)
+
+    def cpu_per_1000(self, startup: float = 0.0) -> float:
+        return statistics.median(
+            (s.cpu - startup) / s.transactions * 1000 for s in self.samples if s.transactions
+        )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(command: list[str], env: dict[str, str]) -> tuple[str, float]:
+    before = _children_cpu()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    cpu = _children_cpu() - before
+    if result.returncode != 0:
+        sys.exit(f"failed ({result.returncode}): {' '.join(command)}\n{result.stderr[-2000:]}")
+    return result.stdout, cpu
+
+
+# --------------------------------------------------------------------------- the server
+
+
+@contextlib.contextmanager
+def server(synchronous_commit: str) -> Iterator[tuple[str, Path]]:
+    """An embedded PostgreSQL in a temporary directory: (URI, socket directory)."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="tether-xdg-")
+    import pgserver
+
+    base = Path(tempfile.mkdtemp(prefix="tether-bench-"))
+    base.chmod(0o711)  # run as root, PostgreSQL runs as 'pgserver' and must reach its data
+    handle = pgserver.get_server(base / "data", cleanup_mode="delete")
+    try:
+        handle.psql(f"ALTER SYSTEM SET synchronous_commit = {synchronous_commit};")
+        handle.psql("SELECT pg_reload_conf();")
+        yield handle.get_uri(), base / "data"
+    finally:
+        handle.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def pgbench_path() -> str:
+    import pgserver
+
+    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench")
+
+
+# --------------------------------------------------------------------------- the contenders
+
+
+def run_pgbench(socket_dir: Path, args: argparse.Namespace, select_only: bool) -> Sample:
+    command = [
+        pgbench_path(), "-h", str(socket_dir), "-U", "postgres", "-M", "prepared",
+        "-c", str(args.clients), "-j", "2", "-T", str(args.seconds), "-n",
+        *(["-S"] if select_only else []), "postgres",
+    ]  # fmt: skip
+    stdout, cpu = _run(command, dict(os.environ))
+    tps = float(re.search(r"tps = ([\d.]+)", stdout).group(1))  # type: ignore[union-attr]
+    count = int(re.search(r"actually processed: (\d+)", stdout).group(1))  # type: ignore[union-attr]
+    return Sample(tps, count, cpu)
+
+
+def tether_command(dsn: str, args: argparse.Namespace, operation: str, *extra: str) -> list[str]:
+    weights = {
+        "tpcb_like": int(operation == "tpcb_like"),
+        "select_only": int(operation != "tpcb_like"),
+    }
+    return [
+        TETHER, "bench", "--workload", "tpcb", "--dsn", dsn, "--clients", str(args.clients),
+        "--set", f"scale={args.scale}", "--set", f"operation_weights={json.dumps(weights)}",
+        "--format", "json", "--quiet", "--seed", "1", *extra,
+    ]  # fmt: skip
+
+
+def run_tether(dsn: str, args: argparse.Namespace, operation: str, *extra: str) -> Sample:
+    command = tether_command(dsn, args, operation, "--duration", f"{args.seconds}s", *extra)
+    stdout, cpu = _run(command, dict(os.environ))
+    totals = json.loads(stdout)["totals"]
+    return Sample(totals["tps"], totals["transactions"], cpu)
+
+
+def tether_startup(dsn: str, args: argparse.Namespace) -> float:
+    """CPU seconds of a tether run doing one transaction: its fixed start-up cost."""
+    costs = []
+    for _ in range(3):
+        _, cpu = _run(
+            tether_command(dsn, args, "select_only", "--transactions", "1"), dict(os.environ)
+        )
+        costs.append(cpu)
+    return min(costs)
+
+
+# --------------------------------------------------------------------------- the plugin layer
+
+
+UPDATE_ACCOUNT = "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"
+SELECT_ACCOUNT = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+UPDATE_TELLER = "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2"
+UPDATE_BRANCH = "UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2"
+INSERT_HISTORY = (
+    "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+    "VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)"
+)
+
+
+def direct_operations(scale: int) -> dict[str, Callable[[Any, str], Any]]:
+    """The two transactions written by hand, as the runner would call them."""
+    draw = random.Random(1).random
+    accounts = 100_000 * scale
+
+    async def select_only(db: Any, _: str) -> None:
+        await db.fetchval(SELECT_ACCOUNT, int(draw() * accounts) + 1)
+
+    async def tpcb_like(db: Any, _: str) -> None:
+        aid = int(draw() * accounts) + 1
+        tid = int(draw() * 10 * scale) + 1
+        bid = int(draw() * scale) + 1
+        delta = int(draw() * 10_001) - 5000
+        await db.execute("BEGIN")
+        await db.execute(UPDATE_ACCOUNT, delta, aid)
+        await db.fetchval(SELECT_ACCOUNT, aid)
+        await db.execute(UPDATE_TELLER, delta, tid)
+        await db.execute(UPDATE_BRANCH, delta, bid)
+        await db.execute(INSERT_HISTORY, tid, bid, aid, delta)
+        await db.execute("END")
+
+    return {"select_only": select_only, "tpcb_like": tpcb_like}
+
+
+async def plugin_layer(dsn: str, args: argparse.Namespace) -> dict[str, tuple[Series, Series]]:
+    from tether.hosts.workload import Plan, WorkloadSpec, open_workload
+    from tether.hosts.workload._database import close_connections, open_connections
+    from tether.hosts.workload._engine import Engine
+
+    results: dict[str, tuple[Series, Series]] = {}
+    direct = direct_operations(args.scale)
+    for operation in ("select_only", "tpcb_like"):
+        weights = {
+            "tpcb_like": int(operation == "tpcb_like"),
+            "select_only": int(operation != "tpcb_like"),
+        }
+        spec = WorkloadSpec(
+            "tpcb", path=TPCB_DIRECTORY, config={"scale": args.scale, "operation_weights": weights}
+        )
+        workload = await open_workload(spec)
+        connections = await open_connections(dsn, args.clients, is_async=True)
+        plugin_series, direct_series = Series(), Series()
+        plan = Plan(clients=args.clients, duration=args.layer_seconds, seed=1)
+        try:
+            for round_ in range(args.rounds):
+                order = [("plugin", plugin_series), ("direct", direct_series)]
+                for kind, series in order if round_ % 2 == 0 else order[::-1]:
+                    engine = (
+                        Engine(plan, execute=workload.instance.execute_operation, is_async=True,
+                               weights=workload.weights, gate=workload.gate)
+                        if kind == "plugin"
+                        else Engine(plan, execute=direct[operation], is_async=True,
+                                    weights={operation: 1}, gate=None)
+                    )  # fmt: skip
+                    before = time.process_time()
+                    result = await engine.run(connections)
+                    cpu = time.process_time() - before
+                    count = sum(s.count for s in result.stats.values())
+                    series.samples.append(Sample(count / result.elapsed, count, cpu))
+        finally:
+            await close_connections(connections, is_async=True)
+            await workload.aclose()
+        results[operation] = (plugin_series, direct_series)
+    return results
+
+
+# --------------------------------------------------------------------------- main
+
+
+def loop_name() -> str:
+    async def name() -> str:
+        return event_loop_name()
+
+    return run_with_best_loop(name())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--layer-seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument("--synchronous-commit", choices=["on", "off"], default="off")
+    parser.add_argument(
+        "--skip-variants", action="store_true", help="skip psycopg/--processes runs"
+    )
+    args = parser.parse_args()
+    started = time.monotonic()
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} cores, event loop {loop_name()}; "
+        f"{args.rounds} rounds x "
+        f"{args.seconds}s, {args.clients} clients, scale {args.scale}, "
+        f"synchronous_commit={args.synchronous_commit}"
+    )
+    with server(args.synchronous_commit) as (dsn, socket_dir):
+        _run(
+            [
+                pgbench_path(),
+                "-i",
+                "-s",
+                str(args.scale),
+                "-q",
+                "-h",
+                str(socket_dir),
+                "-U",
+                "postgres",
+                "postgres",
+            ],
+            dict(os.environ),
+        )
+        startup = tether_startup(dsn, args)
+        print(f"tether start-up (one transaction, whole process): {startup:.2f} CPU s\n")
+        compare(dsn, socket_dir, args, startup)
+        if not args.skip_variants:
+            variants(dsn, args, startup)
+        layer = run_with_best_loop(plugin_layer(dsn, args))
+    print_layer(layer, args)
+    print(f"\ntotal time {time.monotonic() - started:.0f}s")
+
+
+def compare(dsn: str, socket_dir: Path, args: argparse.Namespace, startup: float) -> None:
+    names = {"tpcb_like": ("TPC-B", False, 0.9), "select_only": ("select-only", True, 0.8)}
+    series = {op: (Series(), Series()) for op in names}
+    for round_ in range(args.rounds):
+        for operation, (_, select_only, _) in names.items():
+            pg, te = series[operation]
+            runs = [
+                lambda pg=pg, s=select_only: pg.samples.append(run_pgbench(socket_dir, args, s)),
+                lambda te=te, o=operation: te.samples.append(run_tether(dsn, args, o)),
+            ]
+            for run in runs if round_ % 2 == 0 else runs[::-1]:
+                run()
+        print(f"round {round_ + 1}: " + ", ".join(
+            f"{op} pgbench {series[op][0].samples[-1].tps:.0f} / tether {series[op][1].samples[-1].tps:.0f} tps"
+            for op in names
+        ))  # fmt: skip
+    print()
+    header = f"{'workload':<12} {'pgbench tps':>12} {'tether tps':>11} {'ratio':>6} {'goal':>5}   client CPU s / 1000 tx: pgbench, tether (net of start-up)"
+    print(header)
+    for operation, (label, _, goal) in names.items():
+        pg, te = series[operation]
+        ratio = te.tps() / pg.tps()
+        print(
+            f"{label:<12} {pg.tps():>12.0f} {te.tps():>11.0f} {ratio:>6.2f} {goal:>5.1f}   "
+            f"{pg.cpu_per_1000():.3f}, {te.cpu_per_1000():.3f} ({te.cpu_per_1000(startup):.3f})"
+            f"  {'ok' if ratio >= goal else 'BELOW GOAL'}"
+        )
+
+
+def variants(dsn: str, args: argparse.Namespace, startup: float) -> None:
+    print("\ntether hot paths (one run each):")
+    cases = [
+        ("tpcb_like", "asyncpg, 1 process", ()),
+        ("tpcb_like", "psycopg threads", ("--set", "driver=psycopg")),
+        ("tpcb_like", "psycopg pipeline", ("--set", "driver=psycopg", "--set", "pipeline=true")),
+        ("tpcb_like", "asyncpg, --processes 2", ("--processes", "2")),
+        ("select_only", "asyncpg, 1 process", ()),
+        ("select_only", "psycopg threads", ("--set", "driver=psycopg")),
+        ("select_only", "asyncpg, --processes 2", ("--processes", "2")),
+    ]
+    for operation, label, extra in cases:
+        sample = run_tether(dsn, args, operation, *extra)
+        processes = 2 if "--processes" in extra else 1
+        net = (sample.cpu - startup * processes) / sample.transactions * 1000
+        print(
+            f"  {operation:<12} {label:<24} {sample.tps:>8.0f} tps   {sample.cpu_per_1000:.3f} CPU s / 1000 tx ({net:.3f} net)"
+        )
+
+
+def print_layer(layer: dict[str, tuple[Series, Series]], args: argparse.Namespace) -> None:
+    print(
+        f"\nplugin layer ({args.rounds} alternating rounds x {args.layer_seconds:g}s, in-process, asyncpg):"
+    )
+    for operation, (plugin, direct) in layer.items():
+        plugin_us = plugin.cpu_per_1000() * 1000
+        direct_us = direct.cpu_per_1000() * 1000
+        print(
+            f"  {operation:<12} plugin {plugin.tps():>7.0f} tps {plugin_us:6.1f} CPU us/tx | "
+            f"hand-written {direct.tps():>7.0f} tps {direct_us:6.1f} CPU us/tx | "
+            f"tps ratio {plugin.tps() / direct.tps():.3f}, CPU +{(plugin_us / direct_us - 1) * 100:.1f}%"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""One JSON shape for every admin API error, and the HTTP status of each tether error.
+
+::
+
+    {"error": "DependentsRunningError", "message": "cannot unload plugin 'auth' ...",
+     "plugin": "auth", "hint": "unload the dependents first, or pass force=True ..."}
+
+``error`` is the exception's class name for tether's errors, and one of
+``Unauthorized``, ``Forbidden``, ``BadRequest``, ``NotFound``, ``NotImplemented``,
+``NotReady`` or ``InternalError`` for the API's own.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+from tether.errors import (
+    ConfigError,
+    DiscoveryError,
+    HealthCheckError,
+    LifecycleError,
+    ManifestError,
+    PluginLoadError,
+    PluginNotFoundError,
+    PluginUnavailableError,
+    ResolutionError,
+    StorageError,
+    TetherError,
+)
+
+__all__ = ["ApiError", "error_response", "status_of"]
+
+# First match wins, so subclasses come before their bases.
+_STATUSES: tuple[tuple[type[TetherError], int], ...] = (
+    (PluginNotFoundError, 404),
+    (PluginUnavailableError, 503),
+    (LifecycleError, 409),
+    (ResolutionError, 409),
+    (DiscoveryError, 409),  # PluginNameConflictError: that name is loaded already
+    (ManifestError, 400),
+    (ConfigError, 400),
+    (PluginLoadError, 400),
+    (StorageError, 503),
+    (HealthCheckError, 503),
+)
+
+
+def status_of(error: TetherError) -> int:
+    for kind, status in _STATUSES:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+class ApiError(Exception):
+    """An error of the API itself (bad request, auth...), with its status."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        *,
+        plugin: str | None = None,
+        hint: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.plugin = plugin
+        self.hint = hint
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        return error_response(
+            self.status, self.error, self.message, plugin=self.plugin, hint=self.hint,
+            headers=self.headers,
+        )  # fmt: skip
+
+
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    *,
+    plugin: str | None = None,
+    hint: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, object] | None = None,
+) -> JSONResponse:
+    body: dict[str, object] = {"error": error, "message": message, "plugin": plugin, "hint": hint}
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def tether_error_response(exc: TetherError) -> JSONResponse:
+    return error_response(
+        status_of(exc), type(exc).__name__, str(exc), plugin=exc.plugin, hint=exc.hint
+    )

@@ -1,0 +1,451 @@
+"""The OpenAPI 3.1 document of the admin API, served at ``/admin/openapi.json``."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tether import __version__
+
+__all__ = ["openapi_document"]
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    meaning = {
+        400: "Bad input: the body, the manifest or the plugin's config",
+        401: "No bearer token",
+        403: "Wrong token, or the admin API is locked (no token configured)",
+        404: "No plugin of that name",
+        409: "Conflict: running plugins depend on it, a lifecycle step failed, or the "
+        "name is taken",
+        501: "Not possible before hot reload (plugins from entry points)",
+        503: "Unavailable (the state store or the plugin)",
+    }
+    out = {str(s): _json(_ERROR, meaning[s]) for s in statuses}
+    out["500"] = _json(_ERROR, "Unexpected failure (see the server log)")
+    return out
+
+
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "The plugin's name",
+    "schema": {"type": "string"},
+}
+
+
+def _force(action: str) -> dict[str, Any]:
+    return {
+        "name": "force",
+        "in": "query",
+        "required": False,
+        "description": f"{action} even though running plugins depend on it",
+        "schema": {"type": "boolean", "default": False},
+    }
+
+
+_DETAIL = _json({"$ref": "#/components/schemas/PluginDetail"}, "The plugin")
+_AUTH = (401, 403)
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message", "plugin", "hint"],
+        "properties": {
+            "error": {"type": "string", "description": "The error's type name"},
+            "message": {"type": "string"},
+            "plugin": {"type": ["string", "null"]},
+            "hint": {"type": ["string", "null"], "description": "What to do about it"},
+        },
+    },
+    "PluginSummary": {
+        "type": "object",
+        "required": ["name", "version", "status", "state", "enabled", "ready"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["unloaded", "loading", "initialized", "running", "stopped", "error"],
+            },
+            "state": {"type": "string", "description": "status, or disabled / degraded"},
+            "enabled": {"type": "boolean"},
+            "ready": {"type": "boolean"},
+            "degraded": {"type": "boolean"},
+            "error_count": {"type": "integer"},
+            "path": {"type": ["string", "null"]},
+        },
+    },
+    "PluginDetail": {
+        "allOf": [
+            {"$ref": "#/components/schemas/PluginSummary"},
+            {
+                "type": "object",
+                "properties": {
+                    "description": {"type": "string"},
+                    "author": {"type": "string"},
+                    "isolation": {"type": "string"},
+                    "load_time": {"type": ["string", "null"], "format": "date-time"},
+                    "dependencies": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "name": {"type": "string"},
+                                "version": {"type": "string"},
+                                "optional": {"type": "boolean"},
+                                "loaded": {"type": "boolean"},
+                            },
+                        },
+                    },
+                    "dependents": {"type": "array", "items": {"type": "string"}},
+                    "health": {"$ref": "#/components/schemas/PluginHealth"},
+                },
+            },
+        ]
+    },
+    "HookMetrics": {
+        "type": "object",
+        "properties": {
+            "execution_count": {"type": "integer"},
+            "total_duration_seconds": {"type": "number"},
+            "average_duration_seconds": {"type": "number"},
+            "error_count": {"type": "integer"},
+        },
+    },
+    "PluginHealth": {
+        "type": "object",
+        "required": ["name", "status", "enabled", "error_count", "hook_metrics"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "status": {"type": "string"},
+            "state": {"type": "string"},
+            "enabled": {"type": "boolean"},
+            "ready": {"type": "boolean"},
+            "degraded": {"type": "boolean"},
+            "error_count": {"type": "integer"},
+            "last_error": {"type": ["string", "null"]},
+            "last_error_at": {"type": ["string", "null"], "format": "date-time"},
+            "errors_by_type": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "hook_metrics": {
+                "type": "object",
+                "additionalProperties": {"$ref": "#/components/schemas/HookMetrics"},
+            },
+            "load_time": {"type": ["string", "null"], "format": "date-time"},
+            "load_duration_seconds": {"type": ["number", "null"]},
+            "gate": {"type": "string", "enum": ["open", "held", "closed"]},
+            "unavailable_reason": {"type": ["string", "null"]},
+            "in_flight": {"type": "integer"},
+            "last_health_check": {
+                "type": ["object", "null"],
+                "properties": {
+                    "ok": {"type": "boolean"},
+                    "checked_at": {"type": "string", "format": "date-time"},
+                    "duration_seconds": {"type": "number"},
+                    "error": {"type": ["string", "null"]},
+                },
+            },
+            "error_threshold": {
+                "type": ["object", "null"],
+                "properties": {
+                    "max_errors": {"type": "integer"},
+                    "time_window": {"type": "string"},
+                    "action": {"type": "string", "enum": ["disable", "log", "alert"]},
+                    "reset_on_success": {"type": "boolean"},
+                    "warn_at": {"type": "number"},
+                    "cooldown": {"type": ["string", "null"]},
+                    "errors_in_window": {"type": "integer"},
+                    "state": {"type": "string", "enum": ["closed", "open", "half-open"]},
+                    "exceeded_count": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "LoadRequest": {
+        "type": "object",
+        "required": ["path"],
+        "additionalProperties": False,
+        "properties": {
+            "path": {"type": "string", "description": "A plugin directory or manifest"},
+            "name": {"type": "string"},
+            "config": {"type": "object"},
+            "permissions": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            "priority": {"type": "integer", "default": 0},
+            "error_threshold": {"type": "object"},
+            "start": {
+                "type": "boolean",
+                "default": True,
+                "description": "Initialize and start it after loading",
+            },
+        },
+    },
+    "Graph": {
+        "type": "object",
+        "properties": {
+            "graph": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+            "order": {"type": "array", "items": {"type": "string"}},
+            "nodes": {"type": "array", "items": {"type": "object"}},
+            "edges": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "from": {"type": "string"},
+                        "to": {"type": "string"},
+                        "version": {"type": "string"},
+                        "optional": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _paths() -> dict[str, Any]:
+    detail_ops = {"parameters": [_NAME]}
+    return {
+        "/plugins": {
+            "get": {
+                "operationId": "listPlugins",
+                "summary": "Every loaded plugin",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "plugins": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/PluginSummary"},
+                                }
+                            },
+                        },
+                        "The plugins, in load order",
+                    ),
+                    **_errors(*_AUTH),
+                },
+            },
+            "post": {
+                "operationId": "loadPlugin",
+                "summary": "Load a plugin from a path on the server (and start it)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/LoadRequest"}}
+                    },
+                },
+                "responses": {
+                    "201": _json({"$ref": "#/components/schemas/PluginDetail"}, "Loaded"),
+                    **_errors(400, *_AUTH, 409),
+                },
+            },
+        },
+        "/plugins/{name}": {
+            **detail_ops,
+            "get": {
+                "operationId": "getPlugin",
+                "summary": "One plugin: info, health, dependencies and dependents",
+                "responses": {"200": _DETAIL, **_errors(*_AUTH, 404)},
+            },
+            "delete": {
+                "operationId": "unloadPlugin",
+                "summary": "Stop and unload a plugin",
+                "parameters": [_force("Unload")],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "name": {"type": "string"},
+                                "unloaded": {"type": "boolean"},
+                            },
+                        },
+                        "Unloaded",
+                    ),
+                    **_errors(*_AUTH, 404, 409),
+                },
+            },
+        },
+        "/plugins/{name}/health": {
+            **detail_ops,
+            "get": {
+                "operationId": "getPluginHealth",
+                "summary": "One plugin's PluginHealth",
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/PluginHealth"}, "Its health"),
+                    **_errors(*_AUTH, 404),
+                },
+            },
+        },
+        "/plugins/{name}/enable": {
+            **detail_ops,
+            "post": {
+                "operationId": "enablePlugin",
+                "summary": "Enable a plugin and start it (saved in the state store)",
+                "responses": {"200": _DETAIL, **_errors(*_AUTH, 404, 409)},
+            },
+        },
+        "/plugins/{name}/disable": {
+            **detail_ops,
+            "post": {
+                "operationId": "disablePlugin",
+                "summary": "Stop a plugin and refuse calls to it (saved in the state store)",
+                "parameters": [_force("Disable")],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"reason": {"type": "string"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": _DETAIL, **_errors(400, *_AUTH, 404, 409)},
+            },
+        },
+        "/plugins/{name}/reload": {
+            **detail_ops,
+            "post": {
+                "operationId": "reloadPlugin",
+                "summary": "Unload and load again from the same path with the same settings",
+                "parameters": [_force("Reload")],
+                "responses": {"200": _DETAIL, **_errors(400, *_AUTH, 404, 409, 501)},
+            },
+        },
+        "/health": {
+            "get": {
+                "operationId": "getAllHealth",
+                "summary": "Every plugin's PluginHealth",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "plugins": {
+                                    "type": "object",
+                                    "additionalProperties": {
+                                        "$ref": "#/components/schemas/PluginHealth"
+                                    },
+                                }
+                            },
+                        },
+                        "Health by plugin",
+                    ),
+                    **_errors(*_AUTH),
+                },
+            },
+        },
+        "/graph": {
+            "get": {
+                "operationId": "getDependencyGraph",
+                "summary": "The dependency graph of the loaded plugins",
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Graph"}, "The graph"),
+                    **_errors(*_AUTH),
+                },
+            },
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "summary": "This document (no token needed)",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
+            },
+        },
+        **_ops_paths(),
+    }
+
+
+def _ops_paths() -> dict[str, Any]:
+    root = [{"url": "/", "description": "Operations routes live at the root"}]
+    return {
+        "/healthz": {
+            "servers": root,
+            "get": {
+                "operationId": "healthz",
+                "summary": "The process is alive (no token needed)",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "Alive")},
+            },
+        },
+        "/readyz": {
+            "servers": root,
+            "get": {
+                "operationId": "readyz",
+                "summary": "Every plugin is enabled and running (no token needed)",
+                "security": [],
+                "responses": {
+                    "200": _json({"type": "object"}, "Ready"),
+                    "503": _json(
+                        {
+                            "allOf": [
+                                _ERROR,
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "not_ready": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        }
+                                    },
+                                },
+                            ]
+                        },
+                        "Not ready: the plugins that are not, with why",
+                    ),
+                },
+            },
+        },
+        "/metrics": {
+            "servers": root,
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (token only with admin.protect_metrics)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            },
+        },
+    }
+
+
+_DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "tether admin API",
+        "version": __version__,
+        "description": "Manage the plugins of a running tether server. Every route needs "
+        "'Authorization: Bearer <token>' unless marked otherwise. Errors have one shape: "
+        '{"error", "message", "plugin", "hint"}. See docs/operations.md.',
+    },
+    "servers": [{"url": "/admin"}],
+    "security": [{"bearerAuth": []}],
+    "paths": _paths(),
+    "components": {
+        "schemas": _SCHEMAS,
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """A copy of the document (callers may change it)."""
+    return copy.deepcopy(_DOCUMENT)

@@ -1,0 +1,371 @@
+"""``tether plugins health|enable|disable|reload``: operating plugins of a server.
+
+Without ``--url`` these read and write the state store (``state.url`` in the config,
+else ``.tether/state.db`` beside it): the manager reads the enabled flags from it when
+it loads plugins, and a host that starts observability writes plugin health there.
+With ``--url`` (or ``$TETHER_ADMIN_URL``) they ask a running server's admin API, with
+``--token`` (or ``$TETHER_ADMIN_TOKEN``, or ``admin.token``).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from tether.cli._app import State, pass_state
+from tether.cli._commands import plugins
+from tether.cli._output import out
+from tether.errors import TetherError
+from tether.observability import PluginStateStore
+from tether.observability.state import PluginRow
+
+URL_ENV = "TETHER_ADMIN_URL"
+TOKEN_ENV = "TETHER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
+_HEALTHY = {"running"}
+
+url_option = click.option(
+    "--url",
+    envvar=URL_ENV,
+    metavar="URL",
+    help="A running server (http://127.0.0.1:8080): ask its admin API. [env: TETHER_ADMIN_URL]",
+)
+token_option = click.option(
+    "--token",
+    envvar=TOKEN_ENV,
+    metavar="TOKEN",
+    help="The admin API's bearer token (default: admin.token in the config). "
+    "[env: TETHER_ADMIN_TOKEN]",
+)
+state_option = click.option(
+    "--state",
+    "state_target",
+    metavar="PATH|URL",
+    help="The state store to use instead of the config's (a SQLite file or postgresql:// URL).",
+)
+
+
+# --------------------------------------------------------------------------- the admin API
+
+
+def _token(state: State, token: str | None) -> str | None:
+    if token:
+        return token
+    configured = state.config().section("admin").get("token")
+    return str(configured) if configured else None
+
+
+def _call(
+    url: str, method: str, path: str, token: str | None, body: dict[str, object] | None = None
+) -> dict[str, object]:
+    """One admin API request; its JSON answer, or a ``TetherError`` in the server's words."""
+    base = url.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise TetherError(
+            f"not an http(s) URL: {url}", hint="pass --url http://127.0.0.1:8080 (the server)"
+        )
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method)  # noqa: S310 - checked above
+    request.add_header("Accept", "application/json")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return dict(json.loads(response.read() or b"{}"))
+    except urllib.error.HTTPError as exc:
+        raise _server_error(exc) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TetherError(
+            f"cannot reach the tether server at {base}: {reason}",
+            hint="is `tether serve` running there? check --url / TETHER_ADMIN_URL",
+        ) from None
+
+
+def _server_error(exc: urllib.error.HTTPError) -> TetherError:
+    try:
+        body = json.loads(exc.read())
+    except (ValueError, OSError):
+        body = {}
+    if not isinstance(body, dict) or "message" not in body:
+        return TetherError(f"the server answered {exc.code} {exc.reason}")
+    hint = body.get("hint")
+    if exc.code in {401, 403} and not hint:
+        hint = "pass --token (or set TETHER_ADMIN_TOKEN)"
+    plugin = body.get("plugin")
+    return TetherError(
+        f"{body['message']} (HTTP {exc.code})",
+        plugin=str(plugin) if plugin else None,
+        hint=str(hint) if hint else None,
+    )
+
+
+# --------------------------------------------------------------------------- the state store
+
+
+def _state_target(state: State, override: str | None) -> str:
+    if override:
+        return override
+    config = state.config()
+    return config.state.target or str(config.base_directory / ".tether" / "state.db")
+
+
+def _open_store(target: str, *, create: bool) -> PluginStateStore:
+    is_file = not target.startswith(("postgresql://", "postgres://"))
+    if is_file and not create and not Path(target).is_file():
+        raise TetherError(
+            f"no plugin state store at {target}",
+            hint="a server writes it while it runs (once it starts observability); pass "
+            "--url to ask a running server, or --config/--state to point at the right one",
+        )
+    return PluginStateStore(target)
+
+
+# --------------------------------------------------------------------------- health
+
+
+@plugins.command("health")
+@click.argument("name", required=False)
+@url_option
+@token_option
+@state_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@pass_state
+def plugins_health(
+    state: State,
+    name: str | None,
+    url: str | None,
+    token: str | None,
+    state_target: str | None,
+    as_json: bool,
+) -> None:
+    """Health of every plugin, or of plugin NAME: status, errors, hooks, last error.
+
+    Reads the state store, or a running server with --url. Exits 1 when a plugin is
+    not running, disabled or degraded.
+    """
+    if url:
+        rows = _live_health(url, _token(state, token), name)
+    else:
+        rows = _stored_health(_state_target(state, state_target), name, as_json=as_json)
+    if as_json:
+        out.print_json(json.dumps({"plugins": rows}, default=str))
+    else:
+        _print_health(rows, detailed=name is not None)
+    unhealthy = [r["name"] for r in rows if r.get("state") not in _HEALTHY]
+    if unhealthy:
+        raise TetherError(
+            f"{len(unhealthy)} plugin(s) not healthy: {', '.join(map(str, unhealthy))}",
+            hint="`tether plugins health NAME` shows one in detail; "
+            "`tether plugins enable NAME` brings back a disabled one",
+        )
+
+
+def _live_health(url: str, token: str | None, name: str | None) -> list[dict[str, object]]:
+    if name is not None:
+        return [_call(url, "GET", f"/admin/plugins/{urllib.parse.quote(name)}/health", token)]
+    answer = _call(url, "GET", "/admin/health", token)
+    found = answer.get("plugins")
+    return list(found.values()) if isinstance(found, dict) else []
+
+
+def _stored_health(target: str, name: str | None, *, as_json: bool) -> list[dict[str, object]]:
+    with _open_store(target, create=False) as store:
+        found = store.plugins(name)
+        if name is not None and not found:
+            raise TetherError(
+                f"plugin '{name}' is not in the state store at {target}",
+                plugin=name,
+                hint="`tether plugins health` lists the plugins it knows",
+            )
+        rows = [_stored_row(row) for row in found]
+        if name is not None:
+            rows[0]["hook_metrics"] = {
+                h.hook_type: {
+                    "execution_count": h.execution_count,
+                    "average_duration_seconds": (
+                        h.total_duration_ms / h.execution_count / 1000 if h.execution_count else 0
+                    ),
+                    "error_count": h.error_count,
+                }
+                for h in store.hooks(name)
+            }
+            rows[0]["recent_errors"] = [
+                {"at": e.recorded_at.isoformat(), **(e.labels or {})}
+                for e in store.recent_errors(name)
+            ]
+    if not rows and not as_json:
+        out.print(f"No plugins in the state store at {target}.")
+    return rows
+
+
+def _stored_row(row: PluginRow) -> dict[str, object]:
+    data = row.to_dict()
+    data["state"] = row.status
+    data["status"] = row.lifecycle_status
+    data["updated_at"] = data.get("updated_at")
+    return data
+
+
+def _print_health(rows: list[dict[str, object]], *, detailed: bool) -> None:
+    if not rows:
+        return
+    table = Table("name", "state", "enabled", "errors", "last error", "at", box=None)
+    for r in rows:
+        state = str(r.get("state"))
+        colour = (
+            "green" if state in _HEALTHY else "red" if state in {"error", "disabled"} else "yellow"
+        )
+        table.add_row(
+            str(r.get("name")),
+            f"[{colour}]{state}[/]",
+            "yes" if r.get("enabled") else "no",
+            str(r.get("error_count", 0)),
+            _short(r.get("last_error")),
+            _when(r.get("last_error_at")),
+        )
+    out.print(table)
+    if detailed:
+        _print_detail(rows[0])
+
+
+def _print_detail(row: dict[str, object]) -> None:
+    reason = row.get("unavailable_reason") or row.get("disabled_reason")
+    if reason:
+        out.print(f"\nunavailable: {reason}", markup=False)
+    hooks = row.get("hook_metrics")
+    if isinstance(hooks, dict) and hooks:
+        table = Table("hook", "executions", "avg", "errors", box=None)
+        for hook, m in hooks.items():
+            average = float(m.get("average_duration_seconds", 0)) * 1000
+            table.add_row(hook, str(m.get("execution_count")), f"{average:.3f} ms",
+                          str(m.get("error_count")))  # fmt: skip
+        out.print("\n[bold]Hooks[/]")
+        out.print(table)
+    errors = row.get("recent_errors")
+    if isinstance(errors, list) and errors:
+        out.print("\n[bold]Recent errors[/]")
+        for e in errors:
+            out.print(f"  {_when(e.get('at'))}  {e.get('type')}: {_short(e.get('message'))}",
+                      markup=False)  # fmt: skip
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _when(value: object) -> str:
+    if not value:
+        return ""
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return str(value)
+
+
+# --------------------------------------------------------------------------- switching
+
+
+def _switch(
+    state: State,
+    name: str,
+    *,
+    enabled: bool,
+    url: str | None,
+    token: str | None,
+    state_target: str | None,
+    force: bool = False,
+    reason: str | None = None,
+) -> None:
+    action = "enable" if enabled else "disable"
+    if url:
+        query = "?force=true" if force else ""
+        body: dict[str, object] = {} if enabled or reason is None else {"reason": reason}
+        path = f"/admin/plugins/{urllib.parse.quote(name)}/{action}{query}"
+        answer = _call(url, "POST", path, _token(state, token), body)
+        out.print(f"{action}d [bold]{name}[/] on {url}: it is {answer.get('status')}")
+    target = _state_target(state, state_target)
+    with _open_store(target, create=True) as store:
+        known = bool(store.plugins(name))
+        store.set_enabled(name, enabled, reason or "it is disabled")
+    out.print(f"{action}d [bold]{name}[/] in the state store at {target}", highlight=False)
+    if not known:
+        out.print(f"[yellow]note:[/] no plugin named '{name}' has run with this state store yet")
+    if not url:
+        out.print(
+            "[dim]A running server picks this up when it restarts; pass --url to apply it now.[/]"
+        )
+
+
+@plugins.command("enable")
+@click.argument("name")
+@url_option
+@token_option
+@state_option
+@pass_state
+def plugins_enable(
+    state: State, name: str, url: str | None, token: str | None, state_target: str | None
+) -> None:
+    """Enable plugin NAME: saved in the state store (the next `tether serve` starts it).
+
+    With --url the running server enables and starts it now as well.
+    """
+    _switch(state, name, enabled=True, url=url, token=token, state_target=state_target)
+
+
+@plugins.command("disable")
+@click.argument("name")
+@url_option
+@token_option
+@state_option
+@click.option("--force", is_flag=True, help="Disable it even though running plugins depend on it.")
+@click.option("--reason", help="Why; callers refused by the plugin's gate are told this.")
+@pass_state
+def plugins_disable(
+    state: State,
+    name: str,
+    url: str | None,
+    token: str | None,
+    state_target: str | None,
+    force: bool,
+    reason: str | None,
+) -> None:
+    """Disable plugin NAME: saved in the state store (the next `tether serve` does not start it).
+
+    With --url the running server stops it and refuses calls to it now as well.
+    """
+    _switch(
+        state, name, enabled=False, url=url, token=token, state_target=state_target,
+        force=force, reason=reason,
+    )  # fmt: skip
+
+
+@plugins.command("reload")
+@click.argument("name")
+@url_option
+@token_option
+@click.option("--force", is_flag=True, help="Reload it even though running plugins depend on it.")
+@pass_state
+def plugins_reload(
+    state: State, name: str, url: str | None, token: str | None, force: bool
+) -> None:
+    """Reload plugin NAME in a running server (unload, then load from the same path)."""
+    if not url:
+        raise TetherError(
+            "reloading a plugin needs a running server",
+            plugin=name,
+            hint="pass --url http://127.0.0.1:8080 (or set TETHER_ADMIN_URL) and --token",
+        )
+    query = "?force=true" if force else ""
+    path = f"/admin/plugins/{urllib.parse.quote(name)}/reload{query}"
+    answer = _call(url, "POST", path, _token(state, token), {})
+    out.print(f"reloaded [bold]{name}[/] {answer.get('version')}: it is {answer.get('status')}")

@@ -1,0 +1,92 @@
+"""``tether serve``: the web host, serving a config's plugins over HTTP."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from tether.cli._app import State, cli, pass_state
+from tether.cli._output import out
+from tether.errors import TetherError
+
+__all__ = ["serve"]
+
+
+@cli.command("serve")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Config file whose plugins to serve. Default: the global --config.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--admin-token",
+    help="Bearer token the admin API requires. Default: admin.token in the config, "
+    "else $TETHER_ADMIN_TOKEN.",
+)
+@click.option(
+    "--graceful-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for requests in flight when stopping.",
+)
+@pass_state
+def serve(
+    state: State,
+    config_file: Path | None,
+    host: str,
+    port: int,
+    admin_token: str | None,
+    graceful_timeout: float,
+) -> None:
+    """Serve the plugins of a config over HTTP until SIGINT or SIGTERM.
+
+    \b
+    Plugins add routes (ctx.router), middleware and request hooks; the
+    admin API (/admin, /healthz, /readyz, /metrics) sits beside them. On
+    SIGINT/SIGTERM: stop accepting, finish the requests in flight, stop the
+    plugins in reverse dependency order, exit 0.
+    """
+    from tether.hosts.web import ServeInfo
+    from tether.hosts.web import serve as run_server
+
+    path = config_file or state.config_path
+    if path is None:
+        raise TetherError(
+            "no config file given",
+            hint="pass one: tether serve --config app.yaml",
+        )
+    plugin_logger = logging.getLogger("tether.plugin")
+    if plugin_logger.getEffectiveLevel() > logging.INFO:
+        plugin_logger.setLevel(logging.INFO)  # access logs and plugin messages are the point
+
+    def ready(info: ServeInfo) -> None:
+        out.print(f"tether serving {len(info.plugins)} plugin(s) on {info.url}")
+        table = Table("method", "path", "plugin", box=None)
+        for method, route, plugin in info.routes:
+            table.add_row(method, route, plugin)
+        out.print(table)
+        out.print("Press Ctrl+C to stop.", style="dim")
+
+    server = run_server(
+        path,
+        host=host,
+        port=port,
+        admin_token=admin_token,
+        graceful_timeout=graceful_timeout,
+        on_ready=ready,
+    )
+    stopped = " -> ".join(server.stopped_order) or "none"
+    out.print(f"stopped plugins in reverse order: {stopped}")

@@ -1,0 +1,32 @@
+"""The web host: ``tether serve``. Plugins add routes, middleware and request hooks to
+one ASGI application; uvicorn serves it.
+
+The public API is exactly ``__all__``; ``tether.hosts.web.testing`` runs the host in a
+thread for tests. See docs/web.md.
+"""
+
+from tether.hosts.web._app import REQUEST_HOOKS, WebApp
+from tether.hosts.web._errors import error_body, error_response
+from tether.hosts.web._request import HookContext, RequestContext
+from tether.hosts.web._routers import PluginRouter, WebRouter
+from tether.hosts.web._routing import METHODS, RESERVED_PATHS, Route, RouteConflictError
+from tether.hosts.web._server import ServeInfo, WebServer, bind_socket, serve
+
+__all__ = [
+    "METHODS",
+    "REQUEST_HOOKS",
+    "RESERVED_PATHS",
+    "HookContext",
+    "PluginRouter",
+    "RequestContext",
+    "Route",
+    "RouteConflictError",
+    "ServeInfo",
+    "WebApp",
+    "WebRouter",
+    "WebServer",
+    "bind_socket",
+    "error_body",
+    "error_response",
+    "serve",
+]

@@ -1,0 +1,108 @@
+"""The one JSON shape every error of the web host takes, and what a handler may return.
+
+Every refusal or failure the host answers itself (no route, a plugin that is not
+running, a handler or hook that raised) and every refusal a plugin makes through
+``RequestContext.refuse`` has this body::
+
+    {"error": "PluginUnavailableError", "message": "plugin 'users' is unavailable: ...",
+     "plugin": "users", "hint": "..."}
+
+``error`` is a type name (an exception's, or a short name such as ``NotFound``),
+``plugin`` the plugin concerned (``null`` for the host itself) and ``hint`` what to do
+about it (``null`` when there is nothing to add).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from tether.errors import PluginUnavailableError, TetherError
+
+__all__ = [
+    "LOG_HINT",
+    "counts_against_plugin",
+    "error_body",
+    "error_response",
+    "response_for",
+    "to_response",
+]
+
+LOG_HINT = "the server log (logger 'tether.web') has the traceback"
+_SERVER_ERROR = 500
+_UNAVAILABLE = 503
+
+
+def error_body(
+    error: str, message: str, *, plugin: str | None = None, hint: str | None = None
+) -> dict[str, str | None]:
+    """The error JSON: ``{"error", "message", "plugin", "hint"}``."""
+    return {"error": error, "message": message, "plugin": plugin, "hint": hint}
+
+
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    *,
+    plugin: str | None = None,
+    hint: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """A JSON response in the error shape, with ``status``."""
+    body = error_body(error, message, plugin=plugin, hint=hint)
+    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
+
+
+def response_for(exc: BaseException, plugin: str | None) -> JSONResponse:
+    """The response for ``exc``, raised by ``plugin`` (or by the host when None).
+
+    ``HTTPException`` keeps its status and detail; a plugin that is not running is a
+    503; anything else is a 500. A ``TetherError`` names its own plugin and hint.
+    """
+    if isinstance(exc, HTTPException):
+        return error_response(
+            exc.status_code, "HTTPException", str(exc.detail), plugin=plugin, headers=exc.headers
+        )
+    if isinstance(exc, TetherError):
+        status = _UNAVAILABLE if isinstance(exc, PluginUnavailableError) else _SERVER_ERROR
+        headers = {"Retry-After": "1"} if status == _UNAVAILABLE else None
+        return error_response(
+            status,
+            type(exc).__name__,
+            str(exc),
+            plugin=exc.plugin or plugin,
+            hint=exc.hint,
+            headers=headers,
+        )
+    message = str(exc) or type(exc).__name__
+    return error_response(_SERVER_ERROR, type(exc).__name__, message, plugin=plugin, hint=LOG_HINT)
+
+
+def counts_against_plugin(exc: BaseException) -> bool:
+    """Whether ``exc`` is the plugin's failure (a 4xx ``HTTPException`` is an answer)."""
+    return not (isinstance(exc, HTTPException) and exc.status_code < _SERVER_ERROR)
+
+
+def to_response(result: object, *, what: str) -> Response:
+    """Turn what a handler returned into a response; ``what`` names the handler in errors.
+
+    ``Response`` as is, ``dict``/``list`` as JSON, ``str`` as text, ``bytes`` as
+    ``application/octet-stream``, ``None`` as ``204 No Content``.
+    """
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, dict | list):
+        return JSONResponse(result)
+    if isinstance(result, str):
+        return PlainTextResponse(result)
+    if isinstance(result, bytes):
+        return Response(result, media_type="application/octet-stream")
+    if result is None:
+        return Response(status_code=204)
+    raise TypeError(
+        f"{what} returned {type(result).__name__}; return a starlette Response, a dict or "
+        "list (sent as JSON), a str (text), bytes, or None (204 No Content)"
+    )

@@ -1,0 +1,196 @@
+"""Serving: plugins up, then uvicorn; on SIGINT/SIGTERM, the same steps in reverse.
+
+Startup: load the config's plugins, install the web app's router, initialize and start
+every plugin, bind the socket, serve. A plugin that fails to load or start stops the
+server before it listens.
+
+Shutdown, on SIGINT or SIGTERM (or ``WebServer.stop()``): uvicorn stops accepting
+connections, closes idle ones and waits for the requests in flight to finish (up to
+``graceful_timeout``); then the plugins are stopped in reverse dependency order and
+unloaded (``PluginManager.aclose``). The process then exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from tether import PluginManager, TetherConfig, load_config
+from tether.hosts.web._app import WebApp
+
+__all__ = ["ServeInfo", "WebServer", "bind_socket", "serve"]
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True, slots=True)
+class ServeInfo:
+    """What a started server reports: where it listens and what it serves."""
+
+    url: str
+    host: str
+    port: int
+    plugins: tuple[str, ...]
+    routes: tuple[tuple[str, str, str], ...]  # (method, path, plugin)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0 picks a free one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)  # noqa: FBT003 - socket API
+    return sock
+
+
+class WebServer:
+    """A plugin manager behind a :class:`WebApp`, served by uvicorn.
+
+    ``run()`` does everything (start plugins, serve until told to stop, stop plugins);
+    ``stop()`` asks it to stop, from any thread or a signal handler.
+    """
+
+    def __init__(
+        self,
+        config: TetherConfig,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        admin_token: str | None = None,
+        graceful_timeout: float | None = 30.0,
+        state_directory: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.graceful_timeout = graceful_timeout
+        self.manager = PluginManager(config=config, state_directory=state_directory)
+        self.app = WebApp(self.manager, admin_token=admin_token)
+        self.stopped_order: list[str] = []
+        self._server: uvicorn.Server | None = None
+        self._stop_requested = False
+
+    async def start_plugins(self) -> None:
+        manager = self.manager
+        await manager.load_plugins_from_config(self.config)
+        await manager.initialize_all()
+        await manager.start_all()
+
+    async def run(self, on_ready: Callable[[ServeInfo], None] | None = None) -> None:
+        """Start the plugins, serve until ``stop()``, then stop and unload the plugins."""
+        try:
+            await self.start_plugins()
+            sock = bind_socket(self.host, self.port)
+            try:
+                server = self._server = uvicorn.Server(self._uvicorn_config())
+                if self._stop_requested:
+                    server.should_exit = True
+                if on_ready is not None:
+                    on_ready(self.info(sock))
+                await server.serve(sockets=[sock])
+            finally:
+                sock.close()
+        finally:
+            self.stopped_order = [info.name for info in reversed(self.manager.list_plugins())]
+            await self.manager.aclose()
+
+    def _uvicorn_config(self) -> uvicorn.Config:
+        return uvicorn.Config(
+            self.app,
+            log_config=None,  # tether's logging setup stays in charge
+            access_log=False,  # access logs are a plugin's job (post_response hooks)
+            lifespan="on",
+            timeout_graceful_shutdown=_whole_seconds(self.graceful_timeout),
+            server_header=False,
+        )
+
+    def info(self, sock: socket.socket) -> ServeInfo:
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        routes = tuple((r.method, r.path, r.plugin) for r in self.app.routes())
+        plugins = tuple(info.name for info in self.manager.list_plugins())
+        return ServeInfo(f"http://{shown}:{port}", host, port, plugins, routes)
+
+    def stop(self) -> None:
+        """Stop accepting, finish the requests in flight, then stop the plugins."""
+        self._stop_requested = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+
+def _whole_seconds(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, math.ceil(seconds))
+
+
+@contextlib.contextmanager
+def _stop_on_signals(server: WebServer) -> Iterator[None]:
+    """SIGINT/SIGTERM stop ``server`` gracefully instead of ending the process.
+
+    uvicorn installs its own handlers while it serves and, when it has shut down because
+    of a signal, raises that signal again against the handlers it found: these. A second
+    SIGINT (Ctrl+C twice) gives up waiting and interrupts whatever is running.
+    """
+    interrupts = 0
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        nonlocal interrupts
+        server.stop()
+        if signum == signal.SIGINT:
+            interrupts += 1
+            if interrupts > 1:
+                raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handle) for sig in _SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def serve(
+    config: TetherConfig | Path | str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    admin_token: str | None = None,
+    graceful_timeout: float | None = 30.0,
+    on_ready: Callable[[ServeInfo], None] | None = None,
+) -> WebServer:
+    """Serve a config's plugins until SIGINT/SIGTERM; return the stopped server.
+
+    Blocks. Must run in the main thread (signals); use :class:`WebServer` elsewhere.
+    """
+    if not isinstance(config, TetherConfig):
+        config = load_config(config)
+    server = WebServer(
+        config,
+        host=host,
+        port=port,
+        admin_token=admin_token,
+        graceful_timeout=graceful_timeout,
+    )
+    with _stop_on_signals(server):
+        asyncio.run(server.run(on_ready))
+    return server

@@ -1,0 +1,65 @@
+"""The workload host (``tether bench``): a PostgreSQL load generator whose workloads are plugins.
+
+A workload plugin's manifest says ``provides: [workload]``; its entry object has
+``initialize(config)``, ``setup(db)``, ``cleanup(db)``, ``execute_operation(db, op)``,
+``get_operation_types()`` and, optionally, ``get_info()`` and ``get_metrics()``.
+``docs/workloads.md`` is the guide; this package is the programmatic API::
+
+    import asyncio
+    from tether.hosts.workload import BenchSettings, WorkloadSpec, run_bench
+
+    report = asyncio.run(
+        run_bench(WorkloadSpec("tpcb", config={"scale": 1}), BenchSettings(clients=4, duration=5))
+    )
+    print(report.tps, report.to_json()["totals"])
+"""
+
+from tether.hosts.workload._database import Database, mask_dsn
+from tether.hosts.workload._embedded import DATA_DIRECTORY_ENV, default_data_directory
+from tether.hosts.workload._engine import Plan, Tick
+from tether.hosts.workload._errors import (
+    BenchError,
+    DatabaseUnavailableError,
+    EmbeddedServerError,
+    WorkerError,
+    WorkloadConfigError,
+)
+from tether.hosts.workload._loop import EVENT_LOOP_ENV, run_with_best_loop
+from tether.hosts.workload._pacing import intended_start_ns, process_rates, split_evenly
+from tether.hosts.workload._progress import Progress
+from tether.hosts.workload._report import EXIT_ERROR_RATE, REPORT_FORMAT, BenchReport
+from tether.hosts.workload._runner import plans_for, run_bench
+from tether.hosts.workload._settings import DEFAULT_DURATION, BenchSettings
+from tether.hosts.workload._weights import resolve_weights
+from tether.hosts.workload._workload import LoadedWorkload, WorkloadSpec, open_workload
+
+__all__ = [
+    "DATA_DIRECTORY_ENV",
+    "DEFAULT_DURATION",
+    "EVENT_LOOP_ENV",
+    "EXIT_ERROR_RATE",
+    "REPORT_FORMAT",
+    "BenchError",
+    "BenchReport",
+    "BenchSettings",
+    "Database",
+    "DatabaseUnavailableError",
+    "EmbeddedServerError",
+    "LoadedWorkload",
+    "Plan",
+    "Progress",
+    "Tick",
+    "WorkerError",
+    "WorkloadConfigError",
+    "WorkloadSpec",
+    "default_data_directory",
+    "intended_start_ns",
+    "mask_dsn",
+    "open_workload",
+    "plans_for",
+    "process_rates",
+    "resolve_weights",
+    "run_bench",
+    "run_with_best_loop",
+    "split_evenly",
+]

@@ -1,0 +1,171 @@
+"""Which database a run uses, connecting to it, and saying why a connection failed.
+
+A DSN comes from ``--dsn``, else ``$TETHER_DSN``, else the config's ``database.dsn``;
+with none of them an embedded PostgreSQL is started (:mod:`._embedded`). Every DSN
+shown to a person has its password masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import psycopg
+
+from tether.hosts.workload._errors import DatabaseUnavailableError
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "Database",
+    "close_connections",
+    "connect_async",
+    "connect_sync",
+    "describe_connect_error",
+    "mask_dsn",
+    "open_connections",
+    "server_version",
+]
+
+CONNECT_TIMEOUT = 10.0
+APPLICATION_NAME = "tether-bench"
+_URL_PASSWORD = re.compile(r"(://[^:/@?#\s]*:)([^@/?#\s]*)(@)")
+_PARAM_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]+)", re.IGNORECASE)
+
+
+def mask_dsn(dsn: str) -> str:
+    """``dsn`` with its password replaced by ``****`` (URL or ``key=value`` form)."""
+    masked = _URL_PASSWORD.sub(
+        lambda m: m.group(1) + ("****" if m.group(2) else "") + m.group(3), dsn
+    )
+    return _PARAM_PASSWORD.sub(lambda m: m.group(1) + "****", masked)
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The database of a run. ``data_directory`` is set for the embedded server."""
+
+    dsn: str
+    embedded: bool = False
+    data_directory: Path | None = None
+    reused: bool = False
+
+    @property
+    def display(self) -> str:
+        return mask_dsn(self.dsn)
+
+
+def describe_connect_error(exc: BaseException) -> str:  # noqa: PLR0911 - one case a line
+    """One line saying why connecting failed (no traceback, no password)."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {CONNECT_TIMEOUT:g}s"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, FileNotFoundError):
+        return "no server socket there (is the server running?)"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return (exc.strerror or errno.errorcode.get(exc.errno, str(exc))).lower()
+    if isinstance(exc, psycopg.OperationalError):
+        return _psycopg_reason(str(exc))
+    if isinstance(exc, OSError) and exc.args:
+        # asyncpg gathers one OSError per address tried: "Multiple exceptions: [Errno 111] ..."
+        return _reason_in(str(exc))
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _reason_in(text: str) -> str:
+    if "Connect call failed" in text or "Errno 111" in text:
+        return "connection refused"
+    if "No such file or directory" in text:
+        return "no server socket there (is the server running?)"
+    return text.splitlines()[0]
+
+
+def _psycopg_reason(text: str) -> str:
+    """psycopg's 'connection failed: connection to server at "x", port 1 failed: <why>'."""
+    first = text.strip().splitlines()[0] if text.strip() else "connection failed"
+    reason = first.rsplit(" failed: ", 1)[-1].strip()
+    lowered = reason[:1].lower() + reason[1:]
+    return lowered.removeprefix("fATAL:  ").removeprefix("FATAL:  ")
+
+
+async def _guarded(dsn: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return await asyncio.wait_for(attempt(), CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, asyncpg.PostgresError, psycopg.Error, ValueError) as exc:
+        raise DatabaseUnavailableError(mask_dsn(dsn), describe_connect_error(exc)) from exc
+    except asyncpg.InterfaceError as exc:
+        raise DatabaseUnavailableError(mask_dsn(dsn), describe_connect_error(exc)) from exc
+
+
+async def connect_async(dsn: str) -> Any:
+    """An asyncpg connection, or :class:`DatabaseUnavailableError`."""
+    return await _guarded(
+        dsn,
+        lambda: asyncpg.connect(
+            dsn,
+            timeout=CONNECT_TIMEOUT,
+            server_settings={"application_name": APPLICATION_NAME},
+        ),
+    )
+
+
+def _sync_connection(dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        dsn,
+        autocommit=True,
+        connect_timeout=int(CONNECT_TIMEOUT),
+        application_name=APPLICATION_NAME,
+    )
+
+
+async def connect_sync(dsn: str) -> psycopg.Connection[Any]:
+    """A psycopg (sync, autocommit) connection opened in a thread, or the same error."""
+    connection: psycopg.Connection[Any] = await _guarded(
+        dsn, lambda: asyncio.to_thread(_sync_connection, dsn)
+    )
+    return connection
+
+
+async def open_connections(dsn: str, count: int, *, is_async: bool) -> list[Any]:
+    """``count`` connections of the kind the workload takes, opened together."""
+    connect = connect_async if is_async else connect_sync
+    results = await asyncio.gather(*(connect(dsn) for _ in range(count)), return_exceptions=True)
+    opened = [r for r in results if not isinstance(r, BaseException)]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        await close_connections(opened, is_async=is_async)
+        raise failures[0]
+    return opened
+
+
+async def close_connections(connections: list[Any], *, is_async: bool) -> None:
+    """Close every connection; a connection that fails to close is dropped."""
+    for connection in connections:
+        try:
+            if is_async:
+                await asyncio.wait_for(connection.close(), 5.0)
+            else:
+                await asyncio.to_thread(connection.close)
+        except Exception:  # noqa: S112 - closing is best effort
+            continue
+
+
+async def server_version(connection: Any, *, is_async: bool) -> str:
+    """The server's ``server_version`` setting."""
+    if is_async:
+        return str(await connection.fetchval("SHOW server_version"))
+
+    def query() -> str:
+        row = connection.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "unknown"
+
+    return await asyncio.to_thread(query)

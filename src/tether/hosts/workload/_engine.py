@@ -1,0 +1,318 @@
+"""The client loops: open-loop or paced, async (asyncpg) or threaded (psycopg).
+
+One :class:`Engine` drives the clients of one process. Each client owns one
+connection and loops: take a start time (now, or its slot of the paced schedule),
+pick an operation by weight with its own seeded RNG, pass the plugin's gate, call
+``execute_operation(db, op)``, and record the latency or the error's type. The
+loop is written out twice, once per kind of client, because every call saved on
+it is throughput on a small machine.
+
+Measuring starts after ``warmup``: operations that *start* before then run but are
+not recorded and do not count towards ``transactions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tether.hosts.workload._pacing import intended_start_ns
+from tether.hosts.workload._stats import Collector, OperationStats
+from tether.hosts.workload._weights import make_chooser
+from tether.hosts.workload._workload import GateLike
+
+__all__ = ["Engine", "EngineResult", "Plan", "Tick"]
+
+_NS = 1_000_000_000
+_YIELD_EVERY = 16  # an async client yields to the loop at least this often
+_FAR = 1 << 62
+_SHORT_WAIT = 0.05  # shorter pacing waits sleep; longer ones wake up on stop
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one process runs. ``rate`` and ``transactions`` are this process's share."""
+
+    clients: int
+    duration: float | None = None
+    transactions: int | None = None
+    warmup: float = 0.0
+    rate: float | None = None
+    phase: float = 0.0
+    seed: int = 0
+    first_client: int = 0
+    tick: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """What happened since the previous tick. ``elapsed`` < 0 while warming up."""
+
+    elapsed: float
+    successes: int
+    errors: int
+    latencies: Counter[int]
+    total_successes: int
+    total_errors: int
+
+
+@dataclass(slots=True)
+class EngineResult:
+    stats: dict[str, OperationStats]
+    elapsed: float
+    stop_reason: str  # "duration", "transactions" or "interrupted"
+
+
+class Engine:
+    """Runs ``plan.clients`` clients over the given connections until the plan is done."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        execute: Callable[[object, str], Any],
+        is_async: bool,
+        weights: dict[str, int],
+        gate: GateLike | None,
+        on_tick: Callable[[Tick], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.execute = execute
+        self.is_async = is_async
+        self.weights = weights
+        self.gate = gate
+        self.on_tick = on_tick
+        self.collector = Collector(weights)
+        self.stopping = False
+        self.stop_reason = "duration" if plan.transactions is None else "transactions"
+        self._tickets = itertools.count()
+        self._slots = itertools.count()
+        self._thread_stop = threading.Event()
+        self._async_stop: asyncio.Event | None = None
+        self._totals = [0, 0]
+        self._start_ns = 0
+        self._measure_ns = 0
+        self._end_ns = _FAR
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        """Stop starting operations; those in flight finish and are recorded."""
+        if not self.stopping:
+            self.stop_reason = reason
+        self.stopping = True
+        self._thread_stop.set()
+        if self._async_stop is not None:
+            self._async_stop.set()
+
+    def _exhausted(self) -> None:
+        if not self.stopping:
+            self.stop_reason = "transactions"
+        self.stopping = True
+        self._thread_stop.set()
+
+    async def run(
+        self, connections: Sequence[object], *, start_ns: int | None = None
+    ) -> EngineResult:
+        """Run every client to the end of the plan; ``start_ns`` (monotonic) aligns processes."""
+        plan = self.plan
+        self._async_stop = asyncio.Event()
+        self._start_ns = time.monotonic_ns() if start_ns is None else start_ns
+        self._measure_ns = self._start_ns + int(plan.warmup * _NS)
+        if plan.duration is not None:
+            self._end_ns = self._measure_ns + int(plan.duration * _NS)
+        await self._wait_until(self._start_ns)
+        ticker = asyncio.create_task(self._tick_forever())
+        try:
+            if self.is_async:
+                await asyncio.gather(
+                    *(self._async_client(conn, index) for index, conn in enumerate(connections))
+                )
+            else:
+                await asyncio.gather(
+                    *(
+                        _in_thread(self._sync_client, conn, index)
+                        for index, conn in enumerate(connections)
+                    )
+                )
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        finished = time.monotonic_ns()
+        self._tick(finished)
+        elapsed = max(0, finished - self._measure_ns) / _NS
+        return EngineResult(self.collector.stats, elapsed, self.stop_reason)
+
+    async def _wait_until(self, moment_ns: int) -> None:
+        delay = (moment_ns - time.monotonic_ns()) / _NS
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.plan.tick)
+            self._tick(time.monotonic_ns())
+
+    def _tick(self, now_ns: int) -> None:
+        latencies, successes, errors = self.collector.drain()
+        self._totals[0] += successes
+        self._totals[1] += errors
+        if self.on_tick is not None:
+            elapsed = (now_ns - self._measure_ns) / _NS
+            self.on_tick(Tick(elapsed, successes, errors, latencies, *self._totals))
+
+    def _rng(self, index: int) -> random.Random:
+        return random.Random(f"{self.plan.seed}:{self.plan.first_client + index}")  # noqa: S311
+
+    # ------------------------------------------------------------------ async clients
+
+    async def _pace(self, intended_ns: int) -> None:
+        delay = (intended_ns - time.monotonic_ns()) / _NS
+        if delay <= 0:
+            return
+        if delay < _SHORT_WAIT:
+            await asyncio.sleep(delay)
+            return
+        assert self._async_stop is not None  # set by run()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._async_stop.wait(), delay)
+
+    async def _async_client(self, db: object, index: int) -> None:  # noqa: C901, PLR0912, PLR0915 - hot loop
+        plan = self.plan
+        choose = make_chooser(self.weights, self._rng(index))
+        execute = self.execute
+        gate = self.gate
+        latencies = self.collector.latencies
+        errors = self.collector.errors
+        now = time.monotonic_ns
+        measure_ns, end_ns = self._measure_ns, self._end_ns
+        budget = plan.transactions
+        tickets, slots = self._tickets, self._slots
+        rate, phase, start_ns = plan.rate, plan.phase, self._start_ns
+        done = 0
+        while not self.stopping:
+            if rate is None:
+                began = now()
+                if began >= end_ns:
+                    break
+            else:
+                began = intended_start_ns(next(slots), start_ns=start_ns, rate=rate, phase=phase)
+                if began >= end_ns:
+                    break
+                await self._pace(began)
+                if self.stopping:
+                    break
+            measured = began >= measure_ns
+            if measured and budget is not None and next(tickets) >= budget:
+                self._exhausted()
+                break
+            op = choose()
+            try:
+                if gate is not None:
+                    if gate.is_open:
+                        gate.calls.append(None)
+                    else:
+                        await gate.enter_async()
+                try:
+                    await execute(db, op)
+                finally:
+                    if gate is not None:
+                        gate.calls.pop()
+            except Exception as exc:
+                if gate is not None:
+                    gate.record_error(exc, source="execute_operation")
+                if measured:
+                    errors.append((op, type(exc).__name__))
+                await asyncio.sleep(0)  # a failing plugin must not starve the loop
+            else:
+                if measured:
+                    latencies[op].append((now() - began) // 1000)
+            done += 1
+            if not done % _YIELD_EVERY:
+                await asyncio.sleep(0)
+
+    # ------------------------------------------------------------------ threaded clients
+
+    def _sync_client(self, db: object, index: int) -> None:  # noqa: C901, PLR0912 - hot loop
+        plan = self.plan
+        choose = make_chooser(self.weights, self._rng(index))
+        execute = self.execute
+        gate = self.gate
+        latencies = self.collector.latencies
+        errors = self.collector.errors
+        now = time.monotonic_ns
+        measure_ns, end_ns = self._measure_ns, self._end_ns
+        budget = plan.transactions
+        tickets, slots = self._tickets, self._slots
+        rate, phase, start_ns = plan.rate, plan.phase, self._start_ns
+        wait = self._thread_stop.wait
+        while not self.stopping:
+            if rate is None:
+                began = now()
+                if began >= end_ns:
+                    break
+            else:
+                began = intended_start_ns(next(slots), start_ns=start_ns, rate=rate, phase=phase)
+                if began >= end_ns:
+                    break
+                delay = (began - now()) / _NS
+                if delay > 0 and wait(delay):
+                    break
+            measured = began >= measure_ns
+            if measured and budget is not None and next(tickets) >= budget:
+                self._exhausted()
+                break
+            op = choose()
+            try:
+                if gate is not None:
+                    if gate.is_open:
+                        gate.calls.append(None)
+                    else:
+                        gate.enter()
+                try:
+                    execute(db, op)
+                finally:
+                    if gate is not None:
+                        gate.calls.pop()
+            except Exception as exc:
+                if gate is not None:
+                    gate.record_error(exc, source="execute_operation")
+                if measured:
+                    errors.append((op, type(exc).__name__))
+            else:
+                if measured:
+                    latencies[op].append((now() - began) // 1000)
+
+
+async def _in_thread(fn: Callable[[object, int], None], db: object, index: int) -> None:
+    """Run one threaded client in a thread of its own (not the loop's bounded pool)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def target() -> None:
+        try:
+            fn(db, index)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, exc)
+        else:
+            loop.call_soon_threadsafe(settle, None)
+
+    threading.Thread(target=target, name=f"tether-bench-client-{index}", daemon=True).start()
+    await done

@@ -1,0 +1,223 @@
+"""``run_bench``: one whole run, from loading the workload to the report.
+
+The order: load and initialize the workload (so a bad name or config fails before
+any database work), find the database (a DSN, or the embedded server), connect
+once (the setup connection, which also proves the database is reachable), run
+``setup``, run the clients (here, or in worker processes), collect
+``get_metrics()``, run ``cleanup`` if asked, and close everything.
+
+Ctrl-C while clients run stops them cleanly: operations in flight finish, and the
+report covers what was done (``stop_reason: interrupted``). A second Ctrl-C aborts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from tether import TetherConfig
+from tether.hosts.workload._database import (
+    Database,
+    close_connections,
+    open_connections,
+    server_version,
+)
+from tether.hosts.workload._embedded import default_data_directory, start_embedded
+from tether.hosts.workload._engine import Engine, Plan, Tick
+from tether.hosts.workload._loop import event_loop_name
+from tether.hosts.workload._pacing import process_rates, split_evenly
+from tether.hosts.workload._report import BenchReport
+from tether.hosts.workload._settings import BenchSettings
+from tether.hosts.workload._stats import OperationStats
+from tether.hosts.workload._workers import merge_metrics, run_workers
+from tether.hosts.workload._workload import LoadedWorkload, WorkloadSpec, open_workload
+
+__all__ = ["plans_for", "run_bench"]
+
+
+def plans_for(settings: BenchSettings) -> list[Plan]:
+    """How the clients, transactions and rate of ``settings`` are shared among processes."""
+    clients = split_evenly(settings.clients, settings.processes)
+    transactions: list[int | None] = (
+        list(split_evenly(settings.transactions, settings.processes))
+        if settings.transactions is not None
+        else [None] * settings.processes
+    )
+    rates: list[tuple[float | None, float]] = (
+        list(process_rates(settings.rate, clients))
+        if settings.rate is not None
+        else [(None, 0.0)] * settings.processes
+    )
+    plans = []
+    first = 0
+    for share, budget, (rate, phase) in zip(clients, transactions, rates, strict=True):
+        plans.append(
+            Plan(
+                clients=share,
+                duration=settings.duration,
+                transactions=budget,
+                warmup=settings.warmup,
+                rate=rate,
+                phase=phase,
+                seed=settings.seed,
+                first_client=first,
+                tick=settings.tick,
+            )
+        )
+        first += share
+    return plans
+
+
+async def run_bench(
+    spec: WorkloadSpec,
+    settings: BenchSettings,
+    *,
+    framework_config: TetherConfig | None = None,
+    notify: Callable[[str], None] = lambda _: None,
+    on_tick: Callable[[Tick], None] | None = None,
+) -> BenchReport:
+    """Run the workload ``spec`` as ``settings`` say; return the report."""
+    started_at = datetime.now(UTC)
+    workload = await open_workload(spec, framework_config=framework_config)
+    try:
+        database = await _database(settings, notify)
+        return await _run(
+            workload, database, settings, framework_config, notify, on_tick, started_at
+        )
+    finally:
+        await workload.aclose()
+
+
+async def _database(settings: BenchSettings, notify: Callable[[str], None]) -> Database:
+    if settings.dsn is not None:
+        return Database(dsn=settings.dsn)
+    directory = settings.data_directory or default_data_directory()
+    return await asyncio.to_thread(start_embedded, directory, notify=notify)
+
+
+async def _run(
+    workload: LoadedWorkload,
+    database: Database,
+    settings: BenchSettings,
+    framework_config: TetherConfig | None,
+    notify: Callable[[str], None],
+    on_tick: Callable[[Tick], None] | None,
+    started_at: datetime,
+) -> BenchReport:
+    is_async = workload.is_async
+    (admin,) = await open_connections(database.dsn, 1, is_async=is_async)
+    try:
+        version = await server_version(admin, is_async=is_async)
+        setup_seconds = None
+        if settings.setup:
+            notify(f"setting up workload '{workload.name}'...")
+            began = time.perf_counter()
+            await workload.call("setup", admin, blocking=not is_async)
+            setup_seconds = time.perf_counter() - began
+        info = await workload.info()
+        stats, elapsed, reason, metrics = await _clients(
+            workload, database, settings, framework_config, on_tick
+        )
+        if settings.cleanup:
+            notify(f"cleaning up workload '{workload.name}'...")
+            await workload.call("cleanup", admin, blocking=not is_async)
+    finally:
+        await close_connections([admin], is_async=is_async)
+    return BenchReport(
+        workload=workload.name,
+        event_loop=event_loop_name(),
+        workload_version=workload.version,
+        workload_origin=workload.spec.origin or (workload.location or ""),
+        driver=workload.driver,
+        database=database.display,
+        embedded=database.embedded,
+        data_directory=str(database.data_directory) if database.data_directory else None,
+        server_version=version,
+        settings=settings,
+        weights=workload.weights,
+        operations=stats,
+        elapsed=elapsed,
+        stop_reason=reason,
+        started_at=started_at,
+        info=info,
+        metrics=metrics,
+        setup_seconds=setup_seconds,
+    )
+
+
+_Outcome = tuple[dict[str, OperationStats], float, str, dict[str, object]]
+
+
+async def _clients(
+    workload: LoadedWorkload,
+    database: Database,
+    settings: BenchSettings,
+    framework_config: TetherConfig | None,
+    on_tick: Callable[[Tick], None] | None,
+) -> _Outcome:
+    plans = plans_for(settings)
+    stop_requested = asyncio.Event()
+    if len(plans) == 1:
+        engine = Engine(
+            plans[0],
+            execute=workload.instance.execute_operation,  # type: ignore[attr-defined]
+            is_async=workload.is_async,
+            weights=workload.weights,
+            gate=workload.gate,
+            on_tick=on_tick,
+        )
+        connections = await open_connections(
+            database.dsn, settings.clients, is_async=workload.is_async
+        )
+        try:
+            with _interrupts(engine.request_stop):
+                result = await engine.run(connections)
+        finally:
+            await close_connections(connections, is_async=workload.is_async)
+        return result.stats, result.elapsed, result.stop_reason, await workload.metrics()
+    with _interrupts(stop_requested.set):
+        outcome = await run_workers(
+            spec=workload.spec,
+            framework_config=framework_config,
+            dsn=database.dsn,
+            plans=plans,
+            weights=workload.weights,
+            on_tick=on_tick,
+            stop_requested=stop_requested,
+        )
+    reason = "interrupted" if stop_requested.is_set() else outcome.stop_reason
+    metrics = {**await workload.metrics(), **merge_metrics(outcome.metrics)}
+    return outcome.stats, outcome.elapsed, reason, metrics
+
+
+@contextlib.contextmanager
+def _interrupts(stop: Callable[[], None]) -> Iterator[None]:
+    """While clients run, the first Ctrl-C calls ``stop``; a second one aborts the run."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    presses = [0]
+
+    def on_sigint() -> None:
+        presses[0] += 1
+        if presses[0] == 1:
+            stop()
+        elif task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        yield
+        return
+    try:
+        yield
+    except asyncio.CancelledError:
+        if presses[0] > 1:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)

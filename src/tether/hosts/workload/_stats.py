@@ -1,0 +1,167 @@
+"""Latency histograms and error counts per operation, and their exact merge across processes.
+
+Clients append each latency (integer microseconds) to a per-operation deque (one
+atomic C call, safe from threads); a collector drains the deques every tick,
+counts equal values with :class:`collections.Counter` and records each distinct
+value once into an HdrHistogram (``record_value(value, count)``). Recording every
+value into the histogram directly would cost more than the rest of the client's
+bookkeeping together.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
+
+__all__ = [
+    "HIGHEST_US",
+    "PERCENTILES",
+    "Collector",
+    "LatencySummary",
+    "OperationStats",
+    "interval_percentile",
+    "new_histogram",
+]
+
+HIGHEST_US = 3_600_000_000  # one hour, in microseconds
+SIGNIFICANT_FIGURES = 3
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p95", 95.0),
+    ("p99", 99.0),
+    ("p99.9", 99.9),
+)
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty latency histogram: 1 us to 1 h, 3 significant figures."""
+    return HdrHistogram(1, HIGHEST_US, SIGNIFICANT_FIGURES)
+
+
+def _clamped(value: int) -> int:
+    return 1 if value < 1 else min(value, HIGHEST_US)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySummary:
+    """Latency figures in milliseconds; all zero when nothing was recorded."""
+
+    count: int
+    min: float
+    mean: float
+    max: float
+    percentiles: dict[str, float]
+
+    @classmethod
+    def of(cls, histogram: HdrHistogram) -> LatencySummary:
+        count = int(histogram.get_total_count())
+        if count == 0:
+            return cls(0, 0.0, 0.0, 0.0, {name: 0.0 for name, _ in PERCENTILES})
+        values = histogram.get_percentile_to_value_dict([p for _, p in PERCENTILES])
+        return cls(
+            count=count,
+            min=_ms(histogram.get_min_value()),
+            mean=_ms(histogram.get_mean_value()),
+            max=_ms(histogram.get_max_value()),
+            percentiles={name: _ms(values[p]) for name, p in PERCENTILES},
+        )
+
+    def to_json(self) -> dict[str, float]:
+        return {"min": self.min, "mean": self.mean, **self.percentiles, "max": self.max}
+
+
+def _ms(microseconds: float) -> float:
+    return round(float(microseconds) / 1000.0, 3)
+
+
+@dataclass(slots=True)
+class OperationStats:
+    """One operation's results: successes (with their latencies) and errors by type."""
+
+    histogram: HdrHistogram = field(default_factory=new_histogram)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def count(self) -> int:
+        return int(self.histogram.get_total_count())
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def record(self, latencies: Mapping[int, int]) -> None:
+        for value, times in latencies.items():
+            self.histogram.record_value(_clamped(value), times)
+
+    def merge(self, other: OperationStats) -> None:
+        if other.histogram.get_total_count():  # adding an empty one would make min 0
+            self.histogram.add(other.histogram)
+        self.errors.update(other.errors)
+
+    def encode(self) -> tuple[str, dict[str, int]]:
+        """A picklable, JSON-able form: the histogram's base64 encoding and the errors."""
+        encoded: bytes = self.histogram.encode()
+        return encoded.decode("ascii"), dict(self.errors)
+
+    @classmethod
+    def decode(cls, encoded: tuple[str, Mapping[str, int]]) -> OperationStats:
+        histogram_text, errors = encoded
+        stats = cls()
+        stats.merge(cls(histogram=HdrHistogram.decode(histogram_text.encode("ascii"))))
+        stats.errors.update(errors)
+        return stats
+
+
+class Collector:
+    """Where clients put what happened, and what drains it into :class:`OperationStats`.
+
+    ``latencies[op].append(us)`` and ``errors.append((op, error_type))`` are the
+    clients' only calls. ``drain()`` moves everything recorded so far into ``stats``
+    and returns the interval's latency counts (for live percentiles).
+    """
+
+    def __init__(self, operations: Iterable[str]) -> None:
+        self.latencies: dict[str, deque[int]] = {op: deque() for op in operations}
+        self.errors: deque[tuple[str, str]] = deque()
+        self.stats: dict[str, OperationStats] = {op: OperationStats() for op in self.latencies}
+
+    def drain(self) -> tuple[Counter[int], int, int]:
+        """Record what clients appended since the last drain.
+
+        Returns the interval's latency counts, its number of successes and of errors.
+        Only the collector pops, so ``len`` taken first never overstates what is there.
+        """
+        interval: Counter[int] = Counter()
+        successes = 0
+        for op, queue in self.latencies.items():
+            waiting = len(queue)
+            if not waiting:
+                continue
+            pop = queue.popleft
+            counts = Counter([pop() for _ in range(waiting)])
+            self.stats[op].record(counts)
+            interval.update(counts)
+            successes += waiting
+        failed = len(self.errors)
+        for _ in range(failed):
+            op, error_type = self.errors.popleft()
+            self.stats[op].errors[error_type] += 1
+        return interval, successes, failed
+
+
+def interval_percentile(latencies: Mapping[int, int], percentile: float) -> float:
+    """The ``percentile`` of a small ``{microseconds: count}`` map, in ms (0 when empty)."""
+    total = sum(latencies.values())
+    if total == 0:
+        return 0.0
+    rank = total * percentile / 100.0
+    seen = 0
+    for value in sorted(latencies):
+        seen += latencies[value]
+        if seen >= rank:
+            return value / 1000.0
+    return max(latencies) / 1000.0

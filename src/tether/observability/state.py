@@ -1,0 +1,601 @@
+"""The plugin state tables: ``plugins``, ``plugin_hooks`` and ``plugin_metrics``.
+
+They are the tables the reference's dashboard queries read, in the same database as
+plugin storage (``.tether/state.db`` under the runtime's state directory by default,
+PostgreSQL when ``state.url`` is a ``postgresql://`` URL)::
+
+    plugins          one row per plugin ever seen: status, enabled, errors, load
+    plugin_hooks     one row per (plugin, hook type): executions, total time, errors
+    plugin_metrics   one row per event worth a trend: 'error', 'load_duration_ms',
+                     'load_success', 'health_check_failed'
+
+``plugins.status`` is the plugin's *effective* state: its lifecycle status
+(``running``, ``stopped``...), or ``disabled`` when it is disabled, or ``degraded``
+when it runs but fails its health check; ``lifecycle_status`` keeps the lifecycle
+status alone. So the reference's "status != 'running'" finds every plugin that needs
+a look.
+
+The reference's queries run as written on PostgreSQL; SQLite lacks ``NOW()`` and
+``INTERVAL``, so the error-trend query reads ``datetime('now', '-1 hour')`` there
+(``REFERENCE_QUERIES`` has both). Times are ``TIMESTAMPTZ`` on PostgreSQL and UTC text
+``YYYY-MM-DD HH:MM:SS.ffffff`` on SQLite (the form SQLite's own ``datetime()`` compares
+with).
+
+The writer (:class:`PluginStateStore`) upserts snapshots; the enabled flag is written
+only when it changed in this process, so a running server does not undo a
+``tether plugins disable`` made meanwhile. Driver errors become
+:class:`~tether.errors.StorageError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal, Self
+
+from tether._storage import is_postgres_url, redact_url, sqlite_target
+from tether.errors import StorageError
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "REFERENCE_QUERIES",
+    "HookRow",
+    "MetricRow",
+    "PersistedFlag",
+    "PluginRow",
+    "PluginStateStore",
+    "read_enabled_flags",
+]
+
+log = logging.getLogger("tether.observability")
+
+Dialect = Literal["sqlite", "postgresql"]
+
+_SQLITE_TABLES: Final = (
+    """CREATE TABLE IF NOT EXISTS plugins (
+        name TEXT PRIMARY KEY,
+        version TEXT,
+        status TEXT NOT NULL,
+        lifecycle_status TEXT NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        disabled_reason TEXT,
+        degraded INTEGER NOT NULL DEFAULT 0,
+        error_count INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_error_at TEXT,
+        load_time TEXT,
+        load_duration_ms REAL,
+        path TEXT,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS plugin_hooks (
+        plugin_name TEXT NOT NULL,
+        hook_type TEXT NOT NULL,
+        execution_count INTEGER NOT NULL DEFAULT 0,
+        total_duration_ms REAL NOT NULL DEFAULT 0,
+        error_count INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (plugin_name, hook_type)
+    )""",
+    """CREATE TABLE IF NOT EXISTS plugin_metrics (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        plugin_name TEXT NOT NULL,
+        metric_name TEXT NOT NULL,
+        metric_value REAL NOT NULL,
+        labels TEXT,
+        recorded_at TEXT NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS plugin_metrics_by_plugin
+        ON plugin_metrics (plugin_name, metric_name, recorded_at)""",
+)
+_PG_TABLES: Final = (
+    """CREATE TABLE IF NOT EXISTS plugins (
+        name TEXT PRIMARY KEY,
+        version TEXT,
+        status TEXT NOT NULL,
+        lifecycle_status TEXT NOT NULL,
+        enabled BOOLEAN NOT NULL DEFAULT TRUE,
+        disabled_reason TEXT,
+        degraded BOOLEAN NOT NULL DEFAULT FALSE,
+        error_count BIGINT NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_error_at TIMESTAMPTZ,
+        load_time TIMESTAMPTZ,
+        load_duration_ms DOUBLE PRECISION,
+        path TEXT,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS plugin_hooks (
+        plugin_name TEXT NOT NULL,
+        hook_type TEXT NOT NULL,
+        execution_count BIGINT NOT NULL DEFAULT 0,
+        total_duration_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+        error_count BIGINT NOT NULL DEFAULT 0,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (plugin_name, hook_type)
+    )""",
+    """CREATE TABLE IF NOT EXISTS plugin_metrics (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        plugin_name TEXT NOT NULL,
+        metric_name TEXT NOT NULL,
+        metric_value DOUBLE PRECISION NOT NULL,
+        labels TEXT,
+        recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    """CREATE INDEX IF NOT EXISTS plugin_metrics_by_plugin
+        ON plugin_metrics (plugin_name, metric_name, recorded_at)""",
+)
+_PG_SCHEMA_LOCK: Final = 0x7465746865720002  # advisory lock id: CREATE TABLE races otherwise
+
+_PLUGIN_COLUMNS: Final = (
+    "name", "version", "status", "lifecycle_status", "enabled", "disabled_reason", "degraded",
+    "error_count", "last_error", "last_error_at", "load_time", "load_duration_ms", "path",
+    "updated_at",
+)  # fmt: skip
+_SWITCH_COLUMNS: Final = frozenset({"enabled", "disabled_reason"})
+
+
+def _upsert_plugin(*, with_switch: bool) -> str:
+    placeholders = ", ".join("{p}" for _ in _PLUGIN_COLUMNS)
+    updated = [
+        c for c in _PLUGIN_COLUMNS if c != "name" and (with_switch or c not in _SWITCH_COLUMNS)
+    ]
+    sets = ", ".join(f"{c} = excluded.{c}" for c in updated)
+    return (
+        f"INSERT INTO plugins ({', '.join(_PLUGIN_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608 - fixed column names
+        f"ON CONFLICT (name) DO UPDATE SET {sets}"
+    )
+
+
+_UPSERT_PLUGIN: Final = _upsert_plugin(with_switch=True)
+_UPSERT_PLUGIN_KEEP_SWITCH: Final = _upsert_plugin(with_switch=False)
+_SWITCH: Final = (
+    "INSERT INTO plugins (name, status, lifecycle_status, enabled, disabled_reason, updated_at) "
+    "VALUES ({p}, {p}, 'unloaded', {p}, {p}, {p}) "
+    "ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, "
+    "disabled_reason = excluded.disabled_reason, updated_at = excluded.updated_at, "
+    "status = CASE WHEN excluded.enabled THEN plugins.lifecycle_status ELSE 'disabled' END"
+)
+_UPSERT_HOOK: Final = (
+    "INSERT INTO plugin_hooks (plugin_name, hook_type, execution_count, total_duration_ms, "
+    "error_count, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) "
+    "ON CONFLICT (plugin_name, hook_type) DO UPDATE SET "
+    "execution_count = excluded.execution_count, total_duration_ms = excluded.total_duration_ms, "
+    "error_count = excluded.error_count, updated_at = excluded.updated_at"
+)
+_INSERT_METRIC: Final = (
+    "INSERT INTO plugin_metrics (plugin_name, metric_name, metric_value, labels, recorded_at) "
+    "VALUES ({p}, {p}, {p}, {p}, {p})"
+)
+_PRUNE: Final = "DELETE FROM plugin_metrics WHERE recorded_at < {p}"
+
+REFERENCE_QUERIES: Final[dict[str, dict[Dialect, str]]] = {
+    "plugin_status": {
+        "postgresql": """SELECT name, status, error_count, last_error_at
+FROM plugins
+WHERE status != 'running'
+ORDER BY error_count DESC""",
+    },
+    "hook_performance": {
+        "postgresql": """SELECT plugin_name, hook_type,
+       execution_count,
+       total_duration_ms / execution_count as avg_duration_ms,
+       error_count
+FROM plugin_hooks
+WHERE execution_count > 0
+ORDER BY avg_duration_ms DESC""",
+    },
+    "error_trends": {
+        "postgresql": """SELECT plugin_name,
+       COUNT(*) as error_count,
+       MAX(recorded_at) as last_error
+FROM plugin_metrics
+WHERE metric_name = 'error'
+  AND recorded_at > NOW() - INTERVAL '1 hour'
+GROUP BY plugin_name
+ORDER BY error_count DESC""",
+        "sqlite": """SELECT plugin_name,
+       COUNT(*) as error_count,
+       MAX(recorded_at) as last_error
+FROM plugin_metrics
+WHERE metric_name = 'error'
+  AND recorded_at > datetime('now', '-1 hour')
+GROUP BY plugin_name
+ORDER BY error_count DESC""",
+    },
+    "plugin_state": {
+        "postgresql": """SELECT name, status, error_count, last_error
+FROM plugins
+WHERE name = 'auth-plugin';""",
+    },
+    "plugin_hook_metrics": {
+        "postgresql": """SELECT hook_type, execution_count, total_duration_ms, error_count
+FROM plugin_hooks
+WHERE plugin_name = 'auth-plugin';""",
+    },
+    "recent_errors": {
+        "postgresql": """SELECT metric_name, metric_value, recorded_at
+FROM plugin_metrics
+WHERE plugin_name = 'auth-plugin'
+  AND metric_name = 'error'
+ORDER BY recorded_at DESC
+LIMIT 10;""",
+    },
+}
+"""The reference's dashboard and debugging queries, verbatim (``postgresql``), with the
+SQLite form where the dialect forces a change (else the same text runs on both)."""
+for _forms in REFERENCE_QUERIES.values():
+    _forms.setdefault("sqlite", _forms["postgresql"])
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True, slots=True)
+class PluginRow:
+    """One row of ``plugins``."""
+
+    name: str
+    status: str
+    lifecycle_status: str
+    enabled: bool = True
+    version: str | None = None
+    disabled_reason: str | None = None
+    degraded: bool = False
+    error_count: int = 0
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    load_time: datetime | None = None
+    load_duration_ms: float | None = None
+    path: str | None = None
+    updated_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for column in _PLUGIN_COLUMNS:
+            value = getattr(self, column)
+            out[column] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class HookRow:
+    """One row of ``plugin_hooks``."""
+
+    plugin_name: str
+    hook_type: str
+    execution_count: int
+    total_duration_ms: float
+    error_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRow:
+    """One row of ``plugin_metrics``; ``labels`` is stored as JSON."""
+
+    plugin_name: str
+    metric_name: str
+    metric_value: float
+    recorded_at: datetime
+    labels: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedFlag:
+    """A plugin's enabled flag as the state store keeps it."""
+
+    enabled: bool
+    reason: str | None = None
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _sqlite_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _read_time(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    moment = datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _open_sqlite(name: str) -> sqlite3.Connection:
+    if name != ":memory:":
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(name, timeout=30.0, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class PluginStateStore:
+    """The three tables in SQLite (a path or ``sqlite:///``) or PostgreSQL (a URL).
+
+    One connection, serialized by a lock; every method commits before it returns.
+    """
+
+    def __init__(self, target: str | Path, *, connect_timeout: int = 10) -> None:
+        self.dialect: Dialect = "postgresql" if is_postgres_url(target) else "sqlite"
+        self._lock = threading.Lock()
+        self._closed = False
+        self._sqlite: sqlite3.Connection | None = None
+        self._pg: psycopg.Connection[tuple[object, ...]] | None = None
+        self._connect_timeout = connect_timeout
+        if self.dialect == "postgresql":
+            self._url = str(target)
+            self.location = redact_url(self._url)
+        else:
+            self._url = sqlite_target(target, kind="state store")
+            self.location = self._url
+        with self._lock, self._translated("open"):
+            self._create_tables()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except StorageError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise self._failed(action, exc) from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg"):
+                raise self._failed(action, exc) from exc
+            raise
+
+    def _failed(self, action: str, exc: Exception) -> StorageError:
+        return StorageError(
+            f"the plugin state store at {self.location} failed to {action}: "
+            f"{type(exc).__name__}: {exc}",
+            hint=f"check that the state store at {self.location} is reachable and writable "
+            "(state.url in the config; .tether/state.db by default)",
+        )
+
+    def _connection(self) -> sqlite3.Connection | psycopg.Connection[tuple[object, ...]]:
+        if self._closed:
+            raise StorageError(f"the plugin state store at {self.location} is closed")
+        if self.dialect == "sqlite":
+            if self._sqlite is None:
+                self._sqlite = _open_sqlite(self._url)
+            return self._sqlite
+        if self._pg is None or self._pg.closed or self._pg.broken:
+            import psycopg
+
+            self._pg = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=self._connect_timeout
+            )
+        return self._pg
+
+    def _sql(self, template: str) -> str:
+        return template.format(p="?" if self.dialect == "sqlite" else "%s")
+
+    def _time(self, moment: datetime | None) -> object:
+        if moment is None:
+            return None
+        return _sqlite_time(moment) if self.dialect == "sqlite" else moment
+
+    def _flag(self, value: bool) -> object:
+        return int(value) if self.dialect == "sqlite" else value
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection | psycopg.Connection[tuple[object, ...]]]:
+        conn = self._connection()
+        if isinstance(conn, sqlite3.Connection):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        else:
+            with conn.transaction():
+                yield conn
+
+    def _create_tables(self) -> None:
+        if self.dialect == "sqlite":
+            with self._transaction() as conn:
+                for statement in _SQLITE_TABLES:
+                    conn.execute(statement)
+            return
+        with self._transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
+            for statement in _PG_TABLES:
+                conn.execute(statement)
+
+    # ------------------------------------------------------------------ writing
+
+    def write(
+        self,
+        plugins: Sequence[PluginRow],
+        hooks: Sequence[HookRow] = (),
+        metrics: Sequence[MetricRow] = (),
+        *,
+        switched: frozenset[str] = frozenset(),
+        retention: timedelta | None = None,
+    ) -> None:
+        """Upsert plugin and hook rows, append metric rows, in one transaction.
+
+        Only plugins named in ``switched`` have their enabled flag written over an
+        existing row. With ``retention``, metric rows older than that are deleted.
+        """
+        now = datetime.now(UTC)
+        with self._lock, self._translated("write"), self._transaction() as conn:
+            for row in plugins:
+                sql = _UPSERT_PLUGIN if row.name in switched else _UPSERT_PLUGIN_KEEP_SWITCH
+                conn.execute(self._sql(sql), self._plugin_values(row, now))
+            hook_values = [
+                (h.plugin_name, h.hook_type, h.execution_count, h.total_duration_ms,
+                 h.error_count, self._time(now))
+                for h in hooks
+            ]  # fmt: skip
+            metric_values = [
+                (m.plugin_name, m.metric_name, m.metric_value,
+                 None if m.labels is None else json.dumps(m.labels), self._time(m.recorded_at))
+                for m in metrics
+            ]  # fmt: skip
+            cursor = conn.cursor()
+            if hook_values:
+                cursor.executemany(self._sql(_UPSERT_HOOK), hook_values)
+            if metric_values:
+                cursor.executemany(self._sql(_INSERT_METRIC), metric_values)
+            if retention is not None:
+                cursor.execute(self._sql(_PRUNE), (self._time(now - retention),))
+
+    def _plugin_values(self, row: PluginRow, now: datetime) -> tuple[object, ...]:
+        return (
+            row.name, row.version, row.status, row.lifecycle_status, self._flag(row.enabled),
+            row.disabled_reason, self._flag(row.degraded), row.error_count, row.last_error,
+            self._time(row.last_error_at), self._time(row.load_time), row.load_duration_ms,
+            row.path, self._time(row.updated_at or now),
+        )  # fmt: skip
+
+    def set_enabled(self, name: str, enabled: bool, reason: str | None = None) -> None:
+        """Write one plugin's enabled flag now (a row is made for a plugin never seen)."""
+        status = "unloaded" if enabled else "disabled"
+        values = (name, status, self._flag(enabled), None if enabled else reason)
+        with self._lock, self._translated("write"), self._transaction() as conn:
+            conn.execute(self._sql(_SWITCH), (*values, self._time(datetime.now(UTC))))
+
+    # ------------------------------------------------------------------ reading
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Run a read-only query (``?`` placeholders on SQLite, ``%s`` on PostgreSQL)."""
+        with self._lock, self._translated("read"):
+            cursor = self._connection().execute(sql, tuple(params))
+            return [tuple(row) for row in cursor.fetchall()]
+
+    def enabled_flags(self) -> dict[str, PersistedFlag]:
+        rows = self.query("SELECT name, enabled, disabled_reason FROM plugins")
+        return {str(n): PersistedFlag(bool(e), None if r is None else str(r)) for n, e, r in rows}
+
+    def plugins(self, name: str | None = None) -> list[PluginRow]:
+        columns = ", ".join(_PLUGIN_COLUMNS)
+        if name is None:
+            rows = self.query(f"SELECT {columns} FROM plugins ORDER BY name")  # noqa: S608
+        else:
+            sql = self._sql(f"SELECT {columns} FROM plugins WHERE name = {{p}}")  # noqa: S608
+            rows = self.query(sql, (name,))
+        return [_plugin_row(row) for row in rows]
+
+    def hooks(self, name: str) -> list[HookRow]:
+        sql = self._sql(
+            "SELECT plugin_name, hook_type, execution_count, total_duration_ms, error_count "
+            "FROM plugin_hooks WHERE plugin_name = {p} ORDER BY hook_type"
+        )
+        return [
+            HookRow(str(p), str(h), int(c), float(d), int(e))  # type: ignore[call-overload, arg-type]
+            for p, h, c, d, e in self.query(sql, (name,))
+        ]
+
+    def recent_errors(self, name: str, limit: int = 10) -> list[MetricRow]:
+        sql = self._sql(
+            "SELECT plugin_name, metric_name, metric_value, recorded_at, labels "
+            "FROM plugin_metrics WHERE plugin_name = {p} AND metric_name = 'error' "
+            "ORDER BY recorded_at DESC, id DESC LIMIT {p}"
+        )
+        out = []
+        for plugin, metric, value, at, labels in self.query(sql, (name, limit)):
+            moment = _read_time(at) or datetime.now(UTC)
+            parsed = json.loads(str(labels)) if labels else None
+            out.append(MetricRow(str(plugin), str(metric), float(value), moment, parsed))  # type: ignore[arg-type]
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._sqlite is not None:
+                self._sqlite.close()
+                self._sqlite = None
+            if self._pg is not None:
+                self._pg.close()
+                self._pg = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PluginStateStore({self.location!r})"
+
+
+def _plugin_row(row: tuple[object, ...]) -> PluginRow:
+    data = dict(zip(_PLUGIN_COLUMNS, row, strict=True))
+    for column in ("last_error_at", "load_time", "updated_at"):
+        data[column] = _read_time(data[column])
+    for column in ("enabled", "degraded"):
+        data[column] = bool(data[column])
+    data["error_count"] = int(data["error_count"] or 0)  # type: ignore[call-overload]
+    if data["load_duration_ms"] is not None:
+        data["load_duration_ms"] = float(data["load_duration_ms"])  # type: ignore[arg-type]
+    return PluginRow(**data)  # type: ignore[arg-type]
+
+
+def read_enabled_flags(target: str | Path) -> dict[str, PersistedFlag]:
+    """The persisted enabled flags, without creating anything.
+
+    A SQLite file that does not exist, or has no ``plugins`` table, holds none; it is
+    opened read-only. A PostgreSQL URL is queried (the table may be absent there too).
+    """
+    if is_postgres_url(target):
+        return _read_pg_flags(str(target))
+    name = sqlite_target(target, kind="state store")
+    if name == ":memory:" or not Path(name).is_file():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{Path(name).resolve()}?mode=ro", uri=True, timeout=30.0)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot read the plugin state store at {name}: {exc}") from exc
+    try:
+        known = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'plugins'"
+        ).fetchone()
+        if known is None:
+            return {}
+        rows = conn.execute("SELECT name, enabled, disabled_reason FROM plugins").fetchall()
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot read the plugin state store at {name}: {exc}") from exc
+    finally:
+        conn.close()
+    return {str(n): PersistedFlag(bool(e), None if r is None else str(r)) for n, e, r in rows}
+
+
+def _read_pg_flags(url: str) -> dict[str, PersistedFlag]:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            present = conn.execute("SELECT to_regclass('plugins') IS NOT NULL").fetchone()
+            if not present or not present[0]:
+                return {}
+            rows = conn.execute("SELECT name, enabled, disabled_reason FROM plugins").fetchall()
+    except psycopg.Error as exc:
+        raise StorageError(
+            f"cannot read the plugin state store at {redact_url(url)}: {exc}"
+        ) from exc
+    return {str(n): PersistedFlag(bool(e), None if r is None else str(r)) for n, e, r in rows}

@@ -1,0 +1,364 @@
+"""pgbench's TPC-B-like workload as a tether workload plugin.
+
+Tables, data and transactions are pgbench's (``pgbench -i`` and its built-in
+``tpcb-like`` and ``select-only`` scripts), so ``tether bench --workload tpcb``
+and ``pgbench -M prepared`` run the same statements against the same data::
+
+    BEGIN;
+    UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+    SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+    UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+    UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+    INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)
+        VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+    END;
+
+``setup`` creates and loads the tables with COPY, then adds the primary keys and
+vacuums, as ``pgbench -i`` does. It is idempotent: tables already loaded at the
+configured scale are kept (only ``pgbench_history`` is emptied, so it holds this
+run's transactions); any other state is dropped and loaded afresh. ``cleanup``
+drops the four tables.
+
+``driver: asyncpg`` (default) makes ``execute_operation`` a coroutine, so clients
+get asyncpg connections; ``driver: psycopg`` makes it a plain method, so clients
+get psycopg connections, one thread each (``pipeline: true`` then sends a whole
+transaction in one round trip). Both use prepared statements.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from tether.errors import ConfigError
+
+NAME = "tpcb"
+VERSION = "1.0.0"
+ACCOUNTS_PER_SCALE = 100_000
+TELLERS_PER_SCALE = 10
+BRANCHES_PER_SCALE = 1
+OPERATION_WEIGHTS = {"tpcb_like": 1, "select_only": 0}
+CONFIG_KEYS = frozenset({"scale", "driver", "pipeline", "seed", "operation_weights"})
+TABLES = ("pgbench_history", "pgbench_tellers", "pgbench_accounts", "pgbench_branches")
+
+# pgbench -i's tables (fillfactor 100, as its default), created in its order.
+CREATE_TABLES = (
+    (
+        "CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, "
+        "filler char(22))"
+    ),
+    (
+        "CREATE TABLE pgbench_tellers (tid int NOT NULL, bid int, tbalance int, filler char(84)) "
+        "WITH (fillfactor = 100)"
+    ),
+    (
+        "CREATE TABLE pgbench_accounts (aid int NOT NULL, bid int, abalance int, "
+        "filler char(84)) WITH (fillfactor = 100)"
+    ),
+    (
+        "CREATE TABLE pgbench_branches (bid int NOT NULL, bbalance int, filler char(88)) "
+        "WITH (fillfactor = 100)"
+    ),
+)
+PRIMARY_KEYS = (
+    "ALTER TABLE pgbench_branches ADD PRIMARY KEY (bid)",
+    "ALTER TABLE pgbench_tellers ADD PRIMARY KEY (tid)",
+    "ALTER TABLE pgbench_accounts ADD PRIMARY KEY (aid)",
+)
+DROP_TABLES = "DROP TABLE IF EXISTS " + ", ".join(TABLES)
+LOADED_STATE = (
+    "SELECT to_regclass('pgbench_history') IS NOT NULL"
+    " AND to_regclass('pgbench_tellers') IS NOT NULL"
+    " AND to_regclass('pgbench_accounts') IS NOT NULL"
+    " AND to_regclass('pgbench_branches') IS NOT NULL"
+    " AND to_regclass('pgbench_accounts_pkey') IS NOT NULL"
+)
+COUNTS = (
+    "SELECT (SELECT count(*) FROM pgbench_branches), (SELECT count(*) FROM pgbench_tellers), "
+    "(SELECT max(aid) FROM pgbench_accounts)"
+)
+
+# The transaction, numbered placeholders for asyncpg ($n) ...
+UPDATE_ACCOUNT = "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"
+SELECT_ACCOUNT = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+UPDATE_TELLER = "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2"
+UPDATE_BRANCH = "UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2"
+INSERT_HISTORY = (
+    "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+    "VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)"
+)
+
+
+def _psycopg(query: str) -> str:
+    """... and positional ones for psycopg (%s), in the same order."""
+    for number in range(4, 0, -1):
+        query = query.replace(f"${number}", "%s")
+    return query
+
+
+def _fail(message: str) -> ConfigError:
+    return ConfigError(
+        f"invalid configuration for workload '{NAME}': {message}",
+        plugin=NAME,
+        hint="see the `config` section of the tpcb workload's plugin.yaml "
+        "(`tether plugins info tpcb`)",
+    )
+
+
+class _Settings:
+    def __init__(self, config: Mapping[str, object]) -> None:
+        unknown = sorted(set(config) - CONFIG_KEYS)
+        if unknown:
+            raise _fail(f"unknown key '{unknown[0]}' (known: {', '.join(sorted(CONFIG_KEYS))})")
+        scale = config.get("scale", 1)
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise _fail(f"'scale' must be an integer of at least 1, got {scale!r}")
+        driver = config.get("driver", "asyncpg")
+        if driver not in {"asyncpg", "psycopg"}:
+            raise _fail(f"'driver' must be 'asyncpg' or 'psycopg', got {driver!r}")
+        pipeline = config.get("pipeline", False)
+        if not isinstance(pipeline, bool):
+            raise _fail(f"'pipeline' must be true or false, got {pipeline!r}")
+        if pipeline and driver != "psycopg":
+            raise _fail("'pipeline: true' needs 'driver: psycopg' (asyncpg has no pipeline mode)")
+        seed = config.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise _fail(f"'seed' must be an integer, got {seed!r}")
+        self.scale: int = scale
+        self.driver: str = str(driver)
+        self.pipeline: bool = pipeline
+        self.seed: int | None = seed
+
+
+def _account_rows(scale: int) -> Iterator[tuple[int, int, int, str]]:
+    for aid in range(1, scale * ACCOUNTS_PER_SCALE + 1):
+        yield aid, (aid - 1) // ACCOUNTS_PER_SCALE + 1, 0, ""
+
+
+class TpcbWorkload:
+    """The tpcb workload plugin (entry ``tpcb_workload:TpcbWorkload``)."""
+
+    def __init__(self) -> None:
+        self.settings = _Settings({})
+        self._random = random.Random()  # noqa: S311 - load generation, not cryptography
+        self._draw = self._random.random
+        self._accounts = ACCOUNTS_PER_SCALE
+        self._setup: dict[str, object] = {}
+        self._operations: dict[str, Callable[[Any], None]] = {}
+
+    # ------------------------------------------------------------------ contract
+
+    def initialize(self, config: dict[str, object]) -> None:
+        self.settings = settings = _Settings(config)
+        self._random = random.Random(settings.seed)  # noqa: S311 - see above
+        self._draw = self._random.random
+        self._accounts = ACCOUNTS_PER_SCALE * settings.scale
+        if settings.driver == "psycopg":
+            # A plain execute_operation: tether gives each client a psycopg connection.
+            self.execute_operation = self._execute_sync  # type: ignore[method-assign,assignment]
+            self.setup = self._setup_sync  # type: ignore[method-assign,assignment]
+            self.cleanup = self._cleanup_sync  # type: ignore[method-assign,assignment]
+            tpcb = self._tpcb_pipelined if settings.pipeline else self._tpcb_sync
+            self._operations = {"tpcb_like": tpcb, "select_only": self._select_sync}
+
+    def get_info(self) -> dict[str, object]:
+        return {
+            "name": NAME,
+            "version": VERSION,
+            "description": "pgbench's TPC-B-like transaction and select-only query",
+            "scale": self.settings.scale,
+            "accounts": self.settings.scale * ACCOUNTS_PER_SCALE,
+            "driver": self.settings.driver,
+            "pipeline": self.settings.pipeline,
+        }
+
+    def get_operation_types(self) -> dict[str, int]:
+        return dict(OPERATION_WEIGHTS)
+
+    def get_metrics(self) -> dict[str, object]:
+        """What setup did (``loaded`` with its time, or ``reused``); the runner counts the rest."""
+        return dict(self._setup)
+
+    async def execute_operation(self, db: Any, operation_type: str) -> None:
+        # Both transactions inline: a call and a coroutine less per transaction.
+        draw = self._draw
+        if operation_type == "select_only":
+            await db.fetchval(SELECT_ACCOUNT, int(draw() * self._accounts) + 1)
+            return
+        if operation_type != "tpcb_like":
+            raise ValueError(f"unknown operation type: {operation_type}")
+        scale = self.settings.scale
+        aid = int(draw() * self._accounts) + 1
+        tid = int(draw() * TELLERS_PER_SCALE * scale) + 1
+        bid = int(draw() * BRANCHES_PER_SCALE * scale) + 1
+        delta = int(draw() * 10_001) - 5000
+        await db.execute("BEGIN")
+        try:
+            await db.execute(UPDATE_ACCOUNT, delta, aid)
+            await db.fetchval(SELECT_ACCOUNT, aid)
+            await db.execute(UPDATE_TELLER, delta, tid)
+            await db.execute(UPDATE_BRANCH, delta, bid)
+            await db.execute(INSERT_HISTORY, tid, bid, aid, delta)
+        except BaseException:
+            if not db.is_closed():
+                await db.execute("ROLLBACK")
+            raise
+        await db.execute("END")
+
+    def _execute_sync(self, db: Any, operation_type: str) -> None:
+        operation = self._operations.get(operation_type)
+        if operation is None:
+            raise ValueError(f"unknown operation type: {operation_type}")
+        operation(db)
+
+    # ------------------------------------------------------------------ random values
+
+    def _values(self) -> tuple[int, int, int, int]:
+        """aid, tid, bid, delta as pgbench draws them (uniform)."""
+        draw = self._random.random
+        scale = self.settings.scale
+        aid = int(draw() * ACCOUNTS_PER_SCALE * scale) + 1
+        tid = int(draw() * TELLERS_PER_SCALE * scale) + 1
+        bid = int(draw() * BRANCHES_PER_SCALE * scale) + 1
+        delta = int(draw() * 10_001) - 5000
+        return aid, tid, bid, delta
+
+    # ------------------------------------------------------------------ asyncpg
+
+    async def setup(self, db: Any) -> None:
+        scale = self.settings.scale
+        if await db.fetchval(LOADED_STATE) and tuple(await db.fetchrow(COUNTS)) == _expected(scale):
+            await db.execute("TRUNCATE pgbench_history")
+            self._setup = {"setup": "reused"}
+            return
+        began = time.perf_counter()
+        await db.execute(DROP_TABLES)
+        for statement in CREATE_TABLES:
+            await db.execute(statement)
+        await db.copy_records_to_table(
+            "pgbench_branches",
+            records=[(b, 0) for b in range(1, scale * BRANCHES_PER_SCALE + 1)],
+            columns=("bid", "bbalance"),
+        )
+        await db.copy_records_to_table(
+            "pgbench_tellers",
+            records=[
+                (t, (t - 1) // TELLERS_PER_SCALE + 1, 0)
+                for t in range(1, scale * TELLERS_PER_SCALE + 1)
+            ],
+            columns=("tid", "bid", "tbalance"),
+        )
+        await db.copy_records_to_table(
+            "pgbench_accounts",
+            records=_account_rows(scale),
+            columns=("aid", "bid", "abalance", "filler"),
+        )
+        await db.execute("VACUUM ANALYZE " + ", ".join(TABLES))
+        for statement in PRIMARY_KEYS:
+            await db.execute(statement)
+        self._setup = {"setup": "loaded", "load_seconds": round(time.perf_counter() - began, 3)}
+
+    async def cleanup(self, db: Any) -> None:
+        await db.execute(DROP_TABLES)
+
+    # ------------------------------------------------------------------ psycopg
+
+    def _tpcb_sync(self, db: Any) -> None:
+        aid, tid, bid, delta = self._values()
+        with db.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                cur.execute(_UPDATE_ACCOUNT, (delta, aid), prepare=True)
+                cur.execute(_SELECT_ACCOUNT, (aid,), prepare=True)
+                cur.fetchone()
+                cur.execute(_UPDATE_TELLER, (delta, tid), prepare=True)
+                cur.execute(_UPDATE_BRANCH, (delta, bid), prepare=True)
+                cur.execute(_INSERT_HISTORY, (tid, bid, aid, delta), prepare=True)
+            except BaseException:
+                if not db.closed:
+                    db.rollback()
+                raise
+            cur.execute("END")
+
+    def _tpcb_pipelined(self, db: Any) -> None:
+        aid, tid, bid, delta = self._values()
+        try:
+            with db.pipeline(), db.cursor() as cur:
+                cur.execute("BEGIN")
+                cur.execute(_UPDATE_ACCOUNT, (delta, aid), prepare=True)
+                cur.execute(_SELECT_ACCOUNT, (aid,), prepare=True)
+                cur.execute(_UPDATE_TELLER, (delta, tid), prepare=True)
+                cur.execute(_UPDATE_BRANCH, (delta, bid), prepare=True)
+                cur.execute(_INSERT_HISTORY, (tid, bid, aid, delta), prepare=True)
+                cur.execute("END")
+        except BaseException:
+            if not db.closed:
+                db.rollback()
+            raise
+
+    def _select_sync(self, db: Any) -> None:
+        aid = int(self._draw() * self._accounts) + 1
+        db.execute(_SELECT_ACCOUNT, (aid,), prepare=True).fetchone()
+
+    def _setup_sync(self, db: Any) -> None:
+        scale = self.settings.scale
+        state = db.execute(LOADED_STATE).fetchone()
+        if state and state[0] and tuple(db.execute(COUNTS).fetchone()) == _expected(scale):
+            db.execute("TRUNCATE pgbench_history")
+            self._setup = {"setup": "reused"}
+            return
+        began = time.perf_counter()
+        db.execute(DROP_TABLES)
+        for statement in CREATE_TABLES:
+            db.execute(statement)
+        with db.cursor() as cur:
+            _copy_text(
+                cur, "pgbench_branches (bid, bbalance)", (f"{b}\t0\n" for b in range(1, scale + 1))
+            )
+            _copy_text(
+                cur,
+                "pgbench_tellers (tid, bid, tbalance)",
+                (
+                    f"{t}\t{(t - 1) // TELLERS_PER_SCALE + 1}\t0\n"
+                    for t in range(1, scale * TELLERS_PER_SCALE + 1)
+                ),
+            )
+            _copy_text(
+                cur,
+                "pgbench_accounts (aid, bid, abalance, filler)",
+                (f"{a}\t{b}\t0\t\n" for a, b, _, _ in _account_rows(scale)),
+            )
+        db.execute("VACUUM ANALYZE " + ", ".join(TABLES))
+        for statement in PRIMARY_KEYS:
+            db.execute(statement)
+        self._setup = {"setup": "loaded", "load_seconds": round(time.perf_counter() - began, 3)}
+
+    def _cleanup_sync(self, db: Any) -> None:
+        db.execute(DROP_TABLES)
+
+
+_UPDATE_ACCOUNT = _psycopg(UPDATE_ACCOUNT)
+_SELECT_ACCOUNT = _psycopg(SELECT_ACCOUNT)
+_UPDATE_TELLER = _psycopg(UPDATE_TELLER)
+_UPDATE_BRANCH = _psycopg(UPDATE_BRANCH)
+_INSERT_HISTORY = _psycopg(INSERT_HISTORY)
+_COPY_CHUNK = 10_000
+
+
+def _expected(scale: int) -> tuple[int, int, int]:
+    return scale * BRANCHES_PER_SCALE, scale * TELLERS_PER_SCALE, scale * ACCOUNTS_PER_SCALE
+
+
+def _copy_text(cur: Any, target: str, lines: Iterator[str]) -> None:
+    """COPY ``lines`` (tab-separated text) into ``target``, a chunk of rows per write."""
+    with cur.copy(f"COPY {target} FROM STDIN") as copy:
+        chunk: list[str] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) >= _COPY_CHUNK:
+                copy.write("".join(chunk))
+                chunk.clear()
+        if chunk:
+            copy.write("".join(chunk))

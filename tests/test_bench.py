@@ -1,0 +1,370 @@
+"""``tether bench`` end to end against a real PostgreSQL (the session's embedded server)."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from helpers import PluginWriter
+from tether.cli import cli
+from tether.hosts.workload import EXIT_ERROR_RATE
+
+pytest_plugins = ["pg"]
+
+ASYNC_PLUGIN = """
+class Workload:
+    def __init__(self):
+        self.calls = 0
+
+    async def initialize(self, config):
+        self.config = config
+
+    def get_info(self):
+        return {"name": "ledger", "kind": "async"}
+
+    async def setup(self, db):
+        await db.execute("CREATE TABLE IF NOT EXISTS ledger_log (op text NOT NULL)")
+
+    async def cleanup(self, db):
+        await db.execute("DROP TABLE IF EXISTS ledger_log")
+
+    async def execute_operation(self, db, operation_type):
+        if operation_type == "fail":
+            raise ValueError("this operation always fails")
+        await db.execute("INSERT INTO ledger_log (op) VALUES ($1)", operation_type)
+        self.calls += 1
+
+    def get_operation_types(self):
+        return {"write": 3, "read": 1, "fail": 0}
+
+    async def get_metrics(self):
+        return {"calls": self.calls, "greeting": self.config.get("greeting", "none")}
+"""
+
+SYNC_PLUGIN = """
+class Workload:
+    def __init__(self):
+        self.calls = 0
+
+    def initialize(self, config):
+        self.config = config
+
+    def setup(self, db):
+        db.execute("CREATE TABLE IF NOT EXISTS ledger_log (op text NOT NULL)")
+
+    def cleanup(self, db):
+        db.execute("DROP TABLE IF EXISTS ledger_log")
+
+    def execute_operation(self, db, operation_type):
+        if operation_type == "fail":
+            raise ValueError("this operation always fails")
+        db.execute("INSERT INTO ledger_log (op) VALUES (%s)", (operation_type,))
+        self.calls += 1
+
+    def get_operation_types(self):
+        return {"write": 3, "read": 1, "fail": 0}
+
+    def get_metrics(self):
+        return {"calls": self.calls}
+"""
+
+
+@pytest.fixture
+def plugins(tmp_path: Path) -> Path:
+    directory = tmp_path / "plugins"
+    write = PluginWriter(directory)
+    write(
+        "ledger", ASYNC_PLUGIN, entry="ledger:Workload", directory="ledger", provides=["workload"]
+    )
+    write(
+        "ledger-sync",
+        SYNC_PLUGIN,
+        entry="ledger_sync:Workload",
+        directory="ledger-sync",
+        provides=["workload"],
+    )
+    write("not-a-workload", "class Plugin:\n    pass\n", directory="plain", entry="plugin:Plugin")
+    return directory
+
+
+def bench(*args: str, plugin_path: Path | None = None) -> Result:
+    prefix = ["--plugin-path", str(plugin_path)] if plugin_path else []
+    return CliRunner().invoke(cli, [*prefix, "bench", *args], catch_exceptions=False)
+
+
+def report(result: Result) -> dict[str, object]:
+    assert result.exit_code in {0, EXIT_ERROR_RATE}, result.stderr
+    data: dict[str, object] = json.loads(result.stdout)  # JSON only on stdout
+    return data
+
+
+def rows(dsn: str, query: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return list(conn.execute(query).fetchall())
+
+
+# --------------------------------------------------------------------------- tpcb
+
+
+@pytest.mark.slow
+def test_tpcb_runs_and_its_tables_hold_what_it_did(pg_url):
+    result = bench("-w", "tpcb", "--dsn", pg_url, "-c", "4", "-T", "2s", "--format", "json", "-q")
+    data = report(result)
+    tpcb = data["operations"]["tpcb_like"]  # type: ignore[index]
+    assert tpcb["count"] > 0
+    assert tpcb["errors"] == 0
+    assert data["metrics"]["setup"] == "loaded"  # type: ignore[index]
+    counts = rows(
+        pg_url,
+        "SELECT (SELECT count(*) FROM pgbench_branches), (SELECT count(*) FROM pgbench_tellers), "
+        "(SELECT count(*) FROM pgbench_accounts), (SELECT count(*) FROM pgbench_history), "
+        "(SELECT sum(delta) FROM pgbench_history) = (SELECT sum(bbalance) FROM pgbench_branches)",
+    )[0]
+    assert counts == (1, 10, 100_000, tpcb["count"], True)
+
+    again = report(
+        bench("-w", "tpcb", "--dsn", pg_url, "-t", "50", "--format", "json", "-q", "--cleanup")
+    )
+    assert again["metrics"]["setup"] == "reused"  # type: ignore[index]
+    assert again["operations"]["tpcb_like"]["count"] == 50  # type: ignore[index]
+    assert rows(pg_url, "SELECT to_regclass('pgbench_accounts') IS NULL")[0] == (True,)
+
+
+@pytest.mark.slow
+def test_tpcb_select_only_and_the_text_report(pg_url):
+    result = bench(
+        "-w", "tpcb", "--dsn", pg_url, "-c", "2", "-t", "300",
+        "--set", "operation_weights={tpcb_like: 0, select_only: 1}",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert re.search(r"select_only\s+1\s+300\s+0\s", result.stdout)
+    assert "p99.9" in result.stdout
+    assert "tpcb_like" not in result.stdout  # weight 0, nothing run: not in the table
+
+
+@pytest.mark.slow
+def test_tpcb_with_psycopg_pipelines_the_same_transaction(pg_url):
+    data = report(
+        bench(
+            "-w", "tpcb", "--dsn", pg_url, "-c", "2", "-t", "200", "--format", "json", "-q",
+            "--set", "driver=psycopg", "--set", "pipeline=true",
+        )
+    )  # fmt: skip
+    assert data["workload"]["driver"] == "psycopg"  # type: ignore[index]
+    assert data["operations"]["tpcb_like"]["count"] == 200  # type: ignore[index]
+    assert rows(pg_url, "SELECT count(*) FROM pgbench_history") == [(200,)]
+
+
+# --------------------------------------------------------------------------- custom plugins
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "driver"), [("ledger", "asyncpg"), ("ledger-sync", "psycopg")])
+def test_a_custom_workload_runs_through_the_cli(pg_url, plugins, name, driver):
+    result = bench(
+        "-w", name, "--dsn", pg_url, "-c", "3", "-t", "120", "--seed", "42", "--format", "json",
+        "--set", "greeting=hello",
+        plugin_path=plugins,
+    )  # fmt: skip
+    data = report(result)
+    assert set(data) >= {
+        "format", "tether_version", "workload", "database", "settings", "elapsed",
+        "stop_reason", "totals", "operations", "metrics", "error_rate_exceeded",
+    }  # fmt: skip
+    assert data["workload"]["name"] == name  # type: ignore[index]
+    assert data["workload"]["driver"] == driver  # type: ignore[index]
+    assert data["settings"]["seed"] == 42  # type: ignore[index]
+    assert data["database"]["dsn"] == pg_url  # type: ignore[index]
+    operations = data["operations"]
+    assert list(operations) == ["write", "read", "fail"]  # type: ignore[arg-type]
+    totals = data["totals"]
+    assert totals["transactions"] == 120  # type: ignore[index]
+    assert totals["errors"] == 0  # type: ignore[index]
+    write = operations["write"]  # type: ignore[index]
+    assert write["weight"] == 3
+    assert set(write["latency_ms"]) == {"min", "mean", "p50", "p90", "p95", "p99", "p99.9", "max"}
+    assert write["histogram"].startswith("HISTF")
+    logged = dict(rows(pg_url, "SELECT op, count(*) FROM ledger_log GROUP BY op"))  # type: ignore[arg-type]
+    assert logged == {op: operations[op]["count"] for op in ("write", "read")}  # type: ignore[index]
+    assert data["metrics"]["calls"] == 120  # type: ignore[index]
+    if name == "ledger":
+        assert data["metrics"]["greeting"] == "hello"  # type: ignore[index]
+        assert data["workload"]["info"] == {"name": "ledger", "kind": "async"}  # type: ignore[index]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ledger", "ledger-sync"])
+def test_failing_operations_are_counted_by_type_and_fail_the_run(pg_url, plugins, name):
+    result = bench(
+        "-w", name, "--dsn", pg_url, "-c", "2", "-t", "200", "--format", "json", "-q",
+        "--set", "operation_weights={fail: 1}", "--max-error-rate", "5%",
+        plugin_path=plugins,
+    )  # fmt: skip
+    assert result.exit_code == EXIT_ERROR_RATE
+    data = report(result)
+    fail = data["operations"]["fail"]  # type: ignore[index]
+    assert fail["errors_by_type"] == {"ValueError": fail["errors"]}
+    assert fail["errors"] > 0
+    assert fail["errors"] + sum(op["count"] for op in data["operations"].values()) == 200  # type: ignore[attr-defined]
+    assert data["error_rate_exceeded"] is True
+    assert "is above --max-error-rate 5.00%" in result.stderr
+
+
+@pytest.mark.slow
+def test_processes_merge_their_histograms_exactly(pg_url, plugins):
+    data = report(
+        bench(
+            "-w", "ledger", "--dsn", pg_url, "-c", "4", "-j", "2", "-t", "400", "--format", "json",
+            "-q", plugin_path=plugins,
+        )
+    )  # fmt: skip
+    operations = data["operations"]
+    counts = [op["count"] for op in operations.values()]  # type: ignore[attr-defined]
+    assert sum(counts) == data["totals"]["transactions"] == 400  # type: ignore[index]
+    assert data["metrics"]["calls"] == 400  # type: ignore[index]  # each worker's, added up
+    assert data["settings"]["processes"] == 2  # type: ignore[index]
+    assert rows(pg_url, "SELECT count(*) FROM ledger_log") == [(400,)]
+
+
+@pytest.mark.slow
+def test_a_paced_run_stays_within_its_schedule(pg_url, plugins):
+    data = report(
+        bench("-w", "ledger", "--dsn", pg_url, "-c", "2", "-T", "1s", "-R", "50",
+              "--format", "json", "-q", plugin_path=plugins)
+    )  # fmt: skip
+    assert 0 < data["totals"]["transactions"] <= 50  # type: ignore[index]
+    assert data["settings"]["rate"] == 50.0  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_plugins_test_loads_and_initializes_a_workload(plugins):
+    result = CliRunner().invoke(cli, ["plugins", "test", str(plugins / "ledger")])
+    assert result.exit_code == 0, result.output
+    assert "initialize" in result.stdout
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_an_unknown_workload_suggests_the_closest(plugins):
+    result = bench("-w", "tpcc", plugin_path=plugins)
+    assert result.exit_code == 1
+    assert "workload not found: 'tpcc'" in result.stderr
+    assert "did you mean 'tpcb'?" in result.stderr
+
+
+def test_a_plugin_that_is_no_workload_is_refused(plugins):
+    result = bench("-w", "not-a-workload", plugin_path=plugins)
+    assert result.exit_code == 1
+    assert "is not a workload plugin" in result.stderr
+
+
+def test_bad_weights_fail_before_touching_a_database(plugins):
+    result = bench(
+        "-w", "ledger", "--dsn", "postgresql://nobody@127.0.0.1:1/none",
+        "--set", "operation_weights={writ: 2}", plugin_path=plugins,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "unknown operation 'writ' for workload 'ledger' (did you mean 'write'?)" in result.stderr
+    assert "write (default 3), read (default 1), fail (default 0)" in result.stderr
+
+
+def test_an_unreachable_database_is_one_line_with_the_password_masked():
+    result = bench("-w", "tpcb", "--dsn", "postgresql://bench:hunter2@127.0.0.1:1/db", "-T", "1s")
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert (
+        lines[0]
+        == "Error: cannot connect to postgresql://bench:****@127.0.0.1:1/db: connection refused"
+    )
+    assert lines[1].startswith("Hint: ")
+    assert len(lines) == 2
+    assert "hunter2" not in result.output
+
+
+def test_duration_and_transactions_exclude_each_other():
+    result = bench("-w", "tpcb", "-T", "1s", "-t", "5")
+    assert result.exit_code == 2
+    assert "not both" in result.stderr
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bench.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_a_bench_config_runs_and_flags_override_it(tmp_path, pg_url, plugins):
+    path = _config(
+        tmp_path,
+        f"""
+        workload:
+          type: plugin
+          plugin_name: ledger
+          plugin_config: {{greeting: from-config, operation_weights: {{read: 0}}}}
+        database: {{dsn: "{pg_url}"}}
+        bench: {{clients: 2, transactions: 30, seed: 9}}
+        """,
+    )
+    data = report(
+        bench("--config", str(path), "-t", "40", "--format", "json", "-q", plugin_path=plugins)
+    )
+    assert data["settings"]["clients"] == 2  # type: ignore[index]
+    assert data["totals"]["transactions"] == 40  # type: ignore[index]
+    assert data["operations"]["read"]["count"] == 0  # type: ignore[index]
+    assert data["metrics"]["greeting"] == "from-config"  # type: ignore[index]
+
+
+def test_config_validate_checks_the_bench_sections(tmp_path, plugins):
+    good = _config(
+        tmp_path, "workload: {plugin_name: tpcb, plugin_config: {scale: 2}}\nbench: {clients: 2}\n"
+    )
+    result = CliRunner().invoke(cli, ["--config", str(good), "config", "validate"])
+    assert result.exit_code == 0, result.output
+    assert "workload 'tpcb' (builtin)" in result.stdout
+    bad = _config(
+        tmp_path, "workload: {plugin_name: tpcb, plugin_config: {operation_weights: {tpcb: 1}}}\n"
+    )
+    result = CliRunner().invoke(cli, ["--config", str(bad), "config", "validate"])
+    assert result.exit_code == 1
+    assert (
+        "unknown operation 'tpcb' for workload 'tpcb' (did you mean 'tpcb_like'?)" in result.stderr
+    )
+    wrong_type = _config(tmp_path, "workload: {plugin_name: tpcb, plugin_config: {scale: many}}\n")
+    result = CliRunner().invoke(cli, ["--config", str(wrong_type), "config", "validate"])
+    assert result.exit_code == 1
+    assert "'scale' must be an integer" in result.stderr
+
+
+def test_config_show_masks_the_dsn_password(tmp_path):
+    path = _config(
+        tmp_path,
+        "workload: {plugin_name: tpcb}\ndatabase: {dsn: 'postgresql://u:topsecret@h/db'}\n",
+    )
+    result = CliRunner().invoke(cli, ["--config", str(path), "config", "show"])
+    assert result.exit_code == 0, result.output
+    assert "postgresql://u:****@h/db" in result.stdout
+    assert "topsecret" not in result.stdout
+
+
+def test_workloads_list_shows_builtin_and_plugin_workloads(plugins):
+    result = CliRunner().invoke(cli, ["--plugin-path", str(plugins), "workloads", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    found = {w["name"]: w for w in json.loads(result.stdout)["workloads"]}
+    assert found["tpcb"]["origin"] == "builtin"
+    assert found["tpcb"]["operations"] == {"tpcb_like": 1, "select_only": 0}
+    assert found["ledger"]["origin"] == "cli"
+    assert found["ledger"]["operations"] is None  # not declared in its manifest
+    assert "not-a-workload" not in found
+    table = CliRunner().invoke(cli, ["--plugin-path", str(plugins), "workloads", "list"])
+    assert "tpcb_like 1, select_only 0" in table.stdout

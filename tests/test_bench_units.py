@@ -1,0 +1,395 @@
+"""The workload host's pure parts and its client loop, without a database."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tether import TetherConfig, load_config
+from tether._gate import Gate
+from tether.cli._bench import Flags, read_bench_config, settings_from
+from tether.errors import ConfigError
+from tether.hosts.workload import (
+    BenchSettings,
+    DatabaseUnavailableError,
+    WorkloadConfigError,
+    intended_start_ns,
+    mask_dsn,
+    plans_for,
+    process_rates,
+    resolve_weights,
+    split_evenly,
+)
+from tether.hosts.workload._database import describe_connect_error
+from tether.hosts.workload._engine import Engine, Plan, Tick
+from tether.hosts.workload._stats import Collector, LatencySummary, OperationStats
+from tether.hosts.workload._weights import check_default_weights, make_chooser
+from tether.hosts.workload._workers import merge_metrics
+
+DEFAULTS = {"insert": 30, "select": 60, "update": 10}
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+def test_intended_starts_are_evenly_spaced_from_the_start():
+    starts = [intended_start_ns(k, start_ns=1_000, rate=4.0) for k in range(5)]
+    assert starts == [1_000, 250_001_000, 500_001_000, 750_001_000, 1_000_001_000]
+
+
+def test_a_phase_shifts_the_schedule_by_part_of_an_interval():
+    assert intended_start_ns(0, start_ns=0, rate=10.0, phase=0.5) == 50_000_000
+
+
+@pytest.mark.parametrize("processes", [2, 3, 4])
+def test_equal_processes_interleave_into_exactly_the_global_schedule(processes):
+    rate = 120.0
+    shares = process_rates(rate, [2] * processes)
+    merged = sorted(
+        intended_start_ns(k, start_ns=0, rate=share, phase=phase)
+        for share, phase in shares
+        for k in range(10)
+    )
+    expected = [intended_start_ns(k, start_ns=0, rate=rate) for k in range(10 * processes)]
+    assert all(abs(a - b) <= 1 for a, b in zip(merged, expected, strict=True))
+
+
+def test_process_rates_share_in_proportion_to_clients():
+    shares = process_rates(90.0, [2, 1])
+    assert [round(r, 6) for r, _ in shares] == [60.0, 30.0]
+    assert sum(r for r, _ in shares) == pytest.approx(90.0)
+
+
+@pytest.mark.parametrize(("total", "parts"), [(10, 3), (7, 7), (100, 1), (5, 2)])
+def test_split_evenly_sums_and_differs_by_at_most_one(total, parts):
+    pieces = split_evenly(total, parts)
+    assert sum(pieces) == total
+    assert max(pieces) - min(pieces) <= 1
+
+
+def test_plans_split_clients_transactions_and_rate():
+    settings = BenchSettings(clients=5, transactions=101, rate=50.0, processes=2, seed=7)
+    plans = plans_for(settings)
+    assert [p.clients for p in plans] == [3, 2]
+    assert [p.first_client for p in plans] == [0, 3]
+    assert sum(p.transactions or 0 for p in plans) == 101
+    assert sum(p.rate or 0 for p in plans) == pytest.approx(50.0)
+    assert {p.seed for p in plans} == {7}
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def test_overrides_replace_only_the_operations_they_name():
+    assert resolve_weights("w", DEFAULTS, {"update": 0, "insert": 5}) == {
+        "insert": 5,
+        "select": 60,
+        "update": 0,
+    }
+
+
+def test_no_overrides_keeps_the_defaults():
+    assert resolve_weights("w", DEFAULTS, None) == DEFAULTS
+
+
+def test_an_unknown_operation_names_the_known_ones_and_suggests():
+    with pytest.raises(WorkloadConfigError) as caught:
+        resolve_weights("w", DEFAULTS, {"selct": 1}, source="bench.yaml")
+    message = str(caught.value)
+    assert "unknown operation 'selct'" in message
+    assert "did you mean 'select'?" in message
+    assert "bench.yaml" in message
+    assert "insert (default 30), select (default 60), update (default 10)" in (
+        caught.value.hint or ""
+    )
+
+
+@pytest.mark.parametrize("weight", [-1, 1.5, "3", True, None])
+def test_weights_must_be_non_negative_integers(weight):
+    with pytest.raises(WorkloadConfigError, match="must be a non-negative integer"):
+        resolve_weights("w", DEFAULTS, {"insert": weight})
+
+
+def test_at_least_one_weight_must_be_above_zero():
+    with pytest.raises(WorkloadConfigError, match="every weight is 0"):
+        resolve_weights("w", DEFAULTS, {"insert": 0, "select": 0, "update": 0})
+
+
+def test_overrides_must_be_a_mapping():
+    with pytest.raises(WorkloadConfigError, match="must be a mapping"):
+        resolve_weights("w", DEFAULTS, ["insert"])
+
+
+@pytest.mark.parametrize("bad", [{}, [], {"a": -1}, {1: 2}, None])
+def test_the_plugins_own_weights_are_checked(bad):
+    with pytest.raises(WorkloadConfigError, match="get_operation_types"):
+        check_default_weights("w", bad)
+
+
+def test_the_chooser_follows_the_weights_and_its_seed():
+    weights = {"a": 1, "b": 3, "never": 0}
+    choose = make_chooser(weights, random.Random(5))
+    picks = Counter(choose() for _ in range(20_000))
+    assert "never" not in picks
+    assert 0.70 < picks["b"] / 20_000 < 0.80
+    again = make_chooser(weights, random.Random(5))
+    first = make_chooser(weights, random.Random(5))
+    assert [again() for _ in range(50)] == [first() for _ in range(50)]
+
+
+def test_a_single_operation_is_always_chosen():
+    choose = make_chooser({"only": 2, "off": 0}, random.Random())
+    assert {choose() for _ in range(10)} == {"only"}
+
+
+# --------------------------------------------------------------------------- database
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        (
+            "postgresql://bench:s3cr%40t@127.0.0.1:1/db",
+            "postgresql://bench:****@127.0.0.1:1/db",
+        ),
+        ("postgresql://bench@127.0.0.1/db", "postgresql://bench@127.0.0.1/db"),
+        (
+            "postgresql://postgres:@/postgres?host=/tmp/x",
+            "postgresql://postgres:@/postgres?host=/tmp/x",
+        ),
+        ("host=h user=u password=secret dbname=d", "host=h user=u password=**** dbname=d"),
+        (
+            "postgresql://u@h/d?password=secret&sslmode=off",
+            "postgresql://u@h/d?password=****&sslmode=off",
+        ),
+    ],
+)
+def test_dsns_are_shown_without_their_password(dsn, shown):
+    assert mask_dsn(dsn) == shown
+
+
+def test_connect_errors_read_as_one_line():
+    assert describe_connect_error(ConnectionRefusedError(111, "Connect call failed")) == (
+        "connection refused"
+    )
+    assert describe_connect_error(
+        OSError("Multiple exceptions: [Errno 111] Connect call failed")
+    ) == ("connection refused")
+    error = DatabaseUnavailableError("postgresql://u:****@h/d", "connection refused")
+    assert str(error) == "cannot connect to postgresql://u:****@h/d: connection refused"
+    assert "\n" not in str(error)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_need_a_sensible_shape():
+    assert BenchSettings().duration == 10.0
+    for kwargs, fragment in [
+        ({"clients": 0}, "clients must be an integer of at least 1"),
+        ({"duration": 1.0, "transactions": 5}, "not both"),
+        ({"clients": 1, "processes": 2}, "must not exceed clients"),
+        ({"rate": 0.0}, "rate must be a positive number"),
+        ({"max_error_rate": 2.0}, "max_error_rate must be a fraction"),
+        ({"warmup": -1.0}, "warmup must not be negative"),
+    ]:
+        with pytest.raises(WorkloadConfigError, match=fragment):
+            BenchSettings(**kwargs, source="x")  # type: ignore[arg-type]
+
+
+def _bench_config(tmp_path: Path, text: str) -> TetherConfig:
+    path = tmp_path / "bench.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+def test_flags_override_the_config_which_overrides_defaults(tmp_path, monkeypatch):
+    config = read_bench_config(
+        _bench_config(
+            tmp_path,
+            "workload: {type: plugin, plugin_name: tpcb, plugin_config: {scale: 2}}\n"
+            "database: {dsn: 'postgresql://a:b@h/db', data_directory: ~/pg}\n"
+            "bench: {clients: 4, duration: 30s, warmup: 1s, max_error_rate: 5%, seed: 3}\n",
+        )
+    )
+    assert config.workload == "tpcb"
+    assert config.plugin_config == {"scale": 2}
+    settings = settings_from(config, Flags(clients=2, transactions=100))
+    assert (settings.clients, settings.transactions, settings.duration) == (2, 100, None)
+    assert (settings.warmup, settings.max_error_rate, settings.seed) == (1.0, 0.05, 3)
+    assert settings.dsn == "postgresql://a:b@h/db"
+    monkeypatch.setenv("TETHER_DSN", "postgresql://env/db")
+    assert settings_from(config, Flags()).dsn == "postgresql://env/db"
+    assert settings_from(config, Flags(dsn="postgresql://flag/db")).dsn == "postgresql://flag/db"
+    assert settings_from(config, Flags(duration="90")).duration == 90.0
+
+
+def test_an_unknown_bench_key_is_named_with_a_suggestion(tmp_path):
+    config = _bench_config(tmp_path, "bench: {clinets: 4}\n")
+    with pytest.raises(
+        WorkloadConfigError, match=r"bench\.clinets: unknown key \(did you mean 'clients'\?\)"
+    ):
+        read_bench_config(config)
+
+
+def test_a_bad_duration_names_the_file_and_key(tmp_path):
+    config = read_bench_config(_bench_config(tmp_path, "bench: {duration: soon}\n"))
+    with pytest.raises(ConfigError, match=r"bench\.yaml: bench\.duration: not a duration"):
+        settings_from(config, Flags())
+
+
+def test_only_plugin_workloads_exist(tmp_path):
+    with pytest.raises(WorkloadConfigError, match=r"workload\.type: must be 'plugin'"):
+        read_bench_config(_bench_config(tmp_path, "workload: {type: builtin}\n"))
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_merged_histograms_equal_one_histogram_of_everything():
+    values = [random.Random(1).randint(50, 50_000) for _ in range(5_000)]
+    first, second, together = OperationStats(), OperationStats(), OperationStats()
+    first.record(Counter(values[:2_000]))
+    second.record(Counter(values[2_000:]))
+    together.record(Counter(values))
+    merged = OperationStats.decode(first.encode())
+    merged.merge(OperationStats.decode(second.encode()))
+    assert merged.count == together.count == 5_000
+    assert LatencySummary.of(merged.histogram) == LatencySummary.of(together.histogram)
+
+
+def test_the_collector_drains_what_clients_appended():
+    collector = Collector(["a", "b"])
+    collector.latencies["a"].extend([100, 100, 250])
+    collector.errors.append(("b", "ValueError"))
+    interval, successes, errors = collector.drain()
+    assert (successes, errors) == (3, 1)
+    assert interval == {100: 2, 250: 1}
+    assert collector.stats["a"].count == 3
+    assert collector.stats["b"].errors == {"ValueError": 1}
+    assert collector.drain()[1:] == (0, 0)
+
+
+def test_worker_metrics_merge():
+    merged = merge_metrics(
+        [
+            {"calls": 3, "kind": "x", "ok": True, "by_op": {"a": 1}},
+            {"calls": 3, "kind": "y", "ok": True, "by_op": {"a": 2, "b": 1}},
+        ]
+    )
+    assert merged == {"calls": 6, "kind": ["x", "y"], "ok": True, "by_op": {"a": 3, "b": 1}}
+
+
+# --------------------------------------------------------------------------- the client loop
+
+
+class _Fake:
+    """An execute_operation that records what it was asked to do, and fails on 'fail'."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    async def run_async(self, db: object, op: str) -> None:
+        self.calls[op] += 1
+        await asyncio.sleep(0)
+        if op == "fail":
+            raise KeyError(op)
+
+    def run_sync(self, db: object, op: str) -> None:
+        self.calls[op] += 1
+        if op == "fail":
+            raise KeyError(op)
+
+
+def _open_gate() -> Gate:
+    gate = Gate("fake")
+    gate.open()
+    return gate
+
+
+@pytest.mark.parametrize("is_async", [True, False], ids=["async", "threads"])
+def test_a_transaction_budget_is_exact_and_errors_are_counted_by_type(is_async):
+    fake = _Fake()
+    gate = _open_gate()
+    engine = Engine(
+        Plan(clients=4, transactions=503, seed=1),
+        execute=fake.run_async if is_async else fake.run_sync,
+        is_async=is_async,
+        weights={"ok": 3, "fail": 1},
+        gate=gate,
+    )
+    result = asyncio.run(engine.run([None] * 4))
+    ok, failed = result.stats["ok"], result.stats["fail"]
+    assert ok.count + failed.error_count == 503 == sum(fake.calls.values())
+    assert failed.errors == {"KeyError": fake.calls["fail"]}
+    assert gate.error_count == fake.calls["fail"]
+    assert gate.in_flight == 0
+    assert result.stop_reason == "transactions"
+
+
+def test_a_closed_gate_refuses_every_call():
+    fake = _Fake()
+    gate = Gate("fake")  # never opened
+    gate.hold_timeout = 0.01
+    engine = Engine(
+        Plan(clients=2, transactions=20),
+        execute=fake.run_async,
+        is_async=True,
+        weights={"ok": 1},
+        gate=gate,
+    )
+    result = asyncio.run(engine.run([None, None]))
+    assert fake.calls == {}
+    assert result.stats["ok"].errors == {"PluginUnavailableError": 20}
+
+
+@pytest.mark.parametrize("is_async", [True, False], ids=["async", "threads"])
+def test_a_paced_run_never_runs_ahead_of_its_schedule(is_async):
+    fake = _Fake()
+    ticks: list[Tick] = []
+    engine = Engine(
+        Plan(clients=3, duration=0.5, rate=40.0, tick=0.1),
+        execute=fake.run_async if is_async else fake.run_sync,
+        is_async=is_async,
+        weights={"ok": 1},
+        gate=None,
+        on_tick=ticks.append,
+    )
+    result = asyncio.run(engine.run([None] * 3))
+    # Slots start at 0, 25, 50 ... ms: exactly 20 fall inside half a second.
+    assert 0 < result.stats["ok"].count <= 20
+    assert sum(t.successes for t in ticks) == result.stats["ok"].count
+
+
+def test_warmup_operations_are_not_recorded():
+    fake = _Fake()
+    engine = Engine(
+        Plan(clients=1, duration=0.2, warmup=0.2, rate=50.0),
+        execute=fake.run_async,
+        is_async=True,
+        weights={"ok": 1},
+        gate=None,
+    )
+    result = asyncio.run(engine.run([None]))
+    assert result.stats["ok"].count <= 10 < sum(fake.calls.values())
+
+
+def test_a_stop_request_ends_the_run_and_says_so():
+    fake = _Fake()
+    engine = Engine(
+        Plan(clients=2, duration=30.0),
+        execute=fake.run_async,
+        is_async=True,
+        weights={"ok": 1},
+        gate=None,
+    )
+
+    async def run() -> str:
+        asyncio.get_running_loop().call_later(0.2, engine.request_stop)
+        return (await engine.run([None, None])).stop_reason
+
+    assert asyncio.run(run()) == "interrupted"
