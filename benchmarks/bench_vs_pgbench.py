@@ -16,11 +16,18 @@ the ``RUSAGE_CHILDREN`` delta around it (tether's worker processes included).
 tether's own start-up (interpreter, imports, plugin load, connections) is measured
 once with ``--transactions 1`` and shown separately; "net" subtracts it.
 
-Then, once each: tether's other hot paths (psycopg threads, psycopg pipeline mode,
-``--processes 2``); and the cost of the plugin layer, in this process: the same
-transactions run by the runner's client loop through the plugin (gate, weighted
-choice, ``execute_operation``) and through a hand-written function bypassing all
-of it (goal: within 3%), alternating, CPU per transaction from ``process_time``.
+tether runs with its defaults: for TPC-B the ``tpcb`` workload's ``driver: auto``
+sends each transaction through libpq's pipeline mode (one round trip), for
+select-only it uses asyncpg. pgbench's built-in TPC-B waits for each statement
+(seven round trips), so, to be fair, the next table also runs pgbench with the
+same transaction in a ``\\startpipeline`` script, and tether with seven round
+trips (asyncpg, psycopg), and both with ``--processes 2``, once each.
+
+Last, the cost of the plugin layer, in this process: the same transactions run by
+the runner's client loop through the plugin (gate, weighted choice,
+``execute_operation``, asyncpg) and through a hand-written function bypassing all
+of it (goal: within 3%), in alternating pairs, CPU per transaction from
+``process_time``.
 
 The server runs with ``synchronous_commit=off`` unless ``--synchronous-commit on``:
 with it on, TPC-B waits on the disk's flushes (a noisy few hundred per second here)
@@ -125,11 +132,13 @@ def pgbench_path() -> str:
 # --------------------------------------------------------------------------- the contenders
 
 
-def run_pgbench(socket_dir: Path, args: argparse.Namespace, select_only: bool) -> Sample:
+def run_pgbench(
+    socket_dir: Path, args: argparse.Namespace, select_only: bool, script: Path | None = None
+) -> Sample:
     command = [
         pgbench_path(), "-h", str(socket_dir), "-U", "postgres", "-M", "prepared",
         "-c", str(args.clients), "-j", "2", "-T", str(args.seconds), "-n",
-        *(["-S"] if select_only else []), "postgres",
+        *(["-S"] if select_only else []), *(["-f", str(script)] if script else []), "postgres",
     ]  # fmt: skip
     stdout, cpu = _run(command, dict(os.environ))
     tps = float(re.search(r"tps = ([\d.]+)", stdout).group(1))  # type: ignore[union-attr]
@@ -216,15 +225,14 @@ async def plugin_layer(dsn: str, args: argparse.Namespace) -> dict[str, tuple[Se
             "tpcb_like": int(operation == "tpcb_like"),
             "select_only": int(operation != "tpcb_like"),
         }
-        spec = WorkloadSpec(
-            "tpcb", path=TPCB_DIRECTORY, config={"scale": args.scale, "operation_weights": weights}
-        )
+        config = {"scale": args.scale, "driver": "asyncpg", "operation_weights": weights}
+        spec = WorkloadSpec("tpcb", path=TPCB_DIRECTORY, config=config)
         workload = await open_workload(spec)
         connections = await open_connections(dsn, args.clients, is_async=True)
         plugin_series, direct_series = Series(), Series()
         plan = Plan(clients=args.clients, duration=args.layer_seconds, seed=1)
         try:
-            for round_ in range(args.rounds):
+            for round_ in range(args.layer_rounds):
                 order = [("plugin", plugin_series), ("direct", direct_series)]
                 for kind, series in order if round_ % 2 == 0 else order[::-1]:
                     engine = (
@@ -260,7 +268,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--layer-seconds", type=float, default=5.0)
+    parser.add_argument("--layer-rounds", type=int, default=6)
+    parser.add_argument("--layer-seconds", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--synchronous-commit", choices=["on", "off"], default="off")
@@ -293,15 +302,18 @@ def main() -> None:
         )
         startup = tether_startup(dsn, args)
         print(f"tether start-up (one transaction, whole process): {startup:.2f} CPU s\n")
-        compare(dsn, socket_dir, args, startup)
+        medians = compare(dsn, socket_dir, args, startup)
         if not args.skip_variants:
-            variants(dsn, args, startup)
+            variants(dsn, socket_dir, args, startup, medians)
         layer = run_with_best_loop(plugin_layer(dsn, args))
     print_layer(layer, args)
     print(f"\ntotal time {time.monotonic() - started:.0f}s")
 
 
-def compare(dsn: str, socket_dir: Path, args: argparse.Namespace, startup: float) -> None:
+def compare(
+    dsn: str, socket_dir: Path, args: argparse.Namespace, startup: float
+) -> dict[str, float]:
+    """The main table; returns pgbench's median TPS per operation."""
     names = {"tpcb_like": ("TPC-B", False, 0.9), "select_only": ("select-only", True, 0.8)}
     series = {op: (Series(), Series()) for op in names}
     for round_ in range(args.rounds):
@@ -313,54 +325,96 @@ def compare(dsn: str, socket_dir: Path, args: argparse.Namespace, startup: float
             ]
             for run in runs if round_ % 2 == 0 else runs[::-1]:
                 run()
-        print(f"round {round_ + 1}: " + ", ".join(
-            f"{op} pgbench {series[op][0].samples[-1].tps:.0f} / tether {series[op][1].samples[-1].tps:.0f} tps"
+        figures = ", ".join(
+            f"{op} pgbench {series[op][0].samples[-1].tps:.0f} / tether "
+            f"{series[op][1].samples[-1].tps:.0f} tps"
             for op in names
-        ))  # fmt: skip
-    print()
-    header = f"{'workload':<12} {'pgbench tps':>12} {'tether tps':>11} {'ratio':>6} {'goal':>5}   client CPU s / 1000 tx: pgbench, tether (net of start-up)"
-    print(header)
+        )
+        print(f"round {round_ + 1}: {figures}")
+    print(
+        f"\n{'workload':<12} {'pgbench tps':>12} {'tether tps':>11} {'ratio':>6} {'goal':>5}   "
+        "client CPU s / 1000 tx: pgbench, tether (net of start-up)"
+    )
     for operation, (label, _, goal) in names.items():
         pg, te = series[operation]
-        ratio = te.tps() / pg.tps()
+        # The median of each round's ratio: the two runs of a round ran back to back.
+        ratio = statistics.median(
+            t.tps / p.tps for p, t in zip(pg.samples, te.samples, strict=True)
+        )
         print(
             f"{label:<12} {pg.tps():>12.0f} {te.tps():>11.0f} {ratio:>6.2f} {goal:>5.1f}   "
             f"{pg.cpu_per_1000():.3f}, {te.cpu_per_1000():.3f} ({te.cpu_per_1000(startup):.3f})"
             f"  {'ok' if ratio >= goal else 'BELOW GOAL'}"
         )
+    return {op: series[op][0].tps() for op in names}
 
 
-def variants(dsn: str, args: argparse.Namespace, startup: float) -> None:
-    print("\ntether hot paths (one run each):")
+PIPELINED_TPCB = """\\set aid random(1, 100000 * :scale)
+\\set bid random(1, 1 * :scale)
+\\set tid random(1, 10 * :scale)
+\\set delta random(-5000, 5000)
+\\startpipeline
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)
+    VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+END;
+\\endpipeline
+"""
+
+
+def variants(
+    dsn: str, socket_dir: Path, args: argparse.Namespace, startup: float, medians: dict[str, float]
+) -> None:
+    print("\nother clients, one run each (ratio: to the pgbench built-in median above):")
+    script = socket_dir.parent / "tpcb_pipelined.sql"
+    script.write_text(PIPELINED_TPCB, encoding="utf-8")
+    pipelined = run_pgbench(socket_dir, args, select_only=False, script=script)
+    print(
+        f"  {'tpcb_like':<12} {'pgbench, pipelined script':<30} {pipelined.tps:>8.0f} tps "
+        f"{pipelined.tps / medians['tpcb_like']:>6.2f}   "
+        f"{pipelined.cpu_per_1000:.3f} CPU s / 1000 tx"
+    )
     cases = [
-        ("tpcb_like", "asyncpg, 1 process", ()),
-        ("tpcb_like", "psycopg threads", ("--set", "driver=psycopg")),
-        ("tpcb_like", "psycopg pipeline", ("--set", "driver=psycopg", "--set", "pipeline=true")),
-        ("tpcb_like", "asyncpg, --processes 2", ("--processes", "2")),
-        ("select_only", "asyncpg, 1 process", ()),
-        ("select_only", "psycopg threads", ("--set", "driver=psycopg")),
-        ("select_only", "asyncpg, --processes 2", ("--processes", "2")),
+        ("tpcb_like", "tether asyncpg, 7 round trips", ("--set", "driver=asyncpg")),
+        (
+            "tpcb_like",
+            "tether psycopg, 7 round trips",
+            ("--set", "driver=psycopg", "--set", "pipeline=false"),
+        ),
+        ("tpcb_like", "tether default, --processes 2", ("--processes", "2")),
+        ("select_only", "tether psycopg, libpq direct", ("--set", "driver=psycopg")),
+        ("select_only", "tether asyncpg, --processes 2", ("--processes", "2")),
     ]
     for operation, label, extra in cases:
         sample = run_tether(dsn, args, operation, *extra)
         processes = 2 if "--processes" in extra else 1
         net = (sample.cpu - startup * processes) / sample.transactions * 1000
         print(
-            f"  {operation:<12} {label:<24} {sample.tps:>8.0f} tps   {sample.cpu_per_1000:.3f} CPU s / 1000 tx ({net:.3f} net)"
+            f"  {operation:<12} {label:<30} {sample.tps:>8.0f} tps "
+            f"{sample.tps / medians[operation]:>6.2f}   "
+            f"{sample.cpu_per_1000:.3f} CPU s / 1000 tx ({net:.3f} net)"
         )
 
 
 def print_layer(layer: dict[str, tuple[Series, Series]], args: argparse.Namespace) -> None:
     print(
-        f"\nplugin layer ({args.rounds} alternating rounds x {args.layer_seconds:g}s, in-process, asyncpg):"
+        f"\nplugin layer ({args.layer_rounds} alternating pairs x {args.layer_seconds:g}s, "
+        "in-process, asyncpg; medians of the pairs):"
     )
     for operation, (plugin, direct) in layer.items():
-        plugin_us = plugin.cpu_per_1000() * 1000
-        direct_us = direct.cpu_per_1000() * 1000
+        pairs = list(zip(plugin.samples, direct.samples, strict=True))
+        tps_ratio = statistics.median(p.tps / d.tps for p, d in pairs)
+        cpu_ratio = statistics.median(p.cpu_per_1000 / d.cpu_per_1000 for p, d in pairs)
+        plugin_us, direct_us = plugin.cpu_per_1000() * 1000, direct.cpu_per_1000() * 1000
         print(
-            f"  {operation:<12} plugin {plugin.tps():>7.0f} tps {plugin_us:6.1f} CPU us/tx | "
-            f"hand-written {direct.tps():>7.0f} tps {direct_us:6.1f} CPU us/tx | "
-            f"tps ratio {plugin.tps() / direct.tps():.3f}, CPU +{(plugin_us / direct_us - 1) * 100:.1f}%"
+            f"  {operation:<12} plugin {plugin.tps():>7.0f} tps {plugin_us:6.1f} "
+            f"CPU us/tx | hand-written {direct.tps():>7.0f} tps "
+            f"{direct_us:6.1f} CPU us/tx | plugin/hand-written: "
+            f"tps {tps_ratio:.3f}, CPU per tx {cpu_ratio:.3f}"
         )
 
 

@@ -11,7 +11,10 @@ tether so drift in the machine hits both; the figure is the median round. With
 ``taskset`` and two or more CPUs, servers run on CPU 0 and the client on CPU 1.
 
 Besides requests per second, it prints the server's CPU time per request (user +
-system, from /proc): on a shared machine that figure moves less than throughput.
+system, from /proc): on a shared machine that figure moves less than throughput. And
+it drives both ASGI apps in this process, without a server (a GET /hello scope, a
+no-op send): the CPU time of the application alone, best of several runs, which is
+what the plugin pipeline adds and the least noisy figure of the three.
 
     python benchmarks/web.py [--duration 5] [--rounds 3] [--connections 50]
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -154,8 +158,8 @@ def load_wrk(url: str, duration: float, connections: int, cpu: int | None) -> tu
     return float(rate.group(1)), int(done.group(1))
 
 
-def load_httpx(url: str, duration: float, connections: int, cpu: int | None) -> tuple[float, int]:
-    """Requests per second and requests done (``cpu`` is ignored: the client is in-process)."""
+def load_httpx(url: str, duration: float, connections: int, _cpu: int | None) -> tuple[float, int]:
+    """Requests per second and requests done (the client runs in this process, unpinned)."""
 
     async def worker(client: httpx.AsyncClient, deadline: float) -> int:
         done = 0
@@ -175,6 +179,48 @@ def load_httpx(url: str, duration: float, connections: int, cpu: int | None) -> 
             return sum(counts) / (time.monotonic() - started), sum(counts)
 
     return asyncio.run(run())
+
+
+async def pipeline_costs(root: Path, requests: int = 20000, runs: int = 7) -> dict[str, float]:
+    """CPU microseconds per request of each ASGI app alone (best of ``runs``)."""
+    sys.path.insert(0, str(root))
+    import tether
+    from tether.hosts.web import WebApp
+
+    bare_app = __import__("bare_app").app
+    logging.getLogger("tether.admin").setLevel(logging.ERROR)  # "the admin API is locked"
+    manager = tether.PluginManager(
+        config=tether.load_config(root / "app.yaml"), state_directory=root / "state"
+    )
+    tether_app = WebApp(manager)
+    await manager.load_plugins_from_config()
+    await manager.initialize_all()
+    await manager.start_all()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/hello", "raw_path": b"/hello", "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_message: dict[str, object]) -> None:
+        return None
+
+    best: dict[str, float] = {}
+    try:
+        for _ in range(runs):
+            for kind, app in (("bare", bare_app), ("tether", tether_app)):
+                started = time.process_time()
+                for _ in range(requests):
+                    await app(dict(scope), receive, send)
+                cost = (time.process_time() - started) / requests * 1e6
+                best[kind] = min(best.get(kind, cost), cost)
+    finally:
+        await manager.aclose()
+    return best
 
 
 def main() -> None:
@@ -212,6 +258,7 @@ def main() -> None:
                 rates[kind].append(rate)
                 costs[kind].append(cost)
                 print(f"round {round_number} {kind:<6} {rate:8.0f} req/s  {cost:6.1f} us CPU/req")
+        pipeline = asyncio.run(pipeline_costs(root))
     bare, tether = statistics.median(rates["bare"]), statistics.median(rates["tether"])
     bare_cost = statistics.median(costs["bare"])
     tether_cost = statistics.median(costs["tether"])
@@ -221,7 +268,12 @@ def main() -> None:
         tether, {PLUGINS} plugins  {tether:8.0f} req/s  {tether_cost:6.1f} us CPU/req   \
 ({PLUGINS} middleware + {PLUGINS} pre_request hooks)
         ratio tether/bare   {tether / bare:8.2f} req/s  {bare_cost / tether_cost:6.2f} by CPU \
-cost   (goal >= 0.80)""")
+cost   (goal >= 0.80)
+
+        the application alone, in this process (best of 7 x 20000 requests):
+        bare starlette      {pipeline["bare"]:6.1f} us CPU/req
+        tether, {PLUGINS} plugins  {pipeline["tether"]:6.1f} us CPU/req   \
+(+{pipeline["tether"] - pipeline["bare"]:.1f} us)""")
     )
 
 

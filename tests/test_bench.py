@@ -117,6 +117,7 @@ def test_tpcb_runs_and_its_tables_hold_what_it_did(pg_url):
     result = bench("-w", "tpcb", "--dsn", pg_url, "-c", "4", "-T", "2s", "--format", "json", "-q")
     data = report(result)
     tpcb = data["operations"]["tpcb_like"]  # type: ignore[index]
+    assert data["workload"]["driver"] == "psycopg"  # type: ignore[index]  # auto: pipelined
     assert tpcb["count"] > 0
     assert tpcb["errors"] == 0
     assert data["metrics"]["setup"] == "loaded"  # type: ignore[index]
@@ -143,22 +144,36 @@ def test_tpcb_select_only_and_the_text_report(pg_url):
         "--set", "operation_weights={tpcb_like: 0, select_only: 1}",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
+    assert "(asyncpg, " in result.stdout  # auto: asyncpg when only select_only runs
     assert re.search(r"select_only\s+1\s+300\s+0\s", result.stdout)
     assert "p99.9" in result.stdout
     assert "tpcb_like" not in result.stdout  # weight 0, nothing run: not in the table
 
 
 @pytest.mark.slow
-def test_tpcb_with_psycopg_pipelines_the_same_transaction(pg_url):
+@pytest.mark.parametrize(
+    ("settings", "driver"),
+    [
+        (("driver=asyncpg",), "asyncpg"),
+        (("driver=psycopg", "pipeline=false"), "psycopg"),
+        (("driver=psycopg",), "psycopg"),
+    ],
+    ids=["asyncpg", "psycopg", "psycopg-pipeline"],
+)
+def test_every_tpcb_driver_commits_each_transaction_once(pg_url, settings, driver):
+    extra = [arg for setting in settings for arg in ("--set", setting)]
     data = report(
         bench(
-            "-w", "tpcb", "--dsn", pg_url, "-c", "2", "-t", "200", "--format", "json", "-q",
-            "--set", "driver=psycopg", "--set", "pipeline=true",
+            "-w", "tpcb", "--dsn", pg_url, "-c", "3", "-t", "150", "--format", "json", "-q", *extra
         )
-    )  # fmt: skip
-    assert data["workload"]["driver"] == "psycopg"  # type: ignore[index]
-    assert data["operations"]["tpcb_like"]["count"] == 200  # type: ignore[index]
-    assert rows(pg_url, "SELECT count(*) FROM pgbench_history") == [(200,)]
+    )
+    assert data["workload"]["driver"] == driver  # type: ignore[index]
+    assert data["operations"]["tpcb_like"]["count"] == 150  # type: ignore[index]
+    assert rows(
+        pg_url,
+        "SELECT count(*), sum(delta) = (SELECT sum(tbalance) FROM pgbench_tellers) "
+        "FROM pgbench_history",
+    ) == [(150, True)]
 
 
 # --------------------------------------------------------------------------- custom plugins
@@ -368,3 +383,75 @@ def test_workloads_list_shows_builtin_and_plugin_workloads(plugins):
     assert "not-a-workload" not in found
     table = CliRunner().invoke(cli, ["--plugin-path", str(plugins), "workloads", "list"])
     assert "tpcb_like 1, select_only 0" in table.stdout
+
+
+# --------------------------------------------------------------------------- the guide's example
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "workloads.md"
+_FILE_FENCE = re.compile(r"^```\w+ (?P<path>\S+)\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def _doc_files() -> dict[str, str]:
+    return {m["path"]: m["body"] for m in _FILE_FENCE.finditer(DOC.read_text(encoding="utf-8"))}
+
+
+def test_the_guide_has_its_example_files():
+    assert set(_doc_files()) == {
+        "kv_store/plugin.yaml",
+        "kv_store/kv_workload.py",
+        "bench.yaml",
+        "test_kv_store.py",
+    }
+
+
+@pytest.mark.slow
+def test_the_guides_example_plugin_config_and_test_work(tmp_path, pg_url, monkeypatch):
+    for relative, body in _doc_files().items():
+        target = tmp_path / (
+            "plugins/" + relative if relative.startswith("kv_store/") else relative
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # ./plugins is searched; paths in the example are relative
+    data = report(bench("--config", "bench.yaml", "--dsn", pg_url, "-t", "300", "--warmup", "0",
+                        "--format", "json", "-q"))  # fmt: skip
+    assert data["totals"]["transactions"] == 300  # type: ignore[index]
+    assert {op: o["weight"] for op, o in data["operations"].items()} == {"get": 80, "put": 50}  # type: ignore[attr-defined]
+    assert data["metrics"] == {"misses": 0}
+    assert data["workload"]["info"] == {"name": "kv_store", "keys": 1000}  # type: ignore[index]
+
+    wrong = bench("--config", "bench.yaml", "--set", "operation_weights={pt: 1}")
+    assert wrong.exit_code == 1
+    documented = re.search(r"^Error: workload\.plugin_config.*$", DOC.read_text(), re.MULTILINE)
+    assert documented is not None
+    assert documented[0] in wrong.stderr
+
+    tested = CliRunner().invoke(cli, ["plugins", "test", "plugins/kv_store"])
+    assert tested.exit_code == 0, tested.output
+
+    monkeypatch.setenv("TETHER_DSN", pg_url)
+    namespace: dict[str, object] = {}
+    exec(
+        compile((tmp_path / "test_kv_store.py").read_text(), "test_kv_store.py", "exec"), namespace
+    )
+    namespace["test_kv_store_runs"]()  # type: ignore[operator]
+
+
+@pytest.mark.slow
+def test_the_pipelined_tpcb_client_raises_the_sqlstate_class_and_recovers(pg_url):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "src/tether/workloads/tpcb/tpcb_pipeline.py"
+    spec = importlib.util.spec_from_file_location("tpcb_pipeline_under_test", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    statements = {b"begin": b"BEGIN", b"divide": b"SELECT 1 / $1::int", b"end": b"END"}
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        client = module.PipelinedClient(conn, statements)
+        with pytest.raises(psycopg.errors.DivisionByZero, match="division by zero"):
+            client.run([(b"begin", None), (b"divide", [b"0"]), (b"end", None)])
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        client.run([(b"begin", None), (b"divide", [b"2"]), (b"end", None)])

@@ -25,7 +25,13 @@ import tether
 from helpers import PluginWriter
 from tether.cli import cli
 from tether.errors import PluginLifecycleError
-from tether.hosts.web import RequestContext, RouteConflictError, WebApp, error_body
+from tether.hosts.web import (
+    RequestContext,
+    RouteConflictError,
+    WebApp,
+    bind_socket,
+    error_body,
+)
 from tether.hosts.web.testing import LiveServer
 
 ROUTER = {"router": True}
@@ -284,6 +290,16 @@ def test_serve_reports_a_conflict_and_exits_1(tmp_path, plugin):
     assert result.exit_code == 1
     assert "Error: plugin initialization failed: plugin 'second'" in result.output
     assert "conflicts with plugin 'first'" in result.output
+
+
+def test_serve_reports_a_port_in_use(tmp_path, plugin):
+    config = write_config(tmp_path, plugin("greeter", GREETER, permissions=ROUTER))
+    with bind_socket("127.0.0.1", 0) as taken:
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(cli, ["serve", "--config", str(config), "--port", port])
+    assert result.exit_code == 1
+    assert f"Error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
+    assert "Hint: pick another --port" in result.output
 
 
 def test_a_plugin_without_the_router_permission_is_refused(tmp_path, plugin):
@@ -798,3 +814,138 @@ def test_the_plugin_in_the_docs_works(tmp_path, client):
         assert http.delete("/greetings/ada").text == "forgotten"
         server.call(lambda: server.manager.unload_plugin("greeter"))
         assert http.get("/greetings/ada").status_code == 404
+
+
+# --------------------------------------------------------------------------- the route table
+
+
+class Owner:
+    """Stands in for a plugin context: what the table keeps of one."""
+
+    def __init__(self, plugin: str) -> None:
+        self.plugin = plugin
+        self.gate = None  # never entered: these tests only match
+
+
+def add(table, owner, method="GET", path="/x"):
+    return table.add(
+        plugin=owner.plugin, owner=owner, gate=owner.gate, method=method, path=path,
+        handler=lambda request: None,
+    )  # fmt: skip
+
+
+def test_a_new_version_of_a_plugin_takes_over_its_routes_until_released():
+    from tether.hosts.web._routing import RouteTable
+
+    table = RouteTable()
+    old, new = Owner("users"), Owner("users")
+    add(table, old)
+    taken = add(table, new)  # a reload: the same plugin with a new context
+    assert table.match("/x", "GET")[0] is taken
+    assert table.remove_owner(new) == 1  # the new version failed: the old one serves again
+    assert table.match("/x", "GET")[0].owner is old
+    assert table.remove_owner(old) == 1
+    assert table.match("/x", "GET") == (None, {}, set())
+
+
+def test_matching_prefers_exact_paths_and_reports_allowed_methods():
+    from tether.hosts.web._routing import RouteTable
+
+    table = RouteTable()
+    owner = Owner("p")
+    add(table, owner, "GET", "/users/{name}")
+    add(table, owner, "GET", "/users/me")
+    add(table, owner, "POST", "/users/{name}")
+    route, params, _ = table.match("/users/me", "GET")
+    assert (route.path, params) == ("/users/me", {})
+    route, params, _ = table.match("/users/me", "POST")  # falls through to the template
+    assert (route.path, params) == ("/users/{name}", {"name": "me"})
+    assert table.match("/users/ada", "DELETE") == (None, {}, {"GET", "HEAD", "POST"})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "message"),
+    [
+        ("TRACE", "/x", "unsupported method 'TRACE'"),
+        ("GET", "x", "must start with '/'"),
+        ("GET", "/x/{id:hex}", "unknown convertor 'hex'"),
+        ("GET", "/x/{id}/{id}", "names the parameter 'id' twice"),
+    ],
+)
+def test_invalid_routes_are_refused(method, path, message):
+    from tether.hosts.web._routing import RouteTable
+
+    with pytest.raises(RouteConflictError, match=re.escape(message)):
+        add(RouteTable(), Owner("p"), method, path)
+
+
+def test_the_web_router_is_a_tether_router():
+    manager = tether.PluginManager()
+    app = WebApp(manager)
+    assert isinstance(app.router, tether.Router)
+    assert manager.runtime.router is app.router
+    with pytest.raises(tether.TetherError, match="cannot tell which plugin is adding GET /x"):
+        app.router.get("/x", lambda request: None)
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def test_route_errors_feed_the_error_threshold(tmp_path, plugin, client):
+    faulty = plugin("faulty", FAULTY, permissions=ROUTER)
+    entry = {
+        "path": str(faulty),
+        "error_threshold": {"max_errors": 3, "time_window": "1m", "action": "disable"},
+    }
+    config = tmp_path / "app.yaml"
+    config.write_text(yaml.safe_dump({"plugins": {"plugins": [entry]}}))
+    with LiveServer(config, state_directory=tmp_path / "state") as server:
+        assert server.manager.observability.is_running
+        http = client(server)
+        assert [http.get("/boom").status_code for _ in range(3)] == [500, 500, 500]
+        refused = http.get("/fine")
+        assert is_error(refused, 503, "PluginUnavailableError", "faulty")
+        assert "error threshold" in refused.json()["message"]
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+
+
+def test_a_reloaded_plugin_serves_its_new_code(plugin, serve, client):
+    from tether.admin import reload_plugin
+
+    directory = plugin("greeter", GREETER, permissions=ROUTER)
+    server = serve(directory)
+    http = client(server)
+    assert http.get("/hello").json() == {"hello": "world"}
+    source = directory / "plugin.py"
+    source.write_text(source.read_text().replace('{"hello": "world"}', '{"hello": "again"}'))
+    server.call(lambda: reload_plugin(server.manager, "greeter"))
+    assert http.get("/hello").json() == {"hello": "again"}
+    assert len([r for r in server.app.routes() if r.path == "/hello"]) == 1
+
+
+def test_serve_needs_a_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 1
+    assert "Error: no config file given" in result.output
+    assert "Hint: pass one: tether serve --config app.yaml" in result.output
+
+
+LATE = """
+    import tether
+    from tether.hosts.web import HookContext, RequestContext
+
+    class Plugin(tether.Plugin):
+        async def start(self):
+            self.ctx.router.group("/late").get("/", self.late)
+
+        async def late(self, request):
+            return {"same class": HookContext is RequestContext}
+"""
+
+
+def test_routes_can_be_added_in_start(plugin, serve, client):
+    server = serve(plugin("late", LATE, permissions=ROUTER))
+    assert client(server).get("/late/").json() == {"same class": True}
+    assert [(r.path, r.plugin) for r in server.app.routes()] == [("/late/", "late")]

@@ -140,14 +140,14 @@ def test_tokens_are_hs256_jwts_and_tampering_is_caught(served):
     server, _ = served
     auth, tokens = tokens_module(server)
     token = auth.issue("ada")
-    header, claims = tokens.decode(token, auth.key)
+    header, claims = tokens.decode(token, auth._key)
     assert header == {"alg": "HS256", "typ": "JWT", "sub": "ada"}
     assert claims["sub"] == "ada"
     assert claims["exp"] - claims["iat"] == 3600
     head, _, signature = token.split(".")
     forged_claims = tokens.encode({**claims, "sub": "mallory"}, b"guess").split(".")[1]
     assert auth.verify(f"{head}.{forged_claims}.{signature}") is None
-    assert auth.verify(tokens.encode({**claims, "exp": 1}, auth.key)) is None  # expired
+    assert auth.verify(tokens.encode({**claims, "exp": 1}, auth._key)) is None  # expired
     unsigned = tokens.encode(claims, b"").rsplit(".", 1)[0]
     none_header = tokens._encode(json.dumps({"alg": "none", "typ": "JWT"}).encode())
     assert auth.verify(f"{none_header}.{unsigned.split('.')[1]}.") is None
@@ -319,3 +319,18 @@ def test_serve_finishes_requests_in_flight_on_a_signal(tmp_path, sig):
     assert (files / "stopped.txt").read_text().split() == ["web", "base"]
     assert "stopped plugins in reverse order: web -> base" in stdout
     assert not any(t.name == "tether-live-server" for t in threading.enumerate())
+
+
+def test_importers_cannot_read_the_auth_plugins_signing_key(monkeypatch):
+    from tether.testing import PluginHarness
+
+    plugins = Path(__file__).resolve().parent.parent / "examples" / "plugins"
+    monkeypatch.setenv("TETHER_EXAMPLE_SECRET", "k")
+    with PluginHarness(
+        plugins / "user-plugin",
+        dependencies=[plugins / "cache-plugin", (plugins / "auth-plugin", {"secret": "k"})],
+    ) as harness:
+        auth = harness.context.import_service("auth-plugin", "AuthService")
+        assert auth.verify(auth.issue("ada")) == "ada"
+        for private in ("_key", "ctx", "initialize", "stop"):
+            assert not hasattr(auth, private), private

@@ -333,7 +333,10 @@ class PluginContext:
                 plugin=self.name,
                 hint="run the plugin under `tether serve`",
             )
-        return router
+        # A host whose router can give each plugin its own view (so it knows who added a
+        # route without guessing) offers ``for_context``.
+        view = getattr(router, "for_context", None)
+        return view(self) if callable(view) else router
 
     @property
     def plugin_config(self) -> dict[str, object]:

@@ -361,6 +361,7 @@ class PluginLifecycleError(LifecycleError):
         super().__init__(
             f"plugin {step} failed: plugin '{plugin}': {self.cause_text}",
             plugin=plugin,
+            hint=cause.hint if isinstance(cause, TetherError) else None,
         )
 
 

@@ -28,7 +28,7 @@ class AuthPlugin(tether.Plugin):
     async def initialize(self, ctx: tether.PluginContext) -> None:
         super().initialize(ctx)
         config = ctx.plugin_config
-        self.key = str(config["secret"]).encode()
+        self._key = str(config["secret"]).encode()
         self.ttl = config["token_ttl"].total_seconds()
         self.protected: dict[str, str] = {}  # glob -> hint
         ctx.export_service("AuthService", self)
@@ -42,12 +42,12 @@ class AuthPlugin(tether.Plugin):
         claims = {"sub": user, "iat": now, "exp": int(now + self.ttl)}
         # The subject is also a header parameter (RFC 7519, section 5.3), so that whose
         # token it is shows without parsing the claims; verify() checks that both agree.
-        token = tokens.encode(claims, self.key, header={"sub": user})
+        token = tokens.encode(claims, self._key, header={"sub": user})
         self.ctx.publish_event_nowait("user.login", {"user": user})
         return token
 
     def verify(self, token: str) -> str | None:
-        decoded = tokens.decode(token, self.key)
+        decoded = tokens.decode(token, self._key)
         if decoded is None:
             return None
         header, claims = decoded

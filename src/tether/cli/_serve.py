@@ -69,6 +69,7 @@ def serve(
             hint="pass one: tether serve --config app.yaml",
         )
     plugin_logger = logging.getLogger("tether.plugin")
+    level = plugin_logger.level
     if plugin_logger.getEffectiveLevel() > logging.INFO:
         plugin_logger.setLevel(logging.INFO)  # access logs and plugin messages are the point
 
@@ -80,13 +81,16 @@ def serve(
         out.print(table)
         out.print("Press Ctrl+C to stop.", style="dim")
 
-    server = run_server(
-        path,
-        host=host,
-        port=port,
-        admin_token=admin_token,
-        graceful_timeout=graceful_timeout,
-        on_ready=ready,
-    )
+    try:
+        server = run_server(
+            path,
+            host=host,
+            port=port,
+            admin_token=admin_token,
+            graceful_timeout=graceful_timeout,
+            on_ready=ready,
+        )
+    finally:
+        plugin_logger.setLevel(level)
     stopped = " -> ".join(server.stopped_order) or "none"
     out.print(f"stopped plugins in reverse order: {stopped}")

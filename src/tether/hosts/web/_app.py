@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -52,13 +53,19 @@ _RESERVED = frozenset(RESERVED_PATHS)
 
 
 class _Endpoint:
-    """Calls one route's handler through its plugin's gate; what the middleware wraps."""
+    """Calls one route's handler through its plugin's gate; what the middleware wraps.
 
-    __slots__ = ("route", "what")
+    A handler that returns is a success of its plugin (``record_success``: error
+    thresholds with ``reset_on_success`` start over); one that raises is counted
+    against it, unless it raised an ``HTTPException`` below 500 (an answer).
+    """
 
-    def __init__(self, route: Route) -> None:
+    __slots__ = ("record_success", "route", "what")
+
+    def __init__(self, route: Route, record_success: Callable[[str], None]) -> None:
         self.route = route
         self.what = f"route {route.label} of plugin '{route.plugin}'"
+        self.record_success = record_success
 
     async def __call__(self, request: Any) -> Response:
         route = self.route
@@ -71,13 +78,15 @@ class _Endpoint:
                 result = await run_in_threadpool(route.handler, request)
                 if inspect.isawaitable(result):
                     result = await result
-            return to_response(result, what=self.what)
+            response = to_response(result, what=self.what)
         except Exception as exc:
             if note_failure(request, exc, route.plugin) and counts_against_plugin(exc):
                 gate.record_error(exc, source=f"route:{route.label}")
             raise
         finally:
             gate.exit()
+        self.record_success(route.plugin)
+        return response
 
 
 class WebApp:
@@ -111,7 +120,8 @@ class WebApp:
                 hint="create one WebApp per PluginManager",
             )
         self.manager = manager
-        self.table = RouteTable(prepare=_prepare)
+        record_success = manager.record_success
+        self.table = RouteTable(prepare=lambda route: _prepare(route, record_success))
         self.router = WebRouter(manager, self.table)
         runtime.router = self.router
         self._hooks = runtime.hooks
@@ -230,14 +240,16 @@ def _blame(context: RequestContext, exc: BaseException) -> str | None:
     return None
 
 
-def _prepare(route: Route) -> None:
-    route.endpoint = _Endpoint(route)
+def _prepare(route: Route, record_success: Callable[[str], None]) -> None:
+    route.endpoint = _Endpoint(route, record_success)
 
 
 def _log_failure(exc: BaseException, plugin: str | None, request: str) -> None:
     who = f"plugin '{plugin}'" if plugin else "the web host"
-    if isinstance(exc, PluginUnavailableError) or not counts_against_plugin(exc):
-        log.warning("%s answered %s with an error: %s", who, request, exc)
+    if isinstance(exc, PluginUnavailableError):
+        log.warning("%s refused %s: %s", who, request, exc)
+    elif not counts_against_plugin(exc):  # an HTTPException below 500: an answer
+        log.debug("%s answered %s with %s", who, request, exc)
     else:
         log.error("%s failed on %s: %s: %s", who, request, type(exc).__name__, exc, exc_info=exc)
 

@@ -82,8 +82,14 @@ def response_for(exc: BaseException, plugin: str | None) -> JSONResponse:
 
 
 def counts_against_plugin(exc: BaseException) -> bool:
-    """Whether ``exc`` is the plugin's failure (a 4xx ``HTTPException`` is an answer)."""
-    return not (isinstance(exc, HTTPException) and exc.status_code < _SERVER_ERROR)
+    """Whether ``exc`` is a failure of the plugin that raised it.
+
+    A 4xx ``HTTPException`` is an answer, and a ``PluginUnavailableError`` is a refusal
+    by another plugin's gate (a dependency that is stopped or disabled).
+    """
+    if isinstance(exc, HTTPException):
+        return exc.status_code >= _SERVER_ERROR
+    return not isinstance(exc, PluginUnavailableError)
 
 
 def to_response(result: object, *, what: str) -> Response:

@@ -1,8 +1,8 @@
 """Serving: plugins up, then uvicorn; on SIGINT/SIGTERM, the same steps in reverse.
 
-Startup: load the config's plugins, install the web app's router, initialize and start
-every plugin, bind the socket, serve. A plugin that fails to load or start stops the
-server before it listens.
+Startup: bind the socket, load the config's plugins (the web app's router is installed
+first), initialize and start every plugin, serve. A taken port fails before any plugin
+starts; a plugin that fails to load or start stops the server before it serves.
 
 Shutdown, on SIGINT or SIGTERM (or ``WebServer.stop()``): uvicorn stops accepting
 connections, closes idle ones and waits for the requests in flight to finish (up to
@@ -24,7 +24,7 @@ from types import FrameType
 
 import uvicorn
 
-from tether import PluginManager, TetherConfig, load_config
+from tether import PluginManager, TetherConfig, TetherError, load_config
 from tether.hosts.web._app import WebApp
 
 __all__ = ["ServeInfo", "WebServer", "bind_socket", "serve"]
@@ -45,26 +45,38 @@ class ServeInfo:
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0 picks a free one)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise _cannot_listen(host, port, exc) from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(2048)
-    except BaseException:
+    except OSError as exc:
         sock.close()
-        raise
+        raise _cannot_listen(host, port, exc) from exc
     sock.setblocking(False)  # noqa: FBT003 - socket API
     return sock
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> TetherError:
+    return TetherError(
+        f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+        hint="pick another --port (0 takes any free one) or stop what is using it",
+    )
 
 
 class WebServer:
     """A plugin manager behind a :class:`WebApp`, served by uvicorn.
 
     ``run()`` does everything (start plugins, serve until told to stop, stop plugins);
-    ``stop()`` asks it to stop, from any thread or a signal handler.
+    ``stop()`` asks it to stop, from any thread or a signal handler. With
+    ``persist_state`` (the default) the plugins' state is written to the state store
+    while serving and at shutdown, for ``tether plugins health``.
     """
 
     def __init__(
@@ -76,8 +88,10 @@ class WebServer:
         admin_token: str | None = None,
         graceful_timeout: float | None = 30.0,
         state_directory: Path | None = None,
+        persist_state: bool = True,
     ) -> None:
         self.config = config
+        self.persist_state = persist_state
         self.host = host
         self.port = port
         self.graceful_timeout = graceful_timeout
@@ -88,26 +102,31 @@ class WebServer:
         self._stop_requested = False
 
     async def start_plugins(self) -> None:
+        """Load, initialize and start the config's plugins, then their observability
+        (health checks, error-threshold cooldowns, state store writes)."""
         manager = self.manager
         await manager.load_plugins_from_config(self.config)
         await manager.initialize_all()
         await manager.start_all()
+        await manager.observability.start(persist=self.persist_state)
 
     async def run(self, on_ready: Callable[[ServeInfo], None] | None = None) -> None:
-        """Start the plugins, serve until ``stop()``, then stop and unload the plugins."""
+        """Bind, start the plugins, serve until ``stop()``, then stop and unload the plugins.
+
+        The socket is bound first, so a taken port fails before any plugin starts;
+        connections made while plugins start wait until the server accepts them.
+        """
+        sock = bind_socket(self.host, self.port)
         try:
             await self.start_plugins()
-            sock = bind_socket(self.host, self.port)
-            try:
-                server = self._server = uvicorn.Server(self._uvicorn_config())
-                if self._stop_requested:
-                    server.should_exit = True
-                if on_ready is not None:
-                    on_ready(self.info(sock))
-                await server.serve(sockets=[sock])
-            finally:
-                sock.close()
+            server = self._server = uvicorn.Server(self._uvicorn_config())
+            if self._stop_requested:
+                server.should_exit = True
+            if on_ready is not None:
+                on_ready(self.info(sock))
+            await server.serve(sockets=[sock])
         finally:
+            sock.close()
             self.stopped_order = [info.name for info in reversed(self.manager.list_plugins())]
             await self.manager.aclose()
 
