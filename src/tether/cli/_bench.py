@@ -34,7 +34,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from tether import TetherConfig, load_config
+from tether import Manifest, TetherConfig, load_config, load_manifest
 from tether._durations import parse_duration
 from tether.cli._app import EXIT_INTERRUPTED, State, cli, pass_state
 from tether.cli._commands import _discover, config_group
@@ -564,8 +564,6 @@ def validate_bench_config(state: State, config: TetherConfig) -> list[TetherErro
         spec = find_workload(state, bench_config.workload)
         manifest_weights = None
         if spec.path is not None:
-            from tether import load_manifest
-
             manifest = load_manifest(spec.path)
             field_ = manifest.config.get("operation_weights")
             manifest_weights = declared_weights(field_.default if field_ is not None else None)
@@ -584,19 +582,17 @@ def validate_bench_config(state: State, config: TetherConfig) -> list[TetherErro
     return problems
 
 
-def _check_plugin_config(manifest: object, config: BenchConfig) -> None:
+def _check_plugin_config(manifest: Manifest, config: BenchConfig) -> None:
     from tether._config import validate_plugin_config
-    from tether._manifest import Manifest
 
-    if isinstance(manifest, Manifest):
-        try:
-            validate_plugin_config(manifest.name, manifest.config, config.plugin_config)
-        except ConfigError as exc:
-            raise WorkloadConfigError(
-                f"{config.where}: workload.plugin_config: {exc}",
-                plugin=manifest.name,
-                hint=f"`tether plugins info {manifest.name}` lists each key, its type and default",
-            ) from None
+    try:
+        validate_plugin_config(manifest.name, manifest.config, config.plugin_config)
+    except ConfigError as exc:
+        raise WorkloadConfigError(
+            f"{config.where}: workload.plugin_config: {exc}",
+            plugin=manifest.name,
+            hint=f"`tether plugins info {manifest.name}` lists each key, its type and default",
+        ) from None
 
 
 def _extend_config_validate() -> None:

@@ -97,13 +97,33 @@ def _psycopg_reason(text: str) -> str:
     return lowered.removeprefix("fATAL:  ").removeprefix("FATAL:  ")
 
 
+_URL_HINT = "write the DSN as a URL: postgresql://user:password@host:5432/dbname"
+_LOGIN_HINT = "the server answered: check the user, password and database name in the DSN"
+_LOGIN_REFUSED = ("does not exist", "authentication failed", "no pg_hba.conf entry", "permission")
+
+
+def _hint(exc: BaseException, reason: str) -> str | None:
+    """A hint fitting the failure; ``None`` for the default (is the server there?)."""
+    if isinstance(exc, ValueError | psycopg.ProgrammingError):
+        return _URL_HINT
+    if isinstance(exc, asyncpg.PostgresError) or any(s in reason for s in _LOGIN_REFUSED):
+        return _LOGIN_HINT
+    return None
+
+
 async def _guarded(dsn: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
     try:
         return await asyncio.wait_for(attempt(), CONNECT_TIMEOUT)
-    except (OSError, TimeoutError, asyncpg.PostgresError, psycopg.Error, ValueError) as exc:
-        raise DatabaseUnavailableError(mask_dsn(dsn), describe_connect_error(exc)) from exc
-    except asyncpg.InterfaceError as exc:
-        raise DatabaseUnavailableError(mask_dsn(dsn), describe_connect_error(exc)) from exc
+    except (
+        OSError,
+        TimeoutError,
+        ValueError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        psycopg.Error,
+    ) as exc:
+        reason = describe_connect_error(exc)
+        raise DatabaseUnavailableError(mask_dsn(dsn), reason, hint=_hint(exc, reason)) from exc
 
 
 async def connect_async(dsn: str) -> Any:
