@@ -330,3 +330,9 @@ def test_declared_capabilities_are_not_reported(tmp_path, monkeypatch):
     tested = run("plugins", "test", str(plugin))
     assert tested.exit_code == 0, tested.output
     assert "Used without declaring" not in tested.output
+
+
+def test_info_says_what_a_plugin_provides():
+    result = run("plugins", "info", "tpcb")
+    assert result.exit_code == 0, result.output
+    assert "provides: workload" in result.output

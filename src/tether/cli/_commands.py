@@ -148,6 +148,8 @@ def plugins_info(state: State, name: str) -> None:
     out.print(m.description, markup=False)
     out.print(f"author: {m.author}", markup=False)
     out.print(f"entry: {m.entry}   isolation: {m.isolation}   framework: {m.framework.version}")
+    if m.provides:
+        out.print(f"provides: {', '.join(m.provides)}", markup=False)
     if m.dependencies:
         out.print("\n[bold]Dependencies[/]")
         for d in m.dependencies:
