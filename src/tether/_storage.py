@@ -59,6 +59,7 @@ __all__ = [
     "decode_value",
     "encode_value",
     "is_postgres_url",
+    "open_sqlite",
     "open_state_store",
     "redact_url",
     "sqlite_target",
@@ -300,7 +301,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-def _open_sqlite(name: str) -> sqlite3.Connection:
+def open_sqlite(name: str) -> sqlite3.Connection:
     """A connection in autocommit mode, WAL journal, ``synchronous=FULL``."""
     if name != ":memory:":
         Path(name).parent.mkdir(parents=True, exist_ok=True)
@@ -380,7 +381,7 @@ class SQLiteStateStore:
         self._lock = threading.Lock()
         self._closed = False
         try:
-            self._conn = _open_sqlite(self._name)
+            self._conn = open_sqlite(self._name)
             self._conn.execute(_SQLITE_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(

@@ -14,6 +14,7 @@ from tether.admin._app import (
     create_ops_routes,
     reload_plugin,
 )
+from tether.admin._errors import error_body, error_response
 from tether.admin._openapi import openapi_document
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "create_admin_app",
     "create_admin_routes",
     "create_ops_routes",
+    "error_body",
+    "error_response",
     "openapi_document",
     "reload_plugin",
 ]

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.responses import JSONResponse
 
 from tether.errors import (
@@ -80,6 +82,13 @@ class ApiError(Exception):
         )  # fmt: skip
 
 
+def error_body(
+    error: str, message: str, *, plugin: str | None = None, hint: str | None = None
+) -> dict[str, object]:
+    """The error JSON every tether HTTP surface answers with (admin API and web host)."""
+    return {"error": error, "message": message, "plugin": plugin, "hint": hint}
+
+
 def error_response(
     status: int,
     error: str,
@@ -87,12 +96,13 @@ def error_response(
     *,
     plugin: str | None = None,
     hint: str | None = None,
-    headers: dict[str, str] | None = None,
-    extra: dict[str, object] | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> JSONResponse:
-    body: dict[str, object] = {"error": error, "message": message, "plugin": plugin, "hint": hint}
+    """A JSON response in the error shape, with ``status``."""
+    body = error_body(error, message, plugin=plugin, hint=hint)
     body.update(extra or {})
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
 
 
 def tether_error_response(exc: TetherError) -> JSONResponse:

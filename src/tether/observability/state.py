@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, Self
 
-from tether._storage import is_postgres_url, redact_url, sqlite_target
+from tether._storage import is_postgres_url, open_sqlite, redact_url, sqlite_target
 from tether.errors import StorageError
 
 if TYPE_CHECKING:
@@ -313,19 +313,6 @@ def _read_time(value: object) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _open_sqlite(name: str) -> sqlite3.Connection:
-    if name != ":memory:":
-        Path(name).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(name, timeout=30.0, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-    except sqlite3.Error:
-        conn.close()
-        raise
-    return conn
-
-
 # --------------------------------------------------------------------------- the store
 
 
@@ -379,7 +366,7 @@ class PluginStateStore:
             raise StorageError(f"the plugin state store at {self.location} is closed")
         if self.dialect == "sqlite":
             if self._sqlite is None:
-                self._sqlite = _open_sqlite(self._url)
+                self._sqlite = open_sqlite(self._url)
             return self._sqlite
         if self._pg is None or self._pg.closed or self._pg.broken:
             import psycopg

@@ -1,4 +1,5 @@
-"""The one JSON shape every error of the web host takes, and what a handler may return.
+"""How the web host answers errors (in the one JSON shape, from ``tether.admin``), and what a
+handler may return.
 
 Every refusal or failure the host answers itself (no route, a plugin that is not
 running, a handler or hook that raised) and every refusal a plugin makes through
@@ -14,11 +15,10 @@ about it (``null`` when there is nothing to add).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from tether.admin import error_body, error_response
 from tether.errors import PluginUnavailableError, TetherError
 
 __all__ = [
@@ -33,27 +33,6 @@ __all__ = [
 LOG_HINT = "the server log (logger 'tether.web') has the traceback"
 _SERVER_ERROR = 500
 _UNAVAILABLE = 503
-
-
-def error_body(
-    error: str, message: str, *, plugin: str | None = None, hint: str | None = None
-) -> dict[str, str | None]:
-    """The error JSON: ``{"error", "message", "plugin", "hint"}``."""
-    return {"error": error, "message": message, "plugin": plugin, "hint": hint}
-
-
-def error_response(
-    status: int,
-    error: str,
-    message: str,
-    *,
-    plugin: str | None = None,
-    hint: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    """A JSON response in the error shape, with ``status``."""
-    body = error_body(error, message, plugin=plugin, hint=hint)
-    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
 
 
 def response_for(exc: BaseException, plugin: str | None) -> JSONResponse:
