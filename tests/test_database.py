@@ -324,7 +324,7 @@ def test_postgres_backend_details(pg_url):
         assert db.backend == "postgresql"
         assert db.IntegrityError is psycopg.IntegrityError
         assert db.OperationalError is psycopg.OperationalError
-        db._conn.close()  # a lost connection is replaced on the next call
+        db._sql._conn.close()  # a lost connection is replaced on the next call
         assert db.query_one("SELECT ? + 1 AS n", 1) == {"n": 2}
 
 
@@ -333,7 +333,7 @@ def test_a_transaction_whose_connection_is_lost_fails_loudly(pg_url):
     def block(db):
         with db.transaction():
             db.execute("CREATE TABLE t (v INTEGER)")
-            db._conn.close()
+            db._sql._conn.close()
 
     with open_database(pg_url) as db:
         with pytest.raises(db.OperationalError):

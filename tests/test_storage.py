@@ -393,7 +393,7 @@ def test_a_broken_postgres_connection_is_replaced(pg_url):
     try:
         storage = PluginStorage(store, "alpha")
         storage.set("k", 1)
-        store._conn.close()
+        store._sql._conn.close()
         assert storage.get("k") == 1
     finally:
         store.close()

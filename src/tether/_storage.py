@@ -20,8 +20,10 @@ naive; aware ones come back with a fixed UTC offset (the same instant). So that 
 plugin's own dict keys can never be mistaken for that tag, every dict key that
 starts with ``$`` is written with one more ``$`` and read back without it.
 
-Driver errors (``sqlite3.Error``, ``psycopg.Error``) are mapped to
-:class:`~tether.errors.StorageError` at this boundary (``raise ... from exc``).
+Connections, dialects and the mapping of driver errors (``sqlite3.Error``,
+``psycopg.Error``) to :class:`~tether.errors.StorageError` (``raise ... from exc``)
+are the SQL layer's (``tether._sql``), shared with the database service and the
+state tables; this module keeps its table and its queries.
 """
 
 from __future__ import annotations
@@ -29,22 +31,26 @@ from __future__ import annotations
 import builtins
 import enum
 import json
-import logging
 import math
-import re
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Final, Protocol
 
+# The location helpers are re-exported (in __all__): other modules import them from here.
+from tether._sql import (
+    DEFAULT_CONNECT_TIMEOUT,
+    Connection,
+    DialectName,
+    Fetch,
+    Result,
+    Target,
+    is_postgres_url,
+    open_sqlite,
+    redact_url,
+    sqlite_target,
+)
 from tether.errors import StorageError, StorageValueError
-
-if TYPE_CHECKING:
-    import psycopg
 
 __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
@@ -65,15 +71,12 @@ __all__ = [
     "sqlite_target",
 ]
 
-logger = logging.getLogger("tether.storage")
-
 DEFAULT_STATE_PATH: Final = Path(".tether/state.db")
 DEFAULT_MAX_VALUE_BYTES: Final = 1024 * 1024
 MAX_KEY_LENGTH: Final = 255
 STORABLE: Final = "str, int, float, bool, None, list, dict with str keys, and datetime"
 
 _DATETIME_TAG: Final = "$datetime"
-_T = TypeVar("_T")
 
 
 class _Missing(enum.Enum):
@@ -261,60 +264,6 @@ def check_key(
     return key  # type: ignore[return-value]
 
 
-# --------------------------------------------------------------------------- locations
-
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-def is_postgres_url(target: str | Path) -> bool:
-    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
-
-
-def sqlite_target(target: str | Path, *, kind: str) -> str:
-    """The SQLite file name for a path, ``sqlite:///path`` or ``:memory:``.
-
-    Any other ``scheme://`` is refused with a ``StorageError`` naming ``kind``.
-    """
-    if isinstance(target, Path):
-        return str(target)
-    if target in {":memory:", "sqlite://"}:
-        return ":memory:"
-    if target.startswith("sqlite:///"):
-        return target.removeprefix("sqlite:///") or ":memory:"
-    match = _SCHEME.match(target)
-    if match:
-        raise StorageError(
-            f"unsupported {kind} URL scheme {match.group(1)!r} in {redact_url(target)}",
-            hint="use a file path, sqlite:///path/to/file.db, or postgresql://user@host/db",
-        )
-    return target
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-def open_sqlite(name: str) -> sqlite3.Connection:
-    """A connection in autocommit mode, WAL journal, ``synchronous=FULL``."""
-    if name != ":memory:":
-        Path(name).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(name, timeout=30.0, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-    except sqlite3.Error:
-        conn.close()
-        raise
-    return conn
-
-
 # --------------------------------------------------------------------------- state stores
 
 
@@ -351,185 +300,93 @@ CREATE TABLE IF NOT EXISTS plugin_storage (
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (plugin_name, key)
 )"""
-_PG_SCHEMA_LOCK: Final = 0x7465746865720001  # advisory lock id: CREATE TABLE races otherwise
+_SCHEMAS: Final[dict[DialectName, str]] = {"sqlite": _SQLITE_SCHEMA, "postgresql": _PG_SCHEMA}
+_PG_SCHEMA_LOCK: Final = 0x7465746865720001  # advisory lock id for creating the table
 
 _UPSERT: Final = (
-    "INSERT INTO plugin_storage (plugin_name, key, value, updated_at) VALUES ({p}, {p}, {p}, {p}) "
+    "INSERT INTO plugin_storage (plugin_name, key, value, updated_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (plugin_name, key) DO UPDATE "
     "SET value = excluded.value, updated_at = excluded.updated_at"
 )
-_SELECT: Final = "SELECT value FROM plugin_storage WHERE plugin_name = {p} AND key = {p}"
-_DELETE: Final = "DELETE FROM plugin_storage WHERE plugin_name = {p} AND key = {p}"
-_KEYS: Final = "SELECT key FROM plugin_storage WHERE plugin_name = {p} ORDER BY key"
-_CLEAR: Final = "DELETE FROM plugin_storage WHERE plugin_name = {p}"
+_SELECT: Final = "SELECT value FROM plugin_storage WHERE plugin_name = ? AND key = ?"
+_DELETE: Final = "DELETE FROM plugin_storage WHERE plugin_name = ? AND key = ?"
+_KEYS: Final = "SELECT key FROM plugin_storage WHERE plugin_name = ? ORDER BY key"
+_CLEAR: Final = "DELETE FROM plugin_storage WHERE plugin_name = ?"
 
 
-def _failed(action: str, plugin: str, location: str, exc: Exception) -> StorageError:
-    return StorageError(
-        f"plugin storage {action} failed for plugin {plugin!r} ({location}): "
-        f"{type(exc).__name__}: {exc}",
-        plugin=plugin,
-        hint=f"check that the state store at {location} is reachable and writable",
-    )
+class _SQLStateStore:
+    """Plugin storage in the ``plugin_storage`` table, through one SQL-layer connection.
 
-
-class SQLiteStateStore:
-    """Plugin storage in a SQLite file: one connection, serialized by a lock."""
-
-    def __init__(self, path: str | Path = DEFAULT_STATE_PATH) -> None:
-        self._name = sqlite_target(path, kind="state store")
-        self._lock = threading.Lock()
-        self._closed = False
-        try:
-            self._conn = open_sqlite(self._name)
-            self._conn.execute(_SQLITE_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(
-                f"cannot open the state store at {self._name}: {type(exc).__name__}: {exc}",
-                path=self._name,
-                hint="check that the directory exists and is writable",
-            ) from exc
-        logger.debug("opened state store %s", self._name)
-
-    @property
-    def location(self) -> str:
-        return self._name
-
-    def _run(
-        self, action: str, plugin: str, sql: str, params: tuple[object, ...]
-    ) -> sqlite3.Cursor:
-        if self._closed:
-            raise StorageError(f"the state store at {self._name} is closed", plugin=plugin)
-        try:
-            return self._conn.execute(sql.format(p="?"), params)
-        except sqlite3.Error as exc:
-            raise _failed(action, plugin, self._name, exc) from exc
-
-    def get(self, plugin: str, key: str) -> str | None:
-        with self._lock:
-            row = self._run("get", plugin, _SELECT, (plugin, key)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set(self, plugin: str, key: str, value: str) -> None:
-        stamp = datetime.now(UTC).isoformat()
-        with self._lock:
-            self._run("set", plugin, _UPSERT, (plugin, key, value, stamp))
-
-    def delete(self, plugin: str, key: str) -> bool:
-        with self._lock:
-            return self._run("delete", plugin, _DELETE, (plugin, key)).rowcount > 0
-
-    def keys(self, plugin: str) -> list[str]:
-        with self._lock:
-            rows = self._run("list", plugin, _KEYS, (plugin,)).fetchall()
-        return [str(row[0]) for row in rows]
-
-    def clear(self, plugin: str) -> int:
-        with self._lock:
-            return self._run("clear", plugin, _CLEAR, (plugin,)).rowcount
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
-
-    def __repr__(self) -> str:
-        return f"SQLiteStateStore({self._name!r})"
-
-
-class PostgresStateStore:
-    """Plugin storage in PostgreSQL (psycopg 3, autocommit): one connection, serialized by a lock.
-
-    A connection found closed or broken is replaced on the next call.
+    Every statement runs on its own in autocommit mode, so it is committed when it
+    returns. On PostgreSQL a connection found closed or broken is replaced on the
+    next call.
     """
 
-    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
-        self._url = url
-        self._location = redact_url(url)
-        self._connect_timeout = connect_timeout
-        self._lock = threading.Lock()
-        self._closed = False
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
-        with self._lock, self._translated("open", ""):
-            conn = self._connection()
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
-                conn.execute(_PG_SCHEMA)
-        logger.debug("opened state store %s", self._location)
+    def __init__(self, target: Target, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> None:
+        self._sql = Connection(target, connect_timeout=connect_timeout)
+        with self._sql.storage_errors(f"cannot open the state store at {self.location}"):
+            self._sql.create_schema([_SCHEMAS[target.dialect.name]], lock_id=_PG_SCHEMA_LOCK)
 
     @property
     def location(self) -> str:
-        return self._location
+        return self._sql.location
 
-    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
-        if self._closed:
-            raise StorageError(f"the state store at {self._location} is closed")
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            try:
-                import psycopg
-            except ImportError as exc:  # pragma: no cover - psycopg is a dependency
-                raise StorageError(
-                    "PostgreSQL plugin storage needs psycopg",
-                    hint="pip install 'psycopg[binary]'",
-                ) from exc
-            self._conn = psycopg.connect(
-                self._url, autocommit=True, connect_timeout=self._connect_timeout
-            )
-        return self._conn
+    def get(self, plugin: str, key: str) -> str | None:
+        rows = self._run("get", plugin, _SELECT, (plugin, key), fetch="one").rows
+        return str(rows[0][0]) if rows else None
 
-    @contextmanager
-    def _translated(self, action: str, plugin: str) -> Iterator[None]:
-        import psycopg
+    def set(self, plugin: str, key: str, value: str) -> None:
+        stamp = self._sql.dialect.time(datetime.now(UTC))
+        self._run("set", plugin, _UPSERT, (plugin, key, value, stamp))
 
-        try:
-            yield
-        except psycopg.Error as exc:
-            if action == "open":
-                raise StorageError(
-                    f"cannot open the state store at {self._location}: {exc}",
-                    hint="check the URL, that the server is running, and the credentials",
-                ) from exc
-            raise _failed(action, plugin, self._location, exc) from exc
+    def delete(self, plugin: str, key: str) -> bool:
+        return self._run("delete", plugin, _DELETE, (plugin, key)).rowcount > 0
 
-    def _fetch(
+    def keys(self, plugin: str) -> list[str]:
+        return [
+            str(row[0]) for row in self._run("list", plugin, _KEYS, (plugin,), fetch="all").rows
+        ]
+
+    def clear(self, plugin: str) -> int:
+        return self._run("clear", plugin, _CLEAR, (plugin,)).rowcount
+
+    def close(self) -> None:
+        self._sql.close()
+
+    def _run(
         self,
         action: str,
         plugin: str,
         sql: str,
-        params: tuple[object, ...],
-        read: Callable[[psycopg.Cursor[tuple[object, ...]]], _T],
-    ) -> _T:
-        with self._lock, self._translated(action, plugin):
-            return read(self._connection().execute(sql.format(p="%s"), params))
-
-    def get(self, plugin: str, key: str) -> str | None:
-        row = self._fetch("get", plugin, _SELECT, (plugin, key), lambda c: c.fetchone())
-        return None if row is None else str(row[0])
-
-    def set(self, plugin: str, key: str, value: str) -> None:
-        stamp = datetime.now(UTC)
-        self._fetch("set", plugin, _UPSERT, (plugin, key, value, stamp), lambda _: None)
-
-    def delete(self, plugin: str, key: str) -> bool:
-        return self._fetch("delete", plugin, _DELETE, (plugin, key), lambda c: c.rowcount > 0)
-
-    def keys(self, plugin: str) -> list[str]:
-        rows = self._fetch("list", plugin, _KEYS, (plugin,), lambda c: c.fetchall())
-        return [str(row[0]) for row in rows]
-
-    def clear(self, plugin: str) -> int:
-        return self._fetch("clear", plugin, _CLEAR, (plugin,), lambda c: c.rowcount)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        params: Sequence[object],
+        *,
+        fetch: Fetch = "none",
+    ) -> Result:
+        with self._sql.storage_errors(
+            f"plugin storage {action} failed for plugin {plugin!r} ({self.location})",
+            hint=f"check that the state store at {self.location} is reachable and writable",
+            plugin=plugin,
+        ):
+            return self._sql.run(sql, params, fetch=fetch)
 
     def __repr__(self) -> str:
-        return f"PostgresStateStore({self._location!r})"
+        return f"{type(self).__name__}({self.location!r})"
+
+
+class SQLiteStateStore(_SQLStateStore):
+    """Plugin storage in a SQLite file (WAL journal, ``synchronous=FULL``)."""
+
+    def __init__(self, path: str | Path = DEFAULT_STATE_PATH) -> None:
+        super().__init__(Target.sqlite(path, kind="state store"))
+
+
+class PostgresStateStore(_SQLStateStore):
+    """Plugin storage in PostgreSQL (psycopg 3, autocommit)."""
+
+    def __init__(self, url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> None:
+        super().__init__(
+            Target.postgresql(url, kind="state store"), connect_timeout=connect_timeout
+        )
 
 
 def open_state_store(url_or_path: str | Path = DEFAULT_STATE_PATH) -> StateStore:

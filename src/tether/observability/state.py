@@ -24,27 +24,30 @@ with).
 The writer (:class:`PluginStateStore`) upserts snapshots; the enabled flag is written
 only when it changed in this process, so a running server does not undo a
 ``tether plugins disable`` made meanwhile. Driver errors become
-:class:`~tether.errors.StorageError`.
+:class:`~tether.errors.StorageError`. Connections, dialects, transactions and that
+mapping are the SQL layer's (``tether._sql``), shared with plugin storage and the
+database service; this module keeps its tables and its queries.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, Self
+from typing import Final, Self
 
-from tether._storage import is_postgres_url, open_sqlite, redact_url, sqlite_target
-from tether.errors import StorageError
-
-if TYPE_CHECKING:
-    import psycopg
+from tether._sql import (
+    DEFAULT_CONNECT_TIMEOUT,
+    SQLITE,
+    Connection,
+    DialectName,
+    Result,
+    Target,
+    read_time,
+)
 
 __all__ = [
     "REFERENCE_QUERIES",
@@ -55,10 +58,6 @@ __all__ = [
     "PluginStateStore",
     "read_enabled_flags",
 ]
-
-log = logging.getLogger("tether.observability")
-
-Dialect = Literal["sqlite", "postgresql"]
 
 _SQLITE_TABLES: Final = (
     """CREATE TABLE IF NOT EXISTS plugins (
@@ -134,7 +133,11 @@ _PG_TABLES: Final = (
     """CREATE INDEX IF NOT EXISTS plugin_metrics_by_plugin
         ON plugin_metrics (plugin_name, metric_name, recorded_at)""",
 )
-_PG_SCHEMA_LOCK: Final = 0x7465746865720002  # advisory lock id: CREATE TABLE races otherwise
+_TABLES: Final[dict[DialectName, tuple[str, ...]]] = {
+    "sqlite": _SQLITE_TABLES,
+    "postgresql": _PG_TABLES,
+}
+_PG_SCHEMA_LOCK: Final = 0x7465746865720002  # advisory lock id for creating the tables
 
 _PLUGIN_COLUMNS: Final = (
     "name", "version", "status", "lifecycle_status", "enabled", "disabled_reason", "degraded",
@@ -145,7 +148,7 @@ _SWITCH_COLUMNS: Final = frozenset({"enabled", "disabled_reason"})
 
 
 def _upsert_plugin(*, with_switch: bool) -> str:
-    placeholders = ", ".join("{p}" for _ in _PLUGIN_COLUMNS)
+    placeholders = ", ".join("?" for _ in _PLUGIN_COLUMNS)
     updated = [
         c for c in _PLUGIN_COLUMNS if c != "name" and (with_switch or c not in _SWITCH_COLUMNS)
     ]
@@ -160,25 +163,26 @@ _UPSERT_PLUGIN: Final = _upsert_plugin(with_switch=True)
 _UPSERT_PLUGIN_KEEP_SWITCH: Final = _upsert_plugin(with_switch=False)
 _SWITCH: Final = (
     "INSERT INTO plugins (name, status, lifecycle_status, enabled, disabled_reason, updated_at) "
-    "VALUES ({p}, {p}, 'unloaded', {p}, {p}, {p}) "
+    "VALUES (?, ?, 'unloaded', ?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, "
     "disabled_reason = excluded.disabled_reason, updated_at = excluded.updated_at, "
     "status = CASE WHEN excluded.enabled THEN plugins.lifecycle_status ELSE 'disabled' END"
 )
 _UPSERT_HOOK: Final = (
     "INSERT INTO plugin_hooks (plugin_name, hook_type, execution_count, total_duration_ms, "
-    "error_count, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) "
+    "error_count, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (plugin_name, hook_type) DO UPDATE SET "
     "execution_count = excluded.execution_count, total_duration_ms = excluded.total_duration_ms, "
     "error_count = excluded.error_count, updated_at = excluded.updated_at"
 )
 _INSERT_METRIC: Final = (
     "INSERT INTO plugin_metrics (plugin_name, metric_name, metric_value, labels, recorded_at) "
-    "VALUES ({p}, {p}, {p}, {p}, {p})"
+    "VALUES (?, ?, ?, ?, ?)"
 )
-_PRUNE: Final = "DELETE FROM plugin_metrics WHERE recorded_at < {p}"
+_PRUNE: Final = "DELETE FROM plugin_metrics WHERE recorded_at < ?"
+_FLAGS: Final = "SELECT name, enabled, disabled_reason FROM plugins"
 
-REFERENCE_QUERIES: Final[dict[str, dict[Dialect, str]]] = {
+REFERENCE_QUERIES: Final[dict[str, dict[DialectName, str]]] = {
     "plugin_status": {
         "postgresql": """SELECT name, status, error_count, last_error_at
 FROM plugins
@@ -203,14 +207,6 @@ WHERE metric_name = 'error'
   AND recorded_at > NOW() - INTERVAL '1 hour'
 GROUP BY plugin_name
 ORDER BY error_count DESC""",
-        "sqlite": """SELECT plugin_name,
-       COUNT(*) as error_count,
-       MAX(recorded_at) as last_error
-FROM plugin_metrics
-WHERE metric_name = 'error'
-  AND recorded_at > datetime('now', '-1 hour')
-GROUP BY plugin_name
-ORDER BY error_count DESC""",
     },
     "plugin_state": {
         "postgresql": """SELECT name, status, error_count, last_error
@@ -232,9 +228,9 @@ LIMIT 10;""",
     },
 }
 """The reference's dashboard and debugging queries, verbatim (``postgresql``), with the
-SQLite form where the dialect forces a change (else the same text runs on both)."""
+SQLite form: the same text with PostgreSQL's ``NOW()`` arithmetic rewritten."""
 for _forms in REFERENCE_QUERIES.values():
-    _forms.setdefault("sqlite", _forms["postgresql"])
+    _forms["sqlite"] = SQLITE.translate_now(_forms["postgresql"])
 
 
 # --------------------------------------------------------------------------- rows
@@ -297,22 +293,6 @@ class PersistedFlag:
     reason: str | None = None
 
 
-# --------------------------------------------------------------------------- values
-
-
-def _sqlite_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _read_time(value: object) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    moment = datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 # --------------------------------------------------------------------------- the store
 
 
@@ -322,96 +302,29 @@ class PluginStateStore:
     One connection, serialized by a lock; every method commits before it returns.
     """
 
-    def __init__(self, target: str | Path, *, connect_timeout: int = 10) -> None:
-        self.dialect: Dialect = "postgresql" if is_postgres_url(target) else "sqlite"
-        self._lock = threading.Lock()
-        self._closed = False
-        self._sqlite: sqlite3.Connection | None = None
-        self._pg: psycopg.Connection[tuple[object, ...]] | None = None
-        self._connect_timeout = connect_timeout
-        if self.dialect == "postgresql":
-            self._url = str(target)
-            self.location = redact_url(self._url)
-        else:
-            self._url = sqlite_target(target, kind="state store")
-            self.location = self._url
-        with self._lock, self._translated("open"):
-            self._create_tables()
+    def __init__(
+        self, target: str | Path, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    ) -> None:
+        self._sql = Connection(
+            Target.parse(target, kind="state store"), connect_timeout=connect_timeout
+        )
+        with self._failing("open"):
+            self._sql.create_schema(_TABLES[self.dialect], lock_id=_PG_SCHEMA_LOCK)
 
-    # ------------------------------------------------------------------ plumbing
+    @property
+    def dialect(self) -> DialectName:
+        return self._sql.dialect.name
 
-    @contextmanager
-    def _translated(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except StorageError:
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            raise self._failed(action, exc) from exc
-        except Exception as exc:
-            if type(exc).__module__.startswith("psycopg"):
-                raise self._failed(action, exc) from exc
-            raise
+    @property
+    def location(self) -> str:
+        return self._sql.location
 
-    def _failed(self, action: str, exc: Exception) -> StorageError:
-        return StorageError(
-            f"the plugin state store at {self.location} failed to {action}: "
-            f"{type(exc).__name__}: {exc}",
+    def _failing(self, action: str) -> AbstractContextManager[None]:
+        return self._sql.storage_errors(
+            f"the plugin state store at {self.location} failed to {action}",
             hint=f"check that the state store at {self.location} is reachable and writable "
             "(state.url in the config; .tether/state.db by default)",
         )
-
-    def _connection(self) -> sqlite3.Connection | psycopg.Connection[tuple[object, ...]]:
-        if self._closed:
-            raise StorageError(f"the plugin state store at {self.location} is closed")
-        if self.dialect == "sqlite":
-            if self._sqlite is None:
-                self._sqlite = open_sqlite(self._url)
-            return self._sqlite
-        if self._pg is None or self._pg.closed or self._pg.broken:
-            import psycopg
-
-            self._pg = psycopg.connect(
-                self._url, autocommit=True, connect_timeout=self._connect_timeout
-            )
-        return self._pg
-
-    def _sql(self, template: str) -> str:
-        return template.format(p="?" if self.dialect == "sqlite" else "%s")
-
-    def _time(self, moment: datetime | None) -> object:
-        if moment is None:
-            return None
-        return _sqlite_time(moment) if self.dialect == "sqlite" else moment
-
-    def _flag(self, value: bool) -> object:
-        return int(value) if self.dialect == "sqlite" else value
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection | psycopg.Connection[tuple[object, ...]]]:
-        conn = self._connection()
-        if isinstance(conn, sqlite3.Connection):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        else:
-            with conn.transaction():
-                yield conn
-
-    def _create_tables(self) -> None:
-        if self.dialect == "sqlite":
-            with self._transaction() as conn:
-                for statement in _SQLITE_TABLES:
-                    conn.execute(statement)
-            return
-        with self._transaction() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
-            for statement in _PG_TABLES:
-                conn.execute(statement)
 
     # ------------------------------------------------------------------ writing
 
@@ -430,96 +343,90 @@ class PluginStateStore:
         existing row. With ``retention``, metric rows older than that are deleted.
         """
         now = datetime.now(UTC)
-        with self._lock, self._translated("write"), self._transaction() as conn:
+        time = self._sql.dialect.time
+        with self._failing("write"), self._sql.transaction():
             for row in plugins:
                 sql = _UPSERT_PLUGIN if row.name in switched else _UPSERT_PLUGIN_KEEP_SWITCH
-                conn.execute(self._sql(sql), self._plugin_values(row, now))
+                self._sql.run(sql, self._plugin_values(row, now), fetch="none")
             hook_values = [
                 (h.plugin_name, h.hook_type, h.execution_count, h.total_duration_ms,
-                 h.error_count, self._time(now))
+                 h.error_count, time(now))
                 for h in hooks
             ]  # fmt: skip
             metric_values = [
                 (m.plugin_name, m.metric_name, m.metric_value,
-                 None if m.labels is None else json.dumps(m.labels), self._time(m.recorded_at))
+                 None if m.labels is None else json.dumps(m.labels), time(m.recorded_at))
                 for m in metrics
             ]  # fmt: skip
-            cursor = conn.cursor()
             if hook_values:
-                cursor.executemany(self._sql(_UPSERT_HOOK), hook_values)
+                self._sql.run_many(_UPSERT_HOOK, hook_values)
             if metric_values:
-                cursor.executemany(self._sql(_INSERT_METRIC), metric_values)
+                self._sql.run_many(_INSERT_METRIC, metric_values)
             if retention is not None:
-                cursor.execute(self._sql(_PRUNE), (self._time(now - retention),))
+                self._sql.run(_PRUNE, (time(now - retention),), fetch="none")
 
     def _plugin_values(self, row: PluginRow, now: datetime) -> tuple[object, ...]:
+        time = self._sql.dialect.time
         return (
-            row.name, row.version, row.status, row.lifecycle_status, self._flag(row.enabled),
-            row.disabled_reason, self._flag(row.degraded), row.error_count, row.last_error,
-            self._time(row.last_error_at), self._time(row.load_time), row.load_duration_ms,
-            row.path, self._time(row.updated_at or now),
+            row.name, row.version, row.status, row.lifecycle_status, row.enabled,
+            row.disabled_reason, row.degraded, row.error_count, row.last_error,
+            time(row.last_error_at), time(row.load_time), row.load_duration_ms,
+            row.path, time(row.updated_at or now),
         )  # fmt: skip
 
     def set_enabled(self, name: str, enabled: bool, reason: str | None = None) -> None:
         """Write one plugin's enabled flag now (a row is made for a plugin never seen)."""
         status = "unloaded" if enabled else "disabled"
-        values = (name, status, self._flag(enabled), None if enabled else reason)
-        with self._lock, self._translated("write"), self._transaction() as conn:
-            conn.execute(self._sql(_SWITCH), (*values, self._time(datetime.now(UTC))))
+        stamp = self._sql.dialect.time(datetime.now(UTC))
+        values = (name, status, enabled, None if enabled else reason, stamp)
+        with self._failing("write"):
+            self._sql.run(_SWITCH, values, fetch="none")
 
     # ------------------------------------------------------------------ reading
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         """Run a read-only query (``?`` placeholders on SQLite, ``%s`` on PostgreSQL)."""
-        with self._lock, self._translated("read"):
-            cursor = self._connection().execute(sql, tuple(params))
-            return [tuple(row) for row in cursor.fetchall()]
+        return self._read(sql, params, native=True).rows
 
     def enabled_flags(self) -> dict[str, PersistedFlag]:
-        rows = self.query("SELECT name, enabled, disabled_reason FROM plugins")
-        return {str(n): PersistedFlag(bool(e), None if r is None else str(r)) for n, e, r in rows}
+        return _flags(self._read(_FLAGS).rows)
 
     def plugins(self, name: str | None = None) -> list[PluginRow]:
         columns = ", ".join(_PLUGIN_COLUMNS)
         if name is None:
-            rows = self.query(f"SELECT {columns} FROM plugins ORDER BY name")  # noqa: S608
+            result = self._read(f"SELECT {columns} FROM plugins ORDER BY name")  # noqa: S608
         else:
-            sql = self._sql(f"SELECT {columns} FROM plugins WHERE name = {{p}}")  # noqa: S608
-            rows = self.query(sql, (name,))
-        return [_plugin_row(row) for row in rows]
+            result = self._read(f"SELECT {columns} FROM plugins WHERE name = ?", (name,))  # noqa: S608
+        return [_plugin_row(row) for row in result.rows]
 
     def hooks(self, name: str) -> list[HookRow]:
-        sql = self._sql(
+        result = self._read(
             "SELECT plugin_name, hook_type, execution_count, total_duration_ms, error_count "
-            "FROM plugin_hooks WHERE plugin_name = {p} ORDER BY hook_type"
+            "FROM plugin_hooks WHERE plugin_name = ? ORDER BY hook_type",
+            (name,),
         )
-        return [
-            HookRow(str(p), str(h), int(c), float(d), int(e))  # type: ignore[call-overload, arg-type]
-            for p, h, c, d, e in self.query(sql, (name,))
-        ]
+        return [HookRow(str(p), str(h), int(c), float(d), int(e)) for p, h, c, d, e in result.rows]
 
     def recent_errors(self, name: str, limit: int = 10) -> list[MetricRow]:
-        sql = self._sql(
+        result = self._read(
             "SELECT plugin_name, metric_name, metric_value, recorded_at, labels "
-            "FROM plugin_metrics WHERE plugin_name = {p} AND metric_name = 'error' "
-            "ORDER BY recorded_at DESC, id DESC LIMIT {p}"
+            "FROM plugin_metrics WHERE plugin_name = ? AND metric_name = 'error' "
+            "ORDER BY recorded_at DESC, id DESC LIMIT ?",
+            (name, limit),
         )
         out = []
-        for plugin, metric, value, at, labels in self.query(sql, (name, limit)):
-            moment = _read_time(at) or datetime.now(UTC)
+        for plugin, metric, value, at, labels in result.rows:
+            moment = read_time(at) or datetime.now(UTC)
             parsed = json.loads(str(labels)) if labels else None
-            out.append(MetricRow(str(plugin), str(metric), float(value), moment, parsed))  # type: ignore[arg-type]
+            out.append(MetricRow(str(plugin), str(metric), float(value), moment, parsed))
         return out
 
+    def _read(self, sql: str, params: Sequence[object] = (), *, native: bool = False) -> Result:
+        with self._failing("read"):
+            return self._sql.run(sql, params, native=native)
+
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._sqlite is not None:
-                self._sqlite.close()
-                self._sqlite = None
-            if self._pg is not None:
-                self._pg.close()
-                self._pg = None
+        self._sql.close()
 
     def __enter__(self) -> Self:
         return self
@@ -534,7 +441,7 @@ class PluginStateStore:
 def _plugin_row(row: tuple[object, ...]) -> PluginRow:
     data = dict(zip(_PLUGIN_COLUMNS, row, strict=True))
     for column in ("last_error_at", "load_time", "updated_at"):
-        data[column] = _read_time(data[column])
+        data[column] = read_time(data[column])
     for column in ("enabled", "degraded"):
         data[column] = bool(data[column])
     data["error_count"] = int(data["error_count"] or 0)  # type: ignore[call-overload]
@@ -543,46 +450,21 @@ def _plugin_row(row: tuple[object, ...]) -> PluginRow:
     return PluginRow(**data)  # type: ignore[arg-type]
 
 
+def _flags(rows: Iterable[tuple[object, ...]]) -> dict[str, PersistedFlag]:
+    return {str(n): PersistedFlag(bool(e), None if r is None else str(r)) for n, e, r in rows}
+
+
 def read_enabled_flags(target: str | Path) -> dict[str, PersistedFlag]:
     """The persisted enabled flags, without creating anything.
 
     A SQLite file that does not exist, or has no ``plugins`` table, holds none; it is
     opened read-only. A PostgreSQL URL is queried (the table may be absent there too).
     """
-    if is_postgres_url(target):
-        return _read_pg_flags(str(target))
-    name = sqlite_target(target, kind="state store")
-    if name == ":memory:" or not Path(name).is_file():
+    parsed = Target.parse(target, kind="state store")
+    if parsed.dialect is SQLITE and (parsed.path is None or not Path(parsed.path).is_file()):
         return {}
-    try:
-        conn = sqlite3.connect(f"file:{Path(name).resolve()}?mode=ro", uri=True, timeout=30.0)
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot read the plugin state store at {name}: {exc}") from exc
-    try:
-        known = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'plugins'"
-        ).fetchone()
-        if known is None:
-            return {}
-        rows = conn.execute("SELECT name, enabled, disabled_reason FROM plugins").fetchall()
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot read the plugin state store at {name}: {exc}") from exc
-    finally:
-        conn.close()
-    return {str(n): PersistedFlag(bool(e), None if r is None else str(r)) for n, e, r in rows}
-
-
-def _read_pg_flags(url: str) -> dict[str, PersistedFlag]:
-    import psycopg
-
-    try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-            present = conn.execute("SELECT to_regclass('plugins') IS NOT NULL").fetchone()
-            if not present or not present[0]:
-                return {}
-            rows = conn.execute("SELECT name, enabled, disabled_reason FROM plugins").fetchall()
-    except psycopg.Error as exc:
-        raise StorageError(
-            f"cannot read the plugin state store at {redact_url(url)}: {exc}"
-        ) from exc
-    return {str(n): PersistedFlag(bool(e), None if r is None else str(r)) for n, e, r in rows}
+    with (
+        closing(Connection(parsed, read_only=True)) as sql,
+        sql.storage_errors(f"cannot read the plugin state store at {parsed.location}"),
+    ):
+        return _flags(sql.run(_FLAGS).rows) if sql.has_table("plugins") else {}
