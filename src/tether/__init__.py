@@ -1,44 +1,131 @@
 """tether: a plugin runtime for Python.
 
-The public API is exactly ``__all__``; every other module is private.
+The public API is exactly ``__all__``; every other module is private. Plugins program
+against :class:`PluginContext` and the Protocols of :mod:`tether.types`; hosts drive a
+:class:`PluginManager` and call plugins through its :class:`PluginHandle` objects.
 """
 
 __version__ = "0.1.0"
 
-from tether import errors
-from tether._config import PluginConfig, TetherConfig, load_config
-from tether._context import PluginContext
-from tether._events import Event
-from tether._hooks import HookMetrics, HookOutcome
+from tether import errors, types
+from tether._audit import CapabilityUse, load_capability_uses
+from tether._config import (
+    CONFIG_NAMES,
+    PluginConfig,
+    TetherConfig,
+    load_config,
+    mask_secrets,
+    validate_plugin_config,
+)
+from tether._context import PluginScope
+from tether._contracts import PLUGIN_CONTRACT, Contract, ContractRegistry
+from tether._discovery import (
+    DiscoveredPlugin,
+    DiscoveryResult,
+    IndexCache,
+    default_search_paths,
+    discover,
+)
+from tether._durations import format_duration, parse_duration
+from tether._event_model import Event
+from tether._events import EventBus
+from tether._gate import GateState
+from tether._handle import Operation, PluginHandle
+from tether._health import HealthCheckResult, PluginHealth
+from tether._hooks import HookFailure, HookMetrics, HookOutcome, HookRegistry
 from tether._lifecycle import PluginStatus
 from tether._manager import LoadAttempt, PluginManager
-from tether._manifest import Manifest, load_manifest
+from tether._manifest import Manifest, find_manifest, load_manifest
+from tether._middleware import Middleware, MiddlewareRegistry
 from tether._plugin import Plugin
-from tether._resolver import Resolution, resolve
+from tether._resolver import Resolution, dependency_graph, resolve
+from tether._runtime import Registrar, Runtime
+from tether._seam import CallMetrics, blame, is_async_callable
+from tether._seam import Entry as PluginEntry
+from tether._services import ServiceRegistry
+from tether._slots import SlotEvent
+from tether._storage import open_state_store
 from tether._sync import SyncPluginManager
+from tether._thresholds import ErrorThreshold, ThresholdStatus
 from tether.errors import TetherError
-from tether.types import PluginInfo, Router
+from tether.types import (
+    SHUTDOWN,
+    STARTUP,
+    Configurable,
+    Describable,
+    HealthCheckable,
+    HookPoint,
+    PluginContext,
+    PluginInfo,
+    Router,
+)
 
 __all__ = [
+    "CONFIG_NAMES",
+    "PLUGIN_CONTRACT",
+    "SHUTDOWN",
+    "STARTUP",
+    "CallMetrics",
+    "CapabilityUse",
+    "Configurable",
+    "Contract",
+    "ContractRegistry",
+    "Describable",
+    "DiscoveredPlugin",
+    "DiscoveryResult",
+    "ErrorThreshold",
     "Event",
+    "EventBus",
+    "GateState",
+    "HealthCheckResult",
+    "HealthCheckable",
+    "HookFailure",
     "HookMetrics",
     "HookOutcome",
+    "HookPoint",
+    "HookRegistry",
+    "IndexCache",
     "LoadAttempt",
     "Manifest",
+    "Middleware",
+    "MiddlewareRegistry",
+    "Operation",
     "Plugin",
     "PluginConfig",
     "PluginContext",
+    "PluginEntry",
+    "PluginHandle",
+    "PluginHealth",
     "PluginInfo",
     "PluginManager",
+    "PluginScope",
     "PluginStatus",
+    "Registrar",
     "Resolution",
     "Router",
+    "Runtime",
+    "ServiceRegistry",
+    "SlotEvent",
     "SyncPluginManager",
     "TetherConfig",
     "TetherError",
+    "ThresholdStatus",
     "__version__",
+    "blame",
+    "default_search_paths",
+    "dependency_graph",
+    "discover",
     "errors",
+    "find_manifest",
+    "format_duration",
+    "is_async_callable",
+    "load_capability_uses",
     "load_config",
     "load_manifest",
+    "mask_secrets",
+    "open_state_store",
+    "parse_duration",
     "resolve",
+    "types",
+    "validate_plugin_config",
 ]

@@ -33,7 +33,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -42,7 +41,7 @@ from pydantic import (
     ValidationError,
 )
 
-from tether._durations import parse_duration
+from tether._durations import Seconds, parse_duration
 from tether._manifest import PERMISSIONS, ConfigField, Manifest
 from tether.errors import ConfigError, ConfigProblem, EnvVarError, PermissionMismatchError
 
@@ -52,6 +51,7 @@ __all__ = [
     "PluginConfig",
     "PluginsSection",
     "TetherConfig",
+    "TimeoutSettings",
     "expand_env",
     "grant_permissions",
     "load_config",
@@ -75,12 +75,19 @@ _INLINE_SECRET = re.compile(
 MASK = "****"
 
 
-def _duration_seconds(value: object) -> float:
-    return parse_duration(value).total_seconds()
+class TimeoutSettings(BaseModel):
+    """``plugins.timeouts`` (every plugin) or a plugin entry's ``timeouts``.
 
+    The manifest's ``timeouts`` keys; only the keys given override what the plugin's
+    manifest says (an entry's over the section's).
+    """
 
-Seconds = Annotated[float, BeforeValidator(_duration_seconds)]
-"""A duration in the config (``30s``, ``5m``, a number of seconds), read as seconds."""
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    initialize: Annotated[Seconds, Field(gt=0)] | None = None
+    start: Annotated[Seconds, Field(gt=0)] | None = None
+    stop: Annotated[Seconds, Field(gt=0)] | None = None
+    call: Annotated[Seconds, Field(gt=0)] | None = None
 
 
 class ErrorThresholdSettings(BaseModel):
@@ -116,6 +123,8 @@ class PluginConfig(BaseModel):
     permissions: dict[str, StrictBool] | None = None
     isolation: Literal["inprocess", "process"] | None = None
     error_threshold: ErrorThresholdSettings | None = None
+    timeouts: TimeoutSettings | None = None
+    call_chain: tuple[StrictStr, ...] | None = None
 
 
 class PluginsSection(BaseModel):
@@ -128,6 +137,8 @@ class PluginsSection(BaseModel):
     error_threshold: ErrorThresholdSettings | None = None
     health_check_interval: Annotated[Seconds, Field(gt=0)] = 30.0
     health_check_timeout: Annotated[Seconds, Field(gt=0)] = 5.0
+    timeouts: TimeoutSettings | None = None
+    call_chain: tuple[StrictStr, ...] | None = None
 
 
 class EventsSection(BaseModel):

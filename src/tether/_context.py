@@ -1,9 +1,15 @@
-"""``PluginContext``: the one object through which a plugin reaches the framework.
+"""The plugin context: the one object through which a plugin reaches the framework.
 
-Every service a plugin can touch hangs off its context, behind its permission, and
-everything a plugin registers through the context (hooks, subscriptions, services,
-middleware) is undone when the plugin unloads. The shared machinery lives in a
-:class:`Runtime`, one per manager.
+Two objects per loaded version of a plugin:
+
+- :class:`PluginScope` (host-side): the version's manifest, config, permissions and
+  door, what it registered, and the runtime it belongs to. The manager and hosts use it
+  (a host's router is made for a scope); plugins never see it.
+- its :class:`Context` (plugin-facing, ``tether.types.PluginContext``): a sealed view
+  (``tether._sealed``) of the scope offering exactly what a plugin may use. Every
+  service hangs off it behind its permission, and everything a plugin registers
+  through it (hooks, subscriptions, services, middleware, routes) belongs to its
+  version: staged until the version is committed, and undone with it.
 """
 
 from __future__ import annotations
@@ -11,105 +17,46 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from tether._config import TetherConfig, mask_secrets
 from tether._durations import parse_duration
-from tether._gate import Gate
-from tether._hooks import HookRegistry, Registration
-from tether._manifest import Manifest
-from tether._metrics import MetricsCollector, MetricsStore
-from tether._middleware import Middleware, MiddlewareRegistry
-from tether._services import ServiceRegistry
+from tether._metrics import MetricsCollector
+from tether._sealed import Sealed, inner, seal, view
+from tether._seam import Entry
 from tether.errors import PermissionDeniedError, TetherError
+from tether.types import (
+    Cache,
+    ConfigReader,
+    Database,
+    HookPoint,
+    HookRegistration,
+    Metrics,
+    MiddlewareRegistration,
+    PluginLogger,
+    Router,
+    ServiceProxy,
+    Storage,
+    Subscription,
+)
 
 if TYPE_CHECKING:
-    from tether._cache import CacheManager
-    from tether._database import DatabaseManager
-    from tether._events import Event, EventBus, Subscription
-    from tether._storage import PluginStorage, StateStore
-    from tether.types import Router
+    from tether._event_model import Event
+    from tether._gate import Door
+    from tether._manifest import Manifest
+    from tether._runtime import Runtime
+    from tether._storage import PluginStorage
 
-__all__ = ["ConfigView", "PluginContext", "PluginLogger", "Runtime"]
+__all__ = ["ConfigView", "Context", "FieldLogger", "PluginScope"]
 
-
-class Runtime:
-    """The machinery shared by every plugin of one manager.
-
-    Databases, caches and the state store open lazily, on the first plugin that asks.
-    ``state_directory`` holds the default SQLite files (``state.db``, ``app.db``).
-    """
-
-    def __init__(
-        self,
-        *,
-        config: TetherConfig | None = None,
-        state_directory: Path | None = None,
-    ) -> None:
-        from tether._events import EventBus
-
-        self.config = config or TetherConfig()
-        strict = self.config.plugins.strict
-        self.hooks = HookRegistry()
-        self.events: EventBus = EventBus(
-            queue_size=self.config.events.queue_size,
-            policy=self.config.events.policy,
-            strict=strict,
-        )
-        self.services = ServiceRegistry(strict=strict)
-        self.middleware = MiddlewareRegistry()
-        self.metrics = MetricsStore()
-        self.router: Router | None = None
-        self.state_directory = state_directory or self.config.base_directory / ".tether"
-        self._state_store: StateStore | None = None
-        self._database: DatabaseManager | None = None
-        self._caches: dict[str, CacheManager] = {}
-
-    def _url(self, section: str, default_file: str) -> str:
-        url = getattr(self.config, section).target
-        if url:
-            return str(url)
-        self.state_directory.mkdir(parents=True, exist_ok=True)
-        return str(self.state_directory / default_file)
-
-    def state_store(self) -> StateStore:
-        if self._state_store is None:
-            from tether._storage import open_state_store
-
-            self._state_store = open_state_store(self._url("state", "state.db"))
-        return self._state_store
-
-    def database(self) -> DatabaseManager:
-        if self._database is None:
-            from tether._database import open_database
-
-            self._database = open_database(self._url("database", "app.db"))
-        return self._database
-
-    def cache(self, plugin: str) -> CacheManager:
-        cache = self._caches.get(plugin)
-        if cache is None:
-            from tether._cache import open_cache
-
-            cache = open_cache(self.config.cache.target, namespace=plugin)
-            self._caches[plugin] = cache
-        return cache
-
-    def close(self) -> None:
-        """Close what was opened (databases, caches, the state store)."""
-        for closeable in (self._database, self._state_store, *self._caches.values()):
-            close = getattr(closeable, "close", None)
-            if close is not None:
-                close()
-        self._database = None
-        self._state_store = None
-        self._caches.clear()
+T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
 
 
-class PluginLogger(logging.LoggerAdapter[logging.Logger]):
+class FieldLogger(logging.LoggerAdapter[logging.Logger]):
     """``ctx.logger``: a logger named after the plugin that carries structured fields.
 
     ``logger.with_fields(user_id=123).info("logged in")`` logs
@@ -119,9 +66,9 @@ class PluginLogger(logging.LoggerAdapter[logging.Logger]):
     def __init__(self, logger: logging.Logger, plugin: str, fields: Mapping[str, object]) -> None:
         super().__init__(logger, {"plugin": plugin, "fields": dict(fields)})
 
-    def with_fields(self, **fields: object) -> PluginLogger:
+    def with_fields(self, **fields: object) -> FieldLogger:
         merged = {**self._fields, **fields}
-        return PluginLogger(self.logger, str(self._extra["plugin"]), merged)
+        return FieldLogger(self.logger, str(self._extra["plugin"]), merged)
 
     @property
     def _extra(self) -> Mapping[str, object]:
@@ -151,7 +98,9 @@ class PluginLogger(logging.LoggerAdapter[logging.Logger]):
             super().log(level, msg, *args, **kwargs)
 
     def process(
-        self, msg: object, kwargs: MutableMapping[str, Any]
+        self,
+        msg: object,
+        kwargs: MutableMapping[str, Any],  # logging.LoggerAdapter.process's signature
     ) -> tuple[object, MutableMapping[str, Any]]:
         fields = self._fields
         extra = {**self._extra, **kwargs.get("extra", {})}
@@ -174,7 +123,7 @@ class ConfigView:
         for entry in data.get("plugins", {}).get("plugins", []):
             entry.pop("config", None)
             entry.pop("permissions", None)
-        self._data = _remove_secrets(mask_secrets(data))
+        self._data: object = _remove_secrets(mask_secrets(data))
 
     def get(self, key: str, default: object = None) -> object:
         """The value at a dotted key (``database.host``), or ``default``."""
@@ -185,12 +134,12 @@ class ConfigView:
             node = node[part]
         return copy.deepcopy(node)
 
-    def _typed(self, key: str, default: object, kind: type, label: str) -> Any:
+    def _typed(self, key: str, default: T, kind: type[T], label: str) -> T:
         value = self.get(key, _MISSING)
         if value is _MISSING:
             return default
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+            return cast("T", float(value))
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise TetherError(
                 f"config key '{key}' is {type(value).__name__}, not {label}",
@@ -199,16 +148,16 @@ class ConfigView:
         return value
 
     def get_string(self, key: str, default: str = "") -> str:
-        return str(self._typed(key, default, str, "a string"))
+        return self._typed(key, default, str, "a string")
 
     def get_int(self, key: str, default: int = 0) -> int:
-        return int(self._typed(key, default, int, "an integer"))
+        return self._typed(key, default, int, "an integer")
 
     def get_float(self, key: str, default: float = 0.0) -> float:
-        return float(self._typed(key, default, float, "a number"))
+        return self._typed(key, default, float, "a number")
 
     def get_bool(self, key: str, default: bool = False) -> bool:
-        return bool(self._typed(key, default, bool, "a boolean"))
+        return self._typed(key, default, bool, "a boolean")
 
     def get_duration(self, key: str, default: timedelta | None = None) -> timedelta:
         value = self.get(key, _MISSING)
@@ -217,10 +166,11 @@ class ConfigView:
         return parse_duration(value)
 
     def as_dict(self) -> dict[str, object]:
-        return copy.deepcopy(self._data)
+        data = copy.deepcopy(self._data)
+        return data if isinstance(data, dict) else {}
 
 
-def _remove_secrets(data: object) -> Any:
+def _remove_secrets(data: object) -> object:
     if isinstance(data, dict):
         return {k: _remove_secrets(v) for k, v in data.items() if v != "****"}
     if isinstance(data, list):
@@ -230,13 +180,11 @@ def _remove_secrets(data: object) -> Any:
     return data
 
 
-class PluginContext:
-    """Capabilities handed to one plugin in ``initialize(ctx)``.
+# --------------------------------------------------------------------------- the scope
 
-    ``logger``, ``metrics``, ``plugin_config`` and ``plugin_storage`` are always
-    available; ``database``, ``cache``, ``config`` and ``router`` need the matching
-    permission and raise :class:`~tether.errors.PermissionDeniedError` without it.
-    """
+
+class PluginScope:
+    """One loaded version of a plugin, as the host sees it (see the module docstring)."""
 
     def __init__(
         self,
@@ -244,229 +192,81 @@ class PluginContext:
         manifest: Manifest,
         config: Mapping[str, object],
         permissions: frozenset[str],
-        runtime: Runtime | None = None,
-        gate: Gate | None = None,
+        runtime: Runtime,
+        door: Door,
     ) -> None:
-        self._manifest = manifest
-        self._config = dict(config)
-        self._permissions = permissions
-        self._runtime = runtime or Runtime()
-        self._gate = gate or Gate(manifest.name)
+        self.manifest = manifest
+        self.config: dict[str, object] = dict(config)
+        self.permissions = permissions
+        self.runtime = runtime
+        self.door = door
+        door.owner = self
         name = manifest.name
-        self._logger = PluginLogger(logging.getLogger(f"tether.plugin.{name}"), name, {})
-        self._metrics = MetricsCollector(self._runtime.metrics, name)
+        self.logger = FieldLogger(logging.getLogger(f"tether.plugin.{name}"), name, {})
+        self.metrics = MetricsCollector(runtime.metrics, name)
         self._releases: list[Callable[[], object]] = []
         self._storage: PluginStorage | None = None
-        self._middleware: dict[str, Middleware] = {}
-
-    # ------------------------------------------------------------------ identity
+        self._middleware: set[str] = set()
+        self.context = Context()
+        seal(self.context, self)
 
     @property
     def name(self) -> str:
-        return self._manifest.name
+        return self.manifest.name
 
     @property
     def version(self) -> str:
-        return self._manifest.version
+        return self.manifest.version
 
     @property
-    def manifest(self) -> Manifest:
-        return self._manifest
+    def is_committed(self) -> bool:
+        """Whether this version's registrations are the live ones."""
+        return self.door.committed
 
-    @property
-    def gate(self) -> Gate:
-        return self._gate
-
-    @property
-    def runtime(self) -> Runtime:
-        return self._runtime
-
-    @property
-    def permissions(self) -> frozenset[str]:
-        return self._permissions
-
-    def has_permission(self, permission: str) -> bool:
-        return permission in self._permissions
-
-    def _require(self, permission: str) -> None:
-        if permission not in self._permissions:
+    def require(self, permission: str) -> None:
+        if permission not in self.permissions:
             raise PermissionDeniedError(self.name, permission)
 
-    # ------------------------------------------------------------------ services
+    def entry(
+        self,
+        fn: Callable[..., object],
+        source: str,
+        *,
+        redirect: Callable[[PluginScope], Entry | None] | None = None,
+    ) -> Entry:
+        """A way into this version for a host's registration (a route handler).
 
-    @property
-    def logger(self) -> PluginLogger:
-        """A logger named ``tether.plugin.<name>``; always available."""
-        return self._logger
+        ``redirect(live_scope)`` finds the registration's counterpart when another
+        version has replaced this one (None: there is none).
+        """
 
-    @property
-    def metrics(self) -> MetricsCollector:
-        """Counters, gauges and histograms labelled with this plugin; always available."""
-        return self._metrics
-
-    @property
-    def database(self) -> DatabaseManager:
-        """The framework's database (permission ``database``)."""
-        self._require("database")
-        return self._runtime.database()
-
-    @property
-    def cache(self) -> CacheManager:
-        """A cache whose keys are this plugin's alone (permission ``cache``)."""
-        self._require("cache")
-        return self._runtime.cache(self.name)
-
-    @property
-    def config(self) -> ConfigView:
-        """The framework config, read-only, secrets removed (permission ``config``)."""
-        self._require("config")
-        return ConfigView(self._runtime.config)
-
-    @property
-    def router(self) -> Router:
-        """The host's router (permission ``router``); hosts without HTTP have none."""
-        self._require("router")
-        router = self._runtime.router
-        if router is None:
-            raise TetherError(
-                f"plugin '{self.name}' asked for the router, but this host serves no HTTP routes",
-                plugin=self.name,
-                hint="run the plugin under `tether serve`",
+        def stand_in(live: Door) -> Entry | None:
+            owner = live.owner
+            return (
+                redirect(owner) if redirect is not None and isinstance(owner, PluginScope) else None
             )
-        # A host whose router can give each plugin its own view (so it knows who added a
-        # route without guessing) offers ``for_context``.
-        view = getattr(router, "for_context", None)
-        return view(self) if callable(view) else router
 
-    @property
-    def plugin_config(self) -> dict[str, object]:
-        """This plugin's own config (defaults applied, durations parsed), as a copy."""
-        return copy.deepcopy(self._config)
+        return Entry(self.door, fn, source, redirect=stand_in if redirect is not None else None)
 
     def replace_config(self, values: Mapping[str, object]) -> dict[str, object]:
-        """Install new (validated) config; return the old. Used by the manager."""
-        previous, self._config = self._config, dict(values)
+        """Install new (validated) config; return the old."""
+        previous, self.config = self.config, dict(values)
         return previous
 
-    @property
-    def plugin_storage(self) -> PluginStorage:
-        """Durable key/value storage that only this plugin can see."""
+    def storage(self) -> PluginStorage:
         if self._storage is None:
             from tether._storage import PluginStorage
 
-            self._storage = PluginStorage(self._runtime.state_store(), self.name)
+            self._storage = PluginStorage(self.runtime.state_store(), self.name)
         return self._storage
 
-    # ------------------------------------------------------------------ hooks
-
-    def register_hook(
-        self,
-        hook_type: str,
-        priority: int,
-        handler: Callable[[Any], object],
-        *,
-        timeout: float | None = None,
-    ) -> Registration:
-        """Run ``handler`` at ``hook_type`` (higher priority first). Removed on unload."""
-        registration = self._runtime.hooks.register(
-            self.name, self._gate, hook_type, priority, handler, timeout=timeout
-        )
-        self.on_release(registration.remove)
-        return registration
-
-    # ------------------------------------------------------------------ events
-
-    async def publish_event(self, event: str, data: object = None) -> Event:
-        """Publish to every subscriber; waits for queue space under the ``wait`` policy."""
-        return await self._runtime.events.publish(
-            event, data, source=self.name, declared=self._manifest
-        )
-
-    def publish_event_nowait(self, event: str, data: object = None) -> Event:
-        """Publish from synchronous code (or another thread) without waiting."""
-        return self._runtime.events.publish_nowait(
-            event, data, source=self.name, declared=self._manifest
-        )
-
-    def subscribe_event(self, event: str, handler: Callable[[Event], object]) -> Subscription:
-        """Receive events named ``event`` (``user.*`` for a family). Removed on unload."""
-        subscription = self._runtime.events.subscribe(
-            self.name, self._gate, event, handler, declared=self._manifest
-        )
-        self.on_release(subscription.remove)
-        return subscription
-
-    # ------------------------------------------------------------------ services
-
-    def export_service(self, name: str, service: object) -> None:
-        """Offer ``service`` to other plugins as ``name``."""
-        from tether._plugin import Plugin
-
-        hidden = {
-            n
-            for n in dir(service)
-            if not n.startswith("_") and inspect.getattr_static(service, n, None) is self
-        }
-        if isinstance(service, Plugin):
-            hidden |= {
-                "initialize",
-                "start",
-                "stop",
-                "cleanup",
-                "on_config_change",
-                "config_schema",
-            }
-        self._runtime.services.export(
-            self.name, self._gate, name, service, manifest=self._manifest, hidden=frozenset(hidden)
-        )
-
-    def import_service(self, plugin: str, name: str) -> Any:
-        """A proxy for another plugin's service; it follows reloads of that plugin."""
-        return self._runtime.services.import_(
-            self.name, plugin, name, importer_manifest=self._manifest
-        )
-
-    # ------------------------------------------------------------------ middleware
-
-    def register_middleware(
-        self,
-        name: str,
-        handler: Callable[[Any, Any], object],
-        priority: int = 100,
-        routes: Sequence[str] | None = None,
-    ) -> Middleware:
-        """Wrap requests on ``routes`` (globs; none = every route). Removed on unload."""
-        item = self._runtime.middleware.register(
-            self.name, self._gate, name, handler, priority, routes
-        )
-        self._middleware[name] = item
-        return item
-
-    def unregister_middleware(self, name: str) -> None:
-        self._runtime.middleware.unregister(self.name, name)
-        self._middleware.pop(name, None)
-
-    # ------------------------------------------------------------------ teardown
-
     def on_release(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` when the plugin unloads (last registered, first run)."""
+        """Run ``callback`` when this version goes (last registered, first run)."""
         self._releases.append(callback)
 
     def release(self) -> list[BaseException]:
-        """Undo everything registered through this context; return what failed."""
-        failures: list[BaseException] = []
-        runtime = self._runtime
-        removers: tuple[Callable[[str], object], ...] = (
-            runtime.hooks.remove_plugin,
-            runtime.events.remove_plugin,
-            runtime.middleware.remove_plugin,
-            runtime.services.withdraw_plugin,
-        )
-        for remove in removers:
-            try:
-                remove(self.name)
-            except Exception as exc:
-                failures.append(exc)
+        """Undo everything this version registered; return what failed."""
+        failures = self.runtime.drop(self)
         self._middleware.clear()
         while self._releases:
             callback = self._releases.pop()
@@ -475,3 +275,212 @@ class PluginContext:
             except Exception as exc:
                 failures.append(exc)
         return failures
+
+    def __repr__(self) -> str:
+        state = "committed" if self.is_committed else "staged"
+        return f"<PluginScope {self.name} {self.version} {state}>"
+
+
+# --------------------------------------------------------------------------- the context
+
+
+def _scope(ctx: Context) -> PluginScope:
+    return cast("PluginScope", inner(ctx))
+
+
+_LIFECYCLE = frozenset({"initialize", "start", "stop", "cleanup", "on_config_change",
+                        "config_schema"})  # fmt: skip
+
+
+class Context(Sealed):
+    """A plugin's context (``tether.types.PluginContext``); its state lives in its scope."""
+
+    __slots__ = ()
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def name(self) -> str:
+        return _scope(self).name
+
+    @property
+    def version(self) -> str:
+        return _scope(self).version
+
+    @property
+    def manifest(self) -> Manifest:
+        return _scope(self).manifest
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        return _scope(self).permissions
+
+    def has_permission(self, permission: str) -> bool:
+        return permission in _scope(self).permissions
+
+    # ------------------------------------------------------------------ services
+
+    @property
+    def logger(self) -> PluginLogger:
+        """A logger named ``tether.plugin.<name>``; always available."""
+        return _scope(self).logger
+
+    @property
+    def metrics(self) -> Metrics:
+        """Counters, gauges and histograms labelled with this plugin; always available."""
+        return cast("Metrics", view(_scope(self).metrics, Metrics))
+
+    @property
+    def database(self) -> Database:
+        """The framework's database (permission ``database``)."""
+        scope = _scope(self)
+        scope.require("database")
+        return scope.runtime.database()
+
+    @property
+    def cache(self) -> Cache:
+        """A cache whose keys are this plugin's alone (permission ``cache``)."""
+        scope = _scope(self)
+        scope.require("cache")
+        return cast("Cache", view(scope.runtime.cache(scope.name), Cache))
+
+    @property
+    def config(self) -> ConfigReader:
+        """The framework config, read-only, secrets removed (permission ``config``)."""
+        scope = _scope(self)
+        scope.require("config")
+        return ConfigView(scope.runtime.config)
+
+    @property
+    def router(self) -> Router:
+        """The host's router for this plugin (permission ``router``)."""
+        scope = _scope(self)
+        scope.require("router")
+        router = scope.runtime.router_for(scope)
+        if router is None:
+            raise TetherError(
+                f"plugin '{scope.name}' asked for the router, but this host serves no HTTP routes",
+                plugin=scope.name,
+                hint="run the plugin under `tether serve`",
+            )
+        return cast("Router", view(router, Router, wraps={"group": Router}))
+
+    @property
+    def plugin_config(self) -> dict[str, object]:
+        """This plugin's own config (defaults applied, durations parsed), as a copy."""
+        return copy.deepcopy(_scope(self).config)
+
+    @property
+    def plugin_storage(self) -> Storage:
+        """Durable key/value storage that only this plugin can see."""
+        return cast("Storage", view(_scope(self).storage(), Storage))
+
+    # ------------------------------------------------------------------ hooks
+
+    def register_hook(
+        self,
+        hook: str | HookPoint[A, R],
+        priority: int,
+        handler: Callable[[A], R | Awaitable[R]] | Callable[..., object],
+        *,
+        timeout: float | None = None,
+    ) -> HookRegistration:
+        """Run ``handler`` at a hook point (higher priority first). Removed on unload."""
+        scope = _scope(self)
+        registration = scope.runtime.hooks.register(
+            scope.door, hook, priority, handler, timeout=timeout
+        )
+        return cast("HookRegistration", view(registration, HookRegistration))
+
+    # ------------------------------------------------------------------ events
+
+    async def publish_event(self, event: str, data: object = None) -> Event:
+        """Publish to every subscriber; waits for queue space under the ``wait`` policy."""
+        scope = _scope(self)
+        return await scope.runtime.events.publish(
+            event, data, source=scope.name, declared=scope.manifest
+        )
+
+    def publish_event_nowait(self, event: str, data: object = None) -> Event:
+        """Publish from synchronous code (or another thread) without waiting."""
+        scope = _scope(self)
+        return scope.runtime.events.publish_nowait(
+            event, data, source=scope.name, declared=scope.manifest
+        )
+
+    def subscribe_event(self, event: str, handler: Callable[[Event], object]) -> Subscription:
+        """Receive events named ``event`` (``user.*`` for a family). Removed on unload."""
+        scope = _scope(self)
+        subscription = scope.runtime.events.subscribe(
+            scope.door, event, handler, declared=scope.manifest
+        )
+        return cast("Subscription", view(subscription, Subscription))
+
+    # ------------------------------------------------------------------ services
+
+    def export_service(self, name: str, service: object) -> None:
+        """Offer ``service``'s public methods to other plugins as ``name``."""
+        from tether._plugin import Plugin
+
+        scope = _scope(self)
+        hidden = {
+            n
+            for n in dir(service)
+            if not n.startswith("_") and inspect.getattr_static(service, n, None) is self
+        }
+        if isinstance(service, Plugin) or (service is not None and _is_plugin_like(service)):
+            hidden |= _LIFECYCLE
+        scope.runtime.services.export(
+            scope.door, name, service, manifest=scope.manifest, hidden=frozenset(hidden)
+        )
+
+    @overload
+    def import_service(self, plugin: str, name: str) -> ServiceProxy: ...
+    @overload
+    def import_service(self, plugin: str, name: str, kind: type[T]) -> T: ...
+    def import_service(
+        self, plugin: str, name: str, kind: type[T] | None = None
+    ) -> T | ServiceProxy:
+        """A proxy for another plugin's service; it follows that plugin's versions.
+
+        ``kind`` (a Protocol or class describing the service) only types the result.
+        """
+        scope = _scope(self)
+        proxy = scope.runtime.services.import_(
+            scope.name, plugin, name, importer_manifest=scope.manifest
+        )
+        del kind
+        return cast("ServiceProxy", proxy)
+
+    # ------------------------------------------------------------------ middleware
+
+    def register_middleware(
+        self,
+        name: str,
+        handler: Callable[[object, Callable[[object], Awaitable[object]]], object],
+        priority: int = 100,
+        routes: Sequence[str] | None = None,
+    ) -> MiddlewareRegistration:
+        """Wrap requests on ``routes`` (globs; none = every route). Removed on unload."""
+        scope = _scope(self)
+        item = scope.runtime.middleware.register(scope.door, name, handler, priority, routes)
+        return cast("MiddlewareRegistration", view(item, MiddlewareRegistration))
+
+    def unregister_middleware(self, name: str) -> None:
+        scope = _scope(self)
+        scope.runtime.middleware.unregister(scope.door, name)
+
+    # ------------------------------------------------------------------ teardown
+
+    def on_release(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` when the plugin unloads (last registered, first run)."""
+        _scope(self).on_release(callback)
+
+    def __repr__(self) -> str:
+        scope = _scope(self)
+        return f"<PluginContext {scope.name} {scope.version}>"
+
+
+def _is_plugin_like(service: object) -> bool:
+    """An object with the whole plugin lifecycle: exporting it must not export that."""
+    return all(callable(getattr(service, m, None)) for m in ("initialize", "start", "stop"))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
+from typing import Annotated
 
-__all__ = ["format_duration", "parse_duration"]
+from pydantic import BeforeValidator
+
+__all__ = ["Seconds", "format_duration", "parse_duration"]
 
 _UNITS = {
     "ns": 1e-9,
@@ -81,3 +84,11 @@ def format_duration(delta: timedelta) -> str:
         else:
             parts.append(f"{micros}us")
     return "".join(parts)
+
+
+def _duration_seconds(value: object) -> float:
+    return parse_duration(value).total_seconds()
+
+
+Seconds = Annotated[float, BeforeValidator(_duration_seconds)]
+"""A duration in a manifest or config (``30s``, ``5m``, a number of seconds), read as seconds."""

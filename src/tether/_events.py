@@ -10,8 +10,9 @@ Names and patterns
 Delivery
     Each subscription has its own bounded queue and its own worker task, so every
     subscriber sees events in the order they were published, and a slow subscriber
-    delays only itself. A delivery passes the subscriber's :class:`~tether._gate.Gate`;
-    a closed gate drops the event for that subscriber. A handler may be a plain
+    delays only itself. A delivery enters the subscriber through the seam
+    (``tether._seam``): a held gate makes it wait, a closed one drops the event for
+    that subscriber. A handler may be a plain
     function (run inline in the worker: keep it short) or ``async def``; one that
     raises is counted against *its* plugin (``gate.record_error``), logged with the
     plugin's name, and the next event is delivered as usual. Every event accepted for
@@ -34,6 +35,13 @@ Declarations
     per (plugin, kind, event), or raises ``UndeclaredEventError`` in strict mode. A
     manifest without an ``events`` section declares nothing.
 
+Versions
+    A subscription belongs to one version of its plugin; events are routed only to
+    committed versions. When a new version is committed, the events still queued for
+    the old version's subscriptions move, in order and ahead of newer ones, to the new
+    version's subscriptions whose patterns match them; an event a worker was holding at
+    the gate follows the same way once the gate opens.
+
 Backends
     The bus owns everything about plugins (declarations, gates, errors, statistics,
     per-subscriber queues and workers). Getting an event from the publisher to the
@@ -44,19 +52,42 @@ Backends
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal, Protocol, cast
+from typing import TYPE_CHECKING
 
-from tether._gate import Gate
+from tether._event_model import (
+    HOST,
+    Event,
+    EventBackend,
+    EventHandler,
+    EventReceiver,
+    EventStats,
+    InProcessBackend,
+    Policy,
+    check_name,
+    pattern_covers,
+    pattern_matches,
+    wildcard_prefix,
+)
 from tether._manifest import Events, Manifest
+from tether._seam import (
+    CallChain,
+    Entry,
+    attach_trace,
+    detach_trace,
+    trace_context,
+    tracing_configured,
+)
 from tether.errors import EventError, PluginUnavailableError, UndeclaredEventError
+
+if TYPE_CHECKING:
+    from tether._gate import Door
 
 __all__ = [
     "HOST",
@@ -75,123 +106,7 @@ __all__ = [
 
 _log = logging.getLogger("tether.events")
 
-Policy = Literal["wait", "drop_oldest"]
-EventHandler = Callable[["Event"], object]
-
-HOST = ""
-"""The ``plugin`` part of a ``stats()`` key for events published without a source."""
-
 _ROUTE_CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One published event. ``id`` is unique: a per-bus random prefix and a counter."""
-
-    id: str
-    name: str
-    data: object
-    source: str | None
-    time: datetime
-
-
-@dataclass(slots=True)
-class EventStats:
-    """Counts for one (plugin, event name): published by it, or delivered/failed/dropped to it."""
-
-    published: int = 0
-    delivered: int = 0
-    failed: int = 0
-    dropped: int = 0
-
-
-# --------------------------------------------------------------------------- patterns
-
-
-def _check_name(name: str) -> None:
-    if not name or "*" in name or name.strip() != name:
-        raise EventError(
-            f"invalid event name {name!r}: publish a dotted name like 'user.created' "
-            "(wildcards are for subscriptions)"
-        )
-
-
-def _wildcard_prefix(pattern: str) -> str | None:
-    """``""`` for ``*``, ``"user."`` for ``user.*``, ``None`` for an exact name."""
-    if pattern == "*":
-        return ""
-    if pattern.endswith(".*") and len(pattern) > 2 and "*" not in pattern[:-2]:  # noqa: PLR2004
-        return pattern[:-1]
-    if pattern and "*" not in pattern and pattern.strip() == pattern:
-        return None
-    raise EventError(
-        f"invalid event pattern {pattern!r}: use an exact name ('user.created'), "
-        "a prefix wildcard ('user.*', matching every name that starts with 'user.') or '*'"
-    )
-
-
-def pattern_matches(pattern: str, name: str) -> bool:
-    """Whether a subscription to ``pattern`` receives an event called ``name``."""
-    prefix = _wildcard_prefix(pattern)
-    return pattern == name if prefix is None else name.startswith(prefix)
-
-
-def pattern_covers(declared: str, pattern: str) -> bool:
-    """Whether every name ``pattern`` matches is matched by ``declared`` as well."""
-    if declared in {"*", pattern}:
-        return True
-    if pattern == "*" or not declared.endswith(".*"):
-        return False
-    stem = pattern[:-1] if pattern.endswith(".*") else pattern
-    return stem.startswith(declared[:-1])
-
-
-# --------------------------------------------------------------------------- backend seam
-
-
-class EventReceiver(Protocol):
-    """The bus side of a backend: hands an event to the local subscriptions it matches."""
-
-    def receive(self, event: Event, *, wait: bool) -> asyncio.Future[None] | None: ...
-
-
-class EventBackend(Protocol):
-    """Carries published events from publishers to the process(es) that subscribe.
-
-    ``send`` is called on the bus's loop. It returns ``None`` once the event is
-    accepted, or a future the publisher awaits when it must wait for space; with
-    ``wait=False`` it raises ``EventError`` instead of returning a future. A networked
-    backend would publish to its subject in ``send`` and call ``receiver.receive`` for
-    each message it gets; ``watch`` tells it which patterns local plugins want.
-    """
-
-    def open(self, receiver: EventReceiver) -> None: ...
-    def send(self, event: Event, *, wait: bool) -> asyncio.Future[None] | None: ...
-    def watch(self, patterns: Collection[str]) -> None: ...
-    async def close(self) -> None: ...
-
-
-class InProcessBackend:
-    """Events never leave the process: ``send`` is the local ``receive``."""
-
-    __slots__ = ("_receiver",)
-
-    def __init__(self) -> None:
-        self._receiver: EventReceiver | None = None
-
-    def open(self, receiver: EventReceiver) -> None:
-        self._receiver = receiver
-
-    def send(self, event: Event, *, wait: bool) -> asyncio.Future[None] | None:
-        if self._receiver is None:
-            raise EventError("the in-process event backend is not open")
-        return self._receiver.receive(event, wait=wait)
-
-    def watch(self, patterns: Collection[str]) -> None:
-        pass
-
-    async def close(self) -> None:
-        self._receiver = None
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -204,28 +119,22 @@ class Subscription:
         "_bus",
         "_inbox",
         "delivered",
+        "door",
         "dropped",
+        "entry",
         "failed",
-        "gate",
         "handler",
         "is_active",
         "pattern",
         "plugin",
     )
 
-    def __init__(
-        self,
-        bus: EventBus,
-        inbox: _Inbox,
-        plugin: str,
-        gate: Gate,
-        pattern: str,
-        handler: EventHandler,
-    ) -> None:
-        self.plugin = plugin
-        self.gate = gate
+    def __init__(self, bus: EventBus, inbox: _Inbox, entry: Entry, pattern: str) -> None:
+        self.entry = entry
+        self.door = entry.door
+        self.plugin = entry.plugin
         self.pattern = pattern
-        self.handler = handler
+        self.handler = entry.fn
         self.is_active = True
         self.delivered = 0  # the handler returned
         self.failed = 0  # the handler raised
@@ -262,9 +171,9 @@ class _Inbox:
     __slots__ = (
         "all_stats",
         "buffer",
+        "bus",
         "busy",
         "idle",
-        "is_async",
         "prefix",
         "seq",
         "space",
@@ -280,18 +189,16 @@ class _Inbox:
         self,
         *,
         bus: EventBus,
-        plugin: str,
-        gate: Gate,
+        entry: Entry,
         pattern: str,
-        handler: EventHandler,
         seq: int,
         workers: set[asyncio.Task[None]],
         all_stats: dict[tuple[str, str], EventStats],
     ) -> None:
-        self.sub = Subscription(bus, self, plugin, gate, pattern, handler)
-        self.prefix = _wildcard_prefix(pattern)
+        self.bus = bus
+        self.sub = Subscription(bus, self, entry, pattern)
+        self.prefix = wildcard_prefix(pattern)
         self.seq = seq
-        self.is_async = inspect.iscoroutinefunction(handler)
         self.buffer: deque[Event] = deque()
         self.busy = False
         self.worker: asyncio.Task[None] | None = None
@@ -312,6 +219,10 @@ class _Inbox:
     def put(self, event: Event) -> None:
         """Append (the caller has checked for room) and wake or start the worker."""
         self.buffer.append(event)
+        self.nudge()
+
+    def nudge(self) -> None:
+        """Wake the worker, or start it: there is something in the buffer."""
         wakeup = self.wakeup
         if wakeup is not None:
             self.wakeup = None
@@ -369,7 +280,8 @@ class _Inbox:
 
     async def run(self) -> None:
         sub, buffer = self.sub, self.buffer
-        gate, handler, is_async = sub.gate, sub.handler, self.is_async
+        entry = sub.entry
+        door, is_async, call, acall = entry.door, entry.is_async, entry.call, entry.acall
         while sub.is_active:
             if not buffer:
                 _wake(self.idle)
@@ -381,28 +293,43 @@ class _Inbox:
                 _wake(self.space)
                 self.space = None
             self.busy = True
-            try:
-                if gate.is_open:  # the gate's own fast path, without a coroutine per event
-                    gate.calls.append(None)
-                else:
-                    await gate.enter_async()
-            except PluginUnavailableError as exc:
+            if not door.is_open and not await self._through_gate(event):
                 self.busy = False
-                _log.debug("event '%s' dropped for plugin '%s': %s", event.name, sub.plugin, exc)
-                self.count_drop(event)
                 continue
+            token = attach_trace(dict(event.trace)) if event.trace else None
             try:
-                result = handler(event)
-                if is_async or (result is not None and inspect.isawaitable(result)):
-                    await cast("Awaitable[object]", result)
+                if is_async:  # the seam's own entry; a sync handler runs without a coroutine
+                    await acall(event)
+                else:
+                    call(event)
+            except PluginUnavailableError as exc:  # the gate closed just now
+                self._dropped(event, exc)
             except Exception as exc:
                 self.count_failure(event, exc)
             else:
                 sub.delivered += 1
                 (self.stats.get(event.name) or self.stats_for(event.name)).delivered += 1
             finally:
-                gate.exit()
+                if token is not None:
+                    detach_trace(token)
             self.busy = False  # stays True if cancelled mid-handler: that event is undone
+
+    async def _through_gate(self, event: Event) -> bool:
+        """The door is shut: wait at a held gate; False if the event went elsewhere."""
+        door = self.sub.door
+        try:
+            live = await door.gate.wait_async(door)
+        except PluginUnavailableError as exc:
+            self._dropped(event, exc)
+            return False
+        if live is door:
+            return True
+        self.bus.hand_over([event], live)  # the version was replaced: its successor takes it
+        return False
+
+    def _dropped(self, event: Event, error: PluginUnavailableError) -> None:
+        _log.debug("event '%s' dropped for plugin '%s': %s", event.name, self.sub.plugin, error)
+        self.count_drop(event)
 
     def stats_for(self, name: str) -> EventStats:
         key = (self.sub.plugin, name)
@@ -429,10 +356,6 @@ class _Inbox:
             exc,
             exc_info=exc,
         )
-        try:
-            sub.gate.record_error(exc, source=f"event:{event.name}")
-        except Exception:
-            _log.exception("plugin '%s': recording an event handler error failed", sub.plugin)
 
 
 @dataclass(slots=True)
@@ -467,6 +390,7 @@ class EventBus:
         self.policy: Policy = policy
         self.strict = strict
         self.backend: EventBackend = backend if backend is not None else InProcessBackend()
+        self.tracing = False  # carry trace context with events (an OpenTelemetry SDK is on)
         self._stats: dict[tuple[str, str], EventStats] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._drop_oldest = policy == "drop_oldest"
@@ -505,6 +429,7 @@ class EventBus:
                 raise EventError("the event bus is already running on another event loop")
             return
         self._loop = loop
+        self.tracing = tracing_configured()
         self.backend.open(self)
         self.backend.watch(self._patterns())
         self._accepting = True
@@ -607,23 +532,32 @@ class EventBus:
 
     def subscribe(
         self,
-        plugin: str,
-        gate: Gate,
+        door: Door,
         pattern: str,
         handler: EventHandler,
         *,
         declared: Manifest | None = None,
+        chain: CallChain | None = None,
     ) -> Subscription:
-        """Deliver every event matching ``pattern`` to ``handler``, through ``gate``."""
-        _wildcard_prefix(pattern)
+        """Deliver every event matching ``pattern`` to ``handler`` of ``door``'s version.
+
+        Staged until the version is committed: no event is routed to it before.
+        """
+        wildcard_prefix(pattern)
+        plugin = door.plugin
         if declared is not None:
             self._check_declared(plugin, declared.events, "subscribe", pattern)
+        if not callable(handler):
+            raise EventError(
+                f"plugin '{plugin}' subscribed to '{pattern}' with a handler that is not "
+                f"callable: {handler!r}",
+                plugin=plugin,
+            )
+        entry = Entry(door, handler, f"event:{pattern}", chain=chain)
         inbox = _Inbox(
             bus=self,
-            plugin=plugin,
-            gate=gate,
+            entry=entry,
             pattern=pattern,
-            handler=handler,
             seq=next(self._seq),
             workers=self._workers,
             all_stats=self._stats,
@@ -637,6 +571,42 @@ class EventBus:
         self.backend.watch(self._patterns())
         _log.debug("plugin '%s' subscribed to '%s'", plugin, pattern)
         return inbox.sub
+
+    def refresh(self) -> None:
+        """A version was committed or dropped: route events to the committed ones."""
+        self._routes.clear()
+
+    def version_committed(self, old: Door | None, new: Door) -> None:
+        """Move what is queued for ``old``'s subscriptions to ``new``'s, in order."""
+        self._routes.clear()
+        if old is None:
+            return
+        for inbox in [i for i in self._inboxes.values() if i.sub.door is old]:
+            events = list(inbox.buffer)
+            inbox.buffer.clear()
+            _wake(inbox.space)
+            if events:
+                self.hand_over(events, new)
+
+    def hand_over(self, events: Sequence[Event], live: Door) -> None:
+        """Queue ``events`` (oldest first) ahead of everything in ``live``'s matching inboxes."""
+        targets = [i for i in self._inboxes.values() if i.sub.door is live]
+        for inbox in targets:
+            mine = [e for e in events if pattern_matches(inbox.sub.pattern, e.name)]
+            if mine:
+                inbox.buffer.extendleft(reversed(mine))
+                inbox.nudge()
+        if not targets:
+            for event in events:
+                _log.debug("event '%s' dropped: plugin '%s' %s no longer subscribes to it",
+                           event.name, live.plugin, live.version)  # fmt: skip
+
+    def remove_door(self, door: Door) -> int:
+        """End every subscription of one version (discarded or retired); return how many."""
+        mine = [s for s in self._inboxes if s.door is door]
+        for sub in mine:
+            self.unsubscribe(sub)
+        return len(mine)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """End one subscription; events still queued for it are dropped. Idempotent."""
@@ -743,11 +713,15 @@ class EventBus:
         self, name: str, data: object, source: str | None, declared: Manifest | None
     ) -> Event:
         if name not in self._routes:  # a cached route means a valid name
-            _check_name(name)
+            check_name(name)
         if declared is not None:
             source = source or declared.name
             self._check_declared(source, declared.events, "publish", name)
-        return Event(f"{self._id_prefix}-{next(self._ids)}", name, data, source, datetime.now(UTC))
+        event_id = f"{self._id_prefix}-{next(self._ids)}"
+        if self.tracing:
+            trace = tuple(trace_context().items())
+            return Event(event_id, name, data, source, datetime.now(UTC), trace)
+        return Event(event_id, name, data, source, datetime.now(UTC))
 
     def _not_running(self, name: str) -> EventError:
         closed = self._loop is not None and self._loop.is_closed()
@@ -784,8 +758,10 @@ class EventBus:
         return self._wait_in_line(event, targets)
 
     def _route(self, name: str) -> tuple[_Inbox, ...]:
-        found = list(self._exact.get(name, ()))
-        found += [i for i in self._wildcards if name.startswith(i.prefix or "")]
+        found = [i for i in self._exact.get(name, ()) if i.sub.door.committed]
+        found += [
+            i for i in self._wildcards if i.sub.door.committed and name.startswith(i.prefix or "")
+        ]
         found.sort(key=lambda inbox: inbox.seq)
         if not found:
             _log.debug("event '%s' has no subscribers (names are case-sensitive)", name)

@@ -1,19 +1,26 @@
-"""The per-plugin entry gate: every call into a plugin passes through one.
+"""The gate of one plugin slot, and the door of each version it holds.
 
-A gate counts the calls in flight (so ``stop`` can wait for them to drain), holds
-new callers while the plugin reloads (up to a queue size and a timeout), rejects
-them while the plugin is stopped or disabled, and records the plugin's errors.
+A plugin name owns one :class:`Gate` for as long as it is loaded, whatever version
+runs; every loaded version of it has a :class:`Door`. The gate keeps the state
+callers see (``open``, ``held`` while a version is being swapped, ``closed`` while
+stopped, disabled or unloaded), the callers held at it, and the plugin's errors. A
+door is what the fast path reads: its ``is_open`` is true only for the gate's live
+version while the gate is open, and it counts the calls inside that one version (so
+stopping a version can drain exactly its calls, while another version runs)::
 
-The normal path is two atomic deque operations and one attribute read::
-
-    gate.enter()          # or: await gate.enter_async()
+    if door.is_open:            # one attribute read: the normal path
+        door.calls.append(None)
+    else:
+        door = gate.wait(door)  # held: wait; closed: PluginUnavailableError; retired: the live door
     try:
-        ...call the plugin...
+        ...call the version's code...
     finally:
-        gate.exit()
+        door.calls.pop()
 
-``deque.append`` and ``deque.pop`` are atomic in CPython, so the count stays
-right when sync callers on several threads share a gate.
+``deque.append`` and ``deque.pop`` are atomic in CPython, so the count stays right
+when sync callers on several threads share a door. Async calls that have a deadline
+are kept in ``door.tasks`` instead (see ``tether._seam``), where the watchdog finds
+them. The seam (``tether._seam``) is the one place that writes this sequence out.
 """
 
 from __future__ import annotations
@@ -27,14 +34,15 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from tether._durations import format_duration
+from tether._seam import CallChain, CallStats
 from tether.errors import PluginUnavailableError
 
-__all__ = ["Gate", "GateState"]
+__all__ = ["Door", "Gate", "GateState"]
 
 
 class GateState(StrEnum):
     OPEN = "open"  # calls pass
-    HELD = "held"  # calls wait (a reload is in progress)
+    HELD = "held"  # calls wait (a version is being swapped)
     CLOSED = "closed"  # calls are refused (stopped, disabled, unloaded)
 
 
@@ -43,8 +51,63 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class Door:
+    """One version's way in. ``is_open`` is the flag every fast path checks.
+
+    ``calls`` counts the synchronous calls (and async calls without a deadline) inside
+    this version; ``tasks`` holds its async calls with a deadline, ``expired`` those the
+    watchdog has cancelled. ``stats_for(source)`` is the version's call statistics
+    for one source (``[calls, nanoseconds, errors]``), which the seam updates.
+    ``committed`` is true once this version's registrations are the live ones;
+    ``chain`` is the call chain every entry of this version runs (``tether._seam``).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "calls",
+        "chain",
+        "committed",
+        "expired",
+        "gate",
+        "is_open",
+        "owner",
+        "plugin",
+        "tasks",
+        "version",
+    )
+
+    def __init__(self, gate: Gate, version: str, chain: CallChain) -> None:
+        self.gate = gate
+        self.chain = chain
+        self.owner: object = None  # the version's host-side scope (tether._context)
+        self.plugin = gate.plugin
+        self.version = version
+        self.is_open = False
+        self.committed = False
+        self.calls: deque[None] = deque()
+        self.tasks: dict[int, tuple[int, asyncio.Task[object]]] = {}
+        self.expired: set[int] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Calls inside this version now."""
+        return len(self.calls) + len(self.tasks)
+
+    @property
+    def is_live(self) -> bool:
+        return self.gate.live is self
+
+    def stats_for(self, source: str) -> list[int]:
+        """This version's ``[calls, nanoseconds, errors]`` of one source (``hook:x``...)."""
+        return self.gate.stats.list_for(self.plugin, self.version, source)
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "shut"
+        return f"<Door {self.plugin} {self.version} {state} in_flight={self.in_flight}>"
+
+
 class Gate:
-    """One plugin's gate. ``is_open`` is the fast-path flag callers check."""
+    """One plugin slot's gate: the state callers see, the callers held, the errors."""
 
     __slots__ = (
         "_async_waiters",
@@ -52,34 +115,41 @@ class Gate:
         "_lock",
         "_opened",
         "_waiting",
-        "calls",
+        "doors",
         "error_count",
         "error_listeners",
+        "errors_by_type",
         "hold_timeout",
-        "is_open",
         "last_error",
         "last_error_at",
+        "live",
         "max_waiting",
         "plugin",
-        "probes",
         "state",
         "state_listeners",
+        "stats",
     )
 
-    def __init__(self, plugin: str, *, hold_timeout: float = 30.0, max_waiting: int = 1000) -> None:
+    def __init__(
+        self,
+        plugin: str,
+        *,
+        hold_timeout: float = 30.0,
+        max_waiting: int = 1000,
+        stats: CallStats | None = None,
+    ) -> None:
         self.plugin = plugin
-        self.calls: deque[None] = deque()
-        self.is_open = False
+        self.stats = stats if stats is not None else CallStats()
         self.state = GateState.CLOSED
         self.hold_timeout = hold_timeout
         self.max_waiting = max_waiting
+        self.live: Door | None = None
+        self.doors: tuple[Door, ...] = ()
         self.error_count = 0
+        self.errors_by_type: dict[str, int] = {}
         self.last_error: BaseException | None = None
         self.last_error_at: datetime | None = None
         self.error_listeners: list[Callable[[str, BaseException], None]] = []
-        # Extra sources of calls in flight that do not go through ``calls`` (the service
-        # proxies find theirs on thread stacks), and callbacks told of every state change.
-        self.probes: list[Callable[[], int]] = []
         self.state_listeners: list[Callable[[GateState], None]] = []
         self._closed_reason = "it is not running"
         self._lock = threading.Lock()
@@ -87,12 +157,29 @@ class Gate:
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._waiting = 0
 
+    # ------------------------------------------------------------------ doors
+
+    def add_door(self, version: str, *, chain: CallChain | None = None) -> Door:
+        """A door for a newly loaded version; shut until the gate opens with it."""
+        door = Door(self, version, chain if chain is not None else CallChain())
+        with self._lock:
+            self.doors = (*self.doors, door)
+        return door
+
+    def remove_door(self, door: Door) -> None:
+        """Forget a version that is gone (its calls have drained or been abandoned)."""
+        with self._lock:
+            door.is_open = False
+            self.doors = tuple(d for d in self.doors if d is not door)
+            if self.live is door:
+                self.live = None
+
     # ------------------------------------------------------------------ state
 
     @property
     def in_flight(self) -> int:
-        """Calls that have entered and not yet left."""
-        return len(self.calls) + sum(probe() for probe in self.probes)
+        """Calls inside any version now."""
+        return sum(door.in_flight for door in self.doors)
 
     @property
     def waiting(self) -> int:
@@ -103,11 +190,22 @@ class Gate:
     def closed_reason(self) -> str:
         return self._closed_reason
 
-    def open(self) -> None:
-        """Let calls through, and wake everyone held."""
+    @property
+    def is_open(self) -> bool:
+        return self.state is GateState.OPEN
+
+    def open(self, door: Door | None = None) -> None:
+        """Let calls into ``door`` (by default the live version), and wake everyone held."""
         with self._lock:
+            target = door or self.live
+            if target is None:
+                raise ValueError(f"plugin '{self.plugin}' has no version to open")
+            self.live = target
+            for other in self.doors:
+                if other is not target:
+                    other.is_open = False
             self.state = GateState.OPEN
-            self.is_open = True
+            target.is_open = True
         self._notify()
         with self._lock:
             self._wake()
@@ -116,7 +214,7 @@ class Gate:
         """Make new callers wait (for at most ``hold_timeout``) until ``open`` or ``close``."""
         with self._lock:
             self.state = GateState.HELD
-            self.is_open = False
+            self._shut_all()
             self._opened.clear()
         self._notify()
 
@@ -124,11 +222,15 @@ class Gate:
         """Refuse new callers; callers already held are woken and refused."""
         with self._lock:
             self.state = GateState.CLOSED
-            self.is_open = False
+            self._shut_all()
             self._closed_reason = reason
         self._notify()
         with self._lock:
             self._wake()
+
+    def _shut_all(self) -> None:
+        for door in self.doors:
+            door.is_open = False
 
     def _notify(self) -> None:
         for listener in self.state_listeners:
@@ -141,22 +243,7 @@ class Gate:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_settle, future)
 
-    # ------------------------------------------------------------------ entering
-
-    def enter(self) -> None:
-        """Enter from synchronous code; blocks while the gate is held."""
-        if not self.is_open:
-            self._enter_slow()
-        self.calls.append(None)
-
-    def exit(self) -> None:
-        self.calls.pop()
-
-    async def enter_async(self) -> None:
-        """Enter from a coroutine; awaits while the gate is held."""
-        if not self.is_open:
-            await self._enter_slow_async()
-        self.calls.append(None)
+    # ------------------------------------------------------------------ the slow path
 
     def _refuse_or_queue(self) -> bool:
         """True if the caller should wait; raise if it must be refused now."""
@@ -174,15 +261,29 @@ class Gate:
         return PluginUnavailableError(
             self.plugin,
             "request timeout: plugin reload exceeded queue timeout "
-            f"({format_duration_seconds(self.hold_timeout)})",
+            f"({format_duration(timedelta(seconds=self.hold_timeout))})",
         )
 
-    def _enter_slow(self) -> None:
+    def _live_door(self) -> Door:
+        live = self.live
+        if live is None:  # pragma: no cover - an open gate always has a live door
+            raise PluginUnavailableError(self.plugin, "it has no running version")
+        return live
+
+    def wait(self, door: Door | None = None) -> Door:
+        """Block while the gate is held; the live door once it opens (not yet entered).
+
+        Raises :class:`PluginUnavailableError` when the gate is closed, when too many
+        callers are held, or when the hold outlasts ``hold_timeout``. The door returned
+        is ``door`` itself unless another version became live meanwhile; the caller
+        then calls that version's equivalent instead (the seam's redirect).
+        """
+        del door  # which version the caller came for does not change how it waits
         deadline = time.monotonic() + self.hold_timeout
         while True:
             with self._lock:
                 if not self._refuse_or_queue():
-                    return
+                    return self._live_door()
                 self._waiting += 1
             try:
                 remaining = deadline - time.monotonic()
@@ -192,13 +293,15 @@ class Gate:
                 with self._lock:
                     self._waiting -= 1
 
-    async def _enter_slow_async(self) -> None:
+    async def wait_async(self, door: Door | None = None) -> Door:
+        """``wait`` for coroutines: awaits while the gate is held."""
+        del door
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.hold_timeout
         while True:
             with self._lock:
                 if not self._refuse_or_queue():
-                    return
+                    return self._live_door()
                 future: asyncio.Future[None] = loop.create_future()
                 self._async_waiters.append((loop, future))
                 self._waiting += 1
@@ -210,13 +313,45 @@ class Gate:
                 with self._lock:
                     self._waiting -= 1
 
+    # ------------------------------------------------------------------ entering the live version
+
+    def enter(self) -> Door:
+        """Enter the live version from synchronous code (waits while held); the door entered.
+
+        Leave with ``door.calls.pop()`` (or :meth:`exit`).
+        """
+        door = self.live
+        if door is None or not door.is_open:
+            door = self.wait(door)
+        door.calls.append(None)
+        return door
+
+    async def enter_async(self) -> Door:
+        """``enter`` from a coroutine."""
+        door = self.live
+        if door is None or not door.is_open:
+            door = await self.wait_async(door)
+        door.calls.append(None)
+        return door
+
+    @staticmethod
+    def exit(door: Door) -> None:
+        door.calls.pop()
+
     # ------------------------------------------------------------------ draining
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait until no call is in flight; False if ``timeout`` passed first."""
+    async def drain(self, timeout: float, *, door: Door | None = None) -> bool:
+        """Wait until no call is in flight (in ``door``, or in any version).
+
+        False if ``timeout`` passed first.
+        """
         deadline = time.monotonic() + timeout
         delay = 0.001
-        while self.in_flight:
+
+        def busy() -> int:
+            return door.in_flight if door is not None else self.in_flight
+
+        while busy():
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(delay)
@@ -227,12 +362,10 @@ class Gate:
 
     def record_error(self, error: BaseException, *, source: str = "call") -> None:
         """Count an error against the plugin and tell the listeners (metrics, thresholds)."""
+        kind = type(error).__name__
         self.error_count += 1
+        self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
         self.last_error = error
         self.last_error_at = datetime.now(UTC)
         for listener in self.error_listeners:
             listener(source, error)
-
-
-def format_duration_seconds(seconds: float) -> str:
-    return format_duration(timedelta(seconds=seconds))

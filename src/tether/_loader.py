@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from tether._contracts import PLUGIN_CONTRACT, Contract
 from tether._manifest import Manifest
 from tether.errors import InterfaceError, PluginImportError, PluginLoadError
-from tether.types import CONTRACTS, contract_of
 
 __all__ = ["ROOT_PACKAGE", "LoadedCode", "load_code", "loaded_namespaces", "unload_code"]
 
@@ -138,19 +138,31 @@ def _resolve_attribute(manifest: Manifest, module: ModuleType) -> object:
     return target
 
 
-def _check_contract(manifest: Manifest, candidate: object) -> None:
-    for method in CONTRACTS[contract_of(manifest.provides)]:
+def _check_contract(manifest: Manifest, contract: Contract, candidate: object) -> None:
+    for method in contract.required:
         if not callable(getattr(candidate, method, None)):
-            raise InterfaceError(manifest.name, method, entry=manifest.entry)
+            raise InterfaceError(
+                manifest.name,
+                method,
+                entry=manifest.entry,
+                contract=contract.name,
+                required=contract.required,
+            )
 
 
-def _instantiate(manifest: Manifest, target: object, directory: Path | None) -> object:
+def _fulfils(contract: Contract, candidate: object) -> bool:
+    return all(callable(getattr(candidate, m, None)) for m in contract.required)
+
+
+def _instantiate(
+    manifest: Manifest, contract: Contract, target: object, directory: Path | None
+) -> object:
     if isinstance(target, type):
-        _check_contract(manifest, target)
-    elif all(callable(getattr(target, m, None)) for m in CONTRACTS[contract_of(manifest.provides)]):
+        _check_contract(manifest, contract, target)
+    elif _fulfils(contract, target):
         return target
     if not callable(target):
-        _check_contract(manifest, target)
+        _check_contract(manifest, contract, target)
         return target  # pragma: no cover - _check_contract raised
     try:
         instance = target()
@@ -165,12 +177,17 @@ def _instantiate(manifest: Manifest, target: object, directory: Path | None) -> 
             hint="the plugin class or factory is called with no arguments; do setup work in "
             "initialize() or start()",
         ) from exc
-    _check_contract(manifest, instance)
+    _check_contract(manifest, contract, instance)
     return instance
 
 
-def load_code(manifest: Manifest, *, private_namespace: bool = True) -> LoadedCode:
-    """Import the plugin's entry module, resolve ``entry`` and check the contract.
+def load_code(
+    manifest: Manifest,
+    *,
+    contract: Contract = PLUGIN_CONTRACT,
+    private_namespace: bool = True,
+) -> LoadedCode:
+    """Import the plugin's entry module, resolve ``entry`` and check it against ``contract``.
 
     ``private_namespace=False`` imports the module by its real name (entry-point
     plugins from installed distributions).
@@ -186,7 +203,7 @@ def load_code(manifest: Manifest, *, private_namespace: bool = True) -> LoadedCo
     try:
         module = _import(manifest, module_name, directory)
         target = _resolve_attribute(manifest, module)
-        instance = _instantiate(manifest, target, directory)
+        instance = _instantiate(manifest, contract, target, directory)
     except BaseException:
         if namespace is not None:
             _drop(namespace)

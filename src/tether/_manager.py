@@ -3,24 +3,27 @@
 The API is async. Plugin methods may be plain or ``async def``; the manager
 awaits whatever returns an awaitable. :class:`tether.SyncPluginManager` is the
 blocking facade over this same class.
+
+Each plugin name has a slot (``tether._slots``): its gate, its handle, its versions.
+Loading a plugin imports its code beside nothing (or, later, beside the running
+version), checks it against the contract its manifest names (``tether._contracts``),
+and stages it; ``initialize`` commits it (its registrations go live) and opens its
+gate. Health, error thresholds and the enabled flag kept in the state store live here
+too, so a manager works the same with or without the observability package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import difflib
-import inspect
+import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
-
-from pydantic import ValidationError
+from typing import Self
 
 from tether import __version__
 from tether._audit import CapabilityUse, save_capability_uses
@@ -32,16 +35,37 @@ from tether._config import (
     load_config,
     validate_plugin_config,
 )
-from tether._context import PluginContext, Runtime
-from tether._gate import Gate
-from tether._lifecycle import PluginStatus, check_transition
+from tether._context import PluginScope
+from tether._contracts import Contract, ContractRegistry
+from tether._gate import Gate, GateState
+from tether._handle import PluginHandle
+from tether._health import HealthCheckResult, HealthChecks, PluginHealth
+from tether._lifecycle import PluginStatus
 from tether._loader import LoadedCode, load_code, unload_code
-from tether._manifest import ConfigField, Manifest, load_manifest
+from tether._locate import (
+    Found,
+    Locator,
+    call_chain,
+    check_isolation,
+    check_name,
+    config_schema,
+    settings_of,
+    timeouts_of,
+)
+from tether._manifest import Manifest, load_manifest
 from tether._resolver import Resolution, resolve
-
-if TYPE_CHECKING:
-    from tether._discovery import DiscoveryResult
-    from tether.observability import ErrorThreshold, Observability, PluginHealth
+from tether._runtime import Runtime
+from tether._seam import CallStats
+from tether._slots import PluginSlot, PluginVersion, SlotEvent
+from tether._state_tables import PersistedFlag, PluginStateStore, read_enabled_flags
+from tether._steps import StepTimedOutError, call_step
+from tether._thresholds import (
+    THRESHOLD_EVENT,
+    ErrorThreshold,
+    ErrorThresholds,
+    ThresholdStatus,
+    merge_settings,
+)
 from tether._versions import parse_constraint
 from tether.errors import (
     ConfigError,
@@ -56,11 +80,13 @@ from tether.errors import (
     StopAllError,
     TetherError,
 )
-from tether.types import PluginInfo, contract_of
+from tether.types import SHUTDOWN, STARTUP, PluginContext, PluginInfo
 
 __all__ = ["LoadAttempt", "PluginManager"]
 
 log = logging.getLogger("tether")
+
+ErrorListener = Callable[[str, str, BaseException], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,29 +98,6 @@ class LoadAttempt:
     duration: float
     error: str | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-@dataclass(slots=True)
-class _Record:
-    manifest: Manifest
-    settings: PluginConfig
-    code: LoadedCode
-    context: PluginContext
-    gate: Gate
-    location: str
-    status: PluginStatus = PluginStatus.UNLOADED
-    enabled: bool = True
-    load_time: datetime = field(default_factory=lambda: datetime.now(UTC))
-    initialized: bool = False
-    last_error: BaseException | None = None
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def is_workload(self) -> bool:
-        return contract_of(self.manifest.provides) == "workload"
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -113,44 +116,14 @@ def _is_transient(exc: BaseException) -> bool:
     )
 
 
-class _CallTimedOutError(Exception):
-    """A lifecycle call ran past its time limit (as opposed to raising TimeoutError itself)."""
-
-
-def _post(loop: asyncio.AbstractEventLoop, *args: Any) -> None:
-    # The loop may have closed while the call was still running: then nobody waits.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(*args)
-
-
-async def _in_daemon_thread(fn: Callable[[], object]) -> object:
-    """Run a blocking call in a daemon thread, so a call that never returns cannot
-    hold up interpreter exit the way a thread-pool worker would."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[object] = loop.create_future()
-
-    def settle(setter: Callable[[Any], None], value: object) -> None:
-        if not future.done():
-            setter(value)
-
-    def run() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:
-            _post(loop, settle, future.set_exception, exc)
-        else:
-            _post(loop, settle, future.set_result, result)
-
-    threading.Thread(target=run, name="tether-plugin-call", daemon=True).start()
-    return await future
-
-
 class PluginManager:
     """Loads plugins and drives their lifecycle.
 
     ``framework_version`` is what manifests' ``framework.version`` is checked
     against (tether's own version by default). ``stop_timeout`` bounds each
-    plugin's ``stop()`` in ``stop_all``.
+    plugin's ``stop()`` unless its ``timeouts.stop`` says otherwise. ``contracts``
+    are the contracts plugins may provide (by default the ``plugin`` contract and
+    those installed hosts register).
     """
 
     def __init__(
@@ -162,18 +135,30 @@ class PluginManager:
         drain_timeout: float = 5.0,
         state_directory: Path | None = None,
         runtime: Runtime | None = None,
+        contracts: ContractRegistry | None = None,
     ) -> None:
         self.framework_version = framework_version
         self.stop_timeout = stop_timeout
         self.drain_timeout = drain_timeout
         self.config = config or TetherConfig()
         self.runtime = runtime or Runtime(config=self.config, state_directory=state_directory)
-        self._records: dict[str, _Record] = {}
+        self.contracts = contracts or ContractRegistry()
+        self.load_attempts: list[LoadAttempt] = []
+        self._slots: dict[str, PluginSlot] = {}
         self._order: tuple[str, ...] = ()
         self._lock: asyncio.Lock | None = None
-        self.load_attempts: list[LoadAttempt] = []
-        self._discovered: DiscoveryResult | None = None
-        self._observability: Observability | None = None
+        self._locator: Locator | None = None
+        self._stats = CallStats()
+        self._thresholds = ErrorThresholds(
+            disable=self._threshold_disable, enable=self._threshold_enable, alert=self._alert
+        )
+        self._explicit_thresholds: dict[str, ErrorThreshold | None] = {}
+        self._health = HealthChecks(timeout=self.config.plugins.health_check_timeout)
+        self._successes: dict[str, int] = {}
+        self._flags: dict[str, PersistedFlag] | None = None
+        self._unsaved: set[str] = set()
+        self._error_listeners: list[ErrorListener] = []
+        self._unload_listeners: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ helpers
 
@@ -182,55 +167,29 @@ class PluginManager:
             self._lock = asyncio.Lock()
         return self._lock
 
-    def _record(self, name: str) -> _Record:
-        record = self._records.get(name)
-        if record is None:
-            close = difflib.get_close_matches(name, list(self._records), n=1)
+    def _slot(self, name: str) -> PluginSlot:
+        slot = self._slots.get(name)
+        if slot is None:
+            close = difflib.get_close_matches(name, list(self._slots), n=1)
             hint = f"did you mean '{close[0]}'?" if close else "`tether plugins list` shows them"
             raise PluginNotFoundError(f"plugin not found: '{name}'", plugin=name, hint=hint)
-        return record
+        return slot
 
-    @property
-    def observability(self) -> Observability:
-        """Health, error thresholds, metrics and the state tables of this manager's plugins."""
-        if self._observability is None:
-            from tether.observability import Observability
-
-            self._observability = Observability(self)
-        return self._observability
-
-    def _set_status(self, record: _Record, target: PluginStatus) -> None:
-        check_transition(record.name, record.status, target)
-        record.status = target
-
-    def _fail(self, record: _Record, step: str, exc: BaseException) -> PluginLifecycleError:
-        record.last_error = exc
-        record.gate.record_error(exc, source=step)
-        record.gate.close(f"its {step} failed")
-        if record.status is not PluginStatus.ERROR:
-            self._set_status(record, PluginStatus.ERROR)
-        log.error("plugin %s failed: %s", step, record.name, exc_info=exc)
-        return PluginLifecycleError(record.name, step, exc)
+    def _fail(self, version: PluginVersion, step: str, exc: BaseException) -> PluginLifecycleError:
+        version.last_error = exc
+        gate = version.door.gate
+        gate.record_error(exc, source=step)
+        gate.close(f"its {step} failed")
+        if version.status is not PluginStatus.ERROR:
+            version.set_status(PluginStatus.ERROR)
+        log.error("plugin %s failed: %s", step, version.name, exc_info=exc)
+        return PluginLifecycleError(version.name, step, exc)
 
     async def _call(
-        self, record: _Record, method: str, *args: object, timeout: float | None = None
+        self, version: PluginVersion, method: str, *args: object, timeout: float | None = None
     ) -> None:
-        fn = getattr(record.code.instance, method, None)
-        if fn is None:  # optional for workloads (start, stop)
-            return
-        scope = asyncio.timeout(timeout)
-        try:
-            async with scope:
-                if timeout is None or inspect.iscoroutinefunction(fn):
-                    result = fn(*args)
-                else:  # a sync method under a time limit runs where it cannot block the loop
-                    result = await _in_daemon_thread(lambda: fn(*args))
-                if inspect.isawaitable(result):
-                    await result
-        except TimeoutError:
-            if scope.expired():
-                raise _CallTimedOutError from None
-            raise
+        if method in version.contract.managed:
+            await call_step(version.instance, method, *args, timeout=timeout)
 
     # ------------------------------------------------------------------ loading
 
@@ -248,7 +207,7 @@ class PluginManager:
         initialized (see ``initialize_all``). ``retries`` retries transient import
         failures, waiting ``retry_backoff * 2**n`` seconds before try ``n + 1``.
         """
-        settings = _settings(config)
+        settings = settings_of(config)
         path = Path(path)
         if not path.exists():
             raise PluginNotFoundError(
@@ -258,76 +217,96 @@ class PluginManager:
                 hint="check the path (relative paths in a config file are relative to the file)",
             )
         manifest = load_manifest(path)
-        _check_name(manifest, settings, path)
-        found = _Found(manifest, str(manifest.directory or path), private=True)
+        check_name(manifest, settings, path)
+        found = Found(manifest, str(manifest.directory or path), private=True)
         return await self._load_found(found, settings, retries, retry_backoff)
 
     async def _load_found(
-        self, found: _Found, settings: PluginConfig, retries: int, backoff: float
+        self, found: Found, settings: PluginConfig, retries: int, backoff: float
     ) -> PluginInfo:
         async with self._mutex():
-            record = await self._load(found, settings, retries, backoff)
-            self._observe_load(record)
-            self._records[record.name] = record
+            slot = await self._load(found, settings, retries, backoff)
+            self._slots[slot.name] = slot
             self._order = ()
-            return self._info(record)
+            return self._info(slot)
 
     async def _load(
-        self, found: _Found, settings: PluginConfig, retries: int, backoff: float
-    ) -> _Record:
+        self, found: Found, settings: PluginConfig, retries: int, backoff: float
+    ) -> PluginSlot:
         manifest = found.manifest
-        existing = self._records.get(manifest.name)
+        existing = self._slots.get(manifest.name)
         if existing is not None:
-            if existing.location == found.location:
+            location = existing.current.location
+            if location == found.location:
                 raise PluginNameConflictError.same_place(manifest.name, found.location)
-            raise PluginNameConflictError(manifest.name, existing.location, found.location)
+            raise PluginNameConflictError(manifest.name, location, found.location)
         self._check_framework(manifest)
+        check_isolation(manifest, settings)
+        contract = self.contracts.resolve(manifest.name, manifest.provides)
         permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
-        code = await self._import(manifest, retries, backoff, private=found.private)
+        code = await self._import(manifest, contract, retries, backoff, private=found.private)
         try:
-            return self._record_for(manifest, settings, code, permissions, found.location)
+            return self._slot_for(found, settings, code, contract, permissions)
         except BaseException:
             unload_code(code)
             raise
 
-    def _record_for(
+    def _slot_for(
         self,
-        manifest: Manifest,
+        found: Found,
         settings: PluginConfig,
         code: LoadedCode,
+        contract: Contract,
         permissions: frozenset[str],
-        location: str,
-    ) -> _Record:
+    ) -> PluginSlot:
+        manifest = found.manifest
         values = validate_plugin_config(
-            manifest.name, _schema(manifest, code.instance), settings.config
+            manifest.name, config_schema(manifest, code.instance), settings.config
         )
-        hold_timeout, max_waiting = self._gate_options()
-        gate = Gate(manifest.name, hold_timeout=hold_timeout, max_waiting=max_waiting)
-        context = PluginContext(
+        _validate_config(manifest.name, code.instance, values)
+        chain = call_chain(manifest, settings, self.config, self.runtime.errors)
+        reload = self.config.reload
+        gate = Gate(
+            manifest.name,
+            hold_timeout=reload.queue_timeout,
+            max_waiting=reload.max_queue_size,
+            stats=self._stats,
+        )
+        gate.error_listeners.append(functools.partial(self._on_error, manifest.name))
+        door = gate.add_door(manifest.version, chain=chain)
+        scope = PluginScope(
             manifest=manifest,
             config=values,
             permissions=permissions,
             runtime=self.runtime,
-            gate=gate,
+            door=door,
         )
-        record = _Record(manifest, settings, code, context, gate, location)
-        self._set_status(record, PluginStatus.LOADING)
+        version = PluginVersion(manifest, settings, code, scope, contract, found.location)
+        version.set_status(PluginStatus.LOADING)
+        slot = PluginSlot(manifest.name, gate)
+        slot.add(version)
         code_directory = _code_directory(code)
         if code_directory is not None:
             _capability_watch.track(manifest.name, code_directory, permissions)
-        return record
+        self._observe_load(slot, settings)
+        return slot
 
-    def _observe_load(self, record: _Record) -> None:
-        """Hand the new plugin to observability; keep it disabled if the state store says so."""
-        flag = self.observability.plugin_loaded(record.name, record.gate, record.settings)
-        if flag is not None:
-            record.enabled = False
-            record.gate.close(flag.reason or "it is disabled")
-            log.info("plugin %s is disabled in the state store: loaded, not started", record.name)
-
-    def _gate_options(self) -> tuple[float, int]:
-        reload = self.config.reload
-        return reload.queue_timeout, reload.max_queue_size
+    def _observe_load(self, slot: PluginSlot, settings: PluginConfig) -> None:
+        """Give the new plugin its threshold; keep it disabled if the state store says so."""
+        name = slot.name
+        if name in self._explicit_thresholds:
+            threshold = self._explicit_thresholds[name]
+        else:
+            threshold = merge_settings(
+                self.config.plugins.error_threshold, settings.error_threshold
+            )
+        self._thresholds.set(name, threshold)
+        self._successes[name] = slot.handle.successes()  # call metrics outlive a reload
+        flag = self._persisted_flags().get(name)
+        if flag is not None and not flag.enabled:
+            slot.enabled = False
+            slot.gate.close(flag.reason or "it is disabled")
+            log.info("plugin %s is disabled in the state store: loaded, not started", name)
 
     def _check_framework(self, manifest: Manifest) -> None:
         constraint = manifest.framework.version
@@ -335,13 +314,19 @@ class PluginManager:
             raise FrameworkVersionMismatchError(manifest.name, constraint, self.framework_version)
 
     async def _import(
-        self, manifest: Manifest, retries: int, backoff: float, *, private: bool
+        self,
+        manifest: Manifest,
+        contract: Contract,
+        retries: int,
+        backoff: float,
+        *,
+        private: bool,
     ) -> LoadedCode:
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                code = load_code(manifest, private_namespace=private)
+                code = load_code(manifest, contract=contract, private_namespace=private)
             except PluginLoadError as exc:
                 elapsed = time.perf_counter() - started
                 self.load_attempts.append(LoadAttempt(manifest.name, "failure", elapsed, str(exc)))
@@ -375,114 +360,89 @@ class PluginManager:
         if not section.enabled:
             log.info("plugin system disabled in the config (plugins.enabled: false)")
             return []
-        self._discovered = None
-        wanted = [(self._locate(entry), entry) for entry in section.plugins if entry.enabled]
+        locator = self._locator = Locator(self.config)
+        wanted = [(locator.locate(entry), entry) for entry in section.plugins if entry.enabled]
         unavailable = {
             e.name: "it is disabled in the config"
             for e in section.plugins
             if not e.enabled and e.name
         }
         wanted_by_name = {found.manifest.name: (found, entry) for found, entry in wanted}
-        loaded = [r.manifest for r in self._records.values()]
+        loaded = [s.current.manifest for s in self._slots.values()]
         resolution = resolve(
-            [*loaded, *(f.manifest for f, _ in wanted if f.manifest.name not in self._records)],
+            [*loaded, *(f.manifest for f, _ in wanted if f.manifest.name not in self._slots)],
             framework_version=self.framework_version,
             priorities={f.manifest.name: e.priority for f, e in wanted},
             unavailable=unavailable,
         )
         infos = []
         for name in resolution.order:
-            if name in self._records or name not in wanted_by_name:
+            if name in self._slots or name not in wanted_by_name:
                 continue
             found, entry = wanted_by_name[name]
             infos.append(await self._load_found(found, entry, 0, 0.1))
         self._order = resolution.order
         return infos
 
-    def _locate(self, entry: PluginConfig) -> _Found:
-        base = self.config.base_directory
-        if entry.path is not None:
-            path = Path(entry.path)
-            path = path if path.is_absolute() else base / path
-            if not path.exists():
-                raise PluginNotFoundError(
-                    f"failed to load plugin: plugin file not found: {path}",
-                    plugin=entry.name,
-                    path=path,
-                    hint="check `path` in the config; relative paths are relative to the "
-                    "config file",
-                )
-            manifest = load_manifest(path)
-            _check_name(manifest, entry, path)
-            return _Found(manifest, str(manifest.directory or path), private=True)
-        if entry.name is None:
-            raise ConfigError(
-                "a plugin entry needs a `name` or a `path`",
-                path=self.config.path,
-                hint="give each entry of plugins.plugins a name (found by discovery) or a path",
-            )
-        return self._discover(entry.name)
-
-    def _discover(self, name: str) -> _Found:
-        from tether._discovery import IndexCache, default_search_paths, discover
-
-        if self._discovered is None:
-            directory = self.config.plugins.directory
-            config_dir = None
-            if directory is not None:
-                config_dir = Path(directory)
-                if not config_dir.is_absolute():
-                    config_dir = self.config.base_directory / config_dir
-            paths = default_search_paths(config_directory=config_dir)
-            self._discovered = discover(paths, cache=IndexCache())
-        plugin = self._discovered.get(name)
-        if plugin is None:
-            raise PluginNotFoundError(
-                f"missing plugin: no plugin named '{name}' in any search path",
-                plugin=name,
-                hint="set its `path` in the config, or put it in a searched directory "
-                "(`tether plugins scan` lists them)",
-            )
-        return _Found(plugin.manifest, plugin.location, private=plugin.origin != "entry-point")
-
     # ------------------------------------------------------------------ queries
 
-    def _info(self, record: _Record) -> PluginInfo:
-        m = record.manifest
+    def _info(self, slot: PluginSlot) -> PluginInfo:
+        version = slot.current
+        m = version.manifest
         return PluginInfo(
             name=m.name,
             version=m.version,
             description=m.description,
             author=m.author,
             loaded=True,
-            enabled=record.enabled,
-            load_time=record.load_time,
-            status=record.status,
-            path=record.location,
-            isolation=m.isolation,
+            enabled=slot.enabled,
+            load_time=version.load_time,
+            status=version.status,
+            path=version.location,
+            isolation=version.settings.isolation or m.isolation,
+            provides=m.provides,
         )
 
     def get_plugin(self, name: str) -> object:
-        """The plugin object itself."""
-        return self._record(name).code.instance
+        """The plugin object itself (of the live version)."""
+        return self._slot(name).current.instance
 
     def get_manifest(self, name: str) -> Manifest:
-        return self._record(name).manifest
+        return self._slot(name).current.manifest
 
     def get_context(self, name: str) -> PluginContext:
-        return self._record(name).context
+        """The context the plugin received (what it can reach, and nothing more)."""
+        return self._slot(name).current.scope.context
+
+    def get_scope(self, name: str) -> PluginScope:
+        """The host-side view of the plugin's live version (hosts make entries with it)."""
+        return self._slot(name).current.scope
+
+    def get_contract(self, name: str) -> Contract:
+        """The contract the plugin was loaded under (``plugin``, ``workload``...)."""
+        return self._slot(name).current.contract
 
     def get_status(self, name: str) -> PluginStatus:
-        return self._record(name).status
+        return self._slot(name).current.status
 
     def get_info(self, name: str) -> PluginInfo:
-        return self._info(self._record(name))
+        return self._info(self._slot(name))
+
+    def get_handle(self, name: str) -> PluginHandle:
+        """The handle hosts call the plugin through, whichever version is live."""
+        return self._slot(name).handle
+
+    def get_history(self, name: str) -> list[SlotEvent]:
+        """What happened to the plugin's slot: versions loaded, committed, discarded."""
+        return list(self._slot(name).history)
+
+    def get_timeouts(self, name: str) -> dict[str, float]:
+        """The plugin's time limits in seconds (manifest, then config), by step."""
+        version = self._slot(name).current
+        return timeouts_of(version.manifest, version.settings, self.config)
 
     def last_error(self, name: str) -> BaseException | None:
-        return self._record(name).last_error
-
-    def get_gate(self, name: str) -> Gate:
-        return self._record(name).gate
+        return self._slot(name).current.last_error
 
     def undeclared_capabilities(self, name: str | None = None) -> list[CapabilityUse]:
         """Files, sockets or processes a plugin used without declaring the permission."""
@@ -500,18 +460,18 @@ class PluginManager:
 
     def list_plugins(self) -> list[PluginInfo]:
         """Every loaded plugin, in load order."""
-        return [self._info(r) for r in self._ordered()]
+        return [self._info(s) for s in self._ordered()]
 
     def is_loaded(self, name: str) -> bool:
-        return name in self._records
+        return name in self._slots
 
     def resolve_dependencies(self) -> Resolution:
         """Check the loaded plugins' dependencies; return their load order and graph."""
-        records = list(self._records.values())
+        slots = list(self._slots.values())
         resolution = resolve(
-            [r.manifest for r in records],
+            [s.current.manifest for s in slots],
             framework_version=self.framework_version,
-            priorities={r.name: r.settings.priority for r in records},
+            priorities={s.name: s.current.settings.priority for s in slots},
         )
         self._order = resolution.order
         return resolution
@@ -519,16 +479,18 @@ class PluginManager:
     def get_dependency_graph(self) -> dict[str, list[str]]:
         """Each loaded plugin and the plugins it depends on (absent optional ones left out)."""
         return {
-            r.name: [
-                d.name for d in r.manifest.dependencies if not d.optional or d.name in self._records
+            s.name: [
+                d.name
+                for d in s.current.manifest.dependencies
+                if not d.optional or d.name in self._slots
             ]
-            for r in self._ordered()
+            for s in self._ordered()
         }
 
-    def _ordered(self) -> list[_Record]:
-        if set(self._order) == set(self._records):
-            return [self._records[n] for n in self._order]
-        return list(self._records.values())
+    def _ordered(self) -> list[PluginSlot]:
+        if set(self._order) == set(self._slots):
+            return [self._slots[n] for n in self._order]
+        return list(self._slots.values())
 
     def dependents(self, name: str) -> list[str]:
         """Loaded plugins that depend on ``name``, directly or through others."""
@@ -541,7 +503,7 @@ class PluginManager:
                 if current in deps and plugin not in found:
                     found.append(plugin)
                     frontier.append(plugin)
-        return [r.name for r in self._ordered() if r.name in found]
+        return [s.name for s in self._ordered() if s.name in found]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -555,40 +517,45 @@ class PluginManager:
             await self.runtime.events.start()  # plugins may publish from initialize()
             held = self._held_back()
             for name in order:
-                record = self._records[name]
-                if record.status is PluginStatus.LOADING and record.enabled:
+                slot = self._slots[name]
+                if slot.current.status is PluginStatus.LOADING and slot.enabled:
                     if name in held:
                         log.info("not initializing plugin %s: %s", name, held[name])
                         continue
-                    await self._initialize(record)
+                    await self._initialize(slot)
 
-    def _check_dependencies(self, record: _Record, step: str, ready: set[PluginStatus]) -> None:
-        for dependency in record.manifest.dependencies:
-            other = self._records.get(dependency.name)
-            if other is None or other.status in ready:
+    def _check_dependencies(self, slot: PluginSlot, step: str, ready: set[PluginStatus]) -> None:
+        for dependency in slot.current.manifest.dependencies:
+            other = self._slots.get(dependency.name)
+            if other is None or other.current.status in ready:
                 continue  # absent ones were settled by the resolver (optional)
             raise PluginLifecycleError(
-                record.name,
+                slot.name,
                 step,
-                f"its dependency '{dependency.name}' is {other.status.value}",
+                f"its dependency '{dependency.name}' is {other.current.status.value}",
             )
 
-    async def _initialize(self, record: _Record) -> None:
+    async def _initialize(self, slot: PluginSlot) -> None:
         self._check_dependencies(
-            record,
+            slot,
             "initialization",
             {PluginStatus.INITIALIZED, PluginStatus.RUNNING, PluginStatus.STOPPED},
         )
-        # Plugins get their context; workloads get their config (the reference's contract).
-        argument = record.context.plugin_config if record.is_workload else record.context
+        version = slot.current
+        scope = version.scope
+        # What initialize receives is the contract's business: the context, or the config.
+        argument: object = (
+            dict(scope.config) if version.contract.initialize_with == "config" else scope.context
+        )
         try:
-            await self._call(record, "initialize", argument)
+            await self._call(version, "initialize", argument)
         except Exception as exc:
-            raise self._fail(record, "initialization", exc) from exc
-        record.initialized = True
-        self._set_status(record, PluginStatus.INITIALIZED)
-        record.gate.open()
-        log.info("initialized plugin %s %s", record.name, record.manifest.version)
+            raise self._fail(version, "initialization", exc) from exc
+        version.initialized = True
+        version.set_status(PluginStatus.INITIALIZED)
+        slot.commit(version)
+        slot.gate.open(version.door)
+        log.info("initialized plugin %s %s", slot.name, version.version)
 
     async def start_all(self) -> None:
         """Start initialized (or stopped) plugins in dependency order; stop at the first failure."""
@@ -596,102 +563,120 @@ class PluginManager:
             await self.runtime.events.start()
             await self._run_lifecycle_hook("startup")
             held = self._held_back()
-            for record in self._ordered():
-                if record.enabled and record.status in {
+            for slot in self._ordered():
+                if slot.enabled and slot.current.status in {
                     PluginStatus.INITIALIZED,
                     PluginStatus.STOPPED,
                 }:
-                    if record.name in held:
-                        log.info("not starting plugin %s: %s", record.name, held[record.name])
+                    if slot.name in held:
+                        log.info("not starting plugin %s: %s", slot.name, held[slot.name])
                         continue
-                    await self._start(record)
+                    await self._start(slot)
 
     def _held_back(self) -> dict[str, str]:
         """Enabled plugins that a disabled dependency keeps from starting, and why."""
         held: dict[str, str] = {}
-        for record in self._ordered():  # dependencies come first
-            for dependency in record.manifest.dependencies:
-                other = self._records.get(dependency.name)
+        for slot in self._ordered():  # dependencies come first
+            for dependency in slot.current.manifest.dependencies:
+                other = self._slots.get(dependency.name)
                 if other is not None and (not other.enabled or other.name in held):
-                    held[record.name] = f"its dependency '{dependency.name}' is disabled"
+                    held[slot.name] = f"its dependency '{dependency.name}' is disabled"
                     break
         return held
 
     async def _run_lifecycle_hook(self, hook_type: str) -> None:
-        outcome = await self.runtime.hooks.run(hook_type, self)
+        point = STARTUP if hook_type == "startup" else SHUTDOWN
+        names = tuple(s.name for s in self._ordered())
+        outcome = await self.runtime.hooks.run(point, names)
         for failure in outcome.failures:
             log.warning("%s hook of plugin %s failed: %s", hook_type, failure.plugin, failure.error)
 
-    async def _start(self, record: _Record) -> None:
-        self._check_dependencies(record, "start", {PluginStatus.RUNNING})
+    async def _start(self, slot: PluginSlot) -> None:
+        self._check_dependencies(slot, "start", {PluginStatus.RUNNING})
+        version = slot.current
         try:
-            await self._call(record, "start")
+            await self._call(version, "start")
         except Exception as exc:
-            raise self._fail(record, "start", exc) from exc
-        self._set_status(record, PluginStatus.RUNNING)
-        record.gate.open()
-        log.info("started plugin %s", record.name)
+            raise self._fail(version, "start", exc) from exc
+        version.set_status(PluginStatus.RUNNING)
+        slot.gate.open(version.door)
+        log.info("started plugin %s", slot.name)
 
     async def update_plugin_config(self, name: str, config: Mapping[str, object]) -> None:
         """Give a loaded plugin new config: validate it, then call ``on_config_change``.
 
-        If the plugin's ``on_config_change`` raises, the old config is kept and the
-        failure is raised.
+        If the plugin's ``validate_config`` or ``on_config_change`` raises, the old
+        config is kept and the failure is raised.
         """
         async with self._mutex():
-            record = self._record(name)
-            schema = _schema(record.manifest, record.code.instance)
+            slot = self._slot(name)
+            version = slot.current
+            schema = config_schema(version.manifest, version.instance)
             values = validate_plugin_config(name, schema, config)
-            previous = record.context.replace_config(values)
-            handler = getattr(record.code.instance, "on_config_change", None)
-            if handler is None:
+            _validate_config(name, version.instance, values)
+            previous = version.scope.replace_config(values)
+            if getattr(version.instance, "on_config_change", None) is None:
                 return
             try:
-                result = handler(record.context.plugin_config)
-                if inspect.isawaitable(result):
-                    await result
+                await call_step(version.instance, "on_config_change", version.scope.config)
             except Exception as exc:
-                record.context.replace_config(previous)
-                record.gate.record_error(exc, source="on_config_change")
+                version.scope.replace_config(previous)
+                slot.gate.record_error(exc, source="on_config_change")
                 raise PluginLifecycleError(name, "configuration change", exc) from exc
 
     async def stop_all(self, *, timeout: float | None = None) -> None:
         """Stop running plugins in reverse dependency order.
 
-        Each ``stop()`` gets ``timeout`` seconds (the manager's ``stop_timeout`` by
-        default). Failures do not stop the others; they are reported together in a
-        ``StopAllError`` at the end.
+        Each ``stop()`` gets ``timeout`` seconds (by default its ``timeouts.stop``, else
+        the manager's ``stop_timeout``). Failures do not stop the others; they are
+        reported together in a ``StopAllError`` at the end.
         """
-        limit = self.stop_timeout if timeout is None else timeout
         failures: list[PluginLifecycleError] = []
         async with self._mutex():
-            if any(r.status is PluginStatus.RUNNING for r in self._records.values()):
+            if any(s.current.status is PluginStatus.RUNNING for s in self._slots.values()):
                 await self._run_lifecycle_hook("shutdown")
-            for record in reversed(self._ordered()):
-                if record.status is PluginStatus.RUNNING:
-                    error = await self._stop(record, limit)
+            for slot in reversed(self._ordered()):
+                if slot.current.status is PluginStatus.RUNNING:
+                    error = await self._stop(slot, timeout)
                     if error is not None:
                         failures.append(error)
         if failures:
             raise StopAllError(failures)
 
-    async def _stop(self, record: _Record, timeout: float | None) -> PluginLifecycleError | None:
-        record.gate.close("it is stopping")
-        if not await record.gate.drain(self.drain_timeout):
+    def _stop_timeout(self, slot: PluginSlot, timeout: float | None) -> float:
+        if timeout is not None:
+            return timeout
+        version = slot.current
+        entry, section = version.settings.timeouts, self.config.plugins.timeouts
+        explicit = (entry.stop if entry is not None else None) or (
+            section.stop if section is not None else None
+        )
+        if explicit is not None:
+            return explicit
+        if "stop" in version.manifest.timeouts.model_fields_set:
+            return version.manifest.timeouts.stop
+        return self.stop_timeout
+
+    async def _stop(self, slot: PluginSlot, timeout: float | None) -> PluginLifecycleError | None:
+        limit = self._stop_timeout(slot, timeout)
+        version = slot.current
+        gate = slot.gate
+        gate.close("it is stopping")
+        if not await gate.drain(self.drain_timeout, door=version.door):
             log.warning(
                 "plugin %s still has %d call(s) in flight after %.1fs; stopping it anyway",
-                record.name, record.gate.in_flight, self.drain_timeout,
+                slot.name, version.door.in_flight, self.drain_timeout,
             )  # fmt: skip
         try:
-            await self._call(record, "stop", timeout=timeout)
-        except _CallTimedOutError:
-            late = TimeoutError(f"stop() did not return within {timeout:g}s")
-            return self._fail(record, "stop", late)
+            await self._call(version, "stop", timeout=limit)
+        except StepTimedOutError:
+            late = TimeoutError(f"stop() did not return within {limit:g}s")
+            return self._fail(version, "stop", late)
         except Exception as exc:
-            return self._fail(record, "stop", exc)
-        self._set_status(record, PluginStatus.STOPPED)
-        record.gate.close("it is stopped")
-        log.info("stopped plugin %s", record.name)
+            return self._fail(version, "stop", exc)
+        version.set_status(PluginStatus.STOPPED)
+        gate.close("it is stopped")
+        log.info("stopped plugin %s", slot.name)
         return None
 
     async def unload_plugin(self, name: str, *, force: bool = False) -> None:
@@ -702,65 +687,217 @@ class PluginManager:
         afterwards.
         """
         async with self._mutex():
-            record = self._record(name)
+            slot = self._slot(name)
             running = [
-                d for d in self.dependents(name) if self._records[d].status is PluginStatus.RUNNING
+                d
+                for d in self.dependents(name)
+                if self._slots[d].current.status is PluginStatus.RUNNING
             ]
             if running and not force:
                 raise DependentsRunningError(name, running)
             if running:
                 log.warning("force-unloading %s while %s depend on it", name, ", ".join(running))
-            failure = await self._teardown(record)
-            del self._records[name]
+            failure = await self._teardown(slot)
+            del self._slots[name]
             self._order = tuple(n for n in self._order if n != name)
             log.info("unloaded plugin %s", name)
         if failure is not None:
             raise failure
 
-    async def _teardown(self, record: _Record) -> PluginLifecycleError | None:
+    async def _teardown(self, slot: PluginSlot) -> PluginLifecycleError | None:
         failure: PluginLifecycleError | None = None
-        if record.status is PluginStatus.RUNNING:
-            failure = await self._stop(record, self.stop_timeout)
-        for exc in record.context.release():
-            log.warning("plugin %s: releasing a registration failed: %s", record.name, exc)
-        if record.initialized and not record.is_workload:  # a workload's cleanup(db) is the host's
+        if slot.current.status is PluginStatus.RUNNING:
+            failure = await self._stop(slot, None)
+        for listener in self._unload_listeners:
             try:
-                await self._call(record, "cleanup")
-            except Exception as exc:
-                failure = failure or self._fail(record, "cleanup", exc)
-        unload_code(record.code)
-        _capability_watch.untrack(record.name)
-        self._save_capabilities(record.name)
-        self.runtime.metrics.remove_plugin(record.name)
-        record.gate.close("it was unloaded")
-        self._set_status(record, PluginStatus.UNLOADED)
-        if self._observability is not None:
-            self._observability.plugin_unloaded(record.name)
+                listener(slot.name)
+            except Exception:
+                log.exception("an unload listener failed for plugin %s", slot.name)
+        for version in list(slot.versions):
+            for exc in version.scope.release():
+                log.warning("plugin %s: releasing a registration failed: %s", slot.name, exc)
+            if version.initialized:  # a workload's cleanup(db) is the host's: not managed
+                try:
+                    await self._call(version, "cleanup")
+                except Exception as exc:
+                    failure = failure or self._fail(version, "cleanup", exc)
+            slot.discard(version, reason="unloaded")
+            version.set_status(PluginStatus.UNLOADED)
+        _capability_watch.untrack(slot.name)
+        self._save_capabilities(slot.name)
+        self.runtime.metrics.remove_plugin(slot.name)
+        slot.gate.close("it was unloaded")
+        self._health.forget(slot.name)
+        self._thresholds.set(slot.name, None)
         return failure
 
-    # ------------------------------------------------------------------ health, enable, disable
+    # ------------------------------------------------------------------ errors and thresholds
 
-    def get_plugin_health(self, name: str) -> PluginHealth:
-        """Status, errors, hook metrics, health check and threshold of a loaded plugin."""
-        return self.observability.plugin_health(name)
+    def on_error(self, listener: ErrorListener) -> None:
+        """Call ``listener(plugin, source, error)`` for every error of every plugin."""
+        self._error_listeners.append(listener)
 
-    def get_all_health(self) -> dict[str, PluginHealth]:
-        """``get_plugin_health`` of every loaded plugin, in load order."""
-        return self.observability.all_health()
+    def on_unload(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(plugin)`` just before a plugin is torn down."""
+        self._unload_listeners.append(listener)
+
+    def _on_error(self, name: str, source: str, error: BaseException) -> None:
+        self._thresholds.record_error(name, source, error)
+        for listener in self._error_listeners:
+            try:
+                listener(name, source, error)
+            except Exception:
+                log.exception("an error listener failed for plugin %s", name)
 
     def set_error_threshold(self, name: str, threshold: ErrorThreshold | None) -> None:
         """Give a loaded plugin its own error threshold (``None``: none); kept across reloads."""
-        self._record(name)
-        self.observability.set_error_threshold(name, threshold)
+        self._slot(name)
+        self._explicit_thresholds[name] = threshold
+        self._thresholds.set(name, threshold)
+
+    def threshold_status(self, name: str) -> ThresholdStatus | None:
+        """Where the plugin stands against its error threshold (None: it has none)."""
+        return self._thresholds.status(name)
 
     def record_success(self, name: str) -> None:
         """Tell the error threshold that a call into ``name`` succeeded (``reset_on_success``)."""
-        if self._observability is not None:
-            self._observability.record_success(name)
+        self._thresholds.record_success(name)
+
+    def check_thresholds(self) -> list[str]:
+        """Notice successful calls and retry plugins whose cooldown passed; those reopened.
+
+        Called periodically by a host (``tether.observability`` does, every second).
+        """
+        for slot in list(self._slots.values()):
+            if self._thresholds.get(slot.name) is None:
+                continue
+            succeeded = slot.handle.successes()
+            if succeeded > self._successes.get(slot.name, 0):
+                self._thresholds.record_success(slot.name)
+            self._successes[slot.name] = succeeded
+        return self._thresholds.check_cooldowns()
+
+    def _threshold_disable(self, name: str, reason: str) -> None:
+        if name in self._slots:
+            self.set_enabled(name, enabled=False, reason=reason, persist=False)
+
+    def _threshold_enable(self, name: str) -> bool:
+        return name in self._slots and self.set_enabled(name, enabled=True, persist=False)
+
+    def _alert(self, name: str, data: dict[str, object]) -> None:
+        try:
+            self.runtime.events.publish_nowait(THRESHOLD_EVENT, data)
+        except TetherError as exc:
+            log.warning("could not publish %s for plugin %s: %s", THRESHOLD_EVENT, name, exc)
+
+    # ------------------------------------------------------------------ health
+
+    def get_plugin_health(self, name: str) -> PluginHealth:
+        """Status, errors, call and hook metrics, health check and threshold of a plugin."""
+        slot = self._slot(name)
+        info = self._info(slot)
+        gate = slot.gate
+        return PluginHealth(
+            name=name,
+            version=info.version,
+            status=info.status,
+            enabled=info.enabled,
+            error_count=gate.error_count,
+            last_error=gate.last_error,
+            last_error_at=gate.last_error_at,
+            hook_metrics=self.runtime.hooks.metrics(name),
+            load_time=info.load_time,
+            load_duration=self._load_duration(name),
+            gate=gate.state,
+            unavailable_reason=gate.closed_reason if gate.state is GateState.CLOSED else None,
+            in_flight=gate.in_flight,
+            degraded=self._health.is_degraded(name),
+            last_check=self._health.result(name),
+            threshold=self._thresholds.status(name),
+            errors_by_type=dict(gate.errors_by_type),
+            calls=slot.handle.metrics(),
+        )
+
+    def get_all_health(self) -> dict[str, PluginHealth]:
+        """``get_plugin_health`` of every loaded plugin, in load order."""
+        return {s.name: self.get_plugin_health(s.name) for s in self._ordered()}
+
+    def _load_duration(self, name: str) -> float | None:
+        for attempt in reversed(self.load_attempts):
+            if attempt.plugin == name and attempt.status == "success":
+                return attempt.duration
+        return None
+
+    async def check_health(self, name: str | None = None) -> dict[str, HealthCheckResult]:
+        """Run ``health_check()`` of one running plugin, or of every one, now."""
+        self._health.timeout = self.config.plugins.health_check_timeout
+        slots = [self._slot(name)] if name is not None else list(self._slots.values())
+        checks = [
+            self._health.check(slot.current.door, slot.current.instance)
+            for slot in slots
+            if slot.current.status is PluginStatus.RUNNING
+        ]
+        results = await asyncio.gather(*checks)
+        return {r_name: r for r_name, r in zip(
+            [s.name for s in slots if s.current.status is PluginStatus.RUNNING], results,
+            strict=True) if r is not None}  # fmt: skip
+
+    def is_degraded(self, name: str) -> bool:
+        return self._health.is_degraded(name)
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Whether every plugin is enabled and running; the others with the reason."""
+        waiting = {
+            name: health.not_ready_reason or ""
+            for name, health in self.get_all_health().items()
+            if not health.is_ready
+        }
+        return not waiting, waiting
+
+    # ------------------------------------------------------------------ enabled flags
+
+    @property
+    def state_target(self) -> str:
+        """Where the state tables live: ``state.url``, else ``<state directory>/state.db``."""
+        target = self.config.state.target
+        if target:
+            return str(target)
+        return str(Path(self.runtime.state_directory) / "state.db")
+
+    def _persisted_flags(self) -> dict[str, PersistedFlag]:
+        if self._flags is None:
+            try:
+                self._flags = read_enabled_flags(self.state_target)
+            except TetherError as exc:
+                log.warning("could not read which plugins are disabled: %s", exc)
+                self._flags = {}
+        return self._flags
+
+    def persisted_flag(self, name: str) -> PersistedFlag:
+        """The enabled flag the state store holds for ``name`` (enabled if none)."""
+        return self._persisted_flags().get(name, PersistedFlag(enabled=True))
+
+    def take_unsaved_switches(self) -> frozenset[str]:
+        """Plugins switched on or off whose flag could not be written yet (and forget them)."""
+        unsaved, self._unsaved = frozenset(self._unsaved), set()
+        return unsaved
+
+    def _persist_switch(self, name: str, *, enabled: bool, reason: str | None) -> None:
+        flag = PersistedFlag(enabled, None if enabled else reason)
+        self._persisted_flags()[name] = flag
+        if enabled:
+            self._thresholds.reset(name)
+        try:
+            with PluginStateStore(self.state_target) as store:
+                store.set_enabled(name, enabled, flag.reason)
+        except TetherError as exc:
+            self._unsaved.add(name)
+            log.warning("could not save that plugin %s is %s: %s", name,
+                        "enabled" if enabled else "disabled", exc)  # fmt: skip
 
     def get_plugin_settings(self, name: str) -> PluginConfig:
         """The settings a plugin was loaded with (path, config, permissions...)."""
-        return self._record(name).settings
+        return self._slot(name).current.settings
 
     def set_enabled(
         self, name: str, *, enabled: bool, reason: str | None = None, persist: bool = True
@@ -773,17 +910,18 @@ class PluginManager:
         flag is written to the state store. ``enable_plugin``/``disable_plugin`` also
         start and stop the plugin.
         """
-        record = self._record(name)
+        slot = self._slot(name)
         if enabled:
-            if record.status is not PluginStatus.RUNNING:
+            if slot.current.status is not PluginStatus.RUNNING:
                 return False
-            record.enabled = True
-            record.gate.open()
+            slot.enabled = True
+            slot.gate.open(slot.current.door)
         else:
-            record.enabled = False
-            record.gate.close(reason or "it is disabled")
+            slot.enabled = False
+            slot.gate.close(reason or "it is disabled")
+        slot.note("enabled" if enabled else "disabled", slot.current.version, reason or "")
         if persist:
-            self.observability.plugin_switched(name, enabled=enabled, reason=reason)
+            self._persist_switch(name, enabled=enabled, reason=reason)
         return True
 
     async def enable_plugin(self, name: str) -> PluginInfo:
@@ -793,32 +931,34 @@ class PluginManager:
         The flag is written to the state store, so it holds after a restart.
         """
         async with self._mutex():
-            record = self._record(name)
-            if record.status is PluginStatus.ERROR:
+            slot = self._slot(name)
+            version = slot.current
+            if version.status is PluginStatus.ERROR:
                 raise PluginLifecycleError(
-                    name, "enable", f"it is in the error state ({record.last_error})"
+                    name, "enable", f"it is in the error state ({version.last_error})"
                 )
-            record.enabled = True
-            self.observability.plugin_switched(name, enabled=True, reason=None)
+            slot.enabled = True
+            self._persist_switch(name, enabled=True, reason=None)
             await self.runtime.events.start()
-            await self._bring_up(record)
+            await self._bring_up(slot)
             for dependent in self.dependents(name):
-                other = self._records[dependent]
+                other = self._slots[dependent]
                 if other.enabled and dependent not in self._held_back():
                     try:
                         await self._bring_up(other)
                     except PluginLifecycleError as exc:
                         log.warning("could not bring up %s after enabling %s: %s",
                                     dependent, name, exc)  # fmt: skip
-            return self._info(record)
+            return self._info(slot)
 
-    async def _bring_up(self, record: _Record) -> None:
-        if record.status is PluginStatus.LOADING:
-            await self._initialize(record)
-        if record.status in {PluginStatus.INITIALIZED, PluginStatus.STOPPED}:
-            await self._start(record)
-        elif record.status is PluginStatus.RUNNING:
-            record.gate.open()
+    async def _bring_up(self, slot: PluginSlot) -> None:
+        version = slot.current
+        if version.status is PluginStatus.LOADING:
+            await self._initialize(slot)
+        if version.status in {PluginStatus.INITIALIZED, PluginStatus.STOPPED}:
+            await self._start(slot)
+        elif version.status is PluginStatus.RUNNING:
+            slot.gate.open(version.door)
 
     async def disable_plugin(
         self, name: str, *, force: bool = False, reason: str | None = None
@@ -830,24 +970,24 @@ class PluginManager:
         """
         reason = reason or "it is disabled"
         async with self._mutex():
-            record = self._record(name)
+            slot = self._slot(name)
             running = [
                 d
                 for d in self.dependents(name)
-                if self._records[d].status is PluginStatus.RUNNING and self._records[d].enabled
+                if self._slots[d].current.status is PluginStatus.RUNNING and self._slots[d].enabled
             ]
             if running and not force:
                 raise DependentsRunningError(name, running, action="disable")
-            record.enabled = False
-            self.observability.plugin_switched(name, enabled=False, reason=reason)
+            slot.enabled = False
+            self._persist_switch(name, enabled=False, reason=reason)
             failure = None
-            if record.status is PluginStatus.RUNNING:
-                failure = await self._stop(record, self.stop_timeout)
-            record.gate.close(reason)
+            if slot.current.status is PluginStatus.RUNNING:
+                failure = await self._stop(slot, None)
+            slot.gate.close(reason)
             log.info("disabled plugin %s", name)
         if failure is not None:
             raise failure
-        return self._info(record)
+        return self._info(slot)
 
     async def aclose(self) -> None:
         """Stop every plugin, then unload all of them in reverse order."""
@@ -855,16 +995,14 @@ class PluginManager:
             await self.stop_all()
         except StopAllError as exc:
             log.warning("%s", exc)
-        for record in reversed(self._ordered()):
+        for slot in reversed(self._ordered()):
             async with self._mutex():
-                await self._teardown(record)
-                self._records.pop(record.name, None)
+                await self._teardown(slot)
+                self._slots.pop(slot.name, None)
         self._order = ()
         undelivered = await self.runtime.events.stop(timeout=self.drain_timeout)
         if undelivered:
             log.warning("%d event(s) were not delivered before shutdown", undelivered)
-        if self._observability is not None:
-            await self._observability.aclose()
         self.runtime.close()
 
     async def __aenter__(self) -> Self:
@@ -872,15 +1010,6 @@ class PluginManager:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class _Found:
-    """A plugin to load: its manifest, where it came from, and how to import it."""
-
-    manifest: Manifest
-    location: str
-    private: bool  # a private module namespace (directories) or real names (entry points)
 
 
 def _code_directory(code: LoadedCode) -> str | None:
@@ -891,41 +1020,17 @@ def _code_directory(code: LoadedCode) -> str | None:
     return str(Path(origin).resolve().parent) if origin else None
 
 
-def _settings(config: PluginConfig | Mapping[str, object] | None) -> PluginConfig:
-    if config is None:
-        return PluginConfig()
-    if isinstance(config, PluginConfig):
-        return config
-    return PluginConfig.model_validate(dict(config))
-
-
-def _check_name(manifest: Manifest, settings: PluginConfig, path: Path) -> None:
-    if settings.name is not None and settings.name != manifest.name:
+def _validate_config(plugin: str, instance: object, values: Mapping[str, object]) -> None:
+    """Honour ``Configurable``: the plugin's own ``validate_config`` refuses bad config."""
+    check = getattr(instance, "validate_config", None)
+    if not callable(check):
+        return
+    try:
+        check(dict(values))
+    except (ValueError, TypeError, ConfigError) as exc:
         raise ConfigError(
-            f"plugin at {path} is named '{manifest.name}' in its manifest, but the config "
-            f"calls it '{settings.name}'",
-            plugin=settings.name,
-            path=path,
-            hint="the config's `name` must match the manifest's `name`",
-        )
-
-
-def _schema(manifest: Manifest, instance: object) -> dict[str, ConfigField]:
-    """The manifest's config schema, plus keys the plugin class declares itself."""
-    declared = getattr(instance, "config_schema", None)
-    schema = dict(manifest.config)
-    if isinstance(declared, Mapping):
-        for key, spec in declared.items():
-            if key in schema:
-                continue
-            try:
-                schema[key] = ConfigField.model_validate(spec)
-            except ValidationError as exc:
-                raise ConfigError(
-                    f"plugin '{manifest.name}': invalid config_schema entry '{key}': "
-                    f"{exc.errors()[0]['msg']}",
-                    plugin=manifest.name,
-                    hint="each config_schema entry needs a `type` (string, integer, float, "
-                    "boolean, duration, array or object)",
-                ) from None
-    return schema
+            f"invalid config for plugin '{plugin}': {exc}",
+            plugin=plugin,
+            hint=f"plugin '{plugin}' refused its config in validate_config(); fix the values "
+            "in its config entry",
+        ) from exc

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from tether._durations import parse_duration
+from tether._durations import Seconds, parse_duration
 from tether._versions import parse_constraint, parse_version
 from tether.errors import ManifestError, ManifestProblem
 
@@ -38,6 +38,7 @@ __all__ = [
     "HOOK_TYPES",
     "MANIFEST_NAMES",
     "PERMISSIONS",
+    "TIMEOUT_STEPS",
     "ConfigField",
     "Dependency",
     "Events",
@@ -45,6 +46,7 @@ __all__ = [
     "HookDeclaration",
     "Manifest",
     "Permissions",
+    "Timeouts",
     "find_manifest",
     "load_manifest",
     "parse_manifest",
@@ -54,6 +56,7 @@ __all__ = [
 
 MANIFEST_NAMES = ("plugin.yaml", "plugin.yml", "plugin.json", "plugin.toml")
 PERMISSIONS = ("database", "cache", "router", "config", "filesystem", "network", "exec")
+TIMEOUT_STEPS = ("initialize", "start", "stop", "call")
 CONFIG_TYPES = ("string", "integer", "float", "boolean", "duration", "array", "object")
 HOOK_TYPES = (
     "startup",
@@ -216,6 +219,22 @@ class Export(BaseModel):
         return value
 
 
+class Timeouts(BaseModel):
+    """``timeouts``: how long each step of the plugin may take (durations).
+
+    ``call`` bounds every async call into the plugin (hooks, handlers, service calls,
+    routes, operations); a sync call in-process cannot be interrupted. The framework
+    config can override any of them, for every plugin or for one.
+    """
+
+    model_config = _Strict
+
+    initialize: Annotated[Seconds, Field(gt=0)] = 30.0
+    start: Annotated[Seconds, Field(gt=0)] = 30.0
+    stop: Annotated[Seconds, Field(gt=0)] = 10.0
+    call: Annotated[Seconds, Field(gt=0)] = 30.0
+
+
 class FrameworkRequirement(BaseModel):
     model_config = _Strict
 
@@ -250,6 +269,7 @@ class Manifest(BaseModel):
     exports: tuple[Export, ...] = ()
     isolation: Literal["inprocess", "process"] = "inprocess"
     provides: tuple[StrictStr, ...] = ()
+    timeouts: Timeouts = Timeouts()
     source: Annotated[Path | None, Field(exclude=True)] = None
 
     _n = field_validator("name")(_check_name)

@@ -1,29 +1,48 @@
-"""The middleware registry: a host-neutral chain the hosts run around their handlers.
+"""Middleware: a host-neutral chain around a host's handlers, and the one runner for it.
 
-A middleware is ``handler(request, call_next)``, sync or async, where ``call_next``
-is an async function taking the request and returning the response. It runs for a
-route when one of its globs matches (``/admin/*``; no globs means every route), in
-descending priority, ties in registration order. Names are unique per plugin.
+A middleware is ``handler(request, call_next)``, sync or async, where ``call_next`` is
+an async function taking the request and returning the response. It runs for a route
+when one of its globs matches (``/admin/*``; no globs means every route), in
+descending priority, ties in registration order. Names are unique per plugin version.
 
-Each middleware call passes its plugin's gate: held gates make the request wait,
-closed gates (plugin stopped or disabled) skip that middleware.
+``runner(route, endpoint)`` builds a route's chain once: one layer per middleware,
+each calling its handler through the seam (``tether._seam``), with ``call_next`` the
+next layer, already built, so a request allocates nothing for the chain. Each layer
+passes its plugin's door:
+
+- open: the handler runs;
+- closed (the plugin is stopped, disabled, unloading): that middleware is skipped;
+- held (a reload): the request waits; if the hold outlasts the queue timeout the
+  request fails (503 in ``tether serve``) rather than skipping a check unchecked;
+- replaced (a new version went live): the new version's middleware of the same name
+  runs in its place, or none.
+
+An exception is counted once, against the innermost plugin it left (the seam's
+rule): a handler's error passing up through the middleware is the handler's, not
+theirs. Middleware of a version that is not committed are staged: they join chains
+when it is. A chain is rebuilt when the registry changes (``all()`` returns a new
+snapshot on every change).
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
-from tether._gate import Gate, GateState
+from tether._gate import GateState
+from tether._seam import Entry
 from tether.errors import MiddlewareError, PluginUnavailableError
 
-__all__ = ["Middleware", "MiddlewareRegistry"]
+if TYPE_CHECKING:
+    from tether._gate import Door, Gate
+
+__all__ = ["Endpoint", "Middleware", "MiddlewareRegistry"]
 
 log = logging.getLogger("tether.middleware")
 
@@ -33,42 +52,97 @@ _CACHE_SIZE = 1024
 
 @dataclass(frozen=True, slots=True)
 class Middleware:
+    """One registered middleware (host-side: hosts read it, plugins get a sealed view)."""
+
     plugin: str
     name: str
     handler: Callable[[object, Endpoint], object]
     priority: int
     routes: tuple[str, ...]
-    gate: Gate
     sequence: int
+    entry: Entry = field(repr=False, compare=False)
+
+    @property
+    def door(self) -> Door:
+        return self.entry.door
 
     def applies_to(self, route: str) -> bool:
         return not self.routes or any(fnmatchcase(route, glob) for glob in self.routes)
+
+
+class _Layer:
+    """One middleware at one position of a chain; ``next`` is the rest of the chain."""
+
+    __slots__ = ("acall", "door", "item", "next", "registry")
+
+    def __init__(self, registry: MiddlewareRegistry, item: Middleware, rest: Endpoint) -> None:
+        self.registry = registry
+        self.item = item
+        self.door = item.entry.door
+        self.acall = item.entry.acall
+        self.next = rest
+
+    async def __call__(self, request: object) -> object:
+        if self.door.is_open:
+            return await self.acall(request, self.next)
+        return await self._slow(request)
+
+    async def _slow(self, request: object) -> object:
+        door = self.door
+        gate = door.gate
+        if gate.state is GateState.CLOSED:
+            return await self.next(request)  # stopped, disabled or unloading: skip it
+        try:
+            live = await gate.wait_async(door)
+        except PluginUnavailableError:
+            if _is_closed(gate):
+                return await self.next(request)  # it closed while we waited
+            raise  # held past the queue timeout, or too many waiting: the request fails
+        if live is door:
+            return await self.acall(request, self.next)
+        stand_in = self.registry.named(live, self.item.name)
+        if stand_in is None:  # the new version has no middleware of this name
+            return await self.next(request)
+        return await stand_in.entry.acall(request, self.next)
+
+
+def _is_closed(gate: Gate) -> bool:
+    return gate.state is GateState.CLOSED
 
 
 class MiddlewareRegistry:
     """Every registered middleware, and the chain for each route."""
 
     def __init__(self) -> None:
-        self._items: dict[tuple[str, str], Middleware] = {}
+        self._items: dict[tuple[Door, str], Middleware] = {}
         self._ordered: tuple[Middleware, ...] = ()
         self._chains: OrderedDict[str, tuple[Middleware, ...]] = OrderedDict()
         self._counter = itertools.count()
         self._lock = threading.Lock()
 
+    # ------------------------------------------------------------------ registering
+
     def register(
         self,
-        plugin: str,
-        gate: Gate,
+        door: Door,
         name: str,
         handler: Callable[[object, Endpoint], object],
         priority: int = 100,
         routes: Sequence[str] | None = None,
     ) -> Middleware:
-        if not name:
+        """Add ``door``'s version's middleware ``name`` (staged until it is committed)."""
+        plugin = door.plugin
+        if not name or not isinstance(name, str):
             raise MiddlewareError("a middleware needs a name", plugin=plugin)
         if not callable(handler):
             raise MiddlewareError(
                 f"middleware '{name}' of plugin '{plugin}' is not callable", plugin=plugin
+            )
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise MiddlewareError(
+                f"middleware '{name}' of plugin '{plugin}': priority {priority!r} is not an "
+                "integer",
+                plugin=plugin,
             )
         globs = tuple(routes or ())
         for glob in globs:
@@ -78,41 +152,62 @@ class MiddlewareRegistry:
                     plugin=plugin,
                     hint="routes are path globs such as '/admin/*'",
                 )
+        entry = Entry(door, handler, f"middleware:{name}")
         with self._lock:
-            if (plugin, name) in self._items:
+            if (door, name) in self._items:
                 raise MiddlewareError(
                     f"middleware '{name}' is already registered by plugin '{plugin}'",
                     plugin=plugin,
                     hint="names are unique per plugin; unregister it first or pick another",
                 )
-            item = Middleware(plugin, name, handler, priority, globs, gate, next(self._counter))
-            self._items[(plugin, name)] = item
+            item = Middleware(plugin, name, handler, priority, globs, next(self._counter), entry)
+            self._items[(door, name)] = item
             self._rebuild()
         return item
 
-    def unregister(self, plugin: str, name: str) -> None:
+    def unregister(self, door: Door, name: str) -> None:
         with self._lock:
-            if self._items.pop((plugin, name), None) is None:
-                mine = sorted(n for p, n in self._items if p == plugin)
+            if self._items.pop((door, name), None) is None:
+                mine = sorted(n for d, n in self._items if d is door)
                 raise MiddlewareError(
-                    f"plugin '{plugin}' has no middleware named '{name}'",
-                    plugin=plugin,
+                    f"plugin '{door.plugin}' has no middleware named '{name}'",
+                    plugin=door.plugin,
                     hint=f"registered: {', '.join(mine) or 'none'}",
                 )
             self._rebuild()
 
+    def remove_door(self, door: Door) -> int:
+        """Remove every middleware of one version; return how many."""
+        return self._remove_where(lambda d: d is door)
+
     def remove_plugin(self, plugin: str) -> int:
+        """Remove every middleware of every version of ``plugin``; return how many."""
+        return self._remove_where(lambda d: d.plugin == plugin)
+
+    def _remove_where(self, doomed: Callable[[Door], bool]) -> int:
         with self._lock:
-            doomed = [key for key in self._items if key[0] == plugin]
-            for key in doomed:
+            keys = [key for key in self._items if doomed(key[0])]
+            for key in keys:
                 del self._items[key]
-            if doomed:
+            if keys:
                 self._rebuild()
-        return len(doomed)
+        return len(keys)
+
+    def refresh(self) -> None:
+        """A version was committed: its middleware join the chains."""
+        with self._lock:
+            self._rebuild()
 
     def _rebuild(self) -> None:
-        self._ordered = tuple(sorted(self._items.values(), key=lambda m: (-m.priority, m.sequence)))
+        live = (m for m in self._items.values() if m.entry.door.committed)
+        self._ordered = tuple(sorted(live, key=lambda m: (-m.priority, m.sequence)))
         self._chains = OrderedDict()
+
+    # ------------------------------------------------------------------ reading
+
+    def named(self, door: Door, name: str) -> Middleware | None:
+        """``door``'s version's middleware called ``name``, if it has one."""
+        return self._items.get((door, name))
 
     def chain(self, route: str) -> tuple[Middleware, ...]:
         """The middleware that apply to ``route``, in the order they run."""
@@ -128,69 +223,18 @@ class MiddlewareRegistry:
         return found
 
     def all(self) -> tuple[Middleware, ...]:
+        """The live middleware in order; a new tuple after every change."""
         return self._ordered
+
+    # ------------------------------------------------------------------ running
+
+    def runner(self, route: str, endpoint: Endpoint) -> Endpoint:
+        """``route``'s chain around ``endpoint``, built now: call it with the request."""
+        chain: Endpoint = endpoint
+        for item in reversed(self.chain(route)):
+            chain = _Layer(self, item, chain)
+        return chain
 
     async def run(self, route: str, request: object, endpoint: Endpoint) -> object:
         """Run ``route``'s chain around ``endpoint`` and return the response."""
-        chain = self.chain(route)
-        if not chain:
-            return await endpoint(request)
-        return await _Step(chain, 0, endpoint, set())(request)
-
-
-class _Step:
-    """``call_next`` for position ``index`` of a chain."""
-
-    __slots__ = ("chain", "counted", "endpoint", "index")
-
-    def __init__(
-        self, chain: tuple[Middleware, ...], index: int, endpoint: Endpoint, counted: set[int]
-    ) -> None:
-        self.chain = chain
-        self.index = index
-        self.endpoint = endpoint
-        self.counted = counted
-
-    async def __call__(self, request: object) -> object:
-        index = self.index
-        chain = self.chain
-        while index < len(chain):
-            item = chain[index]
-            gate = item.gate
-            if gate.is_open or gate.state is GateState.HELD:
-                try:
-                    await gate.enter_async()
-                except PluginUnavailableError:
-                    if gate.state is not GateState.CLOSED:
-                        raise  # held too long, or too many waiting: the request fails
-                    index += 1
-                    continue
-                break
-            index += 1  # closed: the plugin is stopped or disabled; skip its middleware
-        else:
-            try:
-                return await self.endpoint(request)
-            except Exception as exc:
-                _attribute(exc, self.counted)  # the endpoint's own errors are the host's to count
-                raise
-        try:
-            result = item.handler(request, _Step(chain, index + 1, self.endpoint, self.counted))
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            if _attribute(
-                exc, self.counted
-            ):  # raised here, not passed up from further down the chain
-                gate.record_error(exc, source=f"middleware:{item.name}")
-            raise
-        finally:
-            gate.exit()
-        return result
-
-
-def _attribute(exc: BaseException, counted: set[int]) -> bool:
-    """Note ``exc`` for this request; True the first time (the innermost frame that saw it)."""
-    if id(exc) in counted:
-        return False
-    counted.add(id(exc))
-    return True
+        return await self.runner(route, endpoint)(request)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from tether._context import PluginContext
+    from tether.types import PluginContext
 
 __all__ = ["Plugin"]
 

@@ -1,7 +1,7 @@
 """One SQL layer under plugin storage, the database service and the state tables.
 
 Plugin storage (``_storage``), the ``database`` service (``_database``) and the
-state tables (``observability.state``) keep their own schemas and queries; what
+state tables (``tether._state_tables``) keep their own schemas and queries; what
 they share lives here:
 
 * **targets** (:class:`Target`): a file path, ``sqlite:///path`` or ``:memory:``

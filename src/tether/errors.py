@@ -23,8 +23,15 @@ The tree::
     │   ├── StopAllError                    stop_all finished with one or more failures
     │   ├── DependentsRunningError          unload refused: running plugins depend on it
     │   └── PluginUnavailableError          the plugin's gate refused a call (stopped, reloading)
+    ├── CallError                           a call into a plugin failed at the seam
+    │   ├── CallTimeoutError (TimeoutError) an async call ran past the plugin's timeouts.call
+    │   │   └── HookTimeoutError            ... an async hook handler, in the reference's words
+    │   └── CallInputError (TypeError)      arguments that do not fit the operation (validation)
+    ├── ContractError                       a plugin provides a contract no host accepts, or two
+    │                                       contracts it provides disagree
+    ├── IsolationError                      an isolation level this build cannot give
     ├── HookError                           a hook cannot be registered or run
-    │   └── HookTimeoutError                an async hook handler ran past its timeout
+    │   └── HookTimeoutError                (also a CallTimeoutError)
     ├── EventError                          an event cannot be published or subscribed
     │   └── UndeclaredEventError            strict mode: the manifest does not declare it
     ├── ServiceError                        a service cannot be exported or imported
@@ -49,9 +56,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "CallError",
+    "CallInputError",
+    "CallTimeoutError",
     "CircularDependencyError",
     "ConfigError",
     "ConfigProblem",
+    "ContractError",
     "DependentsRunningError",
     "DiscoveryError",
     "EnvVarError",
@@ -62,6 +73,7 @@ __all__ = [
     "HookTimeoutError",
     "InterfaceError",
     "InvalidTransitionError",
+    "IsolationError",
     "LifecycleError",
     "ManifestError",
     "ManifestProblem",
@@ -261,19 +273,38 @@ class PluginImportError(PluginLoadError):
 
 
 class InterfaceError(PluginLoadError, TypeError):
-    """The object named by ``entry`` does not implement the plugin contract."""
+    """The object named by ``entry`` does not implement its contract."""
 
-    def __init__(self, plugin: str, missing: str, *, entry: str) -> None:
+    def __init__(
+        self,
+        plugin: str,
+        missing: str,
+        *,
+        entry: str,
+        contract: str = "plugin",
+        required: tuple[str, ...] = (),
+    ) -> None:
         self.missing = missing
         self.entry = entry
+        self.contract = contract
+        methods = ", ".join(required) if required else "initialize, start, stop and cleanup"
+        base = (
+            " (subclass tether.Plugin for no-op lifecycle methods)" if contract == "plugin" else ""
+        )
         super().__init__(
             f"plugin does not implement required interface: missing method {missing}",
             plugin=plugin,
-            hint=f"'{entry}' (plugin '{plugin}') must provide every method of its contract: "
-            "initialize, start, stop and cleanup for plugins (subclass tether.Plugin for "
-            "no-op defaults); initialize, setup, cleanup, execute_operation and "
-            "get_operation_types for workloads",
+            hint=f"'{entry}' (plugin '{plugin}') must provide every method of the "
+            f"'{contract}' contract: {methods}{base}",
         )
+
+
+class ContractError(TetherError):
+    """A manifest's ``provides`` names a contract no host registered, or two that disagree."""
+
+
+class IsolationError(TetherError):
+    """The isolation a plugin asks for cannot be given here."""
 
 
 # --------------------------------------------------------------------------- resolution
@@ -405,6 +436,41 @@ class DependentsRunningError(LifecycleError):
         )
 
 
+# --------------------------------------------------------------------------- calls
+
+
+class CallError(TetherError):
+    """A call into a plugin failed at the seam (not inside the plugin's own code)."""
+
+
+class CallTimeoutError(CallError, TimeoutError):
+    """An async call ran past its time limit and was cancelled (``timeouts.call``)."""
+
+    def __init__(self, plugin: str, source: str, timeout: str) -> None:
+        self.source = source
+        self.timeout = timeout
+        super().__init__(
+            f"plugin execution timeout: plugin '{plugin}' did not finish {source} within {timeout}",
+            plugin=plugin,
+            hint=f"make {source} of plugin '{plugin}' faster, move slow work to a background "
+            "task, or raise its timeouts.call",
+        )
+
+
+class CallInputError(CallError, TypeError):
+    """The arguments of a call do not fit the operation's signature (the validation link)."""
+
+    def __init__(self, plugin: str, source: str, detail: str) -> None:
+        self.source = source
+        self.detail = detail
+        super().__init__(
+            f"invalid input: {source} of plugin '{plugin}' was called with arguments that do "
+            f"not fit it: {detail}",
+            plugin=plugin,
+            hint="check the arguments the host passes against the plugin's method signature",
+        )
+
+
 # --------------------------------------------------------------------------- mechanisms
 
 
@@ -412,11 +478,13 @@ class HookError(TetherError):
     """A hook cannot be registered or run."""
 
 
-class HookTimeoutError(HookError, TimeoutError):
+class HookTimeoutError(HookError, CallTimeoutError):
     def __init__(self, plugin: str, hook_type: str, timeout: str) -> None:
         self.hook_type = hook_type
+        self.source = f"hook:{hook_type}"
         self.timeout = timeout
-        super().__init__(
+        TetherError.__init__(
+            self,
             f"hook execution timeout: {hook_type} hook exceeded {timeout} timeout",
             plugin=plugin,
             hint=f"make the {hook_type} hook of plugin '{plugin}' faster, move slow work to a "

@@ -29,18 +29,80 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from tether._config import PluginConfig, TetherConfig
-from tether._context import PluginContext, Runtime
-from tether._events import Event
-from tether._gate import Gate
-from tether._hooks import HookOutcome
+from tether._context import PluginScope
+from tether._event_model import Event
+from tether._gate import Door, Gate
+from tether._hooks import HookMetrics, HookOutcome
 from tether._manager import PluginManager
 from tether._manifest import Manifest
+from tether._runtime import Runtime
+from tether._seam import NO_CHAIN, CallChain
 from tether._sync import SyncPluginManager
+from tether.types import PluginContext
 
-__all__ = ["PluginHarness", "make_context"]
+__all__ = ["PluginHarness", "host_door", "make_context", "make_scope"]
 
 T = TypeVar("T")
 _OBSERVER = "tether.testing"
+
+
+def host_door(name: str, *, runtime: Runtime | None = None) -> Door:
+    """A door for registrations a test (or a host) makes itself, outside any plugin.
+
+    Committed and open, with no call chain: an observer's subscription, say.
+    """
+    gate = Gate(name)
+    door = gate.add_door("host", chain=NO_CHAIN)
+    door.committed = True
+    gate.open(door)
+    del runtime
+    return door
+
+
+def make_scope(
+    name: str = "test-plugin",
+    *,
+    config: Mapping[str, object] | None = None,
+    permissions: Sequence[str] = (),
+    state_directory: Path | None = None,
+    framework_config: TetherConfig | None = None,
+    runtime: Runtime | None = None,
+    version: str = "0.0.0",
+    chain: CallChain | None = None,
+    committed: bool = True,
+) -> PluginScope:
+    """The host-side scope of a plugin named ``name``, its gate open: what a manager makes.
+
+    Several scopes can share one ``runtime`` (plugins of one manager). Storage, the
+    database and the cache are SQLite files / memory under ``state_directory`` (a new
+    temporary directory when not given).
+    """
+    manifest = Manifest.model_validate(
+        {
+            "name": name,
+            "version": version,
+            "description": "test plugin",
+            "author": "tests",
+            "entry": "test:Plugin",
+            "permissions": dict.fromkeys(permissions, True),
+        }
+    )
+    if runtime is None:
+        directory = state_directory or Path(tempfile.mkdtemp(prefix="tether-test-"))
+        runtime = Runtime(config=framework_config, state_directory=directory)
+    gate = Gate(name)
+    door = gate.add_door(version, chain=chain)
+    scope = PluginScope(
+        manifest=manifest,
+        config=dict(config or {}),
+        permissions=frozenset(permissions),
+        runtime=runtime,
+        door=door,
+    )
+    if committed:
+        door.committed = True
+        gate.open(door)
+    return scope
 
 
 def make_context(
@@ -51,32 +113,18 @@ def make_context(
     state_directory: Path | None = None,
     framework_config: TetherConfig | None = None,
 ) -> PluginContext:
-    """A real context for a plugin named ``name``, with its own runtime.
+    """A real context for a plugin named ``name``, with its own runtime, its gate open.
 
     Storage, the database and the cache are SQLite files / memory under
     ``state_directory`` (a new temporary directory when not given).
     """
-    manifest = Manifest.model_validate(
-        {
-            "name": name,
-            "version": "0.0.0",
-            "description": "test plugin",
-            "author": "tests",
-            "entry": "test:Plugin",
-            "permissions": dict.fromkeys(permissions, True),
-        }
-    )
-    directory = state_directory or Path(tempfile.mkdtemp(prefix="tether-test-"))
-    runtime = Runtime(config=framework_config, state_directory=directory)
-    gate = Gate(name)
-    gate.open()
-    return PluginContext(
-        manifest=manifest,
-        config=dict(config or {}),
-        permissions=frozenset(permissions),
-        runtime=runtime,
-        gate=gate,
-    )
+    return make_scope(
+        name,
+        config=config,
+        permissions=permissions,
+        state_directory=state_directory,
+        framework_config=framework_config,
+    ).context
 
 
 class PluginHarness:
@@ -109,7 +157,7 @@ class PluginHarness:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the harness's event loop (where the plugin lives)."""
-        return self._sync._run(coro)  # noqa: SLF001 - the harness is the facade's sibling
+        return self._sync.run(coro)
 
     def start(self) -> object:
         """Load the dependencies and the plugin, initialize and start them; return the plugin."""
@@ -125,9 +173,8 @@ class PluginHarness:
         return self.plugin
 
     def _observe(self) -> None:
-        gate = Gate(_OBSERVER)
-        gate.open()
-        self.manager.runtime.events.subscribe(_OBSERVER, gate, "*", self._events.append)
+        door = host_door(_OBSERVER)
+        self.manager.runtime.events.subscribe(door, "*", self._events.append)
 
     def stop(self) -> None:
         self._sync.stop_all()
@@ -165,7 +212,7 @@ class PluginHarness:
     def status(self) -> str:
         return self.manager.get_status(self.name).value
 
-    def fire_hook(self, hook_type: str, arg: object = None) -> HookOutcome:
+    def fire_hook(self, hook_type: str, arg: object = None) -> HookOutcome[object]:
         """Run every handler registered at ``hook_type`` (sync and async) and return the outcome."""
         return self.run(self.manager.runtime.hooks.run(hook_type, arg))
 
@@ -200,5 +247,5 @@ class PluginHarness:
         store = self.context.plugin_storage
         return {key: store.get(key) for key in store.list()}
 
-    def hook_metrics(self) -> dict[str, Any]:
+    def hook_metrics(self) -> dict[str, HookMetrics]:
         return dict(self.manager.runtime.hooks.metrics(self.name))

@@ -29,6 +29,7 @@ from tether import PluginConfig, PluginManager, PluginStatus, TetherConfig, __ve
 from tether.admin._errors import ApiError, error_response, tether_error_response
 from tether.admin._openapi import openapi_document
 from tether.errors import DependentsRunningError, PluginNotFoundError, TetherError
+from tether.observability import observe
 
 __all__ = [
     "AdminSettings",
@@ -371,7 +372,7 @@ def create_ops_routes(
         )
 
     async def readyz(_request: Request) -> Response:
-        ready, waiting = manager.observability.readiness()
+        ready, waiting = manager.readiness()
         if ready:
             names = [i.name for i in manager.list_plugins()]
             return JSONResponse({"status": "ready", "plugins": names})
@@ -388,7 +389,7 @@ def create_ops_routes(
     async def metrics(_request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        body = manager.observability.render_metrics()
+        body = observe(manager).render_metrics()
         return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     metrics_auth = None if metrics_token is None else _Auth(metrics_token, insecure=False)

@@ -23,8 +23,7 @@ from tether.cli._app import State, pass_state
 from tether.cli._commands import plugins
 from tether.cli._output import out
 from tether.errors import TetherError
-from tether.observability import PluginStateStore
-from tether.observability.state import PluginRow
+from tether.observability import PluginRow, PluginStateStore
 
 URL_ENV = "TETHER_ADMIN_URL"
 TOKEN_ENV = "TETHER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret

@@ -1,26 +1,28 @@
-"""Observability: plugin health, error thresholds, Prometheus metrics and the state tables.
+"""Observability: Prometheus metrics, the state tables, and the background checks.
 
-Every manager has one :class:`Observability` (``manager.observability``); the
-manager's ``get_plugin_health``, ``get_all_health``, ``set_error_threshold``,
-``enable_plugin`` and ``disable_plugin`` go through it. docs/operations.md
-describes the whole of it. ``prometheus_client`` is imported on the first scrape,
-not with this package.
+Health (:class:`PluginHealth`), error thresholds (:class:`ErrorThreshold`) and the
+enabled flags are the manager's own (``manager.get_plugin_health``,
+``manager.set_error_threshold``); they are re-exported here with what builds on them:
+``observe(manager)`` gives the manager's :class:`Observability` (its background task,
+its Prometheus registry, its state-table writer). docs/operations.md describes the
+whole of it. ``prometheus_client`` is imported on the first scrape, not with this
+package.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tether.observability._health import HealthCheckResult, PluginHealth
-from tether.observability._hub import Observability
-from tether.observability._thresholds import (
+from tether._health import HealthCheckResult, PluginHealth
+from tether._state_tables import REFERENCE_QUERIES, PersistedFlag, PluginRow, PluginStateStore
+from tether._thresholds import (
     DISABLED_REASON,
     THRESHOLD_EVENT,
     ErrorThreshold,
     ThresholdAction,
     ThresholdStatus,
 )
-from tether.observability.state import REFERENCE_QUERIES, PluginStateStore
+from tether.observability._hub import Observability, observe
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -35,12 +37,15 @@ __all__ = [
     "ErrorThreshold",
     "HealthCheckResult",
     "Observability",
+    "PersistedFlag",
     "PluginHealth",
+    "PluginRow",
     "PluginStateStore",
     "TetherCollector",
     "ThresholdAction",
     "ThresholdStatus",
     "create_registry",
+    "observe",
 ]
 
 

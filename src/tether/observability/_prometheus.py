@@ -75,6 +75,7 @@ class TetherCollector(Collector):
         yield from self._plugins()
         yield from self._loads()
         yield from self._hooks()
+        yield from self._calls()
         yield from self._errors()
         yield from self._events()
         yield from self._plugin_metrics()
@@ -83,7 +84,6 @@ class TetherCollector(Collector):
 
     def _plugins(self) -> Iterator[Metric]:
         manager = self._manager
-        hub = manager.observability
         info_family = GaugeMetricFamily(
             "tether_plugin_info", "Loaded plugins (always 1).", labels=["plugin", "version"]
         )
@@ -108,14 +108,14 @@ class TetherCollector(Collector):
         )
         for info in manager.list_plugins():
             name = info.name
-            gate = manager.get_gate(name)
+            handle = manager.get_handle(name)
             info_family.add_metric([name, info.version], 1)
             for value in PluginStatus:
                 status.add_metric([name, value.value], 1 if info.status is value else 0)
             enabled.add_metric([name], 1 if info.enabled else 0)
-            degraded.add_metric([name], 1 if hub.health.is_degraded(name) else 0)
-            in_flight.add_metric([name], gate.in_flight)
-            waiting.add_metric([name], gate.waiting)
+            degraded.add_metric([name], 1 if manager.is_degraded(name) else 0)
+            in_flight.add_metric([name], handle.in_flight)
+            waiting.add_metric([name], handle.waiting)
         yield from (info_family, status, enabled, degraded, in_flight, waiting)
 
     def _loads(self) -> Iterator[Metric]:
@@ -184,9 +184,34 @@ class TetherCollector(Collector):
                 durations.add_metric(labels, m.execution_count, m.total_duration.total_seconds())
         yield from (executions, errors, durations)
 
+    def _calls(self) -> Iterator[Metric]:
+        labels = ["plugin", "version", "source"]
+        calls = CounterMetricFamily(
+            "tether_plugin_calls",
+            "Calls into the plugin through its seam, by version and source (hook:..., "
+            "service:..., event:..., route:..., middleware:..., call:...).",
+            labels=labels,
+        )
+        errors = CounterMetricFamily(
+            "tether_plugin_call_errors",
+            "Calls into the plugin that raised, by version and source.",
+            labels=labels,
+        )
+        durations = SummaryMetricFamily(
+            "tether_plugin_call_duration_seconds",
+            "Time spent in calls into the plugin, by version and source (count and sum).",
+            labels=labels,
+        )
+        for info in self._manager.list_plugins():
+            for row in self._manager.get_handle(info.name).metric_rows():
+                key = [info.name, row.version, row.source]
+                calls.add_metric(key, row.calls)
+                errors.add_metric(key, row.errors)
+                durations.add_metric(key, row.calls, row.seconds)
+        yield from (calls, errors, durations)
+
     def _errors(self) -> Iterator[Metric]:
         manager = self._manager
-        hub = manager.observability
         by_type = CounterMetricFamily(
             "tether_plugin_errors",
             "Errors recorded against the plugin (hooks, events, services, routes, health "
@@ -214,16 +239,15 @@ class TetherCollector(Collector):
             "Times the plugin's error threshold was exceeded.",
             labels=["plugin"],
         )
-        counts = hub.errors_by_type()
         for info in manager.list_plugins():
             name = info.name
-            gate = manager.get_gate(name)
-            count.add_metric([name], gate.error_count)
-            if gate.last_error_at is not None:
-                last.add_metric([name], gate.last_error_at.timestamp())
-            for kind, n in sorted(counts.get(name, {}).items()):
+            handle = manager.get_handle(name)
+            count.add_metric([name], handle.error_count)
+            if handle.last_error_at is not None:
+                last.add_metric([name], handle.last_error_at.timestamp())
+            for kind, n in sorted(handle.errors_by_type().items()):
                 by_type.add_metric([name, kind], n)
-            threshold = hub.thresholds.status(name)
+            threshold = manager.threshold_status(name)
             if threshold is not None:
                 window.add_metric([name], threshold.errors_in_window)
                 exceeded.add_metric([name], threshold.exceeded_count)

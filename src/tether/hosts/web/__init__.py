@@ -5,17 +5,31 @@ The public API is exactly ``__all__``; ``tether.hosts.web.testing`` runs the hos
 thread for tests. See docs/web.md.
 """
 
-from tether.hosts.web._app import REQUEST_HOOKS, WebApp
+from tether.hosts.web._app import REQUEST_HOOKS, WEB_CONTRACT, WebApp
 from tether.hosts.web._errors import error_body, error_response
-from tether.hosts.web._request import HookContext, RequestContext
-from tether.hosts.web._routers import PluginRouter, WebRouter
+from tether.hosts.web._request import (
+    ERROR,
+    POST_REQUEST,
+    POST_RESPONSE,
+    PRE_REQUEST,
+    PRE_RESPONSE,
+    HookContext,
+    RequestContext,
+)
+from tether.hosts.web._routers import PluginRouter
 from tether.hosts.web._routing import METHODS, RESERVED_PATHS, Route, RouteConflictError
 from tether.hosts.web._server import ServeInfo, WebServer, bind_socket, serve
 
 __all__ = [
+    "ERROR",
     "METHODS",
+    "POST_REQUEST",
+    "POST_RESPONSE",
+    "PRE_REQUEST",
+    "PRE_RESPONSE",
     "REQUEST_HOOKS",
     "RESERVED_PATHS",
+    "WEB_CONTRACT",
     "HookContext",
     "PluginRouter",
     "RequestContext",
@@ -23,7 +37,6 @@ __all__ = [
     "RouteConflictError",
     "ServeInfo",
     "WebApp",
-    "WebRouter",
     "WebServer",
     "bind_socket",
     "error_body",

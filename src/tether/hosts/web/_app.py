@@ -22,78 +22,108 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tether import PluginManager
-from tether.errors import PluginUnavailableError, TetherError
+from tether import (
+    Contract,
+    PluginEntry,
+    PluginManager,
+    PluginScope,
+    Router,
+    TetherError,
+    blame,
+    is_async_callable,
+)
+from tether.errors import PluginUnavailableError
 from tether.hosts.web._admin import admin_app
-from tether.hosts.web._chain import ChainBuilder, note_failure
 from tether.hosts.web._errors import (
     counts_against_plugin,
     error_response,
     response_for,
     to_response,
 )
-from tether.hosts.web._request import SCOPE_KEY, RequestContext
-from tether.hosts.web._routers import WebRouter
+from tether.hosts.web._request import (
+    ERROR,
+    POST_REQUEST,
+    POST_RESPONSE,
+    PRE_REQUEST,
+    PRE_RESPONSE,
+    SCOPE_KEY,
+    RequestContext,
+)
+from tether.hosts.web._routers import PluginRouter
 from tether.hosts.web._routing import RESERVED_PATHS, Route, RouteTable
 
-__all__ = ["REQUEST_HOOKS", "WebApp"]
+__all__ = ["REQUEST_HOOKS", "WEB_CONTRACT", "WebApp"]
 
 log = logging.getLogger("tether.web")
 
 REQUEST_HOOKS = ("pre_request", "post_request", "pre_response", "post_response", "error")
 _RESERVED = frozenset(RESERVED_PATHS)
 
+WEB_CONTRACT = Contract(
+    "web",
+    "a plugin of tether serve: routes (ctx.router), middleware and request hooks "
+    "(pre_request, post_request, pre_response, post_response, error)",
+    host="tether serve",
+)
+
+
+def _is_answer(exc: BaseException) -> bool:
+    """An ``HTTPException`` below 500 is the plugin's answer, not its failure."""
+    return isinstance(exc, HTTPException) and not counts_against_plugin(exc)
+
 
 class _Endpoint:
-    """Calls one route's handler through its plugin's gate; what the middleware wraps.
+    """Calls one route's handler through the seam; what the middleware wraps.
 
-    A handler that returns is a success of its plugin (``record_success``: error
-    thresholds with ``reset_on_success`` start over); one that raises is counted
-    against it, unless it raised an ``HTTPException`` below 500 (an answer).
+    The handler's result becomes a response inside the seam, so a handler that returns
+    something no response can be made of is counted against its plugin.
     """
 
-    __slots__ = ("record_success", "route", "what")
+    __slots__ = ("entry", "is_async", "what")
 
-    def __init__(self, route: Route, record_success: Callable[[str], None]) -> None:
-        self.route = route
+    def __init__(self, route: Route, entry: PluginEntry) -> None:
+        self.entry = entry
+        self.is_async = entry.is_async
         self.what = f"route {route.label} of plugin '{route.plugin}'"
-        self.record_success = record_success
 
-    async def __call__(self, request: Any) -> Response:
-        route = self.route
-        gate = route.gate
-        await gate.enter_async()  # held: waits; closed: PluginUnavailableError (a 503)
-        try:
-            if route.is_async:
-                result = await route.handler(request)  # type: ignore[misc]
-            else:
-                result = await run_in_threadpool(route.handler, request)
-                if inspect.isawaitable(result):
-                    result = await result
-            response = to_response(result, what=self.what)
-        except Exception as exc:
-            if note_failure(request, exc, route.plugin) and counts_against_plugin(exc):
-                gate.record_error(exc, source=f"route:{route.label}")
-            raise
-        finally:
-            gate.exit()
-        self.record_success(route.plugin)
-        return response
+    async def __call__(self, request: Any) -> object:
+        if self.is_async:
+            return await self.entry.acall(request)
+        result = await run_in_threadpool(self.entry.call, request)
+        if inspect.isawaitable(result):  # a plain function that returned a coroutine
+            result = to_response(await result, what=self.what)
+        return result
+
+
+def _respond(handler: Any, what: str) -> Any:
+    """The handler, returning a response: what the route's entry calls."""
+    if is_async_callable(handler):
+
+        async def respond_async(request: object) -> Response:
+            return to_response(await handler(request), what=what)
+
+        return respond_async
+
+    def respond(request: object) -> object:
+        result = handler(request)
+        return result if inspect.isawaitable(result) else to_response(result, what=what)
+
+    return respond
 
 
 class WebApp:
     """The ASGI app serving a manager's plugins; install it before ``initialize_all``.
 
-    Creating it installs its router as ``manager.runtime.router``, which plugins reach as
-    ``ctx.router`` (permission ``router``)::
+    Creating it gives the manager's runtime the router plugins reach as ``ctx.router``
+    (permission ``router``)::
 
         manager = tether.PluginManager(config=config)
         app = WebApp(manager, admin_token=token)
@@ -114,23 +144,54 @@ class WebApp:
         host_app: ASGIApp | None = None,
     ) -> None:
         runtime = manager.runtime
-        if isinstance(runtime.router, WebRouter):
+        if runtime.has_router:
             raise TetherError(
                 "this plugin manager already has a web app",
                 hint="create one WebApp per PluginManager",
             )
         self.manager = manager
-        record_success = manager.record_success
-        self.table = RouteTable(prepare=lambda route: _prepare(route, record_success))
-        self.router = WebRouter(manager, self.table)
-        runtime.router = self.router
+        self.table = RouteTable(prepare=self._prepare)
+        runtime.provide_router(self.router_for)
+        runtime.add_registrar(self.table)
+        runtime.errors.add_answer(_is_answer)
+        manager.contracts.register(WEB_CONTRACT)
         self._hooks = runtime.hooks
-        self._chains = ChainBuilder(runtime.middleware)
+        self._middleware = runtime.middleware
         self._host = host_app if host_app is not None else admin_app(manager, token=admin_token)
 
+    def router_for(self, scope: PluginScope) -> Router:
+        """The router of one plugin version (the runtime's router factory)."""
+        return PluginRouter(self.table, scope)
+
     def routes(self) -> list[Route]:
-        """Every plugin route, in the order their paths were added."""
+        """Every plugin route served now, in the order their paths were added."""
         return self.table.routes()
+
+    def _prepare(self, route: Route) -> None:
+        table = self.table
+
+        def counterpart(live: PluginScope) -> PluginEntry | None:
+            found = table.counterpart(route, live)
+            return found.entry if found is not None else None
+
+        what = f"route {route.label} of plugin '{route.plugin}'"
+        entry = route.owner.entry(
+            _respond(route.handler, what), f"route:{route.label}", redirect=counterpart
+        )
+        route.entry = entry
+        route.endpoint = _Endpoint(route, entry)
+
+    def _runner(self, route: Route) -> Any:
+        """The route's middleware around its endpoint, rebuilt when the middleware change."""
+        snapshot = self._middleware.all()
+        runner = route.runner
+        if runner is None or route.runner_snapshot is not snapshot:
+            endpoint = route.endpoint
+            if endpoint is None:  # pragma: no cover - every route is prepared when added
+                raise RuntimeError(f"route {route.label} has no endpoint")
+            runner = route.runner = self._middleware.runner(route.path, endpoint)
+            route.runner_snapshot = snapshot
+        return runner
 
     # ------------------------------------------------------------------ ASGI
 
@@ -157,35 +218,35 @@ class WebApp:
         else:
             context = RequestContext(request, route=route.path, plugin=route.plugin)
         scope[SCOPE_KEY] = context
-        handlers = self._hooks.handlers
-        if handlers("pre_request"):
+        has = self._hooks.has_handlers
+        if has(PRE_REQUEST):
             await self._run_hooks("pre_request", context)
         if context.response is None:
             if route is None:
                 context.response = _no_route(scope["method"], path, allowed)
             else:
                 await self._handle(context, route, request)
-        if handlers("pre_response"):
+        if has(PRE_RESPONSE):
             await self._run_hooks("pre_response", context)
         response = context.response
         if response is None:  # a hook set it back to None
             response = context.response = Response(status_code=204)
         await response(scope, receive, send)
-        if handlers("post_response"):
+        if has(POST_RESPONSE):
             await self._run_hooks("post_response", context)
 
     async def _handle(self, context: RequestContext, route: Route, request: Request) -> None:
         try:
-            result = await self._chains.chain(route)(request)
+            result = await self._runner(route)(request)
             context.response = (
                 result
                 if isinstance(result, Response)
                 else to_response(result, what=f"the middleware of route {route.label}")
             )
         except Exception as exc:
-            await self._fail(context, exc, _blame(context, exc))
+            await self._fail(context, exc, blame(exc))
             return
-        if self._hooks.handlers("post_request"):
+        if self._hooks.has_handlers(POST_REQUEST):
             await self._run_hooks("post_request", context)
 
     async def _run_hooks(self, hook_type: str, context: RequestContext) -> None:
@@ -205,7 +266,7 @@ class WebApp:
         if not isinstance(error, PluginUnavailableError) or error.plugin != plugin:
             return False
         try:
-            return self.manager.get_gate(plugin).state != "held"
+            return self.manager.get_handle(plugin).state != "held"
         except TetherError:  # unloaded meanwhile
             return True
 
@@ -226,22 +287,8 @@ class WebApp:
             _log_failure(exc, plugin, f"{request.method} {request.url.path}")
         if replace:
             context.response = response_for(exc, plugin)
-        if self._hooks.handlers("error"):
+        if self._hooks.has_handlers(ERROR):
             await self._run_hooks("error", context)
-
-
-def _blame(context: RequestContext, exc: BaseException) -> str | None:
-    """The plugin whose code raised ``exc``: the handler's or a middleware's (both note
-    it on the context), the unavailable plugin's, or none (the host's own)."""
-    if context.error is exc:
-        return context.error_plugin
-    if isinstance(exc, PluginUnavailableError):
-        return exc.plugin
-    return None
-
-
-def _prepare(route: Route, record_success: Callable[[str], None]) -> None:
-    route.endpoint = _Endpoint(route, record_success)
 
 
 def _log_failure(exc: BaseException, plugin: str | None, request: str) -> None:

@@ -8,10 +8,20 @@ from time import perf_counter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tether import HookPoint
 from tether.errors import TetherError
 from tether.hosts.web._errors import error_response, to_response
 
-__all__ = ["SCOPE_KEY", "HookContext", "RequestContext"]
+__all__ = [
+    "ERROR",
+    "POST_REQUEST",
+    "POST_RESPONSE",
+    "PRE_REQUEST",
+    "PRE_RESPONSE",
+    "SCOPE_KEY",
+    "HookContext",
+    "RequestContext",
+]
 
 SCOPE_KEY = "tether.request_context"
 """The ASGI scope key under which a request's context is kept."""
@@ -134,3 +144,21 @@ class RequestContext:
 
 HookContext = RequestContext
 """The reference's name for what a request hook receives: the same class."""
+
+
+PRE_REQUEST: HookPoint[RequestContext, None] = HookPoint(
+    "pre_request", description="before the route's middleware and handler; may answer"
+)
+POST_REQUEST: HookPoint[RequestContext, None] = HookPoint(
+    "post_request", description="after the handler, when nothing answered before it"
+)
+PRE_RESPONSE: HookPoint[RequestContext, None] = HookPoint(
+    "pre_response", description="every response, just before it is sent"
+)
+POST_RESPONSE: HookPoint[RequestContext, None] = HookPoint(
+    "post_response", description="every response, after it was sent (access logs)"
+)
+ERROR: HookPoint[RequestContext, None] = HookPoint(
+    "error", description="a handler, middleware or hook raised; the context says what"
+)
+"""The web host's request hook points, typed: a handler takes a :class:`RequestContext`."""

@@ -1,11 +1,12 @@
-"""Plugin routes: the table the host matches requests against, and the routers plugins
-add to it through ``ctx.router``.
+"""Plugin routes: the table the host matches requests against.
 
-A route belongs to the plugin context that added it. A path and method taken by the
-host (``/admin/...``, ``/healthz``, ``/readyz``, ``/metrics``) or by another plugin is
-refused with a :class:`RouteConflictError` naming both. When a plugin unloads, its
-context releases its routes at once. A new version of a plugin (a reload) may take
-over its own routes; they return to the old version if the new one is released first.
+A route belongs to the plugin version (its :class:`tether.PluginScope`) that added it
+through ``ctx.router``. A path and method taken by the host (``/admin/...``,
+``/healthz``, ``/readyz``, ``/metrics``) or by another plugin is refused with a
+:class:`RouteConflictError` naming both. Routes of a version are staged until it is
+committed; then they take over the version's path and method from the previous
+version, and when a version is dropped its routes go at once (the table is a
+registrar of the runtime: ``tether.Registrar``).
 
 Matching: an exact path first, then the parametrized paths in the order they were
 added (``/users/{name}``, ``/files/{rest:path}``; Starlette's convertors ``str``,
@@ -14,22 +15,18 @@ added (``/users/{name}``, ``/files/{rest:path}``; Starlette's convertors ``str``
 
 from __future__ import annotations
 
-import inspect
 import re
 import threading
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from starlette.convertors import CONVERTOR_TYPES, Convertor
 
-from tether.errors import TetherError
+from tether import PluginEntry, PluginScope, TetherError
 
 __all__ = [
     "METHODS",
     "RESERVED_PATHS",
-    "GateLike",
     "Handler",
     "Route",
     "RouteConflictError",
@@ -46,21 +43,6 @@ Handler = Callable[..., object]
 _PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(:[a-zA-Z_][a-zA-Z0-9_]*)?}")
 
 
-class GateLike(Protocol):
-    """What the host uses of a plugin's gate (``PluginContext.gate``)."""
-
-    is_open: bool
-    calls: deque[None]
-
-    @property
-    def state(self) -> str: ...
-    @property
-    def plugin(self) -> str: ...
-    async def enter_async(self) -> None: ...
-    def exit(self) -> None: ...
-    def record_error(self, error: BaseException, *, source: str = ...) -> None: ...
-
-
 class RouteConflictError(TetherError, ValueError):
     """A route cannot be added: its path and method are taken, or the path is invalid."""
 
@@ -68,14 +50,6 @@ class RouteConflictError(TetherError, ValueError):
 def is_reserved(path: str) -> bool:
     """True for the host's own paths (``/admin`` and below, ``/healthz``, ...)."""
     return path in RESERVED_PATHS or path.startswith("/admin/")
-
-
-def _is_async(handler: object) -> bool:
-    while hasattr(handler, "func") and not inspect.isfunction(handler):  # functools.partial
-        handler = handler.func
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004 - looking for an async __call__
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,27 +105,29 @@ class _Path:
         }
 
 
+Endpoint = Callable[[object], Awaitable[object]]
+
+
 @dataclass(eq=False, slots=True)
 class Route:
-    """One method on one path, and the plugin whose handler serves it.
+    """One method on one path, and the plugin version whose handler serves it.
 
-    ``owner`` is the plugin context that added the route (identity matters: a reloaded
-    plugin has a new one). ``endpoint`` calls the handler through the gate; ``chain`` is
-    the route's middleware around it, for the registry snapshot ``chain_snapshot``.
-    Both are the app's to set.
+    ``owner`` is the scope of the version that added the route (identity matters: a new
+    version has a new one). ``entry`` is the way into that version for this route, and
+    ``endpoint`` calls it; ``runner`` is the route's middleware around the endpoint,
+    for the registry snapshot ``runner_snapshot``. The app sets all three.
     """
 
     plugin: str
     method: str
     path: str
     handler: Handler
-    gate: GateLike
-    owner: object
-    is_async: bool
+    owner: PluginScope
     compiled: _Path = field(repr=False)
-    endpoint: Callable[[Any], Awaitable[Any]] | None = field(default=None, repr=False)
-    chain: Callable[[Any], Awaitable[Any]] | None = field(default=None, repr=False)
-    chain_snapshot: object = field(default=None, repr=False)
+    entry: PluginEntry | None = field(default=None, repr=False)
+    endpoint: Endpoint | None = field(default=None, repr=False)
+    runner: Endpoint | None = field(default=None, repr=False)
+    runner_snapshot: object = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -183,16 +159,8 @@ class RouteTable:
 
     # ------------------------------------------------------------------ changing
 
-    def add(
-        self,
-        *,
-        plugin: str,
-        owner: object,
-        gate: GateLike,
-        method: str,
-        path: str,
-        handler: Handler,
-    ) -> Route:
+    def add(self, *, owner: PluginScope, method: str, path: str, handler: Handler) -> Route:
+        plugin = owner.name
         method = method.upper()
         if method not in METHODS:
             raise RouteConflictError(
@@ -214,7 +182,7 @@ class RouteTable:
                 hint=f"the host keeps {', /'.join(p.strip('/') for p in RESERVED_PATHS)} "
                 "(and everything under /admin/); pick another path",
             )
-        route = Route(plugin, method, path, handler, gate, owner, _is_async(handler), compiled)
+        route = Route(plugin, method, path, handler, owner, compiled)
         if self._prepare is not None:
             self._prepare(route)
         with self._lock:
@@ -245,7 +213,23 @@ class RouteTable:
         self._claims[key] = [*claims, route]  # a new version of the same plugin takes over
         self._order.setdefault(route.compiled.shape, len(self._order))
 
-    def remove_owner(self, owner: object) -> int:
+    # ------------------------------------------------------------------ versions
+
+    def version_committed(self, plugin: str) -> None:  # noqa: ARG002 - tether.Registrar's signature
+        """A version was committed: its routes are the ones served now."""
+        with self._lock:
+            self._rebuild()
+
+    def version_dropped(self, scope: PluginScope) -> None:
+        """A version is gone: so are its routes."""
+        self.remove_owner(scope)
+
+    def counterpart(self, route: Route, live: PluginScope) -> Route | None:
+        """``live``'s route for the same method and path shape as ``route``, if any."""
+        claims = self._claims.get((route.method, route.compiled.shape), [])
+        return next((r for r in reversed(claims) if r.owner is live), None)
+
+    def remove_owner(self, owner: PluginScope) -> int:
         """Remove every route ``owner`` added; return how many."""
         removed = 0
         with self._lock:
@@ -266,7 +250,10 @@ class RouteTable:
         static: dict[str, dict[str, Route]] = {}
         dynamic: dict[str, _Shape] = {}
         for (method, shape), claims in self._claims.items():
-            route = claims[-1]
+            live = [r for r in claims if r.owner.is_committed]
+            if not live:
+                continue  # staged: its version is not committed yet
+            route = live[-1]
             if route.compiled.pattern is None:
                 static.setdefault(shape, {})[method] = route
             else:
@@ -307,8 +294,14 @@ class RouteTable:
     # ------------------------------------------------------------------ reading
 
     def routes(self) -> list[Route]:
-        """The active routes, in the order their paths were first added."""
-        active = [claims[-1] for claims in self._claims.values()]
+        """The routes served now, in the order their paths were first added."""
+        active = [
+            live[-1]
+            for live in (
+                [r for r in claims if r.owner.is_committed] for claims in self._claims.values()
+            )
+            if live
+        ]
         return sorted(active, key=lambda r: (self._order[r.compiled.shape], r.method))
 
     def routes_of(self, plugin: str) -> list[Route]:

@@ -26,6 +26,7 @@ import uvicorn
 
 from tether import PluginManager, TetherConfig, TetherError, load_config
 from tether.hosts.web._app import WebApp
+from tether.observability import observe
 
 __all__ = ["ServeInfo", "WebServer", "bind_socket", "serve"]
 
@@ -108,7 +109,7 @@ class WebServer:
         await manager.load_plugins_from_config(self.config)
         await manager.initialize_all()
         await manager.start_all()
-        await manager.observability.start(persist=self.persist_state)
+        await observe(manager).start(persist=self.persist_state)
 
     async def run(self, on_ready: Callable[[ServeInfo], None] | None = None) -> None:
         """Bind, start the plugins, serve until ``stop()``, then stop and unload the plugins.
@@ -129,6 +130,7 @@ class WebServer:
             sock.close()
             self.stopped_order = [info.name for info in reversed(self.manager.list_plugins())]
             await self.manager.aclose()
+            await observe(self.manager).aclose()  # the last state-store write
 
     def _uvicorn_config(self) -> uvicorn.Config:
         return uvicorn.Config(

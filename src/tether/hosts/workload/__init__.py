@@ -16,7 +16,7 @@ A workload plugin's manifest says ``provides: [workload]``; its entry object has
 
 from tether.hosts.workload._database import Database, mask_dsn
 from tether.hosts.workload._embedded import DATA_DIRECTORY_ENV, default_data_directory
-from tether.hosts.workload._engine import Plan, Tick
+from tether.hosts.workload._engine import DirectOperation, Executable, Plan, Tick
 from tether.hosts.workload._errors import (
     BenchError,
     DatabaseUnavailableError,
@@ -31,7 +31,14 @@ from tether.hosts.workload._report import EXIT_ERROR_RATE, REPORT_FORMAT, BenchR
 from tether.hosts.workload._runner import plans_for, run_bench
 from tether.hosts.workload._settings import DEFAULT_DURATION, BenchSettings
 from tether.hosts.workload._weights import resolve_weights
-from tether.hosts.workload._workload import LoadedWorkload, WorkloadSpec, open_workload
+from tether.hosts.workload._workload import (
+    WORKLOAD_CONTRACT,
+    WORKLOAD_METHODS,
+    LoadedWorkload,
+    WorkloadProtocol,
+    WorkloadSpec,
+    open_workload,
+)
 
 __all__ = [
     "DATA_DIRECTORY_ENV",
@@ -39,18 +46,23 @@ __all__ = [
     "EVENT_LOOP_ENV",
     "EXIT_ERROR_RATE",
     "REPORT_FORMAT",
+    "WORKLOAD_CONTRACT",
+    "WORKLOAD_METHODS",
     "BenchError",
     "BenchReport",
     "BenchSettings",
     "Database",
     "DatabaseUnavailableError",
+    "DirectOperation",
     "EmbeddedServerError",
+    "Executable",
     "LoadedWorkload",
     "Plan",
     "Progress",
     "Tick",
     "WorkerError",
     "WorkloadConfigError",
+    "WorkloadProtocol",
     "WorkloadSpec",
     "default_data_directory",
     "intended_start_ns",

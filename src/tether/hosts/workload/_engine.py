@@ -2,10 +2,13 @@
 
 One :class:`Engine` drives the clients of one process. Each client owns one
 connection and loops: take a start time (now, or its slot of the paced schedule),
-pick an operation by weight with its own seeded RNG, pass the plugin's gate, call
-``execute_operation(db, op)``, and record the latency or the error's type. The
-loop is written out twice, once per kind of client, because every call saved on
-it is throughput on a small machine.
+pick an operation by weight with its own seeded RNG, call ``execute_operation(db,
+op)`` through the plugin's seam (an :class:`~tether.Operation` of its handle: the
+gate, the call chain, the live version), and record the latency or the error's type.
+The loop reads the operation's ``call``/``acall`` at every transaction, so a new
+version of the plugin takes over between two transactions. The loop is written out
+twice, once per kind of client, because every call saved on it is throughput on a
+small machine.
 
 Measuring starts after ``warmup``: operations that *start* before then run but are
 not recorded and do not count towards ``transactions``.
@@ -22,19 +25,44 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tether.hosts.workload._pacing import intended_start_ns
 from tether.hosts.workload._stats import Collector, OperationStats
 from tether.hosts.workload._weights import make_chooser
-from tether.hosts.workload._workload import GateLike
 
-__all__ = ["Engine", "EngineResult", "Plan", "Tick"]
+__all__ = ["DirectOperation", "Engine", "EngineResult", "Executable", "Plan", "Tick"]
 
 _NS = 1_000_000_000
 _YIELD_EVERY = 16  # an async client yields to the loop at least this often
 _FAR = 1 << 62
 _SHORT_WAIT = 0.05  # shorter pacing waits sleep; longer ones wake up on stop
+
+
+class Executable(Protocol):
+    """What a client calls per transaction: ``call(db, op)`` or ``await acall(db, op)``.
+
+    A plugin's :class:`tether.Operation` (``handle.operation("execute_operation")``), or
+    a :class:`DirectOperation` around a plain function (the benchmarks' baseline).
+    """
+
+    is_async: bool
+
+    @property
+    def call(self) -> Callable[..., object]: ...
+    @property
+    def acall(self) -> Callable[..., Any]: ...
+
+
+class DirectOperation:
+    """A plain function as an :class:`Executable`, with no plugin and no seam around it."""
+
+    __slots__ = ("acall", "call", "is_async")
+
+    def __init__(self, fn: Callable[..., Any], *, is_async: bool) -> None:
+        self.call = fn
+        self.acall = fn
+        self.is_async = is_async
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +106,14 @@ class Engine:
         self,
         plan: Plan,
         *,
-        execute: Callable[[object, str], Any],
-        is_async: bool,
+        operation: Executable,
         weights: dict[str, int],
-        gate: GateLike | None,
         on_tick: Callable[[Tick], None] | None = None,
     ) -> None:
         self.plan = plan
-        self.execute = execute
-        self.is_async = is_async
+        self.operation = operation
+        self.is_async = operation.is_async
         self.weights = weights
-        self.gate = gate
         self.on_tick = on_tick
         self.collector = Collector(weights)
         self.stopping = False
@@ -186,11 +211,10 @@ class Engine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._async_stop.wait(), delay)
 
-    async def _async_client(self, db: object, index: int) -> None:  # noqa: C901, PLR0912, PLR0915 - hot loop
+    async def _async_client(self, db: object, index: int) -> None:  # noqa: C901 - hot loop
         plan = self.plan
         choose = make_chooser(self.weights, self._rng(index))
-        execute = self.execute
-        gate = self.gate
+        operation = self.operation
         latencies = self.collector.latencies
         errors = self.collector.errors
         now = time.monotonic_ns
@@ -217,19 +241,8 @@ class Engine:
                 break
             op = choose()
             try:
-                if gate is not None:
-                    if gate.is_open:
-                        gate.calls.append(None)
-                    else:
-                        await gate.enter_async()
-                try:
-                    await execute(db, op)
-                finally:
-                    if gate is not None:
-                        gate.calls.pop()
-            except Exception as exc:
-                if gate is not None:
-                    gate.record_error(exc, source="execute_operation")
+                await operation.acall(db, op)
+            except Exception as exc:  # the seam counted it against the plugin already
                 if measured:
                     errors.append((op, type(exc).__name__))
                 await asyncio.sleep(0)  # a failing plugin must not starve the loop
@@ -242,11 +255,10 @@ class Engine:
 
     # ------------------------------------------------------------------ threaded clients
 
-    def _sync_client(self, db: object, index: int) -> None:  # noqa: C901, PLR0912 - hot loop
+    def _sync_client(self, db: object, index: int) -> None:  # noqa: C901 - hot loop
         plan = self.plan
         choose = make_chooser(self.weights, self._rng(index))
-        execute = self.execute
-        gate = self.gate
+        operation = self.operation
         latencies = self.collector.latencies
         errors = self.collector.errors
         now = time.monotonic_ns
@@ -273,19 +285,8 @@ class Engine:
                 break
             op = choose()
             try:
-                if gate is not None:
-                    if gate.is_open:
-                        gate.calls.append(None)
-                    else:
-                        gate.enter()
-                try:
-                    execute(db, op)
-                finally:
-                    if gate is not None:
-                        gate.calls.pop()
-            except Exception as exc:
-                if gate is not None:
-                    gate.record_error(exc, source="execute_operation")
+                operation.call(db, op)
+            except Exception as exc:  # the seam counted it against the plugin already
                 if measured:
                     errors.append((op, type(exc).__name__))
             else:

@@ -164,10 +164,8 @@ async def _clients(
     if len(plans) == 1:
         engine = Engine(
             plans[0],
-            execute=workload.instance.execute_operation,  # type: ignore[attr-defined]
-            is_async=workload.is_async,
+            operation=workload.operation,
             weights=workload.weights,
-            gate=workload.gate,
             on_tick=on_tick,
         )
         connections = await open_connections(

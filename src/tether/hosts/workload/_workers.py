@@ -103,10 +103,8 @@ async def _worker(job: _Job, queue: Any, control: Connection) -> None:
         engine.append(
             Engine(
                 job.plan,
-                execute=workload.instance.execute_operation,  # type: ignore[attr-defined]
-                is_async=workload.is_async,
+                operation=workload.operation,
                 weights=job.weights,
-                gate=workload.gate,
                 on_tick=lambda tick: queue.put(("tick", job.index, tick)),
             )
         )

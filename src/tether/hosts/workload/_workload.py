@@ -1,46 +1,67 @@
-"""Loading a workload plugin and calling into it through its gate.
+"""Loading a workload plugin and calling into it through its handle.
 
-A workload is any plugin whose manifest says ``provides: [workload]``. This module
-loads one into a fresh :class:`tether.PluginManager`, initializes it with its
-``plugin_config``, and decides which kind of connection its clients get: if
-``execute_operation`` (looked up after ``initialize``) is ``async def``, an asyncpg
-connection; otherwise a psycopg connection, one thread per client.
+A workload is any plugin whose manifest says ``provides: [workload]``: the contract
+this host registers (:data:`WORKLOAD_CONTRACT`). This module loads one into a fresh
+:class:`tether.PluginManager`, initializes it with its ``plugin_config``, and decides
+which kind of connection its clients get: if ``execute_operation`` (looked up after
+``initialize``) is ``async def``, an asyncpg connection; otherwise a psycopg
+connection, one thread per client. Every call into the plugin goes through its
+:class:`tether.PluginHandle`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from tether import PluginConfig, PluginManager, TetherConfig
+from tether import Contract, Operation, PluginConfig, PluginHandle, PluginManager, TetherConfig
 from tether.errors import ConfigError, TetherError
 from tether.hosts.workload._errors import WorkloadConfigError
 from tether.hosts.workload._weights import check_default_weights, resolve_weights
 
-__all__ = ["GateLike", "LoadedWorkload", "WorkloadSpec", "open_workload"]
+__all__ = [
+    "WORKLOAD_CONTRACT",
+    "WORKLOAD_METHODS",
+    "LoadedWorkload",
+    "WorkloadProtocol",
+    "WorkloadSpec",
+    "open_workload",
+]
+
+WORKLOAD_METHODS = ("initialize", "setup", "cleanup", "execute_operation", "get_operation_types")
+
+WORKLOAD_CONTRACT = Contract(
+    "workload",
+    "a load-test workload for tether bench: initialize(config), setup(db), cleanup(db), "
+    "execute_operation(db, op), get_operation_types(); optionally get_info(), get_metrics()",
+    required=WORKLOAD_METHODS,
+    optional=("get_info", "get_metrics", "start", "stop"),
+    initialize_with="config",
+    managed=("initialize", "start", "stop"),  # cleanup(db) is the host's to call
+    host="tether bench",
+)
+"""The contract of ``provides: [workload]`` (the reference's WorkloadPlugin, in Python)."""
 
 
-class GateLike(Protocol):
-    """What the runner uses of a plugin's gate (``PluginManager.get_gate``)."""
+@runtime_checkable
+class WorkloadProtocol(Protocol):
+    """A workload plugin for ``tether bench`` (the reference's WorkloadPlugin, in Python).
 
-    @property
-    def is_open(self) -> bool: ...
-    @property
-    def calls(self) -> _Calls: ...
-    def enter(self) -> None: ...
-    def exit(self) -> None: ...
-    async def enter_async(self) -> None: ...
-    def record_error(self, error: BaseException, *, source: str = ...) -> None: ...
+    ``initialize`` receives the plugin's config (the ``plugin_config`` of the bench
+    config, checked against the manifest's schema). ``db`` is a database connection
+    the host owns. Every method may be ``async def``. ``get_info`` and
+    ``get_metrics`` are optional.
+    """
 
-
-class _Calls(Protocol):
-    def append(self, item: None, /) -> None: ...
-    def pop(self) -> None: ...
+    def initialize(self, config: dict[str, object], /) -> Awaitable[None] | None: ...
+    def setup(self, db: object, /) -> Awaitable[None] | None: ...
+    def cleanup(self, db: object, /) -> Awaitable[None] | None: ...
+    def execute_operation(self, db: object, operation_type: str, /) -> object: ...
+    def get_operation_types(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +82,12 @@ class WorkloadSpec:
 
 @dataclass(slots=True)
 class LoadedWorkload:
-    """A loaded, initialized workload plugin, with its gate and resolved weights."""
+    """A loaded, initialized workload plugin, with its handle and resolved weights."""
 
     spec: WorkloadSpec
     manager: PluginManager
-    instance: object
-    gate: GateLike
+    handle: PluginHandle
+    operation: Operation
     version: str
     description: str
     location: str | None
@@ -83,29 +104,17 @@ class LoadedWorkload:
         return "asyncpg" if self.is_async else "psycopg"
 
     async def call(self, method: str, *args: object, blocking: bool = False) -> object:
-        """Call an optional or required plugin method through the gate; await its result.
+        """Call an optional or required plugin method through its handle; await the result.
 
         ``blocking`` sync methods (those given a sync connection) run in a thread.
         A method the plugin does not have returns ``None``.
         """
-        fn = getattr(self.instance, method, None)
-        if fn is None:
+        handle = self.handle
+        if not handle.has(method):
             return None
-        await self.gate.enter_async()
-        try:
-            if blocking and not inspect.iscoroutinefunction(fn):
-                result = await asyncio.to_thread(fn, *args)
-            else:
-                result = fn(*args)
-            if inspect.isawaitable(result):
-                result = await result
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                self.gate.record_error(exc, source=method)
-            raise
-        finally:
-            self.gate.exit()
-        return result
+        if blocking and not handle.entry(method).is_async:
+            return await asyncio.to_thread(handle.call, method, *args)
+        return await handle.acall(method, *args)
 
     async def info(self) -> dict[str, object]:
         """``get_info()`` (optional) as plain JSON data."""
@@ -137,6 +146,7 @@ async def open_workload(
 ) -> LoadedWorkload:
     """Load and initialize the workload plugin ``spec`` names; resolve its weights."""
     manager = PluginManager(config=framework_config or TetherConfig())
+    manager.contracts.register(WORKLOAD_CONTRACT)
     try:
         return await _open(manager, spec)
     except BaseException:
@@ -175,18 +185,17 @@ async def _open(manager: PluginManager, spec: WorkloadSpec) -> LoadedWorkload:
             hint="`tether workloads list` shows the workload plugins",
         )
     await manager.initialize_all()
-    instance = manager.get_plugin(spec.name)
-    gate: GateLike = manager.get_gate(spec.name)
-    execute = getattr(instance, "execute_operation", None)
+    handle = manager.get_handle(spec.name)
+    operation = handle.operation("execute_operation")
     workload = LoadedWorkload(
         spec=spec,
         manager=manager,
-        instance=instance,
-        gate=gate,
+        handle=handle,
+        operation=operation,
         version=manifest.version,
         description=manifest.description,
         location=manager.get_info(spec.name).path,
-        is_async=inspect.iscoroutinefunction(execute),
+        is_async=operation.is_async,
         weights={},
         default_weights={},
     )

@@ -9,14 +9,15 @@ returns anything but ``False`` without raising within the time limit. A failing 
 marks the plugin *degraded* (a flag beside the lifecycle status, which does not
 change) and is recorded on its gate as a :class:`~tether.errors.HealthCheckError`, so
 it counts as one of the plugin's errors (and against its error threshold). The next
-passing check clears the flag. Checks pass through the plugin's gate: a plugin that
-is not running, disabled or reloading is not checked.
+passing check clears the flag. Checks enter the plugin through the seam, like any
+call: a plugin that is not running, disabled or reloading is not checked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import threading
 import time
@@ -25,13 +26,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from tether._gate import Gate, GateState
+from tether._gate import GateState
 from tether._hooks import HookMetrics
 from tether._lifecycle import PluginStatus
-from tether.errors import HealthCheckError, PluginUnavailableError
+from tether._seam import CallMetrics, Entry
+from tether.errors import CallTimeoutError, HealthCheckError, PluginUnavailableError
 
 if TYPE_CHECKING:
-    from tether.observability._thresholds import ThresholdStatus
+    from tether._gate import Door
+    from tether._thresholds import ThresholdStatus
 
 __all__ = ["HealthCheckResult", "HealthChecks", "PluginHealth"]
 
@@ -80,6 +83,7 @@ class PluginHealth:
     last_check: HealthCheckResult | None = None
     threshold: ThresholdStatus | None = None
     errors_by_type: Mapping[str, int] = field(default_factory=dict)
+    calls: Mapping[str, CallMetrics] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -141,6 +145,7 @@ class PluginHealth:
             "in_flight": self.in_flight,
             "last_health_check": None if self.last_check is None else self.last_check.to_dict(),
             "error_threshold": None if self.threshold is None else self.threshold.to_dict(),
+            "calls": {source: m.to_dict() for source, m in self.calls.items()},
         }
 
 
@@ -185,14 +190,14 @@ async def _in_daemon_thread(fn: Callable[[], object], timeout: float) -> object:
         raise _CheckTimedOutError from None
 
 
-async def _run_check(fn: Callable[[], object], timeout: float) -> object:
-    if inspect.iscoroutinefunction(fn):
+async def _run_check(entry: Entry, timeout: float) -> object:
+    """Run a check through its entry: async under the watchdog, sync in a daemon thread."""
+    if entry.is_async:
         try:
-            async with asyncio.timeout(timeout):
-                return await fn()
-        except TimeoutError:
+            return await entry.acall()
+        except CallTimeoutError:
             raise _CheckTimedOutError from None
-    result = await _in_daemon_thread(fn, timeout)
+    result = await _in_daemon_thread(entry.call, timeout)
     if inspect.isawaitable(result):
         try:
             async with asyncio.timeout(timeout):
@@ -219,19 +224,25 @@ class HealthChecks:
     def forget(self, plugin: str) -> None:
         self._results.pop(plugin, None)
 
-    async def check(self, plugin: str, instance: object, gate: Gate) -> HealthCheckResult | None:
-        """Run ``instance.health_check()`` once; ``None`` if it has none or its gate refuses."""
+    async def check(self, door: Door, instance: object) -> HealthCheckResult | None:
+        """Run ``instance.health_check()`` once through ``door``; None if it has none, or
+        the door is shut (a plugin that is not running, disabled or reloading)."""
         fn = getattr(instance, "health_check", None)
-        if not callable(fn) or not gate.is_open:
+        if not callable(fn) or not door.is_open:
             return None
-        try:
-            await gate.enter_async()
-        except PluginUnavailableError:
-            return None
+        chain = door.chain
+        # The check's own time limit; its failure is recorded below, once, as a HealthCheckError.
+        chain = dataclasses.replace(
+            chain, links=tuple(link for link in chain.links if link != "recovery"),
+            timeout=self.timeout,
+        )  # fmt: skip
+        entry = Entry(door, fn, "health_check", chain=chain)
         started = time.perf_counter()
         error: str | None = None
         try:
-            value = await _run_check(fn, self.timeout)
+            value = await _run_check(entry, self.timeout)
+        except PluginUnavailableError:
+            return None
         except _CheckTimedOutError:
             error = f"health_check() did not return within {self.timeout:g}s"
         except Exception as exc:
@@ -239,15 +250,13 @@ class HealthChecks:
         else:
             if value is False:
                 error = "health_check() returned False"
-        finally:
-            gate.exit()
         result = HealthCheckResult(
             ok=error is None,
             checked_at=datetime.now(UTC),
             duration=time.perf_counter() - started,
             error=error,
         )
-        self._results[plugin] = result
+        self._results[door.plugin] = result
         if error is not None:
-            gate.record_error(HealthCheckError(plugin, error), source="health_check")
+            door.gate.record_error(HealthCheckError(door.plugin, error), source="health_check")
         return result

@@ -1,0 +1,182 @@
+"""Contracts: what a host accepts from a plugin, registered by hosts as data.
+
+A manifest's ``provides`` names the contracts its plugin fulfils (``provides:
+[workload]``). A :class:`Contract` says which methods the entry object must have, what
+``initialize`` receives (the plugin's context, or only its config), which lifecycle
+methods the manager calls (the rest are the host's), and which host serves it. The
+core knows one contract of its own, ``plugin`` (an ordinary plugin: ``initialize(ctx)``,
+``start``, ``stop``, ``cleanup``); every other comes from a host:
+
+- through the ``tether.contracts`` entry-point group (``workload = "pkg.mod:CONTRACT"``),
+  loaded only when a manifest names it, so that tools reading manifests (``tether
+  plugins info``) know every installed host's contracts;
+- or registered in code: ``manager.contracts.register(contract)``.
+
+The loader checks an entry object against the contract of its manifest, and the
+manager drives its lifecycle by it; neither has a host's name in it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Literal
+
+from tether.errors import ContractError
+from tether.types import LIFECYCLE_METHODS
+
+__all__ = ["ENTRY_POINT_GROUP", "PLUGIN_CONTRACT", "Contract", "ContractRegistry"]
+
+log = logging.getLogger("tether.contracts")
+
+ENTRY_POINT_GROUP = "tether.contracts"
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """What one kind of plugin provides (see the module docstring).
+
+    ``required`` methods must exist on the entry object; ``optional`` ones are called
+    when present. ``initialize_with`` is ``"context"`` (``initialize(ctx)``) or
+    ``"config"`` (``initialize(config)``: a plugin that needs no framework services,
+    like the reference's workloads). ``managed`` lists the lifecycle methods the
+    manager calls; the host calls the others itself (a workload's ``cleanup(db)``).
+    """
+
+    name: str
+    description: str
+    required: tuple[str, ...] = LIFECYCLE_METHODS
+    optional: tuple[str, ...] = ()
+    initialize_with: Literal["context", "config"] = "context"
+    managed: tuple[str, ...] = LIFECYCLE_METHODS
+    host: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "required": list(self.required),
+            "optional": list(self.optional),
+            "initialize_with": self.initialize_with,
+            "managed": list(self.managed),
+            "host": self.host,
+        }
+
+
+PLUGIN_CONTRACT = Contract(
+    "plugin",
+    "an ordinary plugin: initialize(ctx), start(), stop(), cleanup()",
+    host="any host",
+)
+
+
+class ContractRegistry:
+    """The contracts one manager (or one tool) knows, by name."""
+
+    def __init__(self, contracts: Iterable[Contract] = (), *, entry_points: bool = True) -> None:
+        self._contracts: dict[str, Contract] = {PLUGIN_CONTRACT.name: PLUGIN_CONTRACT}
+        self._use_entry_points = entry_points
+        self._loaded_all = False
+        self._lock = threading.Lock()
+        for contract in contracts:
+            self.register(contract)
+
+    def register(self, contract: Contract) -> None:
+        """Accept ``contract``; registering an equal one again does nothing."""
+        if not isinstance(contract, Contract):
+            raise ContractError(
+                f"not a contract: {contract!r}",
+                hint="register a tether.Contract(name=..., description=..., required=...)",
+            )
+        with self._lock:
+            known = self._contracts.get(contract.name)
+            if known is not None and known != contract:
+                raise ContractError(
+                    f"two different contracts are registered as '{contract.name}'",
+                    hint="each contract name belongs to one host; rename one of them",
+                )
+            self._contracts[contract.name] = contract
+
+    def _from_entry_points(self, name: str | None) -> None:
+        if not self._use_entry_points:
+            return
+        found = entry_points(group=ENTRY_POINT_GROUP)
+        for point in found if name is None else found.select(name=name):
+            try:
+                contract = point.load()
+            except Exception as exc:
+                log.warning("contract entry point %s (%s) failed to load: %s", point.name,
+                            point.value, exc)  # fmt: skip
+                continue
+            if isinstance(contract, Contract) and contract.name == point.name:
+                self.register(contract)
+            else:
+                log.warning("entry point %s (%s) is not a Contract named '%s'", point.name,
+                            point.value, point.name)  # fmt: skip
+
+    def get(self, name: str) -> Contract:
+        """The contract called ``name`` (``ContractError`` with the known ones otherwise)."""
+        contract = self._contracts.get(name)
+        if contract is None:
+            self._from_entry_points(name)
+            contract = self._contracts.get(name)
+        if contract is None:
+            known = [c.name for c in self.all()]
+            close = difflib.get_close_matches(name, known, n=1)
+            suggestion = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ContractError(
+                f"unknown contract '{name}'{suggestion}: no host registered it",
+                hint=f"known contracts: {', '.join(known)}; install the host that serves "
+                f"'{name}', or fix `provides` in the manifest",
+            )
+        return contract
+
+    def all(self) -> list[Contract]:
+        """Every known contract, entry points included, by name."""
+        if not self._loaded_all:
+            self._from_entry_points(None)
+            self._loaded_all = True
+        return sorted(self._contracts.values(), key=lambda c: c.name)
+
+    def resolve(self, plugin: str, provides: Iterable[str]) -> Contract:
+        """The one contract a plugin that ``provides`` these must fulfil.
+
+        No names: ``plugin``. Several: their methods together; they must agree on what
+        ``initialize`` receives, and the manager calls only what all of them let it.
+        """
+        names = list(dict.fromkeys(provides))
+        if not names:
+            return PLUGIN_CONTRACT
+        try:
+            contracts = [self.get(name) for name in names]
+        except ContractError as exc:
+            raise ContractError(f"plugin '{plugin}': {exc}", plugin=plugin, hint=exc.hint) from None
+        if len(contracts) == 1:
+            return contracts[0]
+        kinds = {c.initialize_with for c in contracts}
+        if len(kinds) > 1:
+            detail = ", ".join(f"{c.name} ({c.initialize_with})" for c in contracts)
+            raise ContractError(
+                f"plugin '{plugin}' provides contracts that disagree on what initialize() "
+                f"receives: {detail}",
+                plugin=plugin,
+                hint="split the plugin in two, one per contract",
+            )
+        required = tuple(dict.fromkeys(m for c in contracts for m in c.required))
+        optional = tuple(
+            dict.fromkeys(m for c in contracts for m in c.optional if m not in required)
+        )
+        managed = tuple(m for m in LIFECYCLE_METHODS if all(m in c.managed for c in contracts))
+        return Contract(
+            "+".join(names),
+            "; ".join(c.description for c in contracts),
+            required=required,
+            optional=optional,
+            initialize_with=contracts[0].initialize_with,
+            managed=managed,
+            host=", ".join(dict.fromkeys(c.host for c in contracts if c.host)),
+        )

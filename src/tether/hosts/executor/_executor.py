@@ -1,0 +1,117 @@
+"""``Executor``: runs ``execute(input)`` of executor plugins through their handles."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from tether import Contract, PluginConfig, PluginManager, TetherConfig, TetherError
+from tether.errors import ContractError
+
+__all__ = ["EXECUTOR_CONTRACT", "Execution", "Executor", "ExecutorProtocol", "execute_once"]
+
+EXECUTOR_CONTRACT = Contract(
+    "executor",
+    "an Execute-style plugin: initialize(ctx), then execute(input) -> output, sync or async",
+    required=("initialize", "execute"),
+    optional=("start", "stop", "cleanup"),
+    host="tether plugins exec (tether.hosts.executor)",
+)
+"""The contract of ``provides: [executor]``."""
+
+
+@runtime_checkable
+class ExecutorProtocol(Protocol):
+    """An executor plugin: ``execute`` takes the input and returns the output."""
+
+    def execute(self, data: object, /) -> object | Awaitable[object]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One execution: the plugin, its version, what it returned and how long it took."""
+
+    plugin: str
+    version: str
+    output: object
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"plugin": self.plugin, "version": self.version, "output": self.output,
+                "seconds": self.seconds}  # fmt: skip
+
+
+class Executor:
+    """The host of executor plugins: one per manager."""
+
+    def __init__(self, manager: PluginManager) -> None:
+        self.manager = manager
+        manager.contracts.register(EXECUTOR_CONTRACT)
+
+    def _check(self, name: str) -> None:
+        if "executor" not in self.manager.get_manifest(name).provides:
+            raise ContractError(
+                f"plugin '{name}' is not an executor plugin: its manifest does not say "
+                "`provides: [executor]`",
+                plugin=name,
+                hint="add `provides: [executor]` and an execute(input) method to the plugin",
+            )
+
+    async def execute(self, name: str, data: object) -> Execution:
+        """Run ``execute(data)`` of the live version of plugin ``name``."""
+        self._check(name)
+        handle = self.manager.get_handle(name)
+        started = time.perf_counter()
+        output = await handle.acall("execute", data)
+        return Execution(name, handle.version or "", output, time.perf_counter() - started)
+
+
+async def execute_once(
+    target: str | Path,
+    data: object,
+    *,
+    config: TetherConfig | None = None,
+    settings: PluginConfig | None = None,
+    state_directory: Path | None = None,
+) -> Execution:
+    """Load one executor plugin (a directory, or a name found through the search paths),
+    bring it up, run it once on ``data``, and take it down again."""
+    framework = config or TetherConfig()
+    manager = PluginManager(config=framework, state_directory=state_directory)
+    executor = Executor(manager)
+    try:
+        name = await _load(manager, target, framework, settings)
+        await manager.initialize_all()
+        await manager.start_all()
+        return await executor.execute(name, data)
+    finally:
+        await manager.aclose()
+
+
+async def _load(
+    manager: PluginManager, target: str | Path, config: TetherConfig, settings: PluginConfig | None
+) -> str:
+    path = Path(target)
+    if path.exists():
+        return (await manager.load_plugin(path, settings)).name
+    name = str(target)
+    entry = config.entry(name) or settings or PluginConfig(name=name)
+    if entry.name is None:
+        entry = entry.model_copy(update={"name": name})
+    listed = TetherConfig.model_validate(
+        {
+            **config.model_dump(exclude_none=True),
+            "plugins": {
+                **config.plugins.model_dump(exclude_none=True),
+                "plugins": [entry.model_dump(exclude_none=True)],
+            },
+        }
+    )
+    listed = listed.model_copy(update={"path": config.path})
+    infos = await manager.load_plugins_from_config(listed)
+    if not any(info.name == name for info in infos) and not manager.is_loaded(name):
+        raise TetherError(f"plugin '{name}' was not loaded", plugin=name)
+    return name
