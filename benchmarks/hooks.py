@@ -2,8 +2,10 @@
 
 For 1, 5 and 20 trivial sync handlers (each returns its argument), in one process:
 
-- tether: ``registry.call("pre_request", x)`` with metrics on and a real, open ``Gate``
-  per plugin (in-flight counting, timing, execution counts: the production path);
+- tether: ``registry.call("pre_request", x)`` over handlers each plugin registered
+  through its own context (``ctx.register_hook``): one real, open gate and door per
+  plugin, the default call chain (in-flight counting, timing, execution counts, errors
+  counted against the plugin): the production path;
 - pluggy: ``pm.hook.myhook(arg=x)`` with the same number of hookimpls;
 - bare: a Python loop over the same handler functions appending the results (the floor).
 
@@ -33,8 +35,8 @@ from types import SimpleNamespace
 
 import pluggy
 
-from tether._gate import Gate
-from tether._hooks import HookRegistry
+from tether import HookRegistry, Runtime
+from tether.testing import make_scope
 
 SIZES = (1, 5, 20)
 GOAL_SIZE, GOAL_RATIO = 5, 0.5
@@ -59,11 +61,12 @@ def build(size: int) -> dict[str, object]:
     """The namespace each timed statement runs in."""
     handlers = [make_handler() for _ in range(size)]
 
-    registry = HookRegistry()
+    runtime = Runtime()
     for n, handler in enumerate(handlers):
-        gate = Gate(f"plugin-{n}")
-        gate.open()
-        registry.register(f"plugin-{n}", gate, "pre_request", 100, handler)
+        make_scope(f"plugin-{n}", runtime=runtime).context.register_hook(
+            "pre_request", 100, handler
+        )
+    registry = runtime.hooks
 
     pm = pluggy.PluginManager("bench")
     pm.add_hookspecs(Spec)

@@ -546,7 +546,7 @@ _EMPTY = _Chain(None, ())
 
 
 def _name_of(hook: str | HookPoint[A, R]) -> str:
-    return hook.name if isinstance(hook, HookPoint) else hook
+    return hook if isinstance(hook, str) else hook.name
 
 
 # --------------------------------------------------------------------------- the registry
@@ -882,8 +882,8 @@ class HookRegistry:
 
     def has_handlers(self, hook: str | HookPoint[A, R]) -> bool:
         """Whether a hook type has any live handler (cheaper than ``handlers``)."""
-        chain = self._chains.get(_name_of(hook))
-        return chain is not None and bool(chain.entries)
+        chain = self._chains.get(hook if isinstance(hook, str) else hook.name)
+        return chain is not None and chain.entries != ()
 
     def metrics(self, plugin: str) -> dict[str, HookMetrics]:
         """Hook type -> metrics, for every hook type ``plugin`` has registered at.

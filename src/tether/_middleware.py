@@ -5,10 +5,10 @@ an async function taking the request and returning the response. It runs for a r
 when one of its globs matches (``/admin/*``; no globs means every route), in
 descending priority, ties in registration order. Names are unique per plugin version.
 
-``runner(route, endpoint)`` builds a route's chain once: one layer per middleware,
-each calling its handler through the seam (``tether._seam``), with ``call_next`` the
-next layer, already built, so a request allocates nothing for the chain. Each layer
-passes its plugin's door:
+``runner(route, endpoint)`` builds a route's chain once: one layer per middleware, an
+entry of the seam (``tether._seam``) whose call passes the next layer, already built,
+as ``call_next``, so a request allocates nothing for the chain and pays one frame per
+middleware. Each layer passes its plugin's door:
 
 - open: the handler runs;
 - closed (the plugin is stopped, disabled, unloading): that middleware is skipped;
@@ -33,10 +33,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from tether._gate import GateState
-from tether._seam import Entry
+from tether._seam import Entry, Parameters
 from tether.errors import MiddlewareError, PluginUnavailableError
 
 if TYPE_CHECKING:
@@ -70,40 +70,35 @@ class Middleware:
         return not self.routes or any(fnmatchcase(route, glob) for glob in self.routes)
 
 
-class _Layer:
-    """One middleware at one position of a chain; ``next`` is the rest of the chain."""
+_LAYER = Parameters("request", "request, NEXT", {})
 
-    __slots__ = ("acall", "door", "item", "next", "registry")
 
-    def __init__(self, registry: MiddlewareRegistry, item: Middleware, rest: Endpoint) -> None:
-        self.registry = registry
-        self.item = item
-        self.door = item.entry.door
-        self.acall = item.entry.acall
-        self.next = rest
+async def _skip(request: object, call_next: Endpoint) -> object:
+    """Stands in for a middleware that does not run: straight on down the chain."""
+    return await call_next(request)
 
-    async def __call__(self, request: object) -> object:
-        if self.door.is_open:
-            return await self.acall(request, self.next)
-        return await self._slow(request)
 
-    async def _slow(self, request: object) -> object:
-        door = self.door
+def _layer_slow(registry: MiddlewareRegistry, name: str) -> Callable[..., Awaitable[object]]:
+    """A layer's slow path: skip when closed, wait when held, the new version's when replaced."""
+
+    async def slow(entry: Entry, again: Callable[[Callable[..., object]], object]) -> object:
+        door = entry.door
         gate = door.gate
-        if gate.state is GateState.CLOSED:
-            return await self.next(request)  # stopped, disabled or unloading: skip it
+        if _is_closed(gate):
+            return await cast("Awaitable[object]", again(_skip))  # stopped, disabled: skip it
         try:
             live = await gate.wait_async(door)
         except PluginUnavailableError:
             if _is_closed(gate):
-                return await self.next(request)  # it closed while we waited
+                return await cast("Awaitable[object]", again(_skip))  # it closed meanwhile
             raise  # held past the queue timeout, or too many waiting: the request fails
-        if live is door:
-            return await self.acall(request, self.next)
-        stand_in = self.registry.named(live, self.item.name)
-        if stand_in is None:  # the new version has no middleware of this name
-            return await self.next(request)
-        return await stand_in.entry.acall(request, self.next)
+        # The door opened again (its own registration), or another version went live (the
+        # new version's middleware of this name); neither: skip it.
+        stand_in = registry.named(live, name)
+        target = stand_in.entry.acall if stand_in is not None else _skip
+        return await cast("Awaitable[object]", again(target))
+
+    return slow
 
 
 def _is_closed(gate: Gate) -> bool:
@@ -229,10 +224,22 @@ class MiddlewareRegistry:
     # ------------------------------------------------------------------ running
 
     def runner(self, route: str, endpoint: Endpoint) -> Endpoint:
-        """``route``'s chain around ``endpoint``, built now: call it with the request."""
+        """``route``'s chain around ``endpoint``, built now: call it with the request.
+
+        Each layer is an entry of its middleware's version whose call passes the next
+        layer as ``call_next`` (generated from the seam, like every way into a plugin).
+        """
         chain: Endpoint = endpoint
         for item in reversed(self.chain(route)):
-            chain = _Layer(self, item, chain)
+            params = Parameters(_LAYER.params, _LAYER.call, {"NEXT": chain})
+            layer = Entry(
+                item.entry.door,
+                item.handler,
+                item.entry.source,
+                params=params,
+                aslow=_layer_slow(self, item.name),
+            )
+            chain = layer.acall
         return chain
 
     async def run(self, route: str, request: object, endpoint: Endpoint) -> object:

@@ -81,22 +81,19 @@ def _is_answer(exc: BaseException) -> bool:
 
 
 class _Endpoint:
-    """Calls one route's handler through the seam; what the middleware wraps.
+    """Calls a plain route handler through the seam in a worker thread.
 
     The handler's result becomes a response inside the seam, so a handler that returns
     something no response can be made of is counted against its plugin.
     """
 
-    __slots__ = ("entry", "is_async", "what")
+    __slots__ = ("entry", "what")
 
     def __init__(self, route: Route, entry: PluginEntry) -> None:
         self.entry = entry
-        self.is_async = entry.is_async
         self.what = f"route {route.label} of plugin '{route.plugin}'"
 
     async def __call__(self, request: Any) -> object:
-        if self.is_async:
-            return await self.entry.acall(request)
         result = await run_in_threadpool(self.entry.call, request)
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             result = to_response(await result, what=self.what)
@@ -179,7 +176,8 @@ class WebApp:
             _respond(route.handler, what), f"route:{route.label}", redirect=counterpart
         )
         route.entry = entry
-        route.endpoint = _Endpoint(route, entry)
+        # An async handler's entry is the endpoint itself; a plain one runs in a thread.
+        route.endpoint = entry.acall if entry.is_async else _Endpoint(route, entry)
 
     def _runner(self, route: Route) -> Any:
         """The route's middleware around its endpoint, rebuilt when the middleware change."""
