@@ -438,6 +438,24 @@ def test_the_guides_example_plugin_config_and_test_work(tmp_path, pg_url, monkey
     namespace["test_kv_store_runs"]()  # type: ignore[operator]
 
 
+def test_the_guides_broken_config_fails_as_documented(tmp_path, monkeypatch):
+    text = DOC.read_text(encoding="utf-8")
+    [broken] = [
+        b
+        for b in re.findall(r"^```yaml\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+        if "clinets" in b
+    ]
+    expected = re.search(
+        r"^Error: bench\.yaml: bench\.clinets.*?^Hint: .*?$", text, re.MULTILINE | re.DOTALL
+    )
+    assert expected is not None
+    (tmp_path / "bench.yaml").write_text(broken, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = bench("--config", "bench.yaml")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == expected[0]
+
+
 @pytest.mark.slow
 def test_the_pipelined_tpcb_client_raises_the_sqlstate_class_and_recovers(pg_url):
     import importlib.util

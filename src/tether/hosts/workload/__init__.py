@@ -29,20 +29,34 @@ from tether.hosts.workload._pacing import intended_start_ns, process_rates, spli
 from tether.hosts.workload._progress import Progress
 from tether.hosts.workload._report import EXIT_ERROR_RATE, REPORT_FORMAT, BenchReport
 from tether.hosts.workload._runner import plans_for, run_bench
-from tether.hosts.workload._settings import DEFAULT_DURATION, BenchSettings
+from tether.hosts.workload._settings import (
+    DEFAULT_DURATION,
+    DSN_ENV,
+    BenchConfig,
+    BenchConfigProblem,
+    BenchSection,
+    BenchSettings,
+    DatabaseSection,
+    WorkloadSection,
+)
 from tether.hosts.workload._weights import resolve_weights
 from tether.hosts.workload._workload import LoadedWorkload, WorkloadSpec, open_workload
 
 __all__ = [
     "DATA_DIRECTORY_ENV",
     "DEFAULT_DURATION",
+    "DSN_ENV",
     "EVENT_LOOP_ENV",
     "EXIT_ERROR_RATE",
     "REPORT_FORMAT",
+    "BenchConfig",
+    "BenchConfigProblem",
     "BenchError",
     "BenchReport",
+    "BenchSection",
     "BenchSettings",
     "Database",
+    "DatabaseSection",
     "DatabaseUnavailableError",
     "EmbeddedServerError",
     "LoadedWorkload",
@@ -51,6 +65,7 @@ __all__ = [
     "Tick",
     "WorkerError",
     "WorkloadConfigError",
+    "WorkloadSection",
     "WorkloadSpec",
     "default_data_directory",
     "intended_start_ns",
