@@ -426,6 +426,12 @@ def test_the_guides_example_plugin_config_and_test_work(tmp_path, pg_url, monkey
     documented = re.search(r"^Error: workload\.plugin_config.*$", DOC.read_text(), re.MULTILINE)
     assert documented is not None
     assert documented[0] in wrong.stderr
+    too_few = bench("--config", "bench.yaml", "--set", "keys=0")
+    assert too_few.exit_code == 1
+    assert "configuration 'keys' must be at least 1, got 0" in too_few.stderr
+    assert "`--set keys=0` is refused with `configuration 'keys' must be at least 1, got 0`" in (
+        " ".join(DOC.read_text(encoding="utf-8").split())
+    )
 
     tested = CliRunner().invoke(cli, ["plugins", "test", "plugins/kv_store"])
     assert tested.exit_code == 0, tested.output

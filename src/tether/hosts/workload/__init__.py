@@ -3,7 +3,9 @@
 A workload plugin's manifest says ``provides: [workload]``; its entry object has
 ``initialize(config)``, ``setup(db)``, ``cleanup(db)``, ``execute_operation(db, op)``,
 ``get_operation_types()`` and, optionally, ``get_info()`` and ``get_metrics()``.
-``docs/workloads.md`` is the guide; this package is the programmatic API::
+``docs/workloads.md`` is the guide; this package is the programmatic API, and what
+workload plugins may share (:func:`read_settings`, :class:`Operations`,
+:class:`Counters`, :class:`Dataset`, :class:`Pool`...)::
 
     import asyncio
     from tether.hosts.workload import BenchSettings, WorkloadSpec, run_bench
@@ -39,6 +41,18 @@ from tether.hosts.workload._settings import (
     DatabaseSection,
     WorkloadSection,
 )
+from tether.hosts.workload._toolkit import (
+    AsyncConnection,
+    Counters,
+    Dataset,
+    Operations,
+    Pool,
+    copy_rows,
+    read_settings,
+    seeded_random,
+    settings_keys,
+    skewed,
+)
 from tether.hosts.workload._weights import resolve_weights
 from tether.hosts.workload._workload import LoadedWorkload, WorkloadSpec, open_workload
 
@@ -49,32 +63,42 @@ __all__ = [
     "EVENT_LOOP_ENV",
     "EXIT_ERROR_RATE",
     "REPORT_FORMAT",
+    "AsyncConnection",
     "BenchConfig",
     "BenchConfigProblem",
     "BenchError",
     "BenchReport",
     "BenchSection",
     "BenchSettings",
+    "Counters",
     "Database",
     "DatabaseSection",
     "DatabaseUnavailableError",
+    "Dataset",
     "EmbeddedServerError",
     "LoadedWorkload",
+    "Operations",
     "Plan",
+    "Pool",
     "Progress",
     "Tick",
     "WorkerError",
     "WorkloadConfigError",
     "WorkloadSection",
     "WorkloadSpec",
+    "copy_rows",
     "default_data_directory",
     "intended_start_ns",
     "mask_dsn",
     "open_workload",
     "plans_for",
     "process_rates",
+    "read_settings",
     "resolve_weights",
     "run_bench",
     "run_with_best_loop",
+    "seeded_random",
+    "settings_keys",
+    "skewed",
     "split_evenly",
 ]
