@@ -426,6 +426,12 @@ def test_the_guides_example_plugin_config_and_test_work(tmp_path, pg_url, monkey
     documented = re.search(r"^Error: workload\.plugin_config.*$", DOC.read_text(), re.MULTILINE)
     assert documented is not None
     assert documented[0] in wrong.stderr
+    too_few = bench("--config", "bench.yaml", "--set", "keys=0")
+    assert too_few.exit_code == 1
+    assert "configuration 'keys' must be at least 1, got 0" in too_few.stderr
+    assert "`--set keys=0` is refused with `configuration 'keys' must be at least 1, got 0`" in (
+        " ".join(DOC.read_text(encoding="utf-8").split())
+    )
 
     tested = CliRunner().invoke(cli, ["plugins", "test", "plugins/kv_store"])
     assert tested.exit_code == 0, tested.output
@@ -436,6 +442,24 @@ def test_the_guides_example_plugin_config_and_test_work(tmp_path, pg_url, monkey
         compile((tmp_path / "test_kv_store.py").read_text(), "test_kv_store.py", "exec"), namespace
     )
     namespace["test_kv_store_runs"]()  # type: ignore[operator]
+
+
+def test_the_guides_broken_config_fails_as_documented(tmp_path, monkeypatch):
+    text = DOC.read_text(encoding="utf-8")
+    [broken] = [
+        b
+        for b in re.findall(r"^```yaml\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+        if "clinets" in b
+    ]
+    expected = re.search(
+        r"^Error: bench\.yaml: bench\.clinets.*?^Hint: .*?$", text, re.MULTILINE | re.DOTALL
+    )
+    assert expected is not None
+    (tmp_path / "bench.yaml").write_text(broken, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = bench("--config", "bench.yaml")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == expected[0]
 
 
 @pytest.mark.slow

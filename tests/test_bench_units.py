@@ -11,12 +11,14 @@ import pytest
 
 from tether import TetherConfig, load_config
 from tether._gate import Gate
-from tether.cli._bench import Flags, read_bench_config, settings_from
 from tether.errors import ConfigError
 from tether.hosts.workload import (
+    BenchConfig,
+    BenchSection,
     BenchSettings,
     DatabaseUnavailableError,
     WorkloadConfigError,
+    WorkloadSpec,
     intended_start_ns,
     mask_dsn,
     plans_for,
@@ -207,8 +209,9 @@ def _bench_config(tmp_path: Path, text: str) -> TetherConfig:
     return load_config(path)
 
 
-def test_flags_override_the_config_which_overrides_defaults(tmp_path, monkeypatch):
-    config = read_bench_config(
+def test_options_override_the_config_which_overrides_defaults(tmp_path, monkeypatch):
+    monkeypatch.delenv("TETHER_DSN", raising=False)
+    config = BenchConfig.from_config(
         _bench_config(
             tmp_path,
             "workload: {type: plugin, plugin_name: tpcb, plugin_config: {scale: 2}}\n"
@@ -216,16 +219,18 @@ def test_flags_override_the_config_which_overrides_defaults(tmp_path, monkeypatc
             "bench: {clients: 4, duration: 30s, warmup: 1s, max_error_rate: 5%, seed: 3}\n",
         )
     )
-    assert config.workload == "tpcb"
-    assert config.plugin_config == {"scale": 2}
-    settings = settings_from(config, Flags(clients=2, transactions=100))
+    assert config.workload.plugin_name == "tpcb"
+    assert config.workload.plugin_config == {"scale": 2}
+    assert config.database.data_directory == Path("~/pg").expanduser()
+    settings = config.settings(BenchSection.from_options(clients=2, transactions=100))
     assert (settings.clients, settings.transactions, settings.duration) == (2, 100, None)
     assert (settings.warmup, settings.max_error_rate, settings.seed) == (1.0, 0.05, 3)
     assert settings.dsn == "postgresql://a:b@h/db"
+    assert settings.source == str(tmp_path / "bench.yaml")
     monkeypatch.setenv("TETHER_DSN", "postgresql://env/db")
-    assert settings_from(config, Flags()).dsn == "postgresql://env/db"
-    assert settings_from(config, Flags(dsn="postgresql://flag/db")).dsn == "postgresql://flag/db"
-    assert settings_from(config, Flags(duration="90")).duration == 90.0
+    assert config.settings().dsn == "postgresql://env/db"
+    assert config.settings(dsn="postgresql://flag/db").dsn == "postgresql://flag/db"
+    assert config.settings(BenchSection.from_options(duration="90")).duration == 90.0
 
 
 def test_an_unknown_bench_key_is_named_with_a_suggestion(tmp_path):
@@ -233,18 +238,152 @@ def test_an_unknown_bench_key_is_named_with_a_suggestion(tmp_path):
     with pytest.raises(
         WorkloadConfigError, match=r"bench\.clinets: unknown key \(did you mean 'clients'\?\)"
     ):
-        read_bench_config(config)
+        BenchConfig.from_config(config)
 
 
 def test_a_bad_duration_names_the_file_and_key(tmp_path):
-    config = read_bench_config(_bench_config(tmp_path, "bench: {duration: soon}\n"))
+    config = _bench_config(tmp_path, "bench: {duration: soon}\n")
     with pytest.raises(ConfigError, match=r"bench\.yaml: bench\.duration: not a duration"):
-        settings_from(config, Flags())
+        BenchConfig.from_config(config)
 
 
 def test_only_plugin_workloads_exist(tmp_path):
     with pytest.raises(WorkloadConfigError, match=r"workload\.type: must be 'plugin'"):
-        read_bench_config(_bench_config(tmp_path, "workload: {type: builtin}\n"))
+        BenchConfig.from_config(_bench_config(tmp_path, "workload: {type: builtin}\n"))
+
+
+BROKEN = """\
+workload:
+  type: builtin
+  plugin_name: 5
+  plugin_config: [scale]
+database:
+  dns: postgresql://h/db
+  pool_size: 4
+bench:
+  clinets: 4
+  duration: soon
+  warmup: -1s
+  processes: 0
+  max_error_rate: lots
+  setup: yes please
+"""
+
+
+def test_every_problem_of_the_file_is_reported_at_once_with_its_line(tmp_path):
+    with pytest.raises(WorkloadConfigError) as caught:
+        BenchConfig.from_config(_bench_config(tmp_path, BROKEN))
+    path = tmp_path / "bench.yaml"
+    found = {(p.key, p.line): p.message for p in caught.value.problems}  # type: ignore[attr-defined]
+    durations = {k: found.pop(k) for k in [("bench.duration", 10), ("bench.warmup", 11)]}
+    assert found == {
+        ("workload.type", 2): "must be 'plugin', got 'builtin'",
+        ("workload.plugin_name", 3): "must be a string, got 5",
+        ("workload.plugin_config", 4): "must be a mapping",
+        ("database.dns", 6): "unknown key (did you mean 'dsn'?)",
+        ("bench.clinets", 9): "unknown key (did you mean 'clients'?)",
+        ("bench.processes", 12): "must be an integer of at least 1, got 0",
+        ("bench.max_error_rate", 13): (
+            "not a rate: 'lots' (write a fraction like 0.01 or a percentage like 1%)"
+        ),
+        ("bench.setup", 14): "must be true or false, got 'yes please'",
+    }
+    assert durations[("bench.duration", 10)].startswith("not a duration: 'soon' (write a number")
+    assert durations[("bench.warmup", 11)].startswith("not a duration: '-1s' (write a number")
+    assert [p.line for p in caught.value.problems] == sorted(  # type: ignore[attr-defined]
+        p.line
+        for p in caught.value.problems  # type: ignore[attr-defined]
+    )
+    assert caught.value.path == path
+    message = str(caught.value)
+    assert message.startswith(
+        f"{path}: workload.type: must be 'plugin', got 'builtin' (and 9 more)"
+    )
+    assert f"\n  - {path}:12 [bench.processes]: must be an integer of at least 1, got 0" in message
+    assert (
+        caught.value.hint
+        == "fix each key listed above; `tether config validate` re-checks the file"
+    )
+
+
+def test_a_misspelled_database_key_is_refused_and_others_are_left_to_their_owners(tmp_path):
+    text = "database: {dns: 'postgresql://h/db', pool_size: 4, url: 'sqlite:///x.db'}\n"
+    with pytest.raises(WorkloadConfigError) as caught:
+        BenchConfig.from_config(_bench_config(tmp_path, text))
+    [problem] = caught.value.problems
+    assert (problem.key, problem.message) == ("database.dns", "unknown key (did you mean 'dsn'?)")
+    assert "pool_size" not in str(caught.value)
+    config = BenchConfig.from_config(_bench_config(tmp_path, "database: {pool_size: 4}\n"))
+    assert config.database.dsn is None
+
+
+def test_a_range_problem_in_the_file_carries_its_line_and_hint(tmp_path):
+    with pytest.raises(WorkloadConfigError) as caught:
+        BenchConfig.from_config(_bench_config(tmp_path, "bench:\n  clients: 2\n  rate: 0\n"))
+    [problem] = caught.value.problems
+    assert (problem.key, problem.line) == ("bench.rate", 3)  # type: ignore[attr-defined]
+    assert (
+        str(problem)
+        == f"{tmp_path / 'bench.yaml'}:3 [bench.rate]: must be a positive number, got 0.0"
+    )
+    assert caught.value.hint is not None
+    assert caught.value.hint.startswith("write a number of transactions per second")
+
+
+def test_json_configs_have_no_lines(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text('{"bench": {"clients": "4"}}', encoding="utf-8")
+    with pytest.raises(WorkloadConfigError) as caught:
+        BenchConfig.from_config(load_config(path))
+    [problem] = caught.value.problems
+    assert (problem.key, problem.line) == ("bench.clients", None)  # type: ignore[attr-defined]
+    assert problem.message == "must be an integer, got '4'"
+
+
+def test_option_problems_name_the_option():
+    with pytest.raises(WorkloadConfigError) as caught:
+        BenchSection.from_options(duration="soon", max_error_rate="lots", clients=0)
+    assert [p.key for p in caught.value.problems] == ["--clients", "--duration", "--max-error-rate"]
+    assert str(caught.value).startswith(
+        "--clients: must be an integer of at least 1, got 0 (and 2 more)"
+    )
+
+
+def test_a_length_among_the_options_replaces_both_of_the_files(tmp_path):
+    config = BenchConfig.from_config(
+        _bench_config(tmp_path, "bench: {duration: 5s, transactions: 10, seed: 1}\n")
+    )
+    with pytest.raises(WorkloadConfigError, match="not both"):
+        config.settings()
+    assert config.settings(BenchSection.from_options(duration="1s")).transactions is None
+    assert config.settings(BenchSection.from_options(transactions=3)).duration is None
+
+
+def test_the_workload_to_run_and_its_plugin_config(tmp_path):
+    config = BenchConfig.from_config(
+        _bench_config(tmp_path, "workload: {plugin_name: tpcb, plugin_config: {scale: 2}}\n")
+    )
+    assert config.workload_name() == "tpcb"
+    assert config.workload_name("imdb") == "imdb"
+    found = WorkloadSpec("tpcb", path=tmp_path, origin="builtin")
+    spec = config.spec_for(found, {"driver": "asyncpg"})
+    assert (spec.config, spec.config_source, spec.origin) == (
+        {"scale": 2, "driver": "asyncpg"},
+        str(tmp_path / "bench.yaml"),
+        "builtin",
+    )
+    assert config.spec_for(WorkloadSpec("imdb")).config == {}  # tpcb's settings are not imdb's
+    assert config.is_ignoring_plugin_config("imdb")
+    assert not config.is_ignoring_plugin_config("tpcb")
+    with pytest.raises(WorkloadConfigError, match="no workload given"):
+        BenchConfig().workload_name()
+
+
+def test_a_config_without_bench_sections_is_not_a_bench_config(tmp_path):
+    assert not BenchConfig.present_in(_bench_config(tmp_path, "database: {dsn: x}\n"))
+    assert BenchConfig.present_in(_bench_config(tmp_path, "bench: 5\n"))
+    with pytest.raises(WorkloadConfigError, match="bench: must be a mapping"):
+        BenchConfig.from_config(_bench_config(tmp_path, "bench: 5\n"))
 
 
 # --------------------------------------------------------------------------- statistics

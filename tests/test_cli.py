@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -336,3 +337,10 @@ def test_info_says_what_a_plugin_provides():
     result = run("plugins", "info", "tpcb")
     assert result.exit_code == 0, result.output
     assert "provides: workload" in result.output
+
+
+def test_info_shows_what_each_config_key_allows():
+    result = run("plugins", "info", "tpcb")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^\s*scale\s+integer\s+1\s+at least 1\s", result.output, re.MULTILINE)
+    assert re.search(r"^\s*driver\s+string\s+auto\s+one of auto,", result.output, re.MULTILINE)

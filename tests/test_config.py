@@ -387,6 +387,71 @@ def test_unknown_keys_pass_through_and_input_is_untouched():
     assert given == {"secret": "x", "extra": {"free": "form"}}
 
 
+BOUNDED = {
+    "workers": ConfigField(type="integer", minimum=1, maximum=64, default=4),
+    "share": ConfigField(type="float", minimum=0, maximum=1),
+    "retries": ConfigField(type="integer", minimum=0),
+    "burst": ConfigField(type="float", maximum=10),
+    "ttl": ConfigField(type="duration", minimum="1s", maximum="1h", default="30s"),
+    "mode": ConfigField(type="string", choices=["fast", "safe"], default="safe"),
+    "level": ConfigField(type="integer", choices=[1, 2, 3]),
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("workers", 1),
+        ("workers", 64),
+        ("share", 0),
+        ("share", 1.0),
+        ("retries", 10**9),
+        ("burst", -5),
+        ("ttl", "1s"),
+        ("ttl", 3600),
+        ("mode", "fast"),
+        ("level", 3),
+    ],
+    ids=str,
+)
+def test_values_within_the_constraints_are_accepted(key, value):
+    values = validate_plugin_config("web", BOUNDED, {key: value})
+    assert key in values
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("workers", 0, "configuration 'workers' must be from 1 to 64, got 0"),
+        ("workers", 65, "configuration 'workers' must be from 1 to 64, got 65"),
+        ("share", 1.5, "configuration 'share' must be from 0 to 1, got 1.5"),
+        ("share", 2, "configuration 'share' must be from 0 to 1, got 2"),
+        ("retries", -1, "configuration 'retries' must be at least 0, got -1"),
+        ("burst", 10.5, "configuration 'burst' must be at most 10, got 10.5"),
+        ("ttl", "500ms", "configuration 'ttl' must be from 1s to 1h, got 500ms"),
+        ("ttl", "2h", "configuration 'ttl' must be from 1s to 1h, got 2h"),
+        ("mode", "quick", "configuration 'mode' must be one of fast, safe, got 'quick'"),
+        ("level", 4, "configuration 'level' must be one of 1, 2, 3, got 4"),
+    ],
+    ids=lambda v: str(v)[:20],
+)
+def test_a_value_outside_the_constraints_names_key_value_and_what_is_allowed(key, value, message):
+    with pytest.raises(ConfigError) as caught:
+        validate_plugin_config("web", BOUNDED, {key: value})
+    assert [(p.key, p.message) for p in caught.value.problems] == [(key, message)]
+    assert str(caught.value) == f"invalid configuration for plugin 'web': {message}"
+    assert caught.value.plugin == "web"
+
+
+def test_constraint_problems_come_with_the_type_problems_all_at_once():
+    given = {"workers": 0, "share": "half", "mode": "quick", "ttl": "soon"}
+    with pytest.raises(ConfigError) as caught:
+        validate_plugin_config("web", BOUNDED, given)
+    assert [p.key for p in caught.value.problems] == ["workers", "share", "ttl", "mode"]
+    assert caught.value.problems[1].message == "configuration 'share' must be a number, got str"
+    assert str(caught.value).count("\n  - ") == 4
+
+
 # --------------------------------------------------------------------------- permissions
 
 

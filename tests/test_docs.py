@@ -17,11 +17,12 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 
 from tether import errors
 from tether._config import PluginConfig, PluginsSection, load_config
 from tether._lifecycle import TRANSITIONS, PluginStatus
-from tether._manifest import CONFIG_TYPES, PERMISSIONS, Manifest, load_manifest
+from tether._manifest import CONFIG_TYPES, PERMISSIONS, ConfigField, Manifest, load_manifest
 from tether.cli import cli
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -124,6 +125,21 @@ def test_manifest_reference_lists_every_field_permission_and_config_type():
         assert f"| `{permission}` |" in _section(text, "`permissions`"), permission
     for config_type in CONFIG_TYPES:
         assert f"| `{config_type}` |" in _section(text, "`config`"), config_type
+    for key in ConfigField.model_fields:
+        assert f"| `{key}` |" in _section(text, "`config`"), key
+
+
+def test_the_constraint_example_is_a_valid_config_schema():
+    [body] = [
+        b for info, b, _ in _fences(_section(_read("manifest.md"), "`config`")) if info == "yaml"
+    ]
+    schema = {k: ConfigField.model_validate(v) for k, v in yaml.safe_load(body)["config"].items()}
+    assert {k: f.allowed for k, f in schema.items()} == {
+        "top_k": "from 1 to 1000",
+        "share": "from 0 to 1",
+        "session_ttl": "at least 1s",
+        "index_type": "one of hnsw, ivfflat",
+    }
 
 
 # --------------------------------------------------------------------------- configs

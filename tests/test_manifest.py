@@ -464,6 +464,100 @@ def test_default_of_the_right_type_is_kept(kind, default):
     assert manifest.config["key"].default == default
 
 
+# --------------------------------------------------------------------------- constraints
+
+
+@pytest.mark.parametrize(
+    ("spec", "allowed"),
+    [
+        ({"type": "integer", "minimum": 1}, "at least 1"),
+        ({"type": "integer", "maximum": 9, "default": 9}, "at most 9"),
+        ({"type": "float", "minimum": 0, "maximum": 1, "default": 0.5}, "from 0 to 1"),
+        ({"type": "float", "minimum": 0.25}, "at least 0.25"),
+        ({"type": "duration", "minimum": "1s", "maximum": "1h", "default": "30m"}, "from 1s to 1h"),
+        ({"type": "duration", "minimum": 90}, "at least 1m30s"),
+        (
+            {"type": "string", "choices": ["hnsw", "ivfflat"], "default": "hnsw"},
+            "one of hnsw, ivfflat",
+        ),
+        ({"type": "integer", "choices": [1, 2, 4]}, "one of 1, 2, 4"),
+        ({"type": "float", "choices": [0.5, 1]}, "one of 0.5, 1"),
+        ({"type": "integer", "minimum": 3, "maximum": 3, "default": 3}, "from 3 to 3"),
+        ({"type": "string"}, ""),
+    ],
+    ids=lambda v: v if isinstance(v, str) else v["type"],
+)
+def test_constraints_are_kept_and_said_in_words(spec, allowed):
+    manifest = validate_manifest_data(valid_data(config={"key": spec}), path=Path("plugin.json"))
+    assert manifest.config["key"].allowed == allowed
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "integer", "minimum": "1"}, "minimum must be an integer, got str"),
+        ({"type": "integer", "maximum": 2.5}, "maximum must be an integer, got float"),
+        ({"type": "integer", "minimum": True}, "minimum must be an integer, got bool"),
+        ({"type": "float", "maximum": "1"}, "maximum must be a number, got str"),
+        ({"type": "float", "maximum": float("nan")}, "maximum must be a finite number, got nan"),
+        ({"type": "duration", "minimum": "soon"}, "minimum not a duration: 'soon'"),
+        ({"type": "integer", "minimum": 5, "maximum": 1}, "minimum 5 is above maximum 1"),
+        ({"type": "duration", "minimum": "1h", "maximum": "1m"}, "minimum 1h is above maximum 1m"),
+        ({"type": "integer", "minimum": 1, "default": 0}, "default must be at least 1, got 0"),
+        ({"type": "float", "maximum": 1, "default": 1.5}, "default must be at most 1, got 1.5"),
+        (
+            {"type": "duration", "minimum": "1s", "maximum": "1m", "default": "2m"},
+            "default must be from 1s to 1m, got 2m",
+        ),
+        (
+            {"type": "string", "choices": ["a", "b"], "default": "c"},
+            "default must be one of a, b, got 'c'",
+        ),
+        (
+            {"type": "string", "minimum": 1},
+            "minimum and maximum apply to integer, float and duration keys, not string",
+        ),
+        (
+            {"type": "boolean", "choices": [True]},
+            "choices apply to string, integer and float keys, not boolean",
+        ),
+        ({"type": "string", "choices": []}, "choices must list at least one value"),
+        ({"type": "integer", "choices": [1, "2"]}, "choice '2' must be an integer"),
+        ({"type": "string", "choices": ["a", "a"]}, "choice 'a' is listed twice"),
+        (
+            {"type": "integer", "choices": [1, 2], "minimum": 1},
+            "give choices or minimum/maximum, not both",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else v["type"],
+)
+def test_a_broken_constraint_is_a_manifest_problem(spec, message):
+    data = valid_data(config={"key": spec})
+    with pytest.raises(ManifestError) as caught:
+        validate_manifest_data(data, path=Path("plugin.json"))
+    assert problems_of(caught.value)["config.key"].startswith(f"invalid config schema: {message}")
+
+
+def test_constraint_problems_carry_the_line_and_come_all_at_once(tmp_path):
+    path = tmp_path / "plugin.yaml"
+    path.write_text(
+        "name: demo\nversion: 1.0.0\ndescription: d\nauthor: a\nentry: demo:Plugin\n"
+        "config:\n"
+        "  top_k: {type: integer, minimum: 10, maximum: 1, default: 5}\n"
+        "  index: {type: string, choices: [hnsw, 3, hnsw]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert [(p.field, p.line) for p in caught.value.problems] == [
+        ("config.top_k", 7),
+        ("config.index", 8),
+    ]
+    assert caught.value.problems[1].message == (
+        "invalid config schema: choice 3 must be a string; choice 'hnsw' is listed twice"
+    )
+
+
 # --------------------------------------------------------------------------- files
 
 

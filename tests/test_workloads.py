@@ -164,41 +164,105 @@ def test_default_weights_follow_the_reference():
 # --------------------------------------------------------------------------- config errors
 
 
-BAD_CONFIGS = [
+# The manifests' constraints (minimum, maximum, choices) refuse these when the plugin is loaded.
+OUT_OF_RANGE = [
     ("vector", {"index_type": "btree"}, "'index_type' must be one of hnsw, ivfflat, got 'btree'"),
     (
         "vector",
         {"similarity_function": "dot"},
         "'similarity_function' must be one of cosine, l2, inner_product, got 'dot'",
     ),
-    ("vector", {"vector_dimension": 4096}, "'vector_dimension' must be at most 2000, got 4096"),
+    ("vector", {"vector_dimension": 4096}, "'vector_dimension' must be from 1 to 2000, got 4096"),
     ("vector", {"initial_vectors": -1}, "'initial_vectors' must be at least 1, got -1"),
-    ("vector", {"top_k": 0}, "'top_k' must be at least 1, got 0"),
+    ("vector", {"top_k": 0}, "'top_k' must be from 1 to 1000, got 0"),
     ("imdb", {"movies": -5}, "'movies' must be at least 1, got -5"),
     ("imdb", {"ratings_per_movie": -1}, "'ratings_per_movie' must be at least 0, got -1"),
-    ("imdb", {"movie": 10}, "unknown key 'movie' (did you mean 'movies'?)"),
     ("ecommerce", {"catalog_size": 0}, "'catalog_size' must be at least 1, got 0"),
     ("ecommerce", {"customer_count": -3}, "'customer_count' must be at least 1, got -3"),
     (
         "ecommerce",
         {"payment_decline_rate": 1.5},
-        "'payment_decline_rate' must be a number from 0 to 1, got 1.5",
+        "'payment_decline_rate' must be from 0 to 1, got 1.5",
     ),
     ("realworld", {"users": -1}, "'users' must be at least 2, got -1"),
-    ("realworld", {"hot_traffic": 2}, "'hot_traffic' must be a number from 0 to 1, got 2"),
-    ("realworld", {"session_ttl": "0s"}, "'session_ttl' must be a positive duration"),
+    ("realworld", {"hot_traffic": 2}, "'hot_traffic' must be from 0 to 1, got 2"),
+    ("realworld", {"session_ttl": "0s"}, "'session_ttl' must be at least 1us, got 0s"),
+    ("tpcb", {"scale": 0}, "'scale' must be at least 1, got 0"),
+    ("tpcb", {"driver": "pg"}, "'driver' must be one of auto, asyncpg, psycopg, got 'pg'"),
 ]
 
 
 @pytest.mark.parametrize(
     ("name", "config", "message"),
-    [pytest.param(*case, id=f"{case[0]}-{next(iter(case[1]))}") for case in BAD_CONFIGS],
+    [pytest.param(*case, id=f"{case[0]}-{next(iter(case[1]))}") for case in OUT_OF_RANGE],
+)
+def test_a_value_outside_the_manifests_constraints_is_refused_when_loading(name, config, message):
+    async def main() -> None:
+        async with tether.PluginManager() as manager:
+            await manager.load_plugin(WORKLOADS / name, {"config": config})
+
+    with pytest.raises(ConfigError) as caught:
+        asyncio.run(main())
+    assert caught.value.plugin == name
+    assert str(caught.value) == (
+        f"invalid configuration for plugin '{name}': configuration {message}"
+    )
+
+
+# The workloads refuse these themselves, in initialize.
+REFUSED_BY_THE_WORKLOAD = [
+    ("imdb", {"movie": 10}, "unknown key 'movie' (did you mean 'movies'?)"),
+    ("tpcb", {"scael": 2}, "unknown key 'scael' (did you mean 'scale'?)"),
+    (
+        "realworld",
+        {"user": 5, "feeds": 2},
+        (
+            "unknown key 'user' (did you mean 'users'?); "
+            "unknown key 'feeds' (did you mean 'feed_size'?)"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "message"),
+    [
+        pytest.param(*case, id=f"{case[0]}-{next(iter(case[1]))}")
+        for case in REFUSED_BY_THE_WORKLOAD
+    ],
 )
 def test_a_bad_config_is_refused_at_initialize_with_a_clear_message(name, config, message):
     error = initialize_error(name, config)
     assert isinstance(error, ConfigError)
     assert error.plugin == name
     assert str(error).startswith(f"invalid configuration for workload '{name}': {message}")
+
+
+@pytest.mark.parametrize("name", [*NAMES, "tpcb"])
+def test_the_constraints_in_each_manifest_are_what_the_code_expects(name):
+    allowed = {k: f.allowed for k, f in tether.load_manifest(WORKLOADS / name).config.items()}
+    expected = {
+        "vector": {
+            "vector_dimension": "from 1 to 2000",
+            "index_type": "one of hnsw, ivfflat",
+            "similarity_function": "one of " + ", ".join(_vector_functions()),
+            "top_k": "from 1 to 1000",
+        },
+        "ecommerce": {"payment_decline_rate": "from 0 to 1"},
+        "realworld": {"users": "at least 2", "hot_traffic": "from 0 to 1"},
+        "tpcb": {"scale": "at least 1", "driver": "one of auto, asyncpg, psycopg"},
+        "imdb": {"movies": "at least 1", "ratings_per_movie": "at least 0"},
+    }[name]
+    assert {k: allowed[k] for k in expected} == expected
+    assert allowed["seed"] == ""  # any integer seeds a run
+
+
+def _vector_functions() -> list[str]:
+    async def main() -> list[str]:
+        async with loaded("vector", {}) as instance:
+            return list(module_of(instance).data.SIMILARITY_FUNCTIONS)
+
+    return asyncio.run(main())
 
 
 def test_a_value_of_the_wrong_type_is_refused_by_the_manifest_schema():
@@ -514,7 +578,7 @@ def test_vector_returns_top_k_rows_beyond_the_default_hnsw_search_width(pg_url):
 def test_vector_search_orders_by_the_similarity_operator(pg_url):
     @on_database(pg_url, "vector", {**SMALL["vector"], "similarity_function": "l2"})
     async def _(instance, db):
-        statements = instance._statements
+        statements = instance._operations.state
         query = "[" + ",".join(["0.5"] * 8) + "]"
         rows = await db.fetch(statements.search(), query, 10)
         distances = [row["distance"] for row in rows]

@@ -387,6 +387,9 @@ def validate_plugin_config(
 ) -> dict[str, object]:
     """Check a plugin's config against its schema; apply defaults and parse durations.
 
+    Values must have the key's type and keep to its ``minimum``/``maximum`` or
+    ``choices`` (see :class:`ConfigField`).
+
     Keys the schema does not know are passed through unchanged (plugins may take
     free-form settings). Every problem is reported at once in a ``ConfigError``.
     """
@@ -407,6 +410,10 @@ def validate_plugin_config(
             result[key] = _coerce(key, field, value)
         except ValueError as exc:
             problems.append(ConfigProblem(key, str(exc)))
+            continue
+        broken = field.problem_with(result[key])
+        if broken is not None:
+            problems.append(ConfigProblem(key, f"configuration '{key}' {broken}"))
     if problems:
         details = "\n".join(f"  - {p.message}" for p in problems)
         raise ConfigError(

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from tether._durations import Seconds, parse_duration
+from tether._durations import Seconds, format_duration, parse_duration
 from tether._versions import parse_constraint, parse_version
 from tether.errors import ManifestError, ManifestProblem
 
@@ -129,7 +131,12 @@ _TYPE_CHECKS: dict[str, tuple[str, Any]] = {
 
 
 class ConfigField(BaseModel):
-    """One key of a plugin's config schema."""
+    """One key of a plugin's config schema.
+
+    ``minimum``/``maximum`` bound an integer, float or duration key (inclusive; a
+    duration's bounds are durations); ``choices`` lists the values a string,
+    integer or float key may take. :meth:`problem_with` checks a value against them.
+    """
 
     model_config = _Strict
 
@@ -138,6 +145,9 @@ class ConfigField(BaseModel):
     default: Any = None
     description: StrictStr = ""
     secret: StrictBool = False
+    minimum: Any = None
+    maximum: Any = None
+    choices: tuple[Any, ...] | None = None
 
     @model_validator(mode="after")
     def _default_matches(self) -> ConfigField:
@@ -159,6 +169,106 @@ class ConfigField(BaseModel):
             found = type(self.default).__name__
             raise ValueError(f"invalid config schema: default must be {what}, got {found}")
         return self
+
+    @model_validator(mode="after")
+    def _constraints_hold(self) -> ConfigField:
+        problems = _constraint_problems(self)
+        if problems:
+            raise ValueError("invalid config schema: " + "; ".join(problems))
+        return self
+
+    @property
+    def allowed(self) -> str:
+        """The constraints in words (``from 1 to 10``, ``one of a, b``), or ``""``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(_shown(c, quote=False) for c in self.choices)
+        low, high = _bound(self, self.minimum), _bound(self, self.maximum)
+        if low is not None and high is not None:
+            return f"from {_shown(low)} to {_shown(high)}"
+        if low is not None:
+            return f"at least {_shown(low)}"
+        return f"at most {_shown(high)}" if high is not None else ""
+
+    def problem_with(self, value: object) -> str | None:
+        """Why ``value`` (already of the key's type) breaks the constraints, or ``None``."""
+        if self.choices is not None:
+            return None if value in self.choices else f"must be {self.allowed}, got {value!r}"
+        low, high = _bound(self, self.minimum), _bound(self, self.maximum)
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"must be {self.allowed}, got {_shown(value)}"
+        return None
+
+
+# --------------------------------------------------------------------------- config constraints
+
+_BOUNDED = ("integer", "float", "duration")
+_CHOOSABLE = ("string", "integer", "float")
+
+
+def _bound(field: ConfigField, value: object) -> Any:
+    """A bound as values of the key compare with it (durations parsed); checked beforehand."""
+    if value is None:
+        return None
+    return parse_duration(value) if field.type == "duration" else value
+
+
+def _shown(value: object, *, quote: bool = True) -> str:
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:  # noqa: PLR2004
+        return str(int(value))
+    return repr(value) if quote and isinstance(value, str) else str(value)
+
+
+def _bound_problem(field: ConfigField, name: str, value: object) -> str | None:
+    if field.type == "duration":
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            return f"{name} {exc}"
+        return None
+    what, check = _TYPE_CHECKS[field.type]
+    if not check(value):
+        return f"{name} must be {what}, got {type(value).__name__}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be a finite number, got {value}"
+    return None
+
+
+def _constraint_problems(field: ConfigField) -> list[str]:
+    """What is wrong with a field's minimum, maximum and choices (and its default against them)."""
+    bounds = {
+        n: v for n, v in (("minimum", field.minimum), ("maximum", field.maximum)) if v is not None
+    }
+    if not bounds and field.choices is None:
+        return []
+    if bounds and field.choices is not None:
+        return ["give choices or minimum/maximum, not both"]
+    if bounds and field.type not in _BOUNDED:
+        return [f"minimum and maximum apply to integer, float and duration keys, not {field.type}"]
+    if field.choices is not None and field.type not in _CHOOSABLE:
+        return [f"choices apply to string, integer and float keys, not {field.type}"]
+    problems = [p for n, v in bounds.items() if (p := _bound_problem(field, n, v)) is not None]
+    if field.choices is not None:
+        problems += _choice_problems(field.type, field.choices)
+    if not problems and len(bounds) == 2:  # noqa: PLR2004 - both bounds given
+        low, high = _bound(field, field.minimum), _bound(field, field.maximum)
+        if low > high:
+            problems.append(f"minimum {_shown(low)} is above maximum {_shown(high)}")
+    if not problems and field.default is not None:
+        default = parse_duration(field.default) if field.type == "duration" else field.default
+        problem = field.problem_with(default)
+        problems += [f"default {problem}"] if problem else []
+    return problems
+
+
+def _choice_problems(kind: str, choices: tuple[object, ...]) -> list[str]:
+    if not choices:
+        return ["choices must list at least one value"]
+    what, check = _TYPE_CHECKS[kind]
+    problems = [f"choice {c!r} must be {what}" for c in choices if not check(c)]
+    repeated = sorted({repr(c) for i, c in enumerate(choices) if c in choices[:i]})
+    return problems + [f"choice {c} is listed twice" for c in repeated]
 
 
 class HookDeclaration(BaseModel):

@@ -432,10 +432,9 @@ class _Watchdog:
 watchdog = _Watchdog()
 _next_key = itertools.count().__next__
 
-try:  # the C accessor: asyncio.current_task is a Python function in 3.11 (twice the cost)
-    from _asyncio import current_task as _current_task
-except ImportError:  # pragma: no cover - CPython has it
-    _current_task = asyncio.current_task
+# asyncio.current_task is a Python function in 3.11; the seam reads the same table itself,
+# with two C calls: the running loop, and its entry in asyncio's current-task table.
+_CURRENT_TASKS: dict[asyncio.AbstractEventLoop, asyncio.Task[object]] = asyncio.tasks._current_tasks  # type: ignore[attr-defined]  # noqa: SLF001
 
 
 # --------------------------------------------------------------------------- entries
@@ -810,7 +809,7 @@ _JOIN = "        d.calls.append(None)"
 _LEAVE = "        d.calls.pop()"
 _JOIN_DEADLINE = """\
         k = NEXT_KEY()
-        task = CURRENT_TASK()
+        task = CURRENT_TASKS.get(GET_LOOP())
         d.tasks[k] = (t0 + TMO, task)"""
 _LEAVE_DEADLINE = """\
         del d.tasks[k]
@@ -893,7 +892,8 @@ _ENTRY_GLOBALS: dict[str, object] = {
     "TRACE_EXIT": _trace_exit,
     "TIMEOUT": _timeout_error,
     "NEXT_KEY": _next_key,
-    "CURRENT_TASK": _current_task,
+    "CURRENT_TASKS": _CURRENT_TASKS,
+    "GET_LOOP": asyncio.get_running_loop,
     "CANCELLED": asyncio.CancelledError,
     "ISAWAITABLE": inspect.isawaitable,
 }

@@ -1,16 +1,8 @@
 """``tether bench`` and ``tether workloads list``: the workload host on the command line.
 
-A bench config has the reference's shape; every key is optional and command-line
-options override it::
-
-    workload:
-      type: plugin                 # the only type: built-in workloads are plugins too
-      plugin_name: tpcb
-      plugin_config: {scale: 1, operation_weights: {tpcb_like: 1, select_only: 0}}
-    database:
-      dsn: postgresql://bench:secret@127.0.0.1:5432/bench   # else $TETHER_DSN / embedded
-      data_directory: ~/.tether/pgdata                       # the embedded server's
-    bench: {clients: 8, duration: 30s, warmup: 5s, max_error_rate: 1%}
+The bench config file (``workload``, ``database`` and ``bench`` sections) is read
+and checked by :class:`tether.hosts.workload.BenchConfig`; this module maps the
+options onto it (options override the file) and prints.
 
 Exit codes: 0 done, 1 an error (``Error: ...`` + hint), 2 a usage error,
 3 the error rate was above ``--max-error-rate`` (the report is still printed),
@@ -22,11 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
-import os
-import random
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -35,14 +23,15 @@ from rich.console import Console
 from rich.table import Table
 
 from tether import Manifest, TetherConfig, load_config, load_manifest
-from tether._durations import parse_duration
 from tether.cli._app import EXIT_INTERRUPTED, State, cli, pass_state
 from tether.cli._commands import _discover, config_group
 from tether.cli._output import err, out, print_error
 from tether.errors import ConfigError, PluginNotFoundError, TetherError
 from tether.hosts.workload import (
     EXIT_ERROR_RATE,
+    BenchConfig,
     BenchReport,
+    BenchSection,
     BenchSettings,
     Progress,
     WorkloadConfigError,
@@ -53,208 +42,6 @@ from tether.hosts.workload import (
 )
 
 __all__ = ["bench", "workloads"]
-
-DSN_ENV = "TETHER_DSN"
-_NUMBER = re.compile(r"\d+(\.\d*)?|\.\d+")
-BENCH_KEYS = (
-    "clients",
-    "duration",
-    "transactions",
-    "rate",
-    "warmup",
-    "setup",
-    "cleanup",
-    "seed",
-    "processes",
-    "max_error_rate",
-)
-WORKLOAD_KEYS = ("type", "plugin_name", "plugin_config")
-
-
-# --------------------------------------------------------------------------- the bench config
-
-
-@dataclass(frozen=True, slots=True)
-class BenchConfig:
-    """The sections of a bench config file that ``tether bench`` reads (checked)."""
-
-    path: Path | None
-    framework: TetherConfig
-    workload: str | None = None
-    plugin_config: dict[str, object] = field(default_factory=dict)
-    bench: dict[str, object] = field(default_factory=dict)
-    dsn: str | None = None
-    data_directory: Path | None = None
-
-    @property
-    def where(self) -> str:
-        return str(self.path) if self.path else "the command line"
-
-
-def _problem(path: Path | None, key: str, message: str, hint: str) -> WorkloadConfigError:
-    where = f"{path}: " if path else ""
-    return WorkloadConfigError(f"{where}{key}: {message}", path=path, hint=hint)
-
-
-def _unknown(
-    path: Path | None, section: str, section_data: Mapping[str, object], known: tuple[str, ...]
-) -> None:
-    for key in section_data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            suggestion = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _problem(
-                path,
-                f"{section}.{key}",
-                f"unknown key{suggestion}",
-                f"the keys of `{section}` are: {', '.join(known)}",
-            )
-
-
-def read_bench_config(config: TetherConfig) -> BenchConfig:
-    """The ``workload``, ``database`` and ``bench`` sections of ``config``, checked."""
-    path = config.path
-    workload = config.section("workload")
-    _unknown(path, "workload", workload, WORKLOAD_KEYS)
-    kind = workload.get("type", "plugin")
-    if kind != "plugin":
-        raise _problem(
-            path,
-            "workload.type",
-            f"must be 'plugin', got {kind!r}",
-            "every workload is a plugin, the built-in ones included: type: plugin",
-        )
-    name = workload.get("plugin_name")
-    if name is not None and not isinstance(name, str):
-        raise _problem(
-            path,
-            "workload.plugin_name",
-            f"must be a string, got {name!r}",
-            "name a workload plugin",
-        )
-    plugin_config = workload.get("plugin_config") or {}
-    if not isinstance(plugin_config, dict):
-        raise _problem(
-            path,
-            "workload.plugin_config",
-            "must be a mapping",
-            "give the plugin's settings as key: value pairs",
-        )
-    bench_section = config.section("bench")
-    _unknown(path, "bench", bench_section, BENCH_KEYS)
-    database = config.section("database")
-    directory = database.get("data_directory")
-    return BenchConfig(
-        path=path,
-        framework=config,
-        workload=name,
-        plugin_config=dict(plugin_config),
-        bench=bench_section,
-        dsn=config.database.dsn,
-        data_directory=Path(str(directory)).expanduser() if directory else None,
-    )
-
-
-def _seconds(path: Path | None, key: str, value: object) -> float:
-    """A duration: ``30s``, ``1m30s``, ``500ms``, or a plain number of seconds."""
-    try:
-        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-            value = float(value)
-        return parse_duration(value).total_seconds()
-    except ValueError as exc:
-        raise _problem(path, key, str(exc), "write a duration like 30s, 500ms or 1m30s") from None
-
-
-def _fraction(path: Path | None, key: str, value: object) -> float:
-    text = str(value).strip()
-    try:
-        if text.endswith("%"):
-            return float(text[:-1]) / 100.0
-        return float(text)
-    except ValueError:
-        raise _problem(
-            path, key, f"not a rate: {value!r}", "write a fraction (0.01) or a percentage (1%)"
-        ) from None
-
-
-def _integer(path: Path | None, key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _problem(
-            path, key, f"must be an integer, got {value!r}", f"set {key} to a whole number"
-        )
-    return value
-
-
-def _boolean(path: Path | None, key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _problem(
-            path, key, f"must be true or false, got {value!r}", f"set {key} to true or false"
-        )
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Flags:
-    """The options given on the command line (``None``: not given)."""
-
-    clients: int | None = None
-    duration: str | None = None
-    transactions: int | None = None
-    rate: float | None = None
-    warmup: str | None = None
-    setup: bool | None = None
-    cleanup: bool | None = None
-    seed: int | None = None
-    processes: int | None = None
-    max_error_rate: str | None = None
-    dsn: str | None = None
-    data_directory: Path | None = None
-
-
-_CONVERTERS = {
-    "clients": _integer,
-    "transactions": _integer,
-    "seed": _integer,
-    "processes": _integer,
-    "setup": _boolean,
-    "cleanup": _boolean,
-    "duration": _seconds,
-    "warmup": _seconds,
-    "max_error_rate": _fraction,
-}
-
-
-def _rate(path: Path | None, key: str, value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return _fraction(path, key, value)
-
-
-def settings_from(config: BenchConfig, flags: Flags) -> BenchSettings:
-    """Flags over the config's ``bench:`` section over the defaults."""
-    section = dict(config.bench)
-    if flags.duration is not None or flags.transactions is not None:
-        section.pop("duration", None)  # a length on the command line replaces the config's
-        section.pop("transactions", None)
-    values: dict[str, object] = {}
-    for key, convert in {**_CONVERTERS, "rate": _rate}.items():
-        flag = getattr(flags, key)
-        label, value = (
-            (f"--{key.replace('_', '-')}", flag)
-            if flag is not None
-            else (f"bench.{key}", section.get(key))
-        )
-        if value is not None:
-            values[key] = convert(config.path, label, value)
-    if "seed" not in values:
-        values["seed"] = random.SystemRandom().randrange(1 << 31)
-    dsn = flags.dsn or os.environ.get(DSN_ENV) or config.dsn
-    return BenchSettings(
-        **values,  # type: ignore[arg-type]
-        dsn=dsn or None,
-        data_directory=flags.data_directory or config.data_directory,
-        source=config.where,
-    )
 
 
 # --------------------------------------------------------------------------- finding workloads
@@ -298,10 +85,8 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, object]:
 # --------------------------------------------------------------------------- tether bench
 
 
-def _load_bench_config(state: State, config_file: Path | None) -> BenchConfig:
-    if config_file is not None:
-        return read_bench_config(load_config(config_file))
-    return read_bench_config(state.config())
+def _load_config(state: State, config_file: Path | None) -> TetherConfig:
+    return load_config(config_file) if config_file is not None else state.config()
 
 
 @cli.command("bench")
@@ -374,23 +159,15 @@ def _load_bench_config(state: State, config_file: Path | None) -> BenchConfig:
 def bench(  # noqa: PLR0917 - click passes one argument per option
     ctx: click.Context,
     state: State,
+    /,
     config_file: Path | None,
     workload_name: str | None,
-    duration: str | None,
-    transactions: int | None,
-    clients: int | None,
-    rate: float | None,
-    warmup: str | None,
     dsn: str | None,
     data_directory: Path | None,
-    setup: bool | None,
-    cleanup: bool | None,
-    seed: int | None,
-    processes: int | None,
-    max_error_rate: str | None,
     plugin_settings: tuple[str, ...],
     fmt: str,
     quiet: bool,
+    **options: object,  # the options named like the `bench:` section's keys
 ) -> None:
     """Run a workload plugin against PostgreSQL and report throughput and latency.
 
@@ -402,51 +179,21 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
     ~/.tether/pgdata and reused by later runs. Exit codes: 0 done, 1 error,
     2 usage error, 3 error rate above --max-error-rate, 130 interrupted.
     """
-    if duration is not None and transactions is not None:
+    if options["duration"] is not None and options["transactions"] is not None:
         raise click.UsageError("give --duration or --transactions, not both")
-    config = _load_bench_config(state, config_file)
-    name = workload_name or config.workload
-    if name is None:
-        raise WorkloadConfigError(
-            "no workload given",
-            path=config.path,
-            hint="pass --workload NAME, or set workload.plugin_name in the config "
-            "(`tether workloads list` shows them)",
-        )
-    flags = Flags(
-        clients,
-        duration,
-        transactions,
-        rate,
-        warmup,
-        setup,
-        cleanup,
-        seed,
-        processes,
-        max_error_rate,
-        dsn,
-        data_directory,
-    )
-    settings = settings_from(config, flags)
-    plugin_config = (
-        dict(config.plugin_config) if name == config.workload or config.workload is None else {}
-    )
-    if config.workload is not None and name != config.workload and config.plugin_config:
+    framework = _load_config(state, config_file)
+    config = BenchConfig.from_config(framework)
+    name = config.workload_name(workload_name)
+    given = BenchSection.from_options(**options)
+    settings = config.settings(given, dsn=dsn, data_directory=data_directory)
+    if config.is_ignoring_plugin_config(name):
         err.print(
-            f"note: ignoring workload.plugin_config of '{config.workload}' in {config.where}: "
-            f"running '{name}'",
+            f"note: ignoring workload.plugin_config of '{config.workload.plugin_name}' in "
+            f"{config.where}: running '{name}'",
             highlight=False,
         )
-    plugin_config.update(_parse_settings(plugin_settings))
-    found = find_workload(state, name)
-    spec = WorkloadSpec(
-        name=name,
-        path=found.path,
-        config=plugin_config,
-        origin=found.origin,
-        config_source=config.where,
-    )
-    report = _run(spec, settings, config.framework, quiet=quiet)
+    spec = config.spec_for(find_workload(state, name), _parse_settings(plugin_settings))
+    report = _run(spec, settings, framework, quiet=quiet)
     _finish(ctx, report, fmt)
 
 
@@ -550,18 +297,18 @@ def workloads_list(state: State, as_json: bool) -> None:
 
 def validate_bench_config(state: State, config: TetherConfig) -> list[TetherError]:
     """Problems of a config's bench sections (none when it has no ``workload`` section)."""
-    if not config.section("workload") and not config.section("bench"):
+    if not BenchConfig.present_in(config):
         return []
     problems: list[TetherError] = []
     try:
-        bench_config = read_bench_config(config)
-        settings_from(bench_config, Flags(seed=0))
+        bench_config = BenchConfig.from_config(config)
+        bench_config.settings()
     except TetherError as exc:
         return [exc]
-    if bench_config.workload is None:
+    if bench_config.workload.plugin_name is None:
         return problems
     try:
-        spec = find_workload(state, bench_config.workload)
+        spec = find_workload(state, bench_config.workload.plugin_name)
         manifest_weights = None
         if spec.path is not None:
             manifest = load_manifest(spec.path)
@@ -572,7 +319,7 @@ def validate_bench_config(state: State, config: TetherConfig) -> list[TetherErro
             resolve_weights(
                 spec.name,
                 manifest_weights,
-                bench_config.plugin_config.get("operation_weights"),
+                bench_config.workload.plugin_config.get("operation_weights"),
                 source=bench_config.where,
             )
     except TetherError as exc:
@@ -583,10 +330,10 @@ def validate_bench_config(state: State, config: TetherConfig) -> list[TetherErro
 
 
 def _check_plugin_config(manifest: Manifest, config: BenchConfig) -> None:
-    from tether._config import validate_plugin_config
+    from tether import validate_plugin_config
 
     try:
-        validate_plugin_config(manifest.name, manifest.config, config.plugin_config)
+        validate_plugin_config(manifest.name, manifest.config, config.workload.plugin_config)
     except ConfigError as exc:
         raise WorkloadConfigError(
             f"{config.where}: workload.plugin_config: {exc}",

@@ -163,10 +163,11 @@ def plugins_info(state: State, name: str) -> None:
         granted = grant_permissions(m, entry.permissions, path=state.config_path)
         out.print("granted by config: " + (", ".join(sorted(granted)) or "none"))
     if m.config:
-        table = Table("key", "type", "required", "default", "description", box=None)
+        table = Table("key", "type", "required", "default", "allowed", "description", box=None)
         for key, f in m.config.items():
             default = "****" if f.secret and f.default is not None else f.default
-            table.add_row(key, f.type, "yes" if f.required else "", _text(default), f.description)
+            required = "yes" if f.required else ""
+            table.add_row(key, f.type, required, _text(default), f.allowed, f.description)
         out.print("\n[bold]Config[/]")
         out.print(table)
     _print_list("Hooks", [f"{h.type} (priority {h.priority})" for h in m.hooks])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from tether import Contract, PluginConfig, PluginManager, TetherConfig, TetherError
+from tether import Contract, PluginConfig, PluginManager, TetherConfig
 from tether.errors import ContractError
 
 __all__ = ["EXECUTOR_CONTRACT", "Execution", "Executor", "ExecutorProtocol", "execute_once"]
@@ -77,13 +77,18 @@ async def execute_once(
     settings: PluginConfig | None = None,
     state_directory: Path | None = None,
 ) -> Execution:
-    """Load one executor plugin (a directory, or a name found through the search paths),
-    bring it up, run it once on ``data``, and take it down again."""
+    """Load one executor plugin (a directory, or a name found through the search paths
+    and the config's entries), bring it up, run it once on ``data``, take it down."""
     framework = config or TetherConfig()
+    path = _existing(target)
     manager = PluginManager(config=framework, state_directory=state_directory)
     executor = Executor(manager)
     try:
-        name = await _load(manager, target, framework, settings)
+        if path is not None:
+            name = (await manager.load_plugin(path, settings)).name
+        else:
+            name = str(target)
+            await manager.load_plugins_from_config(_only(framework, name, settings))
         await manager.initialize_all()
         await manager.start_all()
         return await executor.execute(name, data)
@@ -91,27 +96,15 @@ async def execute_once(
         await manager.aclose()
 
 
-async def _load(
-    manager: PluginManager, target: str | Path, config: TetherConfig, settings: PluginConfig | None
-) -> str:
+def _existing(target: str | Path) -> Path | None:
     path = Path(target)
-    if path.exists():
-        return (await manager.load_plugin(path, settings)).name
-    name = str(target)
+    return path if path.exists() else None
+
+
+def _only(config: TetherConfig, name: str, settings: PluginConfig | None) -> TetherConfig:
+    """``config`` with one plugin entry: the config's own for ``name``, or a bare one."""
     entry = config.entry(name) or settings or PluginConfig(name=name)
     if entry.name is None:
         entry = entry.model_copy(update={"name": name})
-    listed = TetherConfig.model_validate(
-        {
-            **config.model_dump(exclude_none=True),
-            "plugins": {
-                **config.plugins.model_dump(exclude_none=True),
-                "plugins": [entry.model_dump(exclude_none=True)],
-            },
-        }
-    )
-    listed = listed.model_copy(update={"path": config.path})
-    infos = await manager.load_plugins_from_config(listed)
-    if not any(info.name == name for info in infos) and not manager.is_loaded(name):
-        raise TetherError(f"plugin '{name}' was not loaded", plugin=name)
-    return name
+    plugins = config.plugins.model_copy(update={"plugins": (entry,)})
+    return config.model_copy(update={"plugins": plugins})

@@ -3,7 +3,9 @@
 A workload plugin's manifest says ``provides: [workload]``; its entry object has
 ``initialize(config)``, ``setup(db)``, ``cleanup(db)``, ``execute_operation(db, op)``,
 ``get_operation_types()`` and, optionally, ``get_info()`` and ``get_metrics()``.
-``docs/workloads.md`` is the guide; this package is the programmatic API::
+``docs/workloads.md`` is the guide; this package is the programmatic API, and what
+workload plugins may share (:func:`read_settings`, :class:`Operations`,
+:class:`Counters`, :class:`Dataset`, :class:`Pool`...)::
 
     import asyncio
     from tether.hosts.workload import BenchSettings, WorkloadSpec, run_bench
@@ -29,7 +31,28 @@ from tether.hosts.workload._pacing import intended_start_ns, process_rates, spli
 from tether.hosts.workload._progress import Progress
 from tether.hosts.workload._report import EXIT_ERROR_RATE, REPORT_FORMAT, BenchReport
 from tether.hosts.workload._runner import plans_for, run_bench
-from tether.hosts.workload._settings import DEFAULT_DURATION, BenchSettings
+from tether.hosts.workload._settings import (
+    DEFAULT_DURATION,
+    DSN_ENV,
+    BenchConfig,
+    BenchConfigProblem,
+    BenchSection,
+    BenchSettings,
+    DatabaseSection,
+    WorkloadSection,
+)
+from tether.hosts.workload._toolkit import (
+    AsyncConnection,
+    Counters,
+    Dataset,
+    Operations,
+    Pool,
+    copy_rows,
+    read_settings,
+    seeded_random,
+    settings_keys,
+    skewed,
+)
 from tether.hosts.workload._weights import resolve_weights
 from tether.hosts.workload._workload import (
     WORKLOAD_CONTRACT,
@@ -43,35 +66,51 @@ from tether.hosts.workload._workload import (
 __all__ = [
     "DATA_DIRECTORY_ENV",
     "DEFAULT_DURATION",
+    "DSN_ENV",
     "EVENT_LOOP_ENV",
     "EXIT_ERROR_RATE",
     "REPORT_FORMAT",
     "WORKLOAD_CONTRACT",
     "WORKLOAD_METHODS",
+    "AsyncConnection",
+    "BenchConfig",
+    "BenchConfigProblem",
     "BenchError",
     "BenchReport",
+    "BenchSection",
     "BenchSettings",
+    "Counters",
     "Database",
+    "DatabaseSection",
     "DatabaseUnavailableError",
+    "Dataset",
     "DirectOperation",
     "EmbeddedServerError",
     "Executable",
     "LoadedWorkload",
+    "Operations",
     "Plan",
+    "Pool",
     "Progress",
     "Tick",
     "WorkerError",
     "WorkloadConfigError",
     "WorkloadProtocol",
+    "WorkloadSection",
     "WorkloadSpec",
+    "copy_rows",
     "default_data_directory",
     "intended_start_ns",
     "mask_dsn",
     "open_workload",
     "plans_for",
     "process_rates",
+    "read_settings",
     "resolve_weights",
     "run_bench",
     "run_with_best_loop",
+    "seeded_random",
+    "settings_keys",
+    "skewed",
     "split_evenly",
 ]

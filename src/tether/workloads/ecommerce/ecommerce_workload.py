@@ -19,26 +19,27 @@ A checkout that cannot complete is a business outcome, not an error: out of stoc
 
 from __future__ import annotations
 
-import asyncio
-import difflib
 import itertools
-import json
 import random
-from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tether.errors import ConfigError
+from tether.hosts.workload import (
+    AsyncConnection,
+    Counters,
+    Operations,
+    Pool,
+    read_settings,
+    seeded_random,
+    settings_keys,
+    skewed,
+)
 
 from . import ecommerce_data as data
-from .ecommerce_data import Connection
 
 NAME = "ecommerce"
 VERSION = "1.0.0"
 DESCRIPTION = "Online store: product search, catalog browsing, carts, checkout, restocking."
-CONFIG_KEYS = frozenset(
-    {"operation_weights", "catalog_size", "customer_count", "payment_decline_rate", "seed"}
-)
 OPERATION_WEIGHTS = {
     "product_search": 50,
     "add_to_cart": 20,
@@ -54,14 +55,19 @@ _instances = itertools.count()
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """The plugin_config, as the manifest checks it (sizes and ranges there)."""
+
     catalog_size: int
     customer_count: int
     payment_decline_rate: float
-    seed: int | None
+    seed: int | None = None
 
     def signature(self) -> dict[str, object]:
         """What the loaded data depends on: a different signature means a new load."""
         return {"products": self.catalog_size, "customers": self.customer_count, "seed": self.seed}
+
+
+CONFIG_KEYS = settings_keys(Settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,110 +89,44 @@ class _Abandoned(Exception):  # noqa: N818 - an outcome, not a failure
         self.emptied = emptied  # nothing left in the cart once the sold-out items leave it
 
 
-class _Shoppers:
-    """Customers whose carts hold items: checkout picks one and takes it out of the pool."""
-
-    def __init__(self) -> None:
-        self._ids: list[int] = []
-        self._members: set[int] = set()
-
-    def add(self, customer_id: int) -> None:
-        if customer_id not in self._members:
-            self._members.add(customer_id)
-            self._ids.append(customer_id)
-
-    def take(self, rng: random.Random) -> int | None:
-        if not self._ids:
-            return None
-        index = rng.randrange(len(self._ids))
-        self._ids[index], self._ids[-1] = self._ids[-1], self._ids[index]
-        customer_id = self._ids.pop()
-        self._members.discard(customer_id)
-        return customer_id
-
-
-def _fail(message: str) -> ConfigError:
-    return ConfigError(
-        f"invalid configuration for workload '{NAME}': {message}",
-        plugin=NAME,
-        hint="see the `config` section of the ecommerce workload's plugin.yaml",
-    )
-
-
-def _integer(config: Mapping[str, object], key: str, *, minimum: int) -> int:
-    value = config.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _fail(f"'{key}' must be an integer, got {value!r}")
-    if value < minimum:
-        raise _fail(f"'{key}' must be at least {minimum}, got {value}")
-    return value
-
-
-def _check_keys(config: Mapping[str, object]) -> None:
-    for key in config:
-        if key not in CONFIG_KEYS:
-            close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
-            suggestion = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _fail(f"unknown key '{key}'{suggestion}")
-
-
-def parse_settings(config: Mapping[str, object]) -> Settings:
-    _check_keys(config)
-    rate = config.get("payment_decline_rate")
-    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1:
-        raise _fail(f"'payment_decline_rate' must be a number from 0 to 1, got {rate!r}")
-    seed = config.get("seed")
-    return Settings(
-        catalog_size=_integer(config, "catalog_size", minimum=1),
-        customer_count=_integer(config, "customer_count", minimum=1),
-        payment_decline_rate=float(rate),
-        seed=None if seed is None else _integer(config, "seed", minimum=-(2**63)),
-    )
-
-
 class EcommerceWorkload:
     """The ``ecommerce`` workload plugin (see the module docstring)."""
 
+    settings: Settings  # set by initialize
+
     def __init__(self) -> None:
-        self.settings: Settings | None = None
         self._rng = random.Random()  # noqa: S311 - benchmark data, not secrets
-        self._state: _State | None = None
-        self._state_lock = asyncio.Lock()
-        self._shoppers = _Shoppers()
-        self._operations: dict[str, Callable[[Connection, _State], Awaitable[None]]] = {
-            "product_search": self._product_search,
-            "add_to_cart": self._add_to_cart,
-            "checkout": self._checkout,
-            "browse_catalog": self._browse_catalog,
-            "inventory_update": self._inventory_update,
-        }
-        self._counts = dict.fromkeys(self._operations, 0)
-        self._metrics: dict[str, int] = dict.fromkeys(
-            (
-                "rows_loaded",
-                "data_loads",
-                "setups_reused",
-                "items_added_to_carts",
-                "checkouts_completed",
-                "checkouts_out_of_stock",
-                "checkouts_payment_declined",
-                "checkouts_empty_cart",
-                "items_sold",
-                "restocks",
-                "units_restocked",
-                "rows_returned",
-            ),
-            0,
+        # Customers whose carts hold items: checkout takes one out of the pool.
+        self._shoppers: Pool[int] = Pool()
+        self._operations = Operations(
+            NAME,
+            {
+                "product_search": self._product_search,
+                "add_to_cart": self._add_to_cart,
+                "checkout": self._checkout,
+                "browse_catalog": self._browse_catalog,
+                "inventory_update": self._inventory_update,
+            },
+            read_state=self._read_state,
+        )
+        self._metrics = Counters(
+            "items_added_to_carts",
+            "checkouts_completed",
+            "checkouts_out_of_stock",
+            "checkouts_payment_declined",
+            "checkouts_empty_cart",
+            "items_sold",
+            "restocks",
+            "units_restocked",
+            "rows_returned",
         )
         self._revenue = Decimal(0)
 
     # ------------------------------------------------------------------ contract
 
     def initialize(self, config: dict[str, object]) -> None:
-        self.settings = parse_settings(config)
-        seed = self.settings.seed
-        instance = next(_instances)
-        self._rng = random.Random(None if seed is None else f"{seed}:{instance}")  # noqa: S311
+        self.settings = read_settings(Settings, config, workload=NAME)
+        self._rng = seeded_random(self.settings.seed, next(_instances))
 
     def get_info(self) -> dict[str, object]:
         return {
@@ -194,7 +134,7 @@ class EcommerceWorkload:
             "version": VERSION,
             "description": DESCRIPTION,
             "author": "tether",
-            "tables": list(data.TABLES),
+            "tables": list(data.DATA.tables),
             "operation_types": self.get_operation_types(),
         }
 
@@ -202,70 +142,32 @@ class EcommerceWorkload:
         return dict(OPERATION_WEIGHTS)
 
     def get_metrics(self) -> dict[str, object]:
-        # Flat counters, so the metrics of several worker processes add up.
-        operations = {f"operations_{op}": n for op, n in self._counts.items()}
-        return {**operations, **self._metrics, "revenue": float(self._revenue)}
+        return {**self._operations.metrics(), **self._metrics, "revenue": float(self._revenue)}
 
-    async def setup(self, db: Connection) -> None:
-        settings = self._settings()
-        signature = settings.signature()
-        if await self._loaded_signature(db) == signature:
-            self._metrics["setups_reused"] += 1
-        else:
-            await data.drop_tables(db)
-            await db.execute(data.SCHEMA)
+    async def setup(self, db: AsyncConnection) -> None:
+        settings = self.settings
+
+        async def fill() -> int:
             rng = random.Random(settings.seed)  # noqa: S311 - same seed, same rows
-            async with db.transaction():
-                rows = await data.load(
-                    db, rng, products=settings.catalog_size, customers=settings.customer_count
-                )
-                await db.execute(
-                    "INSERT INTO ecommerce_meta (id, signature, rows_loaded) "
-                    "VALUES (1, $1::jsonb, $2)",
-                    json.dumps(signature),
-                    rows,
-                )
-            await db.execute(f"ANALYZE {', '.join(data.TABLES)}")
-            self._metrics["rows_loaded"] += rows
-            self._metrics["data_loads"] += 1
-        self._state = await self._read_state(db)
-
-    async def cleanup(self, db: Connection) -> None:
-        await data.drop_tables(db)
-        self._state = None
-        self._shoppers = _Shoppers()
-
-    async def execute_operation(self, db: Connection, operation_type: str) -> None:
-        operation = self._operations.get(operation_type)
-        if operation is None:
-            known = ", ".join(self._operations)
-            raise ValueError(
-                f"workload '{NAME}' has no operation '{operation_type}' (it has {known})"
+            return await data.load(
+                db, rng, products=settings.catalog_size, customers=settings.customer_count
             )
-        await operation(db, await self._ready(db))
-        self._counts[operation_type] += 1
+
+        signature = settings.signature()
+        self._metrics.loaded(await data.DATA.load(db, signature, schema=data.SCHEMA, fill=fill))
+        await self._operations.prepare(db)
+
+    async def cleanup(self, db: AsyncConnection) -> None:
+        await data.DATA.drop(db)
+        self._operations.state = None
+        self._shoppers = Pool()
+
+    async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
+        await self._operations.run(db, operation_type)
 
     # ------------------------------------------------------------------ state
 
-    def _settings(self) -> Settings:
-        if self.settings is None:
-            raise RuntimeError(f"workload '{NAME}' is not initialized: call initialize() first")
-        return self.settings
-
-    async def _loaded_signature(self, db: Connection) -> object:
-        if not await db.fetchval("SELECT to_regclass('ecommerce_meta') IS NOT NULL"):
-            return None
-        text = await db.fetchval("SELECT signature::text FROM ecommerce_meta WHERE id = 1")
-        return None if text is None else json.loads(text)
-
-    async def _ready(self, db: Connection) -> _State:
-        if self._state is None:
-            async with self._state_lock:
-                if self._state is None:
-                    self._state = await self._read_state(db)
-        return self._state
-
-    async def _read_state(self, db: Connection) -> _State:
+    async def _read_state(self, db: AsyncConnection) -> _State:
         row = await db.fetchrow(
             "SELECT (SELECT coalesce(max(product_id), 0) FROM ecommerce_products), "
             "(SELECT coalesce(max(customer_id), 0) FROM ecommerce_customers)"
@@ -284,7 +186,7 @@ class EcommerceWorkload:
 
     # ------------------------------------------------------------------ reads
 
-    async def _product_search(self, db: Connection, _state: _State) -> None:
+    async def _product_search(self, db: AsyncConnection, _state: _State) -> None:
         rng = self._rng
         rows = await db.fetch(
             "SELECT p.product_id, p.name, p.price, i.stock FROM ecommerce_products p "
@@ -296,7 +198,7 @@ class EcommerceWorkload:
         )
         self._metrics["rows_returned"] += len(rows)
 
-    async def _browse_catalog(self, db: Connection, _state: _State) -> None:
+    async def _browse_catalog(self, db: AsyncConnection, _state: _State) -> None:
         rng = self._rng
         category = rng.choice(data.CATEGORIES)
         total = await db.fetchval(
@@ -315,7 +217,7 @@ class EcommerceWorkload:
 
     # ------------------------------------------------------------------ writes
 
-    async def _add_to_cart(self, db: Connection, state: _State) -> None:
+    async def _add_to_cart(self, db: AsyncConnection, state: _State) -> None:
         rng = self._rng
         customer_id = rng.randint(1, state.customers)
         async with db.transaction():
@@ -329,14 +231,14 @@ class EcommerceWorkload:
                 "VALUES ($1, $2, $3) ON CONFLICT (cart_id, product_id) DO UPDATE "
                 "SET quantity = least(ecommerce_cart_items.quantity + excluded.quantity, $4)",
                 cart_id,
-                data.skewed(rng, state.products),
+                skewed(rng, state.products),
                 rng.choice((1, 1, 1, 2, 3)),
                 _MAX_IN_CART,
             )
         self._shoppers.add(customer_id)
         self._metrics["items_added_to_carts"] += 1
 
-    async def _checkout(self, db: Connection, state: _State) -> None:
+    async def _checkout(self, db: AsyncConnection, state: _State) -> None:
         customer_id = self._shoppers.take(self._rng) or self._rng.randint(1, state.customers)
         try:
             async with db.transaction():
@@ -356,7 +258,7 @@ class EcommerceWorkload:
                 self._shoppers.add(customer_id)  # the customer may try again
         self._metrics[outcome] += 1
 
-    async def _place_order(self, db: Connection, customer_id: int) -> tuple[str, int, Decimal]:
+    async def _place_order(self, db: AsyncConnection, customer_id: int) -> tuple[str, int, Decimal]:
         """The checkout transaction's body; raises :class:`_Abandoned` to roll back."""
         cart_id = await db.fetchval(
             "SELECT cart_id FROM ecommerce_carts WHERE customer_id = $1 FOR UPDATE", customer_id
@@ -398,7 +300,7 @@ class EcommerceWorkload:
         return "checkouts_completed", sum(quantities), total
 
     async def _take_stock(
-        self, db: Connection, cart_id: int, products: list[int], quantities: list[int]
+        self, db: AsyncConnection, cart_id: int, products: list[int], quantities: list[int]
     ) -> None:
         # Lock the stock rows in product order, so concurrent checkouts cannot deadlock.
         stock = await db.fetch(
@@ -421,8 +323,8 @@ class EcommerceWorkload:
             quantities,
         )
 
-    async def _pay(self, db: Connection, cart_id: int, order_id: int, total: Decimal) -> None:
-        settings = self._settings()
+    async def _pay(self, db: AsyncConnection, cart_id: int, order_id: int, total: Decimal) -> None:
+        settings = self.settings
         if self._rng.random() < settings.payment_decline_rate:
             raise _Abandoned("checkouts_payment_declined", cart_id)
         await db.execute(
@@ -433,7 +335,7 @@ class EcommerceWorkload:
             self._rng.choice(_PAYMENT_METHODS),
         )
 
-    async def _inventory_update(self, db: Connection, state: _State) -> None:
+    async def _inventory_update(self, db: AsyncConnection, state: _State) -> None:
         rng = self._rng
         units = rng.randint(50, 200)
         async with db.transaction():
@@ -443,7 +345,7 @@ class EcommerceWorkload:
                 "ORDER BY stock, product_id LIMIT 1 FOR UPDATE SKIP LOCKED"
             )
             if product_id is None:  # nothing runs low: top up a popular product
-                product_id = data.skewed(rng, state.products)
+                product_id = skewed(rng, state.products)
             await db.execute(
                 "UPDATE ecommerce_inventory SET stock = stock + $2, updated_at = now(), "
                 "restocked_at = now() WHERE product_id = $1",

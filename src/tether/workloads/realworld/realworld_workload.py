@@ -19,36 +19,28 @@ views, comments and likes. Operations (default weights: 65% reads):
 
 from __future__ import annotations
 
-import asyncio
-import difflib
 import itertools
 import json
 import random
-from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from tether.errors import ConfigError
+from tether.hosts.workload import (
+    AsyncConnection,
+    Counters,
+    Operations,
+    Pool,
+    read_settings,
+    seeded_random,
+    settings_keys,
+)
 
 from . import realworld_data as data
-from .realworld_data import Connection, Picker
+from .realworld_data import Picker
 
 NAME = "realworld"
 VERSION = "1.0.0"
 DESCRIPTION = "Social application: feeds, posts, comments, likes, sessions and an audit log."
-CONFIG_KEYS = frozenset(
-    {
-        "operation_weights",
-        "users",
-        "posts_per_user",
-        "follows_per_user",
-        "hot_user_fraction",
-        "hot_traffic",
-        "session_ttl",
-        "feed_size",
-        "seed",
-    }
-)
 OPERATION_WEIGHTS = {
     "view_feed": 35,
     "view_post": 20,
@@ -67,6 +59,8 @@ _instances = itertools.count()
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """The plugin_config, as the manifest checks it (sizes, shares and ranges there)."""
+
     users: int
     posts_per_user: int
     follows_per_user: int
@@ -74,7 +68,7 @@ class Settings:
     hot_traffic: float
     session_ttl: timedelta
     feed_size: int
-    seed: int | None
+    seed: int | None = None
 
     @property
     def picker(self) -> Picker:
@@ -93,71 +87,7 @@ class Settings:
         }
 
 
-class _Sessions:
-    """Sessions this workload opened and has not closed: logout takes one at random."""
-
-    def __init__(self) -> None:
-        self._ids: list[int] = []
-
-    def add(self, session_id: int) -> None:
-        self._ids.append(session_id)
-
-    def take(self, rng: random.Random) -> int | None:
-        if not self._ids:
-            return None
-        index = rng.randrange(len(self._ids))
-        self._ids[index], self._ids[-1] = self._ids[-1], self._ids[index]
-        return self._ids.pop()
-
-
-def _fail(message: str) -> ConfigError:
-    return ConfigError(
-        f"invalid configuration for workload '{NAME}': {message}",
-        plugin=NAME,
-        hint="see the `config` section of the realworld workload's plugin.yaml",
-    )
-
-
-def _integer(config: Mapping[str, object], key: str, *, minimum: int) -> int:
-    value = config.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _fail(f"'{key}' must be an integer, got {value!r}")
-    if value < minimum:
-        raise _fail(f"'{key}' must be at least {minimum}, got {value}")
-    return value
-
-
-def _share(config: Mapping[str, object], key: str) -> float:
-    value = config.get(key)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
-        raise _fail(f"'{key}' must be a number from 0 to 1, got {value!r}")
-    return float(value)
-
-
-def _check_keys(config: Mapping[str, object]) -> None:
-    for key in config:
-        if key not in CONFIG_KEYS:
-            close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
-            suggestion = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _fail(f"unknown key '{key}'{suggestion}")
-
-
-def parse_settings(config: Mapping[str, object]) -> Settings:
-    _check_keys(config)
-    ttl = config.get("session_ttl")
-    if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
-        raise _fail(f"'session_ttl' must be a positive duration such as 30m, got {ttl!r}")
-    seed = config.get("seed")
-    return Settings(
-        users=_integer(config, "users", minimum=2),
-        posts_per_user=_integer(config, "posts_per_user", minimum=1),
-        follows_per_user=_integer(config, "follows_per_user", minimum=0),
-        hot_user_fraction=_share(config, "hot_user_fraction"),
-        hot_traffic=_share(config, "hot_traffic"),
-        session_ttl=ttl,
-        feed_size=_integer(config, "feed_size", minimum=1),
-        seed=None if seed is None else _integer(config, "seed", minimum=-(2**63)),
-    )
+CONFIG_KEYS = settings_keys(Settings)
 
 
 def _audit(action: str, **details: object) -> tuple[str, str]:
@@ -170,51 +100,46 @@ _AUDIT = "INSERT INTO realworld_audit_log (user_id, action, details) VALUES ($1,
 class RealworldWorkload:
     """The ``realworld`` workload plugin (see the module docstring)."""
 
+    settings: Settings  # set by initialize
+
     def __init__(self) -> None:
-        self.settings: Settings | None = None
         self._rng = random.Random()  # noqa: S311 - benchmark data, not secrets
-        self._picker: Picker | None = None
         self._newest_post = 0
-        self._state_lock = asyncio.Lock()
-        self._sessions = _Sessions()
-        self._operations: dict[str, Callable[[Connection, Picker], Awaitable[None]]] = {
-            "view_feed": self._view_feed,
-            "view_post": self._view_post,
-            "view_profile": self._view_profile,
-            "like": self._like,
-            "comment": self._comment,
-            "create_post": self._create_post,
-            "login": self._login,
-            "logout": self._logout,
-            "profile_update": self._profile_update,
-        }
-        self._counts = dict.fromkeys(self._operations, 0)
-        self._metrics: dict[str, int] = dict.fromkeys(
-            (
-                "rows_loaded",
-                "data_loads",
-                "setups_reused",
-                "rows_returned",
-                "likes_new",
-                "likes_repeated",
-                "comments_written",
-                "posts_written",
-                "sessions_opened",
-                "sessions_closed",
-                "logouts_without_session",
-                "profiles_updated",
-                "audit_rows",
-            ),
-            0,
+        # Sessions this workload opened and has not closed: logout takes one at random.
+        self._sessions: Pool[int] = Pool()
+        self._operations = Operations(
+            NAME,
+            {
+                "view_feed": self._view_feed,
+                "view_post": self._view_post,
+                "view_profile": self._view_profile,
+                "like": self._like,
+                "comment": self._comment,
+                "create_post": self._create_post,
+                "login": self._login,
+                "logout": self._logout,
+                "profile_update": self._profile_update,
+            },
+            read_state=self._read_state,
+        )
+        self._metrics = Counters(
+            "rows_returned",
+            "likes_new",
+            "likes_repeated",
+            "comments_written",
+            "posts_written",
+            "sessions_opened",
+            "sessions_closed",
+            "logouts_without_session",
+            "profiles_updated",
+            "audit_rows",
         )
 
     # ------------------------------------------------------------------ contract
 
     def initialize(self, config: dict[str, object]) -> None:
-        self.settings = parse_settings(config)
-        seed = self.settings.seed
-        instance = next(_instances)
-        self._rng = random.Random(None if seed is None else f"{seed}:{instance}")  # noqa: S311
+        self.settings = read_settings(Settings, config, workload=NAME)
+        self._rng = seeded_random(self.settings.seed, next(_instances))
 
     def get_info(self) -> dict[str, object]:
         return {
@@ -222,7 +147,7 @@ class RealworldWorkload:
             "version": VERSION,
             "description": DESCRIPTION,
             "author": "tether",
-            "tables": list(data.TABLES),
+            "tables": list(data.DATA.tables),
             "operation_types": self.get_operation_types(),
         }
 
@@ -230,94 +155,53 @@ class RealworldWorkload:
         return dict(OPERATION_WEIGHTS)
 
     def get_metrics(self) -> dict[str, object]:
-        # Flat counters, so the metrics of several worker processes add up.
-        operations = {f"operations_{op}": n for op, n in self._counts.items()}
-        return {**operations, **self._metrics}
+        return {**self._operations.metrics(), **self._metrics}
 
-    async def setup(self, db: Connection) -> None:
-        settings = self._settings()
-        signature = settings.signature()
-        if await self._loaded_signature(db) == signature:
-            self._metrics["setups_reused"] += 1
-        else:
-            await data.drop_tables(db)
-            await db.execute(data.SCHEMA)
-            rng = random.Random(settings.seed)  # noqa: S311 - same seed, same rows
-            async with db.transaction():
-                rows = await data.load(
-                    db,
-                    rng,
-                    settings.picker,
-                    posts_per_user=settings.posts_per_user,
-                    follows=settings.follows_per_user,
-                    session_ttl=settings.session_ttl,
-                )
-                await db.execute(
-                    "INSERT INTO realworld_meta (id, signature, rows_loaded) "
-                    "VALUES (1, $1::jsonb, $2)",
-                    json.dumps(signature),
-                    rows,
-                )
-            await db.execute(f"ANALYZE {', '.join(data.TABLES)}")
-            self._metrics["rows_loaded"] += rows
-            self._metrics["data_loads"] += 1
-        await self._read_state(db)
+    async def setup(self, db: AsyncConnection) -> None:
+        settings = self.settings
 
-    async def cleanup(self, db: Connection) -> None:
-        await data.drop_tables(db)
-        self._picker = None
-        self._sessions = _Sessions()
-
-    async def execute_operation(self, db: Connection, operation_type: str) -> None:
-        operation = self._operations.get(operation_type)
-        if operation is None:
-            known = ", ".join(self._operations)
-            raise ValueError(
-                f"workload '{NAME}' has no operation '{operation_type}' (it has {known})"
+        async def fill() -> int:
+            return await data.load(
+                db,
+                random.Random(settings.seed),  # noqa: S311 - same seed, same rows
+                settings.picker,
+                posts_per_user=settings.posts_per_user,
+                follows=settings.follows_per_user,
+                session_ttl=settings.session_ttl,
             )
-        await operation(db, await self._ready(db))
-        self._counts[operation_type] += 1
+
+        signature = settings.signature()
+        self._metrics.loaded(await data.DATA.load(db, signature, schema=data.SCHEMA, fill=fill))
+        await self._operations.prepare(db)
+
+    async def cleanup(self, db: AsyncConnection) -> None:
+        await data.DATA.drop(db)
+        self._operations.state = None
+        self._sessions = Pool()
+
+    async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
+        await self._operations.run(db, operation_type)
 
     # ------------------------------------------------------------------ state
 
-    def _settings(self) -> Settings:
-        if self.settings is None:
-            raise RuntimeError(f"workload '{NAME}' is not initialized: call initialize() first")
-        return self.settings
-
-    async def _loaded_signature(self, db: Connection) -> object:
-        if not await db.fetchval("SELECT to_regclass('realworld_meta') IS NOT NULL"):
-            return None
-        text = await db.fetchval("SELECT signature::text FROM realworld_meta WHERE id = 1")
-        return None if text is None else json.loads(text)
-
-    async def _ready(self, db: Connection) -> Picker:
-        if self._picker is None:
-            async with self._state_lock:
-                if self._picker is None:
-                    await self._read_state(db)
-        if self._picker is None:  # pragma: no cover - _read_state sets it or raises
-            raise RuntimeError(f"workload '{NAME}' has no state")
-        return self._picker
-
-    async def _read_state(self, db: Connection) -> None:
+    async def _read_state(self, db: AsyncConnection) -> Picker:
         users = await db.fetchval("SELECT coalesce(max(user_id), 0) FROM realworld_users")
-        if users != self._settings().users:
+        if users != self.settings.users:
             raise RuntimeError(
                 f"workload '{NAME}': realworld_users holds {users} users, the config says "
-                f"{self._settings().users}; run setup() before operations"
+                f"{self.settings.users}; run setup() before operations"
             )
         self._newest_post = await db.fetchval(
             "SELECT coalesce(max(post_id), 0) FROM realworld_posts"
         )
-        self._picker = self._settings().picker
+        return self.settings.picker
 
     def _post(self) -> int:
         return data.recent(self._rng, self._newest_post)
 
     # ------------------------------------------------------------------ reads
 
-    async def _view_feed(self, db: Connection, picker: Picker) -> None:
+    async def _view_feed(self, db: AsyncConnection, picker: Picker) -> None:
         rows = await db.fetch(
             "SELECT p.post_id, p.body, p.like_count, p.comment_count, p.created_at, u.username "
             "FROM realworld_follows f "
@@ -325,11 +209,11 @@ class RealworldWorkload:
             "JOIN realworld_users u ON u.user_id = p.user_id "
             "WHERE f.follower_id = $1 ORDER BY p.created_at DESC LIMIT $2",
             picker.user(self._rng),
-            self._settings().feed_size,
+            self.settings.feed_size,
         )
         self._metrics["rows_returned"] += len(rows)
 
-    async def _view_post(self, db: Connection, _picker: Picker) -> None:
+    async def _view_post(self, db: AsyncConnection, _picker: Picker) -> None:
         post_id = self._post()
         post = await db.fetchrow(
             "SELECT p.post_id, p.body, p.like_count, p.comment_count, p.created_at, u.username "
@@ -346,7 +230,7 @@ class RealworldWorkload:
         )
         self._metrics["rows_returned"] += len(comments) + (post is not None)
 
-    async def _view_profile(self, db: Connection, picker: Picker) -> None:
+    async def _view_profile(self, db: AsyncConnection, picker: Picker) -> None:
         user_id = picker.user(self._rng)
         profile = await db.fetchrow(
             "SELECT u.user_id, u.username, u.display_name, u.bio, "
@@ -364,7 +248,7 @@ class RealworldWorkload:
 
     # ------------------------------------------------------------------ writes
 
-    async def _like(self, db: Connection, picker: Picker) -> None:
+    async def _like(self, db: AsyncConnection, picker: Picker) -> None:
         user_id, post_id = picker.user(self._rng), self._post()
         async with db.transaction():
             new = await db.fetchval(
@@ -380,7 +264,7 @@ class RealworldWorkload:
                 )
         self._metrics["likes_new" if new else "likes_repeated"] += 1
 
-    async def _comment(self, db: Connection, picker: Picker) -> None:
+    async def _comment(self, db: AsyncConnection, picker: Picker) -> None:
         post_id = self._post()
         async with db.transaction():
             await db.execute(
@@ -395,7 +279,7 @@ class RealworldWorkload:
             )
         self._metrics["comments_written"] += 1
 
-    async def _create_post(self, db: Connection, picker: Picker) -> None:
+    async def _create_post(self, db: AsyncConnection, picker: Picker) -> None:
         user_id = picker.user(self._rng)
         async with db.transaction():
             post_id = await db.fetchval(
@@ -408,14 +292,14 @@ class RealworldWorkload:
         self._metrics["posts_written"] += 1
         self._metrics["audit_rows"] += 1
 
-    async def _login(self, db: Connection, picker: Picker) -> None:
+    async def _login(self, db: AsyncConnection, picker: Picker) -> None:
         user_id = picker.user(self._rng)
         async with db.transaction():
             session_id = await db.fetchval(
                 "INSERT INTO realworld_sessions (user_id, expires_at) "
                 "VALUES ($1, now() + $2::interval) RETURNING session_id",
                 user_id,
-                self._settings().session_ttl,
+                self.settings.session_ttl,
             )
             await db.execute(
                 "UPDATE realworld_users SET last_login_at = now() WHERE user_id = $1", user_id
@@ -425,7 +309,7 @@ class RealworldWorkload:
         self._metrics["sessions_opened"] += 1
         self._metrics["audit_rows"] += 1
 
-    async def _logout(self, db: Connection, _picker: Picker) -> None:
+    async def _logout(self, db: AsyncConnection, _picker: Picker) -> None:
         session_id = self._sessions.take(self._rng)
         async with db.transaction():
             if session_id is None:  # none of ours: any open one (another client's, or setup's)
@@ -446,7 +330,7 @@ class RealworldWorkload:
         self._metrics["sessions_closed"] += 1
         self._metrics["audit_rows"] += 1
 
-    async def _profile_update(self, db: Connection, picker: Picker) -> None:
+    async def _profile_update(self, db: AsyncConnection, picker: Picker) -> None:
         user_id = picker.user(self._rng)
         async with db.transaction():
             await db.execute(

@@ -35,9 +35,10 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from tether.errors import ConfigError
+from tether.hosts.workload import read_settings, settings_keys
 
 from .tpcb_pipeline import PipelinedClient
 
@@ -47,7 +48,6 @@ ACCOUNTS_PER_SCALE = 100_000
 TELLERS_PER_SCALE = 10
 BRANCHES_PER_SCALE = 1
 OPERATION_WEIGHTS = {"tpcb_like": 1, "select_only": 0}
-CONFIG_KEYS = frozenset({"scale", "driver", "pipeline", "seed", "operation_weights"})
 TABLES = ("pgbench_history", "pgbench_tellers", "pgbench_accounts", "pgbench_branches")
 
 # pgbench -i's tables (fillfactor 100, as its default), created in its order.
@@ -105,38 +105,24 @@ def _psycopg(query: str) -> str:
     return query
 
 
-def _fail(message: str) -> ConfigError:
-    return ConfigError(
-        f"invalid configuration for workload '{NAME}': {message}",
-        plugin=NAME,
-        hint="see the `config` section of the tpcb workload's plugin.yaml "
-        "(`tether plugins info tpcb`)",
-    )
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The plugin_config, as the manifest checks it (scale's minimum, driver's choices)."""
 
+    scale: int
+    driver: str
+    pipeline: bool
+    seed: int | None = None
 
-class _Settings:
-    def __init__(self, config: Mapping[str, object]) -> None:
-        unknown = sorted(set(config) - CONFIG_KEYS)
-        if unknown:
-            raise _fail(f"unknown key '{unknown[0]}' (known: {', '.join(sorted(CONFIG_KEYS))})")
-        scale = config.get("scale", 1)
-        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
-            raise _fail(f"'scale' must be an integer of at least 1, got {scale!r}")
-        driver = config.get("driver", "auto")
-        if driver not in {"auto", "asyncpg", "psycopg"}:
-            raise _fail(f"'driver' must be 'auto', 'asyncpg' or 'psycopg', got {driver!r}")
+    def resolved(self, weights: object) -> Settings:
+        """``driver: auto`` made concrete for these weights; the pipeline is psycopg's only."""
+        driver = self.driver
         if driver == "auto":
-            driver = "psycopg" if _runs_tpcb_like(config.get("operation_weights")) else "asyncpg"
-        pipeline = config.get("pipeline", True)
-        if not isinstance(pipeline, bool):
-            raise _fail(f"'pipeline' must be true or false, got {pipeline!r}")
-        seed = config.get("seed")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise _fail(f"'seed' must be an integer, got {seed!r}")
-        self.scale: int = scale
-        self.driver: str = str(driver)
-        self.pipeline: bool = pipeline and driver == "psycopg"
-        self.seed: int | None = seed
+            driver = "psycopg" if _runs_tpcb_like(weights) else "asyncpg"
+        return replace(self, driver=driver, pipeline=self.pipeline and driver == "psycopg")
+
+
+CONFIG_KEYS = settings_keys(Settings)
 
 
 def _runs_tpcb_like(weights: object) -> bool:
@@ -155,8 +141,9 @@ def _account_rows(scale: int) -> Iterator[tuple[int, int, int, str]]:
 class TpcbWorkload:
     """The tpcb workload plugin (entry ``tpcb_workload:TpcbWorkload``)."""
 
+    settings: Settings  # set by initialize
+
     def __init__(self) -> None:
-        self.settings = _Settings({})
         self._random = random.Random()  # noqa: S311 - load generation, not cryptography
         self._draw = self._random.random
         self._accounts = ACCOUNTS_PER_SCALE
@@ -167,7 +154,8 @@ class TpcbWorkload:
     # ------------------------------------------------------------------ contract
 
     def initialize(self, config: dict[str, object]) -> None:
-        self.settings = settings = _Settings(config)
+        settings = read_settings(Settings, config, workload=NAME)
+        self.settings = settings = settings.resolved(config.get("operation_weights"))
         self._random = random.Random(settings.seed)  # noqa: S311 - see above
         self._draw = self._random.random
         self._accounts = ACCOUNTS_PER_SCALE * settings.scale

@@ -22,35 +22,25 @@ Vectors are sent as pgvector's text format, so connections need no codec.
 
 from __future__ import annotations
 
-import asyncio
-import difflib
 import itertools
-import json
 import random
-from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from tether.errors import ConfigError
+from tether.hosts.workload import (
+    AsyncConnection,
+    Counters,
+    Operations,
+    read_settings,
+    seeded_random,
+    settings_keys,
+)
 
 from . import vector_data as data
-from .vector_data import Connection, Embeddings, Statements
+from .vector_data import Embeddings, Statements
 
 NAME = "vector"
 VERSION = "1.0.0"
 DESCRIPTION = "pgvector: similarity search over an hnsw or ivfflat index, inserts and updates."
-CONFIG_KEYS = frozenset(
-    {
-        "operation_weights",
-        "vector_dimension",
-        "index_type",
-        "similarity_function",
-        "initial_vectors",
-        "batch_size",
-        "top_k",
-        "clusters",
-        "seed",
-    }
-)
 OPERATION_WEIGHTS = {
     "similarity_search": 60,
     "vector_insert": 25,
@@ -59,16 +49,13 @@ OPERATION_WEIGHTS = {
 }
 _LOAD_CHUNK = 1000
 _HNSW_EF_SEARCH = 40  # pgvector's default hnsw.ef_search
-_MAX_TOP_K = 1000  # the largest hnsw.ef_search
-_LIMITS = {
-    "vector_dimension": " (pgvector's hnsw and ivfflat indexes take up to 2000 dimensions)",
-    "top_k": " (an hnsw scan returns at most hnsw.ef_search rows, at most 1000)",
-}
 _instances = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """The plugin_config, as the manifest checks it (ranges and choices there)."""
+
     vector_dimension: int
     index_type: str
     similarity_function: str
@@ -76,7 +63,7 @@ class Settings:
     batch_size: int
     top_k: int
     clusters: int
-    seed: int | None
+    seed: int | None = None
 
     def signature(self) -> dict[str, object]:
         """What the loaded data depends on: a different signature means a new load."""
@@ -90,109 +77,51 @@ class Settings:
         }
 
 
-def _fail(message: str) -> ConfigError:
-    return ConfigError(
-        f"invalid configuration for workload '{NAME}': {message}",
-        plugin=NAME,
-        hint="see the `config` section of the vector workload's plugin.yaml",
-    )
-
-
-def _integer(config: Mapping[str, object], key: str, *, minimum: int, maximum: int = 0) -> int:
-    value = config.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _fail(f"'{key}' must be an integer, got {value!r}")
-    if value < minimum:
-        raise _fail(f"'{key}' must be at least {minimum}, got {value}")
-    if maximum and value > maximum:
-        raise _fail(f"'{key}' must be at most {maximum}, got {value}{_LIMITS.get(key, '')}")
-    return value
-
-
-def _choice(config: Mapping[str, object], key: str, choices: tuple[str, ...]) -> str:
-    value = config.get(key)
-    if value not in choices:
-        raise _fail(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
-    return str(value)
-
-
-def _check_keys(config: Mapping[str, object]) -> None:
-    for key in config:
-        if key not in CONFIG_KEYS:
-            close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
-            suggestion = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _fail(f"unknown key '{key}'{suggestion}")
-
-
-def parse_settings(config: Mapping[str, object]) -> Settings:
-    _check_keys(config)
-    seed = config.get("seed")
-    return Settings(
-        vector_dimension=_integer(
-            config, "vector_dimension", minimum=1, maximum=data.MAX_INDEXED_DIMENSIONS
-        ),
-        index_type=_choice(config, "index_type", data.INDEX_TYPES),
-        similarity_function=_choice(
-            config, "similarity_function", tuple(data.SIMILARITY_FUNCTIONS)
-        ),
-        initial_vectors=_integer(config, "initial_vectors", minimum=1),
-        batch_size=_integer(config, "batch_size", minimum=1),
-        top_k=_integer(config, "top_k", minimum=1, maximum=_MAX_TOP_K),
-        clusters=_integer(config, "clusters", minimum=1),
-        seed=None if seed is None else _integer(config, "seed", minimum=-(2**63)),
-    )
+CONFIG_KEYS = settings_keys(Settings)
 
 
 class VectorWorkload:
     """The ``vector`` workload plugin (see the module docstring)."""
 
+    settings: Settings  # set by initialize, with the embeddings
+    _embeddings: Embeddings
+
     def __init__(self) -> None:
-        self.settings: Settings | None = None
         self._rng = random.Random()  # noqa: S311 - benchmark data, not secrets
-        self._embeddings: Embeddings | None = None
-        self._statements: Statements | None = None
-        self._state_lock = asyncio.Lock()
         self._max_id = 0
-        self._operations: dict[str, Callable[[Connection, Statements], Awaitable[None]]] = {
-            "similarity_search": self._similarity_search,
-            "vector_insert": self._vector_insert,
-            "vector_update": self._vector_update,
-            "batch_insert": self._batch_insert,
-        }
-        self._counts = dict.fromkeys(self._operations, 0)
-        self._metrics: dict[str, int] = dict.fromkeys(
-            (
-                "rows_loaded",
-                "data_loads",
-                "setups_reused",
-                "vectors_inserted",
-                "vectors_updated",
-                "updates_missed",
-                "results_returned",
-            ),
-            0,
+        self._operations = Operations(
+            NAME,
+            {
+                "similarity_search": self._similarity_search,
+                "vector_insert": self._vector_insert,
+                "vector_update": self._vector_update,
+                "batch_insert": self._batch_insert,
+            },
+            read_state=self._prepare,
+        )
+        self._metrics = Counters(
+            "vectors_inserted", "vectors_updated", "updates_missed", "results_returned"
         )
 
     # ------------------------------------------------------------------ contract
 
     def initialize(self, config: dict[str, object]) -> None:
-        settings = self.settings = parse_settings(config)
-        seed = settings.seed
-        instance = next(_instances)
-        self._rng = random.Random(None if seed is None else f"{seed}:{instance}")  # noqa: S311
-        centroids = random.Random(None if seed is None else f"{seed}:centroids")  # noqa: S311
+        settings = self.settings = read_settings(Settings, config, workload=NAME)
+        self._rng = seeded_random(settings.seed, next(_instances))
         self._embeddings = Embeddings(
-            centroids, dimension=settings.vector_dimension, clusters=settings.clusters
+            seeded_random(settings.seed, "centroids"),
+            dimension=settings.vector_dimension,
+            clusters=settings.clusters,
         )
 
     def get_info(self) -> dict[str, object]:
-        settings = self._settings()
+        settings = self.settings
         return {
             "name": NAME,
             "version": VERSION,
             "description": DESCRIPTION,
             "author": "tether",
-            "tables": list(data.TABLES),
+            "tables": list(data.DATA.tables),
             "operation_types": self.get_operation_types(),
             "vector_dimension": settings.vector_dimension,
             "index_type": settings.index_type,
@@ -203,64 +132,40 @@ class VectorWorkload:
         return dict(OPERATION_WEIGHTS)
 
     def get_metrics(self) -> dict[str, object]:
-        # Flat counters, so the metrics of several worker processes add up.
-        operations = {f"operations_{op}": n for op, n in self._counts.items()}
-        return {**operations, **self._metrics}
+        return {**self._operations.metrics(), **self._metrics}
 
-    async def setup(self, db: Connection) -> None:
-        settings = self._settings()
+    async def setup(self, db: AsyncConnection) -> None:
+        settings = self.settings
         statements = self._statements_for(await self._extension_schema(db, create=True))
+        index = statements.index(settings.initial_vectors)
+
+        async def fill() -> int:
+            await self._load(db, statements)
+            await db.execute(index)
+            return settings.initial_vectors
+
         signature = settings.signature()
-        if await self._loaded_signature(db) == signature:
-            self._metrics["setups_reused"] += 1
-            await db.execute(statements.index(settings.initial_vectors))
-        else:
-            await db.execute(f"DROP TABLE IF EXISTS {', '.join(data.TABLES)} CASCADE")
-            await db.execute(statements.tables())
-            async with db.transaction():
-                await self._load(db, statements)
-                await db.execute(statements.index(settings.initial_vectors))
-                await db.execute(
-                    "INSERT INTO vector_meta (id, signature, rows_loaded) "
-                    "VALUES (1, $1::jsonb, $2)",
-                    json.dumps(signature),
-                    settings.initial_vectors,
-                )
-            await db.execute("ANALYZE vector_items")
-            self._metrics["rows_loaded"] += settings.initial_vectors
-            self._metrics["data_loads"] += 1
+        rows = await data.DATA.load(
+            db, signature, schema=statements.tables(), fill=fill, analyze=["vector_items"]
+        )
+        if rows is None:  # the data was there: make sure its index is too
+            await db.execute(index)
+        self._metrics.loaded(rows)
         self._max_id = await db.fetchval("SELECT coalesce(max(id), 0) FROM vector_items")
-        self._statements = statements
+        self._operations.state = statements
 
-    async def cleanup(self, db: Connection) -> None:
+    async def cleanup(self, db: AsyncConnection) -> None:
         # The vector extension stays: other objects in the database may use it.
-        await db.execute(f"DROP TABLE IF EXISTS {', '.join(data.TABLES)} CASCADE")
-        self._statements = None
+        await data.DATA.drop(db)
+        self._operations.state = None
 
-    async def execute_operation(self, db: Connection, operation_type: str) -> None:
-        operation = self._operations.get(operation_type)
-        if operation is None:
-            known = ", ".join(self._operations)
-            raise ValueError(
-                f"workload '{NAME}' has no operation '{operation_type}' (it has {known})"
-            )
-        await operation(db, await self._ready(db))
-        self._counts[operation_type] += 1
+    async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
+        await self._operations.run(db, operation_type)
 
     # ------------------------------------------------------------------ state
 
-    def _settings(self) -> Settings:
-        if self.settings is None:
-            raise RuntimeError(f"workload '{NAME}' is not initialized: call initialize() first")
-        return self.settings
-
-    def _generator(self) -> Embeddings:
-        if self._embeddings is None:
-            raise RuntimeError(f"workload '{NAME}' is not initialized: call initialize() first")
-        return self._embeddings
-
     def _statements_for(self, schema: str) -> Statements:
-        settings = self._settings()
+        settings = self.settings
         return Statements(
             schema=schema,
             dimension=settings.vector_dimension,
@@ -268,7 +173,7 @@ class VectorWorkload:
             function=settings.similarity_function,
         )
 
-    async def _extension_schema(self, db: Connection, *, create: bool) -> str:
+    async def _extension_schema(self, db: AsyncConnection, *, create: bool) -> str:
         query = (
             "SELECT n.nspname FROM pg_extension e "
             "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
@@ -291,38 +196,27 @@ class VectorWorkload:
             )
         return str(schema)
 
-    async def _loaded_signature(self, db: Connection) -> object:
-        if not await db.fetchval("SELECT to_regclass('vector_meta') IS NOT NULL"):
-            return None
-        text = await db.fetchval("SELECT signature::text FROM vector_meta WHERE id = 1")
-        return None if text is None else json.loads(text)
-
-    async def _load(self, db: Connection, statements: Statements) -> None:
-        settings = self._settings()
+    async def _load(self, db: AsyncConnection, statements: Statements) -> None:
+        settings = self.settings
         rng = random.Random(settings.seed)  # noqa: S311 - same seed, same rows
-        generator = self._generator()
+        generator = self._embeddings
         insert = statements.insert_many()
         for start in range(0, settings.initial_vectors, _LOAD_CHUNK):
             count = min(_LOAD_CHUNK, settings.initial_vectors - start)
             categories, vectors = generator.many(rng, count)
             await db.fetchval(insert, categories, vectors)
 
-    async def _ready(self, db: Connection) -> Statements:
-        if self._statements is None:
-            async with self._state_lock:
-                if self._statements is None:
-                    schema = await self._extension_schema(db, create=False)
-                    self._max_id = await db.fetchval(
-                        "SELECT coalesce(max(id), 0) FROM vector_items"
-                    )
-                    self._statements = self._statements_for(schema)
-        return self._statements
+    async def _prepare(self, db: AsyncConnection) -> Statements:
+        """The statements, for an instance that did not run setup itself."""
+        schema = await self._extension_schema(db, create=False)
+        self._max_id = await db.fetchval("SELECT coalesce(max(id), 0) FROM vector_items")
+        return self._statements_for(schema)
 
     # ------------------------------------------------------------------ operations
 
-    async def _similarity_search(self, db: Connection, statements: Statements) -> None:
-        _, query = self._generator().one(self._rng)
-        top_k = self._settings().top_k
+    async def _similarity_search(self, db: AsyncConnection, statements: Statements) -> None:
+        _, query = self._embeddings.one(self._rng)
+        top_k = self.settings.top_k
         if statements.index_type == "hnsw" and top_k > _HNSW_EF_SEARCH:
             # An hnsw scan returns at most hnsw.ef_search rows: widen it for this query.
             async with db.transaction():
@@ -332,24 +226,24 @@ class VectorWorkload:
             rows = await db.fetch(statements.search(), query, top_k)
         self._metrics["results_returned"] += len(rows)
 
-    async def _vector_insert(self, db: Connection, statements: Statements) -> None:
-        category, vector = self._generator().one(self._rng)
+    async def _vector_insert(self, db: AsyncConnection, statements: Statements) -> None:
+        category, vector = self._embeddings.one(self._rng)
         new_id = await db.fetchval(statements.insert(), category, vector)
         self._max_id = max(self._max_id, new_id)
         self._metrics["vectors_inserted"] += 1
 
-    async def _vector_update(self, db: Connection, statements: Statements) -> None:
+    async def _vector_update(self, db: AsyncConnection, statements: Statements) -> None:
         if self._max_id == 0:
             return
-        _, vector = self._generator().one(self._rng)
+        _, vector = self._embeddings.one(self._rng)
         status = await db.execute(statements.update(), self._rng.randint(1, self._max_id), vector)
         # 0 rows: the id belongs to another client's insert that has not committed yet.
         updated = int(status.rpartition(" ")[2])
         self._metrics["vectors_updated" if updated else "updates_missed"] += 1
 
-    async def _batch_insert(self, db: Connection, statements: Statements) -> None:
-        count = self._settings().batch_size
-        categories, vectors = self._generator().many(self._rng, count)
+    async def _batch_insert(self, db: AsyncConnection, statements: Statements) -> None:
+        count = self.settings.batch_size
+        categories, vectors = self._embeddings.many(self._rng, count)
         new_id = await db.fetchval(statements.insert_many(), categories, vectors)
         self._max_id = max(self._max_id, new_id)
         self._metrics["vectors_inserted"] += count
