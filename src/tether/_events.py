@@ -59,6 +59,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from inspect import isawaitable
 from typing import TYPE_CHECKING
 
 from tether._event_model import (
@@ -173,6 +174,7 @@ class _Inbox:
         "buffer",
         "bus",
         "busy",
+        "holding",
         "idle",
         "prefix",
         "seq",
@@ -196,6 +198,7 @@ class _Inbox:
         all_stats: dict[tuple[str, str], EventStats],
     ) -> None:
         self.bus = bus
+        self.holding: Event | None = None  # the event the worker holds at a held gate
         self.sub = Subscription(bus, self, entry, pattern)
         self.prefix = wildcard_prefix(pattern)
         self.seq = seq
@@ -301,7 +304,9 @@ class _Inbox:
                 if is_async:  # the seam's own entry; a sync handler runs without a coroutine
                     await acall(event)
                 else:
-                    call(event)
+                    result = call(event)
+                    if result is not None and isawaitable(result):
+                        await result
             except PluginUnavailableError as exc:  # the gate closed just now
                 self._dropped(event, exc)
             except Exception as exc:
@@ -315,13 +320,24 @@ class _Inbox:
             self.busy = False  # stays True if cancelled mid-handler: that event is undone
 
     async def _through_gate(self, event: Event) -> bool:
-        """The door is shut: wait at a held gate; False if the event went elsewhere."""
+        """The door is shut: wait at a held gate; False if the event went elsewhere.
+
+        While it waits the event is ``holding``: a version committed meanwhile takes it
+        first, ahead of the events still queued (``EventBus.version_committed``).
+        """
         door = self.sub.door
+        self.holding = event
         try:
             live = await door.gate.wait_async(door)
         except PluginUnavailableError as exc:
-            self._dropped(event, exc)
+            if self.holding is event:
+                self._dropped(event, exc)
             return False
+        finally:
+            taken = self.holding is not event
+            self.holding = None
+        if taken:
+            return False  # handed to the new version already, in order
         if live is door:
             return True
         self.bus.hand_over([event], live)  # the version was replaced: its successor takes it
@@ -582,7 +598,8 @@ class EventBus:
         if old is None:
             return
         for inbox in [i for i in self._inboxes.values() if i.sub.door is old]:
-            events = list(inbox.buffer)
+            held, inbox.holding = inbox.holding, None  # the oldest: its worker waits at the gate
+            events = ([held] if held is not None else []) + list(inbox.buffer)
             inbox.buffer.clear()
             _wake(inbox.space)
             if events:

@@ -85,8 +85,8 @@ class Door:
         self.is_open = False
         self.committed = False
         self.calls: deque[None] = deque()
-        self.tasks: dict[int, tuple[int, asyncio.Task[object]]] = {}
-        self.expired: set[int] = set()
+        self.tasks: dict[asyncio.Task[object], int] = {}  # task -> deadline (perf_counter_ns)
+        self.expired: set[asyncio.Task[object]] = set()
 
     @property
     def in_flight(self) -> int:

@@ -52,6 +52,7 @@ import builtins
 import dataclasses
 import difflib
 import functools
+import inspect
 import logging
 import re
 import threading
@@ -462,6 +463,7 @@ _CALLER_GLOBALS: dict[str, object] = {
     "set_results": _set_results,
     "set_failures": _set_failures,
     "Outcome": HookOutcome,
+    "ISAWAITABLE": inspect.isawaitable,
 }
 
 
@@ -555,7 +557,7 @@ def _name_of(hook: str | HookPoint[A, R]) -> str:
 class HookRegistry:
     """Hook points, the handlers registered at them, and their per-plugin metrics."""
 
-    __slots__ = ("_all", "_callers", "_chains", "_lock", "_sequence", "_stores")
+    __slots__ = ("_all", "_callers", "_chains", "_lock", "_sequence", "_stores", "version")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -566,6 +568,7 @@ class HookRegistry:
         # hook type -> the chain's caller, for the chains without async handlers only:
         # being here is the precomputed "all sync" flag ``call`` checks.
         self._callers: dict[str, _Caller] = dict.fromkeys(HOOK_TYPES, _EMPTY.call)
+        self.version = 0  # changes whenever a snapshot does (hosts cache what they read)
         # where the handlers' metrics live (each gate's CallStats; they outlive handlers)
         self._stores: weakref.WeakSet[CallStats] = weakref.WeakSet()
 
@@ -617,7 +620,7 @@ class HookRegistry:
         hook_type = _name_of(hook)
         plugin = door.plugin
         self._check_registration(plugin, hook_type, priority, handler, timeout)
-        chain = chain or CallChain()
+        chain = chain or door.chain
         if timeout is not None:
             chain = dataclasses.replace(chain, timeout=timeout)
         entry = Entry(
@@ -680,6 +683,7 @@ class HookRegistry:
         self._chains[hook_type].drain()
         chain = _Chain(self, tuple(live)) if live else _EMPTY
         self._chains[hook_type] = chain
+        self.version += 1
         if chain.is_async:
             self._callers.pop(hook_type, None)
         else:
@@ -807,7 +811,7 @@ class HookRegistry:
             if chain.is_async:
                 raise _async_chain_error(hook_type, chain) from None
             caller = chain.call  # the async handlers were removed just now
-        return cast("HookOutcome[R]", caller(arg))
+        return caller(arg)  # type: ignore[return-value]  # R is what the point's handlers return
 
     def call_first(self, hook: str | HookPoint[A, R], arg: object = None) -> HookOutcome[object]:
         """Like ``call``, but stop at the first handler that returns something not None."""
@@ -832,12 +836,14 @@ class HookRegistry:
 
         With ``first_result``, stop at the first handler that returns something not None.
         """
-        chain = self._chain(_name_of(hook))
-        if chain.acall is not None and not first_result:
-            outcome = await chain.acall(arg)  # all sync: the unrolled caller
-        else:
-            outcome = await self.run_entries(chain.entries, arg, first_result=first_result)
-        return cast("HookOutcome[R]", outcome)
+        try:
+            chain = self._chains[hook if isinstance(hook, str) else hook.name]
+        except KeyError:
+            raise self._unknown(_name_of(hook)) from None
+        acall = chain.acall
+        if acall is not None and not first_result:
+            return await acall(arg)  # type: ignore[return-value]  # all sync: the unrolled caller
+        return await self.run_entries(chain.entries, arg, first_result=first_result)  # type: ignore[return-value]
 
     async def run_entries(
         self, entries: tuple[_Handler, ...], arg: object, *, first_result: bool = False

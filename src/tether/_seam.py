@@ -55,7 +55,6 @@ import builtins
 import contextlib
 import functools
 import inspect
-import itertools
 import linecache
 import logging
 import threading
@@ -382,10 +381,10 @@ def detach_trace(token: object) -> None:
 # --------------------------------------------------------------------------- the watchdog
 
 
-def _expire(door: Door, key: int, task: asyncio.Task[object]) -> None:
+def _expire(door: Door, task: asyncio.Task[object], deadline: int) -> None:
     """On the call's loop: cancel it, if it is still the call the watchdog saw."""
-    if key in door.tasks and key not in door.expired and not task.done():
-        door.expired.add(key)
+    if door.tasks.get(task) == deadline and task not in door.expired and not task.done():
+        door.expired.add(task)
         task.cancel("tether: call timeout")
 
 
@@ -421,16 +420,15 @@ class _Watchdog:
 
     @staticmethod
     def _scan(door: Door, now: int) -> None:
-        for key, (deadline, task) in list(door.tasks.items()):
-            if now >= deadline and key not in door.expired:
+        for task, deadline in list(door.tasks.items()):
+            if now >= deadline and task not in door.expired:
                 try:
-                    task.get_loop().call_soon_threadsafe(_expire, door, key, task)
+                    task.get_loop().call_soon_threadsafe(_expire, door, task, deadline)
                 except RuntimeError:  # its loop has closed: nothing left to cancel
-                    door.tasks.pop(key, None)
+                    door.tasks.pop(task, None)
 
 
 watchdog = _Watchdog()
-_next_key = itertools.count().__next__
 
 # asyncio.current_task is a Python function in 3.11; the seam reads the same table itself,
 # with two C calls: the running loop, and its entry in asyncio's current-task table.
@@ -697,7 +695,7 @@ class Parameters:
 
 
 _ANY = Parameters("*args, **kwargs", "*args, **kwargs", {})
-_RESERVED = frozenset({"E", "D", "F", "S", "TMO", "d", "t0", "k", "task", "result", "exc",
+_RESERVED = frozenset({"E", "D", "F", "S", "TMO", "d", "t0", "k", "result", "exc",
                        "span", "token", "first"})  # fmt: skip
 
 
@@ -807,20 +805,29 @@ async def entry({params}):
 
 _JOIN = "        d.calls.append(None)"
 _LEAVE = "        d.calls.pop()"
+# An async call with a deadline is kept in ``d.tasks`` under its task (the watchdog
+# cancels that task); a call into the same version nested in the same task is only
+# counted: the outer call's deadline comes first anyway.
 _JOIN_DEADLINE = """\
-        k = NEXT_KEY()
-        task = CURRENT_TASKS.get(GET_LOOP())
-        d.tasks[k] = (t0 + TMO, task)"""
+        k = CURRENT_TASKS.get(GET_LOOP())
+        if k is None or k in d.tasks:
+            k = None
+            d.calls.append(None)
+        else:
+            d.tasks[k] = t0 + TMO"""
 _LEAVE_DEADLINE = """\
-        del d.tasks[k]
-        if d.expired:
-            d.expired.discard(k)"""
+        if k is None:
+            d.calls.pop()
+        else:
+            del d.tasks[k]
+            if d.expired:
+                d.expired.discard(k)"""
 _CANCELLED = """\
     except CANCELLED:
-        if k not in d.expired:
+        if k is None or k not in d.expired:
             raise
         d.expired.discard(k)
-        task.uncancel()
+        k.uncancel()
         exc = TIMEOUT(E)
         first = NOTE(E, exc)
 {failed}        raise exc from None
@@ -891,7 +898,6 @@ _ENTRY_GLOBALS: dict[str, object] = {
     "TRACE_ENTER": _trace_enter,
     "TRACE_EXIT": _trace_exit,
     "TIMEOUT": _timeout_error,
-    "NEXT_KEY": _next_key,
     "CURRENT_TASKS": _CURRENT_TASKS,
     "GET_LOOP": asyncio.get_running_loop,
     "CANCELLED": asyncio.CancelledError,
@@ -928,8 +934,14 @@ HOOK_BLOCK = """\
         t{j} = clock()
 """
 
-ASYNC_HOOK_BLOCK = HOOK_BLOCK.replace("= slow(", "= await slow(")
-"""The same block for ``await registry.run(...)`` over sync handlers: a shut door waits."""
+ASYNC_HOOK_BLOCK = HOOK_BLOCK.replace("= slow(", "= await slow(").replace(
+    "            v{i} = h{i}(arg)\n",
+    "            v{i} = h{i}(arg)\n"
+    "            if v{i} is not None and ISAWAITABLE(v{i}):\n"
+    "                v{i} = await v{i}\n",
+)
+"""The same block for ``await registry.run(...)`` over plain handlers: a shut door waits,
+and an awaitable a plain handler returns is awaited."""
 
 
 def compile_chain(source: str, filename: str) -> CodeType:

@@ -227,7 +227,7 @@ class ServiceRegistry:
             export = self._exports.get((plugin, name))
             if export is None:
                 export = self._exports[(plugin, name)] = _Export(plugin, name)
-        export.set(door, obj, hidden, chain or CallChain())
+        export.set(door, obj, hidden, chain or door.chain)
         log.debug("plugin %s exported %s", plugin, name)
 
     def _undeclared(self, plugin: str, name: str) -> None:

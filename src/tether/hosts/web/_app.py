@@ -48,15 +48,7 @@ from tether.hosts.web._errors import (
     response_for,
     to_response,
 )
-from tether.hosts.web._request import (
-    ERROR,
-    POST_REQUEST,
-    POST_RESPONSE,
-    PRE_REQUEST,
-    PRE_RESPONSE,
-    SCOPE_KEY,
-    RequestContext,
-)
+from tether.hosts.web._request import SCOPE_KEY, RequestContext
 from tether.hosts.web._routers import PluginRouter
 from tether.hosts.web._routing import RESERVED_PATHS, Route, RouteTable
 
@@ -154,6 +146,8 @@ class WebApp:
         manager.contracts.register(WEB_CONTRACT)
         self._hooks = runtime.hooks
         self._middleware = runtime.middleware
+        self._hooks_seen = -1  # the hook registry's version the flags below were read at
+        self._has: dict[str, bool] = {}
         self._host = host_app if host_app is not None else admin_app(manager, token=admin_token)
 
     def router_for(self, scope: PluginScope) -> Router:
@@ -206,7 +200,15 @@ class WebApp:
         else:  # websockets: not served
             await send({"type": "websocket.close", "code": 1003})
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    def _hook_flags(self) -> dict[str, bool]:
+        """Which request hooks have handlers, read again only when the registry changed."""
+        hooks = self._hooks
+        if hooks.version != self._hooks_seen:
+            self._hooks_seen = hooks.version
+            self._has = {name: hooks.has_handlers(name) for name in REQUEST_HOOKS}
+        return self._has
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:  # noqa: C901, PLR0912 - the whole pipeline in one frame: a frame saved is per request
         route, params, allowed = self.table.match(path, scope["method"])
         if params:
             scope["path_params"] = params
@@ -216,39 +218,38 @@ class WebApp:
         else:
             context = RequestContext(request, route=route.path, plugin=route.plugin)
         scope[SCOPE_KEY] = context
-        has = self._hooks.has_handlers
-        if has(PRE_REQUEST):
+        has = self._hook_flags()
+        if has["pre_request"]:
             await self._run_hooks("pre_request", context)
         if context.response is None:
             if route is None:
                 context.response = _no_route(scope["method"], path, allowed)
             else:
-                await self._handle(context, route, request)
-        if has(PRE_RESPONSE):
+                try:
+                    result = await self._runner(route)(request)
+                    context.response = (
+                        result
+                        if isinstance(result, Response)
+                        else to_response(result, what=f"the middleware of route {route.label}")
+                    )
+                except Exception as exc:
+                    await self._fail(context, exc, blame(exc))
+                else:
+                    if has["post_request"]:
+                        await self._run_hooks("post_request", context)
+        if has["pre_response"]:
             await self._run_hooks("pre_response", context)
         response = context.response
         if response is None:  # a hook set it back to None
             response = context.response = Response(status_code=204)
         await response(scope, receive, send)
-        if has(POST_RESPONSE):
+        if has["post_response"]:
             await self._run_hooks("post_response", context)
-
-    async def _handle(self, context: RequestContext, route: Route, request: Request) -> None:
-        try:
-            result = await self._runner(route)(request)
-            context.response = (
-                result
-                if isinstance(result, Response)
-                else to_response(result, what=f"the middleware of route {route.label}")
-            )
-        except Exception as exc:
-            await self._fail(context, exc, blame(exc))
-            return
-        if self._hooks.has_handlers(POST_REQUEST):
-            await self._run_hooks("post_request", context)
 
     async def _run_hooks(self, hook_type: str, context: RequestContext) -> None:
         outcome = await self._hooks.run(hook_type, context)
+        if not outcome.failures:
+            return
         for failure in outcome.failures:
             error = failure.error
             if self._is_skipped(failure.plugin, error):
@@ -285,7 +286,7 @@ class WebApp:
             _log_failure(exc, plugin, f"{request.method} {request.url.path}")
         if replace:
             context.response = response_for(exc, plugin)
-        if self._hooks.has_handlers(ERROR):
+        if self._hook_flags()["error"]:
             await self._run_hooks("error", context)
 
 
