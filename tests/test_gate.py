@@ -1,6 +1,7 @@
-"""The per-plugin gate: in-flight counting, holding, refusing, draining; and how the
-manager drives it (open after initialize, closed and drained before stop, closed on
-failure and unload, registrations released on unload)."""
+"""The per-plugin gate and its per-version doors: in-flight counting (per door), holding,
+refusing, draining, swapping the live version; and how the manager drives the gate (open
+after initialize, closed and drained before stop, closed on failure and unload,
+registrations released on unload)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 
 from helpers import PluginWriter
 from tether import PluginManager, PluginStatus
-from tether._gate import Gate, GateState
+from tether._gate import Door, Gate, GateState
+from tether._seam import Entry
 from tether.errors import PluginLifecycleError, PluginUnavailableError
 
 TIMEOUT_MESSAGE = "request timeout: plugin reload exceeded queue timeout (50ms)"
@@ -48,36 +50,62 @@ async def wait_until_async(predicate: Callable[[], bool], *, timeout: float = 5.
 
 
 class Caller(threading.Thread):
-    """Enter ``gate`` from another thread; remember what happened."""
+    """Enter ``gate`` from another thread; remember what happened and which door it got."""
 
     def __init__(self, gate: Gate) -> None:
         super().__init__(daemon=True)
         self.gate = gate
         self.entered = False
+        self.door: Door | None = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.gate.enter()
+            door = self.gate.enter()
         except PluginUnavailableError as exc:
             self.error = exc
         else:
             self.entered = True
-            self.gate.exit()
+            self.door = door
+            Gate.exit(door)
 
 
-def enter(gate: Gate, style: str) -> None:
-    """Enter ``gate`` the ``sync`` or the ``async`` way."""
+def enter(gate: Gate, style: str) -> Door:
+    """Enter ``gate`` the ``sync`` or the ``async`` way; the door entered."""
     if style == "sync":
-        gate.enter()
-    else:
-        asyncio.run(gate.enter_async())
+        return gate.enter()
+    return asyncio.run(gate.enter_async())
 
 
 def open_gate(name: str = "p", **options: float) -> Gate:
+    """A gate whose one version (``gate.live``, version 1.0.0) is live and open."""
     gate = Gate(name, **options)  # type: ignore[arg-type]
-    gate.open()
+    door = gate.add_door("1.0.0")
+    door.committed = True
+    gate.open(door)
     return gate
+
+
+def swap(gate: Gate, version: str) -> tuple[Door, Door]:
+    """Bring in a new version and make it the live one: ``(old, new)``."""
+    old = gate.live
+    assert old is not None
+    new = gate.add_door(version)
+    old.committed, new.committed = False, True
+    gate.open(new)
+    return old, new
+
+
+def blocking_entry(door: Door) -> tuple[Entry, asyncio.Event]:
+    """An async call into ``door`` that has a deadline (the default chain) and waits for
+    the returned event: it sits in ``door.tasks`` until then."""
+    release = asyncio.Event()
+
+    async def work() -> str:
+        await release.wait()
+        return "done"
+
+    return Entry(door, work, "call:work"), release
 
 
 # --------------------------------------------------------------------------- states
@@ -95,23 +123,32 @@ def test_a_new_gate_is_closed_and_refuses_with_the_plugin_and_reason():
     assert gate.in_flight == 0
 
 
-def test_an_open_gate_counts_calls_in_flight():
+def test_a_gate_without_a_version_cannot_open():
+    gate = Gate("empty")
+    with pytest.raises(ValueError, match=r"^plugin 'empty' has no version to open$"):
+        gate.open()
+    assert gate.state is GateState.CLOSED
+
+
+def test_an_open_gate_counts_calls_in_flight_on_the_door_entered():
     gate = open_gate()
-    gate.enter()
-    gate.enter()
-    assert gate.in_flight == 2
-    gate.exit()
+    first = gate.enter()
+    second = gate.enter()
+    assert first is second is gate.live
+    assert (first.in_flight, gate.in_flight) == (2, 2)
+    first.calls.pop()
     assert gate.in_flight == 1
-    gate.exit()
-    assert gate.in_flight == 0
+    Gate.exit(second)
+    assert (first.in_flight, gate.in_flight) == (0, 0)
 
 
 @asynctest
 async def test_enter_async_counts_like_enter():
     gate = open_gate()
-    await gate.enter_async()
-    assert gate.in_flight == 1
-    gate.exit()
+    door = await gate.enter_async()
+    assert door is gate.live
+    assert (door.in_flight, gate.in_flight) == (1, 1)
+    Gate.exit(door)
     assert gate.in_flight == 0
 
 
@@ -121,6 +158,7 @@ def test_close_refuses_with_its_reason(style):
     gate.close("it is stopping")
     assert gate.state is GateState.CLOSED
     assert gate.closed_reason == "it is stopping"
+    assert not gate.live.is_open
     with pytest.raises(
         PluginUnavailableError, match="'cache-plugin' is unavailable: it is stopping"
     ):
@@ -130,24 +168,47 @@ def test_close_refuses_with_its_reason(style):
 
 def test_state_listeners_hear_every_change_in_order():
     gate = Gate("p")
+    door = gate.add_door("1.0.0")
     heard: list[GateState] = []
     gate.state_listeners.append(heard.append)
-    gate.open()
+    gate.open(door)
     gate.hold()
     gate.open()
     gate.close("bye")
     assert heard == [GateState.OPEN, GateState.HELD, GateState.OPEN, GateState.CLOSED]
 
 
-def test_probes_add_calls_the_gate_does_not_see_itself():
+def test_only_the_live_door_is_open_and_only_while_the_gate_is_open():
     gate = open_gate()
-    outside = [2]
-    gate.probes.append(lambda: outside[0])
-    gate.enter()
-    assert gate.in_flight == 3
-    outside[0] = 0
-    gate.exit()
-    assert gate.in_flight == 0
+    old, new = swap(gate, "2.0.0")
+    assert gate.live is new
+    assert (old.is_open, new.is_open) == (False, True)
+    assert (old.is_live, new.is_live) == (False, True)
+    gate.hold()
+    assert (old.is_open, new.is_open) == (False, False)
+    gate.open()  # reopens the live version
+    assert (old.is_open, new.is_open) == (False, True)
+    gate.close()
+    assert (old.is_open, new.is_open) == (False, False)
+    gate.remove_door(new)
+    assert gate.live is None
+    assert gate.doors == (old,)
+
+
+@asynctest
+async def test_in_flight_counts_async_calls_with_a_deadline_too():
+    gate = open_gate()
+    door = gate.live
+    entry, release = blocking_entry(door)
+    task = asyncio.create_task(entry.acall())
+    await wait_until_async(lambda: door.in_flight == 1)
+    assert (len(door.tasks), len(door.calls)) == (1, 0)  # kept where the watchdog looks
+    inside = gate.enter()
+    assert gate.in_flight == 2
+    Gate.exit(inside)
+    release.set()
+    assert await asyncio.wait_for(task, 5) == "done"
+    assert (door.in_flight, gate.in_flight) == (0, 0)
 
 
 def test_counting_is_exact_with_many_threads():
@@ -158,12 +219,11 @@ def test_counting_is_exact_with_many_threads():
 
     def work() -> None:
         for _ in range(rounds):
-            gate.enter()
-            gate.exit()
-        gate.enter()
+            Gate.exit(gate.enter())
+        door = gate.enter()
         inside.wait()
         leave.wait(5)
-        gate.exit()
+        Gate.exit(door)
 
     workers = [threading.Thread(target=work) for _ in range(threads)]
     for worker in workers:
@@ -174,6 +234,73 @@ def test_counting_is_exact_with_many_threads():
     for worker in workers:
         worker.join(5)
     assert gate.in_flight == 0
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def test_in_flight_is_counted_per_door():
+    gate = open_gate()
+    in_old = gate.enter()  # a call inside version 1 when version 2 goes live
+    old, new = swap(gate, "2.0.0")
+    in_new = gate.enter()
+    assert (in_old, in_new) == (old, new)
+    assert (old.in_flight, new.in_flight, gate.in_flight) == (1, 1, 2)
+    Gate.exit(in_old)
+    assert (old.in_flight, new.in_flight, gate.in_flight) == (0, 1, 1)
+    Gate.exit(in_new)
+    assert gate.in_flight == 0
+
+
+@asynctest
+async def test_drain_of_one_door_waits_for_exactly_its_calls():
+    gate = open_gate()
+    in_old = gate.enter()
+    old, new = swap(gate, "2.0.0")
+    in_new = gate.enter()
+
+    draining = asyncio.create_task(gate.drain(5.0, door=old))
+    assert not await gate.drain(0.02, door=old)  # the old version's call is still inside
+    assert not draining.done()
+    Gate.exit(in_old)
+    assert await asyncio.wait_for(draining, 5)  # the new version's call is still inside
+    assert new.in_flight == 1
+    assert not await gate.drain(0.02)  # the whole gate is not drained yet
+    Gate.exit(in_new)
+    assert await gate.drain(5.0)
+
+
+def test_a_sync_caller_held_during_a_swap_enters_the_new_version():
+    gate = open_gate()
+    gate.hold()
+    caller = Caller(gate)
+    caller.start()
+    wait_until(lambda: gate.waiting == 1)
+    _old, new = swap(gate, "2.0.0")
+    caller.join(5)
+    assert caller.entered
+    assert caller.door is new
+    assert gate.in_flight == 0
+
+
+@asynctest
+async def test_an_async_caller_held_during_a_swap_enters_the_new_version():
+    gate = open_gate()
+    gate.hold()
+    task = asyncio.create_task(gate.enter_async())
+    await wait_until_async(lambda: gate.waiting == 1)
+    old, new = swap(gate, "2.0.0")
+    door = await asyncio.wait_for(task, 5)
+    assert door is new
+    assert (old.in_flight, new.in_flight) == (0, 1)
+    Gate.exit(door)
+
+
+def test_wait_returns_the_live_door_not_the_one_asked_for():
+    gate = open_gate()
+    old, new = swap(gate, "2.0.0")
+    assert gate.wait(old) is new
+    assert gate.in_flight == 0  # waiting does not enter
 
 
 # --------------------------------------------------------------------------- holding
@@ -191,6 +318,7 @@ def test_a_held_gate_makes_a_sync_caller_wait_until_it_opens():
     gate.open()
     caller.join(5)
     assert caller.entered
+    assert caller.door is gate.live
     assert caller.error is None
     assert gate.waiting == 0
     assert gate.in_flight == 0
@@ -204,10 +332,11 @@ async def test_a_held_gate_makes_an_async_caller_wait_until_it_opens():
     await wait_until_async(lambda: gate.waiting == 1)
     assert not task.done()
     gate.open()
-    await asyncio.wait_for(task, 5)
+    door = await asyncio.wait_for(task, 5)
+    assert door is gate.live
     assert gate.in_flight == 1
     assert gate.waiting == 0
-    gate.exit()
+    Gate.exit(door)
 
 
 @asynctest
@@ -218,10 +347,10 @@ async def test_opening_from_another_thread_wakes_an_async_caller():
     await wait_until_async(lambda: gate.waiting == 1)
     opener = threading.Thread(target=gate.open)
     opener.start()
-    await asyncio.wait_for(task, 5)
+    door = await asyncio.wait_for(task, 5)
     opener.join(5)
     assert gate.in_flight == 1
-    gate.exit()
+    Gate.exit(door)
 
 
 @pytest.mark.parametrize("style", ["sync", "async"])
@@ -292,8 +421,8 @@ async def test_drain_returns_at_once_when_nothing_is_in_flight():
 @asynctest
 async def test_drain_waits_for_calls_in_flight():
     gate = open_gate()
-    gate.enter()
-    asyncio.get_running_loop().call_later(0.01, gate.exit)
+    door = gate.enter()
+    asyncio.get_running_loop().call_later(0.01, Gate.exit, door)
     assert await gate.drain(5.0)
     assert gate.in_flight == 0
 
@@ -301,20 +430,22 @@ async def test_drain_waits_for_calls_in_flight():
 @asynctest
 async def test_drain_gives_up_after_its_timeout():
     gate = open_gate()
-    gate.enter()
+    door = gate.enter()
     assert not await gate.drain(0.02)
     assert gate.in_flight == 1
-    gate.exit()
+    Gate.exit(door)
 
 
 @asynctest
-async def test_drain_counts_probes():
+async def test_drain_waits_for_async_calls_with_a_deadline():
     gate = open_gate()
-    busy = [1]
-    gate.probes.append(lambda: busy[0])
+    entry, release = blocking_entry(gate.live)
+    task = asyncio.create_task(entry.acall())
+    await wait_until_async(lambda: gate.in_flight == 1)
     assert not await gate.drain(0.02)
-    busy[0] = 0
-    assert await gate.drain(1.0)
+    release.set()
+    assert await gate.drain(5.0)
+    assert await task == "done"
 
 
 # --------------------------------------------------------------------------- errors
@@ -324,13 +455,15 @@ def test_record_error_counts_and_tells_the_listeners():
     gate = open_gate()
     heard: list[tuple[str, BaseException]] = []
     gate.error_listeners.append(lambda source, error: heard.append((source, error)))
-    first, second = ValueError("one"), KeyError("two")
+    first, second, third = ValueError("one"), KeyError("two"), ValueError("three")
     gate.record_error(first)
     gate.record_error(second, source="service:Cache")
-    assert gate.error_count == 2
-    assert gate.last_error is second
+    gate.record_error(third, source="hook:pre_request")
+    assert gate.error_count == 3
+    assert gate.errors_by_type == {"ValueError": 2, "KeyError": 1}
+    assert gate.last_error is third
     assert gate.last_error_at is not None
-    assert heard == [("call", first), ("service:Cache", second)]
+    assert heard == [("call", first), ("service:Cache", second), ("hook:pre_request", third)]
 
 
 # --------------------------------------------------------------------------- the manager
@@ -345,21 +478,22 @@ class Plugin(tether.Plugin):
     def __init__(self):
         self.seen = []
         self.release = threading.Event()
+        self.gate = None  # the test hands the plugin its own gate (contexts do not show it)
 
     def initialize(self, ctx):
         super().initialize(ctx)
-        self.seen.append(("initialize", ctx.gate.state))
+        self.seen.append(("initialize", self.gate.state))
         ctx.export_service("Slow", self)
-        ctx.on_release(lambda: self.seen.append(("released", ctx.gate.state)))
+        ctx.on_release(lambda: self.seen.append(("released", self.gate.state)))
         ctx.register_hook("pre_request", 100, lambda request: "watched")
 
     def start(self):
-        self.seen.append(("start", self.ctx.gate.state))
+        self.seen.append(("start", self.gate.state))
         if self.ctx.plugin_config.get("fail_start"):
             raise RuntimeError("start exploded")
 
     def stop(self):
-        self.seen.append(("stop", self.ctx.gate.state, self.ctx.gate.in_flight))
+        self.seen.append(("stop", self.gate.state, self.gate.in_flight))
 
     def block(self):
         self.seen.append(("call-begins",))
@@ -386,20 +520,31 @@ def manager(tmp_path):
     asyncio.run(manager.aclose())
 
 
+async def load_watcher(manager: PluginManager, path, config=None) -> Gate:
+    """Load the watcher and let it see its own gate; the gate of its slot."""
+    await manager.load_plugin(path, config)
+    gate = manager._slot("watcher").gate
+    manager.get_plugin("watcher").gate = gate
+    return gate
+
+
 @asynctest
 async def test_the_manager_opens_the_gate_after_initialize_and_closes_it_around_stop(
     manager, watcher
 ):
-    await manager.load_plugin(watcher)
-    gate = manager.get_gate("watcher")
+    gate = await load_watcher(manager, watcher)
+    handle = manager.get_handle("watcher")
     assert gate.state is GateState.CLOSED
+    assert handle.state is GateState.CLOSED
     await manager.initialize_all()
     assert gate.state is GateState.OPEN
+    assert handle.state is GateState.OPEN
     await manager.start_all()
     assert gate.state is GateState.OPEN
     await manager.stop_all()
     assert gate.state is GateState.CLOSED
     assert gate.closed_reason == "it is stopped"
+    assert handle.closed_reason == "it is stopped"
     seen = manager.get_plugin("watcher").seen
     assert seen == [
         ("initialize", GateState.CLOSED),
@@ -410,7 +555,7 @@ async def test_the_manager_opens_the_gate_after_initialize_and_closes_it_around_
 
 @asynctest
 async def test_stop_waits_for_a_service_call_in_flight_on_another_thread(manager, watcher):
-    await manager.load_plugin(watcher)
+    gate = await load_watcher(manager, watcher)
     await manager.initialize_all()
     await manager.start_all()
     plugin = manager.get_plugin("watcher")
@@ -419,12 +564,13 @@ async def test_stop_waits_for_a_service_call_in_flight_on_another_thread(manager
     caller = threading.Thread(target=lambda: results.append(proxy.block()))
     caller.start()
     await wait_until_async(lambda: ("call-begins",) in plugin.seen)
-    gate = manager.get_gate("watcher")
-    assert gate.in_flight == 1
+    door = gate.live
+    assert (door.in_flight, gate.in_flight) == (1, 1)  # a sync service call, on its door
+    assert manager.get_handle("watcher").in_flight == 1
     stopping = asyncio.create_task(manager.stop_all())
-    await asyncio.sleep(0.05)
-    assert not stopping.done()  # stop() is not called while the call is in flight
-    assert gate.state is GateState.CLOSED
+    await wait_until_async(lambda: gate.state is GateState.CLOSED)  # stopping: draining
+    assert not stopping.done()
+    assert not any(step[0] == "stop" for step in plugin.seen)  # not while the call is inside
     plugin.release.set()
     await asyncio.wait_for(stopping, 5)
     await asyncio.to_thread(caller.join, 5)
@@ -434,26 +580,27 @@ async def test_stop_waits_for_a_service_call_in_flight_on_another_thread(manager
 
 @asynctest
 async def test_a_failed_start_closes_the_gate_and_counts_the_error(manager, watcher):
-    await manager.load_plugin(watcher, {"config": {"fail_start": True}})
+    gate = await load_watcher(manager, watcher, {"config": {"fail_start": True}})
     await manager.initialize_all()
     with pytest.raises(PluginLifecycleError, match="start exploded"):
         await manager.start_all()
-    gate = manager.get_gate("watcher")
+    handle = manager.get_handle("watcher")
     assert manager.get_status("watcher") is PluginStatus.ERROR
     assert gate.state is GateState.CLOSED
     assert gate.closed_reason == "its start failed"
     assert gate.error_count == 1
+    assert (handle.error_count, handle.errors_by_type()) == (1, {"RuntimeError": 1})
+    assert str(handle.last_error) == "start exploded"
     with pytest.raises(PluginUnavailableError, match="its start failed"):
         gate.enter()
 
 
 @asynctest
 async def test_unload_closes_the_gate_and_releases_what_the_plugin_registered(manager, watcher):
-    await manager.load_plugin(watcher)
+    gate = await load_watcher(manager, watcher)
     await manager.initialize_all()
     await manager.start_all()
     plugin = manager.get_plugin("watcher")
-    gate = manager.get_gate("watcher")
     proxy = manager.runtime.services.import_("host", "watcher", "Slow")
     assert (await manager.runtime.hooks.run("pre_request")).results == ["watched"]
 
