@@ -1,25 +1,33 @@
-"""What passing a plugin's gate costs on the normal path (the gate open).
+"""What the seam costs per call: every call into a plugin against a bare function call.
 
-Compares, in one run and alternating, a bare call of a trivial function with the
-same call wrapped in ``gate.enter()`` / ``gate.exit()`` (sync), and a bare
-``await`` of a trivial coroutine with ``await gate.enter_async()`` / ``gate.exit()``.
-Prints nanoseconds per call, the gate's added cost, and the ratio to the bare call.
+Every way into a plugin (hooks, events, services, middleware, routes, operations,
+``PluginHandle.call``) is an entry of the seam: the version's door (the gate's fast
+path), then the plugin's call chain. This script times, in one run and alternating,
+a trivial function called bare and through a seam entry of an open plugin version:
 
-    .venv/bin/python benchmarks/gate.py
+- ``seam``: the default chain (recovery and metrics; for an async call also the
+  timeout, ``timeouts.call``: a deadline the watchdog can enforce). Tracing is off
+  (no OpenTelemetry SDK is configured), so it compiles to nothing;
+- ``door only``: an empty chain (``call_chain: []``): the gate's fast path alone.
+
+It prints nanoseconds per call (minimum over rounds, median in brackets), what the
+seam adds, and the ratio to the bare call. The function does nothing, so this is the
+worst case: a real plugin method costs more, and the seam's share less.
+
+    .venv/bin/python benchmarks/gate.py [--rounds 15] [--calls 200000]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import platform
 import statistics
 import time
 from collections.abc import Callable
 
-from tether._gate import Gate
-
-ROUNDS = 15
-CALLS = 200_000
+from tether import PluginEntry, Runtime
+from tether.testing import make_scope
 
 
 def work(x: int) -> int:
@@ -30,95 +38,76 @@ async def awork(x: int) -> int:
     return x
 
 
-def bare_sync() -> None:
-    for i in range(CALLS):
-        work(i)
-
-
-def gated_sync(gate: Gate) -> Callable[[], None]:
+def sync_loop(fn: Callable[[int], object], calls: int) -> Callable[[], None]:
     def run() -> None:
-        for i in range(CALLS):
-            gate.enter()
-            try:
-                work(i)
-            finally:
-                gate.exit()
+        for i in range(calls):
+            fn(i)
 
     return run
 
 
-async def bare_async() -> None:
-    for i in range(CALLS):
-        await awork(i)
+def async_loop(
+    fn: Callable[[int], object], calls: int, loop: asyncio.AbstractEventLoop
+) -> Callable[[], None]:
+    async def run() -> None:
+        for i in range(calls):
+            await fn(i)  # type: ignore[misc]
+
+    return lambda: loop.run_until_complete(run())
 
 
-async def gated_async(gate: Gate) -> None:
-    for i in range(CALLS):
-        await gate.enter_async()
-        try:
-            await awork(i)
-        finally:
-            gate.exit()
-
-
-def inlined_sync(gate: Gate) -> Callable[[], None]:
-    """The fast path the hook registry and event bus inline: one flag, two deque ops."""
-    calls = gate.calls
-
-    def run() -> None:
-        for i in range(CALLS):
-            if not gate.is_open:
-                gate.enter()  # the slow path: held or closed
-            else:
-                calls.append(None)
-            try:
-                work(i)
-            finally:
-                calls.pop()
-
-    return run
-
-
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter_ns()
-    fn()
-    return (time.perf_counter_ns() - started) / CALLS
+def entry(fn: Callable[..., object], *, chain: list[str] | None) -> PluginEntry:
+    """An entry of an open, committed plugin version, with the given call chain."""
+    scope = make_scope("bench", runtime=Runtime(), call_chain=chain)
+    return scope.entry(fn, "call:work")
 
 
 def main() -> None:
-    gate = Gate("bench")
-    gate.open()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=200_000)
+    args = parser.parse_args()
+    calls = args.calls
     loop = asyncio.new_event_loop()
-    contenders: dict[str, Callable[[], object]] = {
-        "bare call": bare_sync,
-        "gated call": gated_sync(gate),
-        "inlined gate": inlined_sync(gate),
-        "bare await": lambda: loop.run_until_complete(bare_async()),
-        "gated await": lambda: loop.run_until_complete(gated_async(gate)),
+    seam_sync, door_sync = entry(work, chain=None), entry(work, chain=[])
+    seam_async, door_async = entry(awork, chain=None), entry(awork, chain=[])
+    contenders: dict[str, Callable[[], None]] = {
+        "bare call": sync_loop(work, calls),
+        "seam call": sync_loop(seam_sync.call, calls),
+        "door-only call": sync_loop(door_sync.call, calls),
+        "bare await": async_loop(awork, calls, loop),
+        "seam await": async_loop(seam_async.acall, calls, loop),
+        "door-only await": async_loop(door_async.acall, calls, loop),
     }
     samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(ROUNDS):
-        for name, fn in contenders.items():
-            samples[name].append(timed(fn))
+    names = list(contenders)
+    for round_ in range(args.rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter_ns()
+            contenders[name]()
+            samples[name].append((time.perf_counter_ns() - started) / calls)
     loop.close()
+    if seam_sync.stats[0] < calls * args.rounds or seam_async.stats[0] < calls * args.rounds:
+        raise SystemExit("the seam's metrics counted fewer calls than were made")
     best = {name: min(values) for name, values in samples.items()}
     median = {name: statistics.median(values) for name, values in samples.items()}
     print(f"python {platform.python_version()} on {platform.platform()}")
-    print(f"{ROUNDS} alternating rounds of {CALLS:,} calls; ns/call: minimum (median)\n")
+    print(f"{args.rounds} alternating rounds of {calls:,} calls; ns/call: minimum (median)\n")
     for name in contenders:
-        print(f"{name:>12}: {best[name]:7.1f} ({median[name]:7.1f})")
-    pairs = (
-        ("bare call", "gated call"),
-        ("bare call", "inlined gate"),
-        ("bare await", "gated await"),
-    )
-    for bare, gated in pairs:
-        added = best[gated] - best[bare]
+        print(f"{name:>16}: {best[name]:7.1f} ({median[name]:7.1f})")
+    print()
+    for bare, seam in (
+        ("bare call", "seam call"),
+        ("bare call", "door-only call"),
+        ("bare await", "seam await"),
+        ("bare await", "door-only await"),
+    ):
+        added = best[seam] - best[bare]
         print(
-            f"\n{gated}: +{added:.1f} ns per call, "
-            f"{best[gated] / best[bare]:.2f}x the {bare} (a trivial function: the worst case)"
+            f"{seam:>16}: +{added:5.1f} ns per call, ratio {best[seam] / best[bare]:.2f} "
+            f"(to the {bare} of a function that does nothing: the worst case)"
         )
-    assert gate.in_flight == 0
 
 
 if __name__ == "__main__":

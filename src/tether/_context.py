@@ -25,7 +25,7 @@ from tether._config import TetherConfig, mask_secrets
 from tether._durations import parse_duration
 from tether._metrics import MetricsCollector
 from tether._sealed import Sealed, inner, seal, view
-from tether._seam import Entry
+from tether._seam import Entry, parameters_of
 from tether.errors import PermissionDeniedError, TetherError
 from tether.types import (
     Cache,
@@ -246,7 +246,13 @@ class PluginScope:
                 redirect(owner) if redirect is not None and isinstance(owner, PluginScope) else None
             )
 
-        return Entry(self.door, fn, source, redirect=stand_in if redirect is not None else None)
+        return Entry(
+            self.door,
+            fn,
+            source,
+            redirect=stand_in if redirect is not None else None,
+            params=parameters_of(fn),
+        )
 
     def replace_config(self, values: Mapping[str, object]) -> dict[str, object]:
         """Install new (validated) config; return the old."""

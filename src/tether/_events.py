@@ -78,6 +78,7 @@ from tether._event_model import (
 )
 from tether._manifest import Events, Manifest
 from tether._seam import (
+    ONE_ARGUMENT,
     CallChain,
     Entry,
     attach_trace,
@@ -569,7 +570,7 @@ class EventBus:
                 f"callable: {handler!r}",
                 plugin=plugin,
             )
-        entry = Entry(door, handler, f"event:{pattern}", chain=chain)
+        entry = Entry(door, handler, f"event:{pattern}", chain=chain, params=ONE_ARGUMENT)
         inbox = _Inbox(
             bus=self,
             entry=entry,

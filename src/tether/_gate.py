@@ -72,6 +72,7 @@ class Door:
         "is_open",
         "owner",
         "plugin",
+        "searched",
         "tasks",
         "version",
     )
@@ -85,8 +86,9 @@ class Door:
         self.is_open = False
         self.committed = False
         self.calls: deque[None] = deque()
-        self.tasks: dict[asyncio.Task[object], int] = {}  # task -> deadline (perf_counter_ns)
-        self.expired: set[asyncio.Task[object]] = set()
+        self.tasks: dict[int, int] = {}  # async calls with a deadline: key -> deadline (ns)
+        self.expired: set[int] = set()  # keys of calls the watchdog cancelled
+        self.searched: set[int] = set()  # keys of late calls it has looked for
 
     @property
     def in_flight(self) -> int:

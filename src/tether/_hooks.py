@@ -55,6 +55,7 @@ import functools
 import inspect
 import logging
 import re
+import sys
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -62,7 +63,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from itertools import count
 from time import perf_counter_ns
-from types import CodeType, FunctionType
+from types import CodeType, FrameType, FunctionType
 from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar, cast, overload
 
 from tether._gate import GateState
@@ -70,10 +71,12 @@ from tether._manifest import HOOK_TYPES
 from tether._seam import (
     ASYNC_HOOK_BLOCK,
     HOOK_BLOCK,
+    ONE_ARGUMENT,
     CallChain,
     CallStats,
     Entry,
     compile_chain,
+    counts_as_seam,
     fail,
     is_async_callable,
 )
@@ -293,13 +296,18 @@ def _log_failure(entry: _Handler, error: BaseException) -> HookFailure:
     return HookFailure(plugin, hook_type, error)
 
 
-def _fail(entry: _Handler, error: Exception, started: int) -> HookFailure:
-    """An inline handler failed: time it, count it (metrics, recovery), log it."""
+def _fail(
+    entry: _Handler, error: Exception, started: int, frame: FrameType | None = None
+) -> HookFailure:
+    """An inline handler failed: time it, count it (metrics, recovery), log it.
+
+    ``frame`` is the chain's frame (the seam the handler's error leaves).
+    """
     stats = entry.stats
     stats[_COUNT] += 1
     stats[_NANOS] += perf_counter_ns() - started
-    stats[_ERRORS] += 1
-    fail(entry.entry, error)
+    if fail(entry.entry, error, frame if frame is not None else sys._getframe(1)):  # noqa: SLF001
+        stats[_ERRORS] += 1
     return _log_failure(entry, error)
 
 
@@ -448,7 +456,7 @@ def _fail_any(entry: _Handler, exc: Exception, started: int) -> HookFailure:
     """The block's failure path: inline handlers are recorded here, others by their entry."""
     if isinstance(exc, _Recorded):
         return _log_failure(entry, exc.error)
-    return _fail(entry, exc, started)
+    return _fail(entry, exc, started, sys._getframe(1))  # noqa: SLF001 - the chain's frame
 
 
 # What every generated caller reads besides its own handlers, doors and log.
@@ -544,6 +552,7 @@ def _call_loop(
     return _outcome(results, failures or _NO_FAILURES)
 
 
+counts_as_seam(_call_loop)  # it counts the errors of the handlers it calls inline
 _EMPTY = _Chain(None, ())
 
 
@@ -629,9 +638,12 @@ class HookRegistry:
             f"hook:{hook_type}",
             chain=chain,
             timeout_error=functools.partial(HookTimeoutError, plugin, hook_type),
+            params=ONE_ARGUMENT,
         )
         with self._lock:
-            self._stores.add(door.gate.stats)
+            if door.gate.stats not in self._stores:
+                self._stores.add(door.gate.stats)
+                door.gate.stats.add_drainer(self.drain)
             item = _Handler(entry, hook_type, priority, next(self._sequence),
                             inline=chain.is_default)  # fmt: skip
             self._all[hook_type].append(item)
@@ -891,15 +903,19 @@ class HookRegistry:
         chain = self._chains.get(hook if isinstance(hook, str) else hook.name)
         return chain is not None and chain.entries != ()
 
+    def drain(self) -> None:
+        """Add every chain's logged clock readings to the handlers' metrics now."""
+        with self._lock:  # no snapshot is replaced while its log is drained
+            for chain in self._chains.values():
+                if chain.log:
+                    chain.drain()
+
     def metrics(self, plugin: str) -> dict[str, HookMetrics]:
         """Hook type -> metrics, for every hook type ``plugin`` has registered at.
 
         Every version of the plugin together, those gone included.
         """
-        with self._lock:  # no snapshot is replaced while its log is drained
-            for chain in self._chains.values():
-                if any(e.plugin == plugin for e in chain.entries):
-                    chain.drain()
+        with self._lock:
             stores = list(self._stores)
         totals: dict[str, list[int]] = {}
         for store in stores:

@@ -708,11 +708,6 @@ class PluginManager:
         failure: PluginLifecycleError | None = None
         if slot.current.status is PluginStatus.RUNNING:
             failure = await self._stop(slot, None)
-        for listener in self._unload_listeners:
-            try:
-                listener(slot.name)
-            except Exception:
-                log.exception("an unload listener failed for plugin %s", slot.name)
         for version in list(slot.versions):
             for exc in version.scope.release():
                 log.warning("plugin %s: releasing a registration failed: %s", slot.name, exc)
@@ -727,6 +722,11 @@ class PluginManager:
         self._save_capabilities(slot.name)
         self.runtime.metrics.remove_plugin(slot.name)
         slot.gate.close("it was unloaded")
+        for listener in self._unload_listeners:  # they see it unloaded, before it is forgotten
+            try:
+                listener(slot.name)
+            except Exception:
+                log.exception("an unload listener failed for plugin %s", slot.name)
         self._health.forget(slot.name)
         self._thresholds.set(slot.name, None)
         return failure
@@ -829,18 +829,24 @@ class PluginManager:
         return None
 
     async def check_health(self, name: str | None = None) -> dict[str, HealthCheckResult]:
-        """Run ``health_check()`` of one running plugin, or of every one, now."""
+        """Run ``health_check()`` of one running plugin, or of every one, now.
+
+        Returns the results of the plugins that have a check and took it.
+        """
         self._health.timeout = self.config.plugins.health_check_timeout
         slots = [self._slot(name)] if name is not None else list(self._slots.values())
-        checks = [
-            self._health.check(slot.current.door, slot.current.instance)
-            for slot in slots
+        running = [
+            (slot.name, slot.current) for slot in slots
             if slot.current.status is PluginStatus.RUNNING
-        ]
-        results = await asyncio.gather(*checks)
-        return {r_name: r for r_name, r in zip(
-            [s.name for s in slots if s.current.status is PluginStatus.RUNNING], results,
-            strict=True) if r is not None}  # fmt: skip
+        ]  # fmt: skip
+        results = await asyncio.gather(
+            *(self._health.check(version.door, version.instance) for _, version in running)
+        )
+        return {
+            plugin: result
+            for (plugin, _), result in zip(running, results, strict=True)
+            if result is not None
+        }
 
     def is_degraded(self, name: str) -> bool:
         return self._health.is_degraded(name)

@@ -10,7 +10,7 @@ import bisect
 import math
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["DEFAULT_BUCKETS", "MetricSample", "MetricsCollector", "MetricsStore"]
@@ -138,10 +138,11 @@ class MetricsCollector:
         name: str,
         value: float,
         *,
-        buckets: tuple[float, ...] = DEFAULT_BUCKETS,
+        buckets: Sequence[float] | None = None,
         **labels: object,
     ) -> None:
-        bounds = tuple(sorted(buckets))
+        """Observe ``value``; ``buckets`` are the upper bounds (default ``DEFAULT_BUCKETS``)."""
+        bounds = tuple(sorted(DEFAULT_BUCKETS if buckets is None else buckets))
         if not bounds:
             raise ValueError(f"histogram '{name}' needs at least one bucket")
         if bounds[-1] != math.inf:

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from tether._gate import GateState
 from tether._seam import Entry, Parameters
@@ -70,33 +70,29 @@ class Middleware:
         return not self.routes or any(fnmatchcase(route, glob) for glob in self.routes)
 
 
-_LAYER = Parameters("request", "request, NEXT", {})
-
-
-async def _skip(request: object, call_next: Endpoint) -> object:
-    """Stands in for a middleware that does not run: straight on down the chain."""
-    return await call_next(request)
+_REGISTERED = Parameters("request, call_next", "request, call_next")
 
 
 def _layer_slow(registry: MiddlewareRegistry, name: str) -> Callable[..., Awaitable[object]]:
     """A layer's slow path: skip when closed, wait when held, the new version's when replaced."""
 
-    async def slow(entry: Entry, again: Callable[[Callable[..., object]], object]) -> object:
+    async def slow(entry: Entry, request: object, call_next: Endpoint) -> object:
         door = entry.door
         gate = door.gate
         if _is_closed(gate):
-            return await cast("Awaitable[object]", again(_skip))  # stopped, disabled: skip it
+            return await call_next(request)  # stopped, disabled: skip it
         try:
             live = await gate.wait_async(door)
         except PluginUnavailableError:
             if _is_closed(gate):
-                return await cast("Awaitable[object]", again(_skip))  # it closed meanwhile
+                return await call_next(request)  # it closed meanwhile
             raise  # held past the queue timeout, or too many waiting: the request fails
         # The door opened again (its own registration), or another version went live (the
         # new version's middleware of this name); neither: skip it.
         stand_in = registry.named(live, name)
-        target = stand_in.entry.acall if stand_in is not None else _skip
-        return await cast("Awaitable[object]", again(target))
+        if stand_in is None:
+            return await call_next(request)
+        return await stand_in.entry.acall(request, call_next)
 
     return slow
 
@@ -147,7 +143,7 @@ class MiddlewareRegistry:
                     plugin=plugin,
                     hint="routes are path globs such as '/admin/*'",
                 )
-        entry = Entry(door, handler, f"middleware:{name}")
+        entry = Entry(door, handler, f"middleware:{name}", params=_REGISTERED)
         with self._lock:
             if (door, name) in self._items:
                 raise MiddlewareError(
@@ -231,7 +227,7 @@ class MiddlewareRegistry:
         """
         chain: Endpoint = endpoint
         for item in reversed(self.chain(route)):
-            params = Parameters(_LAYER.params, _LAYER.call, {"NEXT": chain})
+            params = Parameters("request", "request, _t_NEXT", {"_t_NEXT": chain})
             layer = Entry(
                 item.entry.door,
                 item.handler,

@@ -55,8 +55,10 @@ import builtins
 import contextlib
 import functools
 import inspect
+import itertools
 import linecache
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -64,7 +66,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from time import perf_counter_ns
-from types import CodeType, FunctionType
+from types import CodeType, FrameType, FunctionType
 from typing import TYPE_CHECKING, Protocol, cast
 
 from tether._durations import format_duration
@@ -89,6 +91,7 @@ __all__ = [
     "HOOK_BLOCK",
     "LINKS",
     "NO_CHAIN",
+    "ONE_ARGUMENT",
     "CallChain",
     "CallMetrics",
     "CallRow",
@@ -100,6 +103,7 @@ __all__ = [
     "attach_trace",
     "blame",
     "compile_chain",
+    "counts_as_seam",
     "detach_trace",
     "fail",
     "is_async_callable",
@@ -254,11 +258,25 @@ class CallStats:
     plugins, so a plugin's history survives a reload or an unload and load.
     """
 
-    __slots__ = ("__weakref__", "_lists", "_lock")
+    __slots__ = ("__weakref__", "_drainers", "_lists", "_lock")
 
     def __init__(self) -> None:
         self._lists: dict[tuple[str, str, str], list[int]] = {}
         self._lock = threading.Lock()
+        self._drainers: list[weakref.WeakMethod[Callable[[], None]]] = []
+
+    def add_drainer(self, drain: Callable[[], None]) -> None:
+        """``drain()`` (a bound method) adds deferred counts (the hook chains' clock logs)
+        to these lists; it runs before every read, so a read is never behind."""
+        with self._lock:
+            if not any(ref() == drain for ref in self._drainers):
+                self._drainers.append(weakref.WeakMethod(drain))
+
+    def _drain(self) -> None:
+        for ref in list(self._drainers):
+            drain = ref()
+            if drain is not None:
+                drain()
 
     def list_for(self, plugin: str, version: str, source: str) -> list[int]:
         key = (plugin, version, source)
@@ -270,6 +288,7 @@ class CallStats:
 
     def of(self, plugin: str, *, prefix: str = "") -> dict[str, CallMetrics]:
         """Per source (those starting with ``prefix``): every version of ``plugin`` together."""
+        self._drain()
         totals: dict[str, list[int]] = {}
         versions: dict[str, dict[str, int]] = {}
         for (owner, version, source), stats in list(self._lists.items()):
@@ -289,6 +308,7 @@ class CallStats:
 
     def rows(self, plugin: str) -> list[CallRow]:
         """Every (version, source) of ``plugin`` with its counts, for exporters."""
+        self._drain()
         return [
             CallRow(version, source, stats[0], stats[2], stats[1] / 1e9)
             for (owner, version, source), stats in sorted(self._lists.items())
@@ -381,15 +401,50 @@ def detach_trace(token: object) -> None:
 # --------------------------------------------------------------------------- the watchdog
 
 
-def _expire(door: Door, task: asyncio.Task[object], deadline: int) -> None:
-    """On the call's loop: cancel it, if it is still the call the watchdog saw."""
-    if door.tasks.get(task) == deadline and task not in door.expired and not task.done():
-        door.expired.add(task)
+def _expire(door: Door, key: int, task: asyncio.Task[object]) -> None:
+    """On the call's loop: cancel the task the call runs in, if the call is still there."""
+    if key in door.tasks and not task.done():
+        door.expired.add(key)
         task.cancel("tether: call timeout")
 
 
+def _running_in(task: asyncio.Task[object], door: Door, key: int) -> bool:
+    """Whether ``task``'s await chain holds the seam frame of call ``key`` into ``door``."""
+    awaited: object = task.get_coro()
+    depth = 0
+    while awaited is not None and depth < 256:  # noqa: PLR2004 - a bound on a chain, not data
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None and frame.f_code.co_filename.startswith("<tether seam async"):
+            local = frame.f_locals
+            if local.get("_t_k") == key and local.get("_t_d") is door:
+                return True
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        depth += 1
+    return False
+
+
+def _find_task(door: Door, key: int) -> asyncio.Task[object] | None:
+    """The task running async call ``key`` into ``door`` (looked for only once it is late)."""
+    for _ in range(3):  # the set of tasks may change while it is copied
+        try:
+            tasks = list(asyncio.tasks._all_tasks)  # type: ignore[attr-defined]  # noqa: SLF001
+        except RuntimeError:
+            continue
+        break
+    else:  # pragma: no cover - three changes in a row
+        return None
+    for task in tasks:
+        if not task.done() and _running_in(task, door, key):
+            return cast("asyncio.Task[object]", task)
+    return None
+
+
 class _Watchdog:
-    """One daemon thread that cancels async calls past their deadline, on their loop."""
+    """One daemon thread that cancels async calls past their deadline, on their loop.
+
+    A call costs the seam one dict entry (its key and deadline); only a call that is
+    late is looked for among the process's tasks, by its frame.
+    """
 
     def __init__(self) -> None:
         self._doors: weakref.WeakSet[Door] = weakref.WeakSet()
@@ -420,19 +475,21 @@ class _Watchdog:
 
     @staticmethod
     def _scan(door: Door, now: int) -> None:
-        for task, deadline in list(door.tasks.items()):
-            if now >= deadline and task not in door.expired:
-                try:
-                    task.get_loop().call_soon_threadsafe(_expire, door, task, deadline)
-                except RuntimeError:  # its loop has closed: nothing left to cancel
-                    door.tasks.pop(task, None)
+        for key, deadline in list(door.tasks.items()):
+            if now < deadline or key in door.expired or key in door.searched:
+                continue
+            door.searched.add(key)
+            task = _find_task(door, key)
+            if task is None:
+                continue  # not in a task this process knows: it cannot be cancelled
+            try:
+                task.get_loop().call_soon_threadsafe(_expire, door, key, task)
+            except RuntimeError:  # its loop has closed: nothing left to cancel
+                door.tasks.pop(key, None)
 
 
 watchdog = _Watchdog()
-
-# asyncio.current_task is a Python function in 3.11; the seam reads the same table itself,
-# with two C calls: the running loop, and its entry in asyncio's current-task table.
-_CURRENT_TASKS: dict[asyncio.AbstractEventLoop, asyncio.Task[object]] = asyncio.tasks._current_tasks  # type: ignore[attr-defined]  # noqa: SLF001
+_next_key = itertools.count().__next__
 
 
 # --------------------------------------------------------------------------- entries
@@ -445,27 +502,70 @@ class Redirect(Protocol):
 
 
 def _raise_site(error: BaseException) -> object:
-    """The innermost traceback entry of ``error``: where this raise of it began."""
+    """The innermost traceback entry of ``error``: where it was first raised."""
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     return tb
 
 
-def note_error(entry: Entry, error: BaseException) -> bool:
-    """Mark ``error`` as having left ``entry``'s plugin; True if this is the first seam
-    it left (the innermost plugin: the one to blame), False if it is passing through."""
+_SEAM_FILES = ("<tether seam", "<tether hook chain", "<tether async hook chain")
+_SEAM_CODES: set[CodeType] = set()
+
+
+def counts_as_seam(fn: Callable[..., object]) -> None:
+    """Declare a hand-written dispatcher that counts its callees' errors itself (the hook
+    registry's loop) a seam, like the generated ones."""
+    _SEAM_CODES.add(fn.__code__)
+
+
+def _encloses_seam(frame: FrameType | None) -> bool:
+    """Whether a seam's frame is further up the stack than ``frame`` (on this thread, or
+    up this coroutine's await chain while it runs)."""
+    frame = frame.f_back if frame is not None else None
+    while frame is not None:
+        code = frame.f_code
+        if code in _SEAM_CODES or code.co_filename.startswith(_SEAM_FILES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def note_error(entry: Entry, error: BaseException, frame: FrameType | None = None) -> bool:
+    """An exception is leaving ``entry``'s plugin: True if it is that plugin's failure.
+
+    An exception is its failure when this is the first seam it leaves (the innermost
+    plugin: a service's error passing up through its caller's hook is the service's),
+    it is not a refusal at a gate (``PluginUnavailableError``: the unavailable plugin
+    is to blame, and nobody failed), and the host's error policy does not call it an
+    answer. ``tether.blame(exc)`` names the plugin afterwards.
+
+    How "first" is known: the first seam marks the exception with where it was raised;
+    seams further up see the mark and pass it on; the outermost seam (no seam above it
+    on the stack) clears the mark as the exception leaves the seams, so the same
+    exception object raised again later (a prepared exception) counts again.
+    """
+    frame = frame if frame is not None else sys._getframe(1)  # noqa: SLF001 - the seam's own frame
     site = _raise_site(error)
-    if site is not None and getattr(error, "_tether_seen_at", None) is site:
-        return False
+    first = site is None or getattr(error, "_tether_seen_at", None) is not site
     with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__
-        error._tether_seen_at = site  # type: ignore[attr-defined]  # noqa: SLF001
-        error._tether_plugin = entry.plugin  # type: ignore[attr-defined]  # noqa: SLF001
-    return True
+        if first:
+            unavailable = isinstance(error, PluginUnavailableError)
+            error._tether_plugin = error.plugin if unavailable else entry.plugin  # type: ignore[attr-defined]  # noqa: SLF001
+        if _encloses_seam(frame):
+            error._tether_seen_at = site  # type: ignore[attr-defined]  # noqa: SLF001
+        elif hasattr(error, "_tether_seen_at"):
+            del error._tether_seen_at  # noqa: SLF001 - the seam's own mark
+    return (
+        first
+        and not isinstance(error, PluginUnavailableError | CallInputError)
+        and entry.chain.policy.is_failure(error)
+    )
 
 
 def blame(error: BaseException) -> str | None:
-    """The plugin ``error`` was raised in (the innermost plugin it left), if any."""
+    """The plugin ``error`` was raised in (the innermost plugin it left), if any; for a
+    refusal at a gate, the plugin that refused."""
     plugin = getattr(error, "_tether_plugin", None)
     if isinstance(plugin, str):
         return plugin
@@ -475,17 +575,7 @@ def blame(error: BaseException) -> str | None:
 
 
 def record_failure(entry: Entry, error: BaseException) -> None:
-    """Count ``error`` against the entry's plugin (the recovery link).
-
-    Not counted: a refusal at the plugin's own gate, arguments that did not fit (the
-    caller's mistake), and an answer the host's error policy accepts.
-    """
-    if isinstance(error, PluginUnavailableError) and error.plugin == entry.plugin:
-        return
-    if isinstance(error, CallInputError) and error.plugin == entry.plugin:
-        return  # the caller's arguments were wrong, not the plugin
-    if not entry.chain.policy.is_failure(error):
-        return
+    """Count a failure against the entry's plugin (the recovery link)."""
     try:
         entry.door.gate.record_error(error, source=entry.source)
     except Exception:
@@ -493,11 +583,13 @@ def record_failure(entry: Entry, error: BaseException) -> None:
                        entry.source)  # fmt: skip
 
 
-def fail(entry: Entry, error: BaseException) -> None:
-    """What every seam does with an error leaving a plugin: blame the innermost plugin
-    it left, and count it there (the recovery link)."""
-    if note_error(entry, error):
+def fail(entry: Entry, error: BaseException, frame: FrameType | None = None) -> bool:
+    """What every seam does with an error leaving a plugin: note it, and count it if it is
+    the plugin's failure (the recovery link). True if it was counted."""
+    if note_error(entry, error, frame if frame is not None else sys._getframe(1)):  # noqa: SLF001
         record_failure(entry, error)
+        return True
+    return False
 
 
 def _log_call(entry: Entry, started: int, error: BaseException | None) -> None:
@@ -519,6 +611,19 @@ def _validate(entry: Entry, args: tuple[object, ...], kwargs: dict[str, object])
         raise CallInputError(entry.plugin, entry.source, str(exc)) from None
 
 
+def _forget(door: Door, key: int) -> None:
+    """A call that was late has ended: the watchdog's notes of it go."""
+    door.expired.discard(key)
+    door.searched.discard(key)
+
+
+def _uncancel() -> None:
+    """The watchdog's cancellation was for this call: it ends here, as a timeout."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
 def _timeout_error(entry: Entry) -> CallTimeoutError:
     limit = format_duration(timedelta(seconds=entry.chain.timeout or 0))
     return entry.timeout_error(limit)
@@ -532,29 +637,30 @@ def _unavailable(entry: Entry, live: Door) -> PluginUnavailableError:
     )
 
 
-def _slow(entry: Entry, again: Callable[[Callable[..., object]], object]) -> object:
-    """The door was shut: wait at a held gate, refuse at a closed one, redirect if replaced."""
+def _slow(entry: Entry, /, *args: object, **kwargs: object) -> object:
+    """The door was shut: wait at a held gate, refuse at a closed one, redirect if replaced.
+
+    Called with the call's own arguments, so that the entry needs no closure over them.
+    """
     door = entry.door
     live = door.gate.wait(door)
     if live is door:
-        return again(entry.call)
+        return entry.call(*args, **kwargs)
     target = entry.redirect(live) if entry.redirect is not None else None
     if target is None:
         raise _unavailable(entry, live)
-    return again(target.call)
+    return target.call(*args, **kwargs)
 
 
-async def _aslow(entry: Entry, again: Callable[[Callable[..., object]], object]) -> object:
+async def _aslow(entry: Entry, /, *args: object, **kwargs: object) -> object:
     door = entry.door
     live = await door.gate.wait_async(door)
     if live is door:
-        target = entry
-    else:
-        found = entry.redirect(live) if entry.redirect is not None else None
-        if found is None:
-            raise _unavailable(entry, live)
-        target = found
-    return await cast("Awaitable[object]", again(target.acall))
+        return await entry.acall(*args, **kwargs)
+    target = entry.redirect(live) if entry.redirect is not None else None
+    if target is None:
+        raise _unavailable(entry, live)
+    return await target.acall(*args, **kwargs)
 
 
 def _not_sync(entry: Entry) -> Callable[..., object]:
@@ -570,11 +676,9 @@ def _not_sync(entry: Entry) -> Callable[..., object]:
 
 
 _EntryTimeout = Callable[[str], CallTimeoutError]
-_Again = Callable[[Callable[..., object]], object]
-_AsyncSlow = Callable[["Entry", _Again], Awaitable[object]]
-"""An async entry's slow path: ``aslow(entry, again)``; ``again(fn)`` calls ``fn`` with the
-call's own arguments (the default waits at a held gate, refuses at a closed one, and
-redirects to the live version)."""
+_AsyncSlow = Callable[..., Awaitable[object]]
+"""An async entry's slow path: ``await aslow(entry, *the call's arguments)`` (the default
+waits at a held gate, refuses at a closed one, and redirects to the live version)."""
 
 
 class Entry:
@@ -650,16 +754,20 @@ class Entry:
         code = _entry_code(params.params, params.call, links, is_async, self.is_async)
         namespace: dict[str, object] = {
             **_ENTRY_GLOBALS,
-            **params.defaults,
-            "E": self,
-            "D": self.door,
-            "F": self.fn,
-            "S": self.stats,
-            "TMO": int((self.chain.timeout or 0) * 1e9),
-            "ASLOW": aslow,
+            **params.globals,
+            "_t_E": self,
+            "_t_D": self.door,
+            "_t_F": self.fn,
+            "_t_S": self.stats,
+            "_t_TMO": int((self.chain.timeout or 0) * 1e9),
+            "_t_ASLOW": aslow,
         }
         name = _safe_name(self.source)
-        function = FunctionType(code.replace(co_name=name, co_qualname=name), namespace)
+        function = FunctionType(
+            code.replace(co_name=name, co_qualname=name), namespace, name, params.argdefs or None
+        )
+        if params.kwdefaults:
+            function.__kwdefaults__ = dict(params.kwdefaults)
         function.__doc__ = getattr(self.fn, "__doc__", None)
         return function
 
@@ -687,48 +795,60 @@ def _safe_name(source: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Parameters:
-    """A parameter list as source text, the matching call, and the defaults it names."""
+    """A parameter list as source text, the matching call, the defaults of the
+    parameters (``argdefs`` for positional ones, ``kwdefaults`` for keyword-only ones,
+    as a function object holds them), and names the call uses (``globals``)."""
 
     params: str
     call: str
-    defaults: dict[str, object]
+    globals: dict[str, object] = field(default_factory=dict)
+    argdefs: tuple[object, ...] = ()
+    kwdefaults: dict[str, object] = field(default_factory=dict)
 
 
-_ANY = Parameters("*args, **kwargs", "*args, **kwargs", {})
-_RESERVED = frozenset({"E", "D", "F", "S", "TMO", "d", "t0", "k", "result", "exc",
-                       "span", "token", "first"})  # fmt: skip
+_ANY = Parameters("*args, **kwargs", "*args, **kwargs")
+ONE_ARGUMENT = Parameters("arg", "arg")
+"""The shape of hook handlers and event handlers: one positional argument."""
 
 
-def parameters_of(fn: Callable[..., object]) -> Parameters | None:  # noqa: C901 - one case per kind
-    """``fn``'s signature as source text (for exact-signature entries), or None when unknown."""
+def parameters_of(fn: Callable[..., object]) -> Parameters | None:  # noqa: C901, PLR0912 - one case per kind
+    """``fn``'s signature as source text (for exact-signature entries), or None when unknown.
+
+    Parameters keep their names (so keyword calls work) unless they are positional-only;
+    the seam's own names all start with ``_t_``, so a parameter named so falls back to
+    ``*args, **kwargs``.
+    """
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return None
     params: list[str] = []
     args: list[str] = []
-    defaults: dict[str, object] = {}
+    argdefs: list[object] = []
+    kwdefaults: dict[str, object] = {}
     saw_positional_only = saw_star = False
     for index, p in enumerate(signature.parameters.values()):
-        name = p.name if p.name not in _RESERVED and not p.name.startswith("__") else f"a{index}"
-        if p.kind in {p.KEYWORD_ONLY, p.VAR_KEYWORD} and name != p.name:
-            return None  # a keyword parameter named like one of ours: fall back to *args
-        default = ""
-        if p.default is not inspect.Parameter.empty:
-            defaults[f"_d{index}"] = p.default
-            default = f"=_d{index}"
+        if p.name.startswith("_t_"):
+            return None
+        has_default = p.default is not inspect.Parameter.empty
         kind = p.kind
         if kind is p.POSITIONAL_ONLY:
-            params.append(f"a{index}{default}")
-            args.append(f"a{index}")
+            name = f"_t_p{index}"
+            params.append(name)
+            args.append(name)
             saw_positional_only = True
+            if has_default:
+                argdefs.append(p.default)
             continue
         if saw_positional_only:
             params.append("/")
             saw_positional_only = False
+        name = p.name
         if kind is p.POSITIONAL_OR_KEYWORD:
-            params.append(f"{name}{default}")
+            params.append(name)
             args.append(name)
+            if has_default:
+                argdefs.append(p.default)
         elif kind is p.VAR_POSITIONAL:
             params.append(f"*{name}")
             args.append(f"*{name}")
@@ -737,104 +857,100 @@ def parameters_of(fn: Callable[..., object]) -> Parameters | None:  # noqa: C901
             if not saw_star:
                 params.append("*")
                 saw_star = True
-            params.append(f"{name}{default}")
+            params.append(name)
             args.append(f"{name}={name}")
+            if has_default:
+                kwdefaults[name] = p.default
         else:
             params.append(f"**{name}")
             args.append(f"**{name}")
     if saw_positional_only:
         params.append("/")
-    return Parameters(", ".join(params), ", ".join(args), defaults)
+    return Parameters(", ".join(params), ", ".join(args), {}, tuple(argdefs), kwdefaults)
 
 
 # --------------------------------------------------------------------------- templates
 #
-# An entry function, for the links of one chain (outermost first). ``d`` is the door,
-# ``t0`` the clock when the call began. Each link adds code on the way in, on success
-# and on failure; failure and success code runs innermost first.
+# An entry function, for the links of one chain (outermost first). ``_t_d`` is the door,
+# ``_t_t0`` the clock when the call began, ``_t_first`` whether a failure is this
+# plugin's own (the innermost plugin it left; not an answer, not a refusal). Each link
+# adds code on the way in, on success and on failure; failure and success code runs
+# innermost first. Every name of the seam's starts with ``_t_``, so none can shadow a
+# parameter of the plugin's method.
 
 _IN: dict[str, str] = {
-    "tracing": "span, token = TRACE_ENTER(E)",
-    "validation": "VALIDATE(E, args, kwargs)",
+    "tracing": "_t_span, _t_token = _t_TRACE_ENTER(_t_E)",
+    "validation": "_t_VALIDATE(_t_E, args, kwargs)",
 }
 _OK: dict[str, str] = {
-    "tracing": "TRACE_EXIT(span, token, None)",
-    "logging": "LOG(E, t0, None)",
-    "metrics": "S[0] += 1\nS[1] += CLOCK() - t0",
+    "tracing": "_t_TRACE_EXIT(_t_span, _t_token, None)",
+    "logging": "_t_LOG(_t_E, _t_t0, None)",
+    "metrics": "_t_S[0] += 1\n_t_S[1] += _t_CLOCK() - _t_t0",
 }
 _ERR: dict[str, str] = {
-    "tracing": "TRACE_EXIT(span, token, exc)",
-    "logging": "LOG(E, t0, exc)",
-    "recovery": "if first:\n    RECORD(E, exc)",
-    "metrics": "S[0] += 1\nS[1] += CLOCK() - t0\nS[2] += 1",
+    "tracing": "_t_TRACE_EXIT(_t_span, _t_token, _t_exc)",
+    "logging": "_t_LOG(_t_E, _t_t0, _t_exc)",
+    "recovery": "if _t_first:\n    _t_RECORD(_t_E, _t_exc)",
+    "metrics": "_t_S[0] += 1\n_t_S[1] += _t_CLOCK() - _t_t0\nif _t_first:\n    _t_S[2] += 1",
 }
 
 _SYNC = """\
 def entry({params}):
-    d = D
-    if d.is_open:
-        d.calls.append(None)
+    _t_d = _t_D
+    if _t_d.is_open:
+        _t_d.calls.append(None)
     else:
-        return SLOW(E, lambda g: g({call}))
+        return _t_SLOW(_t_E, {call})
 {clock}    try:
-{enter}        result = F({call})
-    except Exception as exc:
-        first = NOTE(E, exc)
+{enter}        _t_result = _t_F({call})
+    except Exception as _t_exc:
+        _t_first = _t_NOTE(_t_E, _t_exc)
 {failed}        raise
     finally:
-        d.calls.pop()
-{succeeded}    return result
+        _t_d.calls.pop()
+{succeeded}    return _t_result
 """
 
 _ASYNC = """\
 async def entry({params}):
-    d = D
-{clock}    if d.is_open:
+    _t_d = _t_D
+{clock}    if _t_d.is_open:
 {join}
     else:
-        return await ASLOW(E, lambda g: g({call}))
+        return await _t_ASLOW(_t_E, {call})
     try:
-{enter}        result = {awaited}
-{cancelled}    except Exception as exc:
-        first = NOTE(E, exc)
+{enter}        _t_result = {awaited}
+{cancelled}    except Exception as _t_exc:
+        _t_first = _t_NOTE(_t_E, _t_exc)
 {failed}        raise
     finally:
 {leave}
-{succeeded}    return result
+{succeeded}    return _t_result
 """
 
-_JOIN = "        d.calls.append(None)"
-_LEAVE = "        d.calls.pop()"
-# An async call with a deadline is kept in ``d.tasks`` under its task (the watchdog
-# cancels that task); a call into the same version nested in the same task is only
-# counted: the outer call's deadline comes first anyway.
+_JOIN = "        _t_d.calls.append(None)"
+_LEAVE = "        _t_d.calls.pop()"
+# An async call with a deadline is kept in ``d.tasks`` under a key of its own, with its
+# deadline; the watchdog finds a late one's task by its frame (``_t_k`` and ``_t_d``).
 _JOIN_DEADLINE = """\
-        k = CURRENT_TASKS.get(GET_LOOP())
-        if k is None or k in d.tasks:
-            k = None
-            d.calls.append(None)
-        else:
-            d.tasks[k] = t0 + TMO"""
+        _t_k = _t_NEXT_KEY()
+        _t_d.tasks[_t_k] = _t_t0 + _t_TMO"""
 _LEAVE_DEADLINE = """\
-        if k is None:
-            d.calls.pop()
-        else:
-            del d.tasks[k]
-            if d.expired:
-                d.expired.discard(k)"""
+        del _t_d.tasks[_t_k]
+        if _t_d.expired or _t_d.searched:
+            _t_FORGET(_t_d, _t_k)"""
 _CANCELLED = """\
-    except CANCELLED:
-        if k is None or k not in d.expired:
+    except _t_CANCELLED:
+        if _t_k not in _t_d.expired:
             raise
-        d.expired.discard(k)
-        k.uncancel()
-        exc = TIMEOUT(E)
-        first = NOTE(E, exc)
-{failed}        raise exc from None
+        _t_UNCANCEL()
+        _t_exc = _t_TIMEOUT(_t_E)
+        _t_first = _t_NOTE(_t_E, _t_exc)
+{failed}        raise _t_exc from None
 """
-_AWAIT_SYNC = """F({call})
-        if result is not None and ISAWAITABLE(result):
-            result = await result"""
+_AWAIT_SYNC = """_t_F({call})
+        if _t_result is not None and _t_ISAWAITABLE(_t_result):
+            _t_result = await _t_result"""
 
 
 def _indent(lines: str, depth: int) -> str:
@@ -853,7 +969,7 @@ def _entry_code(
     """Compile (once per shape) an entry function for ``links``."""
     inner_first = tuple(reversed(links))
     needs_clock = bool({"metrics", "logging", "timeout"} & set(links))
-    clock = "    t0 = CLOCK()\n" if needs_clock else ""
+    clock = "    _t_t0 = _t_CLOCK()\n" if needs_clock else ""
     enter = _section(_IN, links, 2)
     failed = _section(_ERR, inner_first, 2)
     succeeded = _section(_OK, inner_first, 1)
@@ -863,7 +979,7 @@ def _entry_code(
         )
     else:
         deadline = "timeout" in links
-        awaited = f"await F({call})" if fn_is_async else _AWAIT_SYNC.format(call=call)
+        awaited = f"await _t_F({call})" if fn_is_async else _AWAIT_SYNC.format(call=call)
         source = _ASYNC.format(
             params=params,
             call=call,
@@ -888,20 +1004,21 @@ def _compile(source: str, filename: str) -> CodeType:
 
 _ENTRY_GLOBALS: dict[str, object] = {
     "__builtins__": builtins,
-    "CLOCK": perf_counter_ns,
-    "SLOW": _slow,
-    "ASLOW": _aslow,
-    "RECORD": record_failure,
-    "NOTE": note_error,
-    "LOG": _log_call,
-    "VALIDATE": _validate,
-    "TRACE_ENTER": _trace_enter,
-    "TRACE_EXIT": _trace_exit,
-    "TIMEOUT": _timeout_error,
-    "CURRENT_TASKS": _CURRENT_TASKS,
-    "GET_LOOP": asyncio.get_running_loop,
-    "CANCELLED": asyncio.CancelledError,
-    "ISAWAITABLE": inspect.isawaitable,
+    "_t_CLOCK": perf_counter_ns,
+    "_t_SLOW": _slow,
+    "_t_ASLOW": _aslow,
+    "_t_RECORD": record_failure,
+    "_t_NOTE": note_error,
+    "_t_LOG": _log_call,
+    "_t_VALIDATE": _validate,
+    "_t_TRACE_ENTER": _trace_enter,
+    "_t_TRACE_EXIT": _trace_exit,
+    "_t_TIMEOUT": _timeout_error,
+    "_t_NEXT_KEY": _next_key,
+    "_t_FORGET": _forget,
+    "_t_UNCANCEL": _uncancel,
+    "_t_CANCELLED": asyncio.CancelledError,
+    "_t_ISAWAITABLE": inspect.isawaitable,
 }
 
 

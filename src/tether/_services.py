@@ -47,7 +47,10 @@ class _Proxy(Sealed):
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"<ServiceProxy {type(self).__qualname__}>"
+        export = inner(self)
+        if isinstance(export, _Export):
+            return f"<ServiceProxy {export.plugin}.{export.name}>"
+        return "<ServiceProxy>"  # pragma: no cover - every proxy is sealed to its export
 
 
 def _public(obj: object, hidden: frozenset[str]) -> list[str]:
@@ -123,7 +126,9 @@ class _Export:
         current = committed[-1] if committed else None
         self.current = current
         if current is None:
-            self._install({}, reason=self._absence())
+            # Staged (or gone): the names the newest version will offer refuse calls for now.
+            staged = list(self.impls)
+            self._install(self._entries(staged[-1]) if staged else {}, reason=self._absence())
             return
         self._install(self._entries(current), reason="")
 
@@ -178,12 +183,13 @@ class _Export:
         if "__call__" in vars(klass):
             self.function = _closed(self.plugin, self.name, reason or "it was unloaded")
             return
+        if reason:  # no live version: every name refuses calls, with the reason
+            for name in {*[n for n in vars(klass) if not n.startswith("_")], *entries}:
+                setattr(klass, name, staticmethod(_closed(self.plugin, name, reason)))
+            return
         for name in [n for n in vars(klass) if not n.startswith("_")]:
             if name not in entries:
-                if reason:  # no version: keep the names, refuse the calls
-                    setattr(klass, name, staticmethod(_closed(self.plugin, name, reason)))
-                else:
-                    delattr(klass, name)
+                delattr(klass, name)
         for name, entry in entries.items():
             setattr(klass, name, staticmethod(entry.acall if entry.is_async else entry.call))
 

@@ -100,6 +100,7 @@ class PluginSlot:
         self.versions: list[PluginVersion] = []
         self.live: PluginVersion | None = None
         self.enabled = True
+        self.last: PluginVersion | None = None  # the last version discarded, for reports
         self.history: list[SlotEvent] = []
         self.handle = PluginHandle(gate, self._instance_of)
 
@@ -111,12 +112,14 @@ class PluginSlot:
 
     @property
     def current(self) -> PluginVersion:
-        """The live version, else the newest one loaded (staged)."""
+        """The live version, else the newest one loaded (staged), else the last one gone."""
         if self.live is not None:
             return self.live
-        if not self.versions:  # pragma: no cover - a slot without versions is removed
+        if self.versions:
+            return self.versions[-1]
+        if self.last is None:  # pragma: no cover - a slot is made with its first version
             raise LookupError(f"plugin '{self.name}' has no version")
-        return self.versions[-1]
+        return self.last
 
     def note(self, what: str, version: str, detail: str = "") -> None:
         self.history.append(SlotEvent(datetime.now(UTC), what, version, detail))
@@ -155,5 +158,6 @@ class PluginSlot:
         self.gate.remove_door(version.door)
         self.handle.version_dropped(version.door)
         unload_code(version.code)
+        self.last = version
         self.note("discarded", version.version, reason)
         return failures

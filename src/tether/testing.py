@@ -69,11 +69,15 @@ def make_scope(
     runtime: Runtime | None = None,
     version: str = "0.0.0",
     chain: CallChain | None = None,
+    call_chain: Sequence[str] | None = None,
+    call_timeout: float = 30.0,
     committed: bool = True,
 ) -> PluginScope:
     """The host-side scope of a plugin named ``name``, its gate open: what a manager makes.
 
-    Several scopes can share one ``runtime`` (plugins of one manager). Storage, the
+    Several scopes can share one ``runtime`` (plugins of one manager). ``call_chain``
+    and ``call_timeout`` are the config's ``call_chain`` and ``timeouts.call`` (or pass a
+    ready ``chain``). Storage, the
     database and the cache are SQLite files / memory under ``state_directory`` (a new
     temporary directory when not given).
     """
@@ -90,6 +94,10 @@ def make_scope(
     if runtime is None:
         directory = state_directory or Path(tempfile.mkdtemp(prefix="tether-test-"))
         runtime = Runtime(config=framework_config, state_directory=directory)
+    if chain is None:
+        chain = CallChain.parse(
+            call_chain, plugin=name, timeout=call_timeout, policy=runtime.errors
+        )
     gate = Gate(name)
     door = gate.add_door(version, chain=chain)
     scope = PluginScope(

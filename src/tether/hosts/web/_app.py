@@ -72,40 +72,28 @@ def _is_answer(exc: BaseException) -> bool:
     return isinstance(exc, HTTPException) and not counts_against_plugin(exc)
 
 
-class _Endpoint:
-    """Calls a plain route handler through the seam in a worker thread.
-
-    The handler's result becomes a response inside the seam, so a handler that returns
-    something no response can be made of is counted against its plugin.
-    """
-
-    __slots__ = ("entry", "what")
-
-    def __init__(self, route: Route, entry: PluginEntry) -> None:
-        self.entry = entry
-        self.what = f"route {route.label} of plugin '{route.plugin}'"
-
-    async def __call__(self, request: Any) -> object:
-        result = await run_in_threadpool(self.entry.call, request)
-        if inspect.isawaitable(result):  # a plain function that returned a coroutine
-            result = to_response(await result, what=self.what)
-        return result
-
-
 def _respond(handler: Any, what: str) -> Any:
-    """The handler, returning a response: what the route's entry calls."""
+    """What a route's entry calls: the handler, its result made a response.
+
+    Always a coroutine function, so the seam around it lives on the event loop: a plain
+    handler runs in a worker thread inside it (a held gate makes the request wait on
+    the loop, not in a thread), and a result no response can be made of is counted
+    against the handler's plugin.
+    """
     if is_async_callable(handler):
 
-        async def respond_async(request: object) -> Response:
+        async def respond(request: object) -> Response:
             return to_response(await handler(request), what=what)
 
-        return respond_async
+        return respond
 
-    def respond(request: object) -> object:
-        result = handler(request)
-        return result if inspect.isawaitable(result) else to_response(result, what=what)
+    async def respond_in_thread(request: object) -> Response:
+        result = await run_in_threadpool(handler, request)
+        if inspect.isawaitable(result):  # a plain function that returned a coroutine
+            result = await result
+        return to_response(result, what=what)
 
-    return respond
+    return respond_in_thread
 
 
 class WebApp:
@@ -170,8 +158,7 @@ class WebApp:
             _respond(route.handler, what), f"route:{route.label}", redirect=counterpart
         )
         route.entry = entry
-        # An async handler's entry is the endpoint itself; a plain one runs in a thread.
-        route.endpoint = entry.acall if entry.is_async else _Endpoint(route, entry)
+        route.endpoint = entry.acall
 
     def _runner(self, route: Route) -> Any:
         """The route's middleware around its endpoint, rebuilt when the middleware change."""

@@ -97,6 +97,9 @@ class WebServer:
         self.port = port
         self.graceful_timeout = graceful_timeout
         self.manager = PluginManager(config=config, state_directory=state_directory)
+        self.hub = observe(
+            self.manager
+        )  # from the start: it records every error for the state store
         self.app = WebApp(self.manager, admin_token=admin_token)
         self.stopped_order: list[str] = []
         self._server: uvicorn.Server | None = None
@@ -109,7 +112,7 @@ class WebServer:
         await manager.load_plugins_from_config(self.config)
         await manager.initialize_all()
         await manager.start_all()
-        await observe(manager).start(persist=self.persist_state)
+        await self.hub.start(persist=self.persist_state)
 
     async def run(self, on_ready: Callable[[ServeInfo], None] | None = None) -> None:
         """Bind, start the plugins, serve until ``stop()``, then stop and unload the plugins.
@@ -130,7 +133,7 @@ class WebServer:
             sock.close()
             self.stopped_order = [info.name for info in reversed(self.manager.list_plugins())]
             await self.manager.aclose()
-            await observe(self.manager).aclose()  # the last state-store write
+            await self.hub.aclose()  # the last state-store write
 
     def _uvicorn_config(self) -> uvicorn.Config:
         return uvicorn.Config(
