@@ -1,5 +1,6 @@
-"""PluginContext: the framework services a plugin reaches, each behind its permission,
-and everything it registered undone on release. Also Runtime, PluginLogger, ConfigView."""
+"""The plugin context: the framework services a plugin reaches, each behind its permission,
+through sealed views; its host-side scope, which undoes everything the version registered
+on release. Also Runtime, FieldLogger, ConfigView."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tether import PluginContext, TetherConfig, TetherError
-from tether._cache import MemoryCache
-from tether._context import ConfigView, PluginLogger, Runtime
+from tether import TetherConfig, TetherError
+from tether._context import ConfigView, Context, FieldLogger, PluginScope
 from tether._database import SQLiteDatabase
-from tether._gate import Gate
-from tether._manifest import Manifest
+from tether._runtime import Runtime
 from tether.errors import PermissionDeniedError
-from tether.testing import make_context
+from tether.testing import make_context, make_scope
 
 GUARDED = ["database", "cache", "config", "router"]
 
@@ -44,6 +43,24 @@ FRAMEWORK_CONFIG = {
 }
 
 
+def scope_of(
+    tmp_path: Path,
+    name: str = "logging-plugin",
+    *,
+    runtime: Runtime | None = None,
+    permissions: tuple[str, ...] = (),
+    config: dict[str, object] | None = None,
+) -> PluginScope:
+    """The host-side scope of ``name`` on ``runtime`` (a fresh one under tmp_path by default)."""
+    return make_scope(
+        name,
+        version="1.2.3",
+        runtime=runtime or Runtime(state_directory=tmp_path / "state"),
+        permissions=permissions,
+        config=config or {},
+    )
+
+
 def context(
     tmp_path: Path,
     name: str = "logging-plugin",
@@ -51,34 +68,17 @@ def context(
     runtime: Runtime | None = None,
     permissions: tuple[str, ...] = (),
     config: dict[str, object] | None = None,
-) -> PluginContext:
-    """A context for ``name`` on ``runtime`` (a fresh one under tmp_path by default)."""
-    manifest = Manifest.model_validate(
-        {
-            "name": name,
-            "version": "1.2.3",
-            "description": f"the {name} test plugin",
-            "author": "tests",
-            "entry": "plugin:Plugin",
-            "permissions": dict.fromkeys(permissions, True),
-        }
-    )
-    gate = Gate(name)
-    gate.open()
-    return PluginContext(
-        manifest=manifest,
-        config=config or {},
-        permissions=frozenset(permissions),
-        runtime=runtime or Runtime(state_directory=tmp_path / "state"),
-        gate=gate,
-    )
+) -> Context:
+    """What the plugin ``name`` sees: the context of ``scope_of``'s scope."""
+    return scope_of(tmp_path, name, runtime=runtime, permissions=permissions, config=config).context
 
 
 # --------------------------------------------------------------------------- identity
 
 
 def test_the_context_describes_its_plugin(tmp_path):
-    ctx = context(tmp_path, permissions=("cache",))
+    scope = scope_of(tmp_path, permissions=("cache",))
+    ctx = scope.context
     assert (ctx.name, ctx.version, ctx.manifest.name) == (
         "logging-plugin",
         "1.2.3",
@@ -87,8 +87,27 @@ def test_the_context_describes_its_plugin(tmp_path):
     assert ctx.permissions == frozenset({"cache"})
     assert ctx.has_permission("cache")
     assert not ctx.has_permission("database")
-    assert ctx.gate.plugin == "logging-plugin"
-    assert isinstance(ctx.runtime, Runtime)
+    assert repr(ctx) == "<PluginContext logging-plugin 1.2.3>"
+    assert scope.door.gate.plugin == "logging-plugin"
+    assert (scope.door.plugin, scope.door.version) == ("logging-plugin", "1.2.3")
+    assert isinstance(scope.runtime, Runtime)
+
+
+@pytest.mark.parametrize("host_side", ["runtime", "gate", "door", "replace_config", "release"])
+def test_the_host_side_is_not_reachable_from_the_context(tmp_path, host_side):
+    ctx = context(tmp_path)
+    with pytest.raises(AttributeError, match=f"'Context' object has no attribute '{host_side}'"):
+        getattr(ctx, host_side)
+    assert not hasattr(ctx, "__dict__")
+
+
+def test_the_context_is_read_only(tmp_path):
+    ctx = context(tmp_path)
+    with pytest.raises(AttributeError, match="Context is read-only"):
+        ctx.name = "someone-else"  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="Context is read-only"):
+        ctx.runtime = object()  # type: ignore[attr-defined]
+    assert ctx.name == "logging-plugin"
 
 
 # --------------------------------------------------------------------------- permissions
@@ -117,19 +136,43 @@ def test_another_permission_does_not_open_a_service(tmp_path, service):
 
 
 def test_logger_metrics_config_and_storage_need_no_permission(tmp_path):
-    ctx = context(tmp_path, config={"level": "info"})
-    assert isinstance(ctx.logger, PluginLogger)
+    scope = scope_of(tmp_path, config={"level": "info"})
+    ctx = scope.context
+    assert isinstance(ctx.logger, FieldLogger)
     ctx.metrics.increment_counter("requests")
+    assert [(m.plugin, m.name, m.value) for m in scope.runtime.metrics.samples()] == [
+        ("logging-plugin", "requests", 1.0)
+    ]
     assert ctx.plugin_config == {"level": "info"}
     ctx.plugin_storage.set("k", 1)
     assert ctx.plugin_storage.get("k") == 1
+    assert ctx.plugin_storage.plugin == "logging-plugin"
+
+
+@pytest.mark.parametrize(
+    ("service", "hidden"),
+    [
+        pytest.param("metrics", ["_store", "_plugin", "samples"], id="metrics"),
+        pytest.param("cache", ["_entries", "_codec", "close"], id="cache"),
+        pytest.param("plugin_storage", ["_store", "_plugin"], id="plugin-storage"),
+    ],
+)
+def test_services_are_sealed_views_that_lead_nowhere_else(tmp_path, service, hidden):
+    ctx = context(tmp_path, permissions=("cache",))
+    view = getattr(ctx, service)
+    for name in hidden:
+        assert not hasattr(view, name)
+    assert not hasattr(view, "__dict__")
+    with pytest.raises(AttributeError, match="read-only"):
+        view.anything = 1
 
 
 # --------------------------------------------------------------------------- database and cache
 
 
 def test_the_database_is_a_sqlite_file_in_the_state_directory_by_default(tmp_path):
-    ctx = context(tmp_path, permissions=("database",))
+    scope = scope_of(tmp_path, permissions=("database",))
+    ctx = scope.context
     db = ctx.database
     assert isinstance(db, SQLiteDatabase)
     assert Path(db.location) == tmp_path / "state" / "app.db"
@@ -137,7 +180,7 @@ def test_the_database_is_a_sqlite_file_in_the_state_directory_by_default(tmp_pat
     db.execute("INSERT INTO users (name) VALUES (?)", "ada")
     assert db.query("SELECT name FROM users") == [{"name": "ada"}]
     assert ctx.database is db  # one per runtime
-    ctx.runtime.close()
+    scope.runtime.close()
 
 
 def test_the_database_follows_the_framework_config(tmp_path):
@@ -153,37 +196,88 @@ def test_the_cache_is_in_memory_and_each_plugin_has_its_own_keys(tmp_path):
     runtime = Runtime(state_directory=tmp_path / "state")
     first = context(tmp_path, "first", runtime=runtime, permissions=("cache",))
     second = context(tmp_path, "second", runtime=runtime, permissions=("cache",))
-    assert isinstance(first.cache, MemoryCache)
+    assert (first.cache.namespace, second.cache.namespace) == ("first", "second")
     first.cache.set("k", "first's")
     assert first.cache.get("k") == "first's"
     assert second.cache.get("k") is None
     assert not second.cache.has("k")
-    assert first.cache is first.cache
+    one, other = first.cache, first.cache  # one cache behind every access
+    one.set("shared", 1)
+    assert other.get("shared") == 1
+    runtime.close()
+    assert first.cache.get("k") is None  # an in-memory cache: gone with the runtime's
 
 
 def test_runtime_close_closes_what_it_opened_and_reopens_lazily(tmp_path):
-    ctx = context(tmp_path, permissions=("database", "cache"))
+    scope = scope_of(tmp_path, permissions=("database", "cache"))
+    ctx = scope.context
     db = ctx.database
     ctx.cache.set("k", 1)
     ctx.plugin_storage.set("durable", 1)
-    ctx.runtime.close()
+    scope.runtime.close()
     assert ctx.database is not db
     assert ctx.cache.get("k") is None  # memory caches do not survive
-    assert ctx.runtime.state_store().get("logging-plugin", "durable") is not None
-    ctx.runtime.close()
+    assert scope.runtime.state_store().get("logging-plugin", "durable") is not None
+    scope.runtime.close()
 
 
 # --------------------------------------------------------------------------- router
 
 
+class RecordingRouter:
+    """A host's router for one plugin scope: records what the plugin adds."""
+
+    def __init__(self, scope: PluginScope, prefix: str = "") -> None:
+        self.scope = scope
+        self.prefix = prefix
+        self.added: list[tuple[str, str]] = []
+
+    def _add(self, method: str, path: str) -> None:
+        self.added.append((method, self.prefix + path))
+
+    def get(self, path, handler):
+        self._add("GET", path)
+
+    def post(self, path, handler):
+        self._add("POST", path)
+
+    def put(self, path, handler):
+        self._add("PUT", path)
+
+    def patch(self, path, handler):
+        self._add("PATCH", path)
+
+    def delete(self, path, handler):
+        self._add("DELETE", path)
+
+    def group(self, prefix):
+        group = RecordingRouter(self.scope, self.prefix + prefix)
+        group.added = self.added
+        return group
+
+
 def test_the_router_needs_a_host_that_serves_http(tmp_path):
-    ctx = context(tmp_path, permissions=("router",))
+    scope = scope_of(tmp_path, permissions=("router",))
+    ctx = scope.context
     with pytest.raises(TetherError, match="this host serves no HTTP routes") as caught:
         _ = ctx.router
     assert caught.value.hint == "run the plugin under `tether serve`"
-    router = object()
-    ctx.runtime.router = router  # type: ignore[assignment]
-    assert ctx.router is router
+    made: list[RecordingRouter] = []
+
+    def factory(for_scope: PluginScope) -> RecordingRouter:
+        made.append(RecordingRouter(for_scope))
+        return made[-1]
+
+    scope.runtime.provide_router(factory)
+    ctx.router.get("/items", lambda request: None)
+    ctx.router.group("/admin").post("/reset", lambda request: None)
+    assert [router.scope for router in made] == [scope, scope]
+    assert made[0].added == [("GET", "/items")]
+    assert made[1].added == [("POST", "/admin/reset")]
+    assert not hasattr(ctx.router, "scope")  # a sealed view: the router's methods only
+    assert not hasattr(ctx.router.group("/x"), "scope")
+    with pytest.raises(ValueError, match="this runtime has a router already"):
+        scope.runtime.provide_router(factory)
 
 
 # --------------------------------------------------------------------------- config
@@ -287,9 +381,9 @@ def test_plugin_config_is_the_plugins_own_and_a_copy(tmp_path):
 
 
 def test_replace_config_swaps_and_returns_the_old(tmp_path):
-    ctx = context(tmp_path, config={"level": "info"})
-    assert ctx.replace_config({"level": "debug"}) == {"level": "info"}
-    assert ctx.plugin_config == {"level": "debug"}
+    scope = scope_of(tmp_path, config={"level": "info"})
+    assert scope.replace_config({"level": "debug"}) == {"level": "info"}
+    assert scope.context.plugin_config == {"level": "debug"}
 
 
 # --------------------------------------------------------------------------- storage
@@ -436,8 +530,9 @@ def test_config_removes_prefixed_secret_parameters(tmp_path, value):
 
 
 def test_release_undoes_every_registration_and_runs_callbacks_last_first(tmp_path):
-    ctx = context(tmp_path)
-    runtime = ctx.runtime
+    scope = scope_of(tmp_path)
+    ctx = scope.context
+    runtime = scope.runtime
     order: list[str] = []
     ctx.register_hook("pre_request", 100, lambda request: "hooked")
     subscription = ctx.subscribe_event("user.created", lambda event: None)
@@ -445,19 +540,53 @@ def test_release_undoes_every_registration_and_runs_callbacks_last_first(tmp_pat
     ctx.export_service("Thing", object.__new__(type("Thing", (), {"ping": lambda self: 1})))
     ctx.on_release(lambda: order.append("first registered"))
     ctx.on_release(lambda: order.append("last registered"))
+    assert runtime.hooks.handlers("pre_request") == [("logging-plugin", 100)]
+    assert subscription.is_active
 
-    assert ctx.release() == []
+    assert scope.release() == []
 
     assert runtime.hooks.handlers("pre_request") == []
     assert not subscription.is_active
     assert runtime.middleware.all() == ()
     assert runtime.services.exports_of("logging-plugin") == []
     assert order == ["last registered", "first registered"]
-    assert ctx.release() == []  # twice is harmless
+    assert scope.release() == []  # twice is harmless
+
+
+def test_registration_handles_are_views_that_remove_what_they_registered(tmp_path):
+    scope = scope_of(tmp_path)
+    ctx = scope.context
+    hooks = scope.runtime.hooks
+    hook = ctx.register_hook("pre_request", 100, lambda request: "hooked")
+    subscription = ctx.subscribe_event("user.*", lambda event: None)
+    assert (hook.plugin, hook.hook_type, hook.priority, hook.is_active) == (
+        "logging-plugin",
+        "pre_request",
+        100,
+        True,
+    )
+    assert (subscription.plugin, subscription.pattern, subscription.is_active) == (
+        "logging-plugin",
+        "user.*",
+        True,
+    )
+    assert (subscription.delivered, subscription.failed, subscription.pending) == (0, 0, 0)
+    for handle in (hook, subscription):
+        assert not hasattr(handle, "__dict__")
+        for host_side in ("_registry", "_entry", "door", "handler", "bus"):
+            assert not hasattr(handle, host_side)
+    assert hooks.call("pre_request", {}).results == ["hooked"]
+    hook.remove()
+    subscription.remove()
+    assert not hook.is_active
+    assert not subscription.is_active
+    assert hooks.handlers("pre_request") == []
+    hook.remove()  # again: nothing happens
 
 
 def test_release_reports_failures_and_still_runs_every_callback(tmp_path):
-    ctx = context(tmp_path)
+    scope = scope_of(tmp_path)
+    ctx = scope.context
     ran: list[str] = []
 
     def explode() -> None:
@@ -466,7 +595,7 @@ def test_release_reports_failures_and_still_runs_every_callback(tmp_path):
     ctx.on_release(lambda: ran.append("before"))
     ctx.on_release(explode)
     ctx.on_release(lambda: ran.append("after"))
-    failures = ctx.release()
+    failures = scope.release()
     assert [str(f) for f in failures] == ["cleanup exploded"]
     assert ran == ["after", "before"]
 
@@ -481,15 +610,15 @@ def test_make_context_gives_a_real_context_with_the_permissions_asked_for(tmp_pa
         permissions=["cache", "database"],
         state_directory=tmp_path,
     )
-    assert isinstance(ctx, PluginContext)
+    assert isinstance(ctx, Context)
     assert ctx.name == "cache-user"
     assert ctx.plugin_config == {"size": 3}
-    assert ctx.gate.is_open
+    ctx.export_service("Echo", lambda text: text)  # its door is committed and open:
+    assert ctx.import_service("cache-user", "Echo")("called") == "called"  # calls get in
     ctx.cache.set("k", 1)
     assert Path(ctx.database.location).parent == tmp_path
     with pytest.raises(PermissionDeniedError, match="plugin 'cache-user' attempted config access"):
         _ = ctx.config
-    ctx.runtime.close()
 
 
 def test_make_context_uses_the_framework_config_given(tmp_path):

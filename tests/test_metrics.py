@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from tether._metrics import DEFAULT_BUCKETS, MetricSample, MetricsCollector, MetricsStore
-from tether.testing import make_context
+from tether.testing import make_scope
 
 
 @pytest.fixture
@@ -170,15 +170,35 @@ def test_remove_plugin_forgets_its_series_and_kinds(store, auth):
 
 
 def test_the_context_metrics_are_labelled_with_the_plugin(tmp_path):
-    ctx = make_context("auth-plugin", state_directory=tmp_path)
-    ctx.metrics.increment_counter("logins", user_type="admin")
-    (sample,) = ctx.runtime.metrics.samples()
-    assert (sample.plugin, sample.name, sample.labels, sample.value) == (
-        "auth-plugin",
-        "logins",
-        {"user_type": "admin"},
-        1.0,
-    )
+    scope = make_scope("auth-plugin", state_directory=tmp_path)
+    metrics = scope.context.metrics
+    metrics.increment_counter("logins", user_type="admin")
+    metrics.record_gauge("sessions", 2)
+    metrics.record_histogram("latency", 0.2, buckets=(0.1, 1.0))
+    samples = {s.name: s for s in scope.runtime.metrics.samples()}
+    assert {(s.plugin, s.kind) for s in samples.values()} == {
+        ("auth-plugin", "counter"),
+        ("auth-plugin", "gauge"),
+        ("auth-plugin", "histogram"),
+    }
+    logins = samples["logins"]
+    assert (logins.labels, logins.value) == ({"user_type": "admin"}, 1.0)
+    assert samples["latency"].buckets == ((0.1, 0), (1.0, 1), (math.inf, 1))
+
+
+def test_the_context_metrics_offer_recording_only(tmp_path):
+    metrics = make_scope("auth-plugin", state_directory=tmp_path).context.metrics
+    for host_side in ("samples", "_store", "_plugin"):  # a sealed view of the collector
+        assert not hasattr(metrics, host_side)
+    with pytest.raises(AttributeError, match="read-only"):
+        metrics.increment_counter = print
+
+
+def test_context_histograms_take_the_protocols_default_buckets(tmp_path):
+    scope = make_scope("auth-plugin", state_directory=tmp_path)
+    scope.context.metrics.record_histogram("latency", 0.003, buckets=None)  # tether.types.Metrics
+    (sample,) = scope.runtime.metrics.samples()
+    assert tuple(bound for bound, _ in sample.buckets) == DEFAULT_BUCKETS
 
 
 def test_concurrent_increments_are_not_lost(auth):

@@ -1,18 +1,22 @@
-"""The middleware registry: ordering, route globs, names, removal, and running the chain
-through each plugin's gate with errors counted only against the middleware that raised."""
+"""The middleware registry: ordering, route globs, names, removal, staging until a version
+is committed, and running the chain through each plugin's door with errors counted only
+against the innermost plugin they left."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
+from collections.abc import Callable
 
 import pytest
 
-from tether._context import PluginContext, Runtime
+from tether import blame
+from tether._context import PluginScope
 from tether._gate import Gate
-from tether._middleware import MiddlewareRegistry
+from tether._runtime import Runtime
 from tether.errors import MiddlewareError, PluginUnavailableError
-from tether.testing import make_context
+from tether.testing import make_scope
 
 
 def asynctest(fn):
@@ -25,23 +29,39 @@ def asynctest(fn):
     return run
 
 
+async def poll_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not reached within {timeout}s")
+        await asyncio.sleep(0.001)
+
+
 class BoomError(Exception):
     pass
 
 
 class Registry:
-    """A registry plus one open gate per plugin, and a log of what ran."""
+    """A runtime's middleware registry, one committed and open plugin scope per plugin
+    name on that runtime, and a log of what ran."""
 
-    def __init__(self) -> None:
-        self.registry = MiddlewareRegistry()
-        self.gates: dict[str, Gate] = {}
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.registry = runtime.middleware
+        self.scopes: dict[str, PluginScope] = {}
         self.log: list[str] = []
 
+    def scope(self, plugin: str) -> PluginScope:
+        if plugin not in self.scopes:
+            self.scopes[plugin] = make_scope(plugin, runtime=self.runtime)
+        return self.scopes[plugin]
+
     def gate(self, plugin: str) -> Gate:
-        if plugin not in self.gates:
-            self.gates[plugin] = Gate(plugin)
-            self.gates[plugin].open()
-        return self.gates[plugin]
+        return self.scope(plugin).door.gate
+
+    @property
+    def gates(self) -> dict[str, Gate]:
+        return {plugin: scope.door.gate for plugin, scope in self.scopes.items()}
 
     def tracer(self, label: str, *, style: str = "async"):
         """A middleware that logs around ``call_next``."""
@@ -63,7 +83,7 @@ class Registry:
 
     def add(self, plugin: str, name: str, handler=None, priority: int = 100, routes=None):
         handler = handler or self.tracer(name)
-        return self.registry.register(plugin, self.gate(plugin), name, handler, priority, routes)
+        return self.registry.register(self.scope(plugin).door, name, handler, priority, routes)
 
     def names(self, route: str) -> list[str]:
         return [m.name for m in self.registry.chain(route)]
@@ -76,9 +96,28 @@ class Registry:
         return asyncio.run(self.registry.run(route, request, endpoint or self.endpoint))
 
 
+def next_version(scope: PluginScope, version: str = "2.0.0") -> PluginScope:
+    """A staged second version of ``scope``'s plugin, on the same gate (a reload)."""
+    return PluginScope(
+        manifest=scope.manifest.model_copy(update={"version": version}),
+        config={},
+        permissions=frozenset(),
+        runtime=scope.runtime,
+        door=scope.door.gate.add_door(version),
+    )
+
+
+def commit(old: PluginScope, new: PluginScope) -> None:
+    """What ``PluginSlot.commit`` does; then the manager opens the new version's door."""
+    old.door.committed = False
+    new.door.committed = True
+    new.runtime.version_committed(old, new)
+    new.door.gate.open(new.door)
+
+
 @pytest.fixture
-def reg():
-    return Registry()
+def reg(tmp_path):
+    return Registry(Runtime(state_directory=tmp_path / "state"))
 
 
 # --------------------------------------------------------------------------- registering
@@ -148,22 +187,25 @@ def test_names_are_unique_per_plugin(reg):
 )
 def test_invalid_registrations_are_refused(reg, name, handler, match):
     with pytest.raises(MiddlewareError, match=match):
-        reg.registry.register("p", reg.gate("p"), name, handler)
+        reg.registry.register(reg.scope("p").door, name, handler)
 
 
 def test_unregister_removes_one_and_an_unknown_name_lists_the_registered_ones(reg):
     reg.add("p", "auth")
     reg.add("p", "cors")
     assert reg.names("/x") == ["auth", "cors"]
-    reg.registry.unregister("p", "auth")
+    door = reg.scope("p").door
+    reg.registry.unregister(door, "auth")
     assert reg.names("/x") == ["cors"]
     with pytest.raises(
         MiddlewareError, match="plugin 'p' has no middleware named 'auth'"
     ) as caught:
-        reg.registry.unregister("p", "auth")
+        reg.registry.unregister(door, "auth")
     assert caught.value.hint == "registered: cors"
-    with pytest.raises(MiddlewareError) as caught:
-        reg.registry.unregister("nobody", "x")
+    with pytest.raises(
+        MiddlewareError, match="plugin 'nobody' has no middleware named 'x'"
+    ) as caught:
+        reg.registry.unregister(reg.scope("nobody").door, "x")
     assert caught.value.hint == "registered: none"
 
 
@@ -175,6 +217,8 @@ def test_remove_plugin_removes_all_of_its_middleware(reg):
     assert reg.registry.remove_plugin("a") == 2
     assert reg.names("/x") == ["two"]
     assert reg.registry.remove_plugin("a") == 0
+    assert reg.registry.remove_door(reg.scope("b").door) == 1
+    assert reg.names("/x") == []
 
 
 # --------------------------------------------------------------------------- running
@@ -232,9 +276,9 @@ async def test_a_held_plugin_makes_the_request_wait(reg):
     gate = reg.gate("a")
     gate.hold()
     task = asyncio.create_task(reg.registry.run("/x", "req", reg.endpoint))
-    await asyncio.sleep(0.01)
+    await poll_until(lambda: gate.waiting == 1)
     assert not task.done()
-    assert gate.waiting == 1
+    assert reg.log == []
     gate.open()
     assert await asyncio.wait_for(task, 5) == "response to req"
     assert reg.log == ["held>", "endpoint", "<held"]
@@ -245,7 +289,7 @@ async def test_calls_are_in_flight_at_the_gate_while_the_middleware_runs(reg):
     seen: list[int] = []
 
     async def watch(request, call_next):
-        seen.append(reg.gate("a").in_flight)
+        seen.append(reg.scope("a").door.in_flight)
         return await call_next(request)
 
     reg.add("a", "watch", watch)
@@ -264,8 +308,9 @@ def test_an_error_is_counted_against_the_middleware_that_raised_it(reg):
     reg.add("outer", "outer", priority=3)
     reg.add("raiser", "broken", broken, priority=2)
     reg.add("inner", "inner", priority=1)
-    with pytest.raises(BoomError, match="broken middleware"):
+    with pytest.raises(BoomError, match="broken middleware") as caught:
         reg.run("/x")
+    assert blame(caught.value) == "raiser"
     assert {p: g.error_count for p, g in reg.gates.items()} == {
         "outer": 0,
         "raiser": 1,
@@ -299,6 +344,23 @@ def test_an_endpoint_error_is_counted_against_no_middleware(reg):
     assert all(g.in_flight == 0 for g in reg.gates.values())
 
 
+def test_a_refusal_by_the_routes_closed_plugin_is_not_the_middlewares_error(reg):
+    reg.add("auth-plugin", "auth")
+    shop = reg.scope("shop-plugin")
+
+    async def handler(request):
+        return "bought"
+
+    route = shop.entry(handler, "route:GET /x")  # how tether serve makes a route's endpoint
+    assert reg.run("/x", endpoint=route.acall) == "bought"
+    shop.door.gate.close("it is stopped")
+    with pytest.raises(PluginUnavailableError, match="'shop-plugin' is unavailable") as caught:
+        reg.run("/x", endpoint=route.acall)
+    assert blame(caught.value) == "shop-plugin"
+    assert reg.gates["auth-plugin"].error_count == 0
+    assert reg.gates["shop-plugin"].error_count == 0
+
+
 def test_an_error_passed_up_from_further_down_is_counted_once(reg):
     async def innermost(request, call_next):
         raise BoomError("deep")
@@ -312,8 +374,9 @@ def test_an_error_passed_up_from_further_down_is_counted_once(reg):
 
     reg.add("a", "reraise", reraise, priority=2)
     reg.add("b", "innermost", innermost, priority=1)
-    with pytest.raises(BoomError, match="deep"):
+    with pytest.raises(BoomError, match="deep") as caught:
         reg.run("/x")
+    assert blame(caught.value) == "b"
     assert reg.log == ["saw it"]
     assert reg.gates["a"].error_count == 0
     assert reg.gates["b"].error_count == 1
@@ -352,12 +415,54 @@ def test_a_middleware_that_handles_an_error_is_not_counted(reg):
     assert reg.gates["b"].error_count == 1
 
 
+# --------------------------------------------------------------------------- versions
+
+
+def test_middleware_of_an_uncommitted_version_do_not_run_until_it_is_committed(reg):
+    reg.add("a", "live")
+    staged = make_scope("b", runtime=reg.runtime, committed=False)
+    reg.registry.register(staged.door, "staged", reg.tracer("staged"), priority=200)
+    assert reg.names("/x") == ["live"]
+    assert [m.name for m in reg.registry.all()] == ["live"]
+    reg.run("/x")
+    assert reg.log == ["live>", "endpoint", "<live"]
+
+    staged.door.committed = True
+    assert reg.names("/x") == ["live"]  # nothing changes until the registry hears of it
+    reg.registry.refresh()
+    assert reg.names("/x") == ["staged", "live"]
+    staged.door.gate.open(staged.door)
+    reg.log.clear()
+    reg.run("/x")
+    assert reg.log == ["staged>", "live>", "endpoint", "<live", "<staged"]
+
+
+def test_a_chain_built_before_a_new_version_runs_the_live_versions_middleware(reg):
+    old = reg.scope("auth-plugin")
+    reg.add("auth-plugin", "auth")
+    reg.add("auth-plugin", "audit")
+    runner = reg.registry.runner("/x", reg.endpoint)  # built once, kept by the host
+
+    new = next_version(old)
+    reg.registry.register(new.door, "auth", reg.tracer("auth v2"))  # v2 has no "audit"
+    assert reg.names("/x") == ["auth", "audit"]  # v2 is staged
+    commit(old, new)
+
+    assert asyncio.run(runner("req")) == "response to req"
+    assert reg.log == ["auth v2>", "endpoint", "<auth v2"]
+    reg.log.clear()
+    assert reg.names("/x") == ["auth"]  # a chain built now has v2's alone
+    reg.run("/x")
+    assert reg.log == ["auth v2>", "endpoint", "<auth v2"]
+
+
 # --------------------------------------------------------------------------- through the context
 
 
 def test_the_context_registers_middleware_and_release_removes_it(tmp_path):
-    ctx = make_context("auth-plugin", state_directory=tmp_path)
-    middleware = ctx.runtime.middleware
+    scope = make_scope("auth-plugin", state_directory=tmp_path)
+    ctx = scope.context
+    middleware = scope.runtime.middleware
     item = ctx.register_middleware("auth", lambda r, n: n(r), priority=200, routes=["/admin/*"])
     assert (item.plugin, item.name, item.priority, item.routes) == (
         "auth-plugin",
@@ -365,28 +470,25 @@ def test_the_context_registers_middleware_and_release_removes_it(tmp_path):
         200,
         ("/admin/*",),
     )
-    assert item.gate is ctx.gate
+    assert item.applies_to("/admin/users")
+    assert not item.applies_to("/home")
+    for host_side in ("door", "gate", "entry", "handler"):  # a sealed view: none of these
+        assert not hasattr(item, host_side)
+    (registered,) = middleware.all()
+    assert registered.door is scope.door
     ctx.register_middleware("cors", lambda r, n: n(r))
     ctx.unregister_middleware("cors")
     assert [m.name for m in middleware.all()] == ["auth"]
-    assert ctx.release() == []
+    assert scope.release() == []
     assert middleware.all() == ()
 
 
 def test_two_plugins_on_one_runtime_share_the_chain(tmp_path):
-    first = make_context("first", state_directory=tmp_path)
-    runtime: Runtime = first.runtime
-    gate = Gate("second")
-    gate.open()
-    second = PluginContext(
-        manifest=first.manifest.model_copy(update={"name": "second"}),
-        config={},
-        permissions=frozenset(),
-        runtime=runtime,
-        gate=gate,
-    )
-    first.register_middleware("m", lambda r, n: n(r), priority=1)
-    second.register_middleware("m", lambda r, n: n(r), priority=2)
+    first = make_scope("first", state_directory=tmp_path)
+    runtime = first.runtime
+    second = make_scope("second", runtime=runtime)
+    first.context.register_middleware("m", lambda r, n: n(r), priority=1)
+    second.context.register_middleware("m", lambda r, n: n(r), priority=2)
     assert [m.plugin for m in runtime.middleware.chain("/")] == ["second", "first"]
     second.release()
     assert [m.plugin for m in runtime.middleware.chain("/")] == ["first"]

@@ -1,6 +1,7 @@
-"""tether.testing: PluginHarness drives a real plugin's lifecycle without a host, and
-make_context gives a real PluginContext. Exercised with a plugin written here and with
-the examples."""
+"""tether.testing: PluginHarness drives a real plugin's lifecycle without a host,
+make_context gives a real plugin context, make_scope its host side, and host_door a door
+for a test's own registrations. Exercised with a plugin written here and with the
+examples."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from helpers import PluginWriter
-from tether import HookOutcome, PluginContext, TetherConfig
-from tether.errors import PluginLifecycleError
-from tether.testing import PluginHarness, make_context
+from tether import HookOutcome, TetherConfig
+from tether._context import Context
+from tether._runtime import Runtime
+from tether.errors import PluginLifecycleError, ServiceNotFoundError
+from tether.testing import PluginHarness, host_door, make_context, make_scope
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "plugins"
 
@@ -80,7 +83,8 @@ def test_the_harness_starts_the_plugin_with_its_config(harness):
     assert harness.name == "greeter"
     assert harness.status == "running"
     assert harness.plugin.greet("ada") == "hi, ada"
-    assert isinstance(harness.context, PluginContext)
+    assert isinstance(harness.context, Context)
+    assert harness.context.name == "greeter"
     assert harness.context.plugin_config == {"greeting": "hi"}
     assert harness.storage() == {"started": True}
 
@@ -213,24 +217,66 @@ def test_the_example_dependencies_are_running_with_their_config(users):
 
 def test_make_context_is_a_real_context(tmp_path):
     ctx = make_context("unit", config={"n": 1}, state_directory=tmp_path)
-    assert isinstance(ctx, PluginContext)
+    assert isinstance(ctx, Context)
     assert ctx.name == "unit"
     assert ctx.version == "0.0.0"
     assert ctx.permissions == frozenset()
     ctx.plugin_storage.set("k", "v")
     assert ctx.plugin_storage.get("k") == "v"
     assert (tmp_path / "state.db").exists()
-    ctx.runtime.close()
 
 
-def test_make_context_can_drive_a_plugin_without_a_lifecycle(tmp_path):
-    ctx = make_context(
+def test_make_context_gives_each_context_its_own_runtime(tmp_path):
+    tools = make_context("tools", state_directory=tmp_path / "tools")
+    other = make_context("other", state_directory=tmp_path / "other")
+    tools.export_service("slugify", lambda text: text.lower())
+    with pytest.raises(ServiceNotFoundError, match="plugin 'tools' does not export 'slugify'"):
+        other.import_service("tools", "slugify")
+    assert tools.import_service("tools", "slugify")("Hi") == "hi"
+
+
+def test_make_scope_can_drive_a_plugin_without_a_lifecycle(tmp_path):
+    scope = make_scope(
         "greeter",
         config={"greeting": "hey"},
         framework_config=TetherConfig(),
         state_directory=tmp_path,
     )
-    exporter = make_context("tools", state_directory=tmp_path / "tools")
-    assert exporter.runtime is not ctx.runtime  # each context has its own runtime
+    ctx = scope.context
+    exporter = make_scope("tools", state_directory=tmp_path / "tools")
+    assert exporter.runtime is not scope.runtime  # each scope has its own runtime by default
     ctx.register_hook("pre_request", 10, lambda request: ctx.plugin_config["greeting"])
-    assert ctx.runtime.hooks.call("pre_request", {}).results == ["hey"]
+    assert scope.runtime.hooks.call("pre_request", {}).results == ["hey"]
+    scope.runtime.close()
+
+
+def test_scopes_on_one_runtime_see_each_other(tmp_path):
+    runtime = Runtime(state_directory=tmp_path)
+    tools = make_scope("tools", runtime=runtime)
+    user = make_scope("user", runtime=runtime, version="1.2.0")
+    assert (user.name, user.version, user.runtime) == ("user", "1.2.0", runtime)
+    assert tools.door.gate is not user.door.gate  # one gate per plugin
+    tools.context.export_service("slugify", lambda text: text.lower())
+    assert user.context.import_service("tools", "slugify")("Hi") == "hi"
+
+
+def test_make_scope_commits_and_opens_its_door_unless_asked_to_stage(tmp_path):
+    runtime = Runtime(state_directory=tmp_path)
+    live = make_scope("live", runtime=runtime)
+    staged = make_scope("staged", runtime=runtime, committed=False)
+    assert (live.is_committed, live.door.is_open, live.door.gate.state) == (True, True, "open")
+    assert (staged.is_committed, staged.door.is_open) == (False, False)
+    assert staged.door.gate.state == "closed"
+    staged.context.register_hook("pre_request", 10, lambda request: "staged")
+    live.context.register_hook("pre_request", 20, lambda request: "live")
+    assert runtime.hooks.call("pre_request", {}).results == ["live"]
+
+
+def test_host_door_is_committed_and_open_for_a_tests_own_registrations(tmp_path):
+    door = host_door("observer")
+    assert (door.plugin, door.committed, door.is_open) == ("observer", True, True)
+    runtime = Runtime(state_directory=tmp_path)
+    seen: list[object] = []
+    runtime.hooks.register(door, "pre_request", 10, seen.append)
+    assert runtime.hooks.call("pre_request", "request").ok
+    assert seen == ["request"]
