@@ -196,6 +196,28 @@ def test_load_from_a_path_and_unload(serve, plugins, tmp_path):
     assert_error(gone, 404, "PluginNotFoundError", plugin="user-plugin")
 
 
+def test_plugin_info_and_health_show_call_metrics_by_source_and_version(serve, plugins):
+    served = serve(plugins["auth"])
+    manager = served.manager
+
+    async def calls() -> None:
+        manager.runtime.hooks.call("pre_request", "ok")
+        manager.runtime.hooks.call("pre_request", "ok")
+        manager.get_plugin("auth-plugin").fail_hooks = True
+        manager.runtime.hooks.call("pre_request", "bad")
+
+    served.call(calls)
+    with client(served) as http:
+        info = http.get("/admin/plugins/auth-plugin").json()
+        health = http.get("/admin/plugins/auth-plugin/health").json()
+    hook = info["health"]["calls"]["hook:pre_request"]
+    assert hook["source"] == "hook:pre_request"
+    assert (hook["calls"], hook["errors"]) == (3, 1)
+    assert hook["by_version"] == {"1.0.0": 3}
+    assert hook["total_duration_seconds"] >= 0
+    assert health["calls"] == info["health"]["calls"]
+
+
 def test_unload_is_refused_while_dependents_run_unless_forced(serve, plugins):
     served = serve(plugins["auth"], plugins["user"])
     with client(served) as http:
@@ -231,7 +253,7 @@ def test_disable_and_enable_drive_readiness(serve, plugins):
     assert listed["user-plugin"]["state"] == "disabled"
     assert enabled.json()["status"] == "running"
     assert ready_again.status_code == 200
-    assert served.manager.observability.persisted_flag("user-plugin").enabled
+    assert served.manager.persisted_flag("user-plugin").enabled
 
 
 def test_readyz_lists_a_plugin_the_error_threshold_disabled(serve, plugins):
@@ -257,7 +279,8 @@ def test_readyz_lists_a_plugin_the_error_threshold_disabled(serve, plugins):
 def test_reload_loads_the_same_path_and_settings_again(serve, plugins):
     served = serve(plugins["auth"], plugins["user"])
     manager = served.manager
-    served.call(_async(lambda: manager.get_gate("auth-plugin").record_error(RuntimeError("x"))))
+    gate = manager._slot("auth-plugin").gate
+    served.call(_async(lambda: gate.record_error(RuntimeError("x"))))
     with client(served) as http:
         before = http.get("/admin/plugins/auth-plugin").json()
         refused = http.post("/admin/plugins/auth-plugin/reload")

@@ -6,10 +6,11 @@ import asyncio
 import random
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from tether import TetherConfig, load_config
+from tether import PluginHandle, TetherConfig, load_config
 from tether._gate import Gate
 from tether.errors import ConfigError
 from tether.hosts.workload import (
@@ -17,6 +18,7 @@ from tether.hosts.workload import (
     BenchSection,
     BenchSettings,
     DatabaseUnavailableError,
+    DirectOperation,
     WorkloadConfigError,
     WorkloadSpec,
     intended_start_ns,
@@ -444,46 +446,54 @@ class _Fake:
             raise KeyError(op)
 
 
-def _open_gate() -> Gate:
-    gate = Gate("fake")
-    gate.open()
-    return gate
+def _through_a_seam(fake: _Fake, *, is_async: bool) -> tuple[PluginHandle, Gate]:
+    """A plugin handle whose live version's ``execute_operation`` is the fake, behind an
+    open gate: what ``LoadedWorkload.handle`` is, without a manager."""
+    gate = Gate("fake", hold_timeout=0.01)
+    door = gate.add_door("1.0.0")
+    door.committed = True
+    gate.open(door)
+    plugin = SimpleNamespace(execute_operation=fake.run_async if is_async else fake.run_sync)
+    return PluginHandle(gate, lambda _door: plugin), gate
 
 
 @pytest.mark.parametrize("is_async", [True, False], ids=["async", "threads"])
 def test_a_transaction_budget_is_exact_and_errors_are_counted_by_type(is_async):
     fake = _Fake()
-    gate = _open_gate()
+    handle, gate = _through_a_seam(fake, is_async=is_async)
+    operation = handle.operation("execute_operation")
+    assert operation.is_async is is_async
     engine = Engine(
         Plan(clients=4, transactions=503, seed=1),
-        execute=fake.run_async if is_async else fake.run_sync,
-        is_async=is_async,
+        operation=operation,
         weights={"ok": 3, "fail": 1},
-        gate=gate,
     )
     result = asyncio.run(engine.run([None] * 4))
     ok, failed = result.stats["ok"], result.stats["fail"]
     assert ok.count + failed.error_count == 503 == sum(fake.calls.values())
     assert failed.errors == {"KeyError": fake.calls["fail"]}
     assert gate.error_count == fake.calls["fail"]
+    assert gate.errors_by_type == {"KeyError": fake.calls["fail"]}
     assert gate.in_flight == 0
+    calls = handle.metrics()["call:execute_operation"]
+    assert (calls.calls, calls.errors, calls.by_version) == (
+        503,
+        fake.calls["fail"],
+        {"1.0.0": 503},
+    )
     assert result.stop_reason == "transactions"
 
 
 def test_a_closed_gate_refuses_every_call():
     fake = _Fake()
-    gate = Gate("fake")  # never opened
-    gate.hold_timeout = 0.01
-    engine = Engine(
-        Plan(clients=2, transactions=20),
-        execute=fake.run_async,
-        is_async=True,
-        weights={"ok": 1},
-        gate=gate,
-    )
+    handle, gate = _through_a_seam(fake, is_async=True)
+    operation = handle.operation("execute_operation")
+    gate.close("it is stopped")
+    engine = Engine(Plan(clients=2, transactions=20), operation=operation, weights={"ok": 1})
     result = asyncio.run(engine.run([None, None]))
     assert fake.calls == {}
     assert result.stats["ok"].errors == {"PluginUnavailableError": 20}
+    assert gate.error_count == 0  # a refusal at its own gate is not the plugin's error
 
 
 @pytest.mark.parametrize("is_async", [True, False], ids=["async", "threads"])
@@ -492,10 +502,8 @@ def test_a_paced_run_never_runs_ahead_of_its_schedule(is_async):
     ticks: list[Tick] = []
     engine = Engine(
         Plan(clients=3, duration=0.5, rate=40.0, tick=0.1),
-        execute=fake.run_async if is_async else fake.run_sync,
-        is_async=is_async,
+        operation=DirectOperation(fake.run_async if is_async else fake.run_sync, is_async=is_async),
         weights={"ok": 1},
-        gate=None,
         on_tick=ticks.append,
     )
     result = asyncio.run(engine.run([None] * 3))
@@ -508,10 +516,8 @@ def test_warmup_operations_are_not_recorded():
     fake = _Fake()
     engine = Engine(
         Plan(clients=1, duration=0.2, warmup=0.2, rate=50.0),
-        execute=fake.run_async,
-        is_async=True,
+        operation=DirectOperation(fake.run_async, is_async=True),
         weights={"ok": 1},
-        gate=None,
     )
     result = asyncio.run(engine.run([None]))
     assert result.stats["ok"].count <= 10 < sum(fake.calls.values())
@@ -521,10 +527,8 @@ def test_a_stop_request_ends_the_run_and_says_so():
     fake = _Fake()
     engine = Engine(
         Plan(clients=2, duration=30.0),
-        execute=fake.run_async,
-        is_async=True,
+        operation=DirectOperation(fake.run_async, is_async=True),
         weights={"ok": 1},
-        gate=None,
     )
 
     async def run() -> str:

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from ops_support import ASYNC_CHECK_PLUGIN, start_plugins, write_plugin
+from helpers import PluginWriter
+from ops_support import ASYNC_CHECK_PLUGIN, PLUGIN, start_plugins, write_plugin
 from tether import PluginManager, PluginStatus, TetherConfig
 from tether.errors import HealthCheckError, PluginLifecycleError, PluginNotFoundError
-from tether.observability import PluginHealth
+from tether.observability import PluginHealth, observe
 
 
 def manager_for(tmp_path, **plugins_section) -> PluginManager:
@@ -62,6 +63,51 @@ def test_hook_metrics_count_executions_durations_and_errors(tmp_path):
     assert "auth-plugin refuses 'bad'" in str(health.last_error)
     assert isinstance(health.last_error_at, datetime)
     assert health.errors_by_type == {"ValueError": 2}
+
+
+def test_health_carries_call_metrics_per_source_with_the_version_that_served_them(tmp_path):
+    async def main():
+        async with manager_for(tmp_path) as manager:
+            await start_plugins(manager, write_plugin(tmp_path, "auth-plugin"))
+            for _ in range(3):
+                manager.runtime.hooks.call("pre_request", "ok")
+            manager.get_plugin("auth-plugin").fail_hooks = True
+            await manager.runtime.hooks.run("pre_request", "bad")
+            await manager.check_health("auth-plugin")
+            return manager.get_plugin_health("auth-plugin")
+
+    health = asyncio.run(main())
+    assert set(health.calls) == {"hook:pre_request", "health_check"}
+    hook = health.calls["hook:pre_request"]
+    assert (hook.source, hook.calls, hook.errors) == ("hook:pre_request", 4, 1)
+    assert hook.by_version == {"1.0.0": 4}
+    assert hook.total_duration >= timedelta(0)
+    assert hook.average_duration == hook.total_duration / 4
+    check = health.calls["health_check"]
+    assert (check.calls, check.errors, check.by_version) == (1, 0, {"1.0.0": 1})
+    data = json.loads(json.dumps(health.to_dict()))["calls"]
+    assert data["hook:pre_request"]["calls"] == 4
+    assert data["hook:pre_request"]["errors"] == 1
+    assert data["hook:pre_request"]["by_version"] == {"1.0.0": 4}
+
+
+def test_call_metrics_keep_each_version_apart_across_a_reload(tmp_path):
+    async def main():
+        async with manager_for(tmp_path) as manager:
+            await start_plugins(manager, write_plugin(tmp_path / "v1", "auth-plugin"))
+            manager.runtime.hooks.call("pre_request", "ok")
+            await manager.unload_plugin("auth-plugin")
+            newer = PluginWriter(tmp_path / "v2")("auth-plugin", PLUGIN, version="2.0.0")
+            await start_plugins(manager, newer)
+            manager.runtime.hooks.call("pre_request", "ok")
+            manager.runtime.hooks.call("pre_request", "ok")
+            return manager.get_plugin_health("auth-plugin")
+
+    health = asyncio.run(main())
+    assert health.version == "2.0.0"
+    hook = health.calls["hook:pre_request"]
+    assert hook.calls == 3
+    assert hook.by_version == {"1.0.0": 1, "2.0.0": 2}
 
 
 def test_all_health_covers_every_plugin_in_load_order(tmp_path):
@@ -124,13 +170,13 @@ def test_a_failing_health_check_marks_the_plugin_degraded_and_counts_an_error(
     async def main():
         async with manager_for(tmp_path) as manager:
             await start_plugins(manager, write_plugin(tmp_path, "db-plugin"))
-            await manager.observability.check_health()
+            await manager.check_health()
             before = manager.get_plugin_health("db-plugin")
             manager.get_plugin("db-plugin").healthy = healthy
-            await manager.observability.check_health("db-plugin")
+            await manager.check_health("db-plugin")
             failed = manager.get_plugin_health("db-plugin")
             manager.get_plugin("db-plugin").healthy = True
-            await manager.observability.check_health()
+            await manager.check_health()
             return before, failed, manager.get_plugin_health("db-plugin")
 
     before, failed, recovered = asyncio.run(main())
@@ -157,13 +203,13 @@ def test_async_health_checks_are_awaited_and_time_out(tmp_path):
         async with manager_for(tmp_path, health_check_timeout="50ms") as manager:
             await start_plugins(manager, write_plugin(tmp_path, "cache", code=ASYNC_CHECK_PLUGIN))
             plugin = manager.get_plugin("cache")
-            await manager.observability.check_health()
+            await manager.check_health()
             ok = manager.get_plugin_health("cache")
             plugin.healthy = False
-            await manager.observability.check_health()
+            await manager.check_health()
             failed = manager.get_plugin_health("cache")
             plugin.healthy = "hang"
-            await manager.observability.check_health()
+            await manager.check_health()
             return ok, failed, manager.get_plugin_health("cache")
 
     ok, failed, hung = asyncio.run(main())
@@ -195,7 +241,7 @@ class Plugin:
             )
             await manager.stop_all()
             manager.get_plugin("db").healthy = False
-            await manager.observability.check_health()
+            await manager.check_health()
             return manager.get_all_health()
 
     health = asyncio.run(main())
@@ -211,15 +257,16 @@ def test_the_background_task_polls_health_checks_on_the_interval(tmp_path):
         async with manager_for(tmp_path, health_check_interval="20ms") as manager:
             await start_plugins(manager, write_plugin(tmp_path, "db"))
             manager.get_plugin("db").healthy = False
-            await manager.observability.start(persist=False)
+            hub = observe(manager)
+            await hub.start(persist=False)
             for _ in range(500):
                 if manager.get_plugin_health("db").degraded:
                     break
                 await asyncio.sleep(0.01)
-            running = manager.observability.is_running
+            running = hub.is_running
             degraded = manager.get_plugin_health("db").degraded
-            await manager.observability.aclose()
-            return running, degraded, manager.observability.is_running
+            await hub.aclose()
+            return running, degraded, hub.is_running
 
     running, degraded, still_running = asyncio.run(main())
     assert running
@@ -252,7 +299,7 @@ class Plugin:
             await manager.initialize_all()
             with pytest.raises(PluginLifecycleError):
                 await manager.start_all()
-            return manager.get_plugin_health("web"), manager.observability.readiness()
+            return manager.get_plugin_health("web"), manager.readiness()
 
     health, (ready, waiting) = asyncio.run(main())
     assert health.status is PluginStatus.ERROR

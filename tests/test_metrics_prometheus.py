@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ops_support import start_plugins, write_plugin
 from tether import PluginManager
 from tether.errors import PluginImportError
-from tether.observability import create_registry
+from tether.observability import create_registry, observe
 
 EVENTS = """\
 class Plugin:
@@ -36,7 +36,7 @@ class Plugin:
 
 
 def scrape(manager: PluginManager) -> dict[str, list]:
-    text = manager.observability.render_metrics().decode()
+    text = observe(manager).render_metrics().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     return {name: family.samples for name, family in families.items()} | {
         "__types__": {name: family.type for name, family in families.items()}
@@ -51,6 +51,13 @@ def value(samples, name: str, **labels: str) -> float:
     ]
     assert len(found) == 1, (name, labels, samples)
     return found[0]
+
+
+async def delivered(seen: list, count: int, timeout: float = 10.0) -> None:
+    """Wait until a subscriber has seen ``count`` events (deliveries are asynchronous)."""
+    async with asyncio.timeout(timeout):
+        while len(seen) < count:  # noqa: ASYNC110 - the plugin's list has no event to wait on
+            await asyncio.sleep(0.01)
 
 
 def test_load_and_status_metrics(tmp_path):
@@ -127,11 +134,8 @@ def test_hook_error_and_event_metrics(tmp_path):
             manager.runtime.hooks.call("pre_request", 1)
             manager.get_plugin("auth-plugin").fail_hooks = True
             manager.runtime.hooks.call("pre_request", 2)
-            manager.get_gate("auth-plugin").record_error(TimeoutError("slow"))
-            for _ in range(100):
-                if len(manager.get_plugin("shop").seen) == 2:
-                    break
-                await asyncio.sleep(0.01)
+            manager._slot("auth-plugin").gate.record_error(TimeoutError("slow"))
+            await delivered(manager.get_plugin("shop").seen, 2)
             return scrape(manager)
 
     m = asyncio.run(main())
@@ -217,6 +221,42 @@ def test_hook_error_and_event_metrics(tmp_path):
     assert abs(value(hist, "checkout_seconds_sum", plugin="shop") - 4.203) < 1e-9
 
 
+def test_call_metrics_by_plugin_version_and_source(tmp_path):
+    async def main():
+        async with PluginManager(state_directory=tmp_path / "state") as manager:
+            await start_plugins(
+                manager,
+                write_plugin(tmp_path, "auth-plugin"),
+                write_plugin(tmp_path, "shop", code=EVENTS),
+            )
+            manager.runtime.hooks.call("pre_request", 1)
+            manager.get_plugin("auth-plugin").fail_hooks = True
+            manager.runtime.hooks.call("pre_request", 2)
+            await delivered(manager.get_plugin("shop").seen, 2)
+            return scrape(manager)
+
+    m = asyncio.run(main())
+    types = m["__types__"]
+    assert types["tether_plugin_calls"] == "counter"
+    assert types["tether_plugin_call_errors"] == "counter"
+    assert types["tether_plugin_call_duration_seconds"] == "summary"
+    auth = {"plugin": "auth-plugin", "version": "1.0.0", "source": "hook:pre_request"}
+    calls, errors = m["tether_plugin_calls"], m["tether_plugin_call_errors"]
+    assert value(calls, "tether_plugin_calls_total", **auth) == 2
+    assert value(errors, "tether_plugin_call_errors_total", **auth) == 1
+    shop = {"plugin": "shop", "version": "1.0.0", "source": "event:order.*"}
+    assert value(calls, "tether_plugin_calls_total", **shop) == 2
+    assert value(errors, "tether_plugin_call_errors_total", **shop) == 0
+    durations = m["tether_plugin_call_duration_seconds"]
+    assert value(durations, "tether_plugin_call_duration_seconds_count", **auth) == 2
+    assert value(durations, "tether_plugin_call_duration_seconds_sum", **auth) >= 0
+    assert value(durations, "tether_plugin_call_duration_seconds_count", **shop) == 2
+    assert {s.labels["source"] for s in calls if s.labels["plugin"] == "shop"} == {
+        "hook:pre_request",
+        "event:order.*",
+    }
+
+
 def test_each_manager_has_its_own_registry_and_the_global_one_stays_clean(tmp_path):
     async def main():
         first = PluginManager(state_directory=tmp_path / "one")
@@ -224,7 +264,7 @@ def test_each_manager_has_its_own_registry_and_the_global_one_stays_clean(tmp_pa
         async with first, second:
             await start_plugins(first, write_plugin(tmp_path / "a", "alpha"))
             await start_plugins(second, write_plugin(tmp_path / "b", "beta"))
-            return scrape(first), scrape(second), first.observability.registry()
+            return scrape(first), scrape(second), observe(first).registry()
 
     one, two, registry = asyncio.run(main())
     assert {s.labels["plugin"] for s in one["tether_plugin_info"]} == {"alpha"}

@@ -14,6 +14,7 @@ from ops_support import Served, write_plugin
 from tether import PluginManager, PluginStatus, load_config
 from tether.admin import create_admin_app
 from tether.cli import cli
+from tether.observability import observe
 
 TOKEN = "cli-token"
 
@@ -45,16 +46,22 @@ def app(tmp_path, monkeypatch):
 
 
 async def serve_once(config_path, *, fail_auth: bool = False) -> dict[str, PluginStatus]:
-    """What `tether serve` does with the state store: read it at load, write it at shutdown."""
-    async with PluginManager(config=load_config(config_path)) as manager:
-        await manager.load_plugins_from_config()
-        await manager.initialize_all()
-        await manager.start_all()
-        await manager.observability.start()
-        if fail_auth:
-            manager.get_plugin("auth-plugin").fail_hooks = True
-            manager.runtime.hooks.call("pre_request", "x")
-        return {i.name: i.status for i in manager.list_plugins()}
+    """What `tether serve` does with the state store: read it at load, write it at shutdown
+    (the host closes the observability hub after the manager)."""
+    manager = PluginManager(config=load_config(config_path))
+    hub = observe(manager)
+    try:
+        async with manager:
+            await manager.load_plugins_from_config()
+            await manager.initialize_all()
+            await manager.start_all()
+            await hub.start()
+            if fail_auth:
+                manager.get_plugin("auth-plugin").fail_hooks = True
+                manager.runtime.hooks.call("pre_request", "x")
+            return {i.name: i.status for i in manager.list_plugins()}
+    finally:
+        await hub.aclose()
 
 
 # --------------------------------------------------------------------------- offline
@@ -160,7 +167,7 @@ def test_live_health_disable_enable_and_reload(app, server, monkeypatch):
     disabled = run(*base, "disable", "user-plugin", "--reason", "maintenance")
     assert disabled.exit_code == 0, disabled.output
     assert f"disabled user-plugin on {server.url}: it is stopped" in disabled.output
-    assert server.manager.get_gate("user-plugin").closed_reason == "maintenance"
+    assert server.manager.get_handle("user-plugin").closed_reason == "maintenance"
     unhealthy = run(*base, "health", "user-plugin")
     assert unhealthy.exit_code == 1
     assert "disabled" in unhealthy.output

@@ -9,9 +9,9 @@ import pytest
 
 from ops_support import start_plugins, write_plugin
 from tether import PluginManager, PluginStatus, TetherConfig
+from tether._state_tables import read_enabled_flags
 from tether.errors import DependentsRunningError, PluginLifecycleError, StorageError
-from tether.observability import REFERENCE_QUERIES, ErrorThreshold, PluginStateStore
-from tether.observability.state import read_enabled_flags
+from tether.observability import REFERENCE_QUERIES, ErrorThreshold, PluginStateStore, observe
 
 pytest_plugins = ["pg"]
 
@@ -23,6 +23,7 @@ def make_manager(tmp_path, url: str | None = None) -> PluginManager:
 
 async def busy_day(manager: PluginManager, tmp_path) -> None:
     """Two plugins with hook calls and errors, one disabled by an operator, then a flush."""
+    hub = observe(manager)  # before the plugins run: it keeps the error rows it is told of
     await start_plugins(
         manager, write_plugin(tmp_path, "auth-plugin"), write_plugin(tmp_path, "logging-plugin")
     )
@@ -32,7 +33,7 @@ async def busy_day(manager: PluginManager, tmp_path) -> None:
     for i in range(3):
         manager.runtime.hooks.call("pre_request", i)
     await manager.disable_plugin("logging-plugin")
-    await manager.observability.aflush()
+    await hub.aflush()
 
 
 def rows(store: PluginStateStore, query: str) -> list[tuple[object, ...]]:
@@ -68,7 +69,7 @@ def test_the_tables_are_written_and_the_reference_queries_run_on_sqlite(tmp_path
     async def main():
         async with make_manager(tmp_path) as manager:
             await busy_day(manager, tmp_path)
-            return manager.observability.state_target
+            return manager.state_target
 
     target = asyncio.run(main())
     assert target == str(tmp_path / "state" / "state.db")
@@ -89,20 +90,27 @@ def test_a_started_writer_flushes_periodically_and_once_more_at_shutdown(tmp_pat
     config = TetherConfig.model_validate({"state": {"flush_interval": "20ms"}})
 
     async def main():
-        async with PluginManager(config=config, state_directory=tmp_path / "state") as manager:
+        manager = PluginManager(config=config, state_directory=tmp_path / "state")
+        hub = observe(manager)
+        async with manager:
             await start_plugins(manager, write_plugin(tmp_path, "auth-plugin"))
-            await manager.observability.start()
-            manager.get_gate("auth-plugin").record_error(KeyError("k"))
-            target = manager.observability.state_target
+            await hub.start()
+            manager._slot("auth-plugin").gate.record_error(KeyError("k"))
+            target = manager.state_target
             with PluginStateStore(target) as store:
                 for _ in range(500):
                     if store.plugins() and store.plugins()[0].error_count == 1:
                         break
                     await asyncio.sleep(0.01)
                 running = store.plugins()[0]
-        return target, running
+        # the manager no longer closes the hub: the host does, after the manager (as
+        # tether serve does), for the last write
+        still_running = hub.is_running
+        await hub.aclose()
+        return target, running, still_running, hub.is_running
 
-    target, running = asyncio.run(main())
+    target, running, still_running, after = asyncio.run(main())
+    assert (still_running, after) == (True, False)
     assert (running.status, running.error_count) == ("running", 1)
     assert running.last_error == "KeyError: 'k'"
     with PluginStateStore(target) as store:
@@ -129,11 +137,11 @@ def test_the_status_column_is_the_effective_state(tmp_path):
                 manager, write_plugin(tmp_path, "db"), write_plugin(tmp_path, "auth")
             )
             manager.get_plugin("db").healthy = False
-            await manager.observability.check_health()
+            await manager.check_health()
             manager.set_error_threshold("auth", ErrorThreshold(max_errors=1))
-            manager.get_gate("auth").record_error(RuntimeError("x"))
-            manager.observability.flush()
-            with PluginStateStore(manager.observability.state_target) as store:
+            manager._slot("auth").gate.record_error(RuntimeError("x"))
+            observe(manager).flush()
+            with PluginStateStore(manager.state_target) as store:
                 return {r.name: r for r in store.plugins()}
 
     found = asyncio.run(main())
@@ -157,14 +165,14 @@ def test_a_disabled_plugin_stays_disabled_after_a_restart(tmp_path):
             with pytest.raises(DependentsRunningError, match="cannot disable plugin 'base'"):
                 await manager.disable_plugin("base")
             await manager.disable_plugin("base", force=True, reason="it is disabled")
-            return manager.get_status("base"), manager.get_gate("base").closed_reason
+            return manager.get_status("base"), manager.get_handle("base").closed_reason
 
     async def second_run():
         async with make_manager(tmp_path) as manager:
             await start_plugins(manager, base, user)
             before = {i.name: (i.status, i.enabled) for i in manager.list_plugins()}
             health = manager.get_all_health()
-            ready = manager.observability.readiness()
+            ready = manager.readiness()
             await manager.enable_plugin("base")
             after = {i.name: (i.status, i.enabled) for i in manager.list_plugins()}
             return before, health, ready, after
@@ -182,7 +190,7 @@ def test_a_disabled_plugin_stays_disabled_after_a_restart(tmp_path):
     async def third_run():
         async with make_manager(tmp_path) as manager:
             await start_plugins(manager, base, user)
-            return manager.observability.readiness()
+            return manager.readiness()
 
     assert asyncio.run(third_run()) == (True, {})
 
@@ -195,9 +203,9 @@ def test_a_flag_written_offline_is_honoured_and_not_overwritten_by_a_running_ser
             await start_plugins(manager, path)
             enabled = manager.get_info("auth-plugin").enabled
             if then_disable_offline:  # what `tether plugins disable` does while it runs
-                with PluginStateStore(manager.observability.state_target) as store:
+                with PluginStateStore(manager.state_target) as store:
                     store.set_enabled("auth-plugin", False, "it is disabled")
-                await manager.observability.aflush()
+                await observe(manager).aflush()
             return enabled
 
     with PluginStateStore(tmp_path / "state" / "state.db") as store:

@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 
 from ops_support import start_plugins, write_plugin
-from tether import PluginManager, TetherConfig
-from tether._gate import Gate
+from tether import GateState, PluginManager, TetherConfig
+from tether._thresholds import merge_settings
 from tether.errors import ConfigError, PluginNotFoundError, PluginUnavailableError
 from tether.observability import DISABLED_REASON, THRESHOLD_EVENT, ErrorThreshold
-from tether.observability._thresholds import merge_settings
+from tether.testing import host_door
 
 LOGGER = "tether.observability"
 
@@ -32,7 +32,7 @@ def make_manager(tmp_path, plugins_section=None) -> PluginManager:
 
 
 def fail(manager: PluginManager, name: str, times: int) -> None:
-    gate = manager.get_gate(name)
+    gate = manager._slot(name).gate
     for i in range(times):
         gate.record_error(RuntimeError(f"failure {i}"), source="call")
 
@@ -128,7 +128,7 @@ def test_disable_closes_the_gate_and_reports_the_plugin_disabled(tmp_path, caplo
             for i in range(5):
                 manager.runtime.hooks.call("pre_request", i)
             outcome = manager.runtime.hooks.call("pre_request", "after")
-            ready = manager.observability.readiness()
+            ready = manager.readiness()
             return (
                 manager.get_info("auth-plugin"),
                 manager.get_plugin_health("auth-plugin"),
@@ -163,15 +163,16 @@ def test_alert_publishes_an_event_and_keeps_the_plugin_running(tmp_path, caplog)
     async def main():
         async with make_manager(tmp_path) as manager:
             await start_plugins(manager, write_plugin(tmp_path, "auth-plugin"))
-            watcher = Gate("watcher")
-            watcher.open()
-            manager.runtime.events.subscribe("watcher", watcher, THRESHOLD_EVENT, received.append)
+            arrived = asyncio.Event()
+
+            def receive(event):
+                received.append(event)
+                arrived.set()
+
+            manager.runtime.events.subscribe(host_door("watcher"), THRESHOLD_EVENT, receive)
             manager.set_error_threshold("auth-plugin", ErrorThreshold(3, "1m", "alert"))
             fail(manager, "auth-plugin", 3)
-            for _ in range(100):
-                if received:
-                    break
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(arrived.wait(), 10)
             return manager.get_info("auth-plugin")
 
     info = asyncio.run(main())
@@ -195,7 +196,7 @@ def test_errors_leave_the_window_after_time_window(tmp_path):
     async def main():
         async with make_manager(tmp_path) as manager:
             await start_plugins(manager, write_plugin(tmp_path, "auth-plugin"))
-            manager.observability.thresholds.clock = clock
+            manager._thresholds.clock = clock
             manager.set_error_threshold("auth-plugin", ErrorThreshold(10, "1m"))
             fail(manager, "auth-plugin", 9)
             clock.now += 61
@@ -221,7 +222,7 @@ def test_reset_on_success_empties_the_window(tmp_path):
             after_report = manager.get_plugin_health("auth-plugin").threshold
             fail(manager, "auth-plugin", 9)
             manager.runtime.hooks.call("pre_request", "fine")  # a successful hook call
-            manager.observability._notice_successes()
+            manager.check_thresholds()  # successes come from the call metrics
             after_hook = manager.get_plugin_health("auth-plugin").threshold
             manager.set_error_threshold("auth-plugin", ErrorThreshold(10, reset_on_success=False))
             fail(manager, "auth-plugin", 9)
@@ -243,8 +244,8 @@ def test_health_check_failures_count_against_the_threshold(tmp_path):
             await start_plugins(manager, write_plugin(tmp_path, "db"))
             manager.set_error_threshold("db", ErrorThreshold(max_errors=2))
             manager.get_plugin("db").healthy = False
-            await manager.observability.check_health()
-            await manager.observability.check_health()
+            await manager.check_health()
+            await manager.check_health()
             return manager.get_info("db")
 
     assert not asyncio.run(main()).enabled
@@ -262,23 +263,22 @@ def test_after_the_cooldown_the_plugin_is_tried_again_and_the_first_failure_disa
     async def main():
         async with make_manager(tmp_path) as manager:
             await start_plugins(manager, write_plugin(tmp_path, "auth-plugin"))
-            hub = manager.observability
-            hub.thresholds.clock = clock
+            manager._thresholds.clock = clock
             manager.set_error_threshold("auth-plugin", ErrorThreshold(3, "1m", cooldown="30s"))
             fail(manager, "auth-plugin", 3)
             states = [manager.get_info("auth-plugin").enabled]
             clock.now += 29
-            states.append(hub.thresholds.check_cooldowns())
+            states.append(manager.check_thresholds())
             clock.now += 1
-            states.append(hub.thresholds.check_cooldowns())
+            states.append(manager.check_thresholds())
             states.append(manager.get_plugin_health("auth-plugin").threshold.state)
-            states.append(manager.get_gate("auth-plugin").is_open)
+            states.append(manager.get_handle("auth-plugin").state is GateState.OPEN)
             fail(manager, "auth-plugin", 1)  # on trial: the first failure is enough
             states.append(manager.get_info("auth-plugin").enabled)
             clock.now += 30
-            hub.thresholds.check_cooldowns()
+            manager.check_thresholds()
             manager.runtime.hooks.call("pre_request", "works")
-            hub._notice_successes()  # the success closes the breaker
+            manager.check_thresholds()  # the success (from the call metrics) closes the breaker
             health = manager.get_plugin_health("auth-plugin")
             states.append((health.enabled, health.threshold.state))
             fail(manager, "auth-plugin", 1)  # closed again: one error is not enough
@@ -299,14 +299,13 @@ def test_a_trial_without_errors_closes_the_breaker_after_another_cooldown(tmp_pa
     async def main():
         async with make_manager(tmp_path) as manager:
             await start_plugins(manager, write_plugin(tmp_path, "auth-plugin"))
-            hub = manager.observability
-            hub.thresholds.clock = clock
+            manager._thresholds.clock = clock
             manager.set_error_threshold("auth-plugin", ErrorThreshold(1, cooldown=10))
             fail(manager, "auth-plugin", 1)
             clock.now += 10
-            hub.thresholds.check_cooldowns()
+            manager.check_thresholds()
             clock.now += 10
-            hub.thresholds.check_cooldowns()
+            manager.check_thresholds()
             return manager.get_plugin_health("auth-plugin")
 
     health = asyncio.run(main())
@@ -321,16 +320,15 @@ def test_without_a_cooldown_the_plugin_stays_disabled_until_an_operator_enables_
     async def main():
         async with make_manager(tmp_path) as manager:
             await start_plugins(manager, write_plugin(tmp_path, "auth-plugin"))
-            hub = manager.observability
-            hub.thresholds.clock = clock
+            manager._thresholds.clock = clock
             manager.set_error_threshold("auth-plugin", ErrorThreshold(2))
             fail(manager, "auth-plugin", 2)
             clock.now += 3600
-            hub.thresholds.check_cooldowns()
+            manager.check_thresholds()
             still = manager.get_info("auth-plugin").enabled
             await manager.enable_plugin("auth-plugin")
             health = manager.get_plugin_health("auth-plugin")
-            return still, health, manager.observability.persisted_flag("auth-plugin")
+            return still, health, manager.persisted_flag("auth-plugin")
 
     still, health, flag = asyncio.run(main())
     assert not still

@@ -23,9 +23,11 @@ from click.testing import CliRunner
 
 import tether
 from helpers import PluginWriter
+from tether import PluginScope, Runtime
 from tether.cli import cli
 from tether.errors import PluginLifecycleError
 from tether.hosts.web import (
+    PluginRouter,
     RequestContext,
     RouteConflictError,
     WebApp,
@@ -33,6 +35,8 @@ from tether.hosts.web import (
     error_body,
 )
 from tether.hosts.web.testing import LiveServer
+from tether.observability import observe
+from tether.testing import make_scope
 
 ROUTER = {"router": True}
 
@@ -473,6 +477,7 @@ FAULTY = """
             router = ctx.router
             router.get("/boom", self.boom)
             router.get("/teapot", self.teapot)
+            router.get("/bad-gateway", self.bad_gateway)
             router.get("/bad-return", self.bad_return)
             router.get("/fine", self.fine)
             router.get("/mw-boom", self.fine)
@@ -482,6 +487,9 @@ FAULTY = """
 
         async def teapot(self, request):
             raise HTTPException(418, "short and stout")
+
+        async def bad_gateway(self, request):
+            raise HTTPException(502, "upstream down")
 
         async def bad_return(self, request):
             return 42
@@ -570,13 +578,38 @@ def test_failures_count_against_the_plugin_that_raised(faulty, client):
     http = client(faulty)
     for path in ("/boom", "/boom", "/teapot", "/hook-boom", "/mw-boom"):
         http.get(path)
-    gates = {name: faulty.manager.get_gate(name) for name in ("faulty", "bad-hook", "bad-mw")}
-    assert {name: gate.error_count for name, gate in gates.items()} == {
+    handles = {name: faulty.manager.get_handle(name) for name in ("faulty", "bad-hook", "bad-mw")}
+    assert {name: handle.error_count for name, handle in handles.items()} == {
         "faulty": 2,  # a 4xx HTTPException is an answer, not a failure
         "bad-hook": 1,
         "bad-mw": 1,
     }
-    assert str(gates["faulty"].last_error) == "boom"
+    assert str(handles["faulty"].last_error) == "boom"
+
+
+def test_an_http_exception_is_the_plugins_error_from_500_up(faulty, client):
+    http = client(faulty)
+    handle = faulty.manager.get_handle("faulty")
+    assert is_error(http.get("/teapot"), 418, "HTTPException", "faulty")
+    assert (handle.error_count, handle.errors_by_type()) == (0, {})  # an answer
+    failed = http.get("/bad-gateway")
+    assert is_error(failed, 502, "HTTPException", "faulty")
+    assert failed.json()["message"] == "upstream down"
+    assert (handle.error_count, handle.errors_by_type()) == (1, {"HTTPException": 1})
+    assert str(handle.last_error) == "502: upstream down"
+    calls = handle.metrics()
+    assert calls["route:GET /teapot"].calls == 1
+    assert (calls["route:GET /bad-gateway"].calls, calls["route:GET /bad-gateway"].errors) == (1, 1)
+
+
+def test_an_answer_is_not_a_call_error_in_the_call_metrics(faulty, client):
+    """An HTTPException below 500 is an answer (the runtime's error policy): the call
+    metrics, which the error threshold's successes come from, do not count it as an error."""
+    http = client(faulty)
+    assert http.get("/teapot").status_code == 418
+    teapot = faulty.manager.get_handle("faulty").metrics()["route:GET /teapot"]
+    assert (teapot.calls, teapot.errors) == (1, 0)
+    assert faulty.manager.get_handle("faulty").successes() == 1
 
 
 def test_failures_are_logged_with_the_plugin(faulty, client, caplog):
@@ -595,7 +628,7 @@ def test_a_closed_gate_answers_503_naming_the_plugin(plugin, serve, client):
         plugin("routes", TRACE_ROUTES, permissions=ROUTER),
     )
     http = client(server)
-    gate = server.manager.get_gate("greeter")
+    gate = server.manager._slot("greeter").gate
     gate.close("it is disabled")
     refused = http.get("/hello")
     assert is_error(refused, 503, "PluginUnavailableError", "greeter")
@@ -609,7 +642,7 @@ def test_a_closed_gate_answers_503_naming_the_plugin(plugin, serve, client):
 def test_a_held_gate_makes_requests_wait(plugin, serve, client):
     server = serve(plugin("greeter", GREETER, permissions=ROUTER))
     http = client(server)
-    gate = server.manager.get_gate("greeter")
+    gate = server.manager._slot("greeter").gate
     gate.hold()
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(http.get, "/hello")
@@ -626,8 +659,8 @@ def test_hooks_and_middleware_of_a_closed_plugin_are_skipped(plugin, serve, clie
         plugin("bad-hook", BAD_HOOK),
     )
     http = client(server)
-    server.manager.get_gate("outer").close("it is disabled")
-    server.manager.get_gate("bad-hook").close("it is disabled")
+    server.manager._slot("outer").gate.close("it is disabled")
+    server.manager._slot("bad-hook").gate.close("it is disabled")
     assert http.get("/plain").json() == {"middleware": []}
     assert http.get("/hook-boom").status_code == 404  # the failing hook did not run
 
@@ -639,12 +672,60 @@ def test_a_reload_that_outlasts_the_queue_fails_closed(plugin, serve, client, ch
         plugin("outer", MIDDLEWARE, config=MIDDLEWARE_SCHEMA),
         plugin("bad-hook", BAD_HOOK),
     )
-    gate = server.manager.get_gate(checker)
+    gate = server.manager._slot(checker).gate
     gate.hold_timeout = 0.05  # the reload queue gives up quickly
     gate.hold()
     refused = client(server).get("/plain")
     assert is_error(refused, 503, "PluginUnavailableError", checker)
     assert "reload exceeded queue timeout" in refused.json()["message"]
+
+
+STAGED = """
+    import asyncio
+    import threading
+
+    import tether
+
+    class Plugin(tether.Plugin):
+        def __init__(self):
+            self.registered = threading.Event()
+            self.proceed = threading.Event()
+
+        async def initialize(self, ctx):
+            super().initialize(ctx)
+            ctx.router.get("/staged", self.staged)
+            self.registered.set()
+            await asyncio.to_thread(self.proceed.wait, 30)  # its version is not committed yet
+
+        async def staged(self, request):
+            return {"staged": False}
+"""
+
+
+def test_a_route_is_not_served_until_its_version_is_committed(plugin, serve, client):
+    server = serve(plugin("greeter", GREETER, permissions=ROUTER))
+    manager = server.manager
+    http = client(server)
+    server.call(lambda: manager.load_plugin(plugin("staged", STAGED, permissions=ROUTER)))
+    staged = manager.get_plugin("staged")
+
+    async def bring_up() -> None:
+        await manager.initialize_all()
+        await manager.start_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        initializing = pool.submit(server.call, bring_up)
+        assert staged.registered.wait(30)
+        assert not manager.get_scope("staged").is_committed
+        assert is_error(http.get("/staged"), 404, "NotFound", None)
+        assert "/staged" not in [r.path for r in server.app.routes()]
+        staged.proceed.set()
+        initializing.result(30)
+    assert manager.get_scope("staged").is_committed
+    assert http.get("/staged").json() == {"staged": False}
+    assert [(r.path, r.plugin) for r in server.app.routes() if r.path == "/staged"] == [
+        ("/staged", "staged")
+    ]
 
 
 # --------------------------------------------------------------------------- unload
@@ -819,40 +900,66 @@ def test_the_plugin_in_the_docs_works(tmp_path, client):
 # --------------------------------------------------------------------------- the route table
 
 
-class Owner:
-    """Stands in for a plugin context: what the table keeps of one."""
+@pytest.fixture
+def scope(tmp_path: Path) -> Callable[..., PluginScope]:
+    """Make plugin scopes (versions) sharing one runtime: what the route table keeps."""
+    runtime = Runtime(state_directory=tmp_path / "state")
 
-    def __init__(self, plugin: str) -> None:
-        self.plugin = plugin
-        self.gate = None  # never entered: these tests only match
+    def make(name: str, version: str = "1.0.0", *, committed: bool = True) -> PluginScope:
+        return make_scope(
+            name, runtime=runtime, version=version, permissions=["router"], committed=committed
+        )
+
+    return make
 
 
 def add(table, owner, method="GET", path="/x"):
-    return table.add(
-        plugin=owner.plugin, owner=owner, gate=owner.gate, method=method, path=path,
-        handler=lambda request: None,
-    )  # fmt: skip
+    return table.add(owner=owner, method=method, path=path, handler=lambda request: None)
 
 
-def test_a_new_version_of_a_plugin_takes_over_its_routes_until_released():
+def commit(table, old, new) -> None:
+    """What a plugin slot does when ``new`` replaces ``old``: the table is told."""
+    if old is not None:
+        old.door.committed = False
+    new.door.committed = True
+    table.version_committed(new.name)
+
+
+def test_a_new_version_of_a_plugin_takes_over_its_routes_until_released(scope):
     from tether.hosts.web._routing import RouteTable
 
     table = RouteTable()
-    old, new = Owner("users"), Owner("users")
-    add(table, old)
-    taken = add(table, new)  # a reload: the same plugin with a new context
+    old, new = scope("users", "1.0.0"), scope("users", "2.0.0", committed=False)
+    served = add(table, old)
+    taken = add(table, new)  # a reload: the same plugin, a new version, staged
+    assert table.match("/x", "GET")[0] is served
+    commit(table, old, new)
     assert table.match("/x", "GET")[0] is taken
-    assert table.remove_owner(new) == 1  # the new version failed: the old one serves again
+    assert table.remove_owner(new) == 1  # the new version failed: roll back to the old one
+    commit(table, None, old)
     assert table.match("/x", "GET")[0].owner is old
     assert table.remove_owner(old) == 1
     assert table.match("/x", "GET") == (None, {}, set())
 
 
-def test_matching_prefers_exact_paths_and_reports_allowed_methods():
+def test_routes_of_a_staged_version_are_not_matched_until_it_is_committed(scope):
     from tether.hosts.web._routing import RouteTable
 
     table = RouteTable()
-    owner = Owner("p")
+    staged = scope("users", committed=False)
+    route = add(table, staged, "GET", "/users/{name}")
+    assert table.match("/users/ada", "GET") == (None, {}, set())
+    assert table.routes() == []
+    commit(table, None, staged)
+    assert table.match("/users/ada", "GET") == (route, {"name": "ada"}, set())
+    assert table.routes() == [route]
+
+
+def test_matching_prefers_exact_paths_and_reports_allowed_methods(scope):
+    from tether.hosts.web._routing import RouteTable
+
+    table = RouteTable()
+    owner = scope("p")
     add(table, owner, "GET", "/users/{name}")
     add(table, owner, "GET", "/users/me")
     add(table, owner, "POST", "/users/{name}")
@@ -866,26 +973,35 @@ def test_matching_prefers_exact_paths_and_reports_allowed_methods():
 @pytest.mark.parametrize(
     ("method", "path", "message"),
     [
-        ("TRACE", "/x", "unsupported method 'TRACE'"),
-        ("GET", "x", "must start with '/'"),
-        ("GET", "/x/{id:hex}", "unknown convertor 'hex'"),
-        ("GET", "/x/{id}/{id}", "names the parameter 'id' twice"),
+        ("TRACE", "/x", "plugin 'p': unsupported method 'TRACE' for route '/x'"),
+        ("GET", "x", "plugin 'p': route path 'x' must start with '/'"),
+        ("GET", "/x/{id:hex}", "plugin 'p': route '/x/{id:hex}' uses the unknown convertor 'hex'"),
+        ("GET", "/x/{id}/{id}", "plugin 'p': route '/x/{id}/{id}' names the parameter 'id' twice"),
     ],
 )
-def test_invalid_routes_are_refused(method, path, message):
+def test_invalid_routes_are_refused(scope, method, path, message):
     from tether.hosts.web._routing import RouteTable
 
     with pytest.raises(RouteConflictError, match=re.escape(message)):
-        add(RouteTable(), Owner("p"), method, path)
+        add(RouteTable(), scope("p"), method, path)
 
 
-def test_the_web_router_is_a_tether_router():
-    manager = tether.PluginManager()
+def test_the_web_router_is_a_tether_router(tmp_path):
+    manager = tether.PluginManager(state_directory=tmp_path / "state")
     app = WebApp(manager)
-    assert isinstance(app.router, tether.Router)
-    assert manager.runtime.router is app.router
-    with pytest.raises(tether.TetherError, match="cannot tell which plugin is adding GET /x"):
-        app.router.get("/x", lambda request: None)
+    owner = make_scope("p", runtime=manager.runtime, permissions=["router"])
+    router = app.router_for(owner)  # the runtime's router factory
+    assert isinstance(router, tether.Router)
+    router.get("/x", lambda request: None)
+    seen = owner.context.router  # what the plugin gets: a sealed view of the same router
+    assert isinstance(seen, tether.Router)
+    assert not isinstance(seen, PluginRouter)
+    seen.group("/api").post("/y", lambda request: None)
+    assert [(r.method, r.path, r.plugin) for r in app.routes()] == [
+        ("GET", "/x", "p"),
+        ("POST", "/api/y", "p"),
+    ]
+    assert all(r.owner is owner for r in app.routes())  # every route knows its version
 
 
 # --------------------------------------------------------------------------- operations
@@ -900,7 +1016,7 @@ def test_route_errors_feed_the_error_threshold(tmp_path, plugin, client):
     config = tmp_path / "app.yaml"
     config.write_text(yaml.safe_dump({"plugins": {"plugins": [entry]}}))
     with LiveServer(config, state_directory=tmp_path / "state") as server:
-        assert server.manager.observability.is_running
+        assert observe(server.manager).is_running
         http = client(server)
         assert [http.get("/boom").status_code for _ in range(3)] == [500, 500, 500]
         refused = http.get("/fine")
@@ -908,6 +1024,34 @@ def test_route_errors_feed_the_error_threshold(tmp_path, plugin, client):
         assert "error threshold" in refused.json()["message"]
         ready = http.get("/readyz")
         assert ready.status_code == 503
+
+
+def test_a_route_that_answers_empties_a_reset_on_success_window(tmp_path, plugin, client):
+    faulty = plugin("faulty", FAULTY, permissions=ROUTER)
+    entry = {
+        "path": str(faulty),
+        "error_threshold": {"max_errors": 3, "time_window": "1m", "reset_on_success": True},
+    }
+    config = tmp_path / "app.yaml"
+    config.write_text(yaml.safe_dump({"plugins": {"plugins": [entry]}}))
+    with LiveServer(config, state_directory=tmp_path / "state") as server:
+        manager = server.manager
+        http = client(server)
+        assert [http.get("/boom").status_code for _ in range(2)] == [500, 500]
+        assert http.get("/fine").status_code == 200
+        # Successes come from the call metrics, read by check_thresholds (which the
+        # observability hub runs every second); the web host reports none itself.
+        server.call(_returning(manager.check_thresholds))
+        assert manager.threshold_status("faulty").errors_in_window == 0
+        assert [http.get("/boom").status_code for _ in range(2)] == [500, 500]
+        assert http.get("/fine").json() == {"fine": True}  # the window started over
+
+
+def _returning(fn):
+    async def run():
+        return fn()
+
+    return run
 
 
 def test_a_reloaded_plugin_serves_its_new_code(plugin, serve, client):
