@@ -566,7 +566,16 @@ def _name_of(hook: str | HookPoint[A, R]) -> str:
 class HookRegistry:
     """Hook points, the handlers registered at them, and their per-plugin metrics."""
 
-    __slots__ = ("_all", "_callers", "_chains", "_lock", "_sequence", "_stores", "version")
+    __slots__ = (
+        "__weakref__",
+        "_all",
+        "_callers",
+        "_chains",
+        "_lock",
+        "_sequence",
+        "_stores",
+        "version",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -36,7 +36,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from tether._gate import GateState
-from tether._seam import Entry, Parameters
+from tether._seam import Entry, Parameters, is_seam, pass_through
 from tether.errors import MiddlewareError, PluginUnavailableError
 
 if TYPE_CHECKING:
@@ -95,6 +95,19 @@ def _layer_slow(registry: MiddlewareRegistry, name: str) -> Callable[..., Awaita
         return await stand_in.entry.acall(request, call_next)
 
     return slow
+
+
+def _host_endpoint(endpoint: Endpoint) -> Endpoint:
+    """A host's own endpoint: its errors are the host's, not the middleware's around it."""
+
+    async def call(request: object) -> object:
+        try:
+            return await endpoint(request)
+        except Exception as exc:
+            pass_through(exc)
+            raise
+
+    return call
 
 
 def _is_closed(gate: Gate) -> bool:
@@ -225,8 +238,9 @@ class MiddlewareRegistry:
         Each layer is an entry of its middleware's version whose call passes the next
         layer as ``call_next`` (generated from the seam, like every way into a plugin).
         """
-        chain: Endpoint = endpoint
-        for item in reversed(self.chain(route)):
+        items = self.chain(route)
+        chain: Endpoint = endpoint if not items or is_seam(endpoint) else _host_endpoint(endpoint)
+        for item in reversed(items):
             params = Parameters("request", "request, _t_NEXT", {"_t_NEXT": chain})
             layer = Entry(
                 item.entry.door,

@@ -107,8 +107,10 @@ __all__ = [
     "detach_trace",
     "fail",
     "is_async_callable",
+    "is_seam",
     "note_error",
     "parameters_of",
+    "pass_through",
     "record_failure",
     "trace_context",
     "tracing_configured",
@@ -561,6 +563,19 @@ def note_error(entry: Entry, error: BaseException, frame: FrameType | None = Non
         and not isinstance(error, PluginUnavailableError | CallInputError)
         and entry.chain.policy.is_failure(error)
     )
+
+
+def pass_through(error: BaseException) -> None:
+    """Mark an error raised by host code between seams (a host's endpoint under plugin
+    middleware) so the seams it passes up through do not count it."""
+    with contextlib.suppress(AttributeError, TypeError):
+        error._tether_seen_at = _raise_site(error)  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+def is_seam(fn: Callable[..., object]) -> bool:
+    """Whether ``fn`` is a seam's generated entry function."""
+    code = getattr(fn, "__code__", None)
+    return code is not None and code.co_filename.startswith(_SEAM_FILES)
 
 
 def blame(error: BaseException) -> str | None:
