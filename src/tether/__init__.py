@@ -8,7 +8,9 @@ against :class:`PluginContext` and the Protocols of :mod:`tether.types`; hosts d
 __version__ = "0.1.0"
 
 from tether import errors, types
+from tether._attribution import blame
 from tether._audit import CapabilityUse, load_capability_uses
+from tether._callstats import CallMetrics
 from tether._config import (
     CONFIG_NAMES,
     PluginConfig,
@@ -40,8 +42,8 @@ from tether._middleware import Middleware, MiddlewareRegistry
 from tether._plugin import Plugin
 from tether._resolver import Resolution, dependency_graph, resolve
 from tether._runtime import Registrar, Runtime
-from tether._seam import CallMetrics, blame, is_async_callable
 from tether._seam import Entry as PluginEntry
+from tether._seam import is_async_callable
 from tether._services import ServiceRegistry
 from tether._slots import SlotEvent
 from tether._storage import open_state_store

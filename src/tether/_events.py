@@ -62,6 +62,7 @@ from datetime import UTC, datetime
 from inspect import isawaitable
 from typing import TYPE_CHECKING
 
+from tether._chain import CallChain
 from tether._event_model import (
     HOST,
     Event,
@@ -77,15 +78,8 @@ from tether._event_model import (
     wildcard_prefix,
 )
 from tether._manifest import Events, Manifest
-from tether._seam import (
-    ONE_ARGUMENT,
-    CallChain,
-    Entry,
-    attach_trace,
-    detach_trace,
-    trace_context,
-    tracing_configured,
-)
+from tether._seam import ONE_ARGUMENT, Entry
+from tether._tracing import attach_trace, detach_trace, trace_context, tracing_configured
 from tether.errors import EventError, PluginUnavailableError, UndeclaredEventError
 
 if TYPE_CHECKING:

@@ -28,6 +28,7 @@ from typing import Self
 from tether import __version__
 from tether._audit import CapabilityUse, save_capability_uses
 from tether._audit import watch as _capability_watch
+from tether._callstats import CallStats
 from tether._config import (
     PluginConfig,
     TetherConfig,
@@ -55,7 +56,6 @@ from tether._locate import (
 from tether._manifest import Manifest, load_manifest
 from tether._resolver import Resolution, resolve
 from tether._runtime import Runtime
-from tether._seam import CallStats
 from tether._slots import PluginSlot, PluginVersion, SlotEvent
 from tether._state_tables import PersistedFlag, PluginStateStore, read_enabled_flags
 from tether._steps import StepTimedOutError, call_step

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from tether._chain import ErrorPolicy
 from tether._config import TetherConfig
 from tether._events import EventBus
 from tether._hooks import HookRegistry
 from tether._metrics import MetricsStore
 from tether._middleware import MiddlewareRegistry
-from tether._seam import ErrorPolicy
 from tether._services import ServiceRegistry
 
 if TYPE_CHECKING:
