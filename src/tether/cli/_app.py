@@ -13,8 +13,7 @@ from pathlib import Path
 
 import click
 
-from tether import __version__
-from tether._config import CONFIG_NAMES, TetherConfig, load_config
+from tether import CONFIG_NAMES, TetherConfig, __version__, load_config
 from tether.cli._output import err, print_error
 from tether.errors import TetherError
 
@@ -75,7 +74,10 @@ class ReportedError(click.ClickException):
     def show(self, file: object = None) -> None:  # noqa: ARG002 - output goes to stderr
         print_error(self.error)
         if self.verbose:
-            err.print_exception()
+            from rich.traceback import Traceback
+
+            error = self.error
+            err.print(Traceback.from_exception(type(error), error, error.__traceback__))
 
 
 class TetherGroup(click.Group):
