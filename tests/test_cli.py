@@ -78,6 +78,7 @@ def test_list_shows_discovered_plugins_as_json(app: Path) -> None:
         "logging-plugin",
         "rate-limit-plugin",
         "user-plugin",
+        "word-count-plugin",
     }
     user = next(p for p in data["plugins"] if p["name"] == "user-plugin")
     assert user["dependencies"] == ["auth-plugin", "logging-plugin"]
@@ -529,7 +530,7 @@ def test_the_tree_is_assembled_in_one_place() -> None:
     groups = {name: cmd for name, cmd in cli.commands.items() if isinstance(cmd, click.Group)}
     assert set(cli.commands) == {"plugins", "config", "workloads", "bench", "serve", "demo"}
     assert set(groups["plugins"].commands) == {
-        "list", "scan", "info", "validate", "graph", "test", "new",
+        "list", "scan", "info", "validate", "graph", "test", "exec", "new",
         "health", "enable", "disable", "reload",
     }  # fmt: skip
     assert set(groups["config"].commands) == {"validate", "show"}

@@ -8,6 +8,7 @@ from tether.cli._app import cli, main
 from tether.cli._bench import bench
 from tether.cli._config_commands import config_group, config_show, config_validate
 from tether.cli._demo import demo
+from tether.cli._exec import plugins_exec
 from tether.cli._exercise import plugins_test
 from tether.cli._ops import plugins_disable, plugins_enable, plugins_health, plugins_reload
 from tether.cli._plugins import (
@@ -30,6 +31,7 @@ plugins.add_command(plugins_info)
 plugins.add_command(plugins_validate)
 plugins.add_command(plugins_graph)
 plugins.add_command(plugins_test)
+plugins.add_command(plugins_exec)
 plugins.add_command(plugins_new)
 plugins.add_command(plugins_health)
 plugins.add_command(plugins_enable)

@@ -6,8 +6,10 @@ usage error (bad option or argument), 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from tether import CONFIG_NAMES, TetherConfig, __version__, load_config
 from tether.cli._output import err, print_error
 from tether.errors import TetherError
 
-__all__ = ["State", "cli", "main", "pass_state"]
+__all__ = ["State", "cli", "log_without_tracebacks", "main", "pass_state"]
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -59,6 +61,29 @@ def _setup_logging(level: str, verbose: bool, log_file: Path | None) -> None:
 
         handlers.append(RichHandler(console=err, show_path=False, show_time=verbose))
     logging.basicConfig(level=chosen, handlers=handlers, format="%(name)s: %(message)s", force=True)
+
+
+def _drop_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
+@contextlib.contextmanager
+def log_without_tracebacks(state: State) -> Iterator[None]:
+    """Log lines on the terminal without their tracebacks, unless ``--verbose``: for a
+    command that reports the failure itself (``--log-file`` keeps them)."""
+    handlers = [h for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
+    if state.verbose or not handlers:
+        yield
+        return
+    for handler in handlers:
+        handler.addFilter(_drop_traceback)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(_drop_traceback)
 
 
 class ReportedError(click.ClickException):

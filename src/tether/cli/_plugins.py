@@ -49,7 +49,7 @@ __all__ = [
 
 @click.group()
 def plugins() -> None:
-    """Find, inspect, validate, test and create plugins."""
+    """Find, inspect, validate, test, run and create plugins."""
 
 
 # --------------------------------------------------------------------------- list, scan
