@@ -538,3 +538,184 @@ def test_the_tree_is_assembled_in_one_place() -> None:
     validate = groups["config"].commands["validate"]
     assert validate.callback is not None
     assert validate.callback.__module__ == "tether.cli._config_commands"
+
+
+# --------------------------------------------------------------------------- contracts
+
+
+def test_info_shows_the_contract_a_plugin_provides():
+    result = run("plugins", "info", "tpcb")
+    assert result.exit_code == 0, result.output
+    section = result.stdout.split("\nContract\n", 1)[1]
+    assert section.startswith("  workload: a load-test workload for tether bench")
+    assert "  host: tether bench\n" in section
+    assert (
+        "  required methods: initialize, setup, cleanup, execute_operation, get_operation_types\n"
+    ) in section
+    assert "  optional methods: get_info, get_metrics, start, stop\n" in section
+
+
+def test_info_shows_the_executor_contract_of_the_example(examples_dir: Path):
+    result = run("--plugin-path", str(examples_dir / "plugins"), "plugins", "info",
+                 "word-count-plugin")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "provides: executor" in result.stdout
+    assert "executor: an Execute-style plugin" in result.stdout
+    assert "host: tether plugins exec (tether.hosts.executor)" in result.stdout
+    assert "required methods: initialize, execute" in result.stdout
+
+
+def test_info_of_an_ordinary_plugin_shows_the_plugin_contract(tmp_path: Path):
+    write_plugin(tmp_path, "plain")
+    result = run("--plugin-path", str(tmp_path), "plugins", "info", "plain")
+    assert result.exit_code == 0, result.output
+    assert "  plugin: an ordinary plugin: initialize(ctx), start(), stop(), cleanup()" in (
+        result.stdout
+    )
+    assert "  required methods: initialize, start, stop, cleanup" in result.stdout
+    assert "  optional methods: none" in result.stdout
+
+
+def test_info_shows_an_unknown_contract_as_an_error_with_its_hint(tmp_path: Path):
+    write_plugin(tmp_path, "typo", provides="[workloud]")
+    result = run("--plugin-path", str(tmp_path), "plugins", "info", "typo")
+    assert result.exit_code == 0, result.output
+    assert (
+        "Error: plugin 'typo': unknown contract 'workloud' (did you mean 'workload'?): "
+        "no host registered it"
+    ) in result.stdout
+    assert "Hint: known contracts: executor, plugin, web, workload;" in result.stdout
+    assert "Permissions" in result.stdout  # the rest of the manifest is still shown
+
+
+def test_validate_reports_an_unknown_contract_as_a_problem(tmp_path: Path):
+    good = write_plugin(tmp_path, "fine", provides="[executor]")
+    typo = write_plugin(tmp_path, "typo", provides="[workloud]")
+    result = run("plugins", "validate", str(good), str(typo))
+    assert result.exit_code == 1
+    assert f"✓ {good}: fine 1.0.0" in result.stdout
+    assert f"✗ {typo}: 1 problem(s)" in result.stdout
+    assert (
+        f"    - {typo / 'plugin.yaml'} [provides]: unknown contract 'workloud' "
+        "(did you mean 'workload'?): no host registered it"
+    ) in result.stdout
+    assert "      hint: known contracts: executor, plugin, web, workload;" in result.stdout
+    assert "Error: 1 of 2 manifest(s) invalid" in result.stderr
+
+
+def test_validate_reports_contracts_that_disagree(tmp_path: Path):
+    both = write_plugin(tmp_path, "both", provides="[workload, executor]")
+    result = run("plugins", "validate", str(both))
+    assert result.exit_code == 1
+    assert (
+        "[provides]: plugin 'both' provides contracts that disagree on what initialize() "
+        "receives: workload (config), executor (context)"
+    ) in result.stdout
+    assert "hint: split the plugin in two, one per contract" in result.stdout
+
+
+# ------------------------------------------------------------- plugins test: optional interfaces
+
+LIFECYCLE = (
+    "    def initialize(self, ctx): pass\n"
+    "    def start(self): pass\n"
+    "    def stop(self): pass\n"
+    "    def cleanup(self): pass\n"
+)
+
+
+def _steps(result: Result) -> dict[str, str]:
+    """The step table: each step's result (ok / failed)."""
+    found = re.findall(r"^\s*(\S.*?)\s+(ok|failed)\s+[\d.]+ ms\s*$", result.stdout, re.MULTILINE)
+    return dict(found)
+
+
+def test_plugin_test_shows_what_a_describable_plugin_says(tmp_path: Path):
+    body = (
+        "class Plugin:\n" + LIFECYCLE
+        + "    def description(self): return 'counts things at run time'\n"
+        "    def author(self): return 'Ada <ada@example.com>'\n"
+    )  # fmt: skip
+    plugin = write_plugin(tmp_path, "describes", body)
+    result = run("plugins", "test", str(plugin))
+    assert result.exit_code == 0, result.output
+    assert "  description(): counts things at run time\n" in result.stdout
+    assert "  author(): Ada <ada@example.com>\n" in result.stdout
+    assert _steps(result) == {
+        "load": "ok", "initialize": "ok", "describe": "ok", "start": "ok", "stop": "ok",
+        "cleanup": "ok",
+    }  # fmt: skip
+
+
+def test_plugin_test_without_optional_interfaces_has_only_the_lifecycle_steps(tmp_path: Path):
+    plugin = write_plugin(tmp_path, "plain")
+    result = run("plugins", "test", str(plugin))
+    assert result.exit_code == 0, result.output
+    assert list(_steps(result)) == ["load", "initialize", "start", "stop", "cleanup"]
+    assert "description()" not in result.stdout
+
+
+def test_plugin_test_fails_when_describe_raises(tmp_path: Path):
+    body = (
+        "class Plugin:\n" + LIFECYCLE
+        + "    def description(self): raise LookupError('no text')\n"
+        "    def author(self): return 'a'\n"
+    )  # fmt: skip
+    plugin = write_plugin(tmp_path, "mute", body)
+    result = run("plugins", "test", str(plugin))
+    assert result.exit_code == 1
+    assert _steps(result)["describe"] == "failed"
+    assert "plugin 'mute': description() raised LookupError: no text" in result.stdout
+    assert "start" not in _steps(result)
+    assert _steps(result)["cleanup"] == "ok"
+    assert "Error: plugin 'mute' failed its test" in result.stderr
+
+
+def test_plugin_test_shows_a_configurable_refusal_as_the_failing_load(tmp_path: Path):
+    body = (
+        "class Plugin:\n" + LIFECYCLE
+        + "    def validate_config(self, config):\n"
+        "        if config['port'] % 2: raise ValueError('port must be even')\n"
+    )  # fmt: skip
+    plugin = write_plugin(tmp_path, "picky", body, config="{port: {type: integer, default: 2}}")
+    assert run("plugins", "test", str(plugin)).exit_code == 0
+    result = run("plugins", "test", str(plugin), "--set", "port=3")
+    assert result.exit_code == 1
+    assert _steps(result) == {"load": "failed"}
+    assert "load failed:" in result.stdout
+    assert "invalid config for plugin 'picky': port must be even" in result.stdout
+    assert "hint: plugin 'picky' refused its config in validate_config()" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_plugin_test_runs_a_passing_health_check(tmp_path: Path):
+    body = "class Plugin:\n" + LIFECYCLE + "    def health_check(self): return True\n"
+    plugin = write_plugin(tmp_path, "healthy", body)
+    result = run("plugins", "test", str(plugin))
+    assert result.exit_code == 0, result.output
+    assert list(_steps(result)) == [
+        "load", "initialize", "start", "health check", "stop", "cleanup"
+    ]  # fmt: skip
+    assert set(_steps(result).values()) == {"ok"}
+
+
+@pytest.mark.parametrize(
+    ("check", "reason"),
+    [
+        ("return False", "health_check() returned False"),
+        ("raise RuntimeError('db down')", "health_check() raised RuntimeError: db down"),
+    ],
+    ids=["returns-false", "raises"],
+)
+def test_plugin_test_fails_a_failing_health_check(tmp_path: Path, check: str, reason: str):
+    body = "class Plugin:\n" + LIFECYCLE + f"    def health_check(self): {check}\n"
+    plugin = write_plugin(tmp_path, "sick", body)
+    result = run("plugins", "test", str(plugin))
+    assert result.exit_code == 1
+    steps = _steps(result)
+    assert steps["health check"] == "failed"
+    assert "stop" not in steps
+    assert steps["cleanup"] == "ok"
+    assert "health check failed:" in result.stdout
+    assert f"plugin 'sick' failed its health check: {reason}" in result.stdout
+    assert "Error: plugin 'sick' failed its test" in result.stderr

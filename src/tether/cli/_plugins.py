@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
 from tether import (
     CapabilityUse,
+    ContractRegistry,
     Manifest,
     dependency_graph,
     grant_permissions,
@@ -34,9 +36,10 @@ from tether.cli._shared import (
     framework_version,
     print_observed,
 )
-from tether.errors import ManifestError, TetherError
+from tether.errors import ContractError, ManifestError, ManifestProblem, TetherError
 
 __all__ = [
+    "contract_problems",
     "plugins",
     "plugins_graph",
     "plugins_info",
@@ -126,7 +129,8 @@ def plugins_scan(state: State) -> None:
 @click.argument("name")
 @pass_state
 def plugins_info(state: State, name: str) -> None:
-    """Everything the manifest of plugin NAME declares, and how its dependencies resolve."""
+    """Everything the manifest of plugin NAME declares, the contract it provides, and how
+    its dependencies resolve."""
     result = discover_plugins(state)
     plugin = find_plugin(state, name)
     m = plugin.manifest
@@ -136,6 +140,7 @@ def plugins_info(state: State, name: str) -> None:
     out.print(f"entry: {m.entry}   isolation: {m.isolation}   framework: {m.framework.version}")
     if m.provides:
         out.print(f"provides: {', '.join(m.provides)}", markup=False)
+    _print_contract(m)
     if m.dependencies:
         out.print("\n[bold]Dependencies[/]")
         for d in m.dependencies:
@@ -161,6 +166,26 @@ def plugins_info(state: State, name: str) -> None:
     _print_list("Subscribes", list(m.events.subscribes))
     _print_list("Exports", [f"{e.name}: {e.description}" for e in m.exports])
     print_observed(_saved_capabilities(state, m.name))
+
+
+def _print_contract(manifest: Manifest) -> None:
+    """The contract the plugin must fulfil, from the registry every installed host fills."""
+    out.print("\n[bold]Contract[/]")
+    try:
+        contract = ContractRegistry().resolve(manifest.name, manifest.provides)
+    except ContractError as exc:
+        out.print(f"  [bold red]Error:[/] {escape(str(exc))}")
+        if exc.hint:
+            out.print(f"  [dim]Hint:[/] {escape(exc.hint)}")
+        return
+    out.print(f"  {contract.name}: {contract.description}", markup=False)
+    out.print(f"  host: {contract.host or 'any host'}", markup=False)
+    out.print(f"  required methods: {_names(contract.required)}", markup=False)
+    out.print(f"  optional methods: {_names(contract.optional)}", markup=False)
+
+
+def _names(methods: Sequence[str]) -> str:
+    return ", ".join(methods) or "none"
 
 
 def _saved_capabilities(state: State, name: str) -> list[CapabilityUse]:
@@ -193,13 +218,34 @@ def _print_list(title: str, items: Sequence[str]) -> None:
 # --------------------------------------------------------------------------- validate
 
 
+def contract_problems(
+    manifest: Manifest, registry: ContractRegistry
+) -> list[tuple[ManifestProblem, str | None]]:
+    """What is wrong with the manifest's ``provides``: each problem with its hint."""
+    path = manifest.source or Path(manifest.name)
+    problems: list[tuple[ManifestProblem, str | None]] = []
+    for name in dict.fromkeys(manifest.provides):
+        try:
+            registry.get(name)
+        except ContractError as exc:
+            problems.append((ManifestProblem(path, "provides", str(exc)), exc.hint))
+    if not problems:
+        try:
+            registry.resolve(manifest.name, manifest.provides)
+        except ContractError as exc:
+            problems.append((ManifestProblem(path, "provides", str(exc)), exc.hint))
+    return problems
+
+
 @click.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 def plugins_validate(paths: tuple[Path, ...]) -> None:
     """Check the manifest of each plugin directory or manifest file in PATHS.
 
-    Every problem is listed with its file, field and line. Exits 1 if any is invalid.
+    Every problem is listed with its file, field and line, and so is a contract in
+    `provides` that no installed host serves. Exits 1 if any is invalid.
     """
+    registry = ContractRegistry()
     bad = 0
     for path in paths:
         try:
@@ -209,6 +255,15 @@ def plugins_validate(paths: tuple[Path, ...]) -> None:
             out.print(f"[red]✗[/] {path}: {len(exc.problems)} problem(s)")
             for problem in exc.problems:
                 out.print(f"    - {problem}", markup=False)
+            continue
+        problems = contract_problems(manifest, registry)
+        if problems:
+            bad += 1
+            out.print(f"[red]✗[/] {path}: {len(problems)} problem(s)")
+            for problem, hint in problems:
+                out.print(f"    - {problem}", markup=False)
+                if hint:
+                    out.print(f"      hint: {hint}", markup=False)
         else:
             out.print(f"[green]✓[/] {path}: {manifest.name} {manifest.version}")
     if bad:
