@@ -5,8 +5,6 @@ against :class:`PluginContext` and the Protocols of :mod:`tether.types`; hosts d
 :class:`PluginManager` and call plugins through its :class:`PluginHandle` objects.
 """
 
-__version__ = "0.1.0"
-
 from tether import errors, types
 from tether._attribution import blame
 from tether._audit import CapabilityUse, load_capability_uses
@@ -30,7 +28,6 @@ from tether._discovery import (
     discover,
 )
 from tether._durations import format_duration, parse_duration
-from tether._event_model import Event
 from tether._events import EventBus
 from tether._gate import GateState
 from tether._handle import Operation, PluginHandle
@@ -50,12 +47,14 @@ from tether._slots import SlotEvent
 from tether._storage import open_state_store
 from tether._sync import SyncPluginManager
 from tether._thresholds import ErrorThreshold, ThresholdStatus
+from tether._version import __version__
 from tether.errors import TetherError
 from tether.types import (
     SHUTDOWN,
     STARTUP,
     Configurable,
     Describable,
+    Event,
     HealthCheckable,
     HookPoint,
     PluginContext,

@@ -13,12 +13,25 @@ import logging
 import sys
 from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from tether._chain import CallChain
+from tether._gate import Door
 from tether.errors import CallInputError, PluginUnavailableError
 
-if TYPE_CHECKING:
-    from tether._seam import Entry
+
+class Attributed(Protocol):
+    """What attribution reads of a seam entry: whose it is, where from, which chain."""
+
+    @property
+    def plugin(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def door(self) -> Door: ...
+    @property
+    def chain(self) -> CallChain: ...
+
 
 __all__ = ["blame", "counts_as_seam", "fail", "is_seam", "note_error", "pass_through",
            "record_failure"]  # fmt: skip
@@ -56,7 +69,7 @@ def _encloses_seam(frame: FrameType | None) -> bool:
     return False
 
 
-def note_error(entry: Entry, error: BaseException, frame: FrameType | None = None) -> bool:
+def note_error(entry: Attributed, error: BaseException, frame: FrameType | None = None) -> bool:
     """An exception is leaving ``entry``'s plugin: True if it is that plugin's failure.
 
     An exception is its failure when this is the first seam it leaves (the innermost
@@ -112,7 +125,7 @@ def blame(error: BaseException) -> str | None:
     return None
 
 
-def record_failure(entry: Entry, error: BaseException) -> None:
+def record_failure(entry: Attributed, error: BaseException) -> None:
     """Count a failure against the entry's plugin (the recovery link)."""
     try:
         entry.door.gate.record_error(error, source=entry.source)
@@ -121,7 +134,7 @@ def record_failure(entry: Entry, error: BaseException) -> None:
                        entry.source)  # fmt: skip
 
 
-def fail(entry: Entry, error: BaseException, frame: FrameType | None = None) -> bool:
+def fail(entry: Attributed, error: BaseException, frame: FrameType | None = None) -> bool:
     """What every seam does with an error leaving a plugin: note it, and count it if it is
     the plugin's failure (the recovery link). True if it was counted."""
     if note_error(entry, error, frame if frame is not None else sys._getframe(1)):  # noqa: SLF001

@@ -36,14 +36,29 @@ from dataclasses import dataclass
 from datetime import timedelta
 from time import perf_counter_ns
 from types import CodeType, FrameType, FunctionType
-from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar, cast
+from typing import Generic, NoReturn, Protocol, TypeVar, cast
 
 from tether._attribution import counts_as_seam, fail
 from tether._seam import ASYNC_HOOK_BLOCK, HOOK_BLOCK, Entry, compile_chain
 from tether.errors import PluginUnavailableError
 
-if TYPE_CHECKING:
-    from tether._hooks import HookRegistry
+
+class Registry(Protocol):
+    """What a chain asks of the hook registry it belongs to: the slow paths."""
+
+    def slow_call(
+        self, entry: ChainEntry, arg: object, failures: list[HookFailure], /
+    ) -> object: ...
+    async def aslow_call(
+        self, entry: ChainEntry, arg: object, failures: list[HookFailure], /
+    ) -> object: ...
+    def call_entries(
+        self, entries: tuple[ChainEntry, ...], arg: object, failures: list[HookFailure], /
+    ) -> Many: ...
+    async def run_entries(
+        self, entries: tuple[ChainEntry, ...], arg: object, *, first_result: bool = False
+    ) -> HookOutcome[object]: ...
+
 
 __all__ = [
     "EMPTY_CHAIN",
@@ -263,7 +278,7 @@ class Chain:
 
     __slots__ = ("acall", "call", "entries", "is_async", "log", "registry")
 
-    def __init__(self, registry: HookRegistry | None, entries: tuple[ChainEntry, ...]) -> None:
+    def __init__(self, registry: Registry | None, entries: tuple[ChainEntry, ...]) -> None:
         self.registry = registry
         self.entries = entries
         self.is_async = any(entry.is_async for entry in entries)
@@ -435,7 +450,7 @@ def _caller_code(size: int, block: str, is_async: bool) -> CodeType:
 
 
 def call_loop(
-    registry: HookRegistry, entries: tuple[ChainEntry, ...], arg: object, *, first: bool
+    registry: Registry, entries: tuple[ChainEntry, ...], arg: object, *, first: bool
 ) -> HookOutcome[object]:
     """Call sync handlers in order (long chains, and first-result mode)."""
     results: list[object] = []

@@ -13,17 +13,23 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from inspect import isawaitable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tether._event_model import Event, EventStats, wildcard_prefix
+from tether._gate import Door
 from tether._seam import Entry
 from tether._tracing import attach_trace, detach_trace
 from tether.errors import PluginUnavailableError
 
-if TYPE_CHECKING:
-    from tether._events import EventBus
 
-__all__ = ["Inbox", "Subscription", "Waiting", "wake"]
+class Bus(Protocol):
+    """What an inbox asks of the event bus it belongs to."""
+
+    def unsubscribe(self, subscription: Subscription, /) -> None: ...
+    def hand_over(self, events: Sequence[Event], live: Door, /) -> None: ...
+
+
+__all__ = ["Bus", "Inbox", "Subscription", "Waiting", "wake"]
 
 _log = logging.getLogger("tether.events")
 
@@ -45,7 +51,7 @@ class Subscription:
         "plugin",
     )
 
-    def __init__(self, bus: EventBus, inbox: Inbox, entry: Entry, pattern: str) -> None:
+    def __init__(self, bus: Bus, inbox: Inbox, entry: Entry, pattern: str) -> None:
         self.entry = entry
         self.door = entry.door
         self.plugin = entry.plugin
@@ -105,7 +111,7 @@ class Inbox:
     def __init__(
         self,
         *,
-        bus: EventBus,
+        bus: Bus,
         entry: Entry,
         pattern: str,
         seq: int,

@@ -240,7 +240,7 @@ class IndexCache:
 
 
 def _tether_version() -> str:
-    from tether import __version__  # late: tether/__init__ re-exports this module
+    from tether._version import __version__
 
     return __version__
 

@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Self
 
-from tether import __version__
 from tether._audit import CapabilityUse, save_capability_uses
 from tether._audit import watch as _capability_watch
 from tether._callstats import CallStats
@@ -62,6 +61,7 @@ from tether._thresholds import (
     ErrorThreshold,
     ThresholdStatus,
 )
+from tether._version import __version__
 from tether._versions import parse_constraint
 from tether.errors import (
     DependentsRunningError,

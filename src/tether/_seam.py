@@ -276,6 +276,10 @@ class Entry:
         function.__doc__ = getattr(self.fn, "__doc__", None)
         return function
 
+    @property
+    def version(self) -> str:
+        return self.door.version
+
     def __repr__(self) -> str:
         return f"<Entry {self.plugin} {self.door.version} {self.source}>"
 

@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     from contextvars import Token
 
     from opentelemetry.context import Context
 
-    from tether._seam import Entry
 
-__all__ = ["attach_trace", "detach_trace", "trace_context", "trace_enter", "trace_exit",
+class Traced(Protocol):
+    """What a span is named and labelled after: a seam entry."""
+
+    @property
+    def plugin(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+
+
+__all__ = ["Traced", "attach_trace", "detach_trace", "trace_context", "trace_enter", "trace_exit",
            "tracing_configured"]  # fmt: skip
 
 
@@ -36,12 +46,12 @@ def tracing_configured() -> bool:
 def _tracer() -> object:
     from opentelemetry import trace
 
-    from tether import __version__
+    from tether._version import __version__
 
     return trace.get_tracer("tether", __version__)
 
 
-def trace_enter(entry: Entry) -> tuple[object, object]:
+def trace_enter(entry: Traced) -> tuple[object, object]:
     from opentelemetry import context, trace
 
     tracer = cast("trace.Tracer", _tracer())
@@ -49,7 +59,7 @@ def trace_enter(entry: Entry) -> tuple[object, object]:
         f"{entry.plugin} {entry.source}",
         attributes={
             "tether.plugin": entry.plugin,
-            "tether.version": entry.door.version,
+            "tether.version": entry.version,
             "tether.source": entry.source,
         },
     )
