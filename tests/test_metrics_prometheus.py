@@ -248,9 +248,10 @@ def test_call_metrics_by_plugin_version_and_source(tmp_path):
     assert value(calls, "tether_plugin_calls_total", **shop) == 2
     assert value(errors, "tether_plugin_call_errors_total", **shop) == 0
     durations = m["tether_plugin_call_duration_seconds"]
+    # hook handlers are timed on every call; other calls one in 16, the first always
     assert value(durations, "tether_plugin_call_duration_seconds_count", **auth) == 2
     assert value(durations, "tether_plugin_call_duration_seconds_sum", **auth) >= 0
-    assert value(durations, "tether_plugin_call_duration_seconds_count", **shop) == 2
+    assert value(durations, "tether_plugin_call_duration_seconds_count", **shop) == 1
     assert {s.labels["source"] for s in calls if s.labels["plugin"] == "shop"} == {
         "hook:pre_request",
         "event:order.*",

@@ -17,23 +17,34 @@ __all__ = ["CallMetrics", "CallRow", "CallStats"]
 
 @dataclass(frozen=True, slots=True)
 class CallMetrics:
-    """The calls into a plugin from one source (``hook:pre_request``, ``call:execute``...)."""
+    """The calls into a plugin from one source (``hook:pre_request``, ``call:execute``...).
+
+    ``calls`` counts every call; ``timed`` of them were timed (the seam times one call
+    in 16, the first always; hook chains time every call), taking ``timed_duration``
+    together. ``total_duration`` estimates all calls' time from the timed ones.
+    """
 
     source: str
     calls: int
     errors: int
-    total_duration: timedelta
+    timed: int
+    timed_duration: timedelta
     by_version: dict[str, int]
 
     @property
     def average_duration(self) -> timedelta:
-        return self.total_duration / self.calls if self.calls else timedelta(0)
+        return self.timed_duration / self.timed if self.timed else timedelta(0)
+
+    @property
+    def total_duration(self) -> timedelta:
+        return self.average_duration * self.calls
 
     def to_dict(self) -> dict[str, object]:
         return {
             "source": self.source,
             "calls": self.calls,
             "errors": self.errors,
+            "timed_calls": self.timed,
             "total_duration_seconds": self.total_duration.total_seconds(),
             "average_duration_seconds": self.average_duration.total_seconds(),
             "by_version": dict(self.by_version),
@@ -42,17 +53,18 @@ class CallMetrics:
 
 @dataclass(frozen=True, slots=True)
 class CallRow:
-    """One version's calls from one source."""
+    """One version's calls from one source: ``seconds`` over the ``timed`` calls."""
 
     version: str
     source: str
     calls: int
     errors: int
+    timed: int
     seconds: float
 
 
 class CallStats:
-    """``[calls, nanoseconds, errors]`` per (plugin, version, source).
+    """``[calls, nanoseconds, errors, timed calls]`` per (plugin, version, source).
 
     The seam and the hook chains add to these lists in place (no lock: an update can
     be lost now and then under threads, which metrics allow). They outlive versions and
@@ -84,7 +96,7 @@ class CallStats:
         found = self._lists.get(key)
         if found is None:
             with self._lock:
-                found = self._lists.setdefault(key, [0, 0, 0])
+                found = self._lists.setdefault(key, [0, 0, 0, 0])
         return found
 
     def of(self, plugin: str, *, prefix: str = "") -> dict[str, CallMetrics]:
@@ -95,23 +107,23 @@ class CallStats:
         for (owner, version, source), stats in list(self._lists.items()):
             if owner != plugin or not source.startswith(prefix):
                 continue
-            total = totals.setdefault(source, [0, 0, 0])
-            for k in range(3):
+            total = totals.setdefault(source, [0, 0, 0, 0])
+            for k in range(4):
                 total[k] += stats[k]
             served = versions.setdefault(source, {})
             served[version] = served.get(version, 0) + stats[0]
         return {
             source: CallMetrics(
-                source, calls, errors, timedelta(microseconds=nanos / 1000), versions[source]
+                source, calls, errors, timed, timedelta(microseconds=nanos / 1000), versions[source]
             )
-            for source, (calls, nanos, errors) in sorted(totals.items())
+            for source, (calls, nanos, errors, timed) in sorted(totals.items())
         }
 
     def rows(self, plugin: str) -> list[CallRow]:
         """Every (version, source) of ``plugin`` with its counts, for exporters."""
         self._drain()
         return [
-            CallRow(version, source, stats[0], stats[2], stats[1] / 1e9)
+            CallRow(version, source, stats[0], stats[2], stats[3], stats[1] / 1e9)
             for (owner, version, source), stats in sorted(self._lists.items())
             if owner == plugin
         ]

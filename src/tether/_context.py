@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
@@ -183,6 +184,51 @@ def _remove_secrets(data: object) -> object:
 # --------------------------------------------------------------------------- the scope
 
 
+class _DatabaseView(Sealed):
+    """``ctx.database``: the runtime's database, sealed; a transaction yields the view
+    (never the database manager, whose ``close()`` is every plugin's)."""
+
+    __slots__ = ()
+
+    @property
+    def location(self) -> str:
+        return _db(self).location
+
+    @property
+    def in_transaction(self) -> bool:
+        return _db(self).in_transaction
+
+    def query(self, sql: str, *params: object) -> list[dict[str, object]]:
+        return _db(self).query(sql, *params)
+
+    def query_one(self, sql: str, *params: object) -> dict[str, object] | None:
+        return _db(self).query_one(sql, *params)
+
+    def execute(self, sql: str, *params: object) -> int:
+        return _db(self).execute(sql, *params)
+
+    def executemany(self, sql: str, seq_of_params: Sequence[Sequence[object]]) -> int:
+        return _db(self).executemany(sql, seq_of_params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        with _db(self).transaction():
+            yield cast("Database", self)
+
+    def __repr__(self) -> str:
+        return f"<Database {self.location!r}>"
+
+
+def _db(outer: _DatabaseView) -> Database:
+    return cast("Database", inner(outer))
+
+
+def _database_view(database: Database) -> _DatabaseView:
+    outer = _DatabaseView()
+    seal(outer, database)
+    return outer
+
+
 class PluginScope:
     """One loaded version of a plugin, as the host sees it (see the module docstring)."""
 
@@ -341,7 +387,7 @@ class Context(Sealed):
         """The framework's database (permission ``database``)."""
         scope = _scope(self)
         scope.require("database")
-        return scope.runtime.database()
+        return cast("Database", _database_view(scope.runtime.database()))
 
     @property
     def cache(self) -> Cache:

@@ -58,7 +58,7 @@ class Door:
     ``calls`` counts the synchronous calls (and async calls without a deadline) inside
     this version; ``tasks`` holds its async calls with a deadline, ``expired`` those the
     watchdog has cancelled. ``stats_for(source)`` is the version's call statistics
-    for one source (``[calls, nanoseconds, errors]``), which the seam updates.
+    for one source (``[calls, nanoseconds, errors, timed calls]``), which the seam updates.
     ``committed`` is true once this version's registrations are the live ones;
     ``chain`` is the call chain every entry of this version runs (``tether._seam``).
     """
@@ -87,7 +87,7 @@ class Door:
         self.is_open = False
         self.committed = False
         self.calls: deque[None] = deque()
-        self.tasks: dict[int, int] = {}  # async calls with a deadline: key -> deadline (ns)
+        self.tasks: dict[int, int] = {}  # async calls with a deadline: key -> timeout (ns)
         self.expired: set[int] = set()  # keys of calls the watchdog cancelled
         self.searched: set[int] = set()  # keys of late calls it has looked for
 

@@ -88,7 +88,7 @@ R = TypeVar("R")
 # entry), indexed below. The adds are not atomic across threads: when several threads
 # call the same hook at once an update can be lost now and then, which is acceptable
 # for metrics and keeps locks off the hot path.
-_COUNT, _NANOS, _ERRORS = 0, 1, 2
+_COUNT, _NANOS, _ERRORS, _TIMED = 0, 1, 2, 3
 
 # Chains longer than this run through a loop instead of generated code.
 UNROLL_LIMIT = 64
@@ -246,6 +246,7 @@ def fail_inline(
     """
     stats = entry.stats
     stats[_COUNT] += 1
+    stats[_TIMED] += 1
     stats[_NANOS] += perf_counter_ns() - started
     if fail(entry.entry, error, frame if frame is not None else sys._getframe(1)):  # noqa: SLF001
         stats[_ERRORS] += 1
@@ -355,6 +356,7 @@ def _drain(entries: tuple[ChainEntry, ...], log: list[int]) -> None:
             if entry.inline:
                 stats = entry.stats
                 stats[_COUNT] += rows
+                stats[_TIMED] += rows
                 stats[_NANOS] += sums[i + 1] - sums[i]
 
 
@@ -373,6 +375,7 @@ def _settle(
         if entry.inline:
             stats = entry.stats
             stats[_COUNT] += 1
+            stats[_TIMED] += 1
             stats[_NANOS] += readings[i + 1] - readings[i]
         results.append(value)
     return results
@@ -472,6 +475,7 @@ def call_loop(
             t1 = perf_counter_ns()
             stats = entry.stats
             stats[_COUNT] += 1
+            stats[_TIMED] += 1
             stats[_NANOS] += t1 - t0
             t0 = t1
             values: tuple[object, ...] = (value,)

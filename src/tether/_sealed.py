@@ -19,14 +19,30 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Generic, Protocol
+from typing import Generic, ParamSpec, Protocol, TypeVar, cast
 
-__all__ = ["Sealed", "inner", "protocol_members", "seal", "view"]
+__all__ = ["Sealed", "inner", "protocol_members", "seal", "sealed_callable", "view"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _INNER: dict[int, object] = {}
+_REFS: dict[int, weakref.ref[Sealed]] = {}  # keep the weak references (and callbacks) alive
 
 
-class Sealed:
+class _SealedClass(type):
+    """The metaclass of sealed views: their classes are shared by every plugin, so
+    nobody may add, replace or delete their attributes (the host builds them complete;
+    a registry that must set one later does so with ``type.__setattr__``)."""
+
+    def __setattr__(cls, name: str, value: object) -> None:
+        raise AttributeError(f"{cls.__name__} is read-only")
+
+    def __delattr__(cls, name: str) -> None:
+        raise AttributeError(f"{cls.__name__} is read-only")
+
+
+class Sealed(metaclass=_SealedClass):
     """Base of every object handed to plugins whose state lives on the host side."""
 
     __slots__ = ("__weakref__",)
@@ -34,16 +50,25 @@ class Sealed:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is read-only")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
 
-def _forget(key: int) -> None:
+
+def _forget(key: int, _ref: object) -> None:
     _INNER.pop(key, None)
+    _REFS.pop(key, None)
 
 
 def seal(outer: Sealed, host_side: object) -> None:
-    """Make ``host_side`` what ``outer``'s methods work on; forgotten when ``outer`` dies."""
+    """Make ``host_side`` what ``outer``'s methods work on; forgotten when ``outer`` dies.
+
+    A plain weak reference with a callback that holds only the key (not a
+    ``weakref.finalize``, whose class-wide registry a plugin could reach through
+    ``outer.__weakref__`` and walk to every other view).
+    """
     key = id(outer)
     _INNER[key] = host_side
-    weakref.finalize(outer, _forget, key)
+    _REFS[key] = weakref.ref(outer, functools.partial(_forget, key))
 
 
 def inner(outer: Sealed) -> object:
@@ -103,3 +128,25 @@ def view(host_side: object, protocol: type, *, wraps: Mapping[str, type] | None 
     outer = klass()
     seal(outer, host_side)
     return outer
+
+
+class _SealedCallable(Sealed):
+    __slots__ = ()
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        return cast("Callable[..., object]", _INNER[id(self)])(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return "<sealed callable>"
+
+
+def sealed_callable(fn: Callable[P, R]) -> Callable[P, R]:
+    """A callable that calls ``fn`` and offers no attribute leading back to it.
+
+    For host objects a plugin is handed as a callable (the web host's ASGI ``receive``:
+    uvicorn's is a bound method of the connection, whose ``__self__`` reaches the
+    server and the app). An async ``fn`` stays awaitable: the call returns its awaitable.
+    """
+    outer = _SealedCallable()
+    seal(outer, fn)
+    return cast("Callable[P, R]", outer)

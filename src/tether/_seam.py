@@ -29,7 +29,9 @@ first in the order a plugin's ``call_chain`` lists them (the default is
     error count, errors by type, and its error threshold), then propagates to the
     mechanism, which isolates it from the caller's other plugins.
 ``metrics``
-    calls, errors and time per (version, source), in ``Door.stats``.
+    calls, errors and time per (version, source), in ``Door.stats``. Every call is
+    counted; one in 16 is timed (the first always), which keeps two clock reads off
+    most calls: durations are averages over the timed calls.
 ``validation``
     arguments that do not fit the operation's signature are refused with a
     :class:`~tether.errors.CallInputError` before the plugin is entered (and are not
@@ -39,8 +41,9 @@ first in the order a plugin's ``call_chain`` lists them (the default is
     raises :class:`~tether.errors.CallTimeoutError`. A sync call in-process cannot be
     interrupted; it runs to the end (process isolation kills instead).
 
-Deadlines cost one dict entry per call, not a timer: a watchdog thread scans the
-doors with async calls in flight and cancels the overdue ones on their loop.
+Deadlines cost one dict entry per call, neither a timer nor a clock read: a watchdog
+thread scans the doors with async calls in flight, times each call from when it first
+sees it, and cancels the overdue ones on their loop.
 
 The hook registry unrolls whole chains of handlers into one generated function; its
 per-handler block (``HOOK_BLOCK``) is written here beside the entry templates and
@@ -381,12 +384,19 @@ def parameters_of(fn: Callable[..., object]) -> Parameters | None:  # noqa: C901
 # --------------------------------------------------------------------------- templates
 #
 # An entry function, for the links of one chain (outermost first). ``_t_d`` is the door,
-# ``_t_t0`` the clock when the call began, ``_t_first`` whether a failure is this
-# plugin's own (the innermost plugin it left; not an answer, not a refusal). Each link
-# adds code on the way in, on success and on failure; failure and success code runs
-# innermost first. Every name of the seam's starts with ``_t_``, so none can shadow a
+# ``_t_S`` the ``[calls, nanoseconds, errors, timed calls]`` list of the entry's
+# (version, source), ``_t_first`` whether a failure is this plugin's own (the innermost
+# plugin it left; not an answer, not a refusal). Each link adds code before the call,
+# on the way in, on success and on failure; failure and success code runs innermost
+# first. Every name of the seam's starts with ``_t_``, so none can shadow a
 # parameter of the plugin's method.
 
+# Before the ``try``: the metrics link counts the call and reads the clock for one call
+# in 16 (``_t_m``, 0 when the call is not timed; the first call is always timed).
+_BEFORE: dict[str, str] = {
+    "logging": "_t_t0 = _t_CLOCK()",
+    "metrics": "_t_n = _t_S[0] = _t_S[0] + 1\n_t_m = _t_CLOCK() if _t_n & 15 == 1 else 0",
+}
 _IN: dict[str, str] = {
     "tracing": "_t_span, _t_token = _t_TRACE_ENTER(_t_E)",
     "validation": "_t_VALIDATE(_t_E, args, kwargs)",
@@ -394,13 +404,14 @@ _IN: dict[str, str] = {
 _OK: dict[str, str] = {
     "tracing": "_t_TRACE_EXIT(_t_span, _t_token, None)",
     "logging": "_t_LOG(_t_E, _t_t0, None)",
-    "metrics": "_t_S[0] += 1\n_t_S[1] += _t_CLOCK() - _t_t0",
+    "metrics": "if _t_m:\n    _t_S[1] += _t_CLOCK() - _t_m\n    _t_S[3] += 1",
 }
 _ERR: dict[str, str] = {
     "tracing": "_t_TRACE_EXIT(_t_span, _t_token, _t_exc)",
     "logging": "_t_LOG(_t_E, _t_t0, _t_exc)",
     "recovery": "if _t_first:\n    _t_RECORD(_t_E, _t_exc)",
-    "metrics": "_t_S[0] += 1\n_t_S[1] += _t_CLOCK() - _t_t0\nif _t_first:\n    _t_S[2] += 1",
+    "metrics": "if _t_m:\n    _t_S[1] += _t_CLOCK() - _t_m\n    _t_S[3] += 1\n"
+    "if _t_first:\n    _t_S[2] += 1",
 }
 
 _SYNC = """\
@@ -410,7 +421,7 @@ def entry({params}):
         _t_d.calls.append(None)
     else:
         return _t_SLOW(_t_E, {call})
-{clock}    try:
+{before}    try:
 {enter}        _t_result = _t_F({call})
     except Exception as _t_exc:
         _t_first = _t_NOTE(_t_E, _t_exc)
@@ -423,11 +434,11 @@ def entry({params}):
 _ASYNC = """\
 async def entry({params}):
     _t_d = _t_D
-{clock}    if _t_d.is_open:
+    if _t_d.is_open:
 {join}
     else:
         return await _t_ASLOW(_t_E, {call})
-    try:
+{before}    try:
 {enter}        _t_result = {awaited}
 {cancelled}    except Exception as _t_exc:
         _t_first = _t_NOTE(_t_E, _t_exc)
@@ -440,22 +451,27 @@ async def entry({params}):
 _JOIN = "        _t_d.calls.append(None)"
 _LEAVE = "        _t_d.calls.pop()"
 # An async call with a deadline is kept in ``d.tasks`` under a key of its own, with its
-# deadline; the watchdog finds a late one's task by its frame (``_t_k`` and ``_t_d``).
+# timeout in nanoseconds (no clock read: the watchdog times it from when it first sees
+# it); the watchdog finds a late one's task by its frame (``_t_k`` and ``_t_d``).
 _JOIN_DEADLINE = """\
         _t_k = _t_NEXT_KEY()
-        _t_d.tasks[_t_k] = _t_t0 + _t_TMO"""
+        _t_d.tasks[_t_k] = _t_TMO"""
 _LEAVE_DEADLINE = """\
         del _t_d.tasks[_t_k]
         if _t_d.expired or _t_d.searched:
             _t_FORGET(_t_d, _t_k)"""
+# A cancellation the watchdog made ends the call as a timeout, raised here so that it
+# has a raise site (the seams further out must see it as this plugin's, not theirs).
 _CANCELLED = """\
     except _t_CANCELLED:
         if _t_k not in _t_d.expired:
             raise
         _t_UNCANCEL()
-        _t_exc = _t_TIMEOUT(_t_E)
-        _t_first = _t_NOTE(_t_E, _t_exc)
-{failed}        raise _t_exc from None
+        try:
+            raise _t_TIMEOUT(_t_E) from None
+        except Exception as _t_exc:
+            _t_first = _t_NOTE(_t_E, _t_exc)
+{failed}            raise
 """
 _AWAIT_SYNC = """_t_F({call})
         if _t_result is not None and _t_ISAWAITABLE(_t_result):
@@ -477,14 +493,13 @@ def _entry_code(
 ) -> CodeType:
     """Compile (once per shape) an entry function for ``links``."""
     inner_first = tuple(reversed(links))
-    needs_clock = bool({"metrics", "logging", "timeout"} & set(links))
-    clock = "    _t_t0 = _t_CLOCK()\n" if needs_clock else ""
+    before = _section(_BEFORE, links, 1)
     enter = _section(_IN, links, 2)
     failed = _section(_ERR, inner_first, 2)
     succeeded = _section(_OK, inner_first, 1)
     if not is_async:
         source = _SYNC.format(
-            params=params, call=call, clock=clock, enter=enter, failed=failed, succeeded=succeeded
+            params=params, call=call, before=before, enter=enter, failed=failed, succeeded=succeeded
         )
     else:
         deadline = "timeout" in links
@@ -492,12 +507,12 @@ def _entry_code(
         source = _ASYNC.format(
             params=params,
             call=call,
-            clock=clock,
+            before=before,
             join=_JOIN_DEADLINE if deadline else _JOIN,
             leave=_LEAVE_DEADLINE if deadline else _LEAVE,
             enter=enter,
             awaited=awaited,
-            cancelled=_CANCELLED.format(failed=failed) if deadline else "",
+            cancelled=_CANCELLED.format(failed=_section(_ERR, inner_first, 3)) if deadline else "",
             failed=failed,
             succeeded=succeeded,
         )

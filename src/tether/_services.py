@@ -9,9 +9,11 @@ door (held: wait; closed: ``PluginUnavailableError``), is timed and counted per
 version, and its errors count against the exporter, exactly like every other call
 into a plugin.
 
-Each (plugin, name) has one stable proxy. When a version is committed its exports
-become the current ones and the proxy's methods are regenerated for it; importers keep
-their proxy and reach the new code on the next call. A method an importer kept from
+Each importer of a (plugin, name) has one stable proxy of its own (its class and entry
+functions are not shared, so what one importer does to its proxy cannot reach
+another's calls). When a version is committed its exports become the current ones and
+the proxies' methods are regenerated for it; importers keep their proxy and reach the
+new code on the next call. A method an importer kept from
 an old proxy (``verify = proxy.verify``) still works: its version is no longer live,
 so the seam sends the call on to the live version's method of the same name.
 
@@ -43,14 +45,14 @@ log = logging.getLogger("tether.services")
 
 
 class _Proxy(Sealed):
-    """The base of every service proxy class (one class per export)."""
+    """The base of every service proxy class (one class per export and importer)."""
 
     __slots__ = ()
 
     def __repr__(self) -> str:
-        export = inner(self)
-        if isinstance(export, _Export):
-            return f"<ServiceProxy {export.plugin}.{export.name}>"
+        view = inner(self)
+        if isinstance(view, _View):
+            return f"<ServiceProxy {view.export.plugin}.{view.export.name}>"
         return "<ServiceProxy>"  # pragma: no cover - every proxy is sealed to its export
 
 
@@ -87,18 +89,14 @@ def _closed(plugin: str, name: str, reason: str) -> Callable[..., object]:
 
 
 class _Export:
-    """One exported service: each version's implementation, and the one stable proxy."""
+    """One exported service: each version's implementation, and a proxy per importer."""
 
     def __init__(self, plugin: str, name: str) -> None:
         self.plugin = plugin
         self.name = name
         self.impls: dict[Door, tuple[object, frozenset[str], CallChain]] = {}
         self.current: Door | None = None
-        self.entries: dict[Door, dict[str, Entry]] = {}
-        self.proxy_class: type[_Proxy] = type(name, (_Proxy,), {"__slots__": ()})
-        self.proxy = self.proxy_class()
-        seal(self.proxy, self)
-        self.function: Callable[..., object] | None = None
+        self.views: dict[str, _View] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ versions
@@ -106,14 +104,16 @@ class _Export:
     def set(self, door: Door, obj: object, hidden: frozenset[str], chain: CallChain) -> None:
         with self._lock:
             self.impls[door] = (obj, hidden, chain)
-            self.entries.pop(door, None)
+            for view in self.views.values():
+                view.entries.pop(door, None)
             self._refresh()
 
     def withdraw(self, door: Door) -> bool:
         with self._lock:
             if self.impls.pop(door, None) is None:
                 return False
-            self.entries.pop(door, None)
+            for view in self.views.values():
+                view.entries.pop(door, None)
             self._refresh()
             return True
 
@@ -121,32 +121,47 @@ class _Export:
         with self._lock:
             self._refresh()
 
+    def view_for(self, importer: str) -> _View:
+        """The importer's own proxy (its class and entry functions are its alone, so
+        nothing one importer does to its proxy reaches another's calls)."""
+        with self._lock:
+            view = self.views.get(importer)
+            if view is None:
+                view = self.views[importer] = _View(self)
+                self._refresh_view(view)
+            return view
+
     def _refresh(self) -> None:
-        """Point the proxy at the committed version's implementation (or refuse calls)."""
+        """Point the proxies at the committed version's implementation (or refuse calls)."""
         committed = [door for door in self.impls if door.committed]
-        current = committed[-1] if committed else None
-        self.current = current
+        self.current = committed[-1] if committed else None
+        for view in self.views.values():
+            self._refresh_view(view)
+
+    def _refresh_view(self, view: _View) -> None:
+        current = self.current
         if current is None:
             # Staged (or gone): the names the newest version will offer refuse calls for now.
             staged = list(self.impls)
-            self._install(self._entries(staged[-1]) if staged else {}, reason=self._absence())
+            entries = self._entries(view, staged[-1]) if staged else {}
+            view.install(entries, reason=self._absence())
             return
-        self._install(self._entries(current), reason="")
+        view.install(self._entries(view, current), reason="")
 
     def _absence(self) -> str:
         if self.impls:
             return "it has not finished initializing"
         return "it was unloaded"
 
-    def _entries(self, door: Door) -> dict[str, Entry]:
-        found = self.entries.get(door)
+    def _entries(self, view: _View, door: Door) -> dict[str, Entry]:
+        found = view.entries.get(door)
         if found is None:
             obj, hidden, chain = self.impls[door]
-            found = self.entries[door] = self._make_entries(door, obj, hidden, chain)
+            found = view.entries[door] = self._make_entries(view, door, obj, hidden, chain)
         return found
 
     def _make_entries(
-        self, door: Door, obj: object, hidden: frozenset[str], chain: CallChain
+        self, view: _View, door: Door, obj: object, hidden: frozenset[str], chain: CallChain
     ) -> dict[str, Entry]:
         if callable(obj) and not isinstance(obj, type) and not _has_methods(obj):
             methods: dict[str, Callable[..., object]] = {"__call__": obj}
@@ -161,46 +176,60 @@ class _Export:
                 f"service:{label}",
                 chain=chain,
                 params=parameters_of(fn),
-                redirect=self._redirect(method),
+                redirect=self._redirect(view, method),
             )
         return entries
 
-    def _redirect(self, method: str) -> Callable[[Door], Entry | None]:
+    def _redirect(self, view: _View, method: str) -> Callable[[Door], Entry | None]:
         def stand_in(live: Door) -> Entry | None:
             with self._lock:
                 if live not in self.impls:
                     return None
-                return self._entries(live).get(method)
+                return self._entries(view, live).get(method)
 
         return stand_in
 
-    def _install(self, entries: dict[str, Entry], *, reason: str) -> None:
-        klass = self.proxy_class
+
+class _View:
+    """One importer's proxy of an export: its own class, whose attributes are the
+    entry functions of the live version (host side; the proxy is sealed to it)."""
+
+    def __init__(self, export: _Export) -> None:
+        self.export = export
+        self.entries: dict[Door, dict[str, Entry]] = {}
+        self.klass: type[_Proxy] = type(export.name, (_Proxy,), {"__slots__": ()})
+        self.proxy = self.klass()
+        seal(self.proxy, self)
+        self.function: Callable[..., object] | None = None
+
+    def install(self, entries: dict[str, Entry], *, reason: str) -> None:
+        export, klass = self.export, self.klass
+        put, remove = type.__setattr__, type.__delattr__  # the class refuses plugins' writes
         call = entries.get("__call__")
         if call is not None:  # an exported function: the proxy is callable
             self.function = call.acall if call.is_async else call.call
-            setattr(klass, "__call__", _call_function)  # noqa: B010 - a dunder on the class
+            put(klass, "__call__", _call_function)
             return
         if "__call__" in vars(klass):
-            self.function = _closed(self.plugin, self.name, reason or "it was unloaded")
+            self.function = _closed(export.plugin, export.name, reason or "it was unloaded")
             return
         if reason:  # no live version: every name refuses calls, with the reason
             for name in {*[n for n in vars(klass) if not n.startswith("_")], *entries}:
-                setattr(klass, name, staticmethod(_closed(self.plugin, name, reason)))
+                put(klass, name, staticmethod(_closed(export.plugin, name, reason)))
             return
         for name in [n for n in vars(klass) if not n.startswith("_")]:
             if name not in entries:
-                delattr(klass, name)
+                remove(klass, name)
         for name, entry in entries.items():
-            setattr(klass, name, staticmethod(entry.acall if entry.is_async else entry.call))
+            put(klass, name, staticmethod(entry.acall if entry.is_async else entry.call))
 
 
 def _call_function(self: _Proxy, *args: object, **kwargs: object) -> object:
     """The ``__call__`` of a proxy for an exported function: the live version's entry."""
-    export = inner(self)
-    if not isinstance(export, _Export) or export.function is None:  # pragma: no cover
+    view = inner(self)
+    if not isinstance(view, _View) or view.function is None:  # pragma: no cover
         raise TypeError("this service proxy is not callable")
-    return export.function(*args, **kwargs)
+    return view.function(*args, **kwargs)
 
 
 class ServiceRegistry:
@@ -269,7 +298,7 @@ class ServiceRegistry:
                     "load order is not guaranteed",
                     importer, name, plugin,
                 )  # fmt: skip
-        return export.proxy
+        return export.view_for(importer).proxy
 
     def refresh(self, plugin: str | None = None) -> None:
         """A version was committed: its exports become the ones proxies call."""

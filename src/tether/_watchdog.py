@@ -1,7 +1,9 @@
 """The watchdog: cancels async calls into plugins that run past their deadline.
 
 An async call with a deadline costs the seam one dict entry on its door (a key and
-the deadline, ``Door.tasks``). A daemon thread scans the doors; a call that is late is
+its timeout, ``Door.tasks``), and no clock read. A daemon thread scans the doors and
+times each call from the scan that first sees it (so a call is never cancelled early,
+and at most one scan interval late); a call that is late is
 looked for among the process's tasks by its seam frame (the frame's ``_t_k`` and
 ``_t_d``), and its task is cancelled on its own loop. The seam turns that cancellation
 into a :class:`~tether.errors.CallTimeoutError`.
@@ -70,6 +72,7 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._doors: weakref.WeakSet[Door] = weakref.WeakSet()
+        self._seen: dict[int, int] = {}  # call key -> when a scan first saw it (ns)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.tick = 0.05
@@ -88,17 +91,29 @@ class _Watchdog:
     def _run(self) -> None:
         while True:
             time.sleep(self.tick)
-            with self._lock:
-                doors = list(self._doors)
-            now = perf_counter_ns()
-            for door in doors:
-                if door.tasks:
-                    self._scan(door, now)
+            self.scan()
+
+    def scan(self) -> None:
+        """One pass over the watched doors (the thread's loop; tests may call it)."""
+        with self._lock:
+            doors = list(self._doors)
+        now = perf_counter_ns()
+        seen = self._seen
+        current: set[int] = set()
+        for door in doors:
+            if door.tasks:
+                current.update(self._scan(door, now, seen))
+        for key in seen.keys() - current:  # calls that have ended
+            del seen[key]
 
     @staticmethod
-    def _scan(door: Door, now: int) -> None:
-        for key, deadline in list(door.tasks.items()):
-            if now < deadline or key in door.expired or key in door.searched:
+    def _scan(door: Door, now: int, seen: dict[int, int]) -> list[int]:
+        keys: list[int] = []
+        for key, timeout in list(door.tasks.items()):
+            keys.append(key)
+            if now - seen.setdefault(key, now) < timeout:
+                continue
+            if key in door.expired or key in door.searched:
                 continue
             door.searched.add(key)
             task = _find_task(door, key)
@@ -108,6 +123,7 @@ class _Watchdog:
                 task.get_loop().call_soon_threadsafe(_expire, door, key, task)
             except RuntimeError:  # its loop has closed: nothing left to cancel
                 door.tasks.pop(key, None)
+        return keys
 
 
 watchdog = _Watchdog()

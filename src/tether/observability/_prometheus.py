@@ -199,7 +199,8 @@ class TetherCollector(Collector):
         )
         durations = SummaryMetricFamily(
             "tether_plugin_call_duration_seconds",
-            "Time spent in calls into the plugin, by version and source (count and sum).",
+            "Time spent in the timed calls into the plugin (every hook handler's call, one in "
+            "16 of the others), by version and source (count and sum).",
             labels=labels,
         )
         for info in self._manager.list_plugins():
@@ -207,7 +208,7 @@ class TetherCollector(Collector):
                 key = [info.name, row.version, row.source]
                 calls.add_metric(key, row.calls)
                 errors.add_metric(key, row.errors)
-                durations.add_metric(key, row.calls, row.seconds)
+                durations.add_metric(key, row.timed, row.seconds)
         yield from (calls, errors, durations)
 
     def _errors(self) -> Iterator[Metric]:
