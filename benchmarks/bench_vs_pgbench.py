@@ -63,7 +63,7 @@ from tether.hosts.workload._loop import event_loop_name, run_with_best_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 TETHER = str(Path(sys.executable).parent / "tether")
-TPCB_DIRECTORY = ROOT / "src" / "tether" / "workloads" / "tpcb"
+TPCB_DIRECTORY = ROOT / "src" / "tether" / "builtin" / "tpcb"
 
 
 @dataclass

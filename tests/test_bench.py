@@ -466,7 +466,7 @@ def test_the_guides_broken_config_fails_as_documented(tmp_path, monkeypatch):
 def test_the_pipelined_tpcb_client_raises_the_sqlstate_class_and_recovers(pg_url):
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "src/tether/workloads/tpcb/tpcb_pipeline.py"
+    path = Path(__file__).resolve().parent.parent / "src/tether/builtin/tpcb/tpcb_pipeline.py"
     spec = importlib.util.spec_from_file_location("tpcb_pipeline_under_test", path)
     assert spec is not None
     assert spec.loader is not None

@@ -731,9 +731,11 @@ def _add_exports(forbidden: Forbidden, runtime: tether.Runtime) -> None:
         for obj, _, _ in export.impls.values():
             forbidden.add(obj, f"{plugin}'s exported object {name}")
             forbidden.add(getattr(obj, "__self__", None), f"what {plugin}'s {name} is bound to")
-        for entries in export.entries.values():
-            for entry in entries.values():
-                forbidden.add(entry, f"a seam entry of {plugin}.{name}")
+        for importer, view in export.views.items():
+            forbidden.add(view, f"{importer}'s proxy record of {plugin}.{name}")
+            for entries in view.entries.values():
+                for entry in entries.values():
+                    forbidden.add(entry, f"a seam entry of {plugin}.{name}")
 
 
 def _add_store(forbidden: Forbidden, store: object, label: str) -> None:

@@ -337,7 +337,7 @@ async def test_a_host_registers_its_own_contract_and_its_plugins_load(plugin, tm
 # The core is every module of src/tether except the hosts themselves, the command line
 # (whose `bench` command is the workload host's front end) and the bundled workload
 # plugins (plugin directories the loader imports, not part of the core).
-NOT_CORE = ("hosts", "cli", "workloads")
+NOT_CORE = ("hosts", "cli", "builtin")
 WORD = re.compile("workload", re.IGNORECASE)
 
 

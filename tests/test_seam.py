@@ -24,7 +24,7 @@ import pytest
 
 from helpers import PluginWriter
 from tether import PluginHandle, PluginManager, TetherConfig, blame
-from tether._seam import LINKS
+from tether._chain import LINKS
 from tether.errors import (
     CallInputError,
     CallTimeoutError,

@@ -25,7 +25,7 @@ from tether.errors import ConfigError, PluginLifecycleError
 
 pytest_plugins = ["pg"]
 
-WORKLOADS = Path(tether.__file__).resolve().parent / "workloads"
+WORKLOADS = Path(tether.__file__).resolve().parent / "builtin"
 NAMES = ("imdb", "ecommerce", "vector", "realworld")
 SMALL: dict[str, dict[str, object]] = {
     "imdb": {"movies": 300, "actors": 150, "ratings_per_movie": 2, "seed": 7},

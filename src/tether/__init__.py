@@ -8,7 +8,7 @@ against :class:`PluginContext` and the Protocols of :mod:`tether.types`; hosts d
 from tether import errors, types
 from tether._attribution import blame
 from tether._audit import CapabilityUse, load_capability_uses
-from tether._callstats import CallMetrics
+from tether._callstats import CallMetrics, CallRow
 from tether._config import (
     CONFIG_NAMES,
     PluginConfig,
@@ -28,6 +28,7 @@ from tether._discovery import (
     discover,
 )
 from tether._durations import format_duration, parse_duration
+from tether._event_model import EventStats
 from tether._events import EventBus
 from tether._gate import GateState
 from tether._handle import Operation, PluginHandle
@@ -40,11 +41,12 @@ from tether._middleware import Middleware, MiddlewareRegistry
 from tether._plugin import Plugin
 from tether._resolver import Resolution, dependency_graph, resolve
 from tether._runtime import Registrar, Runtime
+from tether._sealed import sealed_callable
 from tether._seam import Entry as PluginEntry
 from tether._seam import is_async_callable
 from tether._services import ServiceRegistry
 from tether._slots import SlotEvent
-from tether._storage import open_state_store
+from tether._storage import StateStore, open_state_store
 from tether._sync import SyncPluginManager
 from tether._thresholds import ErrorThreshold, ThresholdStatus
 from tether._version import __version__
@@ -68,6 +70,7 @@ __all__ = [
     "SHUTDOWN",
     "STARTUP",
     "CallMetrics",
+    "CallRow",
     "CapabilityUse",
     "Configurable",
     "Contract",
@@ -78,6 +81,7 @@ __all__ = [
     "ErrorThreshold",
     "Event",
     "EventBus",
+    "EventStats",
     "GateState",
     "HealthCheckResult",
     "HealthCheckable",
@@ -108,6 +112,7 @@ __all__ = [
     "Runtime",
     "ServiceRegistry",
     "SlotEvent",
+    "StateStore",
     "SyncPluginManager",
     "TetherConfig",
     "TetherError",
@@ -129,6 +134,7 @@ __all__ = [
     "open_state_store",
     "parse_duration",
     "resolve",
+    "sealed_callable",
     "types",
     "validate_plugin_config",
 ]

@@ -84,7 +84,8 @@ class CallChain:
                 raise ConfigError(
                     f"plugin '{plugin}': call_chain lists {', '.join(twice)} more than once",
                     plugin=plugin,
-                    hint="list each link once, outermost first",
+                    hint=f"list each link once, outermost first; the links are "
+                    f"{', '.join(LINKS)} (default: {', '.join(DEFAULT_CHAIN)})",
                 )
         tracing = "tracing" in chosen and tracing_configured()
         return cls(chosen, timeout or None, tracing, policy or ErrorPolicy())

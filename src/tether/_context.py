@@ -305,7 +305,7 @@ class PluginScope:
         previous, self.config = self.config, dict(values)
         return previous
 
-    def storage(self) -> PluginStorage:
+    def storage(self) -> Storage:
         if self._storage is None:
             from tether._storage import PluginStorage
 

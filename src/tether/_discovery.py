@@ -70,7 +70,7 @@ ENTRY_POINT_GROUP = "tether.plugins"
 PLUGIN_PATH_ENV = "TETHER_PLUGIN_PATH"
 SYSTEM_PLUGIN_DIRECTORY = Path("/usr/local/lib/tether/plugins")
 # Plugins that ship with tether (the built-in workloads), found like any others.
-BUILTIN_PLUGIN_DIRECTORY = Path(__file__).resolve().parent / "workloads"
+BUILTIN_PLUGIN_DIRECTORY = Path(__file__).resolve().parent / "builtin"
 """Files modified this close to being read are re-checked by content (covers coarse clocks)."""
 
 _SKIPPED_DIRECTORIES = frozenset({"__pycache__"})

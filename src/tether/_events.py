@@ -59,8 +59,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from tether import types
 from tether._chain import CallChain
 from tether._event_model import (
     HOST,
@@ -275,7 +276,7 @@ class EventBus:
         *,
         declared: Manifest | None = None,
         chain: CallChain | None = None,
-    ) -> Subscription:
+    ) -> types.Subscription:
         """Deliver every event matching ``pattern`` to ``handler`` of ``door``'s version.
 
         Staged until the version is committed: no event is routed to it before.
@@ -346,11 +347,12 @@ class EventBus:
             self.unsubscribe(sub)
         return len(mine)
 
-    def unsubscribe(self, subscription: Subscription) -> None:
+    def unsubscribe(self, subscription: types.Subscription) -> None:
         """End one subscription; events still queued for it are dropped. Idempotent."""
-        inbox = self._inboxes.pop(subscription, None)
+        inbox = self._inboxes.pop(cast("Subscription", subscription), None)
         if inbox is None:
             return
+        subscription = inbox.sub
         subscription.is_active = False
         if inbox.prefix is None:
             exact = self._exact[subscription.pattern]
@@ -372,7 +374,7 @@ class EventBus:
         self._checks = {key: v for key, v in self._checks.items() if key[0] != plugin}
         return len(mine)
 
-    def subscriptions(self, plugin: str | None = None) -> list[Subscription]:
+    def subscriptions(self, plugin: str | None = None) -> list[types.Subscription]:
         return [s for s in self._inboxes if plugin is None or s.plugin == plugin]
 
     def _patterns(self) -> frozenset[str]:

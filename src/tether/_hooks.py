@@ -2,7 +2,7 @@
 
 A hook point has a type: one of the seven the reference defines (``startup``,
 ``shutdown``, ``pre_request``, ``post_request``, ``pre_response``, ``post_response``,
-``error``) or one a host declares for itself (``workload.before_operation``). A point
+``error``) or one a host declares for itself (``myhost.before_job``). A point
 may be declared with its argument and result types (a :class:`tether.types.HookPoint`),
 so that a type checker flags a handler with the wrong signature. Each handler takes
 one argument, the object the host passes, and handlers run in descending priority,
@@ -71,7 +71,7 @@ from tether._seam import (
     is_async_callable,
 )
 from tether.errors import HookError, HookTimeoutError, PluginUnavailableError
-from tether.types import HookPoint
+from tether.types import HookPoint, HookRegistration
 
 if TYPE_CHECKING:
     from tether._gate import Door
@@ -173,7 +173,7 @@ class HookRegistry:
         if not isinstance(hook_type, str) or not _HOOK_TYPE.match(hook_type):
             raise HookError(
                 f"invalid hook type {hook_type!r}: use a name like 'pre_request' or "
-                "'workload.before_operation'",
+                "'myhost.before_job'",
                 hint="a hook type starts with a letter or '_' and contains letters, digits, "
                 "'_', '.', ':' and '-'",
             )
@@ -202,7 +202,7 @@ class HookRegistry:
         *,
         timeout: float | None = None,
         chain: CallChain | None = None,
-    ) -> Registration:
+    ) -> HookRegistration:
         """Register ``handler`` of ``door``'s version at a hook type; higher priority first.
 
         ``timeout`` (seconds) bounds an ``async`` handler when the hook is ``run`` (the
@@ -350,7 +350,8 @@ class HookRegistry:
 
     def call_entries(
         self, entries: tuple[ChainEntry, ...], arg: object, failures: list[HookFailure]
-    ) -> Many:
+    ) -> tuple[object, ...]:
+        """Call ``entries`` one by one (a slow path's stand-ins): their values, a ``Many``."""
         values: list[object] = []
         for item in entries:
             try:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Protocol
 
+from tether._attribution import fail
 from tether._event_model import Event, EventStats, wildcard_prefix
 from tether._gate import Door
 from tether._seam import Entry
@@ -224,12 +225,13 @@ class Inbox:
             try:
                 if is_async:  # the seam's own entry; a sync handler runs without a coroutine
                     await acall(event)
-                else:
-                    result = call(event)
-                    if result is not None and isawaitable(result):
-                        await result
-            except PluginUnavailableError as exc:  # the gate closed just now
-                self._dropped(event, exc)
+                elif (result := call(event)) is not None and isawaitable(result):
+                    # a plain handler that returns awaitables: from now on through the
+                    # async entry, which awaits them inside the seam
+                    is_async = True
+                    await _settle(entry, result)
+            except PluginUnavailableError as exc:
+                self._refused(event, exc)
             except Exception as exc:
                 self.count_failure(event, exc)
             else:
@@ -264,6 +266,12 @@ class Inbox:
         self.bus.hand_over([event], live)  # the version was replaced: its successor takes it
         return False
 
+    def _refused(self, event: Event, error: PluginUnavailableError) -> None:
+        if error.plugin == self.sub.plugin:  # this plugin's gate closed just now
+            self._dropped(event, error)
+        else:  # a plugin the handler called refused: the delivery failed
+            self.count_failure(event, error)
+
     def _dropped(self, event: Event, error: PluginUnavailableError) -> None:
         _log.debug("event '%s' dropped for plugin '%s': %s", event.name, self.sub.plugin, error)
         self.count_drop(event)
@@ -293,6 +301,15 @@ class Inbox:
             exc,
             exc_info=exc,
         )
+
+
+async def _settle(entry: Entry, result: Awaitable[object]) -> None:
+    """Await what a plain handler returned as the plugin's own work: its error counts."""
+    try:
+        await result
+    except Exception as exc:
+        fail(entry, exc)
+        raise
 
 
 @dataclass(slots=True)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from tether._database import DatabaseManager
     from tether._gate import Door
     from tether._storage import StateStore
-    from tether.types import Router
+    from tether.types import Cache, Database, Router
 
 __all__ = ["Registrar", "RouterFactory", "Runtime"]
 
@@ -156,14 +156,14 @@ class Runtime:
             self._state_store = open_state_store(self._url("state", "state.db"))
         return self._state_store
 
-    def database(self) -> DatabaseManager:
+    def database(self) -> Database:
         if self._database is None:
             from tether._database import open_database
 
             self._database = open_database(self._url("database", "app.db"))
         return self._database
 
-    def cache(self, plugin: str) -> CacheManager:
+    def cache(self, plugin: str) -> Cache:
         cache = self._caches.get(plugin)
         if cache is None:
             from tether._cache import open_cache

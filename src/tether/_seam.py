@@ -494,8 +494,12 @@ def _entry_code(
     """Compile (once per shape) an entry function for ``links``."""
     inner_first = tuple(reversed(links))
     before = _section(_BEFORE, links, 1)
+    if "tracing" in links and "validation" in links[: links.index("tracing")]:
+        before += "    _t_span = _t_token = None\n"  # validation may refuse before tracing
     enter = _section(_IN, links, 2)
     failed = _section(_ERR, inner_first, 2)
+    if "validation" in links and "metrics" in links:  # a refused call was not a call
+        failed += _indent("if _t_exc.__class__ is _t_INPUT:\n    _t_S[0] -= 1", 2)
     succeeded = _section(_OK, inner_first, 1)
     if not is_async:
         source = _SYNC.format(
@@ -542,6 +546,7 @@ _ENTRY_GLOBALS: dict[str, object] = {
     "_t_FORGET": _forget,
     "_t_UNCANCEL": _uncancel,
     "_t_CANCELLED": asyncio.CancelledError,
+    "_t_INPUT": CallInputError,
     "_t_ISAWAITABLE": inspect.isawaitable,
 }
 

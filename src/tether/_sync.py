@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from tether._resolver import Resolution
     from tether._slots import SlotEvent
     from tether._state_tables import PersistedFlag
-    from tether._thresholds import ErrorThreshold
+    from tether._thresholds import ErrorThreshold, ThresholdStatus
     from tether.types import PluginContext, PluginInfo
 
 __all__ = ["SyncPluginManager"]
@@ -40,8 +40,8 @@ T = TypeVar("T")
 class SyncPluginManager:
     """Blocking versions of the :class:`PluginManager` methods; use as a context manager.
 
-    ``options`` are the manager's keyword arguments (``config``, ``state_directory``...)
-    when no ``manager`` is given.
+    Wraps ``manager``, or a new one made with ``config``, ``state_directory`` and
+    ``stop_timeout`` when none is given.
     """
 
     def __init__(
@@ -199,6 +199,9 @@ class SyncPluginManager:
 
     def check_thresholds(self) -> list[str]:
         return self.manager.check_thresholds()
+
+    def threshold_status(self, name: str) -> ThresholdStatus | None:
+        return self.manager.threshold_status(name)
 
     def on_error(self, listener: ErrorListener) -> None:
         self.manager.on_error(listener)

@@ -68,6 +68,10 @@ def trace_enter(entry: Traced) -> tuple[object, object]:
 
 
 def trace_exit(span: object, token: object, error: BaseException | None) -> None:
+    """End the call's span (``span`` is None when a link outside tracing refused the call
+    before it began)."""
+    if span is None:
+        return
     from opentelemetry import context, trace
 
     real = cast("trace.Span", span)

@@ -40,6 +40,7 @@ from tether import (
     TetherError,
     blame,
     is_async_callable,
+    sealed_callable,
 )
 from tether.errors import PluginUnavailableError
 from tether.hosts.web._admin import admin_app
@@ -200,7 +201,9 @@ class WebApp:
         route, params, allowed = self.table.match(path, scope["method"])
         if params:
             scope["path_params"] = params
-        request = Request(scope, receive)
+        # uvicorn's receive is a bound method of the connection (its __self__ reaches the
+        # server and this app): plugins get the request around a sealed one.
+        request = Request(scope, sealed_callable(receive))
         if route is None:
             context = RequestContext(request)
         else:
