@@ -218,7 +218,7 @@ def direct_operations(scale: int) -> dict[str, Callable[[Any, str], Any]]:
 
 
 async def plugin_layer(dsn: str, args: argparse.Namespace) -> dict[str, tuple[Series, Series]]:
-    from tether.hosts.workload import Plan, WorkloadSpec, open_workload
+    from tether.hosts.workload import DirectOperation, Plan, WorkloadSpec, open_workload
     from tether.hosts.workload._database import close_connections, open_connections
     from tether.hosts.workload._engine import Engine
 
@@ -240,11 +240,10 @@ async def plugin_layer(dsn: str, args: argparse.Namespace) -> dict[str, tuple[Se
                 order = [("plugin", plugin_series), ("direct", direct_series)]
                 for kind, series in order if round_ % 2 == 0 else order[::-1]:
                     engine = (
-                        Engine(plan, execute=workload.instance.execute_operation, is_async=True,
-                               weights=workload.weights, gate=workload.gate)
+                        Engine(plan, operation=workload.operation, weights=workload.weights)
                         if kind == "plugin"
-                        else Engine(plan, execute=direct[operation], is_async=True,
-                                    weights={operation: 1}, gate=None)
+                        else Engine(plan, operation=DirectOperation(direct[operation],
+                                    is_async=True), weights={operation: 1})
                     )  # fmt: skip
                     before = time.process_time()
                     result = await engine.run(connections)
@@ -273,7 +272,7 @@ class FakeConnection:
 
 async def isolated_layer(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
     """CPU us per transaction, plugin path and hand-written, against FakeConnection (min of 5)."""
-    from tether.hosts.workload import Plan, WorkloadSpec, open_workload
+    from tether.hosts.workload import DirectOperation, Plan, WorkloadSpec, open_workload
     from tether.hosts.workload._engine import Engine
 
     direct = direct_operations(args.scale)
@@ -292,11 +291,10 @@ async def isolated_layer(args: argparse.Namespace) -> dict[str, tuple[float, flo
             for _ in range(5):
                 for kind in ("plugin", "direct"):
                     engine = (
-                        Engine(plan, execute=workload.instance.execute_operation, is_async=True,
-                               weights=workload.weights, gate=workload.gate)
+                        Engine(plan, operation=workload.operation, weights=workload.weights)
                         if kind == "plugin"
-                        else Engine(plan, execute=direct[operation], is_async=True,
-                                    weights={operation: 1}, gate=None)
+                        else Engine(plan, operation=DirectOperation(direct[operation],
+                                    is_async=True), weights={operation: 1})
                     )  # fmt: skip
                     before = time.process_time()
                     await engine.run(connections)

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from blinker import Signal
 
 from tether._events import Event, EventBus
-from tether._gate import Gate
+from tether.testing import make_scope
 
 QUEUE = 1000
 
@@ -60,14 +60,17 @@ def _counters(loop: asyncio.AbstractEventLoop, count: int, events: int):
     return counters, futures
 
 
+def subscriber_door(name: str) -> object:
+    """A subscriber plugin's door: open, committed, with the default call chain."""
+    return make_scope(name).door
+
+
 async def tether_await(events: int, subscribers: int) -> float:
     bus = EventBus(queue_size=QUEUE)
     await bus.start()
     counters, futures = _counters(asyncio.get_running_loop(), subscribers, events)
     for n, counter in enumerate(counters):
-        gate = Gate(f"p{n}")
-        gate.open()
-        bus.subscribe(f"p{n}", gate, "bench.tick", counter)
+        bus.subscribe(subscriber_door(f"p{n}"), "bench.tick", counter)
     started = time.perf_counter()
     for i in range(events):
         await bus.publish("bench.tick", i)
@@ -82,9 +85,7 @@ async def tether_nowait(events: int, subscribers: int) -> float:
     await bus.start()
     counters, futures = _counters(asyncio.get_running_loop(), subscribers, events)
     for n, counter in enumerate(counters):
-        gate = Gate(f"p{n}")
-        gate.open()
-        bus.subscribe(f"p{n}", gate, "bench.tick", counter)
+        bus.subscribe(subscriber_door(f"p{n}"), "bench.tick", counter)
     started = time.perf_counter()
     publish = bus.publish_nowait
     for i in range(events):

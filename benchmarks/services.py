@@ -32,9 +32,8 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
-from tether._context import PluginContext, Runtime
+from tether import Manifest, PluginScope, Runtime
 from tether._gate import Gate
-from tether._manifest import Manifest
 
 GOAL = 1.5
 
@@ -57,7 +56,8 @@ class Service:
         return x
 
 
-def context(runtime: Runtime, name: str, **fields: object) -> PluginContext:
+def scope(runtime: Runtime, name: str, **fields: object) -> PluginScope:
+    """A plugin's scope as a manager builds it: its manifest, its open door, its context."""
     manifest = Manifest.model_validate(
         {
             "name": name,
@@ -69,21 +69,24 @@ def context(runtime: Runtime, name: str, **fields: object) -> PluginContext:
         }
     )
     gate = Gate(name)
-    gate.open()
-    return PluginContext(
-        manifest=manifest, config={}, permissions=frozenset(), runtime=runtime, gate=gate
+    door = gate.add_door(manifest.version)
+    made = PluginScope(
+        manifest=manifest, config={}, permissions=frozenset(), runtime=runtime, door=door
     )
+    door.committed = True
+    gate.open(door)
+    return made
 
 
 def build(state: Path) -> tuple[Service, object, Gate]:
     """The service, the importer's proxy for it, and the exporter's gate."""
     runtime = Runtime(state_directory=state)
-    exporter = context(runtime, "exporter", exports=[{"name": "Bench"}])
-    importer = context(runtime, "importer", dependencies=[{"name": "exporter"}])
+    exporter = scope(runtime, "exporter", exports=[{"name": "Bench"}])
+    importer = scope(runtime, "importer", dependencies=[{"name": "exporter"}])
     service = Service()
-    exporter.export_service("Bench", service)
-    proxy: object = importer.import_service("exporter", "Bench")
-    return service, proxy, exporter.gate
+    exporter.context.export_service("Bench", service)
+    proxy: object = importer.context.import_service("exporter", "Bench")
+    return service, proxy, exporter.door.gate
 
 
 SYNC_CASES = {

@@ -16,10 +16,13 @@ from datetime import timedelta
 import pytest
 
 from tether import blame
+from tether._callstats import CallStats
+from tether._chain import CallChain, ErrorPolicy
 from tether._gate import Door, Gate
-from tether._hooks import _UNROLL_LIMIT, HookFailure, HookOutcome, HookRegistry
+from tether._hook_chains import UNROLL_LIMIT
+from tether._hooks import HookFailure, HookOutcome, HookRegistry
 from tether._manifest import HOOK_TYPES
-from tether._seam import CallChain, CallStats, Entry, ErrorPolicy
+from tether._seam import Entry
 from tether.errors import HookError, HookTimeoutError, PluginUnavailableError
 from tether.types import HookPoint
 
@@ -872,7 +875,7 @@ def test_calls_from_several_threads_are_all_counted(registry):
 
 
 def test_chains_longer_than_the_unrolled_limit_behave_the_same(registry):
-    size = _UNROLL_LIMIT + 6
+    size = UNROLL_LIMIT + 6
     closed = closed_door("closed")
     for n in range(size):
         handler = boom(f"h{n}") if n == 3 else returns(n)
@@ -912,7 +915,7 @@ def test_a_traceback_through_the_generated_caller_shows_its_source(registry):
     assert "v0 = h0(arg)" in text
 
 
-@pytest.mark.parametrize("size", [1, 2, 7, _UNROLL_LIMIT], ids=lambda n: f"{n} handlers")
+@pytest.mark.parametrize("size", [1, 2, 7, UNROLL_LIMIT], ids=lambda n: f"{n} handlers")
 def test_unrolled_chains_of_any_length_keep_order_and_isolate_failures(registry, size):
     for n in range(size):
         handler = boom() if n == size - 1 else returns(n)

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from tether import TetherConfig, blame
+from tether._chain import CallChain
 from tether._context import PluginScope
 from tether._gate import Gate
 from tether._manifest import Manifest
 from tether._runtime import Runtime
-from tether._seam import CallChain
 from tether.errors import (
     CallTimeoutError,
     PluginUnavailableError,

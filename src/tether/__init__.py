@@ -5,14 +5,15 @@ against :class:`PluginContext` and the Protocols of :mod:`tether.types`; hosts d
 :class:`PluginManager` and call plugins through its :class:`PluginHandle` objects.
 """
 
-__version__ = "0.1.0"
-
 from tether import errors, types
+from tether._attribution import blame
 from tether._audit import CapabilityUse, load_capability_uses
+from tether._callstats import CallMetrics
 from tether._config import (
     CONFIG_NAMES,
     PluginConfig,
     TetherConfig,
+    grant_permissions,
     load_config,
     mask_secrets,
     validate_plugin_config,
@@ -27,7 +28,6 @@ from tether._discovery import (
     discover,
 )
 from tether._durations import format_duration, parse_duration
-from tether._event_model import Event
 from tether._events import EventBus
 from tether._gate import GateState
 from tether._handle import Operation, PluginHandle
@@ -40,19 +40,21 @@ from tether._middleware import Middleware, MiddlewareRegistry
 from tether._plugin import Plugin
 from tether._resolver import Resolution, dependency_graph, resolve
 from tether._runtime import Registrar, Runtime
-from tether._seam import CallMetrics, blame, is_async_callable
 from tether._seam import Entry as PluginEntry
+from tether._seam import is_async_callable
 from tether._services import ServiceRegistry
 from tether._slots import SlotEvent
 from tether._storage import open_state_store
 from tether._sync import SyncPluginManager
 from tether._thresholds import ErrorThreshold, ThresholdStatus
+from tether._version import __version__
 from tether.errors import TetherError
 from tether.types import (
     SHUTDOWN,
     STARTUP,
     Configurable,
     Describable,
+    Event,
     HealthCheckable,
     HookPoint,
     PluginContext,
@@ -118,6 +120,7 @@ __all__ = [
     "errors",
     "find_manifest",
     "format_duration",
+    "grant_permissions",
     "is_async_callable",
     "load_capability_uses",
     "load_config",

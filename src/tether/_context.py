@@ -82,7 +82,7 @@ class FieldLogger(logging.LoggerAdapter[logging.Logger]):
     def set_level(self, level: str | int) -> None:
         self.logger.setLevel(level.upper() if isinstance(level, str) else level)
 
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:  # noqa: ANN401 - LoggerAdapter.log's own signature
         # process() cannot see the arguments; the fields must be %-escaped only when
         # logging will %-format the message, i.e. when there are arguments.
         if self.isEnabledFor(level):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from tether.errors import EventError
+from tether.types import Event
 
 __all__ = [
     "HOST",
@@ -34,22 +34,6 @@ EventHandler = Callable[["Event"], object]
 
 HOST = ""
 """The ``plugin`` part of a ``stats()`` key for events published without a source."""
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One published event. ``id`` is unique: a per-bus random prefix and a counter.
-
-    ``trace`` carries the publisher's trace context (W3C header pairs) when
-    OpenTelemetry tracing is on, so the subscriber's span continues the publisher's.
-    """
-
-    id: str
-    name: str
-    data: object
-    source: str | None
-    time: datetime
-    trace: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(slots=True)

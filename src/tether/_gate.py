@@ -33,8 +33,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from tether._callstats import CallStats
+from tether._chain import CallChain
 from tether._durations import format_duration
-from tether._seam import CallChain, CallStats
 from tether.errors import PluginUnavailableError
 
 __all__ = ["Door", "Gate", "GateState"]

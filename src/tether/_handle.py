@@ -20,8 +20,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from tether._callstats import CallMetrics, CallRow
 from tether._gate import Door, Gate, GateState
-from tether._seam import CallMetrics, CallRow, Entry
+from tether._seam import Entry
 from tether.errors import CallError, PluginUnavailableError
 
 __all__ = ["CallMetrics", "Operation", "PluginHandle"]

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from tether._callstats import CallMetrics
 from tether._gate import GateState
 from tether._hooks import HookMetrics
 from tether._lifecycle import PluginStatus
-from tether._seam import CallMetrics, Entry
+from tether._seam import Entry
 from tether.errors import CallTimeoutError, HealthCheckError, PluginUnavailableError
 
 if TYPE_CHECKING:

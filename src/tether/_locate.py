@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from tether._chain import CallChain, ErrorPolicy
 from tether._config import PluginConfig, TetherConfig
 from tether._manifest import TIMEOUT_STEPS, ConfigField, Manifest, load_manifest
-from tether._seam import CallChain, ErrorPolicy
 from tether.errors import ConfigError, IsolationError, PluginNotFoundError
 
 if TYPE_CHECKING:

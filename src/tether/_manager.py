@@ -18,16 +18,13 @@ import asyncio
 import difflib
 import functools
 import logging
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-from tether import __version__
 from tether._audit import CapabilityUse, save_capability_uses
 from tether._audit import watch as _capability_watch
+from tether._callstats import CallStats
 from tether._config import (
     PluginConfig,
     TetherConfig,
@@ -37,15 +34,15 @@ from tether._config import (
 )
 from tether._context import PluginScope
 from tether._contracts import Contract, ContractRegistry
-from tether._gate import Gate, GateState
+from tether._flags import EnabledFlags
 from tether._handle import PluginHandle
-from tether._health import HealthCheckResult, HealthChecks, PluginHealth
+from tether._health import HealthCheckResult, PluginHealth
+from tether._intake import LoadAttempt, code_directory, import_code, new_slot, validate_config
 from tether._lifecycle import PluginStatus
-from tether._loader import LoadedCode, load_code, unload_code
+from tether._loader import unload_code
 from tether._locate import (
     Found,
     Locator,
-    call_chain,
     check_isolation,
     check_name,
     config_schema,
@@ -53,28 +50,23 @@ from tether._locate import (
     timeouts_of,
 )
 from tether._manifest import Manifest, load_manifest
+from tether._oversight import Oversight
 from tether._resolver import Resolution, resolve
 from tether._runtime import Runtime
-from tether._seam import CallStats
 from tether._slots import PluginSlot, PluginVersion, SlotEvent
-from tether._state_tables import PersistedFlag, PluginStateStore, read_enabled_flags
+from tether._state_tables import PersistedFlag
 from tether._steps import StepTimedOutError, call_step
 from tether._thresholds import (
     THRESHOLD_EVENT,
     ErrorThreshold,
-    ErrorThresholds,
     ThresholdStatus,
-    merge_settings,
 )
+from tether._version import __version__
 from tether._versions import parse_constraint
 from tether.errors import (
-    ConfigError,
     DependentsRunningError,
     FrameworkVersionMismatchError,
-    InterfaceError,
-    PluginImportError,
     PluginLifecycleError,
-    PluginLoadError,
     PluginNameConflictError,
     PluginNotFoundError,
     StopAllError,
@@ -87,33 +79,6 @@ __all__ = ["LoadAttempt", "PluginManager"]
 log = logging.getLogger("tether")
 
 ErrorListener = Callable[[str, str, BaseException], None]
-
-
-@dataclass(frozen=True, slots=True)
-class LoadAttempt:
-    """One try at importing a plugin (``status`` is ``success`` or ``failure``)."""
-
-    plugin: str
-    status: str
-    duration: float
-    error: str | None = None
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Worth another try: not a broken contract, not a syntax error, not a missing module."""
-    if isinstance(exc, InterfaceError):
-        return False
-    if isinstance(exc, PluginImportError):
-        return not isinstance(exc.__cause__, SyntaxError | ImportError)
-    # A failure with a cause (the plugin's constructor raised, a file could not be read)
-    # may pass; one without (the entry attribute does not exist) will not.
-    cause = exc.__cause__
-    return (
-        isinstance(exc, PluginLoadError)
-        and cause is not None
-        and not isinstance(cause, ImportError)
-    )
 
 
 class PluginManager:
@@ -149,14 +114,14 @@ class PluginManager:
         self._lock: asyncio.Lock | None = None
         self._locator: Locator | None = None
         self._stats = CallStats()
-        self._thresholds = ErrorThresholds(
-            disable=self._threshold_disable, enable=self._threshold_enable, alert=self._alert
+        self._oversight = Oversight(
+            disable=self._threshold_disable,
+            enable=self._threshold_enable,
+            alert=self._alert,
+            health_timeout=self.config.plugins.health_check_timeout,
         )
-        self._explicit_thresholds: dict[str, ErrorThreshold | None] = {}
-        self._health = HealthChecks(timeout=self.config.plugins.health_check_timeout)
-        self._successes: dict[str, int] = {}
-        self._flags: dict[str, PersistedFlag] | None = None
-        self._unsaved: set[str] = set()
+        self._thresholds = self._oversight.thresholds
+        self._flags = EnabledFlags(lambda: self.state_target)
         self._error_listeners: list[ErrorListener] = []
         self._unload_listeners: list[Callable[[str], None]] = []
 
@@ -244,66 +209,41 @@ class PluginManager:
         check_isolation(manifest, settings)
         contract = self.contracts.resolve(manifest.name, manifest.provides)
         permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
-        code = await self._import(manifest, contract, retries, backoff, private=found.private)
+        code = await import_code(
+            manifest,
+            contract,
+            retries=retries,
+            backoff=backoff,
+            private=found.private,
+            attempts=self.load_attempts,
+        )
         try:
-            return self._slot_for(found, settings, code, contract, permissions)
+            slot = new_slot(
+                found,
+                settings,
+                code,
+                contract,
+                permissions,
+                config=self.config,
+                runtime=self.runtime,
+                stats=self._stats,
+                on_error=functools.partial(self._on_error, manifest.name),
+            )
         except BaseException:
             unload_code(code)
             raise
-
-    def _slot_for(
-        self,
-        found: Found,
-        settings: PluginConfig,
-        code: LoadedCode,
-        contract: Contract,
-        permissions: frozenset[str],
-    ) -> PluginSlot:
-        manifest = found.manifest
-        values = validate_plugin_config(
-            manifest.name, config_schema(manifest, code.instance), settings.config
-        )
-        _validate_config(manifest.name, code.instance, values)
-        chain = call_chain(manifest, settings, self.config, self.runtime.errors)
-        reload = self.config.reload
-        gate = Gate(
-            manifest.name,
-            hold_timeout=reload.queue_timeout,
-            max_waiting=reload.max_queue_size,
-            stats=self._stats,
-        )
-        gate.error_listeners.append(functools.partial(self._on_error, manifest.name))
-        door = gate.add_door(manifest.version, chain=chain)
-        scope = PluginScope(
-            manifest=manifest,
-            config=values,
-            permissions=permissions,
-            runtime=self.runtime,
-            door=door,
-        )
-        version = PluginVersion(manifest, settings, code, scope, contract, found.location)
-        version.set_status(PluginStatus.LOADING)
-        slot = PluginSlot(manifest.name, gate)
-        slot.add(version)
-        code_directory = _code_directory(code)
-        if code_directory is not None:
-            _capability_watch.track(manifest.name, code_directory, permissions)
+        directory = code_directory(code)
+        if directory is not None:
+            _capability_watch.track(manifest.name, directory, permissions)
         self._observe_load(slot, settings)
         return slot
 
     def _observe_load(self, slot: PluginSlot, settings: PluginConfig) -> None:
         """Give the new plugin its threshold; keep it disabled if the state store says so."""
         name = slot.name
-        if name in self._explicit_thresholds:
-            threshold = self._explicit_thresholds[name]
-        else:
-            threshold = merge_settings(
-                self.config.plugins.error_threshold, settings.error_threshold
-            )
-        self._thresholds.set(name, threshold)
-        self._successes[name] = slot.handle.successes()  # call metrics outlive a reload
-        flag = self._persisted_flags().get(name)
-        if flag is not None and not flag.enabled:
+        self._oversight.plugin_loaded(slot, settings, self.config.plugins.error_threshold)
+        flag = self._flags.get(name)
+        if not flag.enabled:
             slot.enabled = False
             slot.gate.close(flag.reason or "it is disabled")
             log.info("plugin %s is disabled in the state store: loaded, not started", name)
@@ -312,37 +252,6 @@ class PluginManager:
         constraint = manifest.framework.version
         if not parse_constraint(constraint).allows(self.framework_version):
             raise FrameworkVersionMismatchError(manifest.name, constraint, self.framework_version)
-
-    async def _import(
-        self,
-        manifest: Manifest,
-        contract: Contract,
-        retries: int,
-        backoff: float,
-        *,
-        private: bool,
-    ) -> LoadedCode:
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            try:
-                code = load_code(manifest, contract=contract, private_namespace=private)
-            except PluginLoadError as exc:
-                elapsed = time.perf_counter() - started
-                self.load_attempts.append(LoadAttempt(manifest.name, "failure", elapsed, str(exc)))
-                if attempt >= retries or not _is_transient(exc):
-                    raise
-                delay = backoff * 2**attempt
-                log.warning(
-                    "loading plugin %s failed (try %d of %d), retrying in %.2fs: %s",
-                    manifest.name, attempt + 1, retries + 1, delay, exc,
-                )  # fmt: skip
-                await asyncio.sleep(delay)
-                attempt += 1
-            else:
-                elapsed = time.perf_counter() - started
-                self.load_attempts.append(LoadAttempt(manifest.name, "success", elapsed))
-                return code
 
     async def load_plugins_from_config(
         self, config: TetherConfig | Path | str | None = None
@@ -613,7 +522,7 @@ class PluginManager:
             version = slot.current
             schema = config_schema(version.manifest, version.instance)
             values = validate_plugin_config(name, schema, config)
-            _validate_config(name, version.instance, values)
+            validate_config(name, version.instance, values)
             previous = version.scope.replace_config(values)
             if getattr(version.instance, "on_config_change", None) is None:
                 return
@@ -727,8 +636,7 @@ class PluginManager:
                 listener(slot.name)
             except Exception:
                 log.exception("an unload listener failed for plugin %s", slot.name)
-        self._health.forget(slot.name)
-        self._thresholds.set(slot.name, None)
+        self._oversight.plugin_gone(slot.name)
         return failure
 
     # ------------------------------------------------------------------ errors and thresholds
@@ -752,12 +660,11 @@ class PluginManager:
     def set_error_threshold(self, name: str, threshold: ErrorThreshold | None) -> None:
         """Give a loaded plugin its own error threshold (``None``: none); kept across reloads."""
         self._slot(name)
-        self._explicit_thresholds[name] = threshold
-        self._thresholds.set(name, threshold)
+        self._oversight.set_threshold(name, threshold)
 
     def threshold_status(self, name: str) -> ThresholdStatus | None:
         """Where the plugin stands against its error threshold (None: it has none)."""
-        return self._thresholds.status(name)
+        return self._oversight.status(name)
 
     def record_success(self, name: str) -> None:
         """Tell the error threshold that a call into ``name`` succeeded (``reset_on_success``)."""
@@ -768,14 +675,7 @@ class PluginManager:
 
         Called periodically by a host (``tether.observability`` does, every second).
         """
-        for slot in list(self._slots.values()):
-            if self._thresholds.get(slot.name) is None:
-                continue
-            succeeded = slot.handle.successes()
-            if succeeded > self._successes.get(slot.name, 0):
-                self._thresholds.record_success(slot.name)
-            self._successes[slot.name] = succeeded
-        return self._thresholds.check_cooldowns()
+        return self._oversight.check(list(self._slots.values()))
 
     def _threshold_disable(self, name: str, reason: str) -> None:
         if name in self._slots:
@@ -795,27 +695,11 @@ class PluginManager:
     def get_plugin_health(self, name: str) -> PluginHealth:
         """Status, errors, call and hook metrics, health check and threshold of a plugin."""
         slot = self._slot(name)
-        info = self._info(slot)
-        gate = slot.gate
-        return PluginHealth(
-            name=name,
-            version=info.version,
-            status=info.status,
-            enabled=info.enabled,
-            error_count=gate.error_count,
-            last_error=gate.last_error,
-            last_error_at=gate.last_error_at,
+        return self._oversight.health_of(
+            slot,
+            self._info(slot),
             hook_metrics=self.runtime.hooks.metrics(name),
-            load_time=info.load_time,
             load_duration=self._load_duration(name),
-            gate=gate.state,
-            unavailable_reason=gate.closed_reason if gate.state is GateState.CLOSED else None,
-            in_flight=gate.in_flight,
-            degraded=self._health.is_degraded(name),
-            last_check=self._health.result(name),
-            threshold=self._thresholds.status(name),
-            errors_by_type=dict(gate.errors_by_type),
-            calls=slot.handle.metrics(),
         )
 
     def get_all_health(self) -> dict[str, PluginHealth]:
@@ -833,23 +717,13 @@ class PluginManager:
 
         Returns the results of the plugins that have a check and took it.
         """
-        self._health.timeout = self.config.plugins.health_check_timeout
         slots = [self._slot(name)] if name is not None else list(self._slots.values())
-        running = [
-            (slot.name, slot.current) for slot in slots
-            if slot.current.status is PluginStatus.RUNNING
-        ]  # fmt: skip
-        results = await asyncio.gather(
-            *(self._health.check(version.door, version.instance) for _, version in running)
+        return await self._oversight.check_health(
+            slots, timeout=self.config.plugins.health_check_timeout
         )
-        return {
-            plugin: result
-            for (plugin, _), result in zip(running, results, strict=True)
-            if result is not None
-        }
 
     def is_degraded(self, name: str) -> bool:
-        return self._health.is_degraded(name)
+        return self._oversight.health.is_degraded(name)
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         """Whether every plugin is enabled and running; the others with the reason."""
@@ -870,36 +744,18 @@ class PluginManager:
             return str(target)
         return str(Path(self.runtime.state_directory) / "state.db")
 
-    def _persisted_flags(self) -> dict[str, PersistedFlag]:
-        if self._flags is None:
-            try:
-                self._flags = read_enabled_flags(self.state_target)
-            except TetherError as exc:
-                log.warning("could not read which plugins are disabled: %s", exc)
-                self._flags = {}
-        return self._flags
-
     def persisted_flag(self, name: str) -> PersistedFlag:
         """The enabled flag the state store holds for ``name`` (enabled if none)."""
-        return self._persisted_flags().get(name, PersistedFlag(enabled=True))
+        return self._flags.get(name)
 
     def take_unsaved_switches(self) -> frozenset[str]:
         """Plugins switched on or off whose flag could not be written yet (and forget them)."""
-        unsaved, self._unsaved = frozenset(self._unsaved), set()
-        return unsaved
+        return self._flags.take_unsaved()
 
     def _persist_switch(self, name: str, *, enabled: bool, reason: str | None) -> None:
-        flag = PersistedFlag(enabled, None if enabled else reason)
-        self._persisted_flags()[name] = flag
         if enabled:
             self._thresholds.reset(name)
-        try:
-            with PluginStateStore(self.state_target) as store:
-                store.set_enabled(name, enabled, flag.reason)
-        except TetherError as exc:
-            self._unsaved.add(name)
-            log.warning("could not save that plugin %s is %s: %s", name,
-                        "enabled" if enabled else "disabled", exc)  # fmt: skip
+        self._flags.switch(name, enabled=enabled, reason=reason)
 
     def get_plugin_settings(self, name: str) -> PluginConfig:
         """The settings a plugin was loaded with (path, config, permissions...)."""
@@ -1016,27 +872,3 @@ class PluginManager:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-def _code_directory(code: LoadedCode) -> str | None:
-    """Where the plugin's code lives, for attributing audit events to it."""
-    if code.manifest.directory is not None:
-        return str(code.manifest.directory.absolute())
-    origin = getattr(code.module, "__file__", None)
-    return str(Path(origin).resolve().parent) if origin else None
-
-
-def _validate_config(plugin: str, instance: object, values: Mapping[str, object]) -> None:
-    """Honour ``Configurable``: the plugin's own ``validate_config`` refuses bad config."""
-    check = getattr(instance, "validate_config", None)
-    if not callable(check):
-        return
-    try:
-        check(dict(values))
-    except (ValueError, TypeError, ConfigError) as exc:
-        raise ConfigError(
-            f"invalid config for plugin '{plugin}': {exc}",
-            plugin=plugin,
-            hint=f"plugin '{plugin}' refused its config in validate_config(); fix the values "
-            "in its config entry",
-        ) from exc

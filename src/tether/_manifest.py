@@ -205,7 +205,7 @@ _BOUNDED = ("integer", "float", "duration")
 _CHOOSABLE = ("string", "integer", "float")
 
 
-def _bound(field: ConfigField, value: object) -> Any:
+def _bound(field: ConfigField, value: object) -> Any:  # noqa: ANN401 - a number or a timedelta, compared with the key's values
     """A bound as values of the key compare with it (durations parsed); checked beforehand."""
     if value is None:
         return None

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
+from tether._attribution import is_seam, pass_through
 from tether._gate import GateState
-from tether._seam import Entry, Parameters, is_seam, pass_through
+from tether._seam import Entry, Parameters
 from tether.errors import MiddlewareError, PluginUnavailableError
 
 if TYPE_CHECKING:

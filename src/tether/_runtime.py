@@ -17,18 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from tether._chain import ErrorPolicy
 from tether._config import TetherConfig
 from tether._events import EventBus
 from tether._hooks import HookRegistry
 from tether._metrics import MetricsStore
 from tether._middleware import MiddlewareRegistry
-from tether._seam import ErrorPolicy
 from tether._services import ServiceRegistry
 
 if TYPE_CHECKING:
     from tether._cache import CacheManager
-    from tether._context import PluginScope
     from tether._database import DatabaseManager
+    from tether._gate import Door
     from tether._storage import StateStore
     from tether.types import Router
 
@@ -36,7 +36,18 @@ __all__ = ["Registrar", "RouterFactory", "Runtime"]
 
 log = logging.getLogger("tether")
 
-RouterFactory = Callable[["PluginScope"], "Router"]
+
+class Version(Protocol):
+    """What the runtime reads of a plugin version's scope (``tether.PluginScope``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def door(self) -> Door: ...
+
+
+RouterFactory = Callable[..., "Router"]
+"""``factory(scope) -> Router``: a host's router for one plugin version (its ``PluginScope``)."""
 
 
 class Registrar(Protocol):
@@ -45,7 +56,7 @@ class Registrar(Protocol):
     def version_committed(self, plugin: str, /) -> None:
         """A version of ``plugin`` was committed: its registrations are the live ones now."""
 
-    def version_dropped(self, scope: PluginScope, /) -> None:
+    def version_dropped(self, scope: Version, /) -> None:
         """A version is gone: forget what it registered."""
 
 
@@ -93,7 +104,7 @@ class Runtime:
     def has_router(self) -> bool:
         return self._router is not None
 
-    def router_for(self, scope: PluginScope) -> Router | None:
+    def router_for(self, scope: Version) -> Router | None:
         return None if self._router is None else self._router(scope)
 
     def add_registrar(self, registrar: Registrar) -> None:
@@ -102,7 +113,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ versions
 
-    def version_committed(self, old: PluginScope | None, new: PluginScope) -> None:
+    def version_committed(self, old: Version | None, new: Version) -> None:
         """``new``'s registrations are the live ones now (``old``'s were, if given)."""
         self.hooks.refresh()
         self.events.version_committed(old.door if old is not None else None, new.door)
@@ -111,7 +122,7 @@ class Runtime:
         for registrar in self._registrars:
             registrar.version_committed(new.name)
 
-    def drop(self, scope: PluginScope) -> list[BaseException]:
+    def drop(self, scope: Version) -> list[BaseException]:
         """Remove everything one version registered, in every mechanism; what failed."""
         failures: list[BaseException] = []
         door = scope.door

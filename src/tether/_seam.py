@@ -52,446 +52,40 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import functools
 import inspect
-import itertools
 import linecache
 import logging
-import sys
-import threading
-import time
-import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from time import perf_counter_ns
-from types import CodeType, FrameType, FunctionType
+from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, Protocol, cast
 
+from tether._attribution import note_error, record_failure
+from tether._chain import CallChain
 from tether._durations import format_duration
-from tether.errors import (
-    CallError,
-    CallInputError,
-    CallTimeoutError,
-    ConfigError,
-    PluginUnavailableError,
-)
+from tether._tracing import trace_enter, trace_exit
+from tether._watchdog import next_key, watchdog
+from tether.errors import CallError, CallInputError, CallTimeoutError, PluginUnavailableError
 
 if TYPE_CHECKING:
-    from contextvars import Token
-
-    from opentelemetry.context import Context
-
     from tether._gate import Door
 
 __all__ = [
     "ASYNC_HOOK_BLOCK",
-    "DEFAULT_CHAIN",
     "HOOK_BLOCK",
-    "LINKS",
-    "NO_CHAIN",
     "ONE_ARGUMENT",
-    "CallChain",
-    "CallMetrics",
-    "CallRow",
-    "CallStats",
     "Entry",
-    "ErrorPolicy",
     "Parameters",
     "Redirect",
-    "attach_trace",
-    "blame",
     "compile_chain",
-    "counts_as_seam",
-    "detach_trace",
-    "fail",
     "is_async_callable",
-    "is_seam",
-    "note_error",
     "parameters_of",
-    "pass_through",
-    "record_failure",
-    "trace_context",
-    "tracing_configured",
-    "watchdog",
 ]
 
 _log = logging.getLogger("tether.calls")
-
-LINKS = ("tracing", "logging", "recovery", "metrics", "validation", "timeout")
-DEFAULT_CHAIN = ("tracing", "recovery", "metrics", "timeout")
-
-# The indices of a ``Door.stats`` list.
-CALLS, NANOS, ERRORS = 0, 1, 2
-
-
-# --------------------------------------------------------------------------- the chain
-
-
-class ErrorPolicy:
-    """Which exceptions leaving a plugin are answers rather than failures.
-
-    A host adds predicates (``tether serve``: an ``HTTPException`` below 500 is an
-    answer); an exception any predicate accepts is not counted against the plugin.
-    One per runtime, shared by the chains of its plugins.
-    """
-
-    __slots__ = ("answers",)
-
-    def __init__(self) -> None:
-        self.answers: tuple[Callable[[BaseException], bool], ...] = ()
-
-    def add_answer(self, predicate: Callable[[BaseException], bool]) -> None:
-        self.answers = (*self.answers, predicate)
-
-    def is_failure(self, error: BaseException) -> bool:
-        return not any(answer(error) for answer in self.answers)
-
-
-@dataclass(frozen=True, slots=True)
-class CallChain:
-    """The links one plugin's calls pass through, and its call timeout (seconds)."""
-
-    links: tuple[str, ...] = DEFAULT_CHAIN
-    timeout: float | None = 30.0
-    tracing: bool = False  # an OpenTelemetry SDK was configured when the chain was made
-    policy: ErrorPolicy = field(default_factory=ErrorPolicy, compare=False)
-
-    @classmethod
-    def parse(
-        cls,
-        links: Sequence[str] | None,
-        *,
-        plugin: str,
-        timeout: float | None,
-        policy: ErrorPolicy | None = None,
-    ) -> CallChain:
-        """The chain a config lists (``None``: the default), checked."""
-        chosen: tuple[str, ...]
-        if links is None:
-            chosen = DEFAULT_CHAIN
-        else:
-            chosen = tuple(links)
-            unknown = [link for link in chosen if link not in LINKS]
-            if unknown:
-                raise ConfigError(
-                    f"plugin '{plugin}': unknown call_chain link(s): {', '.join(unknown)}",
-                    plugin=plugin,
-                    hint=f"the links are {', '.join(LINKS)} (default: {', '.join(DEFAULT_CHAIN)})",
-                )
-            twice = sorted({link for link in chosen if chosen.count(link) > 1})
-            if twice:
-                raise ConfigError(
-                    f"plugin '{plugin}': call_chain lists {', '.join(twice)} more than once",
-                    plugin=plugin,
-                    hint="list each link once, outermost first",
-                )
-        tracing = "tracing" in chosen and tracing_configured()
-        return cls(chosen, timeout or None, tracing, policy or ErrorPolicy())
-
-    @property
-    def is_default(self) -> bool:
-        return self.links == DEFAULT_CHAIN and not self.tracing
-
-    def has(self, link: str) -> bool:
-        if link == "tracing":
-            return self.tracing
-        if link == "timeout":
-            return "timeout" in self.links and self.timeout is not None
-        return link in self.links
-
-    def shape(self, *, is_async: bool) -> tuple[str, ...]:
-        """The links that generate code for a sync or an async call (the cache key)."""
-        live = tuple(link for link in self.links if self.has(link))
-        if not is_async:
-            live = tuple(link for link in live if link != "timeout")
-        return live
-
-
-NO_CHAIN = CallChain(links=(), timeout=None)
-"""No links at all: the door and nothing else (host-side observers, tests of the gate)."""
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-@dataclass(frozen=True, slots=True)
-class CallMetrics:
-    """The calls into a plugin from one source (``hook:pre_request``, ``call:execute``...)."""
-
-    source: str
-    calls: int
-    errors: int
-    total_duration: timedelta
-    by_version: dict[str, int]
-
-    @property
-    def average_duration(self) -> timedelta:
-        return self.total_duration / self.calls if self.calls else timedelta(0)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "source": self.source,
-            "calls": self.calls,
-            "errors": self.errors,
-            "total_duration_seconds": self.total_duration.total_seconds(),
-            "average_duration_seconds": self.average_duration.total_seconds(),
-            "by_version": dict(self.by_version),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class CallRow:
-    """One version's calls from one source."""
-
-    version: str
-    source: str
-    calls: int
-    errors: int
-    seconds: float
-
-
-class CallStats:
-    """``[calls, nanoseconds, errors]`` per (plugin, version, source).
-
-    The seam and the hook chains add to these lists in place (no lock: an update can
-    be lost now and then under threads, which metrics allow). They outlive versions and
-    plugins, so a plugin's history survives a reload or an unload and load.
-    """
-
-    __slots__ = ("__weakref__", "_drainers", "_lists", "_lock")
-
-    def __init__(self) -> None:
-        self._lists: dict[tuple[str, str, str], list[int]] = {}
-        self._lock = threading.Lock()
-        self._drainers: list[weakref.WeakMethod[Callable[[], None]]] = []
-
-    def add_drainer(self, drain: Callable[[], None]) -> None:
-        """``drain()`` (a bound method) adds deferred counts (the hook chains' clock logs)
-        to these lists; it runs before every read, so a read is never behind."""
-        with self._lock:
-            if not any(ref() == drain for ref in self._drainers):
-                self._drainers.append(weakref.WeakMethod(drain))
-
-    def _drain(self) -> None:
-        for ref in list(self._drainers):
-            drain = ref()
-            if drain is not None:
-                drain()
-
-    def list_for(self, plugin: str, version: str, source: str) -> list[int]:
-        key = (plugin, version, source)
-        found = self._lists.get(key)
-        if found is None:
-            with self._lock:
-                found = self._lists.setdefault(key, [0, 0, 0])
-        return found
-
-    def of(self, plugin: str, *, prefix: str = "") -> dict[str, CallMetrics]:
-        """Per source (those starting with ``prefix``): every version of ``plugin`` together."""
-        self._drain()
-        totals: dict[str, list[int]] = {}
-        versions: dict[str, dict[str, int]] = {}
-        for (owner, version, source), stats in list(self._lists.items()):
-            if owner != plugin or not source.startswith(prefix):
-                continue
-            total = totals.setdefault(source, [0, 0, 0])
-            for k in range(3):
-                total[k] += stats[k]
-            served = versions.setdefault(source, {})
-            served[version] = served.get(version, 0) + stats[0]
-        return {
-            source: CallMetrics(
-                source, calls, errors, timedelta(microseconds=nanos / 1000), versions[source]
-            )
-            for source, (calls, nanos, errors) in sorted(totals.items())
-        }
-
-    def rows(self, plugin: str) -> list[CallRow]:
-        """Every (version, source) of ``plugin`` with its counts, for exporters."""
-        self._drain()
-        return [
-            CallRow(version, source, stats[0], stats[2], stats[1] / 1e9)
-            for (owner, version, source), stats in sorted(self._lists.items())
-            if owner == plugin
-        ]
-
-    def forget(self, plugin: str) -> None:
-        with self._lock:
-            for key in [k for k in self._lists if k[0] == plugin]:
-                del self._lists[key]
-
-
-# --------------------------------------------------------------------------- tracing
-
-
-def tracing_configured() -> bool:
-    """True when an OpenTelemetry SDK (a real tracer provider) is installed globally."""
-    try:
-        from opentelemetry import trace
-    except ImportError:  # pragma: no cover - opentelemetry-api is a dependency
-        return False
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
-
-
-@functools.cache
-def _tracer() -> object:
-    from opentelemetry import trace
-
-    from tether import __version__
-
-    return trace.get_tracer("tether", __version__)
-
-
-def _trace_enter(entry: Entry) -> tuple[object, object]:
-    from opentelemetry import context, trace
-
-    tracer = cast("trace.Tracer", _tracer())
-    span = tracer.start_span(
-        f"{entry.plugin} {entry.source}",
-        attributes={
-            "tether.plugin": entry.plugin,
-            "tether.version": entry.door.version,
-            "tether.source": entry.source,
-        },
-    )
-    token = context.attach(trace.set_span_in_context(span))
-    return span, token
-
-
-def _trace_exit(span: object, token: object, error: BaseException | None) -> None:
-    from opentelemetry import context, trace
-
-    real = cast("trace.Span", span)
-    if error is not None:
-        real.record_exception(error)
-        real.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
-    real.end()
-    context.detach(cast("Token[Context]", token))
-
-
-def trace_context() -> dict[str, str]:
-    """The current trace context as W3C headers (empty when tracing is off).
-
-    Carried with events (and later with messages to worker processes and other
-    hosts), so the receiving side continues the same trace.
-    """
-    if not tracing_configured():
-        return {}
-    from opentelemetry import propagate
-
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier
-
-
-def attach_trace(carrier: Mapping[str, str]) -> object:
-    """Make the trace context of ``carrier`` current (a delivered event); returns a token."""
-    from opentelemetry import context, propagate
-
-    return context.attach(propagate.extract(carrier))
-
-
-def detach_trace(token: object) -> None:
-    from opentelemetry import context
-
-    context.detach(cast("Token[Context]", token))
-
-
-# --------------------------------------------------------------------------- the watchdog
-
-
-def _expire(door: Door, key: int, task: asyncio.Task[object]) -> None:
-    """On the call's loop: cancel the task the call runs in, if the call is still there."""
-    if key in door.tasks and not task.done():
-        door.expired.add(key)
-        task.cancel("tether: call timeout")
-
-
-def _running_in(task: asyncio.Task[object], door: Door, key: int) -> bool:
-    """Whether ``task``'s await chain holds the seam frame of call ``key`` into ``door``."""
-    awaited: object = task.get_coro()
-    depth = 0
-    while awaited is not None and depth < 256:  # noqa: PLR2004 - a bound on a chain, not data
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-        if frame is not None and frame.f_code.co_filename.startswith("<tether seam async"):
-            local = frame.f_locals
-            if local.get("_t_k") == key and local.get("_t_d") is door:
-                return True
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
-        depth += 1
-    return False
-
-
-def _find_task(door: Door, key: int) -> asyncio.Task[object] | None:
-    """The task running async call ``key`` into ``door`` (looked for only once it is late)."""
-    for _ in range(3):  # the set of tasks may change while it is copied
-        try:
-            tasks = list(asyncio.tasks._all_tasks)  # type: ignore[attr-defined]  # noqa: SLF001
-        except RuntimeError:
-            continue
-        break
-    else:  # pragma: no cover - three changes in a row
-        return None
-    for task in tasks:
-        if not task.done() and _running_in(task, door, key):
-            return cast("asyncio.Task[object]", task)
-    return None
-
-
-class _Watchdog:
-    """One daemon thread that cancels async calls past their deadline, on their loop.
-
-    A call costs the seam one dict entry (its key and deadline); only a call that is
-    late is looked for among the process's tasks, by its frame.
-    """
-
-    def __init__(self) -> None:
-        self._doors: weakref.WeakSet[Door] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self.tick = 0.05
-
-    def watch(self, door: Door, timeout: float) -> None:
-        """Scan ``door`` from now on; scan often enough for ``timeout``."""
-        with self._lock:
-            self._doors.add(door)
-            self.tick = min(self.tick, max(timeout / 4, 0.005))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="tether-call-watchdog", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.tick)
-            with self._lock:
-                doors = list(self._doors)
-            now = perf_counter_ns()
-            for door in doors:
-                if door.tasks:
-                    self._scan(door, now)
-
-    @staticmethod
-    def _scan(door: Door, now: int) -> None:
-        for key, deadline in list(door.tasks.items()):
-            if now < deadline or key in door.expired or key in door.searched:
-                continue
-            door.searched.add(key)
-            task = _find_task(door, key)
-            if task is None:
-                continue  # not in a task this process knows: it cannot be cancelled
-            try:
-                task.get_loop().call_soon_threadsafe(_expire, door, key, task)
-            except RuntimeError:  # its loop has closed: nothing left to cancel
-                door.tasks.pop(key, None)
-
-
-watchdog = _Watchdog()
-_next_key = itertools.count().__next__
 
 
 # --------------------------------------------------------------------------- entries
@@ -501,110 +95,6 @@ class Redirect(Protocol):
     """Given the live version's door, the entry that stands for this one there (or None)."""
 
     def __call__(self, live: Door, /) -> Entry | None: ...
-
-
-def _raise_site(error: BaseException) -> object:
-    """The innermost traceback entry of ``error``: where it was first raised."""
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb
-
-
-_SEAM_FILES = ("<tether seam", "<tether hook chain", "<tether async hook chain")
-_SEAM_CODES: set[CodeType] = set()
-
-
-def counts_as_seam(fn: Callable[..., object]) -> None:
-    """Declare a hand-written dispatcher that counts its callees' errors itself (the hook
-    registry's loop) a seam, like the generated ones."""
-    _SEAM_CODES.add(fn.__code__)
-
-
-def _encloses_seam(frame: FrameType | None) -> bool:
-    """Whether a seam's frame is further up the stack than ``frame`` (on this thread, or
-    up this coroutine's await chain while it runs)."""
-    frame = frame.f_back if frame is not None else None
-    while frame is not None:
-        code = frame.f_code
-        if code in _SEAM_CODES or code.co_filename.startswith(_SEAM_FILES):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def note_error(entry: Entry, error: BaseException, frame: FrameType | None = None) -> bool:
-    """An exception is leaving ``entry``'s plugin: True if it is that plugin's failure.
-
-    An exception is its failure when this is the first seam it leaves (the innermost
-    plugin: a service's error passing up through its caller's hook is the service's),
-    it is not a refusal at a gate (``PluginUnavailableError``: the unavailable plugin
-    is to blame, and nobody failed), and the host's error policy does not call it an
-    answer. ``tether.blame(exc)`` names the plugin afterwards.
-
-    How "first" is known: the first seam marks the exception with where it was raised;
-    seams further up see the mark and pass it on; the outermost seam (no seam above it
-    on the stack) clears the mark as the exception leaves the seams, so the same
-    exception object raised again later (a prepared exception) counts again.
-    """
-    frame = frame if frame is not None else sys._getframe(1)  # noqa: SLF001 - the seam's own frame
-    site = _raise_site(error)
-    first = site is None or getattr(error, "_tether_seen_at", None) is not site
-    with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__
-        if first:
-            unavailable = isinstance(error, PluginUnavailableError)
-            error._tether_plugin = error.plugin if unavailable else entry.plugin  # type: ignore[attr-defined]  # noqa: SLF001
-        if _encloses_seam(frame):
-            error._tether_seen_at = site  # type: ignore[attr-defined]  # noqa: SLF001
-        elif hasattr(error, "_tether_seen_at"):
-            del error._tether_seen_at  # noqa: SLF001 - the seam's own mark
-    return (
-        first
-        and not isinstance(error, PluginUnavailableError | CallInputError)
-        and entry.chain.policy.is_failure(error)
-    )
-
-
-def pass_through(error: BaseException) -> None:
-    """Mark an error raised by host code between seams (a host's endpoint under plugin
-    middleware) so the seams it passes up through do not count it."""
-    with contextlib.suppress(AttributeError, TypeError):
-        error._tether_seen_at = _raise_site(error)  # type: ignore[attr-defined]  # noqa: SLF001
-
-
-def is_seam(fn: Callable[..., object]) -> bool:
-    """Whether ``fn`` is a seam's generated entry function."""
-    code = getattr(fn, "__code__", None)
-    return code is not None and code.co_filename.startswith(_SEAM_FILES)
-
-
-def blame(error: BaseException) -> str | None:
-    """The plugin ``error`` was raised in (the innermost plugin it left), if any; for a
-    refusal at a gate, the plugin that refused."""
-    plugin = getattr(error, "_tether_plugin", None)
-    if isinstance(plugin, str):
-        return plugin
-    if isinstance(error, PluginUnavailableError):
-        return error.plugin
-    return None
-
-
-def record_failure(entry: Entry, error: BaseException) -> None:
-    """Count a failure against the entry's plugin (the recovery link)."""
-    try:
-        entry.door.gate.record_error(error, source=entry.source)
-    except Exception:
-        _log.exception("plugin '%s': an error listener failed on a %s error", entry.plugin,
-                       entry.source)  # fmt: skip
-
-
-def fail(entry: Entry, error: BaseException, frame: FrameType | None = None) -> bool:
-    """What every seam does with an error leaving a plugin: note it, and count it if it is
-    the plugin's failure (the recovery link). True if it was counted."""
-    if note_error(entry, error, frame if frame is not None else sys._getframe(1)):  # noqa: SLF001
-        record_failure(entry, error)
-        return True
-    return False
 
 
 def _log_call(entry: Entry, started: int, error: BaseException | None) -> None:
@@ -785,6 +275,10 @@ class Entry:
             function.__kwdefaults__ = dict(params.kwdefaults)
         function.__doc__ = getattr(self.fn, "__doc__", None)
         return function
+
+    @property
+    def version(self) -> str:
+        return self.door.version
 
     def __repr__(self) -> str:
         return f"<Entry {self.plugin} {self.door.version} {self.source}>"
@@ -1026,10 +520,10 @@ _ENTRY_GLOBALS: dict[str, object] = {
     "_t_NOTE": note_error,
     "_t_LOG": _log_call,
     "_t_VALIDATE": _validate,
-    "_t_TRACE_ENTER": _trace_enter,
-    "_t_TRACE_EXIT": _trace_exit,
+    "_t_TRACE_ENTER": trace_enter,
+    "_t_TRACE_EXIT": trace_exit,
     "_t_TIMEOUT": _timeout_error,
-    "_t_NEXT_KEY": _next_key,
+    "_t_NEXT_KEY": next_key,
     "_t_FORGET": _forget,
     "_t_UNCANCEL": _uncancel,
     "_t_CANCELLED": asyncio.CancelledError,

@@ -28,9 +28,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tether._chain import CallChain
 from tether._manifest import Manifest
 from tether._sealed import Sealed, inner, seal
-from tether._seam import CallChain, Entry, parameters_of
+from tether._seam import Entry, parameters_of
 from tether.errors import PluginUnavailableError, ServiceError, ServiceNotFoundError
 
 if TYPE_CHECKING:

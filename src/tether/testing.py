@@ -28,6 +28,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from tether._chain import NO_CHAIN, CallChain
 from tether._config import PluginConfig, TetherConfig
 from tether._context import PluginScope
 from tether._event_model import Event
@@ -36,7 +37,6 @@ from tether._hooks import HookMetrics, HookOutcome
 from tether._manager import PluginManager
 from tether._manifest import Manifest
 from tether._runtime import Runtime
-from tether._seam import NO_CHAIN, CallChain
 from tether._sync import SyncPluginManager
 from tether.types import PluginContext
 
@@ -209,7 +209,7 @@ class PluginHarness:
     # ------------------------------------------------------------------ inspection
 
     @property
-    def plugin(self) -> Any:
+    def plugin(self) -> Any:  # noqa: ANN401 - the object under test, whatever its class
         return self.manager.get_plugin(self.name)
 
     @property

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, overload, runtime_checkable
 
@@ -29,7 +29,8 @@ from tether._lifecycle import PluginStatus
 if TYPE_CHECKING:
     import logging
 
-    from tether._events import Event
+    # Only for the annotation of PluginContext.manifest: the manifest model is
+    # tether._manifest's (pydantic), a layer above this one; nothing here runs it.
     from tether._manifest import Manifest
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "Configurable",
     "Database",
     "Describable",
+    "Event",
     "HealthCheckable",
     "HookPoint",
     "HookRegistration",
@@ -62,6 +64,25 @@ LIFECYCLE_METHODS = ("initialize", "start", "stop", "cleanup")
 A = TypeVar("A")
 R = TypeVar("R")
 T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One published event. ``id`` is unique: a per-bus random prefix and a counter.
+
+    ``trace`` carries the publisher's trace context (W3C header pairs) when
+    OpenTelemetry tracing is on, so the subscriber's span continues the publisher's.
+    """
+
+    id: str
+    name: str
+    data: object
+    source: str | None
+    time: datetime
+    trace: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------- hook points

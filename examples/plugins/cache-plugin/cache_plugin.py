@@ -14,8 +14,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Awaitable, Callable
 
+from starlette.requests import Request
 from starlette.responses import Response
 
 import tether
@@ -67,7 +68,9 @@ class CachePlugin(tether.Plugin):
 
     # ------------------------------------------------------------------ middleware
 
-    async def cache_responses(self, request: Any, call_next: Any) -> Response:
+    async def cache_responses(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         if request.method != "GET" or "authorization" in request.headers:
             return await call_next(request)
         key = f"http:{request.url.path}?{request.url.query}"

@@ -9,18 +9,20 @@ through ``ctx.logger`` with structured fields (``record.fields``)::
 from __future__ import annotations
 
 import logging
-from typing import Any
+
+import tether
+from tether.hosts.web import POST_RESPONSE, RequestContext
 
 
 class AccessLog:
-    def initialize(self, ctx: Any) -> None:
+    def initialize(self, ctx: tether.PluginContext) -> None:
         self.ctx = ctx
         self.level = ctx.plugin_config["log_level"]
         levels = logging.getLevelNamesMapping()
         if str(self.level).upper() not in levels:
             raise ValueError(f"log_level {self.level!r} is not one of {', '.join(levels)}")
         self.levelno = levels[str(self.level).upper()]
-        ctx.register_hook("post_response", 50, self.log_request)
+        ctx.register_hook(POST_RESPONSE, 50, self.log_request)
 
     def start(self) -> None:
         self.ctx.logger.info("access log on at level %s", self.level)
@@ -31,7 +33,7 @@ class AccessLog:
     def cleanup(self) -> None:
         return None
 
-    def log_request(self, hook: Any) -> None:
+    def log_request(self, hook: RequestContext) -> None:
         """post_response: the response has been sent."""
         fields: dict[str, object] = {
             "method": hook.method,

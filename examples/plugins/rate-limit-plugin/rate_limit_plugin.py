@@ -12,9 +12,9 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
 
 import tether
+from tether.hosts.web import PRE_REQUEST, RequestContext
 
 
 class RateLimitPlugin(tether.Plugin):
@@ -28,7 +28,7 @@ class RateLimitPlugin(tether.Plugin):
             raise ValueError("rate must be above 0 and burst at least 1")
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.lock = threading.Lock()
-        ctx.register_hook("pre_request", 200, self.limit)
+        ctx.register_hook(PRE_REQUEST, 200, self.limit)
 
     def take(self, client: str) -> float:
         """Take a token from ``client``'s bucket: 0 if there was one, else seconds to wait."""
@@ -46,7 +46,7 @@ class RateLimitPlugin(tether.Plugin):
                 self.buckets.popitem(last=False)
         return wait
 
-    def limit(self, ctx: Any) -> None:
+    def limit(self, ctx: RequestContext) -> None:
         """pre_request: refuse the request when its client has no token left."""
         client = ctx.client or "unknown"
         wait = self.take(client)

@@ -14,12 +14,21 @@ Without an HTTP host (``tether demo``, unit tests) it is the same plugin minus r
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 import tether
+
+
+class AuthService(Protocol):
+    """What this plugin uses of auth-plugin's ``AuthService`` (types the proxy)."""
+
+    def issue(self, user: str) -> str: ...
+    def verify(self, token: str) -> str | None: ...
+    def protect(self, *globs: str, hint: str | None = None) -> None: ...
+
 
 LOGIN_HINT = 'log in first: POST /users/login with {"user": "<name>"}, then send the token'
 
@@ -28,7 +37,7 @@ class UserPlugin(tether.Plugin):
     def initialize(self, ctx: tether.PluginContext) -> None:
         super().initialize(ctx)
         self.users: set[str] = set()
-        self.auth: Any = ctx.import_service("auth-plugin", "AuthService")
+        self.auth = ctx.import_service("auth-plugin", "AuthService", AuthService)
         ctx.subscribe_event("user.login", self.on_login)
         self.add_routes(ctx)
 

@@ -6,19 +6,20 @@ usage error (bad option or argument), 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
-from tether import __version__
-from tether._config import CONFIG_NAMES, TetherConfig, load_config
+from tether import CONFIG_NAMES, TetherConfig, __version__, load_config
 from tether.cli._output import err, print_error
 from tether.errors import TetherError
 
-__all__ = ["State", "cli", "main", "pass_state"]
+__all__ = ["State", "cli", "log_without_tracebacks", "main", "pass_state"]
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -62,6 +63,29 @@ def _setup_logging(level: str, verbose: bool, log_file: Path | None) -> None:
     logging.basicConfig(level=chosen, handlers=handlers, format="%(name)s: %(message)s", force=True)
 
 
+def _drop_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
+@contextlib.contextmanager
+def log_without_tracebacks(state: State) -> Iterator[None]:
+    """Log lines on the terminal without their tracebacks, unless ``--verbose``: for a
+    command that reports the failure itself (``--log-file`` keeps them)."""
+    handlers = [h for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
+    if state.verbose or not handlers:
+        yield
+        return
+    for handler in handlers:
+        handler.addFilter(_drop_traceback)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(_drop_traceback)
+
+
 class ReportedError(click.ClickException):
     """A ``TetherError`` on its way out: ``Error: <message>``, the hint, exit code 1."""
 
@@ -75,7 +99,10 @@ class ReportedError(click.ClickException):
     def show(self, file: object = None) -> None:  # noqa: ARG002 - output goes to stderr
         print_error(self.error)
         if self.verbose:
-            err.print_exception()
+            from rich.traceback import Traceback
+
+            error = self.error
+            err.print(Traceback.from_exception(type(error), error, error.__traceback__))
 
 
 class TetherGroup(click.Group):

@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from pathlib import Path
 
+import click
 from rich.table import Table
 
-from tether._config import load_config
-from tether._discovery import default_search_paths, discover
-from tether._manager import PluginManager
+from tether import PluginManager, default_search_paths, discover, load_config
+from tether.cli._app import State, pass_state
 from tether.cli._output import out
+from tether.cli._shared import fail
 
-__all__ = ["run_demo"]
+__all__ = ["demo", "run_demo"]
+
+
+@click.command("demo")
+@click.argument(
+    "config_file",
+    required=False,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+)
+@pass_state
+def demo(state: State, config_file: Path | None) -> None:
+    """Walk a config's plugins through their whole life, printing each step.
+
+    Discover, resolve, load, initialize, start, stop and unload the plugins of
+    CONFIG_FILE (default: --config, else examples/app.yaml).
+    """
+    plugin_logger = logging.getLogger("tether.plugin")
+    if plugin_logger.getEffectiveLevel() > logging.INFO:
+        plugin_logger.setLevel(logging.INFO)  # the demo shows what the plugins say
+    path = config_file or state.config_path or Path("examples/app.yaml")
+    if not path.is_file():
+        raise fail(f"config file not found: {path}", "pass a config file: tether demo FILE")
+    asyncio.run(run_demo(path, state.plugin_paths))
 
 
 def _ms(started: float) -> str:

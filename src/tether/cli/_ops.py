@@ -20,10 +20,11 @@ import click
 from rich.table import Table
 
 from tether.cli._app import State, pass_state
-from tether.cli._commands import plugins
 from tether.cli._output import out
 from tether.errors import TetherError
 from tether.observability import PluginRow, PluginStateStore
+
+__all__ = ["plugins_disable", "plugins_enable", "plugins_health", "plugins_reload"]
 
 URL_ENV = "TETHER_ADMIN_URL"
 TOKEN_ENV = "TETHER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
@@ -131,7 +132,7 @@ def _open_store(target: str, *, create: bool) -> PluginStateStore:
 # --------------------------------------------------------------------------- health
 
 
-@plugins.command("health")
+@click.command("health")
 @click.argument("name", required=False)
 @url_option
 @token_option
@@ -305,7 +306,7 @@ def _switch(
         )
 
 
-@plugins.command("enable")
+@click.command("enable")
 @click.argument("name")
 @url_option
 @token_option
@@ -321,7 +322,7 @@ def plugins_enable(
     _switch(state, name, enabled=True, url=url, token=token, state_target=state_target)
 
 
-@plugins.command("disable")
+@click.command("disable")
 @click.argument("name")
 @url_option
 @token_option
@@ -348,7 +349,7 @@ def plugins_disable(
     )  # fmt: skip
 
 
-@plugins.command("reload")
+@click.command("reload")
 @click.argument("name")
 @url_option
 @token_option

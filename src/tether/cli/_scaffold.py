@@ -6,8 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from tether import __version__
-from tether._manifest import load_manifest
+from tether import __version__, load_manifest
 from tether.errors import TetherError
 
 __all__ = ["scaffold"]

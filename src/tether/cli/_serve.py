@@ -8,14 +8,14 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from tether.cli._app import State, cli, pass_state
+from tether.cli._app import State, pass_state
 from tether.cli._output import out
 from tether.errors import TetherError
 
 __all__ = ["serve"]
 
 
-@cli.command("serve")
+@click.command("serve")
 @click.option(
     "--config",
     "config_file",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -50,7 +51,7 @@ from tether.hosts.web._errors import (
 )
 from tether.hosts.web._request import SCOPE_KEY, RequestContext
 from tether.hosts.web._routers import PluginRouter
-from tether.hosts.web._routing import RESERVED_PATHS, Route, RouteTable
+from tether.hosts.web._routing import RESERVED_PATHS, Endpoint, Route, RouteTable
 
 __all__ = ["REQUEST_HOOKS", "WEB_CONTRACT", "WebApp"]
 
@@ -72,7 +73,7 @@ def _is_answer(exc: BaseException) -> bool:
     return isinstance(exc, HTTPException) and not counts_against_plugin(exc)
 
 
-def _respond(handler: Any, what: str) -> Any:
+def _respond(handler: Callable[..., Any], what: str) -> Callable[[object], Awaitable[Response]]:
     """What a route's entry calls: the handler, its result made a response.
 
     Always a coroutine function, so the seam around it lives on the event loop: a plain
@@ -160,7 +161,7 @@ class WebApp:
         route.entry = entry
         route.endpoint = entry.acall
 
-    def _runner(self, route: Route) -> Any:
+    def _runner(self, route: Route) -> Endpoint:
         """The route's middleware around its endpoint, rebuilt when the middleware change."""
         snapshot = self._middleware.all()
         runner = route.runner

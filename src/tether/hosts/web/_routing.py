@@ -220,7 +220,7 @@ class RouteTable:
         with self._lock:
             self._rebuild()
 
-    def version_dropped(self, scope: PluginScope) -> None:
+    def version_dropped(self, scope: object) -> None:
         """A version is gone: so are its routes."""
         self.remove_owner(scope)
 
@@ -229,7 +229,7 @@ class RouteTable:
         claims = self._claims.get((route.method, route.compiled.shape), [])
         return next((r for r in reversed(claims) if r.owner is live), None)
 
-    def remove_owner(self, owner: PluginScope) -> int:
+    def remove_owner(self, owner: object) -> int:
         """Remove every route ``owner`` added; return how many."""
         removed = 0
         with self._lock:

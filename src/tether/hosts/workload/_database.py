@@ -14,12 +14,15 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import asyncpg  # type: ignore[import-untyped]
 import psycopg
 
 from tether.hosts.workload._errors import DatabaseUnavailableError
+from tether.hosts.workload._toolkit import AsyncConnection
+
+T = TypeVar("T")
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -111,7 +114,7 @@ def _hint(exc: BaseException, reason: str) -> str | None:
     return None
 
 
-async def _guarded(dsn: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
+async def _guarded(dsn: str, attempt: Callable[[], Awaitable[T]]) -> T:
     try:
         return await asyncio.wait_for(attempt(), CONNECT_TIMEOUT)
     except (
@@ -126,7 +129,7 @@ async def _guarded(dsn: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
         raise DatabaseUnavailableError(mask_dsn(dsn), reason, hint=_hint(exc, reason)) from exc
 
 
-async def connect_async(dsn: str) -> Any:
+async def connect_async(dsn: str) -> AsyncConnection:
     """An asyncpg connection, or :class:`DatabaseUnavailableError`."""
     return await _guarded(
         dsn,
@@ -179,13 +182,14 @@ async def close_connections(connections: list[Any], *, is_async: bool) -> None:
             continue
 
 
-async def server_version(connection: Any, *, is_async: bool) -> str:
+async def server_version(connection: object, *, is_async: bool) -> str:
     """The server's ``server_version`` setting."""
     if is_async:
-        return str(await connection.fetchval("SHOW server_version"))
+        return str(await cast("AsyncConnection", connection).fetchval("SHOW server_version"))
 
     def query() -> str:
-        row = connection.execute("SHOW server_version").fetchone()
+        sync = cast("psycopg.Connection[tuple[object, ...]]", connection)
+        row = sync.execute("SHOW server_version").fetchone()
         return str(row[0]) if row else "unknown"
 
     return await asyncio.to_thread(query)

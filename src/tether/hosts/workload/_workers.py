@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from multiprocessing.queues import Queue
 from typing import Any
 
 from tether import TetherConfig
@@ -63,7 +64,7 @@ class WorkerOutcome:
 # --------------------------------------------------------------------------- worker side
 
 
-def _worker_main(job: _Job, queue: Any, control: Connection) -> None:
+def _worker_main(job: _Job, queue: Queue[object], control: Connection) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -76,7 +77,7 @@ def _describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, TetherError) else f"{type(exc).__name__}: {exc}"
 
 
-async def _worker(job: _Job, queue: Any, control: Connection) -> None:
+async def _worker(job: _Job, queue: Queue[object], control: Connection) -> None:
     loop = asyncio.get_running_loop()
     start: asyncio.Future[int | None] = loop.create_future()
     engine: list[Engine] = []

@@ -1,0 +1,162 @@
+"""Bringing a plugin's code in: importing it (with retries) and making its first version.
+
+The manager decides what to load (``tether._locate``) and checks it (name, framework,
+isolation, contract, permissions); this module imports the code, validates the
+plugin's config against its schema (and the plugin's own ``validate_config``), and
+builds the plugin's slot with its first version staged: gate, door, call chain, scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tether._callstats import CallStats
+from tether._config import PluginConfig, TetherConfig, validate_plugin_config
+from tether._context import PluginScope
+from tether._contracts import Contract
+from tether._gate import Gate
+from tether._lifecycle import PluginStatus
+from tether._loader import LoadedCode, load_code
+from tether._locate import Found, call_chain, config_schema
+from tether._manifest import Manifest
+from tether._runtime import Runtime
+from tether._slots import PluginSlot, PluginVersion
+from tether.errors import ConfigError, InterfaceError, PluginImportError, PluginLoadError
+
+__all__ = ["LoadAttempt", "code_directory", "import_code", "new_slot", "validate_config"]
+
+log = logging.getLogger("tether")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadAttempt:
+    """One try at importing a plugin (``status`` is ``success`` or ``failure``)."""
+
+    plugin: str
+    status: str
+    duration: float
+    error: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Worth another try: not a broken contract, not a syntax error, not a missing module."""
+    if isinstance(exc, InterfaceError):
+        return False
+    if isinstance(exc, PluginImportError):
+        return not isinstance(exc.__cause__, SyntaxError | ImportError)
+    # A failure with a cause (the plugin's constructor raised, a file could not be read)
+    # may pass; one without (the entry attribute does not exist) will not.
+    cause = exc.__cause__
+    return (
+        isinstance(exc, PluginLoadError)
+        and cause is not None
+        and not isinstance(cause, ImportError)
+    )
+
+
+async def import_code(
+    manifest: Manifest,
+    contract: Contract,
+    *,
+    retries: int,
+    backoff: float,
+    private: bool,
+    attempts: list[LoadAttempt],
+) -> LoadedCode:
+    """Import the plugin's code, retrying transient failures ``retries`` times.
+
+    Every try is appended to ``attempts``; the wait before try ``n + 1`` is
+    ``backoff * 2**n`` seconds.
+    """
+    attempt = 0
+    while True:
+        started = time.perf_counter()
+        try:
+            code = load_code(manifest, contract=contract, private_namespace=private)
+        except PluginLoadError as exc:
+            elapsed = time.perf_counter() - started
+            attempts.append(LoadAttempt(manifest.name, "failure", elapsed, str(exc)))
+            if attempt >= retries or not _is_transient(exc):
+                raise
+            delay = backoff * 2**attempt
+            log.warning(
+                "loading plugin %s failed (try %d of %d), retrying in %.2fs: %s",
+                manifest.name, attempt + 1, retries + 1, delay, exc,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            attempt += 1
+        else:
+            attempts.append(LoadAttempt(manifest.name, "success", time.perf_counter() - started))
+            return code
+
+
+def validate_config(plugin: str, instance: object, values: Mapping[str, object]) -> None:
+    """Honour ``Configurable``: the plugin's own ``validate_config`` refuses bad config."""
+    check = getattr(instance, "validate_config", None)
+    if not callable(check):
+        return
+    try:
+        check(dict(values))
+    except (ValueError, TypeError, ConfigError) as exc:
+        raise ConfigError(
+            f"invalid config for plugin '{plugin}': {exc}",
+            plugin=plugin,
+            hint=f"plugin '{plugin}' refused its config in validate_config(); fix the values "
+            "in its config entry",
+        ) from exc
+
+
+def new_slot(
+    found: Found,
+    settings: PluginConfig,
+    code: LoadedCode,
+    contract: Contract,
+    permissions: frozenset[str],
+    *,
+    config: TetherConfig,
+    runtime: Runtime,
+    stats: CallStats,
+    on_error: Callable[[str, BaseException], None],
+) -> PluginSlot:
+    """The slot of a newly loaded plugin, its first version staged (status ``loading``).
+
+    ``on_error(source, error)`` hears every error recorded on the plugin's gate.
+    """
+    manifest = found.manifest
+    values = validate_plugin_config(
+        manifest.name, config_schema(manifest, code.instance), settings.config
+    )
+    validate_config(manifest.name, code.instance, values)
+    chain = call_chain(manifest, settings, config, runtime.errors)
+    reload = config.reload
+    gate = Gate(
+        manifest.name,
+        hold_timeout=reload.queue_timeout,
+        max_waiting=reload.max_queue_size,
+        stats=stats,
+    )
+    gate.error_listeners.append(on_error)
+    door = gate.add_door(manifest.version, chain=chain)
+    scope = PluginScope(
+        manifest=manifest, config=values, permissions=permissions, runtime=runtime, door=door
+    )
+    version = PluginVersion(manifest, settings, code, scope, contract, found.location)
+    version.set_status(PluginStatus.LOADING)
+    slot = PluginSlot(manifest.name, gate)
+    slot.add(version)
+    return slot
+
+
+def code_directory(code: LoadedCode) -> str | None:
+    """Where the plugin's code lives, for attributing audit events to it."""
+    if code.manifest.directory is not None:
+        return str(code.manifest.directory.absolute())
+    origin = getattr(code.module, "__file__", None)
+    return str(Path(origin).resolve().parent) if origin else None

@@ -1,0 +1,136 @@
+"""``tether config validate|show``: the framework config, checked and shown.
+
+``config validate`` checks the plugin entries and, when the config has bench
+sections (``workload``, ``database``, ``bench``), those too, through the same check
+``tether bench`` makes (:func:`tether.cli._workloads.check_bench_config`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import click
+import yaml
+
+from tether import (
+    Manifest,
+    TetherConfig,
+    format_duration,
+    grant_permissions,
+    mask_secrets,
+    resolve,
+    validate_plugin_config,
+)
+from tether.cli._app import State, pass_state
+from tether.cli._output import out, print_error
+from tether.cli._shared import entry_manifest, fail, framework_version
+from tether.cli._workloads import check_bench_config
+from tether.errors import TetherError
+
+__all__ = ["config_group", "config_show", "config_validate"]
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check and show the framework config."""
+
+
+def _require_config(state: State) -> TetherConfig:
+    if state.config_path is None:
+        raise fail(
+            "no config file given",
+            "pass --config FILE, set TETHER_CONFIG, or create ./tether.yaml",
+        )
+    return state.config()
+
+
+@click.command("validate")
+@pass_state
+def config_validate(state: State) -> None:
+    """Check the config file, every plugin it names, their configs and their dependencies,
+    and its bench sections when it has them."""
+    config = _require_config(state)
+    bench_problems = check_bench_config(state, config)
+    for problem in bench_problems:
+        print_error(problem)
+    problems = _plugin_problems(state, config)
+    for problem in problems:
+        print_error(problem)
+    if problems:
+        raise fail(f"{config.path}: {len(problems)} problem(s)", "fix the problems listed above")
+    if bench_problems:
+        raise fail(
+            f"{state.config_path}: {len(bench_problems)} problem(s) in the bench sections",
+            "fix the problems listed above",
+        )
+
+
+def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
+    """What is wrong with the plugin entries; prints the load order when nothing is."""
+    problems: list[TetherError] = []
+    manifests: list[Manifest] = []
+    for entry in config.plugins.plugins:
+        try:
+            manifest = entry_manifest(state, config, entry)
+            grant_permissions(manifest, entry.permissions, path=config.path)
+            validate_plugin_config(manifest.name, manifest.config, entry.config)
+        except TetherError as exc:
+            problems.append(exc)
+            continue
+        if entry.enabled:
+            manifests.append(manifest)
+    if problems:
+        return problems
+    try:
+        order = resolve(
+            manifests,
+            framework_version=framework_version(),
+            priorities={e.name or "": e.priority for e in config.plugins.plugins},
+            unavailable={
+                e.name: "it is disabled in the config"
+                for e in config.plugins.plugins
+                if not e.enabled and e.name
+            },
+        ).order
+    except TetherError as exc:
+        return [exc]
+    out.print(f"[green]✓[/] {config.path}: {len(manifests)} plugin(s); load order: "
+              + (" -> ".join(order) or "(none)"))  # fmt: skip
+    return []
+
+
+@click.command("show")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+)
+@pass_state
+def config_show(state: State, fmt: str) -> None:
+    """The config as tether sees it: env vars expanded, defaults applied, secrets masked."""
+    config = _require_config(state)
+    data = config.model_dump(mode="json", exclude_none=True)
+    entries = data.get("plugins", {}).get("plugins", [])
+    for raw, entry in zip(entries, config.plugins.plugins, strict=True):
+        try:
+            manifest = entry_manifest(state, config, entry)
+        except TetherError:
+            continue
+        values = validate_plugin_config(manifest.name, manifest.config, entry.config)
+        secrets = frozenset(k for k, f in manifest.config.items() if f.secret)
+        raw["config"] = mask_secrets(_plain(values), secret_keys=secrets)
+        raw["permissions"] = dict.fromkeys(
+            sorted(grant_permissions(manifest, entry.permissions)), True
+        )
+    masked = mask_secrets(data)
+    if fmt == "json":
+        out.print_json(json.dumps(masked))
+    else:
+        out.print(yaml.safe_dump(masked, sort_keys=False).rstrip(), markup=False)
+
+
+def _plain(values: dict[str, object]) -> dict[str, object]:
+    return {k: format_duration(v) if isinstance(v, timedelta) else v for k, v in values.items()}

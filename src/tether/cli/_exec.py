@@ -1,0 +1,184 @@
+"""``tether plugins exec``: run an executor plugin once on one input and print its output.
+
+The plugin is brought up in a fresh manager by ``tether.hosts.executor.execute_once``
+(load, initialize, start, ``execute(input)``, stop, unload). Exit codes: 0 done; 1 the
+plugin is not an executor, cannot be loaded, raised or timed out; 2 a usage error
+(an ``--input`` that is not JSON, a bad ``--set``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from tether import Manifest, PluginConfig, TetherConfig, blame, load_manifest
+from tether.cli._app import State, log_without_tracebacks, pass_state
+from tether.cli._shared import entry_manifest, find_plugin, parse_settings, plugin_settings
+from tether.errors import ContractError, PluginNotFoundError, TetherError
+from tether.hosts.executor import execute_once
+
+__all__ = ["plugins_exec"]
+
+
+def _read_input(ctx: click.Context, param: click.Parameter, value: str) -> object:
+    """``--input``: JSON text, ``@FILE`` (JSON in a file) or ``-`` (JSON on standard input)."""
+    source = None
+    text = value
+    if value == "-":
+        source = "standard input"
+        text = sys.stdin.read()
+    elif value.startswith("@"):
+        path = Path(value[1:])
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise click.BadParameter(f"cannot read {path}: {reason}", ctx, param) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"{source} is not JSON" if source else "not JSON"
+        advice = "" if source else "; a JSON string needs its quotes too: --input '\"hello\"'"
+        raise click.BadParameter(
+            f"{where}: {exc.msg} at line {exc.lineno}, column {exc.colno}{advice}", ctx, param
+        ) from None
+
+
+@click.command("exec")
+@click.argument("name")
+@click.option(
+    "--input",
+    "data",
+    required=True,
+    metavar="JSON|@FILE|-",
+    callback=_read_input,
+    help="The input, as JSON text; @FILE reads it from a file, - from standard input.",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A config value for the plugin (repeatable; VALUE is parsed as YAML).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "text"]),
+    default="json",
+    show_default=True,
+    help="json: the output as JSON; text: a string output as it is, anything else as JSON.",
+)
+@pass_state
+def plugins_exec(
+    state: State, name: str, data: object, settings: tuple[str, ...], fmt: str
+) -> None:
+    """Run the executor plugin NAME once on the input and print what execute() returns.
+
+    \b
+    NAME is a plugin directory, or a plugin name found through the config's entries
+    and the search paths. The plugin's manifest must say `provides: [executor]`.
+    tether plugins exec examples/plugins/word-count-plugin --input '"to be or not to be"'
+    echo '{"text": "a b a"}' | tether plugins exec word-count-plugin --input -
+    """
+    values = parse_settings(settings)
+    manifest = _locate(state, name)
+    _require_executor(manifest)
+    _require_no_dependencies(manifest)
+    directory = manifest.directory
+    if directory is None:
+        raise TetherError(
+            f"plugin '{manifest.name}' has no manifest file to load it from",
+            plugin=manifest.name,
+            hint="give the plugin's directory, or add a plugin.yaml beside its package",
+        )
+    config = plugin_settings(state, manifest.name, values)
+    with log_without_tracebacks(state):
+        output = _execute(directory, data, framework=state.config(), settings=config)
+    click.echo(_render(manifest.name, output, fmt))
+
+
+def _locate(state: State, name: str) -> Manifest:
+    """The manifest NAME means: a directory, else the config's entry, else a search."""
+    path = Path(name)
+    if path.exists():
+        return load_manifest(path)
+    if "/" in name or name.startswith("."):
+        raise PluginNotFoundError(
+            f"no plugin directory at {path}",
+            path=path,
+            hint="check the path, or give a plugin name (`tether plugins list` shows them)",
+        )
+    config = state.config()
+    entry = config.entry(name)
+    if entry is not None:
+        return entry_manifest(state, config, entry)
+    return find_plugin(state, name).manifest
+
+
+def _require_executor(manifest: Manifest) -> None:
+    if "executor" not in manifest.provides:
+        where = manifest.source or manifest.name
+        raise ContractError(
+            f"plugin '{manifest.name}' is not an executor plugin: its manifest does not say "
+            "`provides: [executor]`",
+            plugin=manifest.name,
+            path=manifest.source,
+            hint=f"add `provides: [executor]` to {where} and an execute(input) method to the "
+            "plugin; `tether plugins info NAME` shows what a plugin provides",
+        )
+
+
+def _require_no_dependencies(manifest: Manifest) -> None:
+    required = [d.name for d in manifest.dependencies if not d.optional]
+    if required:
+        raise TetherError(
+            f"plugin '{manifest.name}' requires {', '.join(map(repr, required))}, and "
+            "`tether plugins exec` loads one plugin alone",
+            plugin=manifest.name,
+            path=manifest.source,
+            hint="run it in a host that loads its dependencies (tether.hosts.executor."
+            "Executor), or mark the dependencies optional",
+        )
+
+
+def _execute(
+    directory: Path, data: object, *, framework: TetherConfig, settings: PluginConfig
+) -> object:
+    try:
+        execution = asyncio.run(execute_once(directory, data, config=framework, settings=settings))
+    except TetherError:
+        raise
+    except Exception as exc:
+        plugin = blame(exc)
+        if plugin is None:
+            raise  # not the plugin's: a bug of tether's, shown with its traceback
+        detail = f": {exc}" if str(exc) else ""
+        raise TetherError(
+            f"plugin '{plugin}' failed: execute() raised {type(exc).__name__}{detail}",
+            plugin=plugin,
+            hint="check the input against what the plugin expects; --verbose shows the "
+            "plugin's traceback",
+        ) from exc
+    return execution.output
+
+
+def _render(plugin: str, output: object, fmt: str) -> str:
+    if fmt == "text" and isinstance(output, str):
+        return output
+    try:
+        return json.dumps(output, indent=2, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        if fmt == "text":
+            return str(output)
+        raise TetherError(
+            f"plugin '{plugin}' returned a {type(output).__name__}, which is not JSON: {exc}",
+            plugin=plugin,
+            hint="return dicts, lists, strings, numbers, booleans or None from execute(); "
+            "--format text prints any other value with str()",
+        ) from None

@@ -1,0 +1,352 @@
+"""``tether plugins list|scan|info|validate|graph|new``: reading manifests, importing nothing.
+
+The commands are defined here and put in the ``plugins`` group by ``tether.cli``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from tether import (
+    CapabilityUse,
+    ContractRegistry,
+    Manifest,
+    dependency_graph,
+    grant_permissions,
+    load_capability_uses,
+    load_manifest,
+    open_state_store,
+    resolve,
+)
+from tether.cli._app import State, pass_state
+from tether.cli._output import out
+from tether.cli._scaffold import scaffold
+from tether.cli._shared import (
+    discover_plugins,
+    entry_manifest,
+    fail,
+    find_plugin,
+    framework_version,
+    print_observed,
+)
+from tether.errors import ContractError, ManifestError, ManifestProblem, TetherError
+
+__all__ = [
+    "contract_problems",
+    "plugins",
+    "plugins_graph",
+    "plugins_info",
+    "plugins_list",
+    "plugins_new",
+    "plugins_scan",
+    "plugins_validate",
+]
+
+
+@click.group()
+def plugins() -> None:
+    """Find, inspect, validate, test, run and create plugins."""
+
+
+# --------------------------------------------------------------------------- list, scan
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_state
+def plugins_list(state: State, as_json: bool) -> None:
+    """List the plugins found in every search path."""
+    result = discover_plugins(state)
+    if as_json:
+        rows = [
+            {
+                "name": p.name,
+                "version": p.manifest.version,
+                "description": p.manifest.description,
+                "author": p.manifest.author,
+                "origin": p.origin,
+                "location": p.location,
+                "isolation": p.manifest.isolation,
+                "dependencies": [d.name for d in p.manifest.dependencies],
+            }
+            for p in result.plugins
+        ]
+        out.print_json(json.dumps({"plugins": rows, "invalid": len(result.invalid)}))
+        return
+    table = Table("name", "version", "origin", "description", "location", box=None)
+    for p in result.plugins:
+        table.add_row(p.name, p.manifest.version, p.origin, p.manifest.description, p.location)
+    out.print(table if result.plugins else "No plugins found.")
+    if result.invalid or result.conflicts:
+        out.print(
+            f"[yellow]{len(result.invalid)} invalid, {len(result.conflicts)} conflicting: "
+            "run `tether plugins scan` for the reasons.[/]"
+        )
+
+
+@click.command("scan")
+@pass_state
+def plugins_scan(state: State) -> None:
+    """Show every path searched, what was found there, and what was invalid and why."""
+    result = discover_plugins(state)
+    table = Table("origin", "path", "exists", "plugins", "invalid", box=None)
+    for s in result.searched:
+        table.add_row(
+            s.origin, str(s.path), "yes" if s.exists else "no", str(s.found), str(s.invalid)
+        )
+    out.print("[bold]Searched[/]")
+    out.print(table)
+    for s in result.searched:
+        if s.error:
+            out.print(f"[yellow]could not search {s.path}:[/] {s.error}")
+    out.print(f"\n[bold]Found {len(result.plugins)} plugin(s)[/]")
+    for p in result.plugins:
+        out.print(f"  {p.name} {p.manifest.version}  [dim]{p.origin}: {p.location}[/]")
+    if result.invalid:
+        out.print(f"\n[bold red]Invalid ({len(result.invalid)})[/]")
+        for bad in result.invalid:
+            out.print(f"  {bad.location}")
+            for problem in bad.error.problems:
+                out.print(f"    - {problem}", markup=False)
+    if result.conflicts:
+        out.print(f"\n[bold red]Name conflicts ({len(result.conflicts)})[/]")
+        for conflict in result.conflicts:
+            out.print(f"  {conflict}", markup=False)
+    out.print(f"\n[dim]index cache: {result.cache_hits} hit(s), {result.cache_misses} miss(es)[/]")
+
+
+# --------------------------------------------------------------------------- info
+
+
+@click.command("info")
+@click.argument("name")
+@pass_state
+def plugins_info(state: State, name: str) -> None:
+    """Everything the manifest of plugin NAME declares, the contract it provides, and how
+    its dependencies resolve."""
+    result = discover_plugins(state)
+    plugin = find_plugin(state, name)
+    m = plugin.manifest
+    out.print(f"[bold]{m.name}[/] {m.version}  [dim]({plugin.origin}: {plugin.location})[/]")
+    out.print(m.description, markup=False)
+    out.print(f"author: {m.author}", markup=False)
+    out.print(f"entry: {m.entry}   isolation: {m.isolation}   framework: {m.framework.version}")
+    if m.provides:
+        out.print(f"provides: {', '.join(m.provides)}", markup=False)
+    _print_contract(m)
+    if m.dependencies:
+        out.print("\n[bold]Dependencies[/]")
+        for d in m.dependencies:
+            other = result.get(d.name)
+            found = f"found {other.manifest.version}" if other else "[red]not found[/]"
+            optional = " (optional)" if d.optional else ""
+            out.print(f"  {d.name} {d.version}{optional}: {found}")
+    out.print("\n[bold]Permissions[/] " + (", ".join(sorted(m.permissions.granted)) or "none"))
+    entry = state.config().entry(m.name)
+    if entry is not None:
+        granted = grant_permissions(m, entry.permissions, path=state.config_path)
+        out.print("granted by config: " + (", ".join(sorted(granted)) or "none"))
+    if m.config:
+        table = Table("key", "type", "required", "default", "allowed", "description", box=None)
+        for key, f in m.config.items():
+            default = "****" if f.secret and f.default is not None else f.default
+            required = "yes" if f.required else ""
+            table.add_row(key, f.type, required, _text(default), f.allowed, f.description)
+        out.print("\n[bold]Config[/]")
+        out.print(table)
+    _print_list("Hooks", [f"{h.type} (priority {h.priority})" for h in m.hooks])
+    _print_list("Publishes", list(m.events.publishes))
+    _print_list("Subscribes", list(m.events.subscribes))
+    _print_list("Exports", [f"{e.name}: {e.description}" for e in m.exports])
+    print_observed(_saved_capabilities(state, m.name))
+
+
+def _print_contract(manifest: Manifest) -> None:
+    """The contract the plugin must fulfil, from the registry every installed host fills."""
+    out.print("\n[bold]Contract[/]")
+    try:
+        contract = ContractRegistry().resolve(manifest.name, manifest.provides)
+    except ContractError as exc:
+        out.print(f"  [bold red]Error:[/] {escape(str(exc))}")
+        if exc.hint:
+            out.print(f"  [dim]Hint:[/] {escape(exc.hint)}")
+        return
+    out.print(f"  {contract.name}: {contract.description}", markup=False)
+    out.print(f"  host: {contract.host or 'any host'}", markup=False)
+    out.print(f"  required methods: {_names(contract.required)}", markup=False)
+    out.print(f"  optional methods: {_names(contract.optional)}", markup=False)
+
+
+def _names(methods: Sequence[str]) -> str:
+    return ", ".join(methods) or "none"
+
+
+def _saved_capabilities(state: State, name: str) -> list[CapabilityUse]:
+    """Undeclared capabilities recorded by earlier runs, from the state store (if any)."""
+    config = state.config()
+    target = config.state.target
+    if target is None:
+        path = config.base_directory / ".tether" / "state.db"
+        if not path.is_file():
+            return []
+        target = str(path)
+    store = open_state_store(target)
+    try:
+        return load_capability_uses(store, name)
+    finally:
+        store.close()
+
+
+def _text(value: object) -> str:
+    return "" if value is None else json.dumps(value) if not isinstance(value, str) else value
+
+
+def _print_list(title: str, items: Sequence[str]) -> None:
+    if items:
+        out.print(f"\n[bold]{title}[/]")
+        for item in items:
+            out.print(f"  {item}", markup=False)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def contract_problems(
+    manifest: Manifest, registry: ContractRegistry
+) -> list[tuple[ManifestProblem, str | None]]:
+    """What is wrong with the manifest's ``provides``: each problem with its hint."""
+    path = manifest.source or Path(manifest.name)
+    problems: list[tuple[ManifestProblem, str | None]] = []
+    for name in dict.fromkeys(manifest.provides):
+        try:
+            registry.get(name)
+        except ContractError as exc:
+            problems.append((ManifestProblem(path, "provides", str(exc)), exc.hint))
+    if not problems:
+        try:
+            registry.resolve(manifest.name, manifest.provides)
+        except ContractError as exc:
+            problems.append((ManifestProblem(path, "provides", str(exc)), exc.hint))
+    return problems
+
+
+@click.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def plugins_validate(paths: tuple[Path, ...]) -> None:
+    """Check the manifest of each plugin directory or manifest file in PATHS.
+
+    Every problem is listed with its file, field and line, and so is a contract in
+    `provides` that no installed host serves. Exits 1 if any is invalid.
+    """
+    registry = ContractRegistry()
+    bad = 0
+    for path in paths:
+        try:
+            manifest = load_manifest(path)
+        except ManifestError as exc:
+            bad += 1
+            out.print(f"[red]✗[/] {path}: {len(exc.problems)} problem(s)")
+            for problem in exc.problems:
+                out.print(f"    - {problem}", markup=False)
+            continue
+        problems = contract_problems(manifest, registry)
+        if problems:
+            bad += 1
+            out.print(f"[red]✗[/] {path}: {len(problems)} problem(s)")
+            for problem, hint in problems:
+                out.print(f"    - {problem}", markup=False)
+                if hint:
+                    out.print(f"      hint: {hint}", markup=False)
+        else:
+            out.print(f"[green]✓[/] {path}: {manifest.name} {manifest.version}")
+    if bad:
+        raise fail(f"{bad} of {len(paths)} manifest(s) invalid", "fix the problems listed above")
+
+
+# --------------------------------------------------------------------------- graph
+
+
+@click.command("graph")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "dot"]),
+    default="text",
+    show_default=True,
+    help="text: a tree per plugin; dot: Graphviz input.",
+)
+@pass_state
+def plugins_graph(state: State, fmt: str) -> None:
+    """The dependency graph of the configured plugins (or of every plugin found)."""
+    manifests = _graph_manifests(state)
+    graph = dependency_graph(manifests)
+    if fmt == "dot":
+        out.print("digraph plugins {", markup=False)
+        out.print("  rankdir=LR;", markup=False)
+        for m in manifests:
+            out.print(f'  "{m.name}" [label="{m.name}\\n{m.version}"];', markup=False)
+            for d in m.dependencies:
+                style = ' [style=dashed, label="optional"]' if d.optional else ""
+                out.print(f'  "{m.name}" -> "{d.name}"{style};', markup=False)
+        out.print("}", markup=False)
+        return
+    for m in manifests:
+        tree = Tree(f"[bold]{m.name}[/] {m.version}")
+        for d in m.dependencies:
+            note = " (optional)" if d.optional else ""
+            present = d.name in graph
+            tree.add(f"{d.name} {d.version}{note}" + ("" if present else " [red]missing[/]"))
+        out.print(tree)
+    priorities = {e.name: e.priority for e in state.config().plugins.plugins if e.name}
+    try:
+        order = resolve(manifests, framework_version=framework_version(), priorities=priorities)
+    except TetherError as exc:
+        out.print(f"\ndoes not resolve: {exc}", markup=False)
+        raise fail("the dependency graph does not resolve", exc.hint) from exc
+    out.print("\n[bold]load order:[/] " + " -> ".join(order.order))
+
+
+def _graph_manifests(state: State) -> list[Manifest]:
+    config = state.config()
+    entries = [e for e in config.plugins.plugins if e.enabled]
+    if not entries:
+        return [p.manifest for p in discover_plugins(state).plugins]
+    return [entry_manifest(state, config, entry) for entry in entries]
+
+
+# --------------------------------------------------------------------------- new
+
+
+@click.command("new")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("plugins"),
+    show_default=True,
+    help="Where to create the plugin directory.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["yaml", "json", "toml"]),
+    default="yaml",
+    show_default=True,
+    help="Manifest format.",
+)
+def plugins_new(name: str, directory: Path, fmt: str) -> None:
+    """Create plugin NAME: a manifest, the plugin's code and a passing test."""
+    created = scaffold(name, directory, fmt=fmt)
+    out.print(f"Created plugin [bold]{name}[/] in {created}:")
+    for file in sorted(created.rglob("*")):
+        if file.is_file():
+            out.print(f"  {file.relative_to(created)}")
+    out.print(f"\nNext: `tether plugins test {created}` and `pytest {created}`.")

@@ -1,0 +1,132 @@
+"""What several commands share: finding plugins, reading ``--set`` values, printing telemetry.
+
+Kept apart from the commands so that any command module can use it without importing
+another command module (no import circles, no order of registration to respect).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+import yaml
+
+from tether import (
+    CapabilityUse,
+    DiscoveredPlugin,
+    DiscoveryResult,
+    IndexCache,
+    Manifest,
+    PluginConfig,
+    TetherConfig,
+    __version__,
+    default_search_paths,
+    discover,
+    load_manifest,
+)
+from tether.cli._app import State
+from tether.cli._output import out
+from tether.errors import PluginNotFoundError, TetherError
+
+__all__ = [
+    "discover_plugins",
+    "entry_manifest",
+    "fail",
+    "find_plugin",
+    "framework_version",
+    "parse_settings",
+    "plugin_settings",
+    "print_observed",
+]
+
+
+def fail(message: str, hint: str | None = None) -> TetherError:
+    """An error for the CLI to print as ``Error: message`` / ``Hint: hint`` (exit 1)."""
+    return TetherError(message, hint=hint)
+
+
+def framework_version() -> str:
+    return __version__
+
+
+def discover_plugins(state: State) -> DiscoveryResult:
+    """Every plugin in the search paths: the defaults, ``--plugin-path``, ``plugins.directory``."""
+    config = state.config()
+    directory = config.plugins.directory
+    config_dir = None
+    if directory:
+        config_dir = Path(directory)
+        config_dir = config_dir if config_dir.is_absolute() else config.base_directory / config_dir
+    paths = default_search_paths(plugin_paths=state.plugin_paths, config_directory=config_dir)
+    return discover(paths, cache=IndexCache())
+
+
+def find_plugin(state: State, name: str) -> DiscoveredPlugin:
+    """The plugin called ``name`` in the search paths; not found names a close match."""
+    result = discover_plugins(state)
+    found = result.get(name)
+    if found is None:
+        names = [p.name for p in result.plugins]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = (
+            f"did you mean '{close[0]}'?" if close else "`tether plugins scan` shows what was found"
+        )
+        raise PluginNotFoundError(f"plugin not found: '{name}'", plugin=name, hint=hint)
+    return found
+
+
+def entry_manifest(state: State, config: TetherConfig, entry: PluginConfig) -> Manifest:
+    """The manifest a config entry means: at its ``path``, else found by its ``name``."""
+    if entry.path:
+        path = Path(entry.path)
+        manifest = load_manifest(path if path.is_absolute() else config.base_directory / path)
+        if entry.name and entry.name != manifest.name:
+            raise fail(
+                f"plugin at {entry.path} is named '{manifest.name}', the config says "
+                f"'{entry.name}'",
+                "the config's `name` must match the manifest's `name`",
+            )
+        return manifest
+    return find_plugin(state, entry.name or "").manifest
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, object]:
+    """``--set KEY=VALUE`` items as a dict; each VALUE is parsed as YAML (exit 2 if bad)."""
+    values: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise click.BadParameter(
+                f"the value of {key.strip()!r} is not valid YAML ({problem}): {raw!r}; "
+                "quote it to pass it as a string",
+                param_hint="--set",
+            ) from None
+    return values
+
+
+def plugin_settings(state: State, name: str, values: dict[str, object]) -> PluginConfig:
+    """The settings to load plugin ``name`` with: its config entry (if any), ``values`` on top."""
+    entry = state.config().entry(name)
+    if entry is None:
+        return PluginConfig(name=name, config=values)
+    return entry.model_copy(update={"config": {**entry.config, **values}})
+
+
+def print_observed(uses: Sequence[CapabilityUse]) -> None:
+    """The capabilities a plugin used without declaring them (telemetry, not enforced)."""
+    if not uses:
+        return
+    out.print("\n[bold yellow]Used without declaring the permission[/] (telemetry, not enforced)")
+    for use in uses:
+        out.print(
+            f"  {use.capability}: {use.count} time(s), e.g. {use.example}  "
+            f"(last {use.last_seen:%Y-%m-%d %H:%M:%S})",
+            markup=False,
+        )
