@@ -718,6 +718,8 @@ def host_machinery(manager: tether.PluginManager) -> Forbidden:
     for plugin, cache in runtime._caches.items():
         forbidden.add(cache, f"the cache manager of {plugin}")
         for name, value in vars(cache).items():
+            if isinstance(value, types.BuiltinFunctionType):
+                continue  # time.monotonic and the like: everyone's, not the cache's
             forbidden.add(value, f"the cache manager of {plugin}: {name}")
     for name, slot in manager._slots.items():
         _add_slot(forbidden, name, slot)

@@ -12,7 +12,6 @@ import pytest
 
 from tether import TetherConfig, TetherError
 from tether._context import ConfigView, Context, FieldLogger, PluginScope
-from tether._database import SQLiteDatabase
 from tether._runtime import Runtime
 from tether.errors import PermissionDeniedError
 from tether.testing import make_context, make_scope
@@ -174,12 +173,13 @@ def test_the_database_is_a_sqlite_file_in_the_state_directory_by_default(tmp_pat
     scope = scope_of(tmp_path, permissions=("database",))
     ctx = scope.context
     db = ctx.database
-    assert isinstance(db, SQLiteDatabase)
+    assert db.query_one("SELECT sqlite_version() AS v")["v"]
     assert Path(db.location) == tmp_path / "state" / "app.db"
     db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
     db.execute("INSERT INTO users (name) VALUES (?)", "ada")
     assert db.query("SELECT name FROM users") == [{"name": "ada"}]
-    assert ctx.database is db  # one per runtime
+    assert ctx.database is db  # one view per plugin, of the runtime's database
+    assert "close" not in dir(db)  # closing it is the runtime's, not one plugin's
     scope.runtime.close()
 
 

@@ -35,6 +35,7 @@ from tether._handle import Operation, PluginHandle
 from tether._health import HealthCheckResult, PluginHealth
 from tether._hooks import HookFailure, HookMetrics, HookOutcome, HookRegistry
 from tether._lifecycle import PluginStatus
+from tether._locate import check_entry
 from tether._manager import LoadAttempt, PluginManager
 from tether._manifest import Manifest, find_manifest, load_manifest
 from tether._middleware import Middleware, MiddlewareRegistry
@@ -119,6 +120,7 @@ __all__ = [
     "ThresholdStatus",
     "__version__",
     "blame",
+    "check_entry",
     "default_search_paths",
     "dependency_graph",
     "discover",

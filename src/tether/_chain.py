@@ -9,13 +9,13 @@ timeout]``). The seam (``tether._seam``) generates each entry's code from the li
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tether._tracing import tracing_configured
 from tether.errors import ConfigError
 
 __all__ = ["CALLS", "DEFAULT_CHAIN", "ERRORS", "LINKS", "NANOS", "NO_CHAIN", "TIMED", "CallChain",
-           "ErrorPolicy"]  # fmt: skip
+           "ErrorPolicy", "links_problem"]  # fmt: skip
 
 LINKS = ("tracing", "logging", "recovery", "metrics", "validation", "timeout")
 DEFAULT_CHAIN = ("tracing", "recovery", "metrics", "timeout")
@@ -23,6 +23,20 @@ DEFAULT_CHAIN = ("tracing", "recovery", "metrics", "timeout")
 # The indices of a ``Door.stats`` list: calls, nanoseconds over the timed calls, errors,
 # timed calls (the seam times one call in 16; the hook chains time every call).
 CALLS, NANOS, ERRORS, TIMED = 0, 1, 2, 3
+
+
+_KNOWN = f"{', '.join(LINKS)} (default: {', '.join(DEFAULT_CHAIN)})"
+
+
+def links_problem(links: Sequence[str]) -> str | None:
+    """What is wrong with a ``call_chain`` list (unknown or repeated links), or None."""
+    unknown = [link for link in links if link not in LINKS]
+    if unknown:
+        return f"unknown call_chain link(s): {', '.join(unknown)}; the links are {_KNOWN}"
+    twice = sorted({link for link in links if list(links).count(link) > 1})
+    if twice:
+        return f"call_chain lists {', '.join(twice)} more than once"
+    return None
 
 
 # --------------------------------------------------------------------------- the chain
@@ -67,26 +81,14 @@ class CallChain:
         policy: ErrorPolicy | None = None,
     ) -> CallChain:
         """The chain a config lists (``None``: the default), checked."""
-        chosen: tuple[str, ...]
-        if links is None:
-            chosen = DEFAULT_CHAIN
-        else:
-            chosen = tuple(links)
-            unknown = [link for link in chosen if link not in LINKS]
-            if unknown:
-                raise ConfigError(
-                    f"plugin '{plugin}': unknown call_chain link(s): {', '.join(unknown)}",
-                    plugin=plugin,
-                    hint=f"the links are {', '.join(LINKS)} (default: {', '.join(DEFAULT_CHAIN)})",
-                )
-            twice = sorted({link for link in chosen if chosen.count(link) > 1})
-            if twice:
-                raise ConfigError(
-                    f"plugin '{plugin}': call_chain lists {', '.join(twice)} more than once",
-                    plugin=plugin,
-                    hint=f"list each link once, outermost first; the links are "
-                    f"{', '.join(LINKS)} (default: {', '.join(DEFAULT_CHAIN)})",
-                )
+        chosen = DEFAULT_CHAIN if links is None else tuple(links)
+        problem = links_problem(chosen)
+        if problem is not None:
+            raise ConfigError(
+                f"plugin '{plugin}': {problem}",
+                plugin=plugin,
+                hint=f"list each link once, outermost first; the links are {_KNOWN}",
+            )
         tracing = "tracing" in chosen and tracing_configured()
         return cls(chosen, timeout or None, tracing, policy or ErrorPolicy())
 
@@ -100,6 +102,14 @@ class CallChain:
         if link == "timeout":
             return "timeout" in self.links and self.timeout is not None
         return link in self.links
+
+    def with_timeout(self, timeout: float, *, without: tuple[str, ...] = ()) -> CallChain:
+        """This chain with its own time limit (``timeout`` added innermost if the chain
+        leaves it out: a limit asked for explicitly is kept), less the links ``without``."""
+        links = tuple(link for link in self.links if link not in without)
+        if "timeout" not in links:
+            links = (*links, "timeout")
+        return replace(self, links=links, timeout=timeout)
 
     def shape(self, *, is_async: bool) -> tuple[str, ...]:
         """The links that generate code for a sync or an async call (the cache key)."""

@@ -253,6 +253,8 @@ class PluginScope:
         self._releases: list[Callable[[], object]] = []
         self._storage: PluginStorage | None = None
         self._middleware: set[str] = set()
+        # the view of the runtime's database (and which one), made on first use
+        self.database_view: tuple[Database, Database] | None = None
         self.context = Context()
         seal(self.context, self)
 
@@ -387,7 +389,10 @@ class Context(Sealed):
         """The framework's database (permission ``database``)."""
         scope = _scope(self)
         scope.require("database")
-        return cast("Database", _database_view(scope.runtime.database()))
+        database = scope.runtime.database()
+        if scope.database_view is None or scope.database_view[0] is not database:
+            scope.database_view = (database, cast("Database", _database_view(database)))
+        return scope.database_view[1]
 
     @property
     def cache(self) -> Cache:

@@ -33,7 +33,6 @@ How ``call`` stays fast is ``tether._hook_chains``'s business.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import functools
 import logging
@@ -215,7 +214,7 @@ class HookRegistry:
         self._check_registration(plugin, hook_type, priority, handler, timeout)
         chain = chain or door.chain
         if timeout is not None:
-            chain = dataclasses.replace(chain, timeout=timeout)
+            chain = chain.with_timeout(timeout)
         entry = Entry(
             door,
             cast("Callable[..., object]", handler),

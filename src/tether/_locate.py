@@ -87,6 +87,13 @@ def check_isolation(manifest: Manifest, settings: PluginConfig) -> None:
         )
 
 
+def check_entry(manifest: Manifest, settings: PluginConfig, config: TetherConfig) -> None:
+    """What loading this config entry would refuse before importing any code: its
+    isolation and its call chain (``tether config validate`` asks)."""
+    check_isolation(manifest, settings)
+    call_chain(manifest, settings, config, ErrorPolicy())
+
+
 def config_schema(manifest: Manifest, instance: object) -> dict[str, ConfigField]:
     """The manifest's config schema, plus keys the plugin class declares itself."""
     declared = getattr(instance, "config_schema", None)
@@ -109,16 +116,24 @@ def config_schema(manifest: Manifest, instance: object) -> dict[str, ConfigField
 
 
 def timeouts_of(
-    manifest: Manifest, settings: PluginConfig, config: TetherConfig
+    manifest: Manifest,
+    settings: PluginConfig,
+    config: TetherConfig,
+    host_defaults: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Each step's time limit: the entry's, else the section's, else the manifest's."""
+    """Each step's time limit: the entry's, else the section's, else the one the manifest
+    sets, else the host's default for the step (``host_defaults``: the manager's
+    ``stop_timeout``), else the manifest's default."""
     section = config.plugins.timeouts
     entry = settings.timeouts
+    declared = manifest.timeouts.model_fields_set
     chosen: dict[str, float] = {}
     for step in TIMEOUT_STEPS:
         value = getattr(entry, step) if entry is not None else None
         if value is None and section is not None:
             value = getattr(section, step)
+        if value is None and step not in declared and host_defaults:
+            value = host_defaults.get(step)
         chosen[step] = value if value is not None else getattr(manifest.timeouts, step)
     return chosen
 

@@ -348,7 +348,9 @@ class PluginManager:
     def get_timeouts(self, name: str) -> dict[str, float]:
         """The plugin's time limits in seconds (manifest, then config), by step."""
         version = self._slot(name).current
-        return timeouts_of(version.manifest, version.settings, self.config)
+        return timeouts_of(
+            version.manifest, version.settings, self.config, {"stop": self.stop_timeout}
+        )
 
     def last_error(self, name: str) -> BaseException | None:
         return self._slot(name).current.last_error
@@ -555,22 +557,18 @@ class PluginManager:
     def _stop_timeout(self, slot: PluginSlot, timeout: float | None) -> float:
         if timeout is not None:
             return timeout
-        version = slot.current
-        entry, section = version.settings.timeouts, self.config.plugins.timeouts
-        explicit = (entry.stop if entry is not None else None) or (
-            section.stop if section is not None else None
-        )
-        if explicit is not None:
-            return explicit
-        if "stop" in version.manifest.timeouts.model_fields_set:
-            return version.manifest.timeouts.stop
-        return self.stop_timeout
+        return self.get_timeouts(slot.name)["stop"]
 
-    async def _stop(self, slot: PluginSlot, timeout: float | None) -> PluginLifecycleError | None:
+    async def _stop(
+        self, slot: PluginSlot, timeout: float | None, version: PluginVersion | None = None
+    ) -> PluginLifecycleError | None:
+        """Stop one version (the current one by default): drain its calls, call stop()."""
         limit = self._stop_timeout(slot, timeout)
-        version = slot.current
+        version = version or slot.current
+        live = version is slot.live
         gate = slot.gate
-        gate.close("it is stopping")
+        if live:
+            gate.close("it is stopping")
         if not await gate.drain(self.drain_timeout, door=version.door):
             log.warning(
                 "plugin %s still has %d call(s) in flight after %.1fs; stopping it anyway",
@@ -584,8 +582,9 @@ class PluginManager:
         except Exception as exc:
             return self._fail(version, "stop", exc)
         version.set_status(PluginStatus.STOPPED)
-        gate.close("it is stopped")
-        log.info("stopped plugin %s", slot.name)
+        if live:
+            gate.close("it is stopped")
+        log.info("stopped plugin %s %s", slot.name, version.manifest.version)
         return None
 
     async def unload_plugin(self, name: str, *, force: bool = False) -> None:
@@ -615,8 +614,10 @@ class PluginManager:
 
     async def _teardown(self, slot: PluginSlot) -> PluginLifecycleError | None:
         failure: PluginLifecycleError | None = None
-        if slot.current.status is PluginStatus.RUNNING:
-            failure = await self._stop(slot, None)
+        for version in sorted(slot.versions, key=lambda v: v is not slot.live):  # live first
+            if version.status is PluginStatus.RUNNING:
+                stopped = await self._stop(slot, None, version)
+                failure = failure or stopped
         for version in list(slot.versions):
             for exc in version.scope.release():
                 log.warning("plugin %s: releasing a registration failed: %s", slot.name, exc)

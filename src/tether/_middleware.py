@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from tether._attribution import is_seam, pass_through
 from tether._gate import GateState
 from tether._seam import Entry, Parameters
+from tether._watchdog import not_the_callers_time
 from tether.errors import MiddlewareError, PluginUnavailableError
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def _host_endpoint(endpoint: Endpoint) -> Endpoint:
             pass_through(exc)
             raise
 
+    not_the_callers_time(call)
     return call
 
 

@@ -7,6 +7,11 @@ and at most one scan interval late); a call that is late is
 looked for among the process's tasks by its seam frame (the frame's ``_t_k`` and
 ``_t_d``), and its task is cancelled on its own loop. The seam turns that cancellation
 into a :class:`~tether.errors.CallTimeoutError`.
+
+A deadline bounds a plugin's own work: a late call that is, at that moment, awaiting a
+call into another plugin (a service, a middleware's ``call_next``) or a host endpoint
+under its middleware is not cancelled; its clock starts again (that callee has its own
+deadline). So a slow handler never counts as a timeout of the middleware around it.
 """
 
 from __future__ import annotations
@@ -16,13 +21,23 @@ import itertools
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from time import perf_counter_ns
+from types import CodeType
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from tether._gate import Door
 
-__all__ = ["next_key", "watchdog"]
+__all__ = ["next_key", "not_the_callers_time", "watchdog"]
+
+_ELSEWHERE: set[CodeType] = set()  # frames whose time is not their caller's (host endpoints)
+
+
+def not_the_callers_time(fn: Callable[..., object]) -> None:
+    """Time a call spends awaiting ``fn`` (a host endpoint under middleware) does not
+    count against the plugin awaiting it."""
+    _ELSEWHERE.add(fn.__code__)
 
 
 def _expire(door: Door, key: int, task: asyncio.Task[object]) -> None:
@@ -32,23 +47,34 @@ def _expire(door: Door, key: int, task: asyncio.Task[object]) -> None:
         task.cancel("tether: call timeout")
 
 
-def _running_in(task: asyncio.Task[object], door: Door, key: int) -> bool:
-    """Whether ``task``'s await chain holds the seam frame of call ``key`` into ``door``."""
+_NOT_FOUND, _OWN_WORK, _ELSEWHERE_NOW = 0, 1, 2
+
+
+def _running_in(task: asyncio.Task[object], door: Door, key: int) -> int:
+    """Whether ``task``'s await chain holds the seam frame of call ``key`` into ``door``,
+    and if so whether, deeper down, it awaits another seam call or a host endpoint."""
     awaited: object = task.get_coro()
     depth = 0
+    found = False
     while awaited is not None and depth < 256:  # noqa: PLR2004 - a bound on a chain, not data
         frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-        if frame is not None and frame.f_code.co_filename.startswith("<tether seam async"):
-            local = frame.f_locals
-            if local.get("_t_k") == key and local.get("_t_d") is door:
-                return True
+        if frame is not None:
+            code = frame.f_code
+            if code.co_filename.startswith("<tether seam async"):
+                if found:
+                    return _ELSEWHERE_NOW
+                local = frame.f_locals
+                found = local.get("_t_k") == key and local.get("_t_d") is door
+            elif found and code in _ELSEWHERE:
+                return _ELSEWHERE_NOW
         awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
         depth += 1
-    return False
+    return _OWN_WORK if found else _NOT_FOUND
 
 
-def _find_task(door: Door, key: int) -> asyncio.Task[object] | None:
-    """The task running async call ``key`` into ``door`` (looked for only once it is late)."""
+def _find_task(door: Door, key: int) -> tuple[asyncio.Task[object] | None, bool]:
+    """The task running async call ``key`` into ``door`` (looked for only once it is
+    late), and whether it is awaiting someone else's work right now."""
     for _ in range(3):  # the set of tasks may change while it is copied
         try:
             tasks = list(asyncio.tasks._all_tasks)  # type: ignore[attr-defined]  # noqa: SLF001
@@ -56,11 +82,14 @@ def _find_task(door: Door, key: int) -> asyncio.Task[object] | None:
             continue
         break
     else:  # pragma: no cover - three changes in a row
-        return None
+        return None, False
     for task in tasks:
-        if not task.done() and _running_in(task, door, key):
-            return cast("asyncio.Task[object]", task)
-    return None
+        if task.done():
+            continue
+        where = _running_in(task, door, key)
+        if where != _NOT_FOUND:
+            return cast("asyncio.Task[object]", task), where == _ELSEWHERE_NOW
+    return None, False
 
 
 class _Watchdog:
@@ -116,9 +145,13 @@ class _Watchdog:
             if key in door.expired or key in door.searched:
                 continue
             door.searched.add(key)
-            task = _find_task(door, key)
+            task, elsewhere = _find_task(door, key)
             if task is None:
                 continue  # not in a task this process knows: it cannot be cancelled
+            if elsewhere:  # awaiting another plugin or a host endpoint: not late itself
+                seen[key] = now
+                door.searched.discard(key)
+                continue
             try:
                 task.get_loop().call_soon_threadsafe(_expire, door, key, task)
             except RuntimeError:  # its loop has closed: nothing left to cancel

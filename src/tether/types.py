@@ -112,7 +112,7 @@ STARTUP: HookPoint[tuple[str, ...], None] = HookPoint(
     "startup", description="before the plugins start; receives the loaded plugins' names"
 )
 SHUTDOWN: HookPoint[tuple[str, ...], None] = HookPoint(
-    "shutdown", description="before the plugins stop; receives the running plugins' names"
+    "shutdown", description="before the plugins stop; receives the loaded plugins' names"
 )
 
 
@@ -322,7 +322,7 @@ class MiddlewareRegistration(Protocol):
 
 class ServiceProxy(Protocol):
     """What ``ctx.import_service(plugin, name)`` returns without a type: the service's
-    public methods (and data attributes), each a call into the exporting plugin."""
+    public methods (nothing else), each a call into the exporting plugin."""
 
     def __getattr__(self, name: str) -> Callable[..., object]: ...
 

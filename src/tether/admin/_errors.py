@@ -17,9 +17,14 @@ from collections.abc import Mapping
 from starlette.responses import JSONResponse
 
 from tether.errors import (
+    CallError,
+    CallInputError,
+    CallTimeoutError,
     ConfigError,
+    ContractError,
     DiscoveryError,
     HealthCheckError,
+    IsolationError,
     LifecycleError,
     ManifestError,
     PluginLoadError,
@@ -44,6 +49,11 @@ _STATUSES: tuple[tuple[type[TetherError], int], ...] = (
     (PluginLoadError, 400),
     (StorageError, 503),
     (HealthCheckError, 503),
+    (CallTimeoutError, 504),
+    (CallInputError, 400),
+    (CallError, 400),  # no such operation; an async one called synchronously
+    (ContractError, 400),  # a plugin provides a contract no host registered
+    (IsolationError, 501),  # isolation: process is not supported yet
 )
 
 

@@ -16,6 +16,7 @@ import yaml
 from tether import (
     Manifest,
     TetherConfig,
+    check_entry,
     format_duration,
     grant_permissions,
     mask_secrets,
@@ -73,6 +74,7 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
     for entry in config.plugins.plugins:
         try:
             manifest = entry_manifest(state, config, entry)
+            check_entry(manifest, entry, config)
             grant_permissions(manifest, entry.permissions, path=config.path)
             validate_plugin_config(manifest.name, manifest.config, entry.config)
         except TetherError as exc:

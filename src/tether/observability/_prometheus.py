@@ -4,7 +4,7 @@ Nothing here keeps a metric of its own: each scrape walks the manager (statuses,
 gates, load attempts), the hook registry (counts and total time), the event bus
 (statistics) and the plugins' own metrics store, so there is no global mutable state
 and two managers in one process (two tests) never see each other's series. Each
-manager has its own ``CollectorRegistry`` (``manager.observability.registry()``).
+manager has its own ``CollectorRegistry`` (``observe(manager).registry()``).
 
 The names follow the reference's, with the ``tether_`` prefix and Prometheus'
 conventions: base units (seconds, not milliseconds) and ``_total`` on counters

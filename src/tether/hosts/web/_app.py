@@ -247,7 +247,9 @@ class WebApp:
                 continue
             if hook_type != "error":  # a failing error hook was logged; nothing more to do
                 replace = hook_type != "post_response"  # after sending, nothing to replace
-                await self._fail(context, error, failure.plugin, logged=True, replace=replace)
+                # named as it was counted: the innermost plugin the error left
+                who = blame(error) or failure.plugin
+                await self._fail(context, error, who, logged=True, replace=replace)
             return
 
     def _is_skipped(self, plugin: str, error: BaseException) -> bool:

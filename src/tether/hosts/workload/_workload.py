@@ -185,6 +185,7 @@ async def _open(manager: PluginManager, spec: WorkloadSpec) -> LoadedWorkload:
             hint="`tether workloads list` shows the workload plugins",
         )
     await manager.initialize_all()
+    await manager.start_all()  # the contract's optional start(); stop() comes at close
     handle = manager.get_handle(spec.name)
     operation = handle.operation("execute_operation")
     workload = LoadedWorkload(
