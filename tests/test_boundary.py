@@ -69,22 +69,20 @@ exact attribute path to it (``RequestContext.request._receive.__self__...``), so
 failing test names the open door. Tests marked ``beyond the rules`` are paths found
 by attacking past the walker's rules (writes, weak references, class mutation).
 
-Open when this module was written (its failing tests; fixes belong in src, not here):
+Doors this module found, and how they were closed (its tests keep them closed):
 
-- a web request leads to the server: the Starlette ``Request`` keeps uvicorn's
-  ``receive`` (``request._receive.__self__`` is the connection's cycle;
-  ``.on_response.__self__.config.app`` is the ``WebApp``, and ``.manager`` everything).
-  Fix: ``WebApp._serve`` builds the request around a sealed ``receive``.
+- a web request led to the server: the Starlette ``Request`` kept uvicorn's ``receive``
+  (a bound method of the connection, whose ``__self__`` reaches the ``WebApp`` and the
+  manager). The web host now builds requests around a module-level ``receive`` that
+  finds the server's through the request's context.
 - ``ctx.__weakref__.__callback__._registry`` (``weakref.finalize``'s class-wide registry)
-  ``peek()``s to every sealed view alive, other plugins' contexts included. Fix:
-  ``tether._sealed.seal`` keeps a ``weakref.ref(outer, _gone)`` in a module table
-  instead of a ``weakref.finalize``.
-- classes and functions shared between plugins are writable: ``type(ctx)``, view
-  classes, a proxy's class (one proxy per export, shared by every importer) and its
-  methods' ``__kwdefaults__``. Fix: a metaclass for sealed classes that refuses
-  ``setattr``/``delattr`` (the registry uses ``type.__setattr__``), and a proxy (class
-  and entry functions) per importer.
-- ``ctx.database`` is the runtime's ``DatabaseManager`` itself, not a sealed view.
+  led to every sealed view alive. ``tether._sealed.seal`` now keeps a plain
+  ``weakref.ref`` whose callback holds only a key.
+- classes shared between plugins were writable (``type(ctx)``, view classes, a proxy's
+  class) and one proxy served every importer. Sealed classes now refuse
+  ``setattr``/``delattr``, and each importer has its own proxy class and entry functions.
+- ``ctx.database`` was the runtime's ``DatabaseManager`` (whose ``close()`` is every
+  plugin's); it is a sealed view now, and its ``transaction()`` yields the view.
 """
 
 from __future__ import annotations
@@ -96,6 +94,7 @@ import datetime as dt
 import decimal
 import functools
 import inspect
+import os
 import pathlib
 import re
 import secrets
@@ -193,10 +192,14 @@ def is_stdlib_class(obj: object) -> bool:
 
 
 def is_skipped(obj: object) -> bool:
-    """Values, modules, classes of the standard library, frames and code: not walked into."""
-    return isinstance(
-        obj, (*VALUES, types.ModuleType, types.FrameType, types.CodeType)
-    ) or is_stdlib_class(obj)
+    """Values, modules, classes of the standard library, frames and code: not walked into;
+    nor the process's environment (every module's anyway: a console a logging handler
+    keeps holds ``os.environ``, where the auth example's key is set)."""
+    return (
+        isinstance(obj, (*VALUES, types.ModuleType, types.FrameType, types.CodeType))
+        or obj is os.environ
+        or is_stdlib_class(obj)
+    )
 
 
 def is_read_method(name: str) -> bool:

@@ -42,7 +42,6 @@ from tether._middleware import Middleware, MiddlewareRegistry
 from tether._plugin import Plugin
 from tether._resolver import Resolution, dependency_graph, resolve
 from tether._runtime import Registrar, Runtime
-from tether._sealed import sealed_callable
 from tether._seam import Entry as PluginEntry
 from tether._seam import is_async_callable
 from tether._services import ServiceRegistry
@@ -136,7 +135,6 @@ __all__ = [
     "open_state_store",
     "parse_duration",
     "resolve",
-    "sealed_callable",
     "types",
     "validate_plugin_config",
 ]

@@ -19,12 +19,9 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Generic, ParamSpec, Protocol, TypeVar, cast
+from typing import Generic, Protocol
 
-__all__ = ["Sealed", "inner", "protocol_members", "seal", "sealed_callable", "view"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
+__all__ = ["Sealed", "inner", "protocol_members", "seal", "view"]
 
 _INNER: dict[int, object] = {}
 _REFS: dict[int, weakref.ref[Sealed]] = {}  # keep the weak references (and callbacks) alive
@@ -128,25 +125,3 @@ def view(host_side: object, protocol: type, *, wraps: Mapping[str, type] | None 
     outer = klass()
     seal(outer, host_side)
     return outer
-
-
-class _SealedCallable(Sealed):
-    __slots__ = ()
-
-    def __call__(self, *args: object, **kwargs: object) -> object:
-        return cast("Callable[..., object]", _INNER[id(self)])(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return "<sealed callable>"
-
-
-def sealed_callable(fn: Callable[P, R]) -> Callable[P, R]:
-    """A callable that calls ``fn`` and offers no attribute leading back to it.
-
-    For host objects a plugin is handed as a callable (the web host's ASGI ``receive``:
-    uvicorn's is a bound method of the connection, whose ``__self__`` reaches the
-    server and the app). An async ``fn`` stays awaitable: the call returns its awaitable.
-    """
-    outer = _SealedCallable()
-    seal(outer, fn)
-    return cast("Callable[P, R]", outer)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether import (
     Contract,
@@ -40,7 +41,6 @@ from tether import (
     TetherError,
     blame,
     is_async_callable,
-    sealed_callable,
 )
 from tether.errors import PluginUnavailableError
 from tether.hosts.web._admin import admin_app
@@ -201,9 +201,8 @@ class WebApp:
         route, params, allowed = self.table.match(path, scope["method"])
         if params:
             scope["path_params"] = params
-        # uvicorn's receive is a bound method of the connection (its __self__ reaches the
-        # server and this app): plugins get the request around a sealed one.
-        request = Request(scope, sealed_callable(receive))
+        _RECEIVE.set(receive)
+        request = Request(scope, _receive)
         if route is None:
             context = RequestContext(request)
         else:
@@ -309,6 +308,16 @@ def _no_route(method: str, path: str, allowed: set[str]) -> Response:
         f"no route for {method} {path}",
         hint="routes come from plugins; `tether serve` lists them when it starts",
     )
+
+
+_RECEIVE: ContextVar[Receive] = ContextVar("tether_web_receive")
+
+
+async def _receive() -> Message:
+    """The request's ``receive``, as plugins' requests hold it. The server's own is a
+    bound method of the connection, whose ``__self__`` leads to the server and this app;
+    this one reaches it only through the request's context."""
+    return await _RECEIVE.get()()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
