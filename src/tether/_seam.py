@@ -265,6 +265,8 @@ class Entry:
             **params.globals,
             "_t_E": self,
             "_t_D": self.door,
+            "_t_C": self.door.calls,
+            "_t_T": self.door.tasks,
             "_t_F": self.fn,
             "_t_S": self.stats,
             "_t_TMO": int((self.chain.timeout or 0) * 1e9),
@@ -383,7 +385,8 @@ def parameters_of(fn: Callable[..., object]) -> Parameters | None:  # noqa: C901
 
 # --------------------------------------------------------------------------- templates
 #
-# An entry function, for the links of one chain (outermost first). ``_t_d`` is the door,
+# An entry function, for the links of one chain (outermost first). ``_t_D`` is the door
+# (``_t_C`` its in-flight deque, ``_t_T`` its calls with a deadline),
 # ``_t_S`` the ``[calls, nanoseconds, errors, timed calls]`` list of the entry's
 # (version, source), ``_t_first`` whether a failure is this plugin's own (the innermost
 # plugin it left; not an answer, not a refusal). Each link adds code before the call,
@@ -416,9 +419,8 @@ _ERR: dict[str, str] = {
 
 _SYNC = """\
 def entry({params}):
-    _t_d = _t_D
-    if _t_d.is_open:
-        _t_d.calls.append(None)
+    if _t_D.is_open:
+        _t_C.append(None)
     else:
         return _t_SLOW(_t_E, {call})
 {before}    try:
@@ -427,14 +429,13 @@ def entry({params}):
         _t_first = _t_NOTE(_t_E, _t_exc)
 {failed}        raise
     finally:
-        _t_d.calls.pop()
+        _t_C.pop()
 {succeeded}    return _t_result
 """
 
 _ASYNC = """\
 async def entry({params}):
-    _t_d = _t_D
-    if _t_d.is_open:
+    if _t_D.is_open:
 {join}
     else:
         return await _t_ASLOW(_t_E, {call})
@@ -448,23 +449,24 @@ async def entry({params}):
 {succeeded}    return _t_result
 """
 
-_JOIN = "        _t_d.calls.append(None)"
-_LEAVE = "        _t_d.calls.pop()"
+_JOIN = "        _t_C.append(None)"
+_LEAVE = "        _t_C.pop()"
 # An async call with a deadline is kept in ``d.tasks`` under a key of its own, with its
 # timeout in nanoseconds (no clock read: the watchdog times it from when it first sees
-# it); the watchdog finds a late one's task by its frame (``_t_k`` and ``_t_d``).
+# it); the watchdog finds a late one's task by its frame (``_t_k``, and ``_t_D`` among
+# the function's globals).
 _JOIN_DEADLINE = """\
         _t_k = _t_NEXT_KEY()
-        _t_d.tasks[_t_k] = _t_TMO"""
+        _t_T[_t_k] = _t_TMO"""
 _LEAVE_DEADLINE = """\
-        del _t_d.tasks[_t_k]
-        if _t_d.expired or _t_d.searched:
-            _t_FORGET(_t_d, _t_k)"""
+        del _t_T[_t_k]
+        if _t_D.expired or _t_D.searched:
+            _t_FORGET(_t_D, _t_k)"""
 # A cancellation the watchdog made ends the call as a timeout, raised here so that it
 # has a raise site (the seams further out must see it as this plugin's, not theirs).
 _CANCELLED = """\
     except _t_CANCELLED:
-        if _t_k not in _t_d.expired:
+        if _t_k not in _t_D.expired:
             raise
         _t_UNCANCEL()
         try:

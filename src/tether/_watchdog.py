@@ -3,9 +3,9 @@
 An async call with a deadline costs the seam one dict entry on its door (a key and
 its timeout, ``Door.tasks``), and no clock read. A daemon thread scans the doors and
 times each call from the scan that first sees it (so a call is never cancelled early,
-and at most one scan interval late); a call that is late is
-looked for among the process's tasks by its seam frame (the frame's ``_t_k`` and
-``_t_d``), and its task is cancelled on its own loop. The seam turns that cancellation
+and at most one scan interval late). A call that is late is looked for among the
+process's tasks by its seam frame (the frame's ``_t_k``, and ``_t_D`` among its
+globals), and its task is cancelled on its own loop. The seam turns that cancellation
 into a :class:`~tether.errors.CallTimeoutError`.
 
 A deadline bounds a plugin's own work: a late call that is, at that moment, awaiting a
@@ -64,7 +64,7 @@ def _running_in(task: asyncio.Task[object], door: Door, key: int) -> int:
                 if found:
                     return _ELSEWHERE_NOW
                 local = frame.f_locals
-                found = local.get("_t_k") == key and local.get("_t_d") is door
+                found = local.get("_t_k") == key and frame.f_globals.get("_t_D") is door
             elif found and code in _ELSEWHERE:
                 return _ELSEWHERE_NOW
         awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
