@@ -1,8 +1,10 @@
-"""Bringing a plugin's code in: importing it (with retries) and making its first version.
+"""Bringing a plugin's code in: checking it, importing it (with retries), and making
+its first version.
 
-The manager decides what to load (``tether._locate``) and checks it (name, framework,
-isolation, contract, permissions); this module imports the code, validates the
-plugin's config against its schema (and the plugin's own ``validate_config``), and
+The manager decides what to load (``tether._locate``) and guards its own state (name
+conflicts, its lock); :func:`load_slot` checks what can be checked before any code runs
+(framework version, isolation, contract, permissions), imports the code, validates
+the plugin's config against its schema (and the plugin's own ``validate_config``), and
 builds the plugin's slot with its first version staged: gate, door, call chain, scope.
 """
 
@@ -16,20 +18,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tether._audit import watch as capability_watch
 from tether._callstats import CallStats
-from tether._config import PluginConfig, TetherConfig, validate_plugin_config
+from tether._config import PluginConfig, TetherConfig, grant_permissions, validate_plugin_config
 from tether._context import PluginScope
-from tether._contracts import Contract
+from tether._contracts import Contract, ContractRegistry
 from tether._gate import Gate
 from tether._lifecycle import PluginStatus
-from tether._loader import LoadedCode, load_code
-from tether._locate import Found, call_chain, config_schema
+from tether._loader import LoadedCode, load_code, unload_code
+from tether._locate import Found, call_chain, check_isolation, config_schema
 from tether._manifest import Manifest
 from tether._runtime import Runtime
 from tether._slots import PluginSlot, PluginVersion
-from tether.errors import ConfigError, InterfaceError, PluginImportError, PluginLoadError
+from tether._versions import parse_constraint
+from tether.errors import (
+    ConfigError,
+    FrameworkVersionMismatchError,
+    InterfaceError,
+    PluginImportError,
+    PluginLoadError,
+)
 
-__all__ = ["LoadAttempt", "code_directory", "import_code", "new_slot", "validate_config"]
+__all__ = ["LoadAttempt", "import_code", "load_slot", "new_slot", "validate_config"]
 
 log = logging.getLogger("tether")
 
@@ -151,6 +161,44 @@ def new_slot(
     version.set_status(PluginStatus.LOADING)
     slot = PluginSlot(manifest.name, gate)
     slot.add(version)
+    return slot
+
+
+async def load_slot(
+    found: Found,
+    settings: PluginConfig,
+    *,
+    contracts: ContractRegistry,
+    framework_version: str,
+    config: TetherConfig,
+    runtime: Runtime,
+    stats: CallStats,
+    attempts: list[LoadAttempt],
+    retries: int,
+    backoff: float,
+    on_error: Callable[[str, BaseException], None],
+) -> PluginSlot:
+    """Check, import and stage a plugin found by the locator: its new slot."""
+    manifest = found.manifest
+    constraint = manifest.framework.version
+    if not parse_constraint(constraint).allows(framework_version):
+        raise FrameworkVersionMismatchError(manifest.name, constraint, framework_version)
+    check_isolation(manifest, settings)
+    contract = contracts.resolve(manifest.name, manifest.provides)
+    permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
+    code = await import_code(
+        manifest, contract, retries=retries, backoff=backoff, private=found.private,
+        attempts=attempts,
+    )  # fmt: skip
+    try:
+        slot = new_slot(found, settings, code, contract, permissions, config=config,
+                        runtime=runtime, stats=stats, on_error=on_error)  # fmt: skip
+    except BaseException:
+        unload_code(code)
+        raise
+    directory = code_directory(code)
+    if directory is not None:  # its audit events are attributed to it from now on
+        capability_watch.track(manifest.name, directory, permissions)
     return slot
 
 

@@ -28,7 +28,6 @@ from tether._callstats import CallStats
 from tether._config import (
     PluginConfig,
     TetherConfig,
-    grant_permissions,
     load_config,
     validate_plugin_config,
 )
@@ -37,13 +36,11 @@ from tether._contracts import Contract, ContractRegistry
 from tether._flags import EnabledFlags
 from tether._handle import PluginHandle
 from tether._health import HealthCheckResult, PluginHealth
-from tether._intake import LoadAttempt, code_directory, import_code, new_slot, validate_config
+from tether._intake import LoadAttempt, load_slot, validate_config
 from tether._lifecycle import PluginStatus
-from tether._loader import unload_code
 from tether._locate import (
     Found,
     Locator,
-    check_isolation,
     check_name,
     config_schema,
     settings_of,
@@ -55,17 +52,21 @@ from tether._resolver import Resolution, resolve
 from tether._runtime import Runtime
 from tether._slots import PluginSlot, PluginVersion, SlotEvent
 from tether._state_tables import PersistedFlag
-from tether._steps import StepTimedOutError, call_step
+from tether._steps import (
+    call_step,
+    initialize_version,
+    retire_version,
+    start_version,
+    stop_version,
+)
 from tether._thresholds import (
     THRESHOLD_EVENT,
     ErrorThreshold,
     ThresholdStatus,
 )
 from tether._version import __version__
-from tether._versions import parse_constraint
 from tether.errors import (
     DependentsRunningError,
-    FrameworkVersionMismatchError,
     PluginLifecycleError,
     PluginNameConflictError,
     PluginNotFoundError,
@@ -140,22 +141,6 @@ class PluginManager:
             raise PluginNotFoundError(f"plugin not found: '{name}'", plugin=name, hint=hint)
         return slot
 
-    def _fail(self, version: PluginVersion, step: str, exc: BaseException) -> PluginLifecycleError:
-        version.last_error = exc
-        gate = version.door.gate
-        gate.record_error(exc, source=step)
-        gate.close(f"its {step} failed")
-        if version.status is not PluginStatus.ERROR:
-            version.set_status(PluginStatus.ERROR)
-        log.error("plugin %s failed: %s", step, version.name, exc_info=exc)
-        return PluginLifecycleError(version.name, step, exc)
-
-    async def _call(
-        self, version: PluginVersion, method: str, *args: object, timeout: float | None = None
-    ) -> None:
-        if method in version.contract.managed:
-            await call_step(version.instance, method, *args, timeout=timeout)
-
     # ------------------------------------------------------------------ loading
 
     async def load_plugin(
@@ -205,36 +190,19 @@ class PluginManager:
             if location == found.location:
                 raise PluginNameConflictError.same_place(manifest.name, found.location)
             raise PluginNameConflictError(manifest.name, location, found.location)
-        self._check_framework(manifest)
-        check_isolation(manifest, settings)
-        contract = self.contracts.resolve(manifest.name, manifest.provides)
-        permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
-        code = await import_code(
-            manifest,
-            contract,
+        slot = await load_slot(
+            found,
+            settings,
+            contracts=self.contracts,
+            framework_version=self.framework_version,
+            config=self.config,
+            runtime=self.runtime,
+            stats=self._stats,
+            attempts=self.load_attempts,
             retries=retries,
             backoff=backoff,
-            private=found.private,
-            attempts=self.load_attempts,
+            on_error=functools.partial(self._on_error, manifest.name),
         )
-        try:
-            slot = new_slot(
-                found,
-                settings,
-                code,
-                contract,
-                permissions,
-                config=self.config,
-                runtime=self.runtime,
-                stats=self._stats,
-                on_error=functools.partial(self._on_error, manifest.name),
-            )
-        except BaseException:
-            unload_code(code)
-            raise
-        directory = code_directory(code)
-        if directory is not None:
-            _capability_watch.track(manifest.name, directory, permissions)
         self._observe_load(slot, settings)
         return slot
 
@@ -247,11 +215,6 @@ class PluginManager:
             slot.enabled = False
             slot.gate.close(flag.reason or "it is disabled")
             log.info("plugin %s is disabled in the state store: loaded, not started", name)
-
-    def _check_framework(self, manifest: Manifest) -> None:
-        constraint = manifest.framework.version
-        if not parse_constraint(constraint).allows(self.framework_version):
-            raise FrameworkVersionMismatchError(manifest.name, constraint, self.framework_version)
 
     async def load_plugins_from_config(
         self, config: TetherConfig | Path | str | None = None
@@ -452,21 +415,7 @@ class PluginManager:
             "initialization",
             {PluginStatus.INITIALIZED, PluginStatus.RUNNING, PluginStatus.STOPPED},
         )
-        version = slot.current
-        scope = version.scope
-        # What initialize receives is the contract's business: the context, or the config.
-        argument: object = (
-            dict(scope.config) if version.contract.initialize_with == "config" else scope.context
-        )
-        try:
-            await self._call(version, "initialize", argument)
-        except Exception as exc:
-            raise self._fail(version, "initialization", exc) from exc
-        version.initialized = True
-        version.set_status(PluginStatus.INITIALIZED)
-        slot.commit(version)
-        slot.gate.open(version.door)
-        log.info("initialized plugin %s %s", slot.name, version.version)
+        await initialize_version(slot, slot.current)
 
     async def start_all(self) -> None:
         """Start initialized (or stopped) plugins in dependency order; stop at the first failure."""
@@ -504,14 +453,7 @@ class PluginManager:
 
     async def _start(self, slot: PluginSlot) -> None:
         self._check_dependencies(slot, "start", {PluginStatus.RUNNING})
-        version = slot.current
-        try:
-            await self._call(version, "start")
-        except Exception as exc:
-            raise self._fail(version, "start", exc) from exc
-        version.set_status(PluginStatus.RUNNING)
-        slot.gate.open(version.door)
-        log.info("started plugin %s", slot.name)
+        await start_version(slot, slot.current)
 
     async def update_plugin_config(self, name: str, config: Mapping[str, object]) -> None:
         """Give a loaded plugin new config: validate it, then call ``on_config_change``.
@@ -564,28 +506,7 @@ class PluginManager:
     ) -> PluginLifecycleError | None:
         """Stop one version (the current one by default): drain its calls, call stop()."""
         limit = self._stop_timeout(slot, timeout)
-        version = version or slot.current
-        live = version is slot.live
-        gate = slot.gate
-        if live:
-            gate.close("it is stopping")
-        if not await gate.drain(self.drain_timeout, door=version.door):
-            log.warning(
-                "plugin %s still has %d call(s) in flight after %.1fs; stopping it anyway",
-                slot.name, version.door.in_flight, self.drain_timeout,
-            )  # fmt: skip
-        try:
-            await self._call(version, "stop", timeout=limit)
-        except StepTimedOutError:
-            late = TimeoutError(f"stop() did not return within {limit:g}s")
-            return self._fail(version, "stop", late)
-        except Exception as exc:
-            return self._fail(version, "stop", exc)
-        version.set_status(PluginStatus.STOPPED)
-        if live:
-            gate.close("it is stopped")
-        log.info("stopped plugin %s %s", slot.name, version.manifest.version)
-        return None
+        return await stop_version(slot, version or slot.current, limit, self.drain_timeout)
 
     async def unload_plugin(self, name: str, *, force: bool = False) -> None:
         """Stop, release its registrations, clean up and forget a plugin.
@@ -619,15 +540,8 @@ class PluginManager:
                 stopped = await self._stop(slot, None, version)
                 failure = failure or stopped
         for version in list(slot.versions):
-            for exc in version.scope.release():
-                log.warning("plugin %s: releasing a registration failed: %s", slot.name, exc)
-            if version.initialized:  # a workload's cleanup(db) is the host's: not managed
-                try:
-                    await self._call(version, "cleanup")
-                except Exception as exc:
-                    failure = failure or self._fail(version, "cleanup", exc)
-            slot.discard(version, reason="unloaded")
-            version.set_status(PluginStatus.UNLOADED)
+            retired = await retire_version(slot, version, reason="unloaded")
+            failure = failure or retired
         _capability_watch.untrack(slot.name)
         self._save_capabilities(slot.name)
         self.runtime.metrics.remove_plugin(slot.name)
