@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from inspect import isawaitable
 from typing import Protocol
 
-from tether._attribution import fail
 from tether._event_model import Event, EventStats, wildcard_prefix
 from tether._gate import Door
 from tether._seam import Entry
@@ -203,10 +201,10 @@ class Inbox:
 
     # ------------------------------------------------------------------ delivering
 
-    async def run(self) -> None:  # noqa: C901 - the worker loop: no frame per event
+    async def run(self) -> None:
         sub, buffer = self.sub, self.buffer
         entry = sub.entry
-        door, is_async, call, acall = entry.door, entry.is_async, entry.call, entry.acall
+        door, acall = entry.door, entry.acall
         while sub.is_active:
             if not buffer:
                 wake(self.idle)
@@ -223,13 +221,9 @@ class Inbox:
                 continue
             token = attach_trace(dict(event.trace)) if event.trace else None
             try:
-                if is_async:  # the seam's own entry; a sync handler runs without a coroutine
-                    await acall(event)
-                elif (result := call(event)) is not None and isawaitable(result):
-                    # a plain handler that returns awaitables: from now on through the
-                    # async entry, which awaits them inside the seam
-                    is_async = True
-                    await _settle(entry, result)
+                # the async entry also for a plain handler: what it returns, if awaitable,
+                # is awaited inside the seam (timed, bounded, its error the plugin's)
+                await acall(event)
             except PluginUnavailableError as exc:
                 self._refused(event, exc)
             except Exception as exc:
@@ -301,15 +295,6 @@ class Inbox:
             exc,
             exc_info=exc,
         )
-
-
-async def _settle(entry: Entry, result: Awaitable[object]) -> None:
-    """Await what a plain handler returned as the plugin's own work: its error counts."""
-    try:
-        await result
-    except Exception as exc:
-        fail(entry, exc)
-        raise
 
 
 @dataclass(slots=True)

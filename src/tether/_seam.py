@@ -499,9 +499,11 @@ def _entry_code(
     if "tracing" in links and "validation" in links[: links.index("tracing")]:
         before += "    _t_span = _t_token = None\n"  # validation may refuse before tracing
     enter = _section(_IN, links, 2)
-    failed = _section(_ERR, inner_first, 2)
-    if "validation" in links and "metrics" in links:  # a refused call was not a call
-        failed += _indent("if _t_exc.__class__ is _t_INPUT:\n    _t_S[0] -= 1", 2)
+    errors = _ERR
+    if "validation" in links:  # a call the validation link refused was not a call
+        refused = "if _t_exc.__class__ is _t_INPUT:\n    _t_S[0] -= 1\nelse:\n"
+        errors = {**_ERR, "metrics": refused + _indent(_ERR["metrics"], 1)}
+    failed = _section(errors, inner_first, 2)
     succeeded = _section(_OK, inner_first, 1)
     if not is_async:
         source = _SYNC.format(
@@ -518,7 +520,9 @@ def _entry_code(
             leave=_LEAVE_DEADLINE if deadline else _LEAVE,
             enter=enter,
             awaited=awaited,
-            cancelled=_CANCELLED.format(failed=_section(_ERR, inner_first, 3)) if deadline else "",
+            cancelled=_CANCELLED.format(failed=_section(errors, inner_first, 3))
+            if deadline
+            else "",
             failed=failed,
             succeeded=succeeded,
         )
