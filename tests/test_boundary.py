@@ -73,8 +73,8 @@ Doors this module found, and how they were closed (its tests keep them closed):
 
 - a web request led to the server: the Starlette ``Request`` kept uvicorn's ``receive``
   (a bound method of the connection, whose ``__self__`` reaches the ``WebApp`` and the
-  manager). The web host now builds requests around a module-level ``receive`` that
-  finds the server's through the request's context.
+  manager). The web host now builds requests around a ``receive`` bound to the
+  request's scope, which finds the server's in the context of the serving task.
 - ``ctx.__weakref__.__callback__._registry`` (``weakref.finalize``'s class-wide registry)
   led to every sealed view alive. ``tether._sealed.seal`` now keeps a plain
   ``weakref.ref`` whose callback holds only a key.

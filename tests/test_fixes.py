@@ -1055,3 +1055,58 @@ async def test_the_classes_of_sealed_views_refuse_writes(plugin, state, what):
         assert member in vars(klass)
         assert (a.ctx.name, b.ctx.name) == ("a", "b")
         assert manager.runtime.hooks.call("pre_request", None).results == ["a", "b"]
+
+
+# ------------------------------------------------------------------- a request kept too long
+
+KEEPER = """\
+class Plugin:
+    def initialize(self, ctx):
+        self.kept = None
+        router = ctx.router
+        router.post("/keep", self.keep)
+        router.post("/read-kept", self.read_kept)
+
+    async def keep(self, request):
+        self.kept = request
+        return {"body": (await request.body()).decode()}
+
+    async def read_kept(self, request):
+        mine = (await request.body()).decode()
+        kept = [chunk async for chunk in self.kept.stream()]  # its body was read: drained
+        fresh = type(self.kept)(self.kept.scope, self.kept.receive)
+        try:  # a new reader of the old request's receive
+            later = (await fresh.body()).decode()
+        except Exception as exc:
+            later = type(exc).__name__
+        return {"mine": mine, "kept": [c.decode() for c in kept], "later": later}
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def cleanup(self):
+        pass
+"""
+
+
+def test_a_request_kept_past_its_answer_never_reads_another_requests_body(tmp_path, plugin):
+    """A request's receive is the server's only while that request is served: read from a
+    later request, it has nothing more (not the later request's body)."""
+    keeper = plugin("keeper", KEEPER, permissions={"router": True})
+    with (
+        serving(tmp_path, {"path": str(keeper)}) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        first = http.post("/keep", content=b"first body")
+        second = http.post("/read-kept", content=b"second body")
+
+    assert first.status_code == 200, first.text
+    assert first.json() == {"body": "first body"}
+    assert second.status_code == 200, second.text
+    assert second.json()["mine"] == "second body"
+    assert "second body" not in json.dumps(second.json()["kept"])
+    assert "".join(second.json()["kept"]) == "first body"  # what it had read, kept
+    assert second.json()["later"] == "ClientDisconnect"  # the old request is over

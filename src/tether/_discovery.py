@@ -10,6 +10,7 @@ Where plugins are looked for, in order (the first plugin to claim a name wins)::
     $TETHER_PLUGIN_PATH              colon-separated, empty entries skipped  origin "env"
     --plugin-path DIR ...                                                 origin "cli"
     plugins.directory of the config                                       origin "config"
+    tether/builtin (the plugins that ship with tether)                    origin "builtin"
     entry points in the group ``tether.plugins`` of installed distributions  "entry-point"
 
 A search directory holds plugin directories: every immediate subdirectory with a

@@ -506,15 +506,18 @@ class HookRegistry:
         totals: dict[str, list[int]] = {}
         for store in stores:
             for source, found in store.of(plugin, prefix="hook:").items():
-                total = totals.setdefault(source.removeprefix("hook:"), [0, 0, 0])
+                total = totals.setdefault(source.removeprefix("hook:"), [0, 0, 0, 0])
                 total[0] += found.calls
-                total[1] += round(found.total_duration.total_seconds() * 1e9)
+                total[1] += round(found.timed_duration.total_seconds() * 1e9)
                 total[2] += found.errors
+                total[3] += found.timed
         out: dict[str, HookMetrics] = {}
-        for hook_type, (executions, nanos, errors) in totals.items():
-            duration = timedelta(microseconds=nanos / 1000)
-            average = duration / executions if executions else timedelta(0)
-            out[hook_type] = HookMetrics(executions, duration, average, errors)
+        for hook_type, (executions, nanos, errors, timed) in totals.items():
+            measured = timedelta(microseconds=nanos / 1000)
+            average = measured / timed if timed else timedelta(0)
+            out[hook_type] = HookMetrics(
+                executions, average * executions, average, errors, timed, measured
+            )
         return out
 
 

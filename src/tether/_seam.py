@@ -398,11 +398,12 @@ def parameters_of(fn: Callable[..., object]) -> Parameters | None:  # noqa: C901
 # in 16 (``_t_m``, 0 when the call is not timed; the first call is always timed).
 _BEFORE: dict[str, str] = {
     "logging": "_t_t0 = _t_CLOCK()",
+    "validation": "_t_valid = 0",
     "metrics": "_t_n = _t_S[0] = _t_S[0] + 1\n_t_m = _t_CLOCK() if _t_n & 15 == 1 else 0",
 }
 _IN: dict[str, str] = {
     "tracing": "_t_span, _t_token = _t_TRACE_ENTER(_t_E)",
-    "validation": "_t_VALIDATE(_t_E, args, kwargs)",
+    "validation": "_t_VALIDATE(_t_E, args, kwargs)\n_t_valid = 1",
 }
 _OK: dict[str, str] = {
     "tracing": "_t_TRACE_EXIT(_t_span, _t_token, None)",
@@ -501,7 +502,7 @@ def _entry_code(
     enter = _section(_IN, links, 2)
     errors = _ERR
     if "validation" in links:  # a call the validation link refused was not a call
-        refused = "if _t_exc.__class__ is _t_INPUT:\n    _t_S[0] -= 1\nelse:\n"
+        refused = "if not _t_valid:\n    _t_S[0] -= 1\nelse:\n"
         errors = {**_ERR, "metrics": refused + _indent(_ERR["metrics"], 1)}
     failed = _section(errors, inner_first, 2)
     succeeded = _section(_OK, inner_first, 1)
@@ -552,7 +553,6 @@ _ENTRY_GLOBALS: dict[str, object] = {
     "_t_FORGET": _forget,
     "_t_UNCANCEL": _uncancel,
     "_t_CANCELLED": asyncio.CancelledError,
-    "_t_INPUT": CallInputError,
     "_t_ISAWAITABLE": inspect.isawaitable,
 }
 

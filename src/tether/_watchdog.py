@@ -8,10 +8,11 @@ process's tasks by its seam frame (the frame's ``_t_k``, and ``_t_D`` among its
 globals), and its task is cancelled on its own loop. The seam turns that cancellation
 into a :class:`~tether.errors.CallTimeoutError`.
 
-A deadline bounds a plugin's own work: a late call that is, at that moment, awaiting a
-call into another plugin (a service, a middleware's ``call_next``) or a host endpoint
-under its middleware is not cancelled; its clock starts again (that callee has its own
-deadline). So a slow handler never counts as a timeout of the middleware around it.
+A deadline is meant for a plugin's own work: a call found late while it is, at that
+moment, awaiting a call into another plugin (a service, a middleware's ``call_next``)
+or a host endpoint under its middleware is not cancelled, and its clock starts again
+from that scan (the callee has its own deadline). So a middleware is not timed out
+for the slow handler it awaits; time its callees took before the check still counts.
 """
 
 from __future__ import annotations

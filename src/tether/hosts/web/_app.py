@@ -24,6 +24,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from types import MethodType
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -201,8 +202,8 @@ class WebApp:
         route, params, allowed = self.table.match(path, scope["method"])
         if params:
             scope["path_params"] = params
-        _RECEIVE.set(receive)
-        request = Request(scope, _receive)
+        _RECEIVE.set((scope, receive))
+        request = Request(scope, MethodType(_pull, scope))
         if route is None:
             context = RequestContext(request)
         else:
@@ -310,14 +311,19 @@ def _no_route(method: str, path: str, allowed: set[str]) -> Response:
     )
 
 
-_RECEIVE: ContextVar[Receive] = ContextVar("tether_web_receive")
+# The request being served in this context: its scope, and the server's receive.
+_RECEIVE: ContextVar[tuple[Scope, Receive]] = ContextVar("tether_web_receive")
 
 
-async def _receive() -> Message:
-    """The request's ``receive``, as plugins' requests hold it. The server's own is a
-    bound method of the connection, whose ``__self__`` leads to the server and this app;
-    this one reaches it only through the request's context."""
-    return await _RECEIVE.get()()
+async def _pull(scope: Scope) -> Message:
+    """A request's ``receive``, bound to its scope. The server's own is a bound method of
+    the connection, whose ``__self__`` reaches the server and this app, so it is kept in
+    the context of the task serving the request instead of on the request; a request
+    read from anywhere else (kept past its answer) has nothing more to receive."""
+    served = _RECEIVE.get(None)
+    if served is None or served[0] is not scope:
+        return {"type": "http.disconnect"}
+    return await served[1]()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
