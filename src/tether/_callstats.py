@@ -20,7 +20,7 @@ class CallMetrics:
     """The calls into a plugin from one source (``hook:pre_request``, ``call:execute``...).
 
     ``calls`` counts every call; ``timed`` of them were timed (the seam times one call
-    in 16, the first always; hook chains time every call), taking ``timed_duration``
+    in 16, the first always; so do the hook chains), taking ``timed_duration``
     together. ``total_duration`` estimates all calls' time from the timed ones.
     """
 

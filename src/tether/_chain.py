@@ -21,7 +21,7 @@ LINKS = ("tracing", "logging", "recovery", "metrics", "validation", "timeout")
 DEFAULT_CHAIN = ("tracing", "recovery", "metrics", "timeout")
 
 # The indices of a ``Door.stats`` list: calls, nanoseconds over the timed calls, errors,
-# timed calls (the seam times one call in 16; the hook chains time every call).
+# timed calls (the seam and the hook chains time one call in 16).
 CALLS, NANOS, ERRORS, TIMED = 0, 1, 2, 3
 
 

@@ -18,9 +18,12 @@ How ``call`` stays fast:
   unrolled code has no loop, no tuple unpacking, and builds the results list in one
   step. A handler whose plugin runs a call chain other than the default is called
   through its own entry instead.
-- The clock is read once between consecutive handlers (n + 1 reads for n handlers),
-  and the readings are logged, not turned into metrics, on the way: one
-  ``list.extend`` per call, summed up in C now and then (see ``_Chain``).
+- Every call is counted, and one call of the chain in 16 is timed (the first always),
+  like the seam's own calls: a timed call reads the clock once between consecutive
+  handlers (n + 1 reads for n handlers); the other calls read no clock at all. The
+  readings are logged, not turned into metrics, on the way: one ``list.extend`` per
+  timed call, summed up in C now and then, and one add per untimed call (see
+  ``Chain``).
 """
 
 from __future__ import annotations
@@ -102,8 +105,8 @@ class HookMetrics:
     """How often one plugin's handlers for one hook type ran, for how long, and failed.
 
     ``timed_count`` of the executions were timed, taking ``timed_duration`` together
-    (handlers the registry calls inline are timed on every call; the others one in
-    16); ``total_duration`` estimates all executions' time from them.
+    (one in 16, the first always); ``total_duration`` estimates all executions' time
+    from them.
     """
 
     execution_count: int
@@ -247,14 +250,16 @@ def log_failure(entry: ChainEntry, error: BaseException) -> HookFailure:
 def fail_inline(
     entry: ChainEntry, error: Exception, started: int, frame: FrameType | None = None
 ) -> HookFailure:
-    """An inline handler failed: time it, count it (metrics, recovery), log it.
+    """An inline handler failed: time it (when ``started``: a timed call), count it
+    (metrics, recovery), log it.
 
     ``frame`` is the chain's frame (the seam the handler's error leaves).
     """
     stats = entry.stats
     stats[_COUNT] += 1
-    stats[_TIMED] += 1
-    stats[_NANOS] += perf_counter_ns() - started
+    if started:
+        stats[_TIMED] += 1
+        stats[_NANOS] += perf_counter_ns() - started
     if fail(entry.entry, error, frame if frame is not None else sys._getframe(1)):  # noqa: SLF001
         stats[_ERRORS] += 1
     return log_failure(entry, error)
@@ -275,22 +280,26 @@ _drain_lock = threading.Lock()
 class Chain:
     """An immutable snapshot of one hook type's live handlers, and how to call them.
 
-    Metrics of the generated caller: a call in which every handler ran without error
-    appends its n + 1 clock readings to ``log`` (one atomic ``list.extend``). Handler
-    i's duration in that call is reading i + 1 minus reading i, so draining the log
-    adds, to each inline handler, the number of rows and the difference of two column
-    sums, done in C by ``sum`` over slices. A call with a failure or a skip is
-    accounted right away instead (``_settle``). Readings logged by a call still running
-    on a snapshot that has just been replaced are lost, as the module's metrics allow.
+    Metrics of the generated caller: ``counts[0]`` numbers its calls; call 1, 17,
+    33... is timed. A timed call in which every handler ran without error appends its
+    n + 1 clock readings to ``log`` (one atomic ``list.extend``). Handler i's duration
+    in that call is reading i + 1 minus reading i, so draining the log adds, to each
+    inline handler, the number of rows and the difference of two column sums, done in
+    C by ``sum`` over slices. An untimed call without errors adds one to
+    ``counts[1]``, which the drain adds to each inline handler's calls. A call with a
+    failure or a skip is accounted right away instead (``_settle``). Readings logged by
+    a call still running on a snapshot that has just been replaced are lost, as the
+    module's metrics allow.
     """
 
-    __slots__ = ("acall", "call", "entries", "is_async", "log", "registry")
+    __slots__ = ("acall", "call", "counts", "entries", "is_async", "log", "registry")
 
     def __init__(self, registry: Registry | None, entries: tuple[ChainEntry, ...]) -> None:
         self.registry = registry
         self.entries = entries
         self.is_async = any(entry.is_async for entry in entries)
         self.log: list[int] = []
+        self.counts = [0, 0]  # calls, untimed calls without errors not yet drained
         self.call: Caller = _no_sync_call
         self.acall: AsyncCaller | None = None
         if not self.is_async:
@@ -309,8 +318,10 @@ class Chain:
         namespace = {
             **_CALLER_GLOBALS,
             "log": self.log,
-            "drain": functools.partial(_drain, entries, self.log),
+            "counts": self.counts,
+            "drain": functools.partial(_drain, entries, self.log, self.counts),
             "settle": functools.partial(_settle, entries),
+            "settle_untimed": functools.partial(_settle, entries, None),
             "slow": registry.aslow_call if is_async else registry.slow_call,
         }
         for i, entry in enumerate(entries):
@@ -324,9 +335,14 @@ class Chain:
         code = _caller_code(len(entries), block, is_async).replace(co_name=name)
         return cast("Callable[[object], object]", FunctionType(code, namespace))
 
+    @property
+    def pending(self) -> bool:
+        """Whether calls are logged that the handlers' metrics do not have yet."""
+        return bool(self.log) or self.counts[1] > 0
+
     def drain(self) -> None:
         """Add the logged calls to the handlers' metrics."""
-        _drain(self.entries, self.log)
+        _drain(self.entries, self.log, self.counts)
 
 
 def _through(entry: ChainEntry) -> Callable[[object], object]:
@@ -350,27 +366,28 @@ class _Recorded(Exception):  # noqa: N818 - a carrier, not an error of its own
         self.error = error
 
 
-def _drain(entries: tuple[ChainEntry, ...], log: list[int]) -> None:
+def _drain(entries: tuple[ChainEntry, ...], log: list[int], counts: list[int]) -> None:
     with _drain_lock:
+        untimed = counts[1]
+        counts[1] -= untimed  # calls counted meanwhile stay for the next drain
         readings = log[:]
         del log[: len(readings)]  # readings appended meanwhile stay for the next drain
-        if not readings:
-            return
         width = len(entries) + 1
         rows = len(readings) // width
-        sums = [sum(readings[k::width]) for k in range(width)]
+        sums = [sum(readings[k::width]) for k in range(width)] if rows else [0] * width
         for i, entry in enumerate(entries):
             if entry.inline:
                 stats = entry.stats
-                stats[_COUNT] += rows
+                stats[_COUNT] += rows + untimed
                 stats[_TIMED] += rows
                 stats[_NANOS] += sums[i + 1] - sums[i]
 
 
 def _settle(
-    entries: tuple[ChainEntry, ...], readings: tuple[int, ...], values: tuple[object, ...]
+    entries: tuple[ChainEntry, ...], readings: tuple[int, ...] | None, values: tuple[object, ...]
 ) -> list[object]:
-    """Account a call that took a slow path or had failures; return its results."""
+    """Account a call that took a slow path or had failures (``readings``: the clock
+    between handlers, None for an untimed call); return its results."""
     results: list[object] = []
     for i, entry in enumerate(entries):
         value = values[i]
@@ -382,8 +399,9 @@ def _settle(
         if entry.inline:
             stats = entry.stats
             stats[_COUNT] += 1
-            stats[_TIMED] += 1
-            stats[_NANOS] += readings[i + 1] - readings[i]
+            if readings is not None:
+                stats[_TIMED] += 1
+                stats[_NANOS] += readings[i + 1] - readings[i]
         results.append(value)
     return results
 
@@ -426,6 +444,18 @@ _CALLER_GLOBALS: dict[str, object] = {
 }
 
 
+def _untimed(block: str) -> str:
+    """The hook block of a call that is not timed: no clock, failures not timed."""
+    lines = [line for line in block.splitlines(keepends=True) if "= clock()" not in line]
+    return "".join(lines).replace("fail(e{i}, exc, t{i})", "fail(e{i}, exc, 0)")
+
+
+def _indented(block: str) -> str:
+    return "".join(
+        f"    {line}" if line.strip() else line for line in block.splitlines(keepends=True)
+    )
+
+
 @functools.cache
 def _caller_code(size: int, block: str, is_async: bool) -> CodeType:
     """Compile (once per chain length and kind) an unrolled caller of ``size`` handlers.
@@ -436,18 +466,28 @@ def _caller_code(size: int, block: str, is_async: bool) -> CodeType:
     """
     readings = ", ".join(f"t{i}" for i in range(size + 1))
     values = ", ".join(f"v{i}" for i in range(size))
+    untimed = _untimed(block)
     lines = [
         f"{'async ' if is_async else ''}def call(arg):",
         "    failures = NO_FAILURES",
-        "    t0 = clock()",
-        *(block.format(i=i, j=i + 1) for i in range(size)),
-        "    if failures is NO_FAILURES:",
-        f"        log.extend(({readings},))",
-        "        if len(log) >= LOG_LIMIT:",
-        "            drain()",
-        f"        results = [{values}]",
+        "    n = counts[0] = counts[0] + 1",
+        "    if n & 15 == 1:",
+        "        t0 = clock()",
+        *(_indented(block.format(i=i, j=i + 1)) for i in range(size)),
+        "        if failures is NO_FAILURES:",
+        f"            log.extend(({readings},))",
+        "            if len(log) >= LOG_LIMIT:",
+        "                drain()",
+        f"            results = [{values}]",
+        "        else:",
+        f"            results = settle(({readings},), ({values},))",
         "    else:",
-        f"        results = settle(({readings},), ({values},))",
+        *(_indented(untimed.format(i=i, j=i + 1)) for i in range(size)),
+        "        if failures is NO_FAILURES:",
+        "            counts[1] += 1",
+        f"            results = [{values}]",
+        "        else:",
+        f"            results = settle_untimed(({values},))",
         "    outcome = new(Outcome)",
         "    set_results(outcome, results)",
         "    set_failures(outcome, failures)",

@@ -493,7 +493,7 @@ class HookRegistry:
         """Add every chain's logged clock readings to the handlers' metrics now."""
         with self._lock:  # no snapshot is replaced while its log is drained
             for chain in self._chains.values():
-                if chain.log:
+                if chain.pending:
                     chain.drain()
 
     def metrics(self, plugin: str) -> dict[str, HookMetrics]:

@@ -173,7 +173,7 @@ class TetherCollector(Collector):
         durations = SummaryMetricFamily(
             "tether_plugin_hook_duration_seconds",
             "Time spent in the timed calls of the plugin's handlers for a hook type (count "
-            "and sum; handlers called inline are timed on every call, others one in 16).",
+            "and sum; one call in 16 is timed).",
             labels=["plugin", "hook"],
         )
         hooks = self._manager.runtime.hooks
@@ -200,8 +200,8 @@ class TetherCollector(Collector):
         )
         durations = SummaryMetricFamily(
             "tether_plugin_call_duration_seconds",
-            "Time spent in the timed calls into the plugin (every hook handler's call, one in "
-            "16 of the others), by version and source (count and sum).",
+            "Time spent in the timed calls into the plugin (one in 16), by version and source "
+            "(count and sum).",
             labels=labels,
         )
         for info in self._manager.list_plugins():
