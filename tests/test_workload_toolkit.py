@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import pytest
@@ -28,6 +28,7 @@ from tether.hosts.workload import (
     Dataset,
     Operations,
     Pool,
+    Workload,
     copy_rows,
     read_settings,
     seeded_random,
@@ -187,6 +188,83 @@ def test_skewed_ids_stay_in_range_and_favour_a_few():
     assert max(ids) <= 1000
     top_ten = sum(count for _, count in ids.most_common(10))
     assert top_ten > 20_000 * 0.25  # uniform would give 1%
+
+
+# --------------------------------------------------------------------------- the base class
+
+
+class _Demo(Workload[Settings, int]):
+    NAME = "demo"
+    VERSION = "2.1.0"
+    DESCRIPTION = "A demo."
+    AUTHOR = "Tests"
+    OPERATION_WEIGHTS: ClassVar = {"get": 3, "put": 1}
+    DATA = Dataset("demo_meta", tables=("demo_rows", "demo_meta"))
+    SETTINGS = Settings
+
+    def __init__(self) -> None:
+        super().__init__(
+            {"get": self._get, "put": self._get}, read_state=self._read, counters=["hits"]
+        )
+
+    async def _read(self, db: object) -> int:
+        return 7
+
+    async def _get(self, db: object, state: int) -> None:
+        self.counters["hits"] += state
+
+
+def _demo(**config: object) -> _Demo:
+    demo = _Demo()
+    demo.initialize({"users": 5, "ttl": timedelta(seconds=1), **config})
+    return demo
+
+
+def test_a_workload_subclass_gets_its_settings_info_weights_and_metrics():
+    demo = _demo(seed=3)
+    assert demo.settings == Settings(5, timedelta(seconds=1), seed=3)
+    assert demo.get_info() == {
+        "name": "demo",
+        "version": "2.1.0",
+        "description": "A demo.",
+        "author": "Tests",
+        "tables": ["demo_rows", "demo_meta"],
+        "operation_types": {"get": 3, "put": 1},
+    }
+    weights = demo.get_operation_types()
+    weights["get"] = 0
+    assert demo.get_operation_types() == {"get": 3, "put": 1}  # a copy each time
+    asyncio.run(demo.operations.run(object(), "get"))
+    assert demo.get_metrics() == {
+        "operations_get": 1,
+        "operations_put": 0,
+        "rows_loaded": 0,
+        "data_loads": 0,
+        "setups_reused": 0,
+        "hits": 7,
+    }
+    with pytest.raises(ValueError, match=r"workload 'demo' has no operation 'fly'"):
+        asyncio.run(demo.operations.run(object(), "fly"))
+
+
+def test_each_instance_of_a_workload_class_draws_its_own_stream_of_the_seed():
+    class Fresh(_Demo):  # a class of its own: its instances are numbered from 0
+        pass
+
+    def draws(rng: random.Random) -> list[float]:
+        return [rng.random() for _ in range(3)]
+
+    instances = [Fresh() for _ in range(3)]
+    for instance in reversed(instances):  # numbered as they are initialized
+        instance.initialize({"users": 5, "ttl": 1, "seed": 3})
+    expected = [draws(seeded_random(3, n)) for n in (2, 1, 0)]
+    assert [draws(instance.rng) for instance in instances] == expected
+    assert draws(_demo().rng) != draws(_demo().rng)  # no seed, no repeats
+
+
+def test_a_workload_refuses_a_bad_config_naming_itself():
+    with pytest.raises(ConfigError, match=r"invalid configuration for workload 'demo': .*'sed'"):
+        _demo(sed=3)
 
 
 # --------------------------------------------------------------------------- data

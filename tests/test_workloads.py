@@ -578,7 +578,7 @@ def test_vector_returns_top_k_rows_beyond_the_default_hnsw_search_width(pg_url):
 def test_vector_search_orders_by_the_similarity_operator(pg_url):
     @on_database(pg_url, "vector", {**SMALL["vector"], "similarity_function": "l2"})
     async def _(instance, db):
-        statements = instance._operations.state
+        statements = instance.operations.state
         query = "[" + ",".join(["0.5"] * 8) + "]"
         rows = await db.fetch(statements.search(), query, 10)
         distances = [row["distance"] for row in rows]

@@ -19,38 +19,18 @@ A checkout that cannot complete is a business outcome, not an error: out of stoc
 
 from __future__ import annotations
 
-import itertools
 import random
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import ClassVar
 
-from tether.hosts.workload import (
-    AsyncConnection,
-    Counters,
-    Operations,
-    Pool,
-    read_settings,
-    seeded_random,
-    settings_keys,
-    skewed,
-)
+from tether.hosts.workload import AsyncConnection, Pool, Workload, settings_keys, skewed
 
 from . import ecommerce_data as data
 
-NAME = "ecommerce"
-VERSION = "1.0.0"
-DESCRIPTION = "Online store: product search, catalog browsing, carts, checkout, restocking."
-OPERATION_WEIGHTS = {
-    "product_search": 50,
-    "add_to_cart": 20,
-    "checkout": 15,
-    "browse_catalog": 15,
-    "inventory_update": 5,
-}
 _PAGE = 24
 _MAX_IN_CART = 10
 _PAYMENT_METHODS = ("card", "card", "card", "paypal", "gift_card")
-_instances = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +69,27 @@ class _Abandoned(Exception):  # noqa: N818 - an outcome, not a failure
         self.emptied = emptied  # nothing left in the cart once the sold-out items leave it
 
 
-class EcommerceWorkload:
+class EcommerceWorkload(Workload[Settings, _State]):
     """The ``ecommerce`` workload plugin (see the module docstring)."""
 
-    settings: Settings  # set by initialize
+    NAME = "ecommerce"
+    VERSION = "1.0.0"
+    DESCRIPTION = "Online store: product search, catalog browsing, carts, checkout, restocking."
+    AUTHOR = "tether"
+    OPERATION_WEIGHTS: ClassVar = {
+        "product_search": 50,
+        "add_to_cart": 20,
+        "checkout": 15,
+        "browse_catalog": 15,
+        "inventory_update": 5,
+    }
+    DATA = data.DATA
+    SETTINGS = Settings
 
     def __init__(self) -> None:
-        self._rng = random.Random()  # noqa: S311 - benchmark data, not secrets
         # Customers whose carts hold items: checkout takes one out of the pool.
         self._shoppers: Pool[int] = Pool()
-        self._operations = Operations(
-            NAME,
+        super().__init__(
             {
                 "product_search": self._product_search,
                 "add_to_cart": self._add_to_cart,
@@ -108,41 +98,24 @@ class EcommerceWorkload:
                 "inventory_update": self._inventory_update,
             },
             read_state=self._read_state,
-        )
-        self._metrics = Counters(
-            "items_added_to_carts",
-            "checkouts_completed",
-            "checkouts_out_of_stock",
-            "checkouts_payment_declined",
-            "checkouts_empty_cart",
-            "items_sold",
-            "restocks",
-            "units_restocked",
-            "rows_returned",
+            counters=(
+                "items_added_to_carts",
+                "checkouts_completed",
+                "checkouts_out_of_stock",
+                "checkouts_payment_declined",
+                "checkouts_empty_cart",
+                "items_sold",
+                "restocks",
+                "units_restocked",
+                "rows_returned",
+            ),
         )
         self._revenue = Decimal(0)
 
     # ------------------------------------------------------------------ contract
 
-    def initialize(self, config: dict[str, object]) -> None:
-        self.settings = read_settings(Settings, config, workload=NAME)
-        self._rng = seeded_random(self.settings.seed, next(_instances))
-
-    def get_info(self) -> dict[str, object]:
-        return {
-            "name": NAME,
-            "version": VERSION,
-            "description": DESCRIPTION,
-            "author": "tether",
-            "tables": list(data.DATA.tables),
-            "operation_types": self.get_operation_types(),
-        }
-
-    def get_operation_types(self) -> dict[str, int]:
-        return dict(OPERATION_WEIGHTS)
-
     def get_metrics(self) -> dict[str, object]:
-        return {**self._operations.metrics(), **self._metrics, "revenue": float(self._revenue)}
+        return {**super().get_metrics(), "revenue": float(self._revenue)}
 
     async def setup(self, db: AsyncConnection) -> None:
         settings = self.settings
@@ -154,16 +127,16 @@ class EcommerceWorkload:
             )
 
         signature = settings.signature()
-        self._metrics.loaded(await data.DATA.load(db, signature, schema=data.SCHEMA, fill=fill))
-        await self._operations.prepare(db)
+        self.counters.loaded(await data.DATA.load(db, signature, schema=data.SCHEMA, fill=fill))
+        await self.operations.prepare(db)
 
     async def cleanup(self, db: AsyncConnection) -> None:
         await data.DATA.drop(db)
-        self._operations.state = None
+        self.operations.state = None
         self._shoppers = Pool()
 
     async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
-        await self._operations.run(db, operation_type)
+        await self.operations.run(db, operation_type)
 
     # ------------------------------------------------------------------ state
 
@@ -174,7 +147,8 @@ class EcommerceWorkload:
         )
         if not row[0] or not row[1]:
             raise RuntimeError(
-                f"workload '{NAME}': the ecommerce tables are empty; run setup() before operations"
+                f"workload '{self.NAME}': the ecommerce tables are empty; "
+                "run setup() before operations"
             )
         shoppers = await db.fetch(
             "SELECT DISTINCT c.customer_id FROM ecommerce_carts c "
@@ -187,7 +161,7 @@ class EcommerceWorkload:
     # ------------------------------------------------------------------ reads
 
     async def _product_search(self, db: AsyncConnection, _state: _State) -> None:
-        rng = self._rng
+        rng = self.rng
         rows = await db.fetch(
             "SELECT p.product_id, p.name, p.price, i.stock FROM ecommerce_products p "
             "JOIN ecommerce_inventory i ON i.product_id = p.product_id "
@@ -196,10 +170,10 @@ class EcommerceWorkload:
             Decimal(rng.choice((25, 50, 100, 250, 1000))),
             _PAGE,
         )
-        self._metrics["rows_returned"] += len(rows)
+        self.counters["rows_returned"] += len(rows)
 
     async def _browse_catalog(self, db: AsyncConnection, _state: _State) -> None:
-        rng = self._rng
+        rng = self.rng
         category = rng.choice(data.CATEGORIES)
         total = await db.fetchval(
             "SELECT count(*) FROM ecommerce_products WHERE category = $1", category
@@ -213,12 +187,12 @@ class EcommerceWorkload:
             _PAGE,
             page * _PAGE,
         )
-        self._metrics["rows_returned"] += len(rows)
+        self.counters["rows_returned"] += len(rows)
 
     # ------------------------------------------------------------------ writes
 
     async def _add_to_cart(self, db: AsyncConnection, state: _State) -> None:
-        rng = self._rng
+        rng = self.rng
         customer_id = rng.randint(1, state.customers)
         async with db.transaction():
             cart_id = await db.fetchval(
@@ -236,14 +210,14 @@ class EcommerceWorkload:
                 _MAX_IN_CART,
             )
         self._shoppers.add(customer_id)
-        self._metrics["items_added_to_carts"] += 1
+        self.counters["items_added_to_carts"] += 1
 
     async def _checkout(self, db: AsyncConnection, state: _State) -> None:
-        customer_id = self._shoppers.take(self._rng) or self._rng.randint(1, state.customers)
+        customer_id = self._shoppers.take(self.rng) or self.rng.randint(1, state.customers)
         try:
             async with db.transaction():
                 outcome, units, total = await self._place_order(db, customer_id)
-            self._metrics["items_sold"] += units
+            self.counters["items_sold"] += units
             self._revenue += total
         except _Abandoned as abandoned:
             outcome = abandoned.outcome
@@ -256,7 +230,7 @@ class EcommerceWorkload:
                 )
             if not abandoned.emptied:
                 self._shoppers.add(customer_id)  # the customer may try again
-        self._metrics[outcome] += 1
+        self.counters[outcome] += 1
 
     async def _place_order(self, db: AsyncConnection, customer_id: int) -> tuple[str, int, Decimal]:
         """The checkout transaction's body; raises :class:`_Abandoned` to roll back."""
@@ -325,18 +299,18 @@ class EcommerceWorkload:
 
     async def _pay(self, db: AsyncConnection, cart_id: int, order_id: int, total: Decimal) -> None:
         settings = self.settings
-        if self._rng.random() < settings.payment_decline_rate:
+        if self.rng.random() < settings.payment_decline_rate:
             raise _Abandoned("checkouts_payment_declined", cart_id)
         await db.execute(
             "INSERT INTO ecommerce_payments (order_id, amount, method, status) "
             "VALUES ($1, $2, $3, 'captured')",
             order_id,
             total,
-            self._rng.choice(_PAYMENT_METHODS),
+            self.rng.choice(_PAYMENT_METHODS),
         )
 
     async def _inventory_update(self, db: AsyncConnection, state: _State) -> None:
-        rng = self._rng
+        rng = self.rng
         units = rng.randint(50, 200)
         async with db.transaction():
             product_id = await db.fetchval(
@@ -352,5 +326,5 @@ class EcommerceWorkload:
                 product_id,
                 units,
             )
-        self._metrics["restocks"] += 1
-        self._metrics["units_restocked"] += units
+        self.counters["restocks"] += 1
+        self.counters["units_restocked"] += units

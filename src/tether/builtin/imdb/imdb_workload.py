@@ -17,38 +17,18 @@ weight in ``operation_weights`` to run them.
 
 from __future__ import annotations
 
-import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from tether.hosts.workload import (
-    AsyncConnection,
-    Counters,
-    Operations,
-    read_settings,
-    seeded_random,
-    settings_keys,
-    skewed,
-)
+from tether.hosts.workload import AsyncConnection, Workload, settings_keys, skewed
 
 from . import imdb_data as data
 
-NAME = "imdb"
-VERSION = "1.0.0"
-DESCRIPTION = "Movie database: title and actor searches, ratings, reviews, analytics."
-OPERATION_WEIGHTS = {
-    "movie_search": 40,
-    "actor_search": 30,
-    "rating_insert": 20,
-    "review_insert": 10,
-    "top_rated": 0,
-    "actor_filmography": 0,
-}
 _PAGE = 20
 _SAMPLE = 500
 _MIN_VOTES = 3
-_instances = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,15 +94,26 @@ def _prefix(text: str, rng: random.Random) -> str:
     return cut.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-class ImdbWorkload:
+class ImdbWorkload(Workload[Settings, _State]):
     """The ``imdb`` workload plugin (see the module docstring)."""
 
-    settings: Settings  # set by initialize
+    NAME = "imdb"
+    VERSION = "1.0.0"
+    DESCRIPTION = "Movie database: title and actor searches, ratings, reviews, analytics."
+    AUTHOR = "tether"
+    OPERATION_WEIGHTS: ClassVar = {
+        "movie_search": 40,
+        "actor_search": 30,
+        "rating_insert": 20,
+        "review_insert": 10,
+        "top_rated": 0,
+        "actor_filmography": 0,
+    }
+    DATA = data.DATA
+    SETTINGS = Settings
 
     def __init__(self) -> None:
-        self._rng = random.Random()  # noqa: S311 - benchmark data, not secrets
-        self._operations = Operations(
-            NAME,
+        super().__init__(
             {
                 "movie_search": self._movie_search,
                 "actor_search": self._actor_search,
@@ -132,32 +123,10 @@ class ImdbWorkload:
                 "actor_filmography": self._actor_filmography,
             },
             read_state=self._read_state,
-        )
-        self._metrics = Counters(
-            "ratings_inserted", "reviews_inserted", "rows_returned", "empty_results"
+            counters=("ratings_inserted", "reviews_inserted", "rows_returned", "empty_results"),
         )
 
     # ------------------------------------------------------------------ contract
-
-    def initialize(self, config: dict[str, object]) -> None:
-        self.settings = read_settings(Settings, config, workload=NAME)
-        self._rng = seeded_random(self.settings.seed, next(_instances))
-
-    def get_info(self) -> dict[str, object]:
-        return {
-            "name": NAME,
-            "version": VERSION,
-            "description": DESCRIPTION,
-            "author": "tether",
-            "tables": list(data.DATA.tables),
-            "operation_types": self.get_operation_types(),
-        }
-
-    def get_operation_types(self) -> dict[str, int]:
-        return dict(OPERATION_WEIGHTS)
-
-    def get_metrics(self) -> dict[str, object]:
-        return {**self._operations.metrics(), **self._metrics}
 
     async def setup(self, db: AsyncConnection) -> None:
         settings = self.settings
@@ -174,15 +143,15 @@ class ImdbWorkload:
             )
 
         signature = settings.signature()
-        self._metrics.loaded(await data.DATA.load(db, signature, schema=data.SCHEMA, fill=fill))
-        await self._operations.prepare(db)
+        self.counters.loaded(await data.DATA.load(db, signature, schema=data.SCHEMA, fill=fill))
+        await self.operations.prepare(db)
 
     async def cleanup(self, db: AsyncConnection) -> None:
         await data.DATA.drop(db)
-        self._operations.state = None
+        self.operations.state = None
 
     async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
-        await self._operations.run(db, operation_type)
+        await self.operations.run(db, operation_type)
 
     # ------------------------------------------------------------------ state
 
@@ -191,7 +160,7 @@ class ImdbWorkload:
         actors = await db.fetchval("SELECT coalesce(max(actor_id), 0) FROM imdb_actors")
         if not movies or not actors:
             raise RuntimeError(
-                f"workload '{NAME}': the imdb tables are empty; run setup() before operations"
+                f"workload '{self.NAME}': the imdb tables are empty; run setup() before operations"
             )
         genres = await db.fetch("SELECT DISTINCT genre FROM imdb_movies ORDER BY genre")
         years = await db.fetchrow("SELECT min(year), max(year) FROM imdb_movies")
@@ -207,14 +176,14 @@ class ImdbWorkload:
         )
 
     def _returned(self, rows: list[object]) -> None:
-        self._metrics["rows_returned"] += len(rows)
+        self.counters["rows_returned"] += len(rows)
         if not rows:
-            self._metrics["empty_results"] += 1
+            self.counters["empty_results"] += 1
 
     # ------------------------------------------------------------------ operations
 
     async def _movie_search(self, db: AsyncConnection, state: _State) -> None:
-        rng = self._rng
+        rng = self.rng
         if rng.random() < 0.5:  # noqa: PLR2004 - half by title, half by genre and decade
             rows = await db.fetch(
                 "SELECT movie_id, title, year, genre FROM imdb_movies "
@@ -240,23 +209,23 @@ class ImdbWorkload:
             "SELECT a.actor_id, a.name, count(ma.movie_id) AS films "
             "FROM imdb_actors a LEFT JOIN imdb_movie_actors ma ON ma.actor_id = a.actor_id "
             "WHERE lower(a.name) LIKE $1 GROUP BY a.actor_id, a.name ORDER BY a.name LIMIT $2",
-            _prefix(self._rng.choice(state.names), self._rng) + "%",
+            _prefix(self.rng.choice(state.names), self.rng) + "%",
             _PAGE,
         )
         self._returned(rows)
 
     async def _rating_insert(self, db: AsyncConnection, state: _State) -> None:
-        rng = self._rng
+        rng = self.rng
         await db.execute(
             "INSERT INTO imdb_ratings (movie_id, user_id, score) VALUES ($1, $2, $3)",
             skewed(rng, state.movies),
             rng.randint(1, data.USERS),
             data.score(rng),
         )
-        self._metrics["ratings_inserted"] += 1
+        self.counters["ratings_inserted"] += 1
 
     async def _review_insert(self, db: AsyncConnection, state: _State) -> None:
-        rng = self._rng
+        rng = self.rng
         headline, body = data.review_text(rng)
         await db.execute(
             "INSERT INTO imdb_reviews (movie_id, user_id, score, headline, body) "
@@ -267,7 +236,7 @@ class ImdbWorkload:
             headline,
             body,
         )
-        self._metrics["reviews_inserted"] += 1
+        self.counters["reviews_inserted"] += 1
 
     async def _top_rated(self, db: AsyncConnection, state: _State) -> None:
         rows = await db.fetch(
@@ -275,13 +244,13 @@ class ImdbWorkload:
             "FROM imdb_ratings r JOIN imdb_movies m ON m.movie_id = r.movie_id "
             "WHERE m.genre = $1 GROUP BY m.movie_id, m.title HAVING count(*) >= $2 "
             "ORDER BY average DESC, votes DESC LIMIT 10",
-            self._rng.choice(state.genres),
+            self.rng.choice(state.genres),
             _MIN_VOTES,
         )
         self._returned(rows)
 
     async def _actor_filmography(self, db: AsyncConnection, state: _State) -> None:
-        decade = self._rng.randint(state.years[0], state.years[1]) // 10 * 10
+        decade = self.rng.randint(state.years[0], state.years[1]) // 10 * 10
         rows = await db.fetch(
             "SELECT a.actor_id, a.name, count(*) AS films, min(m.year), max(m.year) "
             "FROM imdb_movie_actors ma "

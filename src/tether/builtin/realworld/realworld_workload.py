@@ -19,42 +19,19 @@ views, comments and likes. Operations (default weights: 65% reads):
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import ClassVar
 
-from tether.hosts.workload import (
-    AsyncConnection,
-    Counters,
-    Operations,
-    Pool,
-    read_settings,
-    seeded_random,
-    settings_keys,
-)
+from tether.hosts.workload import AsyncConnection, Pool, Workload, settings_keys
 
 from . import realworld_data as data
 from .realworld_data import Picker
 
-NAME = "realworld"
-VERSION = "1.0.0"
-DESCRIPTION = "Social application: feeds, posts, comments, likes, sessions and an audit log."
-OPERATION_WEIGHTS = {
-    "view_feed": 35,
-    "view_post": 20,
-    "view_profile": 10,
-    "like": 10,
-    "comment": 8,
-    "create_post": 7,
-    "login": 5,
-    "logout": 3,
-    "profile_update": 2,
-}
 _COMMENTS_SHOWN = 50
 _PROFILE_POSTS = 10
-_instances = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +74,32 @@ def _audit(action: str, **details: object) -> tuple[str, str]:
 _AUDIT = "INSERT INTO realworld_audit_log (user_id, action, details) VALUES ($1, $2, $3::jsonb)"
 
 
-class RealworldWorkload:
+class RealworldWorkload(Workload[Settings, Picker]):
     """The ``realworld`` workload plugin (see the module docstring)."""
 
-    settings: Settings  # set by initialize
+    NAME = "realworld"
+    VERSION = "1.0.0"
+    DESCRIPTION = "Social application: feeds, posts, comments, likes, sessions and an audit log."
+    AUTHOR = "tether"
+    OPERATION_WEIGHTS: ClassVar = {
+        "view_feed": 35,
+        "view_post": 20,
+        "view_profile": 10,
+        "like": 10,
+        "comment": 8,
+        "create_post": 7,
+        "login": 5,
+        "logout": 3,
+        "profile_update": 2,
+    }
+    DATA = data.DATA
+    SETTINGS = Settings
 
     def __init__(self) -> None:
-        self._rng = random.Random()  # noqa: S311 - benchmark data, not secrets
         self._newest_post = 0
         # Sessions this workload opened and has not closed: logout takes one at random.
         self._sessions: Pool[int] = Pool()
-        self._operations = Operations(
-            NAME,
+        super().__init__(
             {
                 "view_feed": self._view_feed,
                 "view_post": self._view_post,
@@ -121,41 +112,21 @@ class RealworldWorkload:
                 "profile_update": self._profile_update,
             },
             read_state=self._read_state,
-        )
-        self._metrics = Counters(
-            "rows_returned",
-            "likes_new",
-            "likes_repeated",
-            "comments_written",
-            "posts_written",
-            "sessions_opened",
-            "sessions_closed",
-            "logouts_without_session",
-            "profiles_updated",
-            "audit_rows",
+            counters=(
+                "rows_returned",
+                "likes_new",
+                "likes_repeated",
+                "comments_written",
+                "posts_written",
+                "sessions_opened",
+                "sessions_closed",
+                "logouts_without_session",
+                "profiles_updated",
+                "audit_rows",
+            ),
         )
 
     # ------------------------------------------------------------------ contract
-
-    def initialize(self, config: dict[str, object]) -> None:
-        self.settings = read_settings(Settings, config, workload=NAME)
-        self._rng = seeded_random(self.settings.seed, next(_instances))
-
-    def get_info(self) -> dict[str, object]:
-        return {
-            "name": NAME,
-            "version": VERSION,
-            "description": DESCRIPTION,
-            "author": "tether",
-            "tables": list(data.DATA.tables),
-            "operation_types": self.get_operation_types(),
-        }
-
-    def get_operation_types(self) -> dict[str, int]:
-        return dict(OPERATION_WEIGHTS)
-
-    def get_metrics(self) -> dict[str, object]:
-        return {**self._operations.metrics(), **self._metrics}
 
     async def setup(self, db: AsyncConnection) -> None:
         settings = self.settings
@@ -171,16 +142,16 @@ class RealworldWorkload:
             )
 
         signature = settings.signature()
-        self._metrics.loaded(await data.DATA.load(db, signature, schema=data.SCHEMA, fill=fill))
-        await self._operations.prepare(db)
+        self.counters.loaded(await data.DATA.load(db, signature, schema=data.SCHEMA, fill=fill))
+        await self.operations.prepare(db)
 
     async def cleanup(self, db: AsyncConnection) -> None:
         await data.DATA.drop(db)
-        self._operations.state = None
+        self.operations.state = None
         self._sessions = Pool()
 
     async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
-        await self._operations.run(db, operation_type)
+        await self.operations.run(db, operation_type)
 
     # ------------------------------------------------------------------ state
 
@@ -188,7 +159,7 @@ class RealworldWorkload:
         users = await db.fetchval("SELECT coalesce(max(user_id), 0) FROM realworld_users")
         if users != self.settings.users:
             raise RuntimeError(
-                f"workload '{NAME}': realworld_users holds {users} users, the config says "
+                f"workload '{self.NAME}': realworld_users holds {users} users, the config says "
                 f"{self.settings.users}; run setup() before operations"
             )
         self._newest_post = await db.fetchval(
@@ -197,7 +168,7 @@ class RealworldWorkload:
         return self.settings.picker
 
     def _post(self) -> int:
-        return data.recent(self._rng, self._newest_post)
+        return data.recent(self.rng, self._newest_post)
 
     # ------------------------------------------------------------------ reads
 
@@ -208,10 +179,10 @@ class RealworldWorkload:
             "JOIN realworld_posts p ON p.user_id = f.followee_id "
             "JOIN realworld_users u ON u.user_id = p.user_id "
             "WHERE f.follower_id = $1 ORDER BY p.created_at DESC LIMIT $2",
-            picker.user(self._rng),
+            picker.user(self.rng),
             self.settings.feed_size,
         )
-        self._metrics["rows_returned"] += len(rows)
+        self.counters["rows_returned"] += len(rows)
 
     async def _view_post(self, db: AsyncConnection, _picker: Picker) -> None:
         post_id = self._post()
@@ -228,10 +199,10 @@ class RealworldWorkload:
             post_id,
             _COMMENTS_SHOWN,
         )
-        self._metrics["rows_returned"] += len(comments) + (post is not None)
+        self.counters["rows_returned"] += len(comments) + (post is not None)
 
     async def _view_profile(self, db: AsyncConnection, picker: Picker) -> None:
-        user_id = picker.user(self._rng)
+        user_id = picker.user(self.rng)
         profile = await db.fetchrow(
             "SELECT u.user_id, u.username, u.display_name, u.bio, "
             "(SELECT count(*) FROM realworld_follows f WHERE f.followee_id = u.user_id) "
@@ -244,12 +215,12 @@ class RealworldWorkload:
             user_id,
             _PROFILE_POSTS,
         )
-        self._metrics["rows_returned"] += len(posts) + (profile is not None)
+        self.counters["rows_returned"] += len(posts) + (profile is not None)
 
     # ------------------------------------------------------------------ writes
 
     async def _like(self, db: AsyncConnection, picker: Picker) -> None:
-        user_id, post_id = picker.user(self._rng), self._post()
+        user_id, post_id = picker.user(self.rng), self._post()
         async with db.transaction():
             new = await db.fetchval(
                 "INSERT INTO realworld_likes (user_id, post_id) VALUES ($1, $2) "
@@ -262,7 +233,7 @@ class RealworldWorkload:
                     "UPDATE realworld_posts SET like_count = like_count + 1 WHERE post_id = $1",
                     post_id,
                 )
-        self._metrics["likes_new" if new else "likes_repeated"] += 1
+        self.counters["likes_new" if new else "likes_repeated"] += 1
 
     async def _comment(self, db: AsyncConnection, picker: Picker) -> None:
         post_id = self._post()
@@ -270,30 +241,30 @@ class RealworldWorkload:
             await db.execute(
                 "INSERT INTO realworld_comments (post_id, user_id, body) VALUES ($1, $2, $3)",
                 post_id,
-                picker.user(self._rng),
-                data.sentence(self._rng, 3, 15),
+                picker.user(self.rng),
+                data.sentence(self.rng, 3, 15),
             )
             await db.execute(
                 "UPDATE realworld_posts SET comment_count = comment_count + 1 WHERE post_id = $1",
                 post_id,
             )
-        self._metrics["comments_written"] += 1
+        self.counters["comments_written"] += 1
 
     async def _create_post(self, db: AsyncConnection, picker: Picker) -> None:
-        user_id = picker.user(self._rng)
+        user_id = picker.user(self.rng)
         async with db.transaction():
             post_id = await db.fetchval(
                 "INSERT INTO realworld_posts (user_id, body) VALUES ($1, $2) RETURNING post_id",
                 user_id,
-                data.sentence(self._rng),
+                data.sentence(self.rng),
             )
             await db.execute(_AUDIT, user_id, *_audit("post.create", post_id=post_id))
         self._newest_post = max(self._newest_post, post_id)
-        self._metrics["posts_written"] += 1
-        self._metrics["audit_rows"] += 1
+        self.counters["posts_written"] += 1
+        self.counters["audit_rows"] += 1
 
     async def _login(self, db: AsyncConnection, picker: Picker) -> None:
-        user_id = picker.user(self._rng)
+        user_id = picker.user(self.rng)
         async with db.transaction():
             session_id = await db.fetchval(
                 "INSERT INTO realworld_sessions (user_id, expires_at) "
@@ -306,11 +277,11 @@ class RealworldWorkload:
             )
             await db.execute(_AUDIT, user_id, *_audit("session.login", session_id=session_id))
         self._sessions.add(session_id)
-        self._metrics["sessions_opened"] += 1
-        self._metrics["audit_rows"] += 1
+        self.counters["sessions_opened"] += 1
+        self.counters["audit_rows"] += 1
 
     async def _logout(self, db: AsyncConnection, _picker: Picker) -> None:
-        session_id = self._sessions.take(self._rng)
+        session_id = self._sessions.take(self.rng)
         async with db.transaction():
             if session_id is None:  # none of ours: any open one (another client's, or setup's)
                 session_id = await db.fetchval(
@@ -325,19 +296,19 @@ class RealworldWorkload:
             if user_id is not None:
                 await db.execute(_AUDIT, user_id, *_audit("session.logout", session_id=session_id))
         if user_id is None:
-            self._metrics["logouts_without_session"] += 1
+            self.counters["logouts_without_session"] += 1
             return
-        self._metrics["sessions_closed"] += 1
-        self._metrics["audit_rows"] += 1
+        self.counters["sessions_closed"] += 1
+        self.counters["audit_rows"] += 1
 
     async def _profile_update(self, db: AsyncConnection, picker: Picker) -> None:
-        user_id = picker.user(self._rng)
+        user_id = picker.user(self.rng)
         async with db.transaction():
             await db.execute(
                 "UPDATE realworld_users SET bio = $2, updated_at = now() WHERE user_id = $1",
                 user_id,
-                data.sentence(self._rng, 3, 12),
+                data.sentence(self.rng, 3, 12),
             )
             await db.execute(_AUDIT, user_id, *_audit("profile.update", fields=["bio"]))
-        self._metrics["profiles_updated"] += 1
-        self._metrics["audit_rows"] += 1
+        self.counters["profiles_updated"] += 1
+        self.counters["audit_rows"] += 1

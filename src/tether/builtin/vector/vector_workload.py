@@ -22,34 +22,18 @@ Vectors are sent as pgvector's text format, so connections need no codec.
 
 from __future__ import annotations
 
-import itertools
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
-from tether.hosts.workload import (
-    AsyncConnection,
-    Counters,
-    Operations,
-    read_settings,
-    seeded_random,
-    settings_keys,
-)
+from tether.hosts.workload import AsyncConnection, Workload, seeded_random, settings_keys
 
 from . import vector_data as data
 from .vector_data import Embeddings, Statements
 
-NAME = "vector"
-VERSION = "1.0.0"
-DESCRIPTION = "pgvector: similarity search over an hnsw or ivfflat index, inserts and updates."
-OPERATION_WEIGHTS = {
-    "similarity_search": 60,
-    "vector_insert": 25,
-    "vector_update": 15,
-    "batch_insert": 0,
-}
 _LOAD_CHUNK = 1000
 _HNSW_EF_SEARCH = 40  # pgvector's default hnsw.ef_search
-_instances = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,17 +64,27 @@ class Settings:
 CONFIG_KEYS = settings_keys(Settings)
 
 
-class VectorWorkload:
+class VectorWorkload(Workload[Settings, Statements]):
     """The ``vector`` workload plugin (see the module docstring)."""
 
-    settings: Settings  # set by initialize, with the embeddings
-    _embeddings: Embeddings
+    NAME = "vector"
+    VERSION = "1.0.0"
+    DESCRIPTION = "pgvector: similarity search over an hnsw or ivfflat index, inserts and updates."
+    AUTHOR = "tether"
+    OPERATION_WEIGHTS: ClassVar = {
+        "similarity_search": 60,
+        "vector_insert": 25,
+        "vector_update": 15,
+        "batch_insert": 0,
+    }
+    DATA = data.DATA
+    SETTINGS = Settings
+
+    _embeddings: Embeddings  # set by initialize, with the settings
 
     def __init__(self) -> None:
-        self._rng = random.Random()  # noqa: S311 - benchmark data, not secrets
         self._max_id = 0
-        self._operations = Operations(
-            NAME,
+        super().__init__(
             {
                 "similarity_search": self._similarity_search,
                 "vector_insert": self._vector_insert,
@@ -98,16 +92,14 @@ class VectorWorkload:
                 "batch_insert": self._batch_insert,
             },
             read_state=self._prepare,
-        )
-        self._metrics = Counters(
-            "vectors_inserted", "vectors_updated", "updates_missed", "results_returned"
+            counters=("vectors_inserted", "vectors_updated", "updates_missed", "results_returned"),
         )
 
     # ------------------------------------------------------------------ contract
 
-    def initialize(self, config: dict[str, object]) -> None:
-        settings = self.settings = read_settings(Settings, config, workload=NAME)
-        self._rng = seeded_random(settings.seed, next(_instances))
+    def initialize(self, config: Mapping[str, object]) -> None:
+        super().initialize(config)
+        settings = self.settings
         self._embeddings = Embeddings(
             seeded_random(settings.seed, "centroids"),
             dimension=settings.vector_dimension,
@@ -117,22 +109,11 @@ class VectorWorkload:
     def get_info(self) -> dict[str, object]:
         settings = self.settings
         return {
-            "name": NAME,
-            "version": VERSION,
-            "description": DESCRIPTION,
-            "author": "tether",
-            "tables": list(data.DATA.tables),
-            "operation_types": self.get_operation_types(),
+            **super().get_info(),
             "vector_dimension": settings.vector_dimension,
             "index_type": settings.index_type,
             "similarity_function": settings.similarity_function,
         }
-
-    def get_operation_types(self) -> dict[str, int]:
-        return dict(OPERATION_WEIGHTS)
-
-    def get_metrics(self) -> dict[str, object]:
-        return {**self._operations.metrics(), **self._metrics}
 
     async def setup(self, db: AsyncConnection) -> None:
         settings = self.settings
@@ -150,17 +131,17 @@ class VectorWorkload:
         )
         if rows is None:  # the data was there: make sure its index is too
             await db.execute(index)
-        self._metrics.loaded(rows)
+        self.counters.loaded(rows)
         self._max_id = await db.fetchval("SELECT coalesce(max(id), 0) FROM vector_items")
-        self._operations.state = statements
+        self.operations.state = statements
 
     async def cleanup(self, db: AsyncConnection) -> None:
         # The vector extension stays: other objects in the database may use it.
         await data.DATA.drop(db)
-        self._operations.state = None
+        self.operations.state = None
 
     async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
-        await self._operations.run(db, operation_type)
+        await self.operations.run(db, operation_type)
 
     # ------------------------------------------------------------------ state
 
@@ -184,14 +165,14 @@ class VectorWorkload:
                 await db.execute("CREATE EXTENSION IF NOT EXISTS vector")
             except Exception as exc:
                 raise RuntimeError(
-                    f"workload '{NAME}' needs the pgvector extension, and "
+                    f"workload '{self.NAME}' needs the pgvector extension, and "
                     f"CREATE EXTENSION vector failed: {exc} (install pgvector on the server, "
                     "or have a superuser run CREATE EXTENSION vector in this database)"
                 ) from exc
             schema = await db.fetchval(query)
         if schema is None:
             raise RuntimeError(
-                f"workload '{NAME}': the pgvector extension is not installed in this "
+                f"workload '{self.NAME}': the pgvector extension is not installed in this "
                 "database; run setup() first"
             )
         return str(schema)
@@ -215,7 +196,7 @@ class VectorWorkload:
     # ------------------------------------------------------------------ operations
 
     async def _similarity_search(self, db: AsyncConnection, statements: Statements) -> None:
-        _, query = self._embeddings.one(self._rng)
+        _, query = self._embeddings.one(self.rng)
         top_k = self.settings.top_k
         if statements.index_type == "hnsw" and top_k > _HNSW_EF_SEARCH:
             # An hnsw scan returns at most hnsw.ef_search rows: widen it for this query.
@@ -224,26 +205,26 @@ class VectorWorkload:
                 rows = await db.fetch(statements.search(), query, top_k)
         else:
             rows = await db.fetch(statements.search(), query, top_k)
-        self._metrics["results_returned"] += len(rows)
+        self.counters["results_returned"] += len(rows)
 
     async def _vector_insert(self, db: AsyncConnection, statements: Statements) -> None:
-        category, vector = self._embeddings.one(self._rng)
+        category, vector = self._embeddings.one(self.rng)
         new_id = await db.fetchval(statements.insert(), category, vector)
         self._max_id = max(self._max_id, new_id)
-        self._metrics["vectors_inserted"] += 1
+        self.counters["vectors_inserted"] += 1
 
     async def _vector_update(self, db: AsyncConnection, statements: Statements) -> None:
         if self._max_id == 0:
             return
-        _, vector = self._embeddings.one(self._rng)
-        status = await db.execute(statements.update(), self._rng.randint(1, self._max_id), vector)
+        _, vector = self._embeddings.one(self.rng)
+        status = await db.execute(statements.update(), self.rng.randint(1, self._max_id), vector)
         # 0 rows: the id belongs to another client's insert that has not committed yet.
         updated = int(status.rpartition(" ")[2])
-        self._metrics["vectors_updated" if updated else "updates_missed"] += 1
+        self.counters["vectors_updated" if updated else "updates_missed"] += 1
 
     async def _batch_insert(self, db: AsyncConnection, statements: Statements) -> None:
         count = self.settings.batch_size
-        categories, vectors = self._embeddings.many(self._rng, count)
+        categories, vectors = self._embeddings.many(self.rng, count)
         new_id = await db.fetchval(statements.insert_many(), categories, vectors)
         self._max_id = max(self._max_id, new_id)
-        self._metrics["vectors_inserted"] += count
+        self.counters["vectors_inserted"] += count

@@ -4,7 +4,8 @@ A workload plugin's manifest says ``provides: [workload]``; its entry object has
 ``initialize(config)``, ``setup(db)``, ``cleanup(db)``, ``execute_operation(db, op)``,
 ``get_operation_types()`` and, optionally, ``get_info()`` and ``get_metrics()``.
 ``docs/workloads.md`` is the guide; this package is the programmatic API, and what
-workload plugins may share (:func:`read_settings`, :class:`Operations`,
+workload plugins may share (:class:`Workload`, a base class writing the contract
+methods they have in common; :func:`read_settings`, :class:`Operations`,
 :class:`Counters`, :class:`Dataset`, :class:`Pool`...)::
 
     import asyncio
@@ -47,6 +48,7 @@ from tether.hosts.workload._toolkit import (
     Dataset,
     Operations,
     Pool,
+    Workload,
     copy_rows,
     read_settings,
     seeded_random,
@@ -94,6 +96,7 @@ __all__ = [
     "Progress",
     "Tick",
     "WorkerError",
+    "Workload",
     "WorkloadConfigError",
     "WorkloadProtocol",
     "WorkloadSection",

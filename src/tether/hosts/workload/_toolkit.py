@@ -1,38 +1,44 @@
-"""What workload plugins share: settings, operations, counters, data loaded once, helpers.
+"""What workload plugins share: a base class, settings, operations, counters, data, helpers.
 
 The built-in workloads import these from :mod:`tether.hosts.workload`, as any
-workload plugin may (``docs/workloads.md`` has a complete example)::
+workload plugin may (``docs/workloads.md`` has a complete example).
+:class:`Workload` writes the contract methods such workloads have in common
+(``initialize``, ``get_info``, ``get_operation_types``, ``get_metrics``) from what
+the subclass declares; the subclass writes ``setup``, ``cleanup`` and
+``execute_operation``, and its operations::
 
     @dataclass(frozen=True)
     class Settings:                  # one field per key of the manifest's config
         notes: int                   # the manifest's default applies when it is not set
-        seed: int | None = None      # a key without a default
+        seed: int | None = None      # a key without a default; Workload needs a seed
 
-    DATA = Dataset("notes_meta", tables=("notes", "notes_meta"))
 
-    class NotesWorkload:
+    class NotesWorkload(Workload[Settings, int]):   # int: the state the operations share
+        NAME = "notes"
+        VERSION = "1.0.0"
+        DESCRIPTION = "Notes - point reads and edits."
+        AUTHOR = "You"
+        OPERATION_WEIGHTS = {"read": 9, "edit": 1}
+        DATA = Dataset("notes_meta", tables=("notes", "notes_meta"))
+        SETTINGS = Settings
+
         def __init__(self):
-            self._operations = Operations(
-                "notes", {"read": self._read, "write": self._write}, read_state=self._count
-            )
-            self._metrics = Counters("missing")
-
-        def initialize(self, config):
-            self.settings = read_settings(Settings, config, workload="notes")
+            operations = {"read": self._read, "edit": self._edit}
+            super().__init__(operations, read_state=self._count, counters=("missing",))
 
         async def setup(self, db):
             async def fill():
                 return await copy_rows(db, "notes", ("id", "body"), rows(self.settings))
 
             signature = {"notes": self.settings.notes}
-            self._metrics.loaded(await DATA.load(db, signature, schema=SCHEMA, fill=fill))
-            await self._operations.prepare(db)
+            self.counters.loaded(await self.DATA.load(db, signature, schema=SCHEMA, fill=fill))
+            await self.operations.prepare(db)
+
+        async def cleanup(self, db):
+            await self.DATA.drop(db)
 
         async def execute_operation(self, db, operation_type):
-            await self._operations.run(db, operation_type)
-
-        def get_metrics(self):
-            return {**self._operations.metrics(), **self._metrics}
+            await self.operations.run(db, operation_type)
 
 Range and choice checks belong in the manifest (``minimum``, ``maximum``,
 ``choices``): tether applies them, and the defaults, before ``initialize``.
@@ -43,11 +49,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
+import itertools
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 
 from tether.errors import ConfigError
 
@@ -60,6 +67,7 @@ __all__ = [
     "Dataset",
     "Operations",
     "Pool",
+    "Workload",
     "copy_rows",
     "read_settings",
     "seeded_random",
@@ -70,6 +78,7 @@ __all__ = [
 _S = TypeVar("_S", bound="DataclassInstance")
 _Item = TypeVar("_Item")
 _State = TypeVar("_State")
+_Seeded = TypeVar("_Seeded", bound="_SeededSettings")
 WEIGHTS_KEY = "operation_weights"  # tether bench's key in every plugin_config
 
 
@@ -93,6 +102,15 @@ class AsyncConnection(Protocol):
         format: str,  # noqa: A002 - asyncpg's parameter name
         header: bool,
     ) -> str: ...
+
+
+class _SeededSettings(Protocol):
+    """What :class:`Workload` needs of its settings: a dataclass with a ``seed`` field."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    @property
+    def seed(self) -> int | None: ...
 
 
 # --------------------------------------------------------------------------- settings
@@ -328,3 +346,75 @@ def skewed(rng: random.Random, n: int) -> int:
     """An id in ``1..n``, Zipf-like (P(rank k) ~ 1/k); the popular ids are spread out."""
     rank = min(int((n + 1) ** rng.random()), n)
     return (rank - 1) * _SCRAMBLE % n + 1
+
+
+# --------------------------------------------------------------------------- the workload
+
+
+class Workload(Generic[_Seeded, _State]):
+    """The contract methods a workload built from this toolkit writes the same way.
+
+    A subclass declares what it is in class attributes (``NAME``, ``VERSION``,
+    ``DESCRIPTION``, ``AUTHOR``, ``OPERATION_WEIGHTS``, ``DATA``: its
+    :class:`Dataset`, and ``SETTINGS``: its settings dataclass, which has a
+    ``seed``) and passes its operations, how to read their state and the names of
+    its counters to ``__init__``, which makes :attr:`operations` (an
+    :class:`Operations`) and :attr:`counters` (a :class:`Counters`). It writes
+    ``setup``, ``cleanup`` and ``execute_operation`` itself (usually
+    ``await self.operations.run(db, operation_type)``), and extends ``initialize``,
+    ``get_info`` or ``get_metrics`` through ``super()`` with what is its own.
+
+    ``initialize`` reads :attr:`settings` (:func:`read_settings`) and seeds
+    :attr:`rng`, the generator the operations draw from: each instance of the
+    class, numbered from 0 as they are initialized, draws its own stream of the
+    seed (:func:`seeded_random`). ``get_info`` gives the class attributes, with
+    ``DATA``'s tables; ``get_metrics`` is ``{**operations.metrics(), **counters}``.
+    """
+
+    NAME: ClassVar[str]
+    VERSION: ClassVar[str]
+    DESCRIPTION: ClassVar[str]
+    AUTHOR: ClassVar[str]
+    OPERATION_WEIGHTS: ClassVar[Mapping[str, int]]
+    DATA: ClassVar[Dataset]
+    SETTINGS: type[_Seeded]  # a class attribute (a ClassVar cannot be generic)
+
+    settings: _Seeded  # set by initialize
+    _instances: ClassVar[Iterator[int]]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._instances = itertools.count()  # numbers the class's instances, for their streams
+
+    def __init__(
+        self,
+        operations: Mapping[str, Callable[[AsyncConnection, _State], Awaitable[None]]],
+        *,
+        read_state: Callable[[AsyncConnection], Awaitable[_State]],
+        counters: Iterable[str] = (),
+    ) -> None:
+        self.rng = random.Random()  # noqa: S311 - benchmark data, not secrets
+        self.operations: Operations[_State] = Operations(
+            self.NAME, operations, read_state=read_state
+        )
+        self.counters = Counters(*counters)
+
+    def initialize(self, config: Mapping[str, object]) -> None:
+        self.settings = read_settings(self.SETTINGS, config, workload=self.NAME)
+        self.rng = seeded_random(self.settings.seed, next(self._instances))
+
+    def get_info(self) -> dict[str, object]:
+        return {
+            "name": self.NAME,
+            "version": self.VERSION,
+            "description": self.DESCRIPTION,
+            "author": self.AUTHOR,
+            "tables": list(self.DATA.tables),
+            "operation_types": self.get_operation_types(),
+        }
+
+    def get_operation_types(self) -> dict[str, int]:
+        return dict(self.OPERATION_WEIGHTS)
+
+    def get_metrics(self) -> dict[str, object]:
+        return {**self.operations.metrics(), **self.counters}
