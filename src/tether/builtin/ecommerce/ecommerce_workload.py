@@ -131,12 +131,8 @@ class EcommerceWorkload(Workload[Settings, _State]):
         await self.operations.prepare(db)
 
     async def cleanup(self, db: AsyncConnection) -> None:
-        await data.DATA.drop(db)
-        self.operations.state = None
+        await super().cleanup(db)
         self._shoppers = Pool()
-
-    async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
-        await self.operations.run(db, operation_type)
 
     # ------------------------------------------------------------------ state
 

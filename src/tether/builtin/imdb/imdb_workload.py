@@ -146,13 +146,6 @@ class ImdbWorkload(Workload[Settings, _State]):
         self.counters.loaded(await data.DATA.load(db, signature, schema=data.SCHEMA, fill=fill))
         await self.operations.prepare(db)
 
-    async def cleanup(self, db: AsyncConnection) -> None:
-        await data.DATA.drop(db)
-        self.operations.state = None
-
-    async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
-        await self.operations.run(db, operation_type)
-
     # ------------------------------------------------------------------ state
 
     async def _read_state(self, db: AsyncConnection) -> _State:

@@ -146,12 +146,8 @@ class RealworldWorkload(Workload[Settings, Picker]):
         await self.operations.prepare(db)
 
     async def cleanup(self, db: AsyncConnection) -> None:
-        await data.DATA.drop(db)
-        self.operations.state = None
+        await super().cleanup(db)
         self._sessions = Pool()
-
-    async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
-        await self.operations.run(db, operation_type)
 
     # ------------------------------------------------------------------ state
 

@@ -77,7 +77,7 @@ class VectorWorkload(Workload[Settings, Statements]):
         "vector_update": 15,
         "batch_insert": 0,
     }
-    DATA = data.DATA
+    DATA = data.DATA  # cleanup drops its tables; the vector extension stays (others may use it)
     SETTINGS = Settings
 
     _embeddings: Embeddings  # set by initialize, with the settings
@@ -134,14 +134,6 @@ class VectorWorkload(Workload[Settings, Statements]):
         self.counters.loaded(rows)
         self._max_id = await db.fetchval("SELECT coalesce(max(id), 0) FROM vector_items")
         self.operations.state = statements
-
-    async def cleanup(self, db: AsyncConnection) -> None:
-        # The vector extension stays: other objects in the database may use it.
-        await data.DATA.drop(db)
-        self.operations.state = None
-
-    async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
-        await self.operations.run(db, operation_type)
 
     # ------------------------------------------------------------------ state
 

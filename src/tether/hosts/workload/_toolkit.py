@@ -3,9 +3,9 @@
 The built-in workloads import these from :mod:`tether.hosts.workload`, as any
 workload plugin may (``docs/workloads.md`` has a complete example).
 :class:`Workload` writes the contract methods such workloads have in common
-(``initialize``, ``get_info``, ``get_operation_types``, ``get_metrics``) from what
-the subclass declares; the subclass writes ``setup``, ``cleanup`` and
-``execute_operation``, and its operations::
+(``initialize``, ``get_info``, ``get_operation_types``, ``get_metrics``,
+``execute_operation``, ``cleanup``) from what the subclass declares; the subclass
+writes ``setup`` and its operations::
 
     @dataclass(frozen=True)
     class Settings:                  # one field per key of the manifest's config
@@ -33,12 +33,6 @@ the subclass declares; the subclass writes ``setup``, ``cleanup`` and
             signature = {"notes": self.settings.notes}
             self.counters.loaded(await self.DATA.load(db, signature, schema=SCHEMA, fill=fill))
             await self.operations.prepare(db)
-
-        async def cleanup(self, db):
-            await self.DATA.drop(db)
-
-        async def execute_operation(self, db, operation_type):
-            await self.operations.run(db, operation_type)
 
 Range and choice checks belong in the manifest (``minimum``, ``maximum``,
 ``choices``): tether applies them, and the defaults, before ``initialize``.
@@ -360,15 +354,16 @@ class Workload(Generic[_Seeded, _State]):
     ``seed``) and passes its operations, how to read their state and the names of
     its counters to ``__init__``, which makes :attr:`operations` (an
     :class:`Operations`) and :attr:`counters` (a :class:`Counters`). It writes
-    ``setup``, ``cleanup`` and ``execute_operation`` itself (usually
-    ``await self.operations.run(db, operation_type)``), and extends ``initialize``,
-    ``get_info`` or ``get_metrics`` through ``super()`` with what is its own.
+    ``setup`` itself, and extends ``initialize``, ``get_info``, ``get_metrics`` or
+    ``cleanup`` through ``super()`` with what is its own.
 
     ``initialize`` reads :attr:`settings` (:func:`read_settings`) and seeds
     :attr:`rng`, the generator the operations draw from: each instance of the
     class, numbered from 0 as they are initialized, draws its own stream of the
     seed (:func:`seeded_random`). ``get_info`` gives the class attributes, with
-    ``DATA``'s tables; ``get_metrics`` is ``{**operations.metrics(), **counters}``.
+    ``DATA``'s tables; ``get_metrics`` is ``{**operations.metrics(), **counters}``;
+    ``execute_operation`` runs the operation (:meth:`Operations.run`); ``cleanup``
+    drops ``DATA``'s tables and forgets the operations' state.
     """
 
     NAME: ClassVar[str]
@@ -418,3 +413,10 @@ class Workload(Generic[_Seeded, _State]):
 
     def get_metrics(self) -> dict[str, object]:
         return {**self.operations.metrics(), **self.counters}
+
+    async def execute_operation(self, db: AsyncConnection, operation_type: str) -> None:
+        await self.operations.run(db, operation_type)
+
+    async def cleanup(self, db: AsyncConnection) -> None:
+        await self.DATA.drop(db)
+        self.operations.state = None
