@@ -20,6 +20,8 @@ from tether._config import (
 )
 from tether._context import PluginScope
 from tether._contracts import PLUGIN_CONTRACT, Contract, ContractRegistry
+from tether._describe import error_line as describe_error
+from tether._describe import error_text
 from tether._discovery import (
     DiscoveredPlugin,
     DiscoveryResult,
@@ -122,7 +124,9 @@ __all__ = [
     "check_entry",
     "default_search_paths",
     "dependency_graph",
+    "describe_error",
     "discover",
+    "error_text",
     "errors",
     "find_manifest",
     "format_duration",
