@@ -736,7 +736,10 @@ def test_config_validate_reports_process_isolation_and_unknown_call_chain_links(
     assert "Traceback" not in result.output
     assert "plugin 'isolated' asks for isolation: process (in the config)" in output
     assert "not supported yet" in output
-    assert "plugin 'chained': unknown call_chain link(s): retry" in output
+    assert (
+        "plugin 'chained': its config entry's call_chain: unknown call_chain link(s): 'retry'"
+        in output
+    )
     assert all(link in output for link in LINKS), output
     assert "2 problem(s)" in output
 

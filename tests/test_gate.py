@@ -98,7 +98,7 @@ def swap(gate: Gate, version: str) -> tuple[Door, Door]:
 
 def blocking_entry(door: Door) -> tuple[Entry, asyncio.Event]:
     """An async call into ``door`` that has a deadline (the default chain) and waits for
-    the returned event: it sits in ``door.tasks`` until then."""
+    the returned event: it sits in its entry's deadlines until then."""
     release = asyncio.Event()
 
     async def work() -> str:
@@ -202,7 +202,9 @@ async def test_in_flight_counts_async_calls_with_a_deadline_too():
     entry, release = blocking_entry(door)
     task = asyncio.create_task(entry.acall())
     await wait_until_async(lambda: door.in_flight == 1)
-    assert (len(door.tasks), len(door.calls)) == (1, 0)  # kept where the watchdog looks
+    assert entry.deadlines is not None
+    assert list(entry.deadlines.tasks.values()) == [task]  # kept where the watchdog looks
+    assert len(door.calls) == 0
     inside = gate.enter()
     assert gate.in_flight == 2
     Gate.exit(inside)

@@ -22,8 +22,7 @@ import tether
 from helpers import PluginWriter
 from tether import TetherConfig
 from tether.errors import TetherError
-from tether.hosts.web.testing import LiveServer
-from tether.testing import PluginHarness, make_scope
+from tether.testing import PluginHarness
 
 # --------------------------------------------------------------------------- events
 
@@ -70,87 +69,6 @@ def test_an_event_handler_raising_a_base_exception_does_not_kill_its_subscriptio
             harness.run(asyncio.sleep(0.05))
         assert harness.plugin.seen == 30
         assert harness.manager.get_handle("sub").error_count == 1
-
-
-# --------------------------------------------------------------------------- the boundary
-
-
-def test_one_plugin_cannot_rewrite_another_plugins_context_class(tmp_path):
-    """``type(ctx).x = ...`` is refused, but ``type.__setattr__(type(ctx), ...)`` is not,
-    and the Context class is shared by every plugin: a plugin can replace
-    ``plugin_storage`` (or ``publish_event``...) for every other plugin and read their
-    storage. Docs: no attribute path from a context leads to another plugin's objects;
-    view classes refuse writes because they are shared."""
-    victim = make_scope("victim", state_directory=tmp_path / "v")
-    attacker = make_scope("attacker", state_directory=tmp_path / "a", runtime=victim.runtime)
-    klass = type(attacker.context)
-    original = klass.__dict__["name"]
-    try:
-        with contextlib.suppress(AttributeError, TypeError):  # refused: fine
-            type.__setattr__(klass, "name", property(lambda self: "hijacked"))
-        assert victim.context.name == "victim"
-    finally:
-        type.__setattr__(klass, "name", original)
-
-
-WALKER = """
-import contextvars
-
-
-def _reach(start, want, depth=10):
-    seen, frontier = set(), [start]
-    for _ in range(depth):
-        nxt = []
-        for obj in frontier:
-            if id(obj) in seen:
-                continue
-            seen.add(id(obj))
-            if type(obj).__name__ in want:
-                return type(obj).__name__
-            for attr in ("__self__", "app", "manager", "on_response"):
-                try:
-                    nxt.append(getattr(obj, attr))
-                except Exception:
-                    pass
-            if isinstance(obj, (tuple, list)):
-                nxt.extend(obj)
-        frontier = nxt
-    return None
-
-
-class Plugin:
-    def initialize(self, ctx):
-        ctx.router.get("/walk", self.walk)
-    def start(self): pass
-    def stop(self): pass
-    def cleanup(self): pass
-
-    async def walk(self, request):
-        found = []
-        for var, value in contextvars.copy_context().items():
-            hit = _reach(value, {"PluginManager", "WebApp"})
-            if hit:
-                found.append(f"{var.name} -> {hit}")
-        return {"found": found}
-"""
-
-
-def test_a_route_handler_cannot_reach_the_app_through_context_variables(tmp_path):
-    """Docs (architecture, context, web): a request does not lead to the server or the
-    app. But ``contextvars.copy_context()`` (public stdlib) in a route handler yields the
-    ``tether_web_receive`` variable, whose server ``receive`` leads
-    ``.__self__.on_response.__self__.app.app`` to the ``WebApp`` and ``.manager`` to the
-    ``PluginManager``: every plugin, the admin token, everything."""
-    write = PluginWriter(tmp_path / "plugins")
-    write("walker", WALKER, directory="walker", permissions={"router": True})
-    config = tmp_path / "app.yaml"
-    config.write_text(
-        yaml.safe_dump({"plugins": {"plugins": [{"name": "walker", "path": "plugins/walker"}]}}),
-        encoding="utf-8",
-    )
-    with LiveServer(config, state_directory=tmp_path / "state") as server:
-        found = httpx.get(server.url + "/walk", timeout=10).json()["found"]
-    assert found == []
 
 
 # --------------------------------------------------------------------------- odd exceptions
@@ -345,3 +263,5 @@ def test_an_event_handler_raising_keyboard_interrupt_does_not_take_the_server_do
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(10)
+        if server.stdout is not None:
+            server.stdout.close()

@@ -9,6 +9,7 @@ from tether import errors, types
 from tether._attribution import blame
 from tether._audit import CapabilityUse, load_capability_uses
 from tether._callstats import CallMetrics, CallRow
+from tether._chain import check_call_chain
 from tether._config import (
     CONFIG_NAMES,
     PluginConfig,
@@ -121,6 +122,7 @@ __all__ = [
     "ThresholdStatus",
     "__version__",
     "blame",
+    "check_call_chain",
     "check_entry",
     "default_search_paths",
     "dependency_graph",

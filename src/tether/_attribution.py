@@ -69,6 +69,46 @@ def _encloses_seam(frame: FrameType | None) -> bool:
     return False
 
 
+# Exceptions that refuse attributes (``__slots__``, a ``__setattr__`` of their own) keep
+# their marks here instead: (the exception, its raise site or None, its plugin). Bounded:
+# an exception swallowed between seams is never cleared by an outermost one.
+_SIDE: dict[int, tuple[BaseException, object, str | None]] = {}
+_SIDE_LIMIT = 256
+
+
+def _side(error: BaseException) -> tuple[BaseException, object, str | None] | None:
+    found = _SIDE.get(id(error))
+    return found if found is not None and found[0] is error else None
+
+
+def _get(error: BaseException, name: str) -> object:
+    try:
+        return getattr(error, name, None)
+    except Exception:  # a property of the exception's own that raises
+        return None
+
+
+def _set(error: BaseException, name: str, value: object) -> bool:
+    try:
+        setattr(error, name, value)
+    except Exception:
+        return False
+    return True
+
+
+def _seen_at(error: BaseException) -> object:
+    mark = _get(error, "_tether_seen_at")
+    if mark is None and (side := _side(error)) is not None:
+        return side[1]
+    return mark
+
+
+def _keep_aside(error: BaseException, site: object, plugin: str | None) -> None:
+    if len(_SIDE) >= _SIDE_LIMIT:
+        del _SIDE[next(iter(_SIDE))]  # the oldest
+    _SIDE[id(error)] = (error, site, plugin)
+
+
 def note_error(entry: Attributed, error: BaseException, frame: FrameType | None = None) -> bool:
     """An exception is leaving ``entry``'s plugin: True if it is that plugin's failure.
 
@@ -85,15 +125,22 @@ def note_error(entry: Attributed, error: BaseException, frame: FrameType | None 
     """
     frame = frame if frame is not None else sys._getframe(1)  # noqa: SLF001 - the seam's own frame
     site = _raise_site(error)
-    first = site is None or getattr(error, "_tether_seen_at", None) is not site
-    with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__
-        if first:
-            unavailable = isinstance(error, PluginUnavailableError)
-            error._tether_plugin = error.plugin if unavailable else entry.plugin  # type: ignore[attr-defined]  # noqa: SLF001
-        if _encloses_seam(frame):
-            error._tether_seen_at = site  # type: ignore[attr-defined]  # noqa: SLF001
-        elif hasattr(error, "_tether_seen_at"):
-            del error._tether_seen_at  # noqa: SLF001 - the seam's own mark
+    first = site is None or _seen_at(error) is not site
+    side = _side(error)
+    plugin = side[2] if side is not None else None
+    if first:
+        plugin = error.plugin if isinstance(error, PluginUnavailableError) else entry.plugin
+        if not _set(error, "_tether_plugin", plugin):
+            side = (error, None, plugin)
+    if _encloses_seam(frame):
+        if side is not None or not _set(error, "_tether_seen_at", site):
+            _keep_aside(error, site, plugin)
+    else:  # the outermost seam: the marks go (the plugin stays, for blame)
+        with contextlib.suppress(Exception):
+            if _get(error, "_tether_seen_at") is not None:
+                delattr(error, "_tether_seen_at")  # the seam's own mark
+        if side is not None:
+            _keep_aside(error, None, plugin)
     return (
         first
         and not isinstance(error, PluginUnavailableError | CallInputError)
@@ -104,8 +151,9 @@ def note_error(entry: Attributed, error: BaseException, frame: FrameType | None 
 def pass_through(error: BaseException) -> None:
     """Mark an error raised by host code between seams (a host's endpoint under plugin
     middleware) so the seams it passes up through do not count it."""
-    with contextlib.suppress(AttributeError, TypeError):
-        error._tether_seen_at = _raise_site(error)  # type: ignore[attr-defined]  # noqa: SLF001
+    site = _raise_site(error)
+    if not _set(error, "_tether_seen_at", site):
+        _keep_aside(error, site, None)
 
 
 def is_seam(fn: Callable[..., object]) -> bool:
@@ -117,9 +165,12 @@ def is_seam(fn: Callable[..., object]) -> bool:
 def blame(error: BaseException) -> str | None:
     """The plugin ``error`` was raised in (the innermost plugin it left), if any; for a
     refusal at a gate, the plugin that refused."""
-    plugin = getattr(error, "_tether_plugin", None)
+    plugin = _get(error, "_tether_plugin")
     if isinstance(plugin, str):
         return plugin
+    side = _side(error)
+    if side is not None and side[2] is not None:
+        return side[2]
     if isinstance(error, PluginUnavailableError):
         return error.plugin
     return None

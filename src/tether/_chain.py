@@ -8,6 +8,7 @@ timeout]``). The seam (``tether._seam``) generates each entry's code from the li
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -15,7 +16,7 @@ from tether._tracing import tracing_configured
 from tether.errors import ConfigError
 
 __all__ = ["CALLS", "DEFAULT_CHAIN", "ERRORS", "LINKS", "NANOS", "NO_CHAIN", "TIMED", "CallChain",
-           "ErrorPolicy", "links_problem"]  # fmt: skip
+           "ErrorPolicy", "check_call_chain", "links_problem"]  # fmt: skip
 
 LINKS = ("tracing", "logging", "recovery", "metrics", "validation", "timeout")
 DEFAULT_CHAIN = ("tracing", "recovery", "metrics", "timeout")
@@ -32,11 +33,29 @@ def links_problem(links: Sequence[str]) -> str | None:
     """What is wrong with a ``call_chain`` list (unknown or repeated links), or None."""
     unknown = [link for link in links if link not in LINKS]
     if unknown:
-        return f"unknown call_chain link(s): {', '.join(unknown)}; the links are {_KNOWN}"
-    twice = sorted({link for link in links if list(links).count(link) > 1})
+        return f"unknown call_chain link(s): {_some(unknown)}; the links are {_KNOWN}"
+    twice = sorted(link for link, n in Counter(links).items() if n > 1)
     if twice:
-        return f"call_chain lists {', '.join(twice)} more than once"
+        return f"call_chain lists {_some(twice)} more than once"
     return None
+
+
+def check_call_chain(links: Sequence[str], *, where: str, plugin: str | None = None) -> None:
+    """Raise a ``ConfigError`` naming ``where`` (the config key) if ``links`` is not a
+    valid call chain."""
+    problem = links_problem(links)
+    if problem is not None:
+        who = f"plugin '{plugin}': " if plugin else ""
+        raise ConfigError(
+            f"{who}{where}: {problem}",
+            plugin=plugin,
+            hint=f"list each link once, outermost first; the links are {_KNOWN}",
+        )
+
+
+def _some(names: Sequence[str], most: int = 10) -> str:
+    shown = ", ".join(repr(name) for name in names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
 
 
 # --------------------------------------------------------------------------- the chain
@@ -79,16 +98,12 @@ class CallChain:
         plugin: str,
         timeout: float | None,
         policy: ErrorPolicy | None = None,
+        where: str = "call_chain",
     ) -> CallChain:
-        """The chain a config lists (``None``: the default), checked."""
+        """The chain a config lists (``None``: the default), checked; ``where`` names the
+        config key it came from, for the error."""
         chosen = DEFAULT_CHAIN if links is None else tuple(links)
-        problem = links_problem(chosen)
-        if problem is not None:
-            raise ConfigError(
-                f"plugin '{plugin}': {problem}",
-                plugin=plugin,
-                hint=f"list each link once, outermost first; the links are {_KNOWN}",
-            )
+        check_call_chain(chosen, where=where, plugin=plugin)
         tracing = "tracing" in chosen and tracing_configured()
         return cls(chosen, timeout or None, tracing, policy or ErrorPolicy())
 

@@ -19,8 +19,9 @@ stopping a version can drain exactly its calls, while another version runs)::
 
 ``deque.append`` and ``deque.pop`` are atomic in CPython, so the count stays right
 when sync callers on several threads share a door. Async calls that have a deadline
-are kept in ``door.tasks`` instead (see ``tether._seam``), where the watchdog finds
-them. The seam (``tether._seam``) is the one place that writes this sequence out.
+are kept by their entry's ``Deadlines`` instead (``door.deadlines``; see
+``tether._watchdog``), where the watchdog finds them. The seam (``tether._seam``) is
+the one place that writes this sequence out.
 """
 
 from __future__ import annotations
@@ -28,15 +29,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tether._callstats import CallStats
 from tether._chain import CallChain
 from tether._durations import format_duration
 from tether.errors import PluginUnavailableError
+
+if TYPE_CHECKING:
+    from tether._watchdog import Deadlines
 
 __all__ = ["Door", "Gate", "GateState"]
 
@@ -56,8 +62,8 @@ class Door:
     """One version's way in. ``is_open`` is the flag every fast path checks.
 
     ``calls`` counts the synchronous calls (and async calls without a deadline) inside
-    this version; ``tasks`` holds its async calls with a deadline, ``expired`` those the
-    watchdog has cancelled. ``stats_for(source)`` is the version's call statistics
+    this version; ``deadlines`` are its entries' tables of async calls with a deadline
+    (``tether._watchdog.Deadlines``). ``stats_for(source)`` is the version's call statistics
     for one source (``[calls, nanoseconds, errors, timed calls]``), which the seam updates.
     ``committed`` is true once this version's registrations are the live ones;
     ``chain`` is the call chain every entry of this version runs (``tether._seam``).
@@ -68,13 +74,11 @@ class Door:
         "calls",
         "chain",
         "committed",
-        "expired",
+        "deadlines",
         "gate",
         "is_open",
         "owner",
         "plugin",
-        "searched",
-        "tasks",
         "version",
     )
 
@@ -87,14 +91,12 @@ class Door:
         self.is_open = False
         self.committed = False
         self.calls: deque[None] = deque()
-        self.tasks: dict[int, int] = {}  # async calls with a deadline: key -> timeout (ns)
-        self.expired: set[int] = set()  # keys of calls the watchdog cancelled
-        self.searched: set[int] = set()  # keys of late calls it has looked for
+        self.deadlines: weakref.WeakSet[Deadlines] = weakref.WeakSet()
 
     @property
     def in_flight(self) -> int:
         """Calls inside this version now."""
-        return len(self.calls) + len(self.tasks)
+        return len(self.calls) + sum(len(d.tasks) for d in list(self.deadlines))
 
     @property
     def is_live(self) -> bool:

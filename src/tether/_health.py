@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from tether._callstats import CallMetrics
+from tether._describe import error_line
 from tether._gate import GateState
 from tether._hooks import HookMetrics
 from tether._lifecycle import PluginStatus
@@ -193,8 +194,15 @@ async def _in_daemon_thread(fn: Callable[[], object], timeout: float) -> object:
 async def _run_check(entry: Entry, timeout: float) -> object:
     """Run a check through its entry: async under the watchdog, sync in a daemon thread."""
     if entry.is_async:
+        # In a task of its own: the watchdog cancels it at the limit, and a check that
+        # swallows that is left behind (cancelled again) rather than waited for.
+        task = asyncio.ensure_future(entry.acall())
+        done, _ = await asyncio.wait({task}, timeout=timeout * 2 + 0.1)
+        if not done:
+            task.cancel()
+            raise _CheckTimedOutError
         try:
-            return await entry.acall()
+            return task.result()
         except CallTimeoutError:
             raise _CheckTimedOutError from None
     result = await _in_daemon_thread(entry.call, timeout)
@@ -205,6 +213,11 @@ async def _run_check(entry: Entry, timeout: float) -> object:
         except TimeoutError:
             raise _CheckTimedOutError from None
     return result
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class HealthChecks:
@@ -242,8 +255,12 @@ class HealthChecks:
             return None
         except _CheckTimedOutError:
             error = f"health_check() did not return within {self.timeout:g}s"
-        except Exception as exc:
-            error = f"health_check() raised {type(exc).__name__}: {exc}"
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise  # the caller is cancelling the check, not the plugin failing it
+            error = f"health_check() raised {error_line(exc)}"
+        except BaseException as exc:
+            error = f"health_check() raised {error_line(exc)}"
         else:
             if value is False:
                 error = "health_check() returned False"

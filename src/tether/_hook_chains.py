@@ -28,6 +28,7 @@ How ``call`` stays fast:
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import functools
 import inspect
@@ -42,6 +43,7 @@ from types import CodeType, FrameType, FunctionType
 from typing import Generic, NoReturn, Protocol, TypeVar, cast
 
 from tether._attribution import counts_as_seam, fail
+from tether._durations import format_duration
 from tether._seam import ASYNC_HOOK_BLOCK, HOOK_BLOCK, Entry, compile_chain
 from tether.errors import PluginUnavailableError
 
@@ -428,6 +430,23 @@ def _fail_any(entry: ChainEntry, exc: Exception, started: int) -> HookFailure:
     return fail_inline(entry, exc, started, sys._getframe(1))  # noqa: SLF001 - the chain's frame
 
 
+async def await_within(entry: ChainEntry, awaitable: Awaitable[object]) -> object:
+    """Await what a plain handler returned within its plugin's ``timeouts.call`` (the
+    handler itself ran inline; what it returned is the plugin's work all the same)."""
+    chain = entry.entry.chain
+    limit = chain.timeout if chain.has("timeout") else None
+    if limit is None:
+        return await awaitable
+    scope = asyncio.timeout(limit)
+    try:
+        async with scope:
+            return await awaitable
+    except TimeoutError:
+        if not scope.expired():
+            raise  # the plugin's own TimeoutError
+        raise entry.entry.timeout_error(format_duration(timedelta(seconds=limit))) from None
+
+
 # What every generated caller reads besides its own handlers, doors and log.
 _CALLER_GLOBALS: dict[str, object] = {
     "__builtins__": builtins,
@@ -441,6 +460,7 @@ _CALLER_GLOBALS: dict[str, object] = {
     "set_failures": _set_failures,
     "Outcome": HookOutcome,
     "ISAWAITABLE": inspect.isawaitable,
+    "AWAIT": await_within,
 }
 
 

@@ -521,6 +521,9 @@ class HookRegistry:
         return out
 
 
+_LONGEST_TIMEOUT = 365 * 24 * 3600.0
+
+
 def _check_timeout(plugin: str, hook_type: str, handler: object, timeout: float) -> None:
     if not is_async_callable(handler):
         raise HookError(
@@ -529,10 +532,14 @@ def _check_timeout(plugin: str, hook_type: str, handler: object, timeout: float)
             plugin=plugin,
             hint="make the handler `async def` to give it a timeout, or register it without one",
         )
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= _LONGEST_TIMEOUT  # NaN fails both comparisons
+    ):
         raise HookError(
             f"plugin '{plugin}' gave its {hook_type} hook the timeout {timeout!r}: a timeout "
-            "is a positive number of seconds",
+            f"is a positive number of seconds, at most {_LONGEST_TIMEOUT:g} (a year)",
             plugin=plugin,
         )
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tether._attribution import fail
+from tether._describe import error_text
 from tether._event_model import Event, EventStats, wildcard_prefix
 from tether._gate import Door
 from tether._seam import Entry
@@ -201,7 +203,7 @@ class Inbox:
 
     # ------------------------------------------------------------------ delivering
 
-    async def run(self) -> None:
+    async def run(self) -> None:  # noqa: C901 - the worker loop: no frame per event
         sub, buffer = self.sub, self.buffer
         entry = sub.entry
         door, acall = entry.door, entry.acall
@@ -227,6 +229,11 @@ class Inbox:
             except PluginUnavailableError as exc:
                 self._refused(event, exc)
             except Exception as exc:
+                self.count_failure(event, exc)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                    raise  # the worker is stopping: the event stays undone
+                fail(entry, exc)  # the seam counts Exceptions only: this is the plugin's
                 self.count_failure(event, exc)
             else:
                 sub.delivered += 1
@@ -282,7 +289,7 @@ class Inbox:
         self.sub.dropped += 1
         (self.stats.get(event.name) or self.stats_for(event.name)).dropped += 1
 
-    def count_failure(self, event: Event, exc: Exception) -> None:
+    def count_failure(self, event: Event, exc: BaseException) -> None:
         sub = self.sub
         sub.failed += 1
         (self.stats.get(event.name) or self.stats_for(event.name)).failed += 1
@@ -292,9 +299,14 @@ class Inbox:
             event.name,
             sub.pattern,
             type(exc).__name__,
-            exc,
+            error_text(exc),
             exc_info=exc,
         )
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 @dataclass(slots=True)

@@ -142,11 +142,12 @@ def call_chain(
     manifest: Manifest, settings: PluginConfig, config: TetherConfig, policy: ErrorPolicy
 ) -> CallChain:
     """The plugin's call chain: its entry's ``call_chain``, else the section's, else the default."""
-    links = settings.call_chain
+    links, where = settings.call_chain, "its config entry's call_chain"
     if links is None:
-        links = config.plugins.call_chain
+        links, where = config.plugins.call_chain, "plugins.call_chain"
     timeout = timeouts_of(manifest, settings, config)["call"]
-    return CallChain.parse(links, plugin=manifest.name, timeout=timeout, policy=policy)
+    return CallChain.parse(links, plugin=manifest.name, timeout=timeout, policy=policy,
+                           where=where)  # fmt: skip
 
 
 class Locator:

@@ -70,7 +70,7 @@ from tether._attribution import note_error, record_failure
 from tether._chain import CallChain
 from tether._durations import format_duration
 from tether._tracing import trace_enter, trace_exit
-from tether._watchdog import next_key, watchdog
+from tether._watchdog import Deadlines, next_key, uncancel, watchdog
 from tether.errors import CallError, CallInputError, CallTimeoutError, PluginUnavailableError
 
 if TYPE_CHECKING:
@@ -117,19 +117,6 @@ def _validate(entry: Entry, args: tuple[object, ...], kwargs: dict[str, object])
         signature.bind(*args, **kwargs)
     except TypeError as exc:
         raise CallInputError(entry.plugin, entry.source, str(exc)) from None
-
-
-def _forget(door: Door, key: int) -> None:
-    """A call that was late has ended: the watchdog's notes of it go."""
-    door.expired.discard(key)
-    door.searched.discard(key)
-
-
-def _uncancel() -> None:
-    """The watchdog's cancellation was for this call: it ends here, as a timeout."""
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
 
 
 def _timeout_error(entry: Entry) -> CallTimeoutError:
@@ -204,6 +191,7 @@ class Entry:
         "acall",
         "call",
         "chain",
+        "deadlines",
         "door",
         "fn",
         "is_async",
@@ -244,8 +232,11 @@ class Entry:
                 self.signature = inspect.signature(fn)
             except (TypeError, ValueError):
                 self.signature = None
+        self.deadlines: Deadlines | None = None
         if self.chain.has("timeout") and self.chain.timeout is not None:
-            watchdog.watch(door, self.chain.timeout)
+            self.deadlines = Deadlines(self, self.chain.timeout)
+            door.deadlines.add(self.deadlines)
+            watchdog.watch(self.deadlines)
         shape = params or _ANY
         self.call = _not_sync(self) if self.is_async else self._build(shape, is_async=False)
         self.acall: Callable[..., Awaitable[object]] = cast(
@@ -266,10 +257,13 @@ class Entry:
             "_t_E": self,
             "_t_D": self.door,
             "_t_C": self.door.calls,
-            "_t_T": self.door.tasks,
             "_t_F": self.fn,
             "_t_S": self.stats,
-            "_t_TMO": int((self.chain.timeout or 0) * 1e9),
+            **(
+                {"_t_T": self.deadlines.tasks, "_t_X": self.deadlines.expired}
+                if self.deadlines is not None
+                else {}
+            ),
             "_t_ASLOW": aslow,
         }
         name = _safe_name(self.source)
@@ -452,24 +446,28 @@ async def entry({params}):
 
 _JOIN = "        _t_C.append(None)"
 _LEAVE = "        _t_C.pop()"
-# An async call with a deadline is kept in ``d.tasks`` under a key of its own, with its
-# timeout in nanoseconds (no clock read: the watchdog times it from when it first sees
-# it); the watchdog finds a late one's task by its frame (``_t_k``, and ``_t_D`` among
-# the function's globals).
+# An async call with a deadline is kept in its entry's ``Deadlines`` (``_t_T``) under a
+# key of its own, with the task it runs in (no clock read: the watchdog times it from
+# when it first sees it, and cancels the task). ``_t_X`` holds the keys of calls the
+# watchdog cancelled: a call among them ends as a timeout, also when it swallowed the
+# cancellation and returned.
 _JOIN_DEADLINE = """\
         _t_k = _t_NEXT_KEY()
-        _t_T[_t_k] = _t_TMO"""
+        _t_T[_t_k] = _t_CURRENT()"""
 _LEAVE_DEADLINE = """\
         del _t_T[_t_k]
-        if _t_D.expired or _t_D.searched:
-            _t_FORGET(_t_D, _t_k)"""
+        if _t_X:
+            _t_UNCANCEL(_t_E.deadlines, _t_k)"""
+_LATE = """\
+        if _t_X and _t_UNCANCEL(_t_E.deadlines, _t_k):
+            raise _t_TIMEOUT(_t_E)
+"""
 # A cancellation the watchdog made ends the call as a timeout, raised here so that it
 # has a raise site (the seams further out must see it as this plugin's, not theirs).
 _CANCELLED = """\
     except _t_CANCELLED:
-        if _t_k not in _t_D.expired:
+        if not _t_UNCANCEL(_t_E.deadlines, _t_k):
             raise
-        _t_UNCANCEL()
         try:
             raise _t_TIMEOUT(_t_E) from None
         except Exception as _t_exc:
@@ -513,6 +511,8 @@ def _entry_code(
     else:
         deadline = "timeout" in links
         awaited = f"await _t_F({call})" if fn_is_async else _AWAIT_SYNC.format(call=call)
+        if deadline:
+            awaited += "\n" + _LATE.rstrip("\n")
         source = _ASYNC.format(
             params=params,
             call=call,
@@ -550,8 +550,8 @@ _ENTRY_GLOBALS: dict[str, object] = {
     "_t_TRACE_EXIT": trace_exit,
     "_t_TIMEOUT": _timeout_error,
     "_t_NEXT_KEY": next_key,
-    "_t_FORGET": _forget,
-    "_t_UNCANCEL": _uncancel,
+    "_t_CURRENT": asyncio.current_task,
+    "_t_UNCANCEL": uncancel,
     "_t_CANCELLED": asyncio.CancelledError,
     "_t_ISAWAITABLE": inspect.isawaitable,
 }
@@ -590,10 +590,10 @@ ASYNC_HOOK_BLOCK = HOOK_BLOCK.replace("= slow(", "= await slow(").replace(
     "            v{i} = h{i}(arg)\n",
     "            v{i} = h{i}(arg)\n"
     "            if v{i} is not None and ISAWAITABLE(v{i}):\n"
-    "                v{i} = await v{i}\n",
+    "                v{i} = await AWAIT(e{i}, v{i})\n",
 )
 """The same block for ``await registry.run(...)`` over plain handlers: a shut door waits,
-and an awaitable a plain handler returns is awaited."""
+and an awaitable a plain handler returns is awaited within the plugin's time limit."""
 
 
 def compile_chain(source: str, filename: str) -> CodeType:

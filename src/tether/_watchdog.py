@@ -1,12 +1,14 @@
 """The watchdog: cancels async calls into plugins that run past their deadline.
 
-An async call with a deadline costs the seam one dict entry on its door (a key and
-its timeout, ``Door.tasks``), and no clock read. A daemon thread scans the doors and
-times each call from the scan that first sees it (so a call is never cancelled early,
-and at most one scan interval late). A call that is late is looked for among the
-process's tasks by its seam frame (the frame's ``_t_k``, and ``_t_D`` among its
-globals), and its task is cancelled on its own loop. The seam turns that cancellation
-into a :class:`~tether.errors.CallTimeoutError`.
+An async call with a deadline costs the seam one dict entry on its entry's
+:class:`Deadlines` (a key and the task the call runs in), and no clock read. A daemon
+thread scans them and times each call from the scan that first sees it, so a call is
+never cancelled early, and at most one scan interval late. A late call's task is
+cancelled on its own loop; the seam turns that cancellation into a
+:class:`~tether.errors.CallTimeoutError`. A plugin that swallows the cancellation is
+cancelled again once per timeout while it runs on, and when it returns at last the
+seam raises the timeout all the same (in-process code cannot be killed: process
+isolation can).
 
 A deadline is meant for a plugin's own work: a call found late while it is, at that
 moment, awaiting a call into another plugin (a service, a middleware's ``call_next``)
@@ -25,14 +27,11 @@ import weakref
 from collections.abc import Callable
 from time import perf_counter_ns
 from types import CodeType
-from typing import TYPE_CHECKING, cast
 
-if TYPE_CHECKING:
-    from tether._gate import Door
-
-__all__ = ["next_key", "not_the_callers_time", "watchdog"]
+__all__ = ["Deadlines", "next_key", "not_the_callers_time", "uncancel", "watchdog"]
 
 _ELSEWHERE: set[CodeType] = set()  # frames whose time is not their caller's (host endpoints)
+_SEAM_FILE = "<tether seam async"
 
 
 def not_the_callers_time(fn: Callable[..., object]) -> None:
@@ -41,77 +40,82 @@ def not_the_callers_time(fn: Callable[..., object]) -> None:
     _ELSEWHERE.add(fn.__code__)
 
 
-def _expire(door: Door, key: int, task: asyncio.Task[object]) -> None:
+class Deadlines:
+    """The async calls of one seam entry that have a deadline, while they run.
+
+    ``tasks`` maps each call's key to the task it runs in (the seam writes it);
+    ``expired`` maps the key of a call the watchdog cancelled to how many times it
+    did. ``owner`` is what the seam's frames hold as ``_t_E`` (the entry).
+    """
+
+    __slots__ = ("__weakref__", "expired", "owner", "tasks", "timeout_ns")
+
+    def __init__(self, owner: object, timeout: float) -> None:
+        self.owner = owner
+        self.timeout_ns = int(timeout * 1e9)
+        self.tasks: dict[int, asyncio.Task[object] | None] = {}
+        self.expired: dict[int, int] = {}
+
+
+def uncancel(deadlines: Deadlines, key: int) -> bool:
+    """The call ``key`` ends: take back the watchdog's cancellations of its task (the
+    call ends here, as a timeout, rather than cancelling the caller). True if there were
+    any."""
+    times = deadlines.expired.pop(key, 0)
+    if times:
+        task = asyncio.current_task()
+        if task is not None:
+            for _ in range(min(times, task.cancelling())):
+                task.uncancel()
+    return bool(times)
+
+
+def _expire(deadlines: Deadlines, key: int, task: asyncio.Task[object]) -> None:
     """On the call's loop: cancel the task the call runs in, if the call is still there."""
-    if key in door.tasks and not task.done():
-        door.expired.add(key)
+    if deadlines.tasks.get(key) is task and not task.done():
+        deadlines.expired[key] = deadlines.expired.get(key, 0) + 1
         task.cancel("tether: call timeout")
 
 
-_NOT_FOUND, _OWN_WORK, _ELSEWHERE_NOW = 0, 1, 2
-
-
-def _running_in(task: asyncio.Task[object], door: Door, key: int) -> int:
-    """Whether ``task``'s await chain holds the seam frame of call ``key`` into ``door``,
-    and if so whether, deeper down, it awaits another seam call or a host endpoint."""
+def _awaiting_elsewhere(task: asyncio.Task[object], deadlines: Deadlines, key: int) -> bool:
+    """Whether ``task``, below the seam frame of call ``key``, is awaiting another seam
+    call or a host endpoint right now (looked at only once the call is late)."""
     awaited: object = task.get_coro()
-    depth = 0
     found = False
-    while awaited is not None and depth < 256:  # noqa: PLR2004 - a bound on a chain, not data
+    for _ in range(256):  # a bound on an await chain, not data
+        if awaited is None:
+            break
         frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
         if frame is not None:
             code = frame.f_code
-            if code.co_filename.startswith("<tether seam async"):
+            if code.co_filename.startswith(_SEAM_FILE):
                 if found:
-                    return _ELSEWHERE_NOW
-                local = frame.f_locals
-                found = local.get("_t_k") == key and frame.f_globals.get("_t_D") is door
+                    return True
+                found = (
+                    frame.f_globals.get("_t_E") is deadlines.owner
+                    and frame.f_locals.get("_t_k") == key
+                )
             elif found and code in _ELSEWHERE:
-                return _ELSEWHERE_NOW
+                return True
         awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
-        depth += 1
-    return _OWN_WORK if found else _NOT_FOUND
-
-
-def _find_task(door: Door, key: int) -> tuple[asyncio.Task[object] | None, bool]:
-    """The task running async call ``key`` into ``door`` (looked for only once it is
-    late), and whether it is awaiting someone else's work right now."""
-    for _ in range(3):  # the set of tasks may change while it is copied
-        try:
-            tasks = list(asyncio.tasks._all_tasks)  # type: ignore[attr-defined]  # noqa: SLF001
-        except RuntimeError:
-            continue
-        break
-    else:  # pragma: no cover - three changes in a row
-        return None, False
-    for task in tasks:
-        if task.done():
-            continue
-        where = _running_in(task, door, key)
-        if where != _NOT_FOUND:
-            return cast("asyncio.Task[object]", task), where == _ELSEWHERE_NOW
-    return None, False
+    return False
 
 
 class _Watchdog:
-    """One daemon thread that cancels async calls past their deadline, on their loop.
-
-    A call costs the seam one dict entry (its key and deadline); only a call that is
-    late is looked for among the process's tasks, by its frame.
-    """
+    """One daemon thread that cancels async calls past their deadline, on their loop."""
 
     def __init__(self) -> None:
-        self._doors: weakref.WeakSet[Door] = weakref.WeakSet()
-        self._seen: dict[int, int] = {}  # call key -> when a scan first saw it (ns)
+        self._watched: weakref.WeakSet[Deadlines] = weakref.WeakSet()
+        self._seen: dict[int, int] = {}  # call key -> when its clock started (ns)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.tick = 0.05
 
-    def watch(self, door: Door, timeout: float) -> None:
-        """Scan ``door`` from now on; scan often enough for ``timeout``."""
+    def watch(self, deadlines: Deadlines) -> None:
+        """Scan ``deadlines`` from now on, often enough for its timeout."""
         with self._lock:
-            self._doors.add(door)
-            self.tick = min(self.tick, max(timeout / 4, 0.005))
+            self._watched.add(deadlines)
+            self.tick = min(self.tick, max(deadlines.timeout_ns / 4e9, 0.005))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="tether-call-watchdog", daemon=True
@@ -121,43 +125,38 @@ class _Watchdog:
     def _run(self) -> None:
         while True:
             time.sleep(self.tick)
-            self.scan()
+            try:
+                self.scan()
+            except Exception:  # noqa: S112 - one bad scan must not end the watch
+                continue
 
     def scan(self) -> None:
-        """One pass over the watched doors (the thread's loop; tests may call it)."""
+        """One pass over the watched calls (the thread's loop; tests may call it)."""
         with self._lock:
-            doors = list(self._doors)
+            watched = list(self._watched)
         now = perf_counter_ns()
         seen = self._seen
         current: set[int] = set()
-        for door in doors:
-            if door.tasks:
-                current.update(self._scan(door, now, seen))
+        for deadlines in watched:
+            if deadlines.tasks:
+                self._scan(deadlines, now, seen, current)
         for key in seen.keys() - current:  # calls that have ended
             del seen[key]
 
     @staticmethod
-    def _scan(door: Door, now: int, seen: dict[int, int]) -> list[int]:
-        keys: list[int] = []
-        for key, timeout in list(door.tasks.items()):
-            keys.append(key)
-            if now - seen.setdefault(key, now) < timeout:
+    def _scan(deadlines: Deadlines, now: int, seen: dict[int, int], current: set[int]) -> None:
+        limit = deadlines.timeout_ns
+        for key, task in list(deadlines.tasks.items()):
+            current.add(key)
+            if now - seen.setdefault(key, now) < limit or task is None or task.done():
                 continue
-            if key in door.expired or key in door.searched:
-                continue
-            door.searched.add(key)
-            task, elsewhere = _find_task(door, key)
-            if task is None:
-                continue  # not in a task this process knows: it cannot be cancelled
-            if elsewhere:  # awaiting another plugin or a host endpoint: not late itself
-                seen[key] = now
-                door.searched.discard(key)
-                continue
+            seen[key] = now  # the clock starts again: a call that runs on is cancelled again
+            if _awaiting_elsewhere(task, deadlines, key):
+                continue  # awaiting another plugin or a host endpoint: not late itself
             try:
-                task.get_loop().call_soon_threadsafe(_expire, door, key, task)
+                task.get_loop().call_soon_threadsafe(_expire, deadlines, key, task)
             except RuntimeError:  # its loop has closed: nothing left to cancel
-                door.tasks.pop(key, None)
-        return keys
+                deadlines.tasks.pop(key, None)
 
 
 watchdog = _Watchdog()

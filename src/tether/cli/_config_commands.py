@@ -16,6 +16,7 @@ import yaml
 from tether import (
     Manifest,
     TetherConfig,
+    check_call_chain,
     check_entry,
     format_duration,
     grant_permissions,
@@ -71,6 +72,12 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
     """What is wrong with the plugin entries; prints the load order when nothing is."""
     problems: list[TetherError] = []
     manifests: list[Manifest] = []
+    section = config.plugins.call_chain
+    if section is not None:
+        try:
+            check_call_chain(section, where="plugins.call_chain")
+        except TetherError as exc:
+            problems.append(exc)
     for entry in config.plugins.plugins:
         try:
             manifest = entry_manifest(state, config, entry)
