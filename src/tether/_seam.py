@@ -66,6 +66,7 @@ from time import perf_counter_ns
 from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, Protocol, cast
 
+from tether import _watchdog
 from tether._attribution import note_error, record_failure
 from tether._chain import CallChain
 from tether._durations import format_duration
@@ -250,7 +251,9 @@ class Entry:
         links = self.chain.shape(is_async=is_async)
         if params is not _ANY:  # an exact signature: Python binds (and refuses) the arguments
             links = tuple(link for link in links if link != "validation")
-        code = _entry_code(params.params, params.call, links, is_async, self.is_async)
+        code = _entry_code(
+            params.params, params.call, links, is_async, self.is_async, _watchdog.RECORDS_TASKS
+        )
         namespace: dict[str, object] = {
             **_ENTRY_GLOBALS,
             **params.globals,
@@ -453,7 +456,7 @@ _LEAVE = "        _t_C.pop()"
 # cancellation and returned.
 _JOIN_DEADLINE = """\
         _t_k = _t_NEXT_KEY()
-        _t_T[_t_k] = _t_CURRENT()"""
+        _t_T[_t_k] = {task}"""
 _LEAVE_DEADLINE = """\
         del _t_T[_t_k]
         if _t_X:
@@ -490,9 +493,15 @@ def _section(table: dict[str, str], links: Sequence[str], depth: int) -> str:
 
 @functools.cache
 def _entry_code(
-    params: str, call: str, links: tuple[str, ...], is_async: bool, fn_is_async: bool
+    params: str,
+    call: str,
+    links: tuple[str, ...],
+    is_async: bool,
+    fn_is_async: bool,
+    records_tasks: bool,
 ) -> CodeType:
-    """Compile (once per shape) an entry function for ``links``."""
+    """Compile (once per shape) an entry function for ``links``; ``records_tasks``: a
+    deadline's entry holds the call's task (else the watchdog finds it)."""
     inner_first = tuple(reversed(links))
     before = _section(_BEFORE, links, 1)
     if "tracing" in links and "validation" in links[: links.index("tracing")]:
@@ -517,7 +526,9 @@ def _entry_code(
             params=params,
             call=call,
             before=before,
-            join=_JOIN_DEADLINE if deadline else _JOIN,
+            join=_JOIN_DEADLINE.format(task="_t_CURRENT()" if records_tasks else "None")
+            if deadline
+            else _JOIN,
             leave=_LEAVE_DEADLINE if deadline else _LEAVE,
             enter=enter,
             awaited=awaited,
