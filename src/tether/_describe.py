@@ -8,7 +8,7 @@ or answers about a plugin's error goes through :func:`error_text` (its message) 
 
 from __future__ import annotations
 
-__all__ = ["error_line", "error_text"]
+__all__ = ["error_line", "error_text", "type_name"]
 
 _LIMIT = 2000  # characters of a message kept; the rest is cut with a note
 
@@ -18,9 +18,9 @@ def error_text(error: BaseException) -> str:
     try:
         text = str(error)
     except Exception:  # whatever its __str__ raises, the host carries on
-        return f"<{_type_name(error)} whose str() failed>"
+        return f"<{type_name(error)} whose str() failed>"
     if not isinstance(text, str):  # pragma: no cover - str() always returns a str
-        return f"<{_type_name(error)}>"
+        return f"<{type_name(error)}>"
     if len(text) > _LIMIT:
         return f"{text[:_LIMIT]}... ({len(text) - _LIMIT} more characters)"
     return text
@@ -29,10 +29,16 @@ def error_text(error: BaseException) -> str:
 def error_line(error: BaseException) -> str:
     """``Type: message`` (just the type when the message is empty)."""
     text = error_text(error)
-    name = _type_name(error)
+    name = type_name(error)
     return f"{name}: {text}" if text else name
 
 
-def _type_name(error: BaseException) -> str:
-    name = getattr(type(error), "__name__", None)
-    return name if isinstance(name, str) else "exception"
+def type_name(value: object) -> str:
+    """The name of ``value``'s type; never raises (a metaclass may say anything)."""
+    try:
+        name = getattr(type(value), "__name__", None)
+    except Exception:  # a metaclass's __name__ property
+        name = None
+    if isinstance(name, str):
+        return name
+    return "exception" if isinstance(value, BaseException) else "object"

@@ -127,7 +127,7 @@ class PluginHealth:
             "ready": self.is_ready,
             "degraded": self.degraded,
             "error_count": self.error_count,
-            "last_error": None if error is None else f"{type(error).__name__}: {error}",
+            "last_error": None if error is None else error_line(error),
             "last_error_at": _iso(self.last_error_at),
             "errors_by_type": dict(self.errors_by_type),
             "hook_metrics": {

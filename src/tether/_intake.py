@@ -23,6 +23,7 @@ from tether._callstats import CallStats
 from tether._config import PluginConfig, TetherConfig, grant_permissions, validate_plugin_config
 from tether._context import PluginScope
 from tether._contracts import Contract, ContractRegistry
+from tether._describe import error_line, error_text
 from tether._gate import Gate
 from tether._lifecycle import PluginStatus
 from tether._loader import LoadedCode, load_code, unload_code
@@ -30,6 +31,7 @@ from tether._locate import Found, call_chain, check_isolation, config_schema
 from tether._manifest import Manifest
 from tether._runtime import Runtime
 from tether._slots import PluginSlot, PluginVersion
+from tether._steps import call_step
 from tether._versions import parse_constraint
 from tether.errors import (
     ConfigError,
@@ -92,13 +94,13 @@ async def import_code(
             code = load_code(manifest, contract=contract, private_namespace=private)
         except PluginLoadError as exc:
             elapsed = time.perf_counter() - started
-            attempts.append(LoadAttempt(manifest.name, "failure", elapsed, str(exc)))
+            attempts.append(LoadAttempt(manifest.name, "failure", elapsed, error_text(exc)))
             if attempt >= retries or not _is_transient(exc):
                 raise
             delay = backoff * 2**attempt
             log.warning(
                 "loading plugin %s failed (try %d of %d), retrying in %.2fs: %s",
-                manifest.name, attempt + 1, retries + 1, delay, exc,
+                manifest.name, attempt + 1, retries + 1, delay, error_text(exc),
             )  # fmt: skip
             await asyncio.sleep(delay)
             attempt += 1
@@ -107,19 +109,32 @@ async def import_code(
             return code
 
 
-def validate_config(plugin: str, instance: object, values: Mapping[str, object]) -> None:
-    """Honour ``Configurable``: the plugin's own ``validate_config`` refuses bad config."""
-    check = getattr(instance, "validate_config", None)
-    if not callable(check):
+async def validate_config(plugin: str, instance: object, values: Mapping[str, object]) -> None:
+    """Honour ``Configurable``: the plugin's own ``validate_config`` (plain or
+    ``async def``) refuses bad config.
+
+    Whatever ``Exception`` it raises is a ``ConfigError`` naming the plugin, with the
+    original as its ``__cause__``: ``ValueError``, ``TypeError`` or ``ConfigError`` is a
+    refusal, anything else a bug of the check, said so in the message.
+    """
+    if not callable(getattr(instance, "validate_config", None)):
         return
     try:
-        check(dict(values))
+        await call_step(instance, "validate_config", dict(values))
     except (ValueError, TypeError, ConfigError) as exc:
         raise ConfigError(
-            f"invalid config for plugin '{plugin}': {exc}",
+            f"invalid config for plugin '{plugin}': {error_text(exc)}",
             plugin=plugin,
             hint=f"plugin '{plugin}' refused its config in validate_config(); fix the values "
             "in its config entry",
+        ) from exc
+    except Exception as exc:
+        raise ConfigError(
+            f"invalid config for plugin '{plugin}': validate_config() raised {error_line(exc)}",
+            plugin=plugin,
+            hint=f"plugin '{plugin}' failed checking its config: validate_config() refuses a "
+            "config with ValueError; check the values in its config entry and the plugin's "
+            "validate_config()",
         ) from exc
 
 
@@ -130,20 +145,18 @@ def new_slot(
     contract: Contract,
     permissions: frozenset[str],
     *,
+    values: Mapping[str, object],
     config: TetherConfig,
     runtime: Runtime,
     stats: CallStats,
     on_error: Callable[[str, BaseException], None],
 ) -> PluginSlot:
-    """The slot of a newly loaded plugin, its first version staged (status ``loading``).
+    """The slot of a newly loaded plugin, its first version staged (status ``loading``),
+    with its validated config ``values``.
 
     ``on_error(source, error)`` hears every error recorded on the plugin's gate.
     """
     manifest = found.manifest
-    values = validate_plugin_config(
-        manifest.name, config_schema(manifest, code.instance), settings.config
-    )
-    validate_config(manifest.name, code.instance, values)
     chain = call_chain(manifest, settings, config, runtime.errors)
     reload = config.reload
     gate = Gate(
@@ -191,8 +204,12 @@ async def load_slot(
         attempts=attempts,
     )  # fmt: skip
     try:
-        slot = new_slot(found, settings, code, contract, permissions, config=config,
-                        runtime=runtime, stats=stats, on_error=on_error)  # fmt: skip
+        values = validate_plugin_config(
+            manifest.name, config_schema(manifest, code.instance), settings.config
+        )
+        await validate_config(manifest.name, code.instance, values)
+        slot = new_slot(found, settings, code, contract, permissions, values=values,
+                        config=config, runtime=runtime, stats=stats, on_error=on_error)  # fmt: skip
     except BaseException:
         unload_code(code)
         raise

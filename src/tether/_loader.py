@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 from tether._contracts import PLUGIN_CONTRACT, Contract
+from tether._describe import error_line
 from tether._manifest import Manifest
 from tether.errors import InterfaceError, PluginImportError, PluginLoadError
 
@@ -171,7 +172,7 @@ def _instantiate(
         where = f" ({file}, line {line})" if file else ""
         raise PluginLoadError(
             f"plugin '{manifest.name}': creating '{manifest.entry}' raised "
-            f"{type(exc).__name__}: {exc}{where}",
+            f"{error_line(exc)}{where}",
             plugin=manifest.name,
             path=file,
             hint="the plugin class or factory is called with no arguments; do setup work in "

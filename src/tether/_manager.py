@@ -33,6 +33,7 @@ from tether._config import (
 )
 from tether._context import PluginScope
 from tether._contracts import Contract, ContractRegistry
+from tether._describe import error_line, error_text
 from tether._flags import EnabledFlags
 from tether._handle import PluginHandle
 from tether._health import HealthCheckResult, PluginHealth
@@ -99,7 +100,7 @@ class PluginManager:
         framework_version: str = __version__,
         stop_timeout: float = 10.0,
         drain_timeout: float = 5.0,
-        state_directory: Path | None = None,
+        state_directory: str | Path | None = None,
         runtime: Runtime | None = None,
         contracts: ContractRegistry | None = None,
     ) -> None:
@@ -449,7 +450,8 @@ class PluginManager:
         names = tuple(s.name for s in self._ordered())
         outcome = await self.runtime.hooks.run(point, names)
         for failure in outcome.failures:
-            log.warning("%s hook of plugin %s failed: %s", hook_type, failure.plugin, failure.error)
+            log.warning("%s hook of plugin %s failed: %s", hook_type, failure.plugin,
+                        error_line(failure.error))  # fmt: skip
 
     async def _start(self, slot: PluginSlot) -> None:
         self._check_dependencies(slot, "start", {PluginStatus.RUNNING})
@@ -466,7 +468,7 @@ class PluginManager:
             version = slot.current
             schema = config_schema(version.manifest, version.instance)
             values = validate_plugin_config(name, schema, config)
-            validate_config(name, version.instance, values)
+            await validate_config(name, version.instance, values)
             previous = version.scope.replace_config(values)
             if getattr(version.instance, "on_config_change", None) is None:
                 return
@@ -711,9 +713,9 @@ class PluginManager:
             slot = self._slot(name)
             version = slot.current
             if version.status is PluginStatus.ERROR:
-                raise PluginLifecycleError(
-                    name, "enable", f"it is in the error state ({version.last_error})"
-                )
+                error = version.last_error
+                why = "" if error is None else f" ({error_text(error)})"
+                raise PluginLifecycleError(name, "enable", f"it is in the error state{why}")
             slot.enabled = True
             self._persist_switch(name, enabled=True, reason=None)
             await self.runtime.events.start()

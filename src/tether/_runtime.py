@@ -71,7 +71,7 @@ class Runtime:
         self,
         *,
         config: TetherConfig | None = None,
-        state_directory: Path | None = None,
+        state_directory: str | Path | None = None,
     ) -> None:
         self.config = config or TetherConfig()
         strict = self.config.plugins.strict
@@ -85,7 +85,11 @@ class Runtime:
         self.middleware = MiddlewareRegistry()
         self.metrics = MetricsStore()
         self.errors = ErrorPolicy()
-        self.state_directory = state_directory or self.config.base_directory / ".tether"
+        self.state_directory = (
+            Path(state_directory)
+            if state_directory is not None
+            else self.config.base_directory / ".tether"
+        )
         self._router: RouterFactory | None = None
         self._registrars: list[Registrar] = []
         self._state_store: StateStore | None = None

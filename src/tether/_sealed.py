@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Generic, Protocol
+from typing import Generic, NoReturn, Protocol, SupportsIndex
 
 __all__ = ["Sealed", "inner", "protocol_members", "seal", "view"]
 
@@ -49,6 +49,25 @@ class Sealed(metaclass=_SealedClass):
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__name__} is read-only")
+
+    # A copy would have no host side (its methods would fail with a bare KeyError), and
+    # a pickle could not bring one back: both are refused, by name.
+    def __copy__(self) -> NoReturn:
+        raise _uncopiable(self)
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        raise _uncopiable(self)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise _uncopiable(self)
+
+
+def _uncopiable(outer: Sealed) -> TypeError:
+    return TypeError(
+        f"{type(outer).__name__} cannot be copied or pickled: a plugin context, and every "
+        "view it hands out, stands for host-side state a copy would not have; keep the "
+        "reference, or copy the data you read from it"
+    )
 
 
 def _forget(key: int, _ref: object) -> None:

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tether._describe import error_line
 from tether._lifecycle import PluginStatus
 from tether.errors import PluginLifecycleError
 
@@ -105,7 +106,7 @@ def _failed(version: PluginVersion, step: str, exc: BaseException) -> PluginLife
     gate.close(f"its {step} failed")
     if version.status is not PluginStatus.ERROR:
         version.set_status(PluginStatus.ERROR)
-    log.error("plugin %s: %s failed", version.name, step, exc_info=exc)
+    log.error("plugin %s: %s failed: %s", version.name, step, error_line(exc), exc_info=exc)
     return PluginLifecycleError(version.name, step, exc)
 
 
@@ -179,7 +180,7 @@ async def retire_version(
     discard it from its slot; the cleanup's failure, if it failed."""
     failure: PluginLifecycleError | None = None
     for exc in version.scope.release():
-        log.warning("plugin %s: releasing a registration failed: %s", slot.name, exc)
+        log.warning("plugin %s: releasing a registration failed: %s", slot.name, error_line(exc))
     if version.initialized:  # a workload's cleanup(db) is the host's: not managed
         try:
             await _managed(version, "cleanup")

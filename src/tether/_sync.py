@@ -49,7 +49,7 @@ class SyncPluginManager:
         manager: PluginManager | None = None,
         *,
         config: TetherConfig | None = None,
-        state_directory: Path | None = None,
+        state_directory: str | Path | None = None,
         stop_timeout: float = 10.0,
     ) -> None:
         self.manager = manager or PluginManager(

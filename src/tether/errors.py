@@ -55,6 +55,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether._describe import error_line, error_text, type_name
+
 __all__ = [
     "CallError",
     "CallInputError",
@@ -257,12 +259,12 @@ class PluginImportError(PluginLoadError):
     ) -> None:
         self.file = file
         self.line = line
-        self.cause_type = type(cause).__name__
+        self.cause_type = type_name(cause)
         where = ""
         if file is not None:
             where = f" ({file}, line {line})" if line else f" ({file})"
         detail = getattr(cause, "msg", None) if isinstance(cause, SyntaxError) else None
-        text = detail or str(cause)
+        text = detail if isinstance(detail, str) and detail else error_text(cause)
         super().__init__(
             f"failed to import plugin '{plugin}': {self.cause_type}: {text}{where}",
             plugin=plugin,
@@ -388,7 +390,7 @@ class PluginLifecycleError(LifecycleError):
 
     def __init__(self, plugin: str, step: str, cause: BaseException | str) -> None:
         self.step = step
-        self.cause_text = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        self.cause_text = cause if isinstance(cause, str) else error_line(cause)
         super().__init__(
             f"plugin {step} failed: plugin '{plugin}': {self.cause_text}",
             plugin=plugin,

@@ -59,12 +59,17 @@ def host_door(name: str, *, runtime: Runtime | None = None) -> Door:
     return door
 
 
+def _directory(given: str | Path | None) -> Path:
+    """``given`` as a path, or a new temporary directory when not given."""
+    return Path(given) if given is not None else Path(tempfile.mkdtemp(prefix="tether-test-"))
+
+
 def make_scope(
     name: str = "test-plugin",
     *,
     config: Mapping[str, object] | None = None,
     permissions: Sequence[str] = (),
-    state_directory: Path | None = None,
+    state_directory: str | Path | None = None,
     framework_config: TetherConfig | None = None,
     runtime: Runtime | None = None,
     version: str = "0.0.0",
@@ -92,7 +97,7 @@ def make_scope(
         }
     )
     if runtime is None:
-        directory = state_directory or Path(tempfile.mkdtemp(prefix="tether-test-"))
+        directory = _directory(state_directory)
         runtime = Runtime(config=framework_config, state_directory=directory)
     if chain is None:
         chain = CallChain.parse(
@@ -118,7 +123,7 @@ def make_context(
     *,
     config: Mapping[str, object] | None = None,
     permissions: Sequence[str] = (),
-    state_directory: Path | None = None,
+    state_directory: str | Path | None = None,
     framework_config: TetherConfig | None = None,
 ) -> PluginContext:
     """A real context for a plugin named ``name``, with its own runtime, its gate open.
@@ -146,13 +151,13 @@ class PluginHarness:
         permissions: Mapping[str, bool] | None = None,
         dependencies: Sequence[str | Path | tuple[str | Path, Mapping[str, object]]] = (),
         framework_config: TetherConfig | None = None,
-        state_directory: Path | None = None,
+        state_directory: str | Path | None = None,
     ) -> None:
         self.path = Path(path)
         self._settings = PluginConfig(config=dict(config or {}), permissions=permissions)
         self._dependencies = list(dependencies)
         self._own_directory = state_directory is None
-        self.state_directory = state_directory or Path(tempfile.mkdtemp(prefix="tether-test-"))
+        self.state_directory = _directory(state_directory)
         manager = PluginManager(
             config=framework_config, state_directory=self.state_directory, stop_timeout=5.0
         )

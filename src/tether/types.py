@@ -131,18 +131,21 @@ class PluginProtocol(Protocol):
 class Configurable(Protocol):
     """A plugin that checks its own config beyond the manifest's schema (003).
 
-    Called with the validated config before ``initialize`` and before each
-    ``on_config_change``; raise ``ValueError`` (or a ``ConfigError``) to refuse it.
+    Called (plain or ``async def``: it is awaited) with the validated config when the
+    plugin is loaded, before its slot is made, and before each ``on_config_change``;
+    raise ``ValueError`` (or a ``ConfigError``) to refuse it. Whatever it raises fails
+    the load or the update with a ``ConfigError`` naming the plugin.
     """
 
-    def validate_config(self, config: Mapping[str, object], /) -> None: ...
+    def validate_config(self, config: Mapping[str, object], /) -> Awaitable[None] | None: ...
 
 
 @runtime_checkable
 class HealthCheckable(Protocol):
     """A plugin with a health check, polled every ``plugins.health_check_interval``.
 
-    It passes when it returns anything but ``False`` without raising in time.
+    Plain or ``async def``; it passes when it returns (or its awaitable gives) anything
+    but ``False`` without raising in time.
     """
 
     def health_check(self) -> object: ...
@@ -151,10 +154,11 @@ class HealthCheckable(Protocol):
 @runtime_checkable
 class Describable(Protocol):
     """A plugin that describes itself at run time (003); ``plugins test`` and the admin
-    API show it beside the manifest's description and author."""
+    API show it beside the manifest's description and author. Each method may be
+    ``async def`` (it is awaited)."""
 
-    def description(self) -> str: ...
-    def author(self) -> str: ...
+    def description(self) -> str | Awaitable[str]: ...
+    def author(self) -> str | Awaitable[str]: ...
 
 
 @dataclass(frozen=True, slots=True)

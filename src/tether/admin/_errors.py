@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from starlette.responses import JSONResponse
 
+from tether import error_text
 from tether.errors import (
     CallError,
     CallInputError,
@@ -116,6 +117,8 @@ def error_response(
 
 
 def tether_error_response(exc: TetherError) -> JSONResponse:
+    """A ``TetherError`` in the error shape (it may be a plugin's own subclass, whose
+    ``__str__`` is the plugin's code)."""
     return error_response(
-        status_of(exc), type(exc).__name__, str(exc), plugin=exc.plugin, hint=exc.hint
+        status_of(exc), type(exc).__name__, error_text(exc), plugin=exc.plugin, hint=exc.hint
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from tether import CONFIG_NAMES, TetherConfig, __version__, load_config
+from tether import CONFIG_NAMES, TetherConfig, __version__, error_text, load_config
 from tether.cli._output import err, print_error
 from tether.errors import TetherError
 
@@ -92,7 +92,7 @@ class ReportedError(click.ClickException):
     exit_code = EXIT_ERROR
 
     def __init__(self, error: TetherError, *, verbose: bool) -> None:
-        super().__init__(str(error))
+        super().__init__(error_text(error))  # a plugin's own TetherError may be odd
         self.error = error
         self.verbose = verbose
 

@@ -11,11 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from tether import Manifest, PluginConfig, TetherConfig, blame, load_manifest
+from tether import (
+    Manifest,
+    PluginConfig,
+    TetherConfig,
+    blame,
+    describe_error,
+    error_text,
+    load_manifest,
+)
 from tether.cli._app import State, log_without_tracebacks, pass_state
 from tether.cli._shared import entry_manifest, find_plugin, parse_settings, plugin_settings
 from tether.errors import ContractError, PluginNotFoundError, TetherError
@@ -30,23 +39,34 @@ def _read_input(ctx: click.Context, param: click.Parameter, value: str) -> objec
     text = value
     if value == "-":
         source = "standard input"
-        text = sys.stdin.read()
+        text = _read_text(ctx, param, source, sys.stdin.read)
     elif value.startswith("@"):
         path = Path(value[1:])
         source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise click.BadParameter(f"cannot read {path}: {reason}", ctx, param) from None
+        text = _read_text(ctx, param, source, lambda: path.read_text(encoding="utf-8"))
+    where = f"{source} is not JSON" if source else "not JSON"
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        where = f"{source} is not JSON" if source else "not JSON"
         advice = "" if source else "; a JSON string needs its quotes too: --input '\"hello\"'"
         raise click.BadParameter(
             f"{where}: {exc.msg} at line {exc.lineno}, column {exc.colno}{advice}", ctx, param
         ) from None
+    except RecursionError:
+        reason = "nested too deeply"
+    except ValueError as exc:  # an integer past Python's digit limit
+        reason = str(exc)
+    raise click.BadParameter(f"{where} tether can read: {reason}", ctx, param)
+
+
+def _read_text(
+    ctx: click.Context, param: click.Parameter, source: str, read: Callable[[], str]
+) -> str:
+    try:
+        return read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise click.BadParameter(f"cannot read {source}: {reason}", ctx, param) from None
 
 
 @click.command("exec")
@@ -99,7 +119,7 @@ def plugins_exec(
         )
     config = plugin_settings(state, manifest.name, values)
     with log_without_tracebacks(state):
-        output = _execute(directory, data, framework=state.config(), settings=config)
+        output = _execute(manifest.name, directory, data, framework=state.config(), settings=config)
     click.echo(_render(manifest.name, output, fmt))
 
 
@@ -148,8 +168,14 @@ def _require_no_dependencies(manifest: Manifest) -> None:
 
 
 def _execute(
-    directory: Path, data: object, *, framework: TetherConfig, settings: PluginConfig
+    name: str, directory: Path, data: object, *, framework: TetherConfig, settings: PluginConfig
 ) -> object:
+    """Run plugin ``name`` once; whatever the plugin raises is a ``TetherError`` naming it.
+
+    An ``Exception`` that is not the plugin's (``tether.blame`` names nobody) is a bug of
+    tether's and keeps its traceback; only a real Ctrl-C (exactly ``KeyboardInterrupt``)
+    interrupts.
+    """
     try:
         execution = asyncio.run(execute_once(directory, data, config=framework, settings=settings))
     except TetherError:
@@ -158,27 +184,80 @@ def _execute(
         plugin = blame(exc)
         if plugin is None:
             raise  # not the plugin's: a bug of tether's, shown with its traceback
-        detail = f": {exc}" if str(exc) else ""
         raise TetherError(
-            f"plugin '{plugin}' failed: execute() raised {type(exc).__name__}{detail}",
+            f"plugin '{plugin}' failed: execute() raised {describe_error(exc)}",
             plugin=plugin,
             hint="check the input against what the plugin expects; --verbose shows the "
             "plugin's traceback",
+        ) from exc
+    except BaseException as exc:  # tether raises none: the plugin's, wherever it was raised
+        if type(exc) is KeyboardInterrupt:
+            raise
+        raise TetherError(
+            f"plugin '{name}' failed: {describe_error(exc)}",
+            plugin=name,
+            hint="a plugin reports a failure with an Exception; a BaseException such as "
+            "SystemExit would end its host; --verbose shows the plugin's traceback",
         ) from exc
     return execution.output
 
 
 def _render(plugin: str, output: object, fmt: str) -> str:
+    """The output as text to print: JSON, or for ``--format text`` a string as it is and
+    anything that is not JSON with ``str()``; refused when it cannot be written as UTF-8."""
     if fmt == "text" and isinstance(output, str):
-        return output
+        return _encodable(plugin, output)
     try:
-        return json.dumps(output, indent=2, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(output, indent=2, ensure_ascii=False, allow_nan=False)
+    except BaseException as exc:  # a dict subclass's items() is the plugin's code
+        if type(exc) is KeyboardInterrupt:
+            raise
         if fmt == "text":
-            return str(output)
+            return _encodable(plugin, _as_text(plugin, output))
         raise TetherError(
-            f"plugin '{plugin}' returned a {type(output).__name__}, which is not JSON: {exc}",
+            f"plugin '{plugin}' returned a {type(output).__name__}, which is not JSON: "
+            f"{_reason(exc)}",
             plugin=plugin,
             hint="return dicts, lists, strings, numbers, booleans or None from execute(); "
             "--format text prints any other value with str()",
         ) from None
+    return _encodable(plugin, text)
+
+
+def _as_text(plugin: str, output: object) -> str:
+    try:
+        return str(output)
+    except BaseException as exc:  # the output's __str__ is the plugin's code
+        if type(exc) is KeyboardInterrupt:
+            raise
+        raise TetherError(
+            f"plugin '{plugin}' returned a {type(output).__name__} that is neither JSON nor "
+            f"printable with str(): {_reason(exc)}",
+            plugin=plugin,
+            hint="return dicts, lists, strings, numbers, booleans or None from execute()",
+        ) from None
+
+
+def _reason(error: BaseException) -> str:
+    """Why a value could not be written: the encoder's own words, or what the value's
+    code (a dict subclass's ``items()``, an ``__str__``) raised."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    if type(error) in (TypeError, ValueError):
+        return error_text(error)
+    return describe_error(error)
+
+
+def _encodable(plugin: str, text: str) -> str:
+    """``text``, refused when it holds a lone surrogate (it cannot be written as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TetherError(
+            f"plugin '{plugin}' returned text that is not valid Unicode: a lone surrogate "
+            f"(U+{ord(text[exc.start]):04X}) cannot be written as UTF-8",
+            plugin=plugin,
+            hint="return valid strings: a lone surrogate usually comes from decoding bytes "
+            "with errors='surrogateescape'; decode them with errors='replace'",
+        ) from None
+    return text

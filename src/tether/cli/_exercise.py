@@ -25,6 +25,8 @@ from tether import (
     Manifest,
     PluginConfig,
     PluginManager,
+    describe_error,
+    error_text,
     load_manifest,
 )
 from tether.cli._app import State, pass_state
@@ -102,7 +104,8 @@ class _Run:
         try:
             await action()
         except TetherError as exc:
-            self.steps.append(_Step(label, str(exc), time.perf_counter() - started, exc.hint))
+            seconds = time.perf_counter() - started
+            self.steps.append(_Step(label, error_text(exc), seconds, exc.hint))
             return False
         self.steps.append(_Step(label, None, time.perf_counter() - started))
         return True
@@ -152,7 +155,7 @@ async def _describe(run: _Run, manager: PluginManager, name: str) -> bool:
                 raise
             except Exception as exc:
                 raise TetherError(
-                    f"plugin '{name}': {method}() raised {type(exc).__name__}: {exc}",
+                    f"plugin '{name}': {method}() raised {describe_error(exc)}",
                     plugin=name,
                     hint=f"{method}() of a Describable plugin must return a string",
                 ) from exc

@@ -18,6 +18,9 @@ from tether import (
     CapabilityUse,
     ContractRegistry,
     Manifest,
+    PluginConfig,
+    TetherConfig,
+    check_entry,
     dependency_graph,
     grant_permissions,
     load_capability_uses,
@@ -36,10 +39,17 @@ from tether.cli._shared import (
     framework_version,
     print_observed,
 )
-from tether.errors import ContractError, ManifestError, ManifestProblem, TetherError
+from tether.errors import (
+    ContractError,
+    IsolationError,
+    ManifestError,
+    ManifestProblem,
+    TetherError,
+)
 
 __all__ = [
     "contract_problems",
+    "load_problems",
     "plugins",
     "plugins_graph",
     "plugins_info",
@@ -237,13 +247,26 @@ def contract_problems(
     return problems
 
 
+def load_problems(manifest: Manifest) -> list[tuple[ManifestProblem, str | None]]:
+    """What loading the manifest would refuse before importing its code, with no config
+    around it (``isolation: process``, for one): ``tether.check_entry`` with a bare entry."""
+    path = manifest.source or Path(manifest.name)
+    try:
+        check_entry(manifest, PluginConfig(), TetherConfig())
+    except TetherError as exc:
+        field = "isolation" if isinstance(exc, IsolationError) else ""
+        return [(ManifestProblem(path, field, str(exc)), exc.hint)]
+    return []
+
+
 @click.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 def plugins_validate(paths: tuple[Path, ...]) -> None:
     """Check the manifest of each plugin directory or manifest file in PATHS.
 
     Every problem is listed with its file, field and line, and so is a contract in
-    `provides` that no installed host serves. Exits 1 if any is invalid.
+    `provides` that no installed host serves, or an isolation level this tether cannot
+    give. Exits 1 if any is invalid.
     """
     registry = ContractRegistry()
     bad = 0
@@ -256,7 +279,7 @@ def plugins_validate(paths: tuple[Path, ...]) -> None:
             for problem in exc.problems:
                 out.print(f"    - {problem}", markup=False)
             continue
-        problems = contract_problems(manifest, registry)
+        problems = contract_problems(manifest, registry) + load_problems(manifest)
         if problems:
             bad += 1
             out.print(f"[red]✗[/] {path}: {len(problems)} problem(s)")

@@ -20,6 +20,7 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from tether._describe import error_line, error_text, type_name
 from tether._durations import parse_duration
 from tether._state_tables import HookRow, MetricRow, PluginRow, PluginStateStore
 from tether.errors import TetherError
@@ -68,8 +69,8 @@ class Observability:
     # ------------------------------------------------------------------ from the manager
 
     def _on_error(self, name: str, source: str, error: BaseException) -> None:
-        labels = {"type": type(error).__name__, "source": source,
-                  "message": str(error)[:_MESSAGE_LIMIT]}  # fmt: skip
+        labels = {"type": type_name(error), "source": source,
+                  "message": error_text(error)[:_MESSAGE_LIMIT]}  # fmt: skip
         with self._lock:
             self._pending.append(MetricRow(name, "error", 1.0, datetime.now(UTC), labels))
 
@@ -119,7 +120,7 @@ class Observability:
             disabled_reason=flag.reason,
             degraded=health.degraded,
             error_count=health.error_count,
-            last_error=None if error is None else f"{type(error).__name__}: {error}"[:2000],
+            last_error=None if error is None else error_line(error)[:2000],
             last_error_at=health.last_error_at,
             load_time=health.load_time,
             load_duration_ms=None if duration is None else duration * 1000,
@@ -228,7 +229,7 @@ class Observability:
             if self._persist:
                 await self.aflush()
         except TetherError as exc:
-            log.warning("could not write the plugin state store at shutdown: %s", exc)
+            log.warning("could not write the plugin state store at shutdown: %s", error_text(exc))
         finally:
             self._persist = False
             self.close()

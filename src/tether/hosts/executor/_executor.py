@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from tether import Contract, PluginConfig, PluginManager, TetherConfig
-from tether.errors import ContractError
+from tether import Contract, PluginConfig, PluginManager, TetherConfig, describe_error
+from tether.errors import CallError, ContractError
 
 __all__ = ["EXECUTOR_CONTRACT", "Execution", "Executor", "ExecutorProtocol", "execute_once"]
 
@@ -61,12 +62,43 @@ class Executor:
             )
 
     async def execute(self, name: str, data: object) -> Execution:
-        """Run ``execute(data)`` of the live version of plugin ``name``."""
+        """Run ``execute(data)`` of the live version of plugin ``name``.
+
+        An ``Exception`` the plugin raises reaches the caller as it is; any other
+        ``BaseException`` it raises (``SystemExit``, a ``BaseException`` subclass of its
+        own, a ``CancelledError`` nobody asked for) is a ``CallError`` naming the plugin,
+        with the original as its ``__cause__``, so it cannot end the host. A real
+        interrupt (exactly ``KeyboardInterrupt``), a cancellation of the caller's task
+        and ``GeneratorExit`` pass through.
+        """
         self._check(name)
         handle = self.manager.get_handle(name)
         started = time.perf_counter()
-        output = await handle.acall("execute", data)
+        try:
+            output = await handle.acall("execute", data)
+        except Exception:
+            raise
+        except BaseException as exc:
+            if _is_interruption(exc):
+                raise
+            raise CallError(
+                f"plugin '{name}' failed: execute() raised {describe_error(exc)}",
+                plugin=name,
+                hint="a plugin reports a failure with an Exception; a BaseException "
+                "such as SystemExit would end its host",
+            ) from exc
         return Execution(name, handle.version or "", output, time.perf_counter() - started)
+
+
+def _is_interruption(error: BaseException) -> bool:
+    """Whether ``error`` is the interpreter's or the event loop's rather than a plugin's:
+    a real Ctrl-C, this task being cancelled, a coroutine being closed."""
+    if type(error) is KeyboardInterrupt or type(error) is GeneratorExit:
+        return True
+    if isinstance(error, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is None or task.cancelling() > 0
+    return False
 
 
 async def execute_once(
@@ -75,7 +107,7 @@ async def execute_once(
     *,
     config: TetherConfig | None = None,
     settings: PluginConfig | None = None,
-    state_directory: Path | None = None,
+    state_directory: str | Path | None = None,
 ) -> Execution:
     """Load one executor plugin (a directory, or a name found through the search paths
     and the config's entries), bring it up, run it once on ``data``, take it down."""

@@ -41,6 +41,8 @@ from tether import (
     Router,
     TetherError,
     blame,
+    describe_error,
+    error_text,
     is_async_callable,
 )
 from tether.errors import PluginUnavailableError
@@ -286,11 +288,11 @@ class WebApp:
 def _log_failure(exc: BaseException, plugin: str | None, request: str) -> None:
     who = f"plugin '{plugin}'" if plugin else "the web host"
     if isinstance(exc, PluginUnavailableError):
-        log.warning("%s refused %s: %s", who, request, exc)
+        log.warning("%s refused %s: %s", who, request, error_text(exc))
     elif not counts_against_plugin(exc):  # an HTTPException below 500: an answer
-        log.debug("%s answered %s with %s", who, request, exc)
+        log.debug("%s answered %s with %s", who, request, error_text(exc))
     else:
-        log.error("%s failed on %s: %s: %s", who, request, type(exc).__name__, exc, exc_info=exc)
+        log.error("%s failed on %s: %s", who, request, describe_error(exc), exc_info=exc)
 
 
 def _no_route(method: str, path: str, allowed: set[str]) -> Response:

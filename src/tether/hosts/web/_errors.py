@@ -18,6 +18,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from tether import error_text
 from tether.admin import error_body, error_response
 from tether.errors import PluginUnavailableError, TetherError
 
@@ -43,7 +44,11 @@ def response_for(exc: BaseException, plugin: str | None) -> JSONResponse:
     """
     if isinstance(exc, HTTPException):
         return error_response(
-            exc.status_code, "HTTPException", str(exc.detail), plugin=plugin, headers=exc.headers
+            exc.status_code,
+            "HTTPException",
+            _detail(exc),
+            plugin=plugin,
+            headers=exc.headers,
         )
     if isinstance(exc, TetherError):
         status = _UNAVAILABLE if isinstance(exc, PluginUnavailableError) else _SERVER_ERROR
@@ -51,13 +56,25 @@ def response_for(exc: BaseException, plugin: str | None) -> JSONResponse:
         return error_response(
             status,
             type(exc).__name__,
-            str(exc),
+            error_text(exc),  # a plugin may raise a TetherError of its own
             plugin=exc.plugin or plugin,
             hint=exc.hint,
             headers=headers,
         )
-    message = str(exc) or type(exc).__name__
-    return error_response(_SERVER_ERROR, type(exc).__name__, message, plugin=plugin, hint=LOG_HINT)
+    name = type(exc).__name__
+    message = error_text(exc) or name
+    return error_response(_SERVER_ERROR, name, message, plugin=plugin, hint=LOG_HINT)
+
+
+def _detail(exc: HTTPException) -> str:
+    """An ``HTTPException``'s detail as text (a plugin may give any object)."""
+    detail: object = exc.detail
+    if isinstance(detail, str):
+        return detail
+    try:
+        return str(detail)
+    except Exception:  # its __str__ is the plugin's code
+        return error_text(exc)
 
 
 def counts_against_plugin(exc: BaseException) -> bool:

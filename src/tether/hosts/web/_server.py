@@ -88,7 +88,7 @@ class WebServer:
         port: int = 8080,
         admin_token: str | None = None,
         graceful_timeout: float | None = 30.0,
-        state_directory: Path | None = None,
+        state_directory: str | Path | None = None,
         persist_state: bool = True,
     ) -> None:
         self.config = config

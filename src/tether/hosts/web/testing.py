@@ -41,7 +41,7 @@ class LiveServer:
         config: TetherConfig | Path | str,
         *,
         admin_token: str | None = None,
-        state_directory: Path | None = None,
+        state_directory: str | Path | None = None,
         graceful_timeout: float = 10.0,
         timeout: float = 30.0,
     ) -> None:
