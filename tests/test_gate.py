@@ -619,3 +619,22 @@ async def test_unload_closes_the_gate_and_releases_what_the_plugin_registered(ma
     with pytest.raises(PluginUnavailableError):
         proxy.block()
     assert manager.runtime.services.exports_of("watcher") == []
+
+
+def test_the_watchdog_scans_less_often_once_short_timeouts_are_gone():
+    import gc
+
+    from tether._watchdog import Deadlines, _Watchdog
+
+    watchdog = _Watchdog()  # its own: other tests' entries do not count
+    long = Deadlines(object(), 10.0)
+    watchdog.watch(long)
+    assert watchdog.tick == pytest.approx(0.05)
+    short = Deadlines(object(), 0.02)
+    watchdog.watch(short)
+    watchdog.scan()
+    assert watchdog.tick == pytest.approx(0.005)
+    del short
+    gc.collect()
+    watchdog.scan()
+    assert watchdog.tick == pytest.approx(0.05)

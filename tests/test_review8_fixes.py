@@ -138,3 +138,40 @@ def test_plugins_validate_reports_an_isolation_level_tether_cannot_give(tmp_path
     assert "not supported yet" in output
     assert "1 problem(s)" in output
     assert output.count("✓") == 1  # the other plugin is valid
+
+
+@pytest.mark.parametrize(
+    ("item", "value"),
+    [
+        ("suffix=!", "!"),
+        ("mark=#1", "#1"),
+        ("anchor=&a", "&a"),
+        ("nothing=", None),
+        ("nothing=~", None),
+        ("nothing=null", None),
+        ("count=10", 10),
+        ("tags=[a, b]", ["a", "b"]),
+    ],
+)
+def test_a_set_value_yaml_reads_as_nothing_is_kept_as_its_text(item, value):
+    from tether.cli._shared import parse_settings
+
+    key = item.partition("=")[0]
+    assert parse_settings([item]) == {key: value}
+
+
+def test_plugins_info_takes_a_plugin_directory_too(tmp_path):
+    path = PluginWriter(tmp_path / "plugins")("described", BASE)
+
+    by_path = CliRunner().invoke(cli, ["plugins", "info", str(path)])
+    by_name = CliRunner().invoke(cli, ["--plugin-path", str(tmp_path / "plugins"), "plugins",
+                                       "info", "described"])  # fmt: skip
+    missing = CliRunner().invoke(cli, ["plugins", "info", str(tmp_path / "nope")])
+
+    assert by_path.exit_code == 0, by_path.output
+    assert by_path.output.startswith("described 1.0.0")
+    assert "the described test plugin" in by_path.output
+    assert by_name.exit_code == 0, by_name.output
+    assert by_name.output.splitlines()[1:] == by_path.output.splitlines()[1:]
+    assert missing.exit_code == 1
+    assert "no plugin directory at" in missing.output

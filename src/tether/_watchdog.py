@@ -155,6 +155,14 @@ def _awaiting_elsewhere(task: asyncio.Task[object], deadlines: Deadlines, key: i
     return False
 
 
+_MAX_TICK = 0.05  # seconds between scans when no timeout is short
+
+
+def _tick_for(deadlines: Deadlines) -> float:
+    """Scan four times per timeout, at most every 5 ms."""
+    return max(deadlines.timeout_ns / 4e9, 0.005)
+
+
 class _Watchdog:
     """One daemon thread that cancels async calls past their deadline, on their loop."""
 
@@ -164,13 +172,13 @@ class _Watchdog:
         self._found: dict[int, asyncio.Task[object]] = {}  # 3.11: late calls' tasks
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.tick = 0.05
+        self.tick = _MAX_TICK
 
     def watch(self, deadlines: Deadlines) -> None:
         """Scan ``deadlines`` from now on, often enough for its timeout."""
         with self._lock:
             self._watched.add(deadlines)
-            self.tick = min(self.tick, max(deadlines.timeout_ns / 4e9, 0.005))
+            self.tick = min(self.tick, _tick_for(deadlines))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="tether-call-watchdog", daemon=True
@@ -189,6 +197,8 @@ class _Watchdog:
         """One pass over the watched calls (the thread's loop; tests may call it)."""
         with self._lock:
             watched = list(self._watched)
+            # the entries with the shortest timeouts may have gone: the tick follows
+            self.tick = min([_MAX_TICK, *map(_tick_for, watched)])
         now = perf_counter_ns()
         seen = self._seen
         current: set[int] = set()

@@ -23,11 +23,10 @@ from tether import (
     blame,
     describe_error,
     error_text,
-    load_manifest,
 )
 from tether.cli._app import State, log_without_tracebacks, pass_state
-from tether.cli._shared import entry_manifest, find_plugin, parse_settings, plugin_settings
-from tether.errors import ContractError, PluginNotFoundError, TetherError
+from tether.cli._shared import locate_plugin, parse_settings, plugin_settings
+from tether.errors import ContractError, TetherError
 from tether.hosts.executor import execute_once
 
 __all__ = ["plugins_exec"]
@@ -107,7 +106,7 @@ def plugins_exec(
     echo '{"text": "a b a"}' | tether plugins exec word-count-plugin --input -
     """
     values = parse_settings(settings)
-    manifest = _locate(state, name)
+    manifest = locate_plugin(state, name)
     _require_executor(manifest)
     _require_no_dependencies(manifest)
     directory = manifest.directory
@@ -121,24 +120,6 @@ def plugins_exec(
     with log_without_tracebacks(state):
         output = _execute(manifest.name, directory, data, framework=state.config(), settings=config)
     click.echo(_render(manifest.name, output, fmt))
-
-
-def _locate(state: State, name: str) -> Manifest:
-    """The manifest NAME means: a directory, else the config's entry, else a search."""
-    path = Path(name)
-    if path.exists():
-        return load_manifest(path)
-    if "/" in name or name.startswith("."):
-        raise PluginNotFoundError(
-            f"no plugin directory at {path}",
-            path=path,
-            hint="check the path, or give a plugin name (`tether plugins list` shows them)",
-        )
-    config = state.config()
-    entry = config.entry(name)
-    if entry is not None:
-        return entry_manifest(state, config, entry)
-    return find_plugin(state, name).manifest
 
 
 def _require_executor(manifest: Manifest) -> None:

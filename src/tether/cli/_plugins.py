@@ -35,8 +35,8 @@ from tether.cli._shared import (
     discover_plugins,
     entry_manifest,
     fail,
-    find_plugin,
     framework_version,
+    locate_plugin,
     print_observed,
 )
 from tether.errors import (
@@ -140,11 +140,16 @@ def plugins_scan(state: State) -> None:
 @pass_state
 def plugins_info(state: State, name: str) -> None:
     """Everything the manifest of plugin NAME declares, the contract it provides, and how
-    its dependencies resolve."""
+    its dependencies resolve. NAME is a plugin's name or its directory (or manifest
+    file)."""
     result = discover_plugins(state)
-    plugin = find_plugin(state, name)
-    m = plugin.manifest
-    out.print(f"[bold]{m.name}[/] {m.version}  [dim]({plugin.origin}: {plugin.location})[/]")
+    m = locate_plugin(state, name)
+    searched = result.get(m.name)
+    if searched is not None and searched.manifest.source == m.source:
+        origin, location = searched.origin, searched.location
+    else:
+        origin, location = "path", str(m.directory or m.source)
+    out.print(f"[bold]{m.name}[/] {m.version}  [dim]({origin}: {location})[/]")
     out.print(m.description, markup=False)
     out.print(f"author: {m.author}", markup=False)
     out.print(f"entry: {m.entry}   isolation: {m.isolation}   framework: {m.framework.version}")

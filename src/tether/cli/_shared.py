@@ -36,6 +36,7 @@ __all__ = [
     "fail",
     "find_plugin",
     "framework_version",
+    "locate_plugin",
     "parse_settings",
     "plugin_settings",
     "print_observed",
@@ -92,15 +93,38 @@ def entry_manifest(state: State, config: TetherConfig, entry: PluginConfig) -> M
     return find_plugin(state, entry.name or "").manifest
 
 
+def locate_plugin(state: State, name: str) -> Manifest:
+    """The manifest NAME means: a plugin directory or manifest file, else the config's
+    entry, else a search."""
+    path = Path(name)
+    if path.exists():
+        return load_manifest(path)
+    if "/" in name or name.startswith("."):
+        raise PluginNotFoundError(
+            f"no plugin directory at {path}",
+            path=path,
+            hint="check the path, or give a plugin name (`tether plugins list` shows them)",
+        )
+    config = state.config()
+    entry = config.entry(name)
+    if entry is not None:
+        return entry_manifest(state, config, entry)
+    return find_plugin(state, name).manifest
+
+
 def parse_settings(items: Sequence[str]) -> dict[str, object]:
-    """``--set KEY=VALUE`` items as a dict; each VALUE is parsed as YAML (exit 2 if bad)."""
+    """``--set KEY=VALUE`` items as a dict; each VALUE is parsed as YAML (exit 2 if bad).
+
+    A value YAML reads as nothing (a lone tag ``!``, an anchor, a comment ``#x``) is
+    the text itself; only an empty value, ``~`` or ``null`` is None.
+    """
     values: dict[str, object] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
         try:
-            values[key.strip()] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or "not valid YAML"
             raise click.BadParameter(
@@ -108,7 +132,13 @@ def parse_settings(items: Sequence[str]) -> dict[str, object]:
                 "quote it to pass it as a string",
                 param_hint="--set",
             ) from None
+        if value is None and raw.strip() not in _NULLS:
+            value = raw
+        values[key.strip()] = value
     return values
+
+
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 
 
 def plugin_settings(state: State, name: str, values: dict[str, object]) -> PluginConfig:
