@@ -45,12 +45,14 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return out
 
 
+# The manifest's rule for a plugin name: what no loaded plugin can be called is a 404.
+_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _NAME = {
     "name": "name",
     "in": "path",
     "required": True,
     "description": "The plugin's name (no plugin's is longer than 64 characters)",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+    "schema": {"type": "string", "pattern": _NAME_PATTERN},
 }
 
 
@@ -201,7 +203,7 @@ _SCHEMAS: dict[str, Any] = {
             },
             "name": {
                 "type": ["string", "null"],
-                "maxLength": 64,
+                "pattern": _NAME_PATTERN,
                 "description": "Must match the manifest's",
             },
             "config": {"type": "object", "description": "The plugin's config"},
