@@ -84,8 +84,7 @@ def test_load_and_status_metrics(tmp_path):
         == 1
     )
     assert (
-        value(attempts, "tether_plugin_load_attempts_total", plugin="broken", status="failure")
-        == 1
+        value(attempts, "tether_plugin_load_attempts_total", plugin="broken", status="failure") == 1
     )
     assert (
         value(m["tether_plugin_load_success"], "tether_plugin_load_success", plugin="auth-plugin")
