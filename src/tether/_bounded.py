@@ -281,12 +281,19 @@ def threads_running(code: PluginCode) -> list[threading.Thread]:
             _workers.pop(code.plugin, None)
     frames = sys._current_frames()  # noqa: SLF001 - documented in sys
     me = threading.get_ident()
+    owned: dict[str, bool] = {}  # one check per file, however many frames show it
     for thread in threading.enumerate():
         ident = thread.ident
         if ident is None or ident == me or thread in found or thread in ending:
             continue
-        if any(code.owns(f.f_code.co_filename) for f in _frames_of(frames.get(ident))):
-            found.add(thread)
+        for frame in _frames_of(frames.get(ident)):
+            filename = frame.f_code.co_filename
+            mine = owned.get(filename)
+            if mine is None:
+                mine = owned[filename] = code.owns(filename)
+            if mine:
+                found.add(thread)
+                break
     return sorted(found, key=lambda t: t.name)
 
 

@@ -470,6 +470,8 @@ class PluginManager:
         """Run the ``startup`` or ``shutdown`` hook, within the longest ``timeouts.start``
         (``stop``) of the loaded plugins; a handler's failure is logged, never raised."""
         point = STARTUP if hook_type == "startup" else SHUTDOWN
+        if not self.runtime.hooks.has_handlers(point):
+            return
         slots = self._ordered()
         names = tuple(s.name for s in slots)
         step = "start" if hook_type == "startup" else "stop"

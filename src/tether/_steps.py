@@ -22,13 +22,13 @@ from tether._bounded import OverrunError, PluginCode, plugin_error, run_bounded
 from tether._describe import error_line
 from tether._lifecycle import PluginStatus
 from tether._loader import code_directory
+from tether._plugin import Plugin
 from tether.errors import PluginLifecycleError, StepTimeoutError
 
 if TYPE_CHECKING:
     from tether._slots import PluginSlot, PluginVersion
 
 __all__ = [
-    "StepTimedOutError",
     "call_step",
     "code_of",
     "initialize_version",
@@ -38,9 +38,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("tether")
-
-StepTimedOutError = OverrunError
-"""A lifecycle call ran past its time limit (as opposed to raising TimeoutError itself)."""
 
 
 async def call_step(
@@ -52,15 +49,23 @@ async def call_step(
 ) -> None:
     """Call ``instance.method(*args)`` and await what it returns; nothing if it lacks it.
 
-    Within ``timeout`` seconds when given (``StepTimedOutError`` past it); a
+    Within ``timeout`` seconds when given (``OverrunError`` past it); a
     ``BaseException`` of the plugin's comes back as ``EscapedError`` (``code`` says which
     files are the plugin's, to tell its ``KeyboardInterrupt`` from a real one).
     """
     fn = getattr(instance, method, None)
     if fn is None:
         return
+    if _is_inherited(instance, method):  # tether.Plugin's own no-op: nothing to bound
+        timeout = None
     await run_bounded(fn, *args, code=code or PluginCode(type(instance).__name__), what=method,
                       limit=timeout)  # fmt: skip
+
+
+def _is_inherited(instance: object, method: str) -> bool:
+    """Whether ``instance.method`` is ``tether.Plugin``'s, not overridden."""
+    own = getattr(Plugin, method, None)
+    return own is not None and getattr(type(instance), method, None) is own
 
 
 def code_of(version: PluginVersion) -> PluginCode:
