@@ -8,6 +8,7 @@ an ``Error:`` line naming the option or file, and no traceback.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import http.server
 import os
@@ -387,7 +388,7 @@ def not_tether() -> Iterator[type[_Answer]]:
         pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     Handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
     try:
@@ -491,6 +492,23 @@ def test_an_unexpected_exception_is_one_error_line(plugin: Path, monkeypatch: py
     assert result.exit_code == 1, result.output
     assert "Error: internal error: RuntimeError: boom" in result.stderr
     assert "Hint: this is a bug in tether" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [asyncio.CancelledError(), GeneratorExit(), type("Boom", (BaseException,), {})("bang")],
+    ids=["CancelledError", "GeneratorExit", "a-BaseException-subclass"],
+)
+def test_a_base_exception_that_escapes_is_one_error_line(
+    plugin: Path, monkeypatch: pytest.MonkeyPatch, raised: BaseException
+):
+    def broken(*args: object, **kwargs: object) -> None:
+        raise raised
+
+    monkeypatch.setattr("tether.cli._plugins.discover_plugins", broken)
+    result = run("plugins", "list")
+    assert result.exit_code == 1, result.output
+    assert f"Error: internal error: {type(raised).__name__}" in result.stderr
 
 
 def test_verbose_shows_the_traceback_of_an_unexpected_exception(

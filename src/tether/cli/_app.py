@@ -179,9 +179,11 @@ class TetherGroup(click.Group):
     """A group that turns every error into ``Error: ...`` + hint and exit code 1.
 
     tether's own errors print their message and hint. An ``OSError`` (a disk full, a
-    path that cannot be read) prints what failed and on which file. Anything else is a
-    bug in tether: it prints ``Error: internal error: TYPE: MESSAGE`` and how to see
-    the traceback (``--verbose``), never the traceback itself.
+    path that cannot be read) prints what failed and on which file. Anything else but
+    ``SystemExit`` (an exit asked for, by uvicorn say) and ``KeyboardInterrupt`` (130) is
+    a bug in tether, a ``CancelledError`` or a plugin's own ``BaseException`` that got
+    past the runtime included: it prints ``Error: internal error: TYPE: MESSAGE`` and
+    how to see the traceback (``--verbose``), never the traceback itself.
     """
 
     def invoke(self, ctx: click.Context) -> object:
@@ -198,7 +200,9 @@ class TetherGroup(click.Group):
             if exc.errno == errno.EPIPE:
                 raise  # click ends quietly when standard output is closed
             raise ReportedError(_os_error(exc), verbose=_is_verbose(ctx)) from exc
-        except Exception as exc:
+        except SystemExit:
+            raise
+        except BaseException as exc:  # CancelledError or a class of a plugin's own, escaped
             raise ReportedError(_internal_error(exc), verbose=_is_verbose(ctx)) from exc
 
 
@@ -217,7 +221,7 @@ def _os_error(exc: OSError) -> TetherError:
     return error
 
 
-def _internal_error(exc: Exception) -> TetherError:
+def _internal_error(exc: BaseException) -> TetherError:
     error = TetherError(
         f"internal error: {type(exc).__name__}: {error_text(exc)}",
         hint="this is a bug in tether, not in your input: rerun with --verbose for the "
