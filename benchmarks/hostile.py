@@ -58,6 +58,9 @@ A case's outcome is one of:
 - ``os._exit``: a plugin calling ``os._exit`` ended the host (expected in-process).
 
 It prints counts, not pass or fail; ``--verbose`` lists every case that was not clear.
+The families live beside this script: ``_hostile_files.py`` (manifests, scans, configs),
+``_hostile_runs.py`` (runtime, cli), ``_hostile_admin.py`` (admin); ``_hostile_base.py``
+holds the cases, outcomes and judges they share.
 """
 
 from __future__ import annotations
