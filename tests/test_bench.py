@@ -226,6 +226,16 @@ def test_failing_operations_are_counted_by_type_and_fail_the_run(pg_url, plugins
     fail = data["operations"]["fail"]  # type: ignore[index]
     assert fail["errors_by_type"] == {"ValueError": fail["errors"]}
     assert fail["errors"] > 0
+    (distinct,) = data["totals"]["distinct_errors"]  # type: ignore[index]
+    assert distinct["type"] == "ValueError"
+    assert distinct["message"] == "this operation always fails"
+    assert distinct["operation"] == "fail"
+    assert distinct["count"] == fail["errors"]
+    assert fail["distinct_errors"] == [distinct]
+    # the log has the message too, once (the first of its kind)
+    stderr = " ".join(result.stderr.split())  # the console wraps long lines
+    assert stderr.count("operation fail failed: ValueError: this operation always fails") == 1
+    assert "each distinct error" in stderr
     assert fail["errors"] + sum(op["count"] for op in data["operations"].values()) == 200  # type: ignore[attr-defined]
     assert data["error_rate_exceeded"] is True
     assert "is above --max-error-rate 5.00%" in result.stderr

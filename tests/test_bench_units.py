@@ -15,6 +15,7 @@ from tether._gate import Gate
 from tether.errors import ConfigError
 from tether.hosts.workload import (
     BenchConfig,
+    BenchReport,
     BenchSection,
     BenchSettings,
     DatabaseUnavailableError,
@@ -404,14 +405,20 @@ def test_merged_histograms_equal_one_histogram_of_everything():
 
 
 def test_the_collector_drains_what_clients_appended():
-    collector = Collector(["a", "b"])
+    heard: list[tuple[str, str, str]] = []
+    collector = Collector(["a", "b"], on_new_error=lambda *e: heard.append(e))
+    collector.origin_ns = 1_000_000_000
     collector.latencies["a"].extend([100, 100, 250])
-    collector.errors.append(("b", "ValueError"))
+    collector.errors.append(("b", "ValueError", "bad", 1_500_000_000))
+    collector.errors.append(("b", "ValueError", "bad", 1_600_000_000))
     interval, successes, errors = collector.drain()
-    assert (successes, errors) == (3, 1)
+    assert (successes, errors) == (3, 2)
     assert interval == {100: 2, 250: 1}
     assert collector.stats["a"].count == 3
-    assert collector.stats["b"].errors == {"ValueError": 1}
+    assert collector.stats["b"].errors == {"ValueError": 2}
+    (error,) = collector.stats["b"].distinct_errors("b")
+    assert (error.message, error.count, error.first) == ("bad", 2, 0.5)
+    assert heard == [("b", "ValueError", "bad")]  # once, the first time
     assert collector.drain()[1:] == (0, 0)
 
 
@@ -536,3 +543,118 @@ def test_a_stop_request_ends_the_run_and_says_so():
         return (await engine.run([None, None])).stop_reason
 
     assert asyncio.run(run()) == "interrupted"
+
+
+def _steady_ticks(rate: int, seconds: float, tick: float = 0.5) -> list[Tick]:
+    """Ticks of a run that completes exactly ``rate`` transactions a second."""
+    ticks, total = [], 0
+    for n in range(round(seconds / tick)):
+        count = round(rate * tick)
+        total += count
+        ticks.append(Tick(n * tick, (n + 1) * tick, count, 0, Counter({1000: count}), total, 0))
+    return ticks
+
+
+def test_progress_tps_is_the_rate_over_the_window_it_names():
+    """A steady 1,000 tps run shows 1,000 tps (the bug summed one tick more than the
+    time it divided by: 1,250 over a two-second window of half-second ticks)."""
+    import io
+
+    from rich.console import Console
+
+    from tether.hosts.workload import Progress
+
+    stream = io.StringIO()
+    ticks = _steady_ticks(1000, 10.0)
+    with Progress(Console(file=stream, width=200), every=5.0, live=False) as progress:
+        for tick in ticks:
+            progress(tick)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == (
+        "progress: 5.0s, last 2.0s: 1000.0 tps, p95 1.000 ms; 5000 transactions, 0 errors"
+    )
+    assert lines[-1] == "done: 10.0s, 10000 transactions, 0 errors"
+    assert sum(t.successes for t in ticks) == 10000
+
+
+def test_progress_early_in_a_run_covers_only_the_measured_time():
+    import io
+
+    from rich.console import Console
+
+    from tether.hosts.workload import Progress
+
+    stream = io.StringIO()
+    # warm-up tick then a first measured tick that straddles the start of measuring
+    ticks = [
+        Tick(-1.0, -0.25, 0, 0, Counter(), 0, 0),
+        Tick(-0.25, 0.5, 500, 0, Counter({2000: 500}), 500, 0),
+    ]
+    with Progress(Console(file=stream, width=200), every=0.5, live=False) as progress:
+        for tick in ticks:
+            progress(tick)
+    assert "last 0.5s: 1000.0 tps" in stream.getvalue()
+
+
+def test_distinct_errors_keep_message_first_operation_and_count_across_a_merge():
+    from tether.hosts.workload._stats import DISTINCT_MESSAGES, OTHER_MESSAGES, OperationStats
+
+    one, two = OperationStats(), OperationStats()
+    assert one.record_error("KeyError", "'a'", 2.0) is True
+    assert one.record_error("KeyError", "'a'", 3.0) is False
+    two.record_error("KeyError", "'a'", 1.5)
+    two.record_error("OSError", "disk full", 4.0)
+    merged = OperationStats.decode(one.encode())
+    merged.merge(OperationStats.decode(two.encode()))
+    errors = [(e.type, e.message, e.count, e.first) for e in merged.distinct_errors("op")]
+    assert errors == [("KeyError", "'a'", 3, 1.5), ("OSError", "disk full", 1, 4.0)]
+    assert merged.errors == {"KeyError": 3, "OSError": 1}
+
+    many = OperationStats()
+    for n in range(DISTINCT_MESSAGES + 5):
+        many.record_error("ValueError", f"bad value {n}", float(n))
+    kept = many.distinct_errors("op")
+    assert len(kept) == DISTINCT_MESSAGES + 1
+    assert kept[-1].message == OTHER_MESSAGES
+    assert kept[-1].count == 5
+    assert sum(e.count for e in kept) == DISTINCT_MESSAGES + 5
+
+
+def _report_with(operations: dict[str, OperationStats]) -> BenchReport:
+    from datetime import UTC, datetime
+
+    return BenchReport(
+        workload="tpcb", workload_version="1.0.0", workload_origin="builtin",
+        driver="psycopg", event_loop="uvloop", database="postgresql://127.0.0.1/x",
+        embedded=False, data_directory=None, server_version="16.4",
+        settings=BenchSettings(clients=4, duration=20.0), weights=dict.fromkeys(operations, 1),
+        operations=operations, elapsed=20.0, stop_reason="duration",
+        started_at=datetime(2026, 12, 1, tzinfo=UTC),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 200])
+def test_the_report_table_never_cuts_a_figure_on_a_narrow_terminal(width):
+    """On an 80-column terminal the total row read ``total ... 15447…``: columns are
+    dropped instead, and every figure shown is whole."""
+    import io
+
+    from rich.console import Console
+
+    stats = OperationStats()
+    stats.record({1234: 154_470_000, 98_765: 3})
+    stats.record_error("ValueError", "boom", 1.0)
+    a_long_name = "select_only_with_a_rather_long_operation_name"
+    report = _report_with({"tpcb_like": stats, a_long_name: OperationStats()})
+    stream = io.StringIO()
+    console = Console(file=stream, width=width, force_terminal=True, color_system=None)
+    report.render(console)
+    text = stream.getvalue()
+    assert "…" not in text
+    assert all(len(line) <= width for line in text.splitlines())
+    total = next(line for line in text.splitlines() if line.startswith("total"))
+    figures = total.split()
+    assert "154470003" in figures  # the count, whole
+    assert f"{154_470_003 / 20:.1f}" in figures  # the tps, whole
+    if width >= 100:
+        assert "p99.9" in text

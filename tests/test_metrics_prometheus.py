@@ -78,14 +78,13 @@ def test_load_and_status_metrics(tmp_path):
         value(
             attempts,
             "tether_plugin_load_attempts_total",
-            plugin_name="auth-plugin",
+            plugin="auth-plugin",
             status="success",
         )
         == 1
     )
     assert (
-        value(attempts, "tether_plugin_load_attempts_total", plugin_name="broken", status="failure")
-        == 1
+        value(attempts, "tether_plugin_load_attempts_total", plugin="broken", status="failure") == 1
     )
     assert (
         value(m["tether_plugin_load_success"], "tether_plugin_load_success", plugin="auth-plugin")
@@ -313,3 +312,23 @@ def test_a_registry_without_process_metrics(tmp_path):
     names = {f.name for f in text_string_to_metric_families(text)}
     assert "tether_plugin_status" in names
     assert not any(n.startswith("process_") for n in names)
+
+
+def test_every_family_names_the_plugin_by_one_label(tmp_path):
+    """One label name for the plugin across every tether family (`plugin`)."""
+
+    async def main() -> str:
+        async with PluginManager(state_directory=tmp_path / "state") as manager:
+            await start_plugins(manager, write_plugin(tmp_path, "auth-plugin"))
+            return observe(manager).render_metrics().decode()
+
+    text = asyncio.run(main())
+    labels = {
+        name
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("tether_")
+        for sample in family.samples
+        for name in sample.labels
+    }
+    assert "plugin" in labels
+    assert not {name for name in labels if "plugin" in name} - {"plugin"}

@@ -634,6 +634,10 @@ def test_a_closed_gate_answers_503_naming_the_plugin(plugin, serve, client):
     assert is_error(refused, 503, "PluginUnavailableError", "greeter")
     assert refused.json()["message"] == "plugin 'greeter' is unavailable: it is disabled"
     assert refused.headers["retry-after"] == "1"
+    hint = refused.json()["hint"]  # in HTTP's terms, not the Python API's
+    assert "Retry-After" in hint
+    assert "/admin/plugins/greeter" in hint
+    assert "PluginManager" not in hint
     assert http.get("/plain").status_code == 200  # other plugins are served
     gate.open()
     assert http.get("/hello").json() == {"hello": "world"}

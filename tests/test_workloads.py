@@ -658,3 +658,17 @@ def test_realworld_hot_users_get_most_of_the_activity(pg_url):
             "SELECT count(*) FROM realworld_follows WHERE followee_id = 1"
         )
         assert followers > 50  # almost everyone follows the hot user
+
+
+@pytest.mark.parametrize("name", [*NAMES, "tpcb"])
+def test_each_builtin_manifest_declares_the_weights_its_workload_gives(name):
+    """`tether workloads list` reads the weights from the manifest; they must be the
+    ones the workload itself returns (four said `(not declared)`)."""
+
+    async def main() -> object:
+        async with loaded(name, SMALL.get(name, {})) as instance:
+            return instance.get_operation_types()
+
+    manifest = tether.load_manifest(WORKLOADS / name)
+    declared = manifest.config["operation_weights"].default
+    assert declared == asyncio.run(main())

@@ -8,6 +8,7 @@ against :class:`PluginContext` and the Protocols of :mod:`tether.types`; hosts d
 from tether import errors, types
 from tether._attribution import blame
 from tether._audit import CapabilityUse, load_capability_uses
+from tether._bounded import is_interruption, plugin_frame, run_host
 from tether._callstats import CallMetrics, CallRow
 from tether._chain import check_call_chain
 from tether._config import (
@@ -134,13 +135,16 @@ __all__ = [
     "format_duration",
     "grant_permissions",
     "is_async_callable",
+    "is_interruption",
     "load_capability_uses",
     "load_config",
     "load_manifest",
     "mask_secrets",
     "open_state_store",
     "parse_duration",
+    "plugin_frame",
     "resolve",
+    "run_host",
     "types",
     "validate_plugin_config",
 ]

@@ -191,12 +191,28 @@ async def _in_daemon_thread(fn: Callable[[], object], timeout: float) -> object:
         raise _CheckTimedOutError from None
 
 
+class _Exited(Exception):  # noqa: N818 - a carrier, not an error of its own
+    """A check's ``SystemExit`` or ``KeyboardInterrupt``, kept from its task: asyncio
+    re-raises those two out of the event loop."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+async def _kept(entry: Entry) -> object:
+    try:
+        return await entry.acall()
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _Exited(exc) from exc
+
+
 async def _run_check(entry: Entry, timeout: float) -> object:
     """Run a check through its entry: async under the watchdog, sync in a daemon thread."""
     if entry.is_async:
         # In a task of its own: the watchdog cancels it at the limit, and a check that
         # swallows that is left behind (cancelled again) rather than waited for.
-        task = asyncio.ensure_future(entry.acall())
+        task = asyncio.ensure_future(_kept(entry))
         done, _ = await asyncio.wait({task}, timeout=timeout * 2 + 0.1)
         if not done:
             task.cancel()
@@ -205,6 +221,8 @@ async def _run_check(entry: Entry, timeout: float) -> object:
             return task.result()
         except CallTimeoutError:
             raise _CheckTimedOutError from None
+        except _Exited as exc:
+            raise exc.error from None
     result = await _in_daemon_thread(entry.call, timeout)
     if inspect.isawaitable(result):
         try:

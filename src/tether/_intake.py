@@ -6,6 +6,18 @@ conflicts, its lock); :func:`load_slot` checks what can be checked before any co
 (framework version, isolation, contract, permissions), imports the code, validates
 the plugin's config against its schema (and the plugin's own ``validate_config``), and
 builds the plugin's slot with its first version staged: gate, door, call chain, scope.
+
+The import (with the creation of the plugin's object) and ``validate_config`` are the
+plugin's code: each runs within the plugin's ``timeouts.initialize`` (``tether._bounded``:
+a daemon thread for plain code, a task for a coroutine), and whatever they raise,
+``SystemExit`` included, is an error naming the plugin.
+
+An import that runs past its limit is abandoned in its thread. Python's import system
+holds a lock per module while it imports it, so the abandoned thread keeps the lock of
+the plugin's module (a private name no one else imports: harmless) and of any module it
+is itself importing at that moment: another import of that same module, anywhere in the
+process, would wait for it. The plugin's private package stays in ``sys.modules`` until
+the import ends; if it ever does, what it loaded is dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tether._audit import watch as capability_watch
+from tether._bounded import EscapedError, OverrunError, PluginCode, run_bounded
 from tether._callstats import CallStats
 from tether._config import PluginConfig, TetherConfig, grant_permissions, validate_plugin_config
 from tether._context import PluginScope
@@ -26,12 +39,11 @@ from tether._contracts import Contract, ContractRegistry
 from tether._describe import error_line, error_text
 from tether._gate import Gate
 from tether._lifecycle import PluginStatus
-from tether._loader import LoadedCode, load_code, unload_code
-from tether._locate import Found, call_chain, check_isolation, config_schema
+from tether._loader import LoadedCode, code_directory, load_code, unload_code
+from tether._locate import Found, call_chain, check_isolation, config_schema, timeouts_of
 from tether._manifest import Manifest
 from tether._runtime import Runtime
 from tether._slots import PluginSlot, PluginVersion
-from tether._steps import call_step
 from tether._versions import parse_constraint
 from tether.errors import (
     ConfigError,
@@ -39,9 +51,17 @@ from tether.errors import (
     InterfaceError,
     PluginImportError,
     PluginLoadError,
+    PluginLoadTimeoutError,
 )
 
-__all__ = ["LoadAttempt", "import_code", "load_slot", "new_slot", "validate_config"]
+__all__ = [
+    "LoadAttempt",
+    "code_directory",
+    "import_code",
+    "load_slot",
+    "new_slot",
+    "validate_config",
+]
 
 log = logging.getLogger("tether")
 
@@ -59,7 +79,7 @@ class LoadAttempt:
 
 def _is_transient(exc: BaseException) -> bool:
     """Worth another try: not a broken contract, not a syntax error, not a missing module."""
-    if isinstance(exc, InterfaceError):
+    if isinstance(exc, InterfaceError | PluginLoadTimeoutError):
         return False
     if isinstance(exc, PluginImportError):
         return not isinstance(exc.__cause__, SyntaxError | ImportError)
@@ -81,17 +101,19 @@ async def import_code(
     backoff: float,
     private: bool,
     attempts: list[LoadAttempt],
+    limit: float | None = None,
 ) -> LoadedCode:
     """Import the plugin's code, retrying transient failures ``retries`` times.
 
     Every try is appended to ``attempts``; the wait before try ``n + 1`` is
-    ``backoff * 2**n`` seconds.
+    ``backoff * 2**n`` seconds. Each try runs in a daemon thread within ``limit``
+    seconds (``PluginLoadTimeoutError`` past it, not retried).
     """
     attempt = 0
     while True:
         started = time.perf_counter()
         try:
-            code = load_code(manifest, contract=contract, private_namespace=private)
+            code = await _bounded_load(manifest, contract, private=private, limit=limit)
         except PluginLoadError as exc:
             elapsed = time.perf_counter() - started
             attempts.append(LoadAttempt(manifest.name, "failure", elapsed, error_text(exc)))
@@ -109,18 +131,68 @@ async def import_code(
             return code
 
 
-async def validate_config(plugin: str, instance: object, values: Mapping[str, object]) -> None:
+def _late_import(result: object) -> None:
+    """An abandoned import finished after all: forget what it loaded."""
+    if isinstance(result, LoadedCode):
+        unload_code(result)
+
+
+async def _bounded_load(
+    manifest: Manifest, contract: Contract, *, private: bool, limit: float | None
+) -> LoadedCode:
+    """``load_code`` within ``limit`` seconds, in a daemon thread."""
+    code = PluginCode.of(manifest.name, manifest.directory)
+    try:
+        loaded = await run_bounded(
+            lambda: load_code(manifest, contract=contract, private_namespace=private),
+            code=code, what="import", limit=limit, on_late=_late_import,
+        )  # fmt: skip
+    except OverrunError as exc:
+        file, line = (Path(exc.where[0]), exc.where[1]) if exc.where else (None, None)
+        log.warning("plugin %s: importing its code did not finish within %gs; abandoned in "
+                    "its thread", manifest.name, exc.limit)  # fmt: skip
+        raise PluginLoadTimeoutError(manifest.name, exc.limit, file=file, line=line) from None
+    except EscapedError as exc:  # a real interrupt the import raised in a library, say
+        raise PluginImportError(manifest.name, exc.error, file=None, line=None) from exc.error
+    if not isinstance(loaded, LoadedCode):  # pragma: no cover - load_code returns one
+        raise TypeError(f"load_code returned {type(loaded).__name__}")
+    return loaded
+
+
+async def validate_config(
+    plugin: str,
+    instance: object,
+    values: Mapping[str, object],
+    *,
+    limit: float | None = None,
+    code: PluginCode | None = None,
+) -> None:
     """Honour ``Configurable``: the plugin's own ``validate_config`` (plain or
     ``async def``) refuses bad config.
 
-    Whatever ``Exception`` it raises is a ``ConfigError`` naming the plugin, with the
-    original as its ``__cause__``: ``ValueError``, ``TypeError`` or ``ConfigError`` is a
-    refusal, anything else a bug of the check, said so in the message.
+    Whatever it raises is a ``ConfigError`` naming the plugin, with the original as its
+    ``__cause__``: ``ValueError``, ``TypeError`` or ``ConfigError`` is a refusal,
+    anything else (``SystemExit`` too) a bug of the check, said so in the message, as
+    is running past ``limit`` seconds.
     """
-    if not callable(getattr(instance, "validate_config", None)):
+    check = getattr(instance, "validate_config", None)
+    if not callable(check):
         return
     try:
-        await call_step(instance, "validate_config", dict(values))
+        await run_bounded(
+            check, dict(values), code=code or PluginCode(plugin), what="validate_config",
+            limit=limit,
+        )  # fmt: skip
+    except OverrunError as exc:
+        raise ConfigError(
+            f"invalid config for plugin '{plugin}': validate_config() did not return within "
+            f"{exc.limit:g}s",
+            plugin=plugin,
+            hint=f"plugin '{plugin}' must check its config within its timeouts.initialize; "
+            "validate_config() was abandoned",
+        ) from None
+    except EscapedError as exc:
+        raise _check_failed(plugin, exc.error) from exc.error
     except (ValueError, TypeError, ConfigError) as exc:
         raise ConfigError(
             f"invalid config for plugin '{plugin}': {error_text(exc)}",
@@ -129,13 +201,17 @@ async def validate_config(plugin: str, instance: object, values: Mapping[str, ob
             "in its config entry",
         ) from exc
     except Exception as exc:
-        raise ConfigError(
-            f"invalid config for plugin '{plugin}': validate_config() raised {error_line(exc)}",
-            plugin=plugin,
-            hint=f"plugin '{plugin}' failed checking its config: validate_config() refuses a "
-            "config with ValueError; check the values in its config entry and the plugin's "
-            "validate_config()",
-        ) from exc
+        raise _check_failed(plugin, exc) from exc
+
+
+def _check_failed(plugin: str, error: BaseException) -> ConfigError:
+    return ConfigError(
+        f"invalid config for plugin '{plugin}': validate_config() raised {error_line(error)}",
+        plugin=plugin,
+        hint=f"plugin '{plugin}' failed checking its config: validate_config() refuses a "
+        "config with ValueError; check the values in its config entry and the plugin's "
+        "validate_config()",
+    )
 
 
 def new_slot(
@@ -199,15 +275,17 @@ async def load_slot(
     check_isolation(manifest, settings)
     contract = contracts.resolve(manifest.name, manifest.provides)
     permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
+    limit = timeouts_of(manifest, settings, config)["initialize"]
     code = await import_code(
         manifest, contract, retries=retries, backoff=backoff, private=found.private,
-        attempts=attempts,
+        attempts=attempts, limit=limit,
     )  # fmt: skip
     try:
         values = validate_plugin_config(
             manifest.name, config_schema(manifest, code.instance), settings.config
         )
-        await validate_config(manifest.name, code.instance, values)
+        await validate_config(manifest.name, code.instance, values, limit=limit,
+                              code=PluginCode.of(manifest.name, code_directory(code)))  # fmt: skip
         slot = new_slot(found, settings, code, contract, permissions, values=values,
                         config=config, runtime=runtime, stats=stats, on_error=on_error)  # fmt: skip
     except BaseException:
@@ -217,11 +295,3 @@ async def load_slot(
     if directory is not None:  # its audit events are attributed to it from now on
         capability_watch.track(manifest.name, directory, permissions)
     return slot
-
-
-def code_directory(code: LoadedCode) -> str | None:
-    """Where the plugin's code lives, for attributing audit events to it."""
-    if code.manifest.directory is not None:
-        return str(code.manifest.directory.absolute())
-    origin = getattr(code.module, "__file__", None)
-    return str(Path(origin).resolve().parent) if origin else None

@@ -11,6 +11,12 @@ Inside a plugin, import the plugin's own modules relatively
 
 Plugins that come from installed distributions (entry points) are imported by
 their real module names: Python's import system allows one version of those.
+
+Whatever the plugin's module or its class's ``__init__`` raises, ``SystemExit`` and
+other ``BaseException`` subclasses included, is a :class:`~tether.errors.PluginLoadError`
+naming the plugin; only what is the host's (a real Ctrl-C) passes as it is. The manager
+runs :func:`load_code` in a daemon thread within the plugin's ``timeouts.initialize``
+(see ``tether._bounded``).
 """
 
 from __future__ import annotations
@@ -26,12 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from tether._bounded import PluginCode, is_hosts
 from tether._contracts import PLUGIN_CONTRACT, Contract
 from tether._describe import error_line
 from tether._manifest import Manifest
 from tether.errors import InterfaceError, PluginImportError, PluginLoadError
 
-__all__ = ["ROOT_PACKAGE", "LoadedCode", "load_code", "loaded_namespaces", "unload_code"]
+__all__ = [
+    "ROOT_PACKAGE",
+    "LoadedCode",
+    "code_directory",
+    "load_code",
+    "loaded_namespaces",
+    "unload_code",
+]
 
 ROOT_PACKAGE = "_tether_plugins"
 _generation = itertools.count(1)
@@ -118,7 +132,11 @@ def _import(manifest: Manifest, module_name: str, directory: Path | None) -> Mod
             hint=f"`entry` is '{manifest.entry}': its module part must name a .py file or a "
             "package inside the plugin directory",
         ) from None
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit at module level is the plugin's failure too
+        if not isinstance(exc, Exception) and is_hosts(
+            exc, PluginCode.of(manifest.name, directory)
+        ):
+            raise
         file, line = _location(exc, directory)
         raise PluginImportError(manifest.name, exc, file=file, line=line) from exc
 
@@ -167,7 +185,11 @@ def _instantiate(
         return target  # pragma: no cover - _check_contract raised
     try:
         instance = target()
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit in __init__ is the plugin's failure too
+        if not isinstance(exc, Exception) and is_hosts(
+            exc, PluginCode.of(manifest.name, directory)
+        ):
+            raise
         file, line = _location(exc, directory)
         where = f" ({file}, line {line})" if file else ""
         raise PluginLoadError(
@@ -219,6 +241,15 @@ def _drop(namespace: str) -> None:
     root = sys.modules.get(ROOT_PACKAGE)
     if root is not None:
         root.__dict__.pop(namespace.rpartition(".")[2], None)
+
+
+def code_directory(code: LoadedCode) -> str | None:
+    """Where the plugin's code lives (its directory, else its module's), for telling its
+    frames from others (attribution of audit events, of exceptions, of threads)."""
+    if code.manifest.directory is not None:
+        return str(code.manifest.directory.absolute())
+    origin = getattr(code.module, "__file__", None)
+    return str(Path(origin).resolve().parent) if origin else None
 
 
 def unload_code(code: LoadedCode) -> None:

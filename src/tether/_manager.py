@@ -10,6 +10,10 @@ version), checks it against the contract its manifest names (``tether._contracts
 and stages it; ``initialize`` commits it (its registrations go live) and opens its
 gate. Health, error thresholds and the enabled flag kept in the state store live here
 too, so a manager works the same with or without the observability package.
+
+Every plugin method the manager calls runs within a time limit, and whatever it raises
+(``SystemExit`` and the other ``BaseException`` subclasses included) fails that step of
+that plugin only: see ``tether._bounded`` and ``tether._steps``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ from typing import Self
 
 from tether._audit import CapabilityUse, save_capability_uses
 from tether._audit import watch as _capability_watch
+from tether._bounded import (
+    EscapedError,
+    OverrunError,
+    PluginCode,
+    frame_in,
+    plugin_error,
+    run_bounded,
+    threads_running,
+)
 from tether._callstats import CallStats
 from tether._config import (
     PluginConfig,
@@ -37,6 +50,7 @@ from tether._describe import error_line, error_text
 from tether._flags import EnabledFlags
 from tether._handle import PluginHandle
 from tether._health import HealthCheckResult, PluginHealth
+from tether._hooks import HookOutcome
 from tether._intake import LoadAttempt, load_slot, validate_config
 from tether._lifecycle import PluginStatus
 from tether._locate import (
@@ -54,7 +68,7 @@ from tether._runtime import Runtime
 from tether._slots import PluginSlot, PluginVersion, SlotEvent
 from tether._state_tables import PersistedFlag
 from tether._steps import (
-    call_step,
+    code_of,
     initialize_version,
     retire_version,
     start_version,
@@ -91,6 +105,9 @@ class PluginManager:
     plugin's ``stop()`` unless its ``timeouts.stop`` says otherwise. ``contracts``
     are the contracts plugins may provide (by default the ``plugin`` contract and
     those installed hosts register).
+
+    ``leftover_threads`` maps each plugin unloaded with threads still running its code
+    (or abandoned in one of its steps) to their names.
     """
 
     def __init__(
@@ -111,6 +128,7 @@ class PluginManager:
         self.runtime = runtime or Runtime(config=self.config, state_directory=state_directory)
         self.contracts = contracts or ContractRegistry()
         self.load_attempts: list[LoadAttempt] = []
+        self.leftover_threads: dict[str, tuple[str, ...]] = {}
         self._slots: dict[str, PluginSlot] = {}
         self._order: tuple[str, ...] = ()
         self._lock: asyncio.Lock | None = None
@@ -311,7 +329,9 @@ class PluginManager:
 
     def get_timeouts(self, name: str) -> dict[str, float]:
         """The plugin's time limits in seconds (manifest, then config), by step."""
-        version = self._slot(name).current
+        return self._limits(self._slot(name).current)
+
+    def _limits(self, version: PluginVersion) -> dict[str, float]:
         return timeouts_of(
             version.manifest, version.settings, self.config, {"stop": self.stop_timeout}
         )
@@ -416,7 +436,8 @@ class PluginManager:
             "initialization",
             {PluginStatus.INITIALIZED, PluginStatus.RUNNING, PluginStatus.STOPPED},
         )
-        await initialize_version(slot, slot.current)
+        version = slot.current
+        await initialize_version(slot, version, self._limits(version)["initialize"])
 
     async def start_all(self) -> None:
         """Start initialized (or stopped) plugins in dependency order; stop at the first failure."""
@@ -446,16 +467,54 @@ class PluginManager:
         return held
 
     async def _run_lifecycle_hook(self, hook_type: str) -> None:
+        """Run the ``startup`` or ``shutdown`` hook, within the longest ``timeouts.start``
+        (``stop``) of the loaded plugins; a handler's failure is logged, never raised."""
         point = STARTUP if hook_type == "startup" else SHUTDOWN
-        names = tuple(s.name for s in self._ordered())
-        outcome = await self.runtime.hooks.run(point, names)
-        for failure in outcome.failures:
-            log.warning("%s hook of plugin %s failed: %s", hook_type, failure.plugin,
-                        error_line(failure.error))  # fmt: skip
+        if not self.runtime.hooks.has_handlers(point):
+            return
+        slots = self._ordered()
+        names = tuple(s.name for s in slots)
+        step = "start" if hook_type == "startup" else "stop"
+        limit = max((self._limits(s.current)[step] for s in slots), default=None)
+        everyone = PluginCode(f"{hook_type} hook", tuple(
+            d for s in slots for d in code_of(s.current).directories
+        ))  # fmt: skip
+        try:
+            outcome = await run_bounded(self.runtime.hooks.run, point, names, code=everyone,
+                                        what=f"hook:{hook_type}", limit=limit)  # fmt: skip
+        except OverrunError as exc:
+            owner = self._owner_of_site(exc.where)
+            log.warning("the %s hook did not finish within %gs%s; it was abandoned", hook_type,
+                        exc.limit, f" (in plugin {owner})" if owner else "")  # fmt: skip
+            return
+        except EscapedError as exc:  # a handler's SystemExit or its kind: the others' skipped
+            self._hook_escape(hook_type, exc.error)
+            return
+        if isinstance(outcome, HookOutcome):
+            for failure in outcome.failures:
+                log.warning("%s hook of plugin %s failed: %s", hook_type, failure.plugin,
+                            error_line(failure.error))  # fmt: skip
+
+    def _hook_escape(self, hook_type: str, error: BaseException) -> None:
+        owner = next((s for s in self._slots.values() if frame_in(error, code_of(s.current))), None)
+        name = owner.name if owner is not None else "?"
+        log.warning("%s hook of plugin %s raised %s; the handlers after it were skipped",
+                    hook_type, name, error_line(error))  # fmt: skip
+        if owner is not None:
+            owner.gate.record_error(error, source=f"hook:{hook_type}")
+
+    def _owner_of_site(self, where: tuple[str, int, str] | None) -> str | None:
+        if where is None:
+            return None
+        for slot in self._slots.values():
+            if code_of(slot.current).owns(where[0]):
+                return slot.name
+        return None
 
     async def _start(self, slot: PluginSlot) -> None:
         self._check_dependencies(slot, "start", {PluginStatus.RUNNING})
-        await start_version(slot, slot.current)
+        version = slot.current
+        await start_version(slot, version, self._limits(version)["start"])
 
     async def update_plugin_config(self, name: str, config: Mapping[str, object]) -> None:
         """Give a loaded plugin new config: validate it, then call ``on_config_change``.
@@ -468,16 +527,25 @@ class PluginManager:
             version = slot.current
             schema = config_schema(version.manifest, version.instance)
             values = validate_plugin_config(name, schema, config)
-            await validate_config(name, version.instance, values)
+            limits, code = self._limits(version), code_of(version)
+            await validate_config(name, version.instance, values, limit=limits["initialize"],
+                                  code=code)  # fmt: skip
             previous = version.scope.replace_config(values)
-            if getattr(version.instance, "on_config_change", None) is None:
+            change = getattr(version.instance, "on_config_change", None)
+            if change is None:
                 return
             try:
-                await call_step(version.instance, "on_config_change", version.scope.config)
-            except Exception as exc:
+                await run_bounded(change, version.scope.config, code=code,
+                                  what="on_config_change", limit=limits["call"])  # fmt: skip
+            except OverrunError as exc:
                 version.scope.replace_config(previous)
-                slot.gate.record_error(exc, source="on_config_change")
-                raise PluginLifecycleError(name, "configuration change", exc) from exc
+                late = f"on_config_change() did not return within {exc.limit:g}s"
+                raise PluginLifecycleError(name, "configuration change", late) from None
+            except Exception as exc:
+                error = plugin_error(exc)
+                version.scope.replace_config(previous)
+                slot.gate.record_error(error, source="on_config_change")
+                raise PluginLifecycleError(name, "configuration change", error) from error
 
     async def stop_all(self, *, timeout: float | None = None) -> None:
         """Stop running plugins in reverse dependency order.
@@ -537,13 +605,18 @@ class PluginManager:
 
     async def _teardown(self, slot: PluginSlot) -> PluginLifecycleError | None:
         failure: PluginLifecycleError | None = None
+        code = PluginCode(slot.name, tuple(
+            d for v in slot.versions for d in code_of(v).directories
+        ))  # fmt: skip
         for version in sorted(slot.versions, key=lambda v: v is not slot.live):  # live first
             if version.status is PluginStatus.RUNNING:
                 stopped = await self._stop(slot, None, version)
                 failure = failure or stopped
         for version in list(slot.versions):
-            retired = await retire_version(slot, version, reason="unloaded")
+            limit = self._limits(version)["stop"]
+            retired = await retire_version(slot, version, reason="unloaded", limit=limit)
             failure = failure or retired
+        self._report_threads(code)
         _capability_watch.untrack(slot.name)
         self._save_capabilities(slot.name)
         self.runtime.metrics.remove_plugin(slot.name)
@@ -555,6 +628,18 @@ class PluginManager:
                 log.exception("an unload listener failed for plugin %s", slot.name)
         self._oversight.plugin_gone(slot.name)
         return failure
+
+    def _report_threads(self, code: PluginCode) -> None:
+        """Warn about threads still running the plugin's code once it is unloaded."""
+        left = threads_running(code)
+        if not left:
+            self.leftover_threads.pop(code.plugin, None)
+            return
+        names = tuple(t.name for t in left)
+        self.leftover_threads[code.plugin] = names
+        described = ", ".join(t.name if t.daemon else f"{t.name} (not a daemon)" for t in left)
+        log.warning("plugin %s left %d thread(s) running after it was unloaded: %s; they "
+                    "cannot be stopped in-process", code.plugin, len(left), described)  # fmt: skip
 
     # ------------------------------------------------------------------ errors and thresholds
 

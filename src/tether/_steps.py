@@ -1,37 +1,36 @@
 """One version's lifecycle steps: ``initialize``, ``start``, ``stop``, ``cleanup``.
 
-The manager decides when (dependency order, its lock, the startup and shutdown hooks);
-these functions do one step of one version: call the plugin's method, move its status,
-commit it, open or close its gate, record a failure. They call the plugin outside the
-seam: the gate is shut while a version starts and stops, and these calls are what
-open and close it. A method may be plain or ``async def``. Under a time limit, an async
-method is cancelled when it runs past it; a plain one runs in a daemon thread so that
-a method that never returns cannot block the event loop or hold up the interpreter's
-exit (it is abandoned, not killed: only process isolation can kill). Only the methods
-the version's contract says the manager calls (``Contract.managed``) are called.
+The manager decides when (dependency order, its lock, the startup and shutdown hooks)
+and with which time limits (the plugin's ``timeouts``); these functions do one step of
+one version: call the plugin's method, move its status, commit it, open or close its
+gate, record a failure. They call the plugin outside the seam: the gate is shut while a
+version starts and stops, and these calls are what open and close it. A method may be
+plain or ``async def``; it runs within its limit as ``tether._bounded`` runs plugin
+code (a plain one in a daemon thread, abandoned past its limit; a coroutine cancelled,
+then closed). Whatever a method raises, ``SystemExit`` and its kind included, and
+running out of time, fail the step: the version becomes ``error`` and its gate closes,
+so a half-started plugin is never reported running. Only the methods the version's
+contract says the manager calls (``Contract.managed``) are called.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import inspect
 import logging
-import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tether._bounded import OverrunError, PluginCode, plugin_error, run_bounded
 from tether._describe import error_line
 from tether._lifecycle import PluginStatus
-from tether.errors import PluginLifecycleError
+from tether._loader import code_directory
+from tether._plugin import Plugin
+from tether.errors import PluginLifecycleError, StepTimeoutError
 
 if TYPE_CHECKING:
     from tether._slots import PluginSlot, PluginVersion
 
 __all__ = [
-    "StepTimedOutError",
     "call_step",
-    "in_daemon_thread",
+    "code_of",
     "initialize_version",
     "retire_version",
     "start_version",
@@ -41,61 +40,46 @@ __all__ = [
 log = logging.getLogger("tether")
 
 
-class StepTimedOutError(Exception):
-    """A lifecycle call ran past its time limit (as opposed to raising TimeoutError itself)."""
-
-
-def _post(loop: asyncio.AbstractEventLoop, *args: object) -> None:
-    # The loop may have closed while the call was still running: then nobody waits.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(*args)  # type: ignore[arg-type]
-
-
-async def in_daemon_thread(fn: Callable[[], object]) -> object:
-    """Run a blocking call in a daemon thread, so a call that never returns cannot
-    hold up interpreter exit the way a thread-pool worker would."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[object] = loop.create_future()
-
-    def settle(setter: Callable[[object], None], value: object) -> None:
-        if not future.done():
-            setter(value)
-
-    def run() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:
-            _post(loop, settle, future.set_exception, exc)
-        else:
-            _post(loop, settle, future.set_result, result)
-
-    threading.Thread(target=run, name="tether-plugin-call", daemon=True).start()
-    return await future
-
-
 async def call_step(
-    instance: object, method: str, *args: object, timeout: float | None = None
+    instance: object,
+    method: str,
+    *args: object,
+    timeout: float | None = None,
+    code: PluginCode | None = None,
 ) -> None:
-    """Call ``instance.method(*args)`` and await what it returns; nothing if it lacks it."""
+    """Call ``instance.method(*args)`` and await what it returns; nothing if it lacks it.
+
+    Within ``timeout`` seconds when given (``OverrunError`` past it); a
+    ``BaseException`` of the plugin's comes back as ``EscapedError`` (``code`` says which
+    files are the plugin's, to tell its ``KeyboardInterrupt`` from a real one).
+    """
     fn = getattr(instance, method, None)
     if fn is None:
         return
-    scope = asyncio.timeout(timeout)
-    try:
-        async with scope:
-            if timeout is None or inspect.iscoroutinefunction(fn):
-                result = fn(*args)
-            else:  # a sync method under a time limit runs where it cannot block the loop
-                result = await in_daemon_thread(lambda: fn(*args))
-            if inspect.isawaitable(result):
-                await result
-    except TimeoutError:
-        if scope.expired():
-            raise StepTimedOutError from None
-        raise
+    if _is_inherited(instance, method):  # tether.Plugin's own no-op: nothing to bound
+        timeout = None
+    await run_bounded(fn, *args, code=code or PluginCode(type(instance).__name__), what=method,
+                      limit=timeout)  # fmt: skip
+
+
+def _is_inherited(instance: object, method: str) -> bool:
+    """Whether ``instance.method`` is ``tether.Plugin``'s, not overridden."""
+    own = getattr(Plugin, method, None)
+    return own is not None and getattr(type(instance), method, None) is own
+
+
+def code_of(version: PluginVersion) -> PluginCode:
+    """The version's code, for telling its frames from the host's."""
+    return PluginCode.of(version.name, code_directory(version.code))
 
 
 # --------------------------------------------------------------------------- steps
+
+
+_ESCAPED_HINT = (
+    "a plugin reports a failure with an Exception; {kind} would end its host, so tether "
+    "stops the plugin instead"
+)
 
 
 def _failed(version: PluginVersion, step: str, exc: BaseException) -> PluginLifecycleError:
@@ -106,28 +90,50 @@ def _failed(version: PluginVersion, step: str, exc: BaseException) -> PluginLife
     gate.close(f"its {step} failed")
     if version.status is not PluginStatus.ERROR:
         version.set_status(PluginStatus.ERROR)
+    if isinstance(exc, StepTimeoutError):
+        log.error("plugin %s: %s", version.name, exc)
+        return exc
     log.error("plugin %s: %s failed: %s", version.name, step, error_line(exc), exc_info=exc)
-    return PluginLifecycleError(version.name, step, exc)
+    failure = PluginLifecycleError(version.name, step, exc)
+    if not isinstance(exc, Exception):
+        failure.hint = _ESCAPED_HINT.format(kind=type(exc).__name__)
+    return failure
 
 
 async def _managed(
-    version: PluginVersion, method: str, *args: object, timeout: float | None = None
+    version: PluginVersion, method: str, step: str, *args: object, limit: float | None
+) -> PluginLifecycleError | None:
+    """Call one managed method of the version; its failure (recorded), if it failed."""
+    if method not in version.contract.managed:
+        return None
+    try:
+        await call_step(version.instance, method, *args, timeout=limit, code=code_of(version))
+    except OverrunError as exc:
+        file, line = (exc.where[0], exc.where[1]) if exc.where else (None, None)
+        late = StepTimeoutError(version.name, step, method, exc.limit, abandoned=exc.abandoned,
+                                file=file, line=line)  # fmt: skip
+        return _failed(version, step, late)
+    except Exception as exc:  # EscapedError: the plugin's SystemExit, KeyboardInterrupt...
+        error = plugin_error(exc)
+        failure = _failed(version, step, error)
+        failure.__cause__ = error
+        return failure
+    return None
+
+
+async def initialize_version(
+    slot: PluginSlot, version: PluginVersion, limit: float | None = None
 ) -> None:
-    if method in version.contract.managed:
-        await call_step(version.instance, method, *args, timeout=timeout)
-
-
-async def initialize_version(slot: PluginSlot, version: PluginVersion) -> None:
-    """``initialize`` (with the context, or the config: the contract says which); then
-    commit the version (its registrations go live) and open its door."""
+    """``initialize`` (with the context, or the config: the contract says which) within
+    ``limit`` seconds; then commit the version (its registrations go live) and open its
+    door."""
     scope = version.scope
     argument: object = (
         dict(scope.config) if version.contract.initialize_with == "config" else scope.context
     )
-    try:
-        await _managed(version, "initialize", argument)
-    except Exception as exc:
-        raise _failed(version, "initialization", exc) from exc
+    failure = await _managed(version, "initialize", "initialization", argument, limit=limit)
+    if failure is not None:
+        raise failure
     version.initialized = True
     version.set_status(PluginStatus.INITIALIZED)
     slot.commit(version)
@@ -135,11 +141,13 @@ async def initialize_version(slot: PluginSlot, version: PluginVersion) -> None:
     log.info("initialized plugin %s %s", slot.name, version.version)
 
 
-async def start_version(slot: PluginSlot, version: PluginVersion) -> None:
-    try:
-        await _managed(version, "start")
-    except Exception as exc:
-        raise _failed(version, "start", exc) from exc
+async def start_version(
+    slot: PluginSlot, version: PluginVersion, limit: float | None = None
+) -> None:
+    """``start`` within ``limit`` seconds; then the version is running, its door open."""
+    failure = await _managed(version, "start", "start", limit=limit)
+    if failure is not None:
+        raise failure
     version.set_status(PluginStatus.RUNNING)
     slot.gate.open(version.door)
     log.info("started plugin %s %s", slot.name, version.version)
@@ -159,13 +167,9 @@ async def stop_version(
             "plugin %s still has %d call(s) in flight after %.1fs; stopping it anyway",
             slot.name, version.door.in_flight, drain_timeout,
         )  # fmt: skip
-    try:
-        await _managed(version, "stop", timeout=limit)
-    except StepTimedOutError:
-        late = TimeoutError(f"stop() did not return within {limit:g}s")
-        return _failed(version, "stop", late)
-    except Exception as exc:
-        return _failed(version, "stop", exc)
+    failure = await _managed(version, "stop", "stop", limit=limit)
+    if failure is not None:
+        return failure
     version.set_status(PluginStatus.STOPPED)
     if live:
         gate.close("it is stopped")
@@ -174,18 +178,16 @@ async def stop_version(
 
 
 async def retire_version(
-    slot: PluginSlot, version: PluginVersion, *, reason: str
+    slot: PluginSlot, version: PluginVersion, *, reason: str, limit: float | None = None
 ) -> PluginLifecycleError | None:
-    """Release the version's registrations, ``cleanup()`` if it was initialized, and
-    discard it from its slot; the cleanup's failure, if it failed."""
+    """Release the version's registrations, ``cleanup()`` (within ``limit`` seconds) if
+    it was initialized, and discard it from its slot; the cleanup's failure, if it
+    failed."""
     failure: PluginLifecycleError | None = None
     for exc in version.scope.release():
         log.warning("plugin %s: releasing a registration failed: %s", slot.name, error_line(exc))
     if version.initialized:  # a workload's cleanup(db) is the host's: not managed
-        try:
-            await _managed(version, "cleanup")
-        except Exception as exc:
-            failure = _failed(version, "cleanup", exc)
+        failure = await _managed(version, "cleanup", "cleanup", limit=limit)
     slot.discard(version, reason=reason)
     version.set_status(PluginStatus.UNLOADED)
     return failure

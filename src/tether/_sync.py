@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Self, TypeVar
 
+from tether._bounded import settle_leftovers
 from tether._config import PluginConfig, TetherConfig
 from tether._manager import ErrorListener, PluginManager
 
@@ -222,11 +223,16 @@ class SyncPluginManager:
     # ------------------------------------------------------------------ closing
 
     def close(self) -> None:
-        """Stop and unload every plugin, then stop the loop thread (the manager's ``aclose``)."""
+        """Stop and unload every plugin, then stop the loop thread (the manager's ``aclose``).
+
+        Tasks plugins left on the loop are cancelled first, and given a moment to end
+        (``tether.run_host`` does the same), so none is destroyed while pending.
+        """
         if self._closed:
             return
         try:
             self.run(self.manager.aclose())
+            self.run(settle_leftovers())
         finally:
             self._closed = True
             self._loop.call_soon_threadsafe(self._loop.stop)

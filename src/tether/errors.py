@@ -11,6 +11,7 @@ The tree::
     ├── PluginLoadError                     the plugin's code cannot be brought in
     │   ├── PluginNotFoundError (LookupError)   no plugin at that path / of that name
     │   ├── PluginImportError               importing the plugin's code raised
+    │   │   └── PluginLoadTimeoutError (TimeoutError)  ... or did not finish in time
     │   └── InterfaceError (TypeError)      the entry object lacks a lifecycle method
     ├── ResolutionError                     the set of plugins cannot be ordered
     │   ├── MissingDependencyError
@@ -20,6 +21,7 @@ The tree::
     ├── LifecycleError                      a lifecycle step failed or is not allowed
     │   ├── InvalidTransitionError
     │   ├── PluginLifecycleError            initialize/start/stop/cleanup raised or timed out
+    │   │   └── StepTimeoutError (TimeoutError)  ... ran past its timeouts.STEP
     │   ├── StopAllError                    stop_all finished with one or more failures
     │   ├── DependentsRunningError          unload refused: running plugins depend on it
     │   └── PluginUnavailableError          the plugin's gate refused a call (stopped, reloading)
@@ -86,12 +88,14 @@ __all__ = [
     "PluginImportError",
     "PluginLifecycleError",
     "PluginLoadError",
+    "PluginLoadTimeoutError",
     "PluginNameConflictError",
     "PluginNotFoundError",
     "PluginUnavailableError",
     "ResolutionError",
     "ServiceError",
     "ServiceNotFoundError",
+    "StepTimeoutError",
     "StopAllError",
     "StorageError",
     "StorageValueError",
@@ -274,6 +278,30 @@ class PluginImportError(PluginLoadError):
         )
 
 
+class PluginLoadTimeoutError(PluginImportError, TimeoutError):
+    """Loading a plugin's code (its import and the creation of its object) ran past its
+    ``timeouts.initialize``; ``file`` and ``line`` say where it was then."""
+
+    def __init__(self, plugin: str, timeout: float, *, file: Path | None, line: int | None) -> None:
+        self.file = file
+        self.line = line
+        self.cause_type = "TimeoutError"
+        self.timeout = timeout
+        where = ""
+        if file is not None:
+            where = f" ({file}, line {line})" if line else f" ({file})"
+        TetherError.__init__(
+            self,
+            f"plugin load timeout: plugin '{plugin}': importing its code did not finish "
+            f"within {timeout:g}s{where}",
+            plugin=plugin,
+            path=file,
+            hint="a plugin's module-level code and its class's __init__ must return within "
+            "its timeouts.initialize: do slow work in initialize() or start(). The import "
+            "was abandoned and runs on in a daemon thread (isolation: process can end it)",
+        )
+
+
 class InterfaceError(PluginLoadError, TypeError):
     """The object named by ``entry`` does not implement its contract."""
 
@@ -395,6 +423,53 @@ class PluginLifecycleError(LifecycleError):
             f"plugin {step} failed: plugin '{plugin}': {self.cause_text}",
             plugin=plugin,
             hint=cause.hint if isinstance(cause, TetherError) else None,
+        )
+
+
+_STEP_LIMITS = {"initialization": "initialize", "start": "start", "stop": "stop",
+                "cleanup": "stop"}  # fmt: skip
+
+
+class StepTimeoutError(PluginLifecycleError, TimeoutError):
+    """A plugin's lifecycle method ran past its time limit (``timeouts.initialize``,
+    ``start`` or ``stop``; ``cleanup`` has the stop limit). ``abandoned``: it could not
+    be stopped and runs on; ``file`` and ``line`` say where it was when the limit came."""
+
+    def __init__(
+        self,
+        plugin: str,
+        step: str,
+        method: str,
+        timeout: float,
+        *,
+        abandoned: bool = False,
+        file: Path | str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.step = step
+        self.method = method
+        self.timeout = timeout
+        self.abandoned = abandoned
+        self.file = Path(file) if file is not None else None
+        self.line = line
+        where = ""
+        if file is not None:
+            where = f" ({file}, line {line})" if line else f" ({file})"
+        self.cause_text = f"{method}() did not return within {timeout:g}s{where}"
+        setting = _STEP_LIMITS.get(step, step)
+        left = (
+            "; it was abandoned and runs on (a plain method in its daemon thread): only "
+            "isolation: process can end it"
+            if abandoned
+            else ""
+        )
+        TetherError.__init__(
+            self,
+            f"plugin {step} timeout: plugin '{plugin}': {self.cause_text}",
+            plugin=plugin,
+            path=self.file,
+            hint=f"make {method}() of plugin '{plugin}' return sooner (long work belongs in a "
+            f"background task), or raise its timeouts.{setting}{left}",
         )
 
 

@@ -7,6 +7,9 @@ docs/operations.md is the reference.
 """
 
 from tether.admin._app import (
+    BODY_TIMEOUT,
+    MAX_BODY_SIZE,
+    MAX_NAME_LENGTH,
     AdminSettings,
     admin_settings,
     create_admin_app,
@@ -18,6 +21,9 @@ from tether.admin._errors import error_body, error_response
 from tether.admin._openapi import openapi_document
 
 __all__ = [
+    "BODY_TIMEOUT",
+    "MAX_BODY_SIZE",
+    "MAX_NAME_LENGTH",
     "AdminSettings",
     "admin_settings",
     "create_admin_app",

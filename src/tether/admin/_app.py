@@ -5,33 +5,57 @@ Authentication: ``Authorization: Bearer <token>`` on every ``/admin`` route exce
 bearer one) answers 401, a wrong token 403. Without a token configured, the admin
 API answers 403 to everything (it is *locked*) unless ``insecure`` is set. The
 operations routes need no token; ``/metrics`` does when ``protect_metrics`` is set.
+
+Bad requests answer 4xx in the error shape, before any handler runs where they can:
+a ``Content-Length`` over the body limit 413 (before the token is checked: nothing is
+read), a plugin name longer than any plugin's 404, a method a route does not take 405
+with ``Allow``, a path no route has 404. Bodies are read by ``_body`` (see
+``tether.admin._body``: 408, 413, 415 and 400 for each way a body can be wrong).
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
-import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from tether import PluginConfig, PluginManager, PluginStatus, TetherConfig, __version__
+from tether.admin._body import BODY_TIMEOUT, MAX_BODY_SIZE, BodyLimits, read_object
+from tether.admin._body import check_declared_size as _check_declared_size
+
+# Every admin answer renders with the response that cannot fail on odd text.
+from tether.admin._errors import AdminJSONResponse as JSONResponse
 from tether.admin._errors import ApiError, error_response, tether_error_response
 from tether.admin._openapi import openapi_document
 from tether.errors import DependentsRunningError, PluginNotFoundError, TetherError
 from tether.observability import observe
 
 __all__ = [
+    "BODY_TIMEOUT",
+    "MAX_BODY_SIZE",
+    "MAX_NAME_LENGTH",
     "AdminSettings",
     "admin_settings",
     "create_admin_app",
@@ -43,6 +67,10 @@ __all__ = [
 log = logging.getLogger("tether.admin")
 
 TOKEN_ENV = "TETHER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
+MAX_NAME_LENGTH = 64
+"""No plugin name is longer (the manifest's rule): a longer ``{name}`` is a 404 at once."""
+_MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
+_MAX_PART_BYTES = 255  # NAME_MAX
 Endpoint = Callable[[Request], Awaitable[Response]]
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -114,14 +142,30 @@ class _Auth:
             )
 
 
-def _endpoint(auth: _Auth | None, handler: Endpoint) -> Endpoint:
-    """Wrap a handler: authenticate, then map every error to the JSON error shape."""
+def _check_name(request: Request) -> None:
+    name = request.path_params.get("name")
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise ApiError(
+            404,
+            "PluginNotFoundError",
+            f"plugin not found: no plugin name is {len(name)} characters long "
+            f"(at most {MAX_NAME_LENGTH}): {name[:MAX_NAME_LENGTH]!r}...",
+            hint="`tether plugins list` or GET /admin/plugins shows them",
+        )
+
+
+def _endpoint(auth: _Auth | None, handler: Endpoint, limits: BodyLimits) -> Endpoint:
+    """Wrap a handler: refuse a body declared too large, authenticate, refuse a name no
+    plugin can have, then map every error to the JSON error shape."""
 
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         try:
+            _check_declared_size(request, limits)
+            limits.attach(request)
             if auth is not None:
                 auth.check(request)
+            _check_name(request)
             return await handler(request)
         except ApiError as exc:
             return exc.response()
@@ -149,26 +193,45 @@ def _flag(request: Request, name: str) -> bool:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "BadRequest", f"the request body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "BadRequest", "the request body must be a JSON object")
-    return data
+    return await read_object(request)
+
+
+_SHOWN_PROBLEMS = 5  # a body with 50,000 unknown keys is not answered with 50,000 lines
 
 
 def _validated(model: type[_Model], data: dict[str, Any]) -> _Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p)[:80] for p in e['loc']) or 'body'}: {e['msg']}"
+            for e in errors[:_SHOWN_PROBLEMS]
         )
+        more = len(errors) - _SHOWN_PROBLEMS
+        if more > 0:
+            problems += f"; and {more} more"
         raise ApiError(400, "BadRequest", f"invalid request body: {problems}") from None
+
+
+def _server_path(value: str) -> str:
+    """A path the server's file system can be asked about: no NUL, not over PATH_MAX,
+    and not a FIFO, device or socket (reading one would block)."""
+    if "\x00" in value:
+        raise ValueError("a path cannot contain a NUL character")
+    encoded = value.encode("utf-8", "surrogatepass")
+    if len(encoded) > _MAX_PATH_BYTES:
+        raise ValueError(f"the path is {len(encoded)} bytes long, over {_MAX_PATH_BYTES}")
+    longest = max(len(part) for part in encoded.split(b"/"))
+    if longest > _MAX_PART_BYTES:
+        raise ValueError(f"a part of the path is {longest} bytes long, over {_MAX_PART_BYTES}")
+    try:
+        mode = Path(value).stat().st_mode
+    except OSError:
+        return value  # not there (or not reachable): load_plugin says which
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise ValueError("not a plugin directory or manifest file (a FIFO, device or socket)")
+    return value
 
 
 class LoadRequest(BaseModel):
@@ -176,8 +239,8 @@ class LoadRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: StrictStr
-    name: StrictStr | None = None
+    path: Annotated[StrictStr, Field(min_length=1), AfterValidator(_server_path)]
+    name: Annotated[StrictStr, Field(max_length=MAX_NAME_LENGTH)] | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     permissions: dict[str, StrictBool] | None = None
     priority: StrictInt = 0
@@ -188,7 +251,7 @@ class LoadRequest(BaseModel):
 class DisableRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: StrictStr | None = None
+    reason: Annotated[StrictStr, Field(max_length=1000)] | None = None
 
 
 # --------------------------------------------------------------------------- views
@@ -349,17 +412,33 @@ async def reload_plugin(manager: PluginManager, name: str, *, force: bool = Fals
         await manager.enable_plugin(name)
 
 
-# --------------------------------------------------------------------------- ops routes
+# --------------------------------------------------------------------------- routes
+
+
+def _route(path: str, handlers: dict[str, Endpoint]) -> Route:
+    """One route for every method ``path`` takes, so a 405 names them all in ``Allow``."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    dispatch.__name__ = next(iter(handlers.values())).__name__
+    return Route(path, dispatch, methods=list(handlers))
 
 
 def create_ops_routes(
-    manager: PluginManager, *, metrics_token: str | None = None
+    manager: PluginManager,
+    *,
+    metrics_token: str | None = None,
+    max_body_size: int = MAX_BODY_SIZE,
 ) -> list[BaseRoute]:
     """``/healthz``, ``/readyz`` and ``/metrics``, for a host to add to its own app.
 
-    ``metrics_token`` makes ``/metrics`` ask for that bearer token.
+    ``metrics_token`` makes ``/metrics`` ask for that bearer token. A request declaring
+    a body over ``max_body_size`` bytes answers 413 (none of them reads a body).
     """
     started = time.monotonic()
+    limits = BodyLimits(max_size=max_body_size)
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse(
@@ -394,57 +473,81 @@ def create_ops_routes(
 
     metrics_auth = None if metrics_token is None else _Auth(metrics_token, insecure=False)
     return [
-        Route("/healthz", _endpoint(None, healthz), methods=["GET"]),
-        Route("/readyz", _endpoint(None, readyz), methods=["GET"]),
-        Route("/metrics", _endpoint(metrics_auth, metrics), methods=["GET"]),
+        _route("/healthz", {"GET": _endpoint(None, healthz, limits)}),
+        _route("/readyz", {"GET": _endpoint(None, readyz, limits)}),
+        _route("/metrics", {"GET": _endpoint(metrics_auth, metrics, limits)}),
     ]
 
 
 def create_admin_routes(
-    manager: PluginManager, *, token: str | None, insecure: bool = False
+    manager: PluginManager,
+    *,
+    token: str | None,
+    insecure: bool = False,
+    max_body_size: int = MAX_BODY_SIZE,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> list[BaseRoute]:
-    """The ``/admin`` routes alone (mounted at ``/admin``), for a host that composes its app."""
+    """The ``/admin`` routes alone (mounted at ``/admin``), for a host that composes its app.
+
+    A request body may be ``max_body_size`` bytes at most (413 beyond) and must arrive
+    within ``body_timeout`` seconds (408 after).
+    """
     auth = _Auth(token, insecure=insecure)
     views = _AdminViews(manager)
+    limits = BodyLimits(max_size=max_body_size, timeout=body_timeout)
 
-    def route(path: str, handler: Endpoint, method: str, *, guarded: bool = True) -> Route:
-        return Route(path, _endpoint(auth if guarded else None, handler), methods=[method])
+    def guarded(handler: Endpoint) -> Endpoint:
+        return _endpoint(auth, handler, limits)
 
     return [
         Mount(
             "/admin",
             routes=[
-                route("/openapi.json", views.openapi, "GET", guarded=False),
-                route("/plugins", views.list_plugins, "GET"),
-                route("/plugins", views.load, "POST"),
-                route("/plugins/{name}", views.get_plugin, "GET"),
-                route("/plugins/{name}", views.unload, "DELETE"),
-                route("/plugins/{name}/health", views.plugin_health, "GET"),
-                route("/plugins/{name}/enable", views.enable, "POST"),
-                route("/plugins/{name}/disable", views.disable, "POST"),
-                route("/plugins/{name}/reload", views.reload, "POST"),
-                route("/health", views.all_health, "GET"),
-                route("/graph", views.graph, "GET"),
+                _route("/openapi.json", {"GET": _endpoint(None, views.openapi, limits)}),
+                _route(
+                    "/plugins", {"GET": guarded(views.list_plugins), "POST": guarded(views.load)}
+                ),
+                _route(
+                    "/plugins/{name}",
+                    {"GET": guarded(views.get_plugin), "DELETE": guarded(views.unload)},
+                ),
+                _route("/plugins/{name}/health", {"GET": guarded(views.plugin_health)}),
+                _route("/plugins/{name}/enable", {"POST": guarded(views.enable)}),
+                _route("/plugins/{name}/disable", {"POST": guarded(views.disable)}),
+                _route("/plugins/{name}/reload", {"POST": guarded(views.reload)}),
+                _route("/health", {"GET": guarded(views.all_health)}),
+                _route("/graph", {"GET": guarded(views.graph)}),
             ],
         )
     ]
+
+
+_SHOWN = 200  # characters of a request's path an error message repeats
+
+
+def _shown(path: str) -> str:
+    return path if len(path) <= _SHOWN else f"{path[:_SHOWN]}... ({len(path)} characters)"
 
 
 async def _not_found(request: Request, _exc: Exception) -> Response:
     return error_response(
         404,
         "NotFound",
-        f"no route {request.method} {request.url.path}",
+        f"no route {request.method[:20]} {_shown(request.url.path)}",
         hint="GET /admin/openapi.json lists the admin API's routes",
     )
 
 
-async def _not_allowed(request: Request, _exc: Exception) -> Response:
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    given = exc.headers.get("Allow", "") if isinstance(exc, HTTPException) and exc.headers else ""
+    allowed = sorted(m.strip() for m in given.split(",") if m.strip())
     return error_response(
         405,
         "MethodNotAllowed",
-        f"{request.method} is not allowed on {request.url.path}",
+        f"{request.method[:20]} is not allowed on {_shown(request.url.path)}: "
+        f"it takes {', '.join(allowed) or 'no method'}",
         hint="GET /admin/openapi.json lists the admin API's routes",
+        headers={"Allow": ", ".join(allowed)},
     )
 
 
@@ -454,6 +557,8 @@ def create_admin_app(
     token: str | None = None,
     insecure: bool | None = None,
     protect_metrics: bool | None = None,
+    max_body_size: int = MAX_BODY_SIZE,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> Starlette:
     """The admin API with ``/healthz``, ``/readyz`` and ``/metrics``, as one Starlette app.
 
@@ -463,7 +568,8 @@ def create_admin_app(
     locked (403) unless ``insecure`` (``admin.insecure``). ``protect_metrics``
     (``admin.protect_metrics``) puts ``/metrics`` behind the token too. Bind the server
     to loopback (127.0.0.1, the default of ``tether serve``) unless a proxy in front
-    does TLS and access control.
+    does TLS and access control. A request body is ``max_body_size`` bytes at most
+    (1 MiB; 413 beyond) and must arrive within ``body_timeout`` seconds (30; 408 after).
     """
     settings = admin_settings(manager.config)
     chosen = _resolve_token(token, settings)
@@ -474,8 +580,18 @@ def create_admin_app(
         log.warning("the admin API is open to anyone who can reach it (admin.insecure: true)")
     guard_metrics = settings.protect_metrics if protect_metrics is None else protect_metrics
     routes = [
-        *create_admin_routes(manager, token=chosen, insecure=open_access),
-        *create_ops_routes(manager, metrics_token=chosen if guard_metrics else None),
+        *create_admin_routes(
+            manager,
+            token=chosen,
+            insecure=open_access,
+            max_body_size=max_body_size,
+            body_timeout=body_timeout,
+        ),
+        *create_ops_routes(
+            manager,
+            metrics_token=chosen if guard_metrics else None,
+            max_body_size=max_body_size,
+        ),
     ]
     return Starlette(
         routes=routes,

@@ -6,12 +6,18 @@
      "plugin": "auth", "hint": "unload the dependents first, or pass force=True ..."}
 
 ``error`` is the exception's class name for tether's errors, and one of
-``Unauthorized``, ``Forbidden``, ``BadRequest``, ``NotFound``, ``NotImplemented``,
+``BadRequest``, ``Unauthorized``, ``Forbidden``, ``NotFound``, ``MethodNotAllowed``,
+``RequestTimeout``, ``PayloadTooLarge``, ``UnsupportedMediaType``, ``NotImplemented``,
 ``NotReady`` or ``InternalError`` for the API's own.
+
+Every admin response renders with :class:`AdminJSONResponse`, which cannot fail on
+text that is not UTF-8 (a lone surrogate from a request or a plugin is written as
+its ``\\uXXXX`` escape, which is still JSON).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from starlette.responses import JSONResponse
@@ -36,7 +42,7 @@ from tether.errors import (
     TetherError,
 )
 
-__all__ = ["ApiError", "error_response", "status_of"]
+__all__ = ["AdminJSONResponse", "ApiError", "error_response", "status_of"]
 
 # First match wins, so subclasses come before their bases.
 _STATUSES: tuple[tuple[type[TetherError], int], ...] = (
@@ -65,6 +71,15 @@ def status_of(error: TetherError) -> int:
     return 500
 
 
+class AdminJSONResponse(JSONResponse):
+    """Starlette's JSON response, but text that UTF-8 cannot encode does not raise."""
+
+    def render(self, content: object) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        # Outside strings JSON is ASCII, so an escape can only land inside one.
+        return text.encode("utf-8", "backslashreplace")
+
+
 class ApiError(Exception):
     """An error of the API itself (bad request, auth...), with its status."""
 
@@ -86,7 +101,7 @@ class ApiError(Exception):
         self.hint = hint
         self.headers = headers
 
-    def response(self) -> JSONResponse:
+    def response(self) -> AdminJSONResponse:
         return error_response(
             self.status, self.error, self.message, plugin=self.plugin, hint=self.hint,
             headers=self.headers,
@@ -109,14 +124,14 @@ def error_response(
     hint: str | None = None,
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, object] | None = None,
-) -> JSONResponse:
+) -> AdminJSONResponse:
     """A JSON response in the error shape, with ``status``."""
     body = error_body(error, message, plugin=plugin, hint=hint)
     body.update(extra or {})
-    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
+    return AdminJSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
 
 
-def tether_error_response(exc: TetherError) -> JSONResponse:
+def tether_error_response(exc: TetherError) -> AdminJSONResponse:
     """A ``TetherError`` in the error shape (it may be a plugin's own subclass, whose
     ``__str__`` is the plugin's code)."""
     return error_response(

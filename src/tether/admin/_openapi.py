@@ -1,11 +1,17 @@
-"""The OpenAPI 3.1 document of the admin API, served at ``/admin/openapi.json``."""
+"""The OpenAPI 3.1 document of the admin API, served at ``/admin/openapi.json``.
+
+It says what the API does: each operation lists the statuses it can answer (413 and
+500 on every one: a body declared over the limit is refused on any route, and a bug
+is still a bug), and every request object says ``additionalProperties: false``, as
+the API refuses keys it does not know. The tests run schemathesis against it.
+"""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-from tether import __version__
+from tether import Manifest, __version__
 
 __all__ = ["openapi_document"]
 
@@ -16,28 +22,37 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_MEANING = {
+    400: "Bad input: a body that is not UTF-8, not JSON, not an object, nested over 32 "
+    "deep, with an integer over 64 bits, a value of the wrong type or a key the route "
+    "does not take; a bad query; or the manifest or the plugin's config",
+    401: "No bearer token",
+    403: "Wrong token, or the admin API is locked (no token configured)",
+    404: "No plugin of that name",
+    408: "The body did not all arrive in time (30 seconds)",
+    409: "Conflict: running plugins depend on it, a lifecycle step failed, or the name is taken",
+    413: "The body is over the limit (1 MiB)",
+    415: "The body's Content-Type is not JSON",
+    501: "Not possible (a plugin from an entry point, isolation: process)",
+    503: "Unavailable (the state store or the plugin)",
+}
+_BODY = (400, 408, 415)  # what reading a JSON body can answer
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
-    meaning = {
-        400: "Bad input: the body, the manifest or the plugin's config",
-        401: "No bearer token",
-        403: "Wrong token, or the admin API is locked (no token configured)",
-        404: "No plugin of that name",
-        409: "Conflict: running plugins depend on it, a lifecycle step failed, or the "
-        "name is taken",
-        501: "Not possible before hot reload (plugins from entry points)",
-        503: "Unavailable (the state store or the plugin)",
-    }
-    out = {str(s): _json(_ERROR, meaning[s]) for s in statuses}
+    out = {str(s): _json(_ERROR, _MEANING[s]) for s in sorted({*statuses, 413})}
     out["500"] = _json(_ERROR, "Unexpected failure (see the server log)")
     return out
 
 
+# The manifest's rule for a plugin name: what no loaded plugin can be called is a 404.
+_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _NAME = {
     "name": "name",
     "in": "path",
     "required": True,
-    "description": "The plugin's name",
-    "schema": {"type": "string"},
+    "description": "The plugin's name (no plugin's is longer than 64 characters)",
+    "schema": {"type": "string", "pattern": _NAME_PATTERN},
 }
 
 
@@ -49,6 +64,11 @@ def _force(action: str) -> dict[str, Any]:
         "description": f"{action} even though running plugins depend on it",
         "schema": {"type": "boolean", "default": False},
     }
+
+
+def _permission_names() -> list[str]:
+    kind = Manifest.model_fields["permissions"].annotation
+    return list(getattr(kind, "model_fields", {}))
 
 
 _DETAIL = _json({"$ref": "#/components/schemas/PluginDetail"}, "The plugin")
@@ -174,17 +194,59 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["path"],
         "additionalProperties": False,
         "properties": {
-            "path": {"type": "string", "description": "A plugin directory or manifest"},
-            "name": {"type": "string"},
-            "config": {"type": "object"},
-            "permissions": {"type": "object", "additionalProperties": {"type": "boolean"}},
-            "priority": {"type": "integer", "default": 0},
-            "error_threshold": {"type": "object"},
+            "path": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 4096,
+                "description": "A plugin directory or manifest file on the server (no NUL, "
+                "at most 4096 bytes, 255 per part; not a FIFO, device or socket)",
+            },
+            "name": {
+                "type": ["string", "null"],
+                "pattern": _NAME_PATTERN,
+                "description": "Must match the manifest's",
+            },
+            "config": {"type": "object", "description": "The plugin's config"},
+            "permissions": {
+                "type": ["object", "null"],
+                "description": "Grants, at most what the manifest asks for",
+                "properties": {name: {"type": "boolean"} for name in _permission_names()},
+                "additionalProperties": False,
+            },
+            "priority": {"type": "integer", "format": "int64", "default": 0},
+            "error_threshold": {
+                "oneOf": [{"$ref": "#/components/schemas/ErrorThresholdSettings"}, {"type": "null"}]
+            },
             "start": {
                 "type": "boolean",
                 "default": True,
                 "description": "Initialize and start it after loading",
             },
+        },
+    },
+    "ErrorThresholdSettings": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "As in a config entry; the keys given override the section's",
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "max_errors": {"type": "integer", "format": "int64", "minimum": 1},
+            "time_window": {"type": ["string", "number"], "description": "30s, 5m or seconds"},
+            "action": {"type": "string", "enum": ["disable", "log", "alert"]},
+            "reset_on_success": {"type": "boolean"},
+            "warn_at": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "cooldown": {"type": ["string", "number", "null"]},
+        },
+    },
+    "DisableRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "reason": {
+                "type": ["string", "null"],
+                "maxLength": 1000,
+                "description": "Why (calls are refused with it); default 'it is disabled'",
+            }
         },
     },
     "Graph": {
@@ -247,7 +309,7 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "201": _json({"$ref": "#/components/schemas/PluginDetail"}, "Loaded"),
-                    **_errors(400, *_AUTH, 409),
+                    **_errors(*_BODY, *_AUTH, 409, 501, 503),
                 },
             },
         },
@@ -273,7 +335,7 @@ def _paths() -> dict[str, Any]:
                         },
                         "Unloaded",
                     ),
-                    **_errors(*_AUTH, 404, 409),
+                    **_errors(400, *_AUTH, 404, 409, 503),
                 },
             },
         },
@@ -293,7 +355,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "operationId": "enablePlugin",
                 "summary": "Enable a plugin and start it (saved in the state store)",
-                "responses": {"200": _DETAIL, **_errors(*_AUTH, 404, 409)},
+                "responses": {"200": _DETAIL, **_errors(*_AUTH, 404, 409, 503)},
             },
         },
         "/plugins/{name}/disable": {
@@ -306,14 +368,11 @@ def _paths() -> dict[str, Any]:
                     "required": False,
                     "content": {
                         "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {"reason": {"type": "string"}},
-                            }
+                            "schema": {"$ref": "#/components/schemas/DisableRequest"}
                         }
                     },
                 },
-                "responses": {"200": _DETAIL, **_errors(400, *_AUTH, 404, 409)},
+                "responses": {"200": _DETAIL, **_errors(*_BODY, *_AUTH, 404, 409, 503)},
             },
         },
         "/plugins/{name}/reload": {
@@ -322,7 +381,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "reloadPlugin",
                 "summary": "Unload and load again from the same path with the same settings",
                 "parameters": [_force("Reload")],
-                "responses": {"200": _DETAIL, **_errors(400, *_AUTH, 404, 409, 501)},
+                "responses": {"200": _DETAIL, **_errors(400, *_AUTH, 404, 409, 501, 503)},
             },
         },
         "/health": {
@@ -363,7 +422,10 @@ def _paths() -> dict[str, Any]:
                 "operationId": "getOpenApi",
                 "summary": "This document (no token needed)",
                 "security": [],
-                "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
+                "responses": {
+                    "200": _json({"type": "object"}, "The OpenAPI document"),
+                    **_errors(),
+                },
             },
         },
         **_ops_paths(),
@@ -379,7 +441,7 @@ def _ops_paths() -> dict[str, Any]:
                 "operationId": "healthz",
                 "summary": "The process is alive (no token needed)",
                 "security": [],
-                "responses": {"200": _json({"type": "object"}, "Alive")},
+                "responses": {"200": _json({"type": "object"}, "Alive"), **_errors()},
             },
         },
         "/readyz": {
@@ -407,6 +469,7 @@ def _ops_paths() -> dict[str, Any]:
                         },
                         "Not ready: the plugins that are not, with why",
                     ),
+                    **_errors(),
                 },
             },
         },
@@ -420,7 +483,8 @@ def _ops_paths() -> dict[str, Any]:
                     "200": {
                         "description": "Prometheus text format",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    **_errors(*_AUTH),
                 },
             },
         },
@@ -434,7 +498,9 @@ _DOCUMENT: dict[str, Any] = {
         "version": __version__,
         "description": "Manage the plugins of a running tether server. Every route needs "
         "'Authorization: Bearer <token>' unless marked otherwise. Errors have one shape: "
-        '{"error", "message", "plugin", "hint"}. See docs/operations.md.',
+        '{"error", "message", "plugin", "hint"}. Request bodies are JSON objects of at '
+        "most 1 MiB (413 beyond). A method a route does not take answers 405 with Allow, "
+        "a path no route has 404. See docs/operations.md.",
     },
     "servers": [{"url": "/admin"}],
     "security": [{"bearerAuth": []}],

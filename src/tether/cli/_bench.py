@@ -180,7 +180,8 @@ def _finish(ctx: click.Context, report: BenchReport, fmt: str) -> None:
             TetherError(
                 f"error rate {report.error_rate:.2%} ({report.errors} of "
                 f"{report.errors + report.transactions}) is above --max-error-rate {limit:.2%}",
-                hint="see errors_by_type in the report; the plugin's log says more",
+                hint="the report lists each distinct error (type, message, the operation it "
+                "first happened in, its count); so does the log, once each",
             )
         )
         ctx.exit(EXIT_ERROR_RATE)

@@ -5,11 +5,21 @@ plugin's own ``description()``/``author()``), start, health check (a
 ``HealthCheckable`` plugin), stop, cleanup. They stop at the first failure; cleanup
 still runs when the plugin was loaded. A ``Configurable`` plugin that refuses its
 config in ``validate_config`` fails the load step (the manager raises ``ConfigError``).
+
+Whatever the plugin does, the command reports it and exits: a ``SystemExit`` or
+another ``BaseException`` it raises fails the step it raised in, with the plugin's
+frame shown; a step past its time limit fails, abandoned; threads it leaves running
+are listed, and ones that are not daemons do not keep the command from exiting. Calls
+still in flight when the plugin stops (a health check it left running) get no longer
+than ``--timeout`` to finish. Only a real Ctrl-C interrupts (130).
 """
 
 from __future__ import annotations
 
-import asyncio
+import linecache
+import os
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,10 +37,13 @@ from tether import (
     PluginManager,
     describe_error,
     error_text,
+    is_interruption,
     load_manifest,
+    plugin_frame,
+    run_host,
 )
-from tether.cli._app import State, pass_state
-from tether.cli._output import out
+from tether.cli._app import State, log_without_tracebacks, pass_state
+from tether.cli._output import err, out, print_error
 from tether.cli._shared import (
     discover_plugins,
     fail,
@@ -39,7 +52,13 @@ from tether.cli._shared import (
     print_observed,
 )
 from tether.cli._types import Seconds
-from tether.errors import HealthCheckError, TetherError
+from tether.errors import (
+    HealthCheckError,
+    PluginImportError,
+    StepTimeoutError,
+    StopAllError,
+    TetherError,
+)
 
 __all__ = ["plugins_test"]
 
@@ -63,11 +82,28 @@ def plugins_test(state: State, path: Path, settings: tuple[str, ...], timeout: f
     Required dependencies are found through the search paths and brought up first.
     A plugin that describes itself (description(), author()) is shown as it does; one
     with a health_check() is checked after start. Prints each step's time; exits 1
-    if any step fails.
+    if any step fails (raised, even SystemExit, or ran past its time limit).
     """
     manifest = load_manifest(path)
     config = plugin_settings(state, manifest.name, parse_settings(settings))
-    run = asyncio.run(_exercise(state, manifest, path, config, timeout))
+    before = set(threading.enumerate())
+    with log_without_tracebacks(state):  # each failure is reported below, with its frame
+        run = run_host(_exercise(state, manifest, path, config, timeout))
+    _report(run, manifest)
+    stuck = [t for t in _non_daemons() if t not in before]
+    failed = any(step.error is not None for step in run.steps)
+    error = fail(f"plugin '{manifest.name}' failed its test", "see the failed step above")
+    if stuck:  # they would keep the interpreter from exiting: leave without them
+        names = ", ".join(t.name for t in stuck)
+        err.print(f"[yellow]Not waiting for non-daemon thread(s) left running:[/] {names}")
+        if failed:
+            print_error(error)
+        _exit_now(1 if failed else 0)
+    if failed:
+        raise error
+
+
+def _report(run: _Run, manifest: Manifest) -> None:
     out.print(f"[bold]{manifest.name}[/] {manifest.version}")
     for label, value in run.described:
         out.print(f"  {label}: {value}", markup=False)
@@ -80,11 +116,35 @@ def plugins_test(state: State, path: Path, settings: tuple[str, ...], timeout: f
     for step in failures:
         out.print(f"\n[red]{step.label} failed:[/]")
         out.print(step.error, markup=False)
+        if step.frame:
+            out.print(step.frame, markup=False)
         if step.hint:
             out.print(f"hint: {step.hint}", markup=False)
+    for plugin, threads in run.threads.items():
+        out.print(
+            f"\n[yellow]Threads plugin '{plugin}' left running:[/] {', '.join(threads)}",
+            highlight=False,
+        )
     print_observed(run.observed)
-    if failures:
-        raise fail(f"plugin '{manifest.name}' failed its test", "see the failed step above")
+
+
+def _non_daemons() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+
+
+def _exit_now(code: int) -> None:
+    """Exit at once, without joining threads a plugin left (they would never end)."""
+    out.file.flush()
+    err.file.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _hard_exit(code)
+
+
+_hard_exit: Callable[[int], None] = os._exit
+
+
+_DRAIN = 5.0  # the manager's default drain_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +153,16 @@ class _Step:
     error: str | None
     seconds: float
     hint: str | None = None
+    frame: str | None = None
 
 
 @dataclass(slots=True)
 class _Run:
+    directory: Path | None
     steps: list[_Step] = field(default_factory=list)
     described: list[tuple[str, str]] = field(default_factory=list)
     observed: list[CapabilityUse] = field(default_factory=list)
+    threads: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     async def step(self, label: str, action: Callable[[], Awaitable[object]]) -> bool:
         """Run one step, record its outcome and time; whether it passed."""
@@ -107,19 +170,52 @@ class _Run:
         try:
             await action()
         except TetherError as exc:
-            seconds = time.perf_counter() - started
-            self.steps.append(_Step(label, error_text(exc), seconds, exc.hint))
+            self._failed(label, exc, error_text(exc), exc.hint, started)
+            return False
+        except Exception:
+            raise  # not the plugin's (its exceptions are TetherErrors by now): a bug of tether's
+        except BaseException as exc:
+            if is_interruption(exc, self.directory):
+                raise
+            self._failed(label, exc, f"the plugin raised {describe_error(exc)}", None, started)
             return False
         self.steps.append(_Step(label, None, time.perf_counter() - started))
         return True
+
+    def _failed(
+        self, label: str, exc: BaseException, text: str, hint: str | None, started: float
+    ) -> None:
+        seconds = time.perf_counter() - started
+        self.steps.append(_Step(label, text, seconds, hint, _frame(exc, self.directory)))
+
+
+def _frame(error: BaseException, directory: Path | None) -> str | None:
+    """Where in the plugin's files the failure happened: ``at FILE, line N, in F`` and
+    the line's text."""
+    if isinstance(error, StopAllError) and error.failures:
+        error = error.failures[0]
+    if isinstance(error, StepTimeoutError | PluginImportError) and error.file is not None:
+        file, line, function = str(error.file), error.line or 0, ""
+    else:
+        found = plugin_frame(error, directory) if directory is not None else None
+        if found is None:
+            return None
+        file, line, function = found.filename, found.lineno or 0, found.name
+    where = f"at {file}, line {line}" + (f", in {function}" if function else "")
+    text = linecache.getline(file, line).strip() if line else ""
+    return f"{where}\n    {text}" if text else where
 
 
 async def _exercise(
     state: State, manifest: Manifest, path: Path, config: PluginConfig, timeout: float
 ) -> _Run:
-    manager = PluginManager(config=state.config(), stop_timeout=timeout)
-    run = _Run()
+    # Calls in flight when it stops are the test's own (a health check left running):
+    # they get no longer than stop() does.
+    manager = PluginManager(
+        config=state.config(), stop_timeout=timeout, drain_timeout=min(timeout, _DRAIN)
+    )
     name = manifest.name
+    run = _Run(manifest.directory)
     for dep_name, dep_path in _dependency_paths(state, manifest):
         settings = state.config().entry(dep_name)
         loaded = await run.step(
@@ -141,6 +237,7 @@ async def _exercise(
     if manager.is_loaded(name):
         await run.step("cleanup", lambda: manager.unload_plugin(name, force=True))
     await manager.aclose()
+    run.threads = dict(manager.leftover_threads)
     return run
 
 
@@ -156,7 +253,9 @@ async def _describe(run: _Run, manager: PluginManager, name: str) -> bool:
                 value = await handle.acall(method)
             except TetherError:
                 raise
-            except Exception as exc:
+            except BaseException as exc:
+                if not isinstance(exc, Exception) and is_interruption(exc, run.directory):
+                    raise
                 raise TetherError(
                     f"plugin '{name}': {method}() raised {describe_error(exc)}",
                     plugin=name,

@@ -122,7 +122,7 @@ class TetherCollector(Collector):
         attempts = CounterMetricFamily(
             "tether_plugin_load_attempts",
             "Plugin load attempts (imports), by outcome.",
-            labels=["plugin_name", "status"],
+            labels=["plugin", "status"],
         )
         duration = GaugeMetricFamily(
             "tether_plugin_load_duration_seconds",

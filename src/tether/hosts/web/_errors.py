@@ -50,16 +50,25 @@ def response_for(exc: BaseException, plugin: str | None) -> JSONResponse:
             plugin=plugin,
             headers=exc.headers,
         )
-    if isinstance(exc, TetherError):
-        status = _UNAVAILABLE if isinstance(exc, PluginUnavailableError) else _SERVER_ERROR
-        headers = {"Retry-After": "1"} if status == _UNAVAILABLE else None
+    if isinstance(exc, PluginUnavailableError):
+        owner = exc.plugin or plugin
         return error_response(
-            status,
+            _UNAVAILABLE,
+            type(exc).__name__,
+            error_text(exc),
+            plugin=owner,
+            hint=f"the plugin serving this request ('{owner}') is not running now; retry "
+            "after the Retry-After delay, or ask the operator (GET /admin/plugins/"
+            f"{owner} shows its status and last error)",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, TetherError):
+        return error_response(
+            _SERVER_ERROR,
             type(exc).__name__,
             error_text(exc),  # a plugin may raise a TetherError of its own
             plugin=exc.plugin or plugin,
             hint=exc.hint,
-            headers=headers,
         )
     name = type(exc).__name__
     message = error_text(exc) or name

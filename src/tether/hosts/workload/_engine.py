@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import random
 import threading
 import time
@@ -27,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tether import error_text
 from tether.hosts.workload._pacing import intended_start_ns
 from tether.hosts.workload._stats import Collector, OperationStats
 from tether.hosts.workload._weights import make_chooser
@@ -36,6 +38,17 @@ __all__ = ["DirectOperation", "Engine", "EngineResult", "Executable", "Plan", "T
 _NS = 1_000_000_000
 _YIELD_EVERY = 16  # an async client yields to the loop at least this often
 _FAR = 1 << 62
+
+log = logging.getLogger("tether.bench")
+
+
+def _log_new_error(operation: str, error_type: str, message: str) -> None:
+    log.warning(
+        "operation %s failed: %s: %s (the first of its kind; the report counts them all)",
+        operation, error_type, message,
+    )  # fmt: skip
+
+
 _SHORT_WAIT = 0.05  # shorter pacing waits sleep; longer ones wake up on stop
 
 
@@ -82,8 +95,10 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """What happened since the previous tick. ``elapsed`` < 0 while warming up."""
+    """What happened from ``since`` to ``elapsed`` (seconds of the measured run, < 0
+    while warming up): the interval since the previous tick."""
 
+    since: float
     elapsed: float
     successes: int
     errors: int
@@ -115,7 +130,7 @@ class Engine:
         self.is_async = operation.is_async
         self.weights = weights
         self.on_tick = on_tick
-        self.collector = Collector(weights)
+        self.collector = Collector(weights, on_new_error=_log_new_error)
         self.stopping = False
         self.stop_reason = "duration" if plan.transactions is None else "transactions"
         self._tickets = itertools.count()
@@ -123,6 +138,7 @@ class Engine:
         self._thread_stop = threading.Event()
         self._async_stop: asyncio.Event | None = None
         self._totals = [0, 0]
+        self._last_tick_ns = 0
         self._start_ns = 0
         self._measure_ns = 0
         self._end_ns = _FAR
@@ -152,6 +168,8 @@ class Engine:
         self._async_stop = asyncio.Event()
         self._start_ns = time.monotonic_ns() if start_ns is None else start_ns
         self._measure_ns = self._start_ns + int(plan.warmup * _NS)
+        self._last_tick_ns = self._start_ns
+        self.collector.origin_ns = self._measure_ns
         if plan.duration is not None:
             self._end_ns = self._measure_ns + int(plan.duration * _NS)
         await self._wait_until(self._start_ns)
@@ -191,9 +209,19 @@ class Engine:
         latencies, successes, errors = self.collector.drain()
         self._totals[0] += successes
         self._totals[1] += errors
+        since, self._last_tick_ns = self._last_tick_ns, now_ns
         if self.on_tick is not None:
-            elapsed = (now_ns - self._measure_ns) / _NS
-            self.on_tick(Tick(elapsed, successes, errors, latencies, *self._totals))
+            measure = self._measure_ns
+            self.on_tick(
+                Tick(
+                    (since - measure) / _NS,
+                    (now_ns - measure) / _NS,
+                    successes,
+                    errors,
+                    latencies,
+                    *self._totals,
+                )
+            )
 
     def _rng(self, index: int) -> random.Random:
         return random.Random(f"{self.plan.seed}:{self.plan.first_client + index}")  # noqa: S311
@@ -244,7 +272,7 @@ class Engine:
                 await operation.acall(db, op)
             except Exception as exc:  # the seam counted it against the plugin already
                 if measured:
-                    errors.append((op, type(exc).__name__))
+                    errors.append((op, type(exc).__name__, error_text(exc), now()))
                 await asyncio.sleep(0)  # a failing plugin must not starve the loop
             else:
                 if measured:
@@ -288,7 +316,7 @@ class Engine:
                 operation.call(db, op)
             except Exception as exc:  # the seam counted it against the plugin already
                 if measured:
-                    errors.append((op, type(exc).__name__))
+                    errors.append((op, type(exc).__name__, error_text(exc), now()))
             else:
                 if measured:
                     latencies[op].append((now() - began) // 1000)

@@ -7,10 +7,16 @@ from datetime import datetime
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tether import __version__
 from tether.hosts.workload._settings import BenchSettings
-from tether.hosts.workload._stats import LatencySummary, OperationStats, new_histogram
+from tether.hosts.workload._stats import (
+    DistinctError,
+    LatencySummary,
+    OperationStats,
+    new_histogram,
+)
 
 __all__ = ["EXIT_ERROR_RATE", "REPORT_FORMAT", "BenchReport"]
 
@@ -83,6 +89,24 @@ class BenchReport:
         limit = self.settings.max_error_rate
         return limit is not None and self.error_rate > limit
 
+    def distinct_errors(self) -> list[DistinctError]:
+        """Each distinct error of the run (type and message), the earliest first, with
+        the operation it first happened in and its count over every operation."""
+        merged: dict[tuple[str, str], DistinctError] = {}
+        for name, stats in self.operations.items():
+            for error in stats.distinct_errors(name):
+                key = (error.type, error.message)
+                seen = merged.get(key)
+                if seen is None:
+                    merged[key] = error
+                    continue
+                first = seen if seen.first <= error.first else error
+                merged[key] = DistinctError(
+                    error.type, error.message, first.operation, seen.count + error.count,
+                    first.first,
+                )  # fmt: skip
+        return sorted(merged.values(), key=lambda e: e.first)
+
     def overall(self) -> OperationStats:
         total = OperationStats(histogram=new_histogram())
         for stats in self.operations.values():
@@ -136,6 +160,7 @@ class BenchReport:
                 "tps": round(self.tps, 3),
                 "latency_ms": LatencySummary.of(overall.histogram).to_json(),
                 "errors_by_type": dict(sorted(overall.errors.items())),
+                "distinct_errors": [e.to_json() for e in self.distinct_errors()],
             },
             "operations": {
                 name: self._operation(name, stats) for name, stats in self.operations.items()
@@ -146,12 +171,13 @@ class BenchReport:
 
     def _operation(self, name: str, stats: OperationStats) -> dict[str, object]:
         attempts = stats.count + stats.error_count
-        histogram, errors = stats.encode()
+        histogram, errors, _ = stats.encode()
         return {
             "weight": self.weights.get(name, 0),
             "count": stats.count,
             "errors": stats.error_count,
             "errors_by_type": dict(sorted(errors.items())),
+            "distinct_errors": [e.to_json() for e in stats.distinct_errors(name)],
             "error_rate": round(stats.error_count / attempts, 6) if attempts else 0.0,
             "tps": round(stats.count / self.elapsed, 3) if self.elapsed > 0 else 0.0,
             "latency_ms": LatencySummary.of(stats.histogram).to_json(),
@@ -175,22 +201,25 @@ class BenchReport:
             f"seed {s.seed}; ran {self.elapsed:.2f}s ({self.stop_reason})",
             highlight=False,
         )
-        table = Table(box=None, pad_edge=False, title="latency in ms", title_justify="right")
-        for column in _COLUMNS:
-            table.add_column(column, justify="left" if column == "operation" else "right")
-        for name, stats in self.operations.items():
-            if self.weights.get(name, 0) or stats.count or stats.error_count:
-                table.add_row(name, str(self.weights.get(name, 0)), *_cells(stats, self.elapsed))
-        table.add_row("[bold]total[/]", "", *_cells(self.overall(), self.elapsed))
+        rows = [
+            [name, str(self.weights.get(name, 0)), *_cells(stats, self.elapsed)]
+            for name, stats in self.operations.items()
+            if self.weights.get(name, 0) or stats.count or stats.error_count
+        ]
+        rows.append(["[bold]total[/]", "", *_cells(self.overall(), self.elapsed)])
         if not console.is_terminal:  # a file or a pipe: wide enough for every column
             console = Console(file=console.file, width=_PLAIN_WIDTH, highlight=False)
-        console.print(table)
-        errors = self.overall().errors
-        if errors:
-            console.print(
-                "errors by type: " + ", ".join(f"{k} {v}" for k, v in errors.most_common()),
-                highlight=False,
-            )
+        console.print(_fitting_table(console, rows))
+        distinct = self.distinct_errors()
+        if distinct:
+            console.print("errors (each distinct one, the earliest first):", highlight=False)
+            for error in distinct:
+                console.print(
+                    f"  {error.count} x {error.type}: {error.message} "
+                    f"(first in {error.operation}, at {error.first:.2f}s)",
+                    highlight=False,
+                    markup=False,
+                )
         console.print(
             f"[bold]tps {self.tps:.1f}[/], {self.transactions} transactions, {self.errors} errors "
             f"({self.error_rate:.2%})",
@@ -201,6 +230,39 @@ class BenchReport:
                 "metrics: " + ", ".join(f"{k}={v}" for k, v in self.metrics.items()),
                 highlight=False,
             )
+
+
+_DROP_ORDER = ("p90", "p99.9", "weight", "max", "p50", "errors")  # the last are kept longest
+_NAME_ROOM = 12  # the least an operation's name gets before columns go (longer ones fold)
+
+
+def _fitting_table(console: Console, rows: list[list[str]]) -> Table:
+    """The table of ``rows`` with as many columns as fit the console's width: columns
+    are dropped (``_DROP_ORDER``) rather than any figure cut; operation, count, tps,
+    p95 and p99 are always there, and a name longer than the room left folds."""
+    widest = {
+        column: max(len(column), *(Text.from_markup(row[i]).cell_len for row in rows))
+        for i, column in enumerate(_COLUMNS)
+    }
+    name_room = min(widest["operation"], _NAME_ROOM)
+    shown = list(_COLUMNS)
+    while True:
+        figures = [c for c in shown if c != "operation"]
+        needed = name_room + sum(widest[c] for c in figures) + 2 * len(figures)
+        dropping = next((c for c in _DROP_ORDER if c in shown), None)
+        if dropping is None or needed <= console.width:
+            break
+        shown.remove(dropping)
+    table = Table(box=None, pad_edge=False, title="latency in ms", title_justify="right")
+    for column in shown:
+        if column == "operation":
+            table.add_column(column, overflow="fold", min_width=name_room)
+        else:
+            table.add_column(column, justify="right", no_wrap=True, min_width=widest[column])
+    for row in rows:
+        table.add_row(*(cell for column, cell in zip(_COLUMNS, row, strict=True)
+                        if column in shown))  # fmt: skip
+    return table
 
 
 def _cells(stats: OperationStats, elapsed: float) -> list[str]:

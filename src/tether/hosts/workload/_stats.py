@@ -11,15 +11,17 @@ bookkeeping together.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
 __all__ = [
     "HIGHEST_US",
+    "OTHER_MESSAGES",
     "PERCENTILES",
     "Collector",
+    "DistinctError",
     "LatencySummary",
     "OperationStats",
     "interval_percentile",
@@ -35,6 +37,32 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p99", 99.0),
     ("p99.9", 99.9),
 )
+
+
+DISTINCT_MESSAGES = 20  # distinct (type, message) pairs kept per operation
+OTHER_MESSAGES = "(further distinct messages, not kept)"
+_MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class DistinctError:
+    """One distinct error of a run: its type and message, the operation it first
+    happened in, how many times it happened, and when first (seconds of the run)."""
+
+    type: str
+    message: str
+    operation: str
+    count: int
+    first: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "type": self.type,
+            "message": self.message,
+            "operation": self.operation,
+            "count": self.count,
+            "first_seconds": round(self.first, 3),
+        }
 
 
 def new_histogram() -> HdrHistogram:
@@ -80,10 +108,14 @@ def _ms(microseconds: float) -> float:
 
 @dataclass(slots=True)
 class OperationStats:
-    """One operation's results: successes (with their latencies) and errors by type."""
+    """One operation's results: successes (with their latencies), errors by type, and
+    each distinct error (type, message) with its count and when it first happened
+    (seconds of the measured run); at most :data:`DISTINCT_MESSAGES` messages are kept,
+    the rest counted under :data:`OTHER_MESSAGES`."""
 
     histogram: HdrHistogram = field(default_factory=new_histogram)
     errors: Counter[str] = field(default_factory=Counter)
+    messages: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -97,37 +129,81 @@ class OperationStats:
         for value, times in latencies.items():
             self.histogram.record_value(_clamped(value), times)
 
+    def record_error(self, error_type: str, message: str, at: float) -> bool:
+        """Count one error (``at``: seconds of the run); True if its (type, message) is
+        new here."""
+        self.errors[error_type] += 1
+        return self._note(error_type, message[:_MESSAGE_CHARS], 1, at)
+
+    def _note(self, error_type: str, message: str, count: int, at: float) -> bool:
+        key = (error_type, message)
+        seen = self.messages.get(key)
+        if seen is None and len(self.messages) >= DISTINCT_MESSAGES:
+            key = (error_type, OTHER_MESSAGES)
+            seen = self.messages.get(key)
+        if seen is None:
+            self.messages[key] = [count, at]
+            return key[1] != OTHER_MESSAGES
+        seen[0] += count
+        seen[1] = min(seen[1], at)
+        return False
+
     def merge(self, other: OperationStats) -> None:
         if other.histogram.get_total_count():  # adding an empty one would make min 0
             self.histogram.add(other.histogram)
         self.errors.update(other.errors)
+        for (error_type, message), (count, at) in other.messages.items():
+            self._note(error_type, message, int(count), at)
 
-    def encode(self) -> tuple[str, dict[str, int]]:
-        """A picklable, JSON-able form: the histogram's base64 encoding and the errors."""
+    def distinct_errors(self, operation: str) -> list[DistinctError]:
+        """This operation's distinct errors, the earliest first."""
+        return sorted(
+            (
+                DistinctError(kind, message, operation, int(count), at)
+                for (kind, message), (count, at) in self.messages.items()
+            ),
+            key=lambda e: e.first,
+        )
+
+    def encode(self) -> tuple[str, dict[str, int], list[tuple[str, str, int, float]]]:
+        """A picklable, JSON-able form: the histogram's base64 encoding, the errors by
+        type, and the distinct errors."""
         encoded: bytes = self.histogram.encode()
-        return encoded.decode("ascii"), dict(self.errors)
+        messages = [(kind, text, int(n), at) for (kind, text), (n, at) in self.messages.items()]
+        return encoded.decode("ascii"), dict(self.errors), messages
 
     @classmethod
-    def decode(cls, encoded: tuple[str, Mapping[str, int]]) -> OperationStats:
-        histogram_text, errors = encoded
+    def decode(
+        cls, encoded: tuple[str, Mapping[str, int], Iterable[tuple[str, str, int, float]]]
+    ) -> OperationStats:
+        histogram_text, errors, messages = encoded
         stats = cls()
         stats.merge(cls(histogram=HdrHistogram.decode(histogram_text.encode("ascii"))))
         stats.errors.update(errors)
+        for kind, text, count, at in messages:
+            stats._note(kind, text, count, at)
         return stats
 
 
 class Collector:
     """Where clients put what happened, and what drains it into :class:`OperationStats`.
 
-    ``latencies[op].append(us)`` and ``errors.append((op, error_type))`` are the
-    clients' only calls. ``drain()`` moves everything recorded so far into ``stats``
-    and returns the interval's latency counts (for live percentiles).
+    ``latencies[op].append(us)`` and ``errors.append((op, error_type, message, ns))``
+    are the clients' only calls. ``drain()`` moves everything recorded so far into
+    ``stats`` and returns the interval's latency counts (for live percentiles);
+    ``on_new_error(op, type, message)`` hears each distinct error the first time.
     """
 
-    def __init__(self, operations: Iterable[str]) -> None:
+    def __init__(
+        self,
+        operations: Iterable[str],
+        on_new_error: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self.latencies: dict[str, deque[int]] = {op: deque() for op in operations}
-        self.errors: deque[tuple[str, str]] = deque()
+        self.errors: deque[tuple[str, str, str, int]] = deque()
         self.stats: dict[str, OperationStats] = {op: OperationStats() for op in self.latencies}
+        self.on_new_error = on_new_error
+        self.origin_ns = 0  # when the measured run starts (monotonic ns)
 
     def drain(self) -> tuple[Counter[int], int, int]:
         """Record what clients appended since the last drain.
@@ -148,8 +224,11 @@ class Collector:
             successes += waiting
         failed = len(self.errors)
         for _ in range(failed):
-            op, error_type = self.errors.popleft()
-            self.stats[op].errors[error_type] += 1
+            op, error_type, message, at_ns = self.errors.popleft()
+            at = (at_ns - self.origin_ns) / 1e9
+            new = self.stats[op].record_error(error_type, message, at)
+            if new and self.on_new_error is not None:
+                self.on_new_error(op, error_type, message)
         return interval, successes, failed
 
 

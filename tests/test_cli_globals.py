@@ -1,0 +1,60 @@
+"""Every global option against error paths: the error is reported as ``Error: ...``
+(with its hint), the exit code is the documented one, and nothing else breaks
+(``-v`` once crashed on any error while showing the traceback)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from tether.cli import cli
+
+ERROR_PATHS = {
+    "plugin-not-found": (["plugins", "info", "no-such-plugin"], "plugin not found"),
+    "no-config": (["config", "validate"], "no config file given"),
+    "bad-workload": (["bench", "--workload", "no-such-workload", "-t", "1"], "workload not found"),
+    "exec-missing": (["plugins", "exec", "./no/such/dir", "--input", "1"], "no plugin directory"),
+}
+
+
+def _globals(tmp_path):
+    log = tmp_path / "tether.log"
+    return {
+        "none": [],
+        "verbose": ["--verbose"],
+        "v": ["-v"],
+        "log-level-debug": ["--log-level", "debug"],
+        "log-level-error": ["--log-level", "error"],
+        "log-file": ["--log-file", str(log)],
+        "verbose-log-file": ["-v", "--log-file", str(log)],
+        "plugin-path": ["--plugin-path", str(tmp_path)],
+    }
+
+
+@pytest.mark.parametrize("path", sorted(ERROR_PATHS))
+@pytest.mark.parametrize(
+    "option",
+    [
+        "none",
+        "verbose",
+        "v",
+        "log-level-debug",
+        "log-level-error",
+        "log-file",
+        "verbose-log-file",
+        "plugin-path",
+    ],
+)
+def test_every_global_option_reports_an_error_cleanly(tmp_path, monkeypatch, option, path):
+    monkeypatch.chdir(tmp_path)  # no ./tether.yaml, no ./plugins around
+    monkeypatch.delenv("TETHER_CONFIG", raising=False)
+    args, message = ERROR_PATHS[path]
+    result = CliRunner().invoke(cli, [*_globals(tmp_path)[option], *args])
+    output = " ".join((result.output + result.stderr).split())
+    assert result.exit_code == 1, output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert f"Error: {message}" in output
+    if "verbose" in option or option == "v":
+        assert "Traceback" in result.stderr  # the full trace, as -v promises
+    else:
+        assert "Traceback" not in output
