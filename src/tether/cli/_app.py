@@ -7,16 +7,20 @@ usage error (bad option or argument), 130 interrupted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import click
 
 from tether import CONFIG_NAMES, TetherConfig, __version__, error_text, load_config
 from tether.cli._output import err, print_error
+from tether.cli._types import NonEmptyPath
 from tether.errors import TetherError
 
 __all__ = ["State", "cli", "log_without_tracebacks", "main", "pass_state"]
@@ -51,11 +55,71 @@ def _default_config() -> Path | None:
     return next((Path(n) for n in CONFIG_NAMES if Path(n).is_file()), None)
 
 
-def _setup_logging(level: str, verbose: bool, log_file: Path | None) -> None:
+class LogFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines appended to ``--log-file``. A write that fails (a full disk) is reported
+    once on standard error, in one line, and logging to the file stops."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(open_log_file(path))
+        self.path = path
+        self._failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self._failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: ARG002, N802 - logging's name
+        self._failed = True
+        err.print(
+            f"[bold red]Error:[/] cannot write to the log file {self.path}: "
+            f"{_reason(sys.exc_info()[1])}; logging to it stopped",
+            markup=True,
+            highlight=False,
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.stream.close()
+        super().close()
+
+
+def open_log_file(path: Path) -> TextIO:
+    """``path`` opened to append UTF-8 text; an ``OSError`` whose message says why not.
+
+    A FIFO nobody reads is refused at once (``O_NONBLOCK``) instead of blocking the CLI.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        parent = path.parent
+        if exc.errno == errno.ENOENT and not parent.is_dir():
+            raise OSError(exc.errno, f"the directory {parent} does not exist") from None
+        if exc.errno == errno.ENXIO:
+            raise OSError(exc.errno, "it is a FIFO no process is reading") from None
+        raise
+    os.set_blocking(fd, True)
+    return open(fd, "a", encoding="utf-8", errors="backslashreplace")  # noqa: PTH123
+
+
+def _reason(exc: BaseException | None) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return error_text(exc) if exc is not None else "unknown error"
+
+
+def _setup_logging(ctx: click.Context, level: str, verbose: bool, log_file: Path | None) -> None:
     chosen = "DEBUG" if verbose else level.upper()
     handlers: list[logging.Handler] = []
     if log_file is not None:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        try:
+            handlers.append(LogFileHandler(log_file))
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot write to {log_file}: {_reason(exc)}",
+                ctx,
+                param_hint="'--log-file'",
+            ) from None
     else:
         from rich.logging import RichHandler
 
@@ -73,7 +137,11 @@ def _drop_traceback(record: logging.LogRecord) -> bool:
 def log_without_tracebacks(state: State) -> Iterator[None]:
     """Log lines on the terminal without their tracebacks, unless ``--verbose``: for a
     command that reports the failure itself (``--log-file`` keeps them)."""
-    handlers = [h for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler)]
+    handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if not isinstance(h, logging.FileHandler | LogFileHandler)
+    ]
     if state.verbose or not handlers:
         yield
         return
@@ -101,22 +169,66 @@ class ReportedError(click.ClickException):
         if self.verbose:
             from rich.traceback import Traceback
 
-            error = self.error
-            err.print(Traceback.from_exception(type(error), error, error.__traceback__))
+            shown: BaseException = self.error
+            if shown.__traceback__ is None and shown.__cause__ is not None:
+                shown = shown.__cause__  # an OSError or a bug, reported in tether's words
+            err.print(Traceback.from_exception(type(shown), shown, shown.__traceback__))
 
 
 class TetherGroup(click.Group):
-    """A group that turns tether's errors into ``Error: ...`` + hint and exit code 1."""
+    """A group that turns every error into ``Error: ...`` + hint and exit code 1.
+
+    tether's own errors print their message and hint. An ``OSError`` (a disk full, a
+    path that cannot be read) prints what failed and on which file. Anything else but
+    ``SystemExit`` (an exit asked for, by uvicorn say) and ``KeyboardInterrupt`` (130) is
+    a bug in tether, a ``CancelledError`` or a plugin's own ``BaseException`` that got
+    past the runtime included: it prints ``Error: internal error: TYPE: MESSAGE`` and
+    how to see the traceback (``--verbose``), never the traceback itself.
+    """
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except TetherError as exc:
-            state = ctx.find_object(State)
-            raise ReportedError(exc, verbose=bool(state and state.verbose)) from exc
+            raise ReportedError(exc, verbose=_is_verbose(ctx)) from exc
         except KeyboardInterrupt:
             err.print("Interrupted.")
             ctx.exit(EXIT_INTERRUPTED)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # click ends quietly when standard output is closed
+            raise ReportedError(_os_error(exc), verbose=_is_verbose(ctx)) from exc
+        except SystemExit:
+            raise
+        except BaseException as exc:  # CancelledError or a class of a plugin's own, escaped
+            raise ReportedError(_internal_error(exc), verbose=_is_verbose(ctx)) from exc
+
+
+def _is_verbose(ctx: click.Context) -> bool:
+    state = ctx.find_object(State)
+    return bool(state and state.verbose)
+
+
+def _os_error(exc: OSError) -> TetherError:
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    error = TetherError(
+        f"{where}{exc.strerror or error_text(exc)}",
+        hint="check the path, its permissions and the free space",
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _internal_error(exc: BaseException) -> TetherError:
+    error = TetherError(
+        f"internal error: {type(exc).__name__}: {error_text(exc)}",
+        hint="this is a bug in tether, not in your input: rerun with --verbose for the "
+        "traceback and report it",
+    )
+    error.__cause__ = exc
+    return error
 
 
 @click.group(
@@ -127,7 +239,7 @@ class TetherGroup(click.Group):
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=NonEmptyPath(path_type=Path, dir_okay=False),
     help="Framework config file (YAML, JSON or TOML). Default: $TETHER_CONFIG, else "
     "./tether.yaml|.yml|.toml|.json if present.",
 )
@@ -135,7 +247,7 @@ class TetherGroup(click.Group):
     "--plugin-path",
     "plugin_paths",
     multiple=True,
-    type=click.Path(path_type=Path, file_okay=False),
+    type=NonEmptyPath(path_type=Path, file_okay=False),
     help="Extra directory to search for plugins (repeatable); searched after $TETHER_PLUGIN_PATH.",
 )
 @click.option(
@@ -148,7 +260,7 @@ class TetherGroup(click.Group):
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging and full tracebacks.")
 @click.option(
     "--log-file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=NonEmptyPath(path_type=Path, dir_okay=False),
     help="Write logs to this file instead of the terminal.",
 )
 @click.pass_context
@@ -169,7 +281,7 @@ def cli(
     config's plugins.directory, and installed packages exposing the
     `tether.plugins` entry point group.
     """
-    _setup_logging(log_level, verbose, log_file)
+    _setup_logging(ctx, log_level, verbose, log_file)
     ctx.obj = State(
         config_path=config_path or _default_config(),
         plugin_paths=list(plugin_paths),

@@ -21,6 +21,7 @@ from tether import TetherConfig, load_config
 from tether.cli._app import EXIT_INTERRUPTED, State, pass_state
 from tether.cli._output import err, out, print_error
 from tether.cli._shared import parse_settings
+from tether.cli._types import NonEmptyPath, Text
 from tether.cli._workloads import find_workload
 from tether.errors import TetherError
 from tether.hosts.workload import (
@@ -70,13 +71,14 @@ def _load_config(state: State, config_file: Path | None) -> TetherConfig:
 @click.option("--warmup", metavar="DURATION", help="Run unmeasured for this long first.")
 @click.option(
     "--dsn",
+    type=Text(),
     metavar="URL",
     help="PostgreSQL URL (default: $TETHER_DSN, database.dsn, else embedded).",
 )
 @click.option(
     "--pgdata",
     "data_directory",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=NonEmptyPath(path_type=Path, file_okay=False),
     help="Data directory of the embedded PostgreSQL (default: $TETHER_PGDATA, ~/.tether/pgdata).",
 )
 @click.option(

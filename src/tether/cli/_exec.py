@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -32,17 +34,23 @@ from tether.hosts.executor import execute_once
 __all__ = ["plugins_exec"]
 
 
+_Data = TypeVar("_Data", str, bytes)
+
+MAX_INPUT = 16 * 1024 * 1024
+"""The most ``--input`` reads from a file or standard input (bytes or characters)."""
+
+
 def _read_input(ctx: click.Context, param: click.Parameter, value: str) -> object:
     """``--input``: JSON text, ``@FILE`` (JSON in a file) or ``-`` (JSON on standard input)."""
     source = None
     text = value
     if value == "-":
         source = "standard input"
-        text = _read_text(ctx, param, source, sys.stdin.read)
+        text = _read_text(ctx, param, source, lambda: _bounded(sys.stdin.read(MAX_INPUT + 1)))
     elif value.startswith("@"):
         path = Path(value[1:])
         source = str(path)
-        text = _read_text(ctx, param, source, lambda: path.read_text(encoding="utf-8"))
+        text = _read_text(ctx, param, source, lambda: _read_file(path))
     where = f"{source} is not JSON" if source else "not JSON"
     try:
         return json.loads(text)
@@ -58,12 +66,26 @@ def _read_input(ctx: click.Context, param: click.Parameter, value: str) -> objec
     raise click.BadParameter(f"{where} tether can read: {reason}", ctx, param)
 
 
+def _read_file(path: Path) -> str:
+    """A regular file's text: a FIFO or a device (``/dev/zero``) is refused unread."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ValueError("not a regular file (a directory, a FIFO or a device)")
+    with path.open("rb") as file:
+        return _bounded(file.read(MAX_INPUT + 1)).decode("utf-8")
+
+
+def _bounded(data: _Data) -> _Data:
+    if len(data) > MAX_INPUT:
+        raise ValueError(f"larger than {MAX_INPUT // (1024 * 1024)} MiB")
+    return data
+
+
 def _read_text(
     ctx: click.Context, param: click.Parameter, source: str, read: Callable[[], str]
 ) -> str:
     try:
         return read()
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise click.BadParameter(f"cannot read {source}: {reason}", ctx, param) from None
 

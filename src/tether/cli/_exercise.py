@@ -51,6 +51,7 @@ from tether.cli._shared import (
     plugin_settings,
     print_observed,
 )
+from tether.cli._types import Seconds
 from tether.errors import (
     HealthCheckError,
     PluginImportError,
@@ -71,7 +72,9 @@ __all__ = ["plugins_test"]
     metavar="KEY=VALUE",
     help="A config value for the plugin (repeatable; VALUE is parsed as YAML).",
 )
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds allowed for stop().")
+@click.option(
+    "--timeout", default=10.0, show_default=True, type=Seconds(), help="Seconds allowed for stop()."
+)
 @pass_state
 def plugins_test(state: State, path: Path, settings: tuple[str, ...], timeout: float) -> None:
     """Load, initialize, start, stop and clean up the plugin at PATH in a fresh manager.

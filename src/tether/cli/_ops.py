@@ -9,6 +9,8 @@ With ``--url`` (or ``$TETHER_ADMIN_URL``) they ask a running server's admin API,
 
 from __future__ import annotations
 
+import difflib
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -21,7 +23,9 @@ from rich.table import Table
 
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
-from tether.errors import TetherError
+from tether.cli._shared import discover_plugins, entry_manifest
+from tether.cli._types import AdminURL, PluginName, Text
+from tether.errors import PluginNotFoundError, TetherError
 from tether.observability import PluginRow, PluginStateStore
 
 __all__ = ["plugins_disable", "plugins_enable", "plugins_health", "plugins_reload"]
@@ -29,16 +33,19 @@ __all__ = ["plugins_disable", "plugins_enable", "plugins_health", "plugins_reloa
 URL_ENV = "TETHER_ADMIN_URL"
 TOKEN_ENV = "TETHER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 _HEALTHY = {"running"}
+MAX_ANSWER = 16 * 1024 * 1024
+"""The largest admin API answer read (bytes); a larger one is an error."""
 
 url_option = click.option(
     "--url",
     envvar=URL_ENV,
-    metavar="URL",
+    type=AdminURL(),
     help="A running server (http://127.0.0.1:8080): ask its admin API. [env: TETHER_ADMIN_URL]",
 )
 token_option = click.option(
     "--token",
     envvar=TOKEN_ENV,
+    type=Text(),
     metavar="TOKEN",
     help="The admin API's bearer token (default: admin.token in the config). "
     "[env: TETHER_ADMIN_TOKEN]",
@@ -46,6 +53,7 @@ token_option = click.option(
 state_option = click.option(
     "--state",
     "state_target",
+    type=Text(),
     metavar="PATH|URL",
     help="The state store to use instead of the config's (a SQLite file or postgresql:// URL).",
 )
@@ -58,7 +66,17 @@ def _token(state: State, token: str | None) -> str | None:
     if token:
         return token
     configured = state.config().section("admin").get("token")
-    return str(configured) if configured else None
+    if not configured:
+        return None
+    text = str(configured)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):  # noqa: PLR2004 - C0 and DEL
+        raise TetherError(
+            "admin.token in the config holds a control character (a newline?), which no "
+            "HTTP header can carry",
+            path=state.config_path,
+            hint="fix admin.token, or pass --token",
+        )
+    return text
 
 
 def _call(
@@ -79,21 +97,46 @@ def _call(
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return dict(json.loads(response.read() or b"{}"))
+            raw = _read_answer(base, response)
     except urllib.error.HTTPError as exc:
         raise _server_error(exc) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         raise TetherError(
             f"cannot reach the tether server at {base}: {reason}",
             hint="is `tether serve` running there? check --url / TETHER_ADMIN_URL",
         ) from None
+    return _answer(base, raw)
+
+
+def _read_answer(base: str, response: http.client.HTTPResponse) -> bytes:
+    raw = response.read(MAX_ANSWER + 1)
+    if len(raw) > MAX_ANSWER:
+        raise TetherError(
+            f"the server at {base} answered more than {MAX_ANSWER // (1024 * 1024)} MiB",
+            hint="is --url a tether server? check --url / TETHER_ADMIN_URL",
+        )
+    return bytes(raw)
+
+
+def _answer(base: str, raw: bytes) -> dict[str, object]:
+    """The JSON object a tether server answers; anything else is an error naming the URL."""
+    try:
+        answer = json.loads(raw or b"{}")
+    except (ValueError, RecursionError):
+        answer = None
+    if not isinstance(answer, dict):
+        raise TetherError(
+            f"the server at {base} did not answer with a JSON object: is it a tether server?",
+            hint="check --url / TETHER_ADMIN_URL: it is the address `tether serve` printed",
+        )
+    return answer
 
 
 def _server_error(exc: urllib.error.HTTPError) -> TetherError:
     try:
-        body = json.loads(exc.read())
-    except (ValueError, OSError):
+        body = json.loads(exc.read(MAX_ANSWER))
+    except (ValueError, OSError, RecursionError, http.client.HTTPException):
         body = {}
     if not isinstance(body, dict) or "message" not in body:
         return TetherError(f"the server answered {exc.code} {exc.reason}")
@@ -118,9 +161,16 @@ def _state_target(state: State, override: str | None) -> str:
     return config.state.target or str(config.base_directory / ".tether" / "state.db")
 
 
+def _is_file(target: str) -> bool:
+    try:
+        return Path(target).is_file()
+    except OSError:  # a name too long to look up
+        return False
+
+
 def _open_store(target: str, *, create: bool) -> PluginStateStore:
     is_file = not target.startswith(("postgresql://", "postgres://"))
-    if is_file and not create and not Path(target).is_file():
+    if is_file and not create and not _is_file(target):
         raise TetherError(
             f"no plugin state store at {target}",
             hint="a server writes it while it runs (once it starts observability); pass "
@@ -133,7 +183,7 @@ def _open_store(target: str, *, create: bool) -> PluginStateStore:
 
 
 @click.command("health")
-@click.argument("name", required=False)
+@click.argument("name", required=False, type=PluginName())
 @url_option
 @token_option
 @state_option
@@ -174,7 +224,8 @@ def _live_health(url: str, token: str | None, name: str | None) -> list[dict[str
         return [_call(url, "GET", f"/admin/plugins/{urllib.parse.quote(name)}/health", token)]
     answer = _call(url, "GET", "/admin/health", token)
     found = answer.get("plugins")
-    return list(found.values()) if isinstance(found, dict) else []
+    rows = found.values() if isinstance(found, dict) else ()
+    return [row for row in rows if isinstance(row, dict)]
 
 
 def _stored_health(target: str, name: str | None, *, as_json: bool) -> list[dict[str, object]]:
@@ -245,7 +296,9 @@ def _print_detail(row: dict[str, object]) -> None:
     if isinstance(hooks, dict) and hooks:
         table = Table("hook", "executions", "avg", "errors", box=None)
         for hook, m in hooks.items():
-            average = float(m.get("average_duration_seconds", 0)) * 1000
+            if not isinstance(m, dict):
+                continue
+            average = _number(m.get("average_duration_seconds")) * 1000
             table.add_row(hook, str(m.get("execution_count")), f"{average:.3f} ms",
                           str(m.get("error_count")))  # fmt: skip
         out.print("\n[bold]Hooks[/]")
@@ -253,9 +306,16 @@ def _print_detail(row: dict[str, object]) -> None:
     errors = row.get("recent_errors")
     if isinstance(errors, list) and errors:
         out.print("\n[bold]Recent errors[/]")
-        for e in errors:
+        for e in (e for e in errors if isinstance(e, dict)):
             out.print(f"  {_when(e.get('at'))}  {e.get('type')}: {_short(e.get('message'))}",
                       markup=False)  # fmt: skip
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -287,13 +347,15 @@ def _switch(
     reason: str | None = None,
 ) -> None:
     action = "enable" if enabled else "disable"
+    target = _state_target(state, state_target)
+    if not url:
+        _require_known(state, name, target)  # with --url, the server says whether it knows it
     if url:
         query = "?force=true" if force else ""
         body: dict[str, object] = {} if enabled or reason is None else {"reason": reason}
         path = f"/admin/plugins/{urllib.parse.quote(name)}/{action}{query}"
         answer = _call(url, "POST", path, _token(state, token), body)
         out.print(f"{action}d [bold]{name}[/] on {url}: it is {answer.get('status')}")
-    target = _state_target(state, state_target)
     with _open_store(target, create=True) as store:
         known = bool(store.plugins(name))
         store.set_enabled(name, enabled, reason or "it is disabled")
@@ -306,8 +368,45 @@ def _switch(
         )
 
 
+def _require_known(state: State, name: str, target: str) -> None:
+    """Refuse (changing nothing) a name no search path, config entry or the state store
+    knows: a typo would otherwise save a flag for a plugin that does not exist."""
+    known = _known_names(state)
+    if name in known:
+        return
+    if target.startswith(("postgresql://", "postgres://")) or _is_file(target):
+        with _open_store(target, create=False) as store:
+            known |= {row.name for row in store.plugins()}
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = (
+        f"did you mean '{close[0]}'?" if close else "`tether plugins list` shows the plugins found"
+    )
+    raise PluginNotFoundError(
+        f"plugin not found: {name!r} (not in the search paths, the config or the state store "
+        f"at {target}); nothing was changed",
+        plugin=name,
+        hint=hint,
+    )
+
+
+def _known_names(state: State) -> set[str]:
+    config = state.config()
+    names = {p.name for p in discover_plugins(state).plugins}
+    for entry in config.plugins.plugins:
+        if entry.name:
+            names.add(entry.name)
+        elif entry.path:
+            try:
+                names.add(entry_manifest(state, config, entry).name)
+            except TetherError:
+                continue  # `tether config validate` reports a broken entry
+    return names
+
+
 @click.command("enable")
-@click.argument("name")
+@click.argument("name", type=PluginName())
 @url_option
 @token_option
 @state_option
@@ -323,7 +422,7 @@ def plugins_enable(
 
 
 @click.command("disable")
-@click.argument("name")
+@click.argument("name", type=PluginName())
 @url_option
 @token_option
 @state_option
@@ -350,7 +449,7 @@ def plugins_disable(
 
 
 @click.command("reload")
-@click.argument("name")
+@click.argument("name", type=PluginName())
 @url_option
 @token_option
 @click.option("--force", is_flag=True, help="Reload it even though running plugins depend on it.")

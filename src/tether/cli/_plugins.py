@@ -39,6 +39,7 @@ from tether.cli._shared import (
     locate_plugin,
     print_observed,
 )
+from tether.cli._types import NonEmptyPath
 from tether.errors import (
     ContractError,
     IsolationError,
@@ -357,7 +358,7 @@ def _graph_manifests(state: State) -> list[Manifest]:
 @click.option(
     "--dir",
     "directory",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=NonEmptyPath(path_type=Path, file_okay=False),
     default=Path("plugins"),
     show_default=True,
     help="Where to create the plugin directory.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -100,14 +101,18 @@ def test_greets_and_counts() -> None:
 
 
 def scaffold(name: str, directory: Path, *, fmt: str = "yaml") -> Path:
-    """Create ``directory/name`` and return it; refuse to overwrite anything."""
-    if not _NAME.match(name):
+    """Create ``directory/name`` and return it; refuse to overwrite anything.
+
+    A directory that cannot be created or written (missing permissions, a file in the
+    way, ``/proc``) is a ``TetherError`` naming it; nothing is left half-made.
+    """
+    if not _NAME.fullmatch(name):
         raise TetherError(
             f"invalid plugin name {name!r}",
-            hint="use lowercase letters, digits and '-', e.g. 'rate-limit'",
+            hint="use lowercase letters, digits and '-', 2 to 64 characters, e.g. 'rate-limit'",
         )
     target = directory / name
-    if target.exists():
+    if _is_taken(target):
         raise TetherError(
             f"{target} already exists",
             path=target,
@@ -115,9 +120,57 @@ def scaffold(name: str, directory: Path, *, fmt: str = "yaml") -> Path:
         )
     module = name.replace("-", "_")
     cls = "".join(part.capitalize() for part in name.split("-")) + "Plugin"
-    target.mkdir(parents=True)
-    (target / f"plugin.{fmt}").write_text(_render(_manifest(name, module, cls), fmt), "utf-8")
-    (target / f"{module}.py").write_text(_CODE.format(name=name, cls=cls), "utf-8")
-    (target / f"test_{module}.py").write_text(_TEST.format(name=name), "utf-8")
+    files = {
+        f"plugin.{fmt}": _render(_manifest(name, module, cls), fmt),
+        f"{module}.py": _CODE.format(name=name, cls=cls),
+        f"test_{module}.py": _TEST.format(name=name),
+    }
+    made = _make_directory(target)
+    try:
+        for file, text in files.items():
+            (target / file).write_text(text, "utf-8")
+    except OSError as exc:
+        _remove(target, made)
+        raise _cannot_create(target, exc) from None
     load_manifest(target)  # the scaffold must validate; fail loudly here if it does not
     return target
+
+
+def _is_taken(target: Path) -> bool:
+    try:
+        return target.exists() or target.is_symlink()
+    except OSError as exc:
+        raise _cannot_create(target, exc) from None
+
+
+def _make_directory(target: Path) -> list[Path]:
+    """Create ``target`` and the parents it lacks; the directories made, outermost first."""
+    missing = [target]
+    try:
+        missing += [p for p in target.parents if not p.exists()]
+        target.mkdir(parents=True)
+    except OSError as exc:
+        _remove(target, [p for p in reversed(missing) if p.is_dir()])
+        raise _cannot_create(target, exc) from None
+    return list(reversed(missing))
+
+
+def _remove(target: Path, made: list[Path]) -> None:
+    """Undo a scaffold that failed half-way: the files written, then the directories made."""
+    for file in target.iterdir() if target.is_dir() else ():
+        file.unlink(missing_ok=True)
+    for directory in reversed(made):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def _cannot_create(target: Path, exc: OSError) -> TetherError:
+    reason = exc.strerror or str(exc)
+    shown = str(target)
+    if len(shown) > 200:  # noqa: PLR2004 - keep the reason on screen
+        shown = f"{shown[:100]}…{shown[-100:]}"
+    return TetherError(
+        f"cannot create the plugin directory {shown}: {reason}",
+        path=target,
+        hint="pick a --dir you can write to (the default is ./plugins); nothing was left behind",
+    )

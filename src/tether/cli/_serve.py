@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
+from tether.cli._types import Seconds, Text
 from tether.errors import TetherError
 
 __all__ = ["serve"]
@@ -22,7 +23,9 @@ __all__ = ["serve"]
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Config file whose plugins to serve. Default: the global --config.",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, type=Text(), help="Address to listen on."
+)
 @click.option(
     "--port",
     default=8080,
@@ -32,6 +35,8 @@ __all__ = ["serve"]
 )
 @click.option(
     "--admin-token",
+    type=Text(),
+    metavar="TOKEN",
     help="Bearer token the admin API requires. Default: admin.token in the config, "
     "else $TETHER_ADMIN_TOKEN.",
 )
@@ -39,8 +44,8 @@ __all__ = ["serve"]
     "--graceful-timeout",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds to wait for requests in flight when stopping.",
+    type=Seconds(),
+    help="Seconds (or a duration: 30s) to wait for requests in flight when stopping.",
 )
 @pass_state
 def serve(

@@ -74,7 +74,7 @@ def find_plugin(state: State, name: str) -> DiscoveredPlugin:
         hint = (
             f"did you mean '{close[0]}'?" if close else "`tether plugins scan` shows what was found"
         )
-        raise PluginNotFoundError(f"plugin not found: '{name}'", plugin=name, hint=hint)
+        raise PluginNotFoundError(f"plugin not found: {_shown(name)}", plugin=name, hint=hint)
     return found
 
 
@@ -97,11 +97,11 @@ def locate_plugin(state: State, name: str) -> Manifest:
     """The manifest NAME means: a plugin directory or manifest file, else the config's
     entry, else a search."""
     path = Path(name)
-    if path.exists():
+    if _exists(path):
         return load_manifest(path)
     if "/" in name or name.startswith("."):
         raise PluginNotFoundError(
-            f"no plugin directory at {path}",
+            f"no plugin directory at {_shortened(name)}",
             path=path,
             hint="check the path, or give a plugin name (`tether plugins list` shows them)",
         )
@@ -112,11 +112,21 @@ def locate_plugin(state: State, name: str) -> Manifest:
     return find_plugin(state, name).manifest
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name the system cannot even look up (too long) does not."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def parse_settings(items: Sequence[str]) -> dict[str, object]:
     """``--set KEY=VALUE`` items as a dict; each VALUE is parsed as YAML (exit 2 if bad).
 
     A value YAML reads as nothing (a lone tag ``!``, an anchor, a comment ``#x``) is
-    the text itself; only an empty value, ``~`` or ``null`` is None.
+    the text itself; only an empty value, ``~`` or ``null`` is None. Aliases
+    (``*name``) are refused and nesting is bounded (:data:`MAX_SETTING_DEPTH`), so a
+    value is never expanded beyond what was typed.
     """
     values: dict[str, object] = {}
     for item in items:
@@ -124,11 +134,13 @@ def parse_settings(items: Sequence[str]) -> dict[str, object]:
         if not sep or not key.strip():
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None) or "not valid YAML"
+            value = _read_setting(raw)
+        except (yaml.YAMLError, ValueError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc) or "not valid YAML"
+            if problem.startswith("Exceeds the limit"):
+                problem = "an integer with more digits than Python reads"
             raise click.BadParameter(
-                f"the value of {key.strip()!r} is not valid YAML ({problem}): {raw!r}; "
+                f"the value of {key.strip()!r} is not valid YAML ({problem}): {_shown(raw)}; "
                 "quote it to pass it as a string",
                 param_hint="--set",
             ) from None
@@ -136,6 +148,46 @@ def parse_settings(items: Sequence[str]) -> dict[str, object]:
             value = raw
         values[key.strip()] = value
     return values
+
+
+MAX_SETTING_DEPTH = 32
+"""How deeply lists and mappings may nest in one ``--set`` value."""
+
+
+class _SettingLoader(yaml.SafeLoader):
+    """PyYAML's safe loader for one ``--set`` value: no aliases, nesting bounded."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise ValueError("aliases (*name) are not taken in a --set value")
+        self._depth += 1
+        try:
+            if self._depth > MAX_SETTING_DEPTH:
+                raise ValueError(f"nested more than {MAX_SETTING_DEPTH} deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _read_setting(raw: str) -> object:
+    loader = _SettingLoader(raw)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a message, shortened when it is long."""
+    return _shortened(repr(text), limit)
+
+
+def _shortened(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
