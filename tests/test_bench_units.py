@@ -658,3 +658,12 @@ def test_the_report_table_never_cuts_a_figure_on_a_narrow_terminal(width):
     assert f"{154_470_003 / 20:.1f}" in figures  # the tps, whole
     if width >= 100:
         assert "p99.9" in text
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("clients", 10**30), ("clients", 10_001), ("processes", 2_000), ("transactions", 10**16)],
+)
+def test_counts_past_their_bound_are_refused_by_name(field, value):
+    with pytest.raises(WorkloadConfigError, match=f"{field} must be an integer from 1 to"):
+        BenchSettings(**{"clients": 10_000, field: value})

@@ -77,6 +77,20 @@ def _at_least_one(value: object) -> str | None:
     return None
 
 
+MAX_CLIENTS = 10_000  # each client is a connection: far beyond any server's max_connections
+MAX_PROCESSES = 1_024
+MAX_TRANSACTIONS = 10**15
+
+
+def _between(low: int, high: int) -> Callable[[object], str | None]:
+    def rule(value: object) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"must be an integer from {low} to {high:,}, got {value!r}"
+        return None
+
+    return rule
+
+
 def _positive(value: object) -> str | None:
     if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         return f"must be a positive number, got {value!r}"
@@ -96,9 +110,9 @@ def _share(value: object) -> str | None:
 
 
 _RULES: dict[str, Callable[[object], str | None]] = {
-    "clients": _at_least_one,
-    "processes": _at_least_one,
-    "transactions": _at_least_one,
+    "clients": _between(1, MAX_CLIENTS),
+    "processes": _between(1, MAX_PROCESSES),
+    "transactions": _between(1, MAX_TRANSACTIONS),
     "duration": _positive,
     "rate": _positive,
     "warmup": _not_negative,
