@@ -498,13 +498,18 @@ async def run_bounded(
     return await _in_task(result, code, what, limit, max(deadline - loop.time(), 0.0))
 
 
-def run_host(main: Coroutine[object, object, T], *, grace: float = GRACE) -> T:
+def run_host(
+    main: Coroutine[object, object, T],
+    *,
+    grace: float = GRACE,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
     """``asyncio.run(main)`` for a host: tasks left when ``main`` returns (or raises)
     are cancelled and get ``grace`` seconds to end; the coroutines of those still there
     are closed, and any left after that are abandoned with a warning. ``asyncio.run``
     would wait for them forever, and a plugin's task that swallows cancellation would
-    keep it from ever returning."""
-    loop = asyncio.new_event_loop()
+    keep it from ever returning. ``loop_factory`` makes the loop (uvloop's, say)."""
+    loop = (loop_factory or asyncio.new_event_loop)()
     asyncio.set_event_loop(loop)
     try:
         return loop.run_until_complete(main)

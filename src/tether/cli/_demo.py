@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from tether import PluginManager, default_search_paths, discover, load_config
+from tether import PluginManager, default_search_paths, discover, load_config, run_host
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
 from tether.cli._shared import fail
@@ -37,7 +36,7 @@ def demo(state: State, config_file: Path | None) -> None:
     path = config_file or state.config_path or Path("examples/app.yaml")
     if not path.is_file():
         raise fail(f"config file not found: {path}", "pass a config file: tether demo FILE")
-    asyncio.run(run_demo(path, state.plugin_paths))
+    run_host(run_demo(path, state.plugin_paths))
 
 
 def _ms(started: float) -> str:

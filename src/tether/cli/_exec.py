@@ -8,7 +8,6 @@ plugin is not an executor, cannot be loaded, raised or timed out; 2 a usage erro
 
 from __future__ import annotations
 
-import asyncio
 import json
 import stat
 import sys
@@ -25,6 +24,7 @@ from tether import (
     blame,
     describe_error,
     error_text,
+    run_host,
 )
 from tether.cli._app import State, log_without_tracebacks, pass_state
 from tether.cli._shared import locate_plugin, parse_settings, plugin_settings
@@ -180,7 +180,7 @@ def _execute(
     interrupts.
     """
     try:
-        execution = asyncio.run(execute_once(directory, data, config=framework, settings=settings))
+        execution = run_host(execute_once(directory, data, config=framework, settings=settings))
     except TetherError:
         raise
     except Exception as exc:

@@ -12,7 +12,6 @@ unloaded (``PluginManager.aclose``). The process then exits 0.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import signal
@@ -24,7 +23,7 @@ from types import FrameType
 
 import uvicorn
 
-from tether import PluginManager, TetherConfig, TetherError, load_config
+from tether import PluginManager, TetherConfig, TetherError, load_config, run_host
 from tether.hosts.web._app import WebApp
 from tether.observability import observe
 
@@ -216,5 +215,5 @@ def serve(
         graceful_timeout=graceful_timeout,
     )
     with _stop_on_signals(server):
-        asyncio.run(server.run(on_ready))
+        run_host(server.run(on_ready))
     return server

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from tether import run_host
 from tether.hosts.workload._errors import BenchError
 
 __all__ = ["EVENT_LOOP_ENV", "event_loop_name", "loop_factory", "run_with_best_loop"]
@@ -48,8 +49,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 def run_with_best_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coroutine)`` on the loop :func:`loop_factory` chooses."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(coroutine)
+    return run_host(coroutine, loop_factory=loop_factory())
 
 
 def event_loop_name() -> str:
