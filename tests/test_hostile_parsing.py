@@ -352,6 +352,20 @@ def test_cli_scan_with_an_overlong_and_an_undecodable_plugin_path(tmp_path, monk
     assert result.exit_code == 0
 
 
+def test_cli_lists_plugins_in_directories_with_undecodable_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    good = tmp_path / "plugins" / os.fsdecode(b"good-\xff")
+    bad = tmp_path / "plugins" / os.fsdecode(b"bad-\xfe")
+    for directory, text in ((good, good_yaml("good")), (bad, "name: [")):
+        directory.mkdir(parents=True)
+        (directory / "plugin.yaml").write_text(text)
+    for command in (("plugins", "list"), ("plugins", "scan"), ("plugins", "list", "--json")):
+        result = run(*command)
+        assert result.exit_code == 0, result.output
+    assert "good-\\udcff" in run("plugins", "scan").output
+    assert "bad-\\udcfe/plugin.yaml:2: invalid YAML" in run("plugins", "scan").output
+
+
 def test_cli_list_shows_markup_in_a_manifest_as_text(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "plugins" / "odd").mkdir(parents=True)

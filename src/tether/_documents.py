@@ -317,124 +317,149 @@ def _parse_yaml(text: str) -> Document:
 
 
 def _walk_yaml(root: yaml.Node) -> dict[str, int]:
-    """The line of every key and list item by dotted path, checking the graph on the way."""
+    """The line of every key and list item by dotted path, checking the document on the way.
+
+    A first walk over the tree records lines and refuses duplicate keys, nesting beyond
+    ``MAX_DEPTH`` and lone surrogates; it enters each collection once, so an alias
+    (a collection met again) is neither walked again nor given lines of its own. Only
+    a document with aliases is then measured as a graph (:func:`_measure_aliases`).
+    """
     walk = _YamlWalk()
-    walk.node(root, "", 0)
+    if root.__class__ is _SCALAR_NODE:
+        if not root.value.isascii():
+            walk.scalar(root)
+    else:
+        walk.collection(root, "", 0)
+    if walk.aliased:
+        _measure_aliases(root)
     return walk.lines
 
 
 class _YamlWalk:
-    """One walk over a composed YAML document (on the path of every manifest read).
+    """The first walk: on the path of every manifest read, so written for speed."""
 
-    Each collection is entered once: one met again (an alias) is not walked again (its
-    lines are those of its first place) but counts, every time, the values it stands
-    for and how deep it goes, measured once. Refuses duplicate keys, nesting beyond
-    ``MAX_DEPTH`` (the recursion stops there), more than ``MAX_VALUES`` values in all,
-    an alias inside the node it names, and lone surrogates. Scalars, most of the nodes,
-    are counted in their parent's loop, without a call.
-    """
-
-    __slots__ = ("entered", "lines", "measured")
+    __slots__ = ("aliased", "entered", "lines")
 
     def __init__(self) -> None:
         self.lines: dict[str, int] = {}
-        self.measured: dict[int, tuple[int, int]] = {}  # id(collection) -> (values, height)
         self.entered: set[int] = set()
+        self.aliased = False
 
-    def node(self, node: yaml.Node, path: str | None, depth: int) -> tuple[int, int]:
-        """How many values ``node`` stands for, and how many collections deep it goes."""
-        if node.__class__ is _SCALAR_NODE:
-            if not node.value.isascii():
-                _check_text(node)
-            return _ONE
-        key = id(node)
-        known = self.measured.get(key)
-        if known is not None and depth + known[1] <= MAX_DEPTH:
-            return known
-        if known is not None or depth >= MAX_DEPTH:
+    @staticmethod
+    def scalar(node: yaml.Node) -> None:
+        """Refuse a scalar that is not Unicode text (called for those that are not ASCII)."""
+        try:
+            node.value.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "not Unicode text (a lone surrogate)"
+            raise DocumentError(problem, line=_line(node)) from None
+
+    def collection(self, node: yaml.Node, path: str | None, depth: int) -> None:
+        if id(node) in self.entered:
+            self.aliased = True
+            return
+        if depth >= MAX_DEPTH:
             raise _too_deep("yaml", _line(node))
-        if key in self.entered:
-            problem = "an alias refers to a mapping or list it is part of"
-            raise DocumentError(problem, line=_line(node))
-        self.entered.add(key)
+        self.entered.add(id(node))
         if node.__class__ is _SEQUENCE_NODE:
-            count, height = self.sequence(node, path, depth + 1)
+            self.sequence(node, path, depth + 1)
         else:
-            count, height = self.mapping(node, path, depth + 1)
-        self.entered.discard(key)
-        if count >= MAX_VALUES:
-            raise DocumentError(
-                f"stands for more than {MAX_VALUES:,} values (aliases count as copies of "
-                "what they name)",
-                line=_line(node),
-            )
-        self.measured[key] = result = (count + 1, height + 1)
-        return result
+            self.mapping(node, path, depth + 1)
 
-    def sequence(self, node: yaml.Node, path: str | None, depth: int) -> tuple[int, int]:
-        count = height = 0
+    def sequence(self, node: yaml.Node, path: str | None, depth: int) -> None:
+        lines = self.lines
         for index, item in enumerate(node.value):
             item_path = None
             if path is not None:
                 item_path = f"{path}[{index}]"
-                self.lines[item_path] = item.start_mark.line + 1
-            if item.__class__ is _SCALAR_NODE and item.value.isascii():
-                count += 1
-                continue
-            values, deep = self.node(item, item_path, depth)
-            count, height = count + values, max(height, deep)
-        return count, height
+                lines[item_path] = item.start_mark.line + 1
+            if item.__class__ is not _SCALAR_NODE:
+                self.collection(item, item_path, depth)
+            elif not item.value.isascii():  # checked here: most values are ASCII scalars
+                self.scalar(item)
 
-    def mapping(self, node: yaml.Node, path: str | None, depth: int) -> tuple[int, int]:
-        count = height = 0
-        seen: dict[tuple[str, str], int] = {}
+    def mapping(self, node: yaml.Node, path: str | None, depth: int) -> None:
+        lines = self.lines
+        names: list[str] = []
         for key_node, value_node in node.value:
             value_path = None
-            if key_node.__class__ is _SCALAR_NODE:
+            if key_node.__class__ is not _SCALAR_NODE:
+                self.collection(key_node, None, depth)
+            elif key_node.tag != _MERGE:
                 if not key_node.value.isascii():
-                    _check_text(key_node)
-                if key_node.tag != _MERGE:
-                    value_path = _key_path(key_node, path, seen, self.lines)
-                count += 1
-            else:
-                values, deep = self.node(key_node, None, depth)
-                count, height = count + values, max(height, deep)
-            if value_node.__class__ is _SCALAR_NODE and value_node.value.isascii():
-                count += 1
-                continue
-            values, deep = self.node(value_node, value_path, depth)
-            count, height = count + values, max(height, deep)
-        return count, height
+                    self.scalar(key_node)
+                name, line = key_node.value, key_node.start_mark.line + 1
+                if path is not None:
+                    value_path = f"{path}.{name}" if path else name
+                    lines[value_path] = line
+                names.append(name)
+            if value_node.__class__ is not _SCALAR_NODE:
+                self.collection(value_node, value_path, depth)
+            elif not value_node.value.isascii():
+                self.scalar(value_node)
+        if len(set(names)) != len(names):
+            _refuse_duplicate(node, path)
+
+
+def _refuse_duplicate(node: yaml.Node, path: str | None) -> None:
+    """Refuse the first key a mapping repeats (one with a repeated text: ``1`` and ``"1"``
+    have different tags, and are different keys)."""
+    seen: dict[tuple[str, str], int] = {}
+    for key_node, _ in node.value:
+        if key_node.__class__ is not _SCALAR_NODE or key_node.tag == _MERGE:
+            continue
+        name, line = key_node.value, _line(key_node)
+        first = seen.get((key_node.tag, name))
+        if first is not None:
+            shown = f"{path}.{name}" if path else name
+            problem = f"duplicate key {shown!r} on lines {first} and {line}: keep one"
+            raise DocumentError(problem, line=line)
+        seen[key_node.tag, name] = line
+
+
+def _measure_aliases(root: yaml.Node) -> None:
+    """Refuse a document with aliases that stands for more than ``MAX_VALUES`` values, or
+    nests beyond ``MAX_DEPTH`` once they are filled in, or has an alias inside the node
+    it names. Each collection is measured once (its values and its height), so this
+    takes time in proportion to the file, never to what the aliases would expand to."""
+    measured: dict[int, tuple[int, int]] = {}
+    entered: set[int] = set()
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
+        if node.__class__ is _SCALAR_NODE:
+            return _ONE
+        known = measured.get(id(node))
+        if known is None:
+            if depth >= MAX_DEPTH:
+                raise _too_deep("yaml", _line(node))
+            if id(node) in entered:
+                problem = "an alias refers to a mapping or list it is part of"
+                raise DocumentError(problem, line=_line(node))
+            entered.add(id(node))
+            parts = node.value if node.__class__ is _SEQUENCE_NODE else _flat(node.value)
+            sizes = [measure(part, depth + 1) for part in parts]
+            known = (1 + sum(c for c, _ in sizes), 1 + max((h for _, h in sizes), default=0))
+            if known[0] > MAX_VALUES:
+                raise DocumentError(
+                    f"stands for more than {MAX_VALUES:,} values (aliases count as copies "
+                    "of what they name)",
+                    line=_line(node),
+                )
+            measured[id(node)] = known
+        if depth + known[1] > MAX_DEPTH:
+            raise _too_deep("yaml", _line(node))
+        return known
+
+    measure(root, 0)
+
+
+def _flat(pairs: list[tuple[yaml.Node, yaml.Node]]) -> list[yaml.Node]:
+    return [part for pair in pairs for part in pair]
 
 
 _SCALAR_NODE = yaml.ScalarNode
 _SEQUENCE_NODE = yaml.SequenceNode
 _ONE = (1, 0)
-
-
-def _key_path(
-    key_node: yaml.Node, path: str | None, seen: dict[tuple[str, str], int], lines: dict[str, int]
-) -> str | None:
-    """The dotted path of a mapping's value (``None``: not tracked); refuses a repeated key."""
-    line, name = key_node.start_mark.line + 1, key_node.value
-    value_path = None
-    if path is not None:
-        value_path = f"{path}.{name}" if path else name
-        lines[value_path] = line
-    first = seen.get((key_node.tag, name))
-    if first is not None:
-        shown = value_path or name
-        problem = f"duplicate key {shown!r} on lines {first} and {line}: keep one"
-        raise DocumentError(problem, line=line)
-    seen[key_node.tag, name] = line
-    return value_path
-
-
-def _check_text(node: yaml.ScalarNode) -> None:
-    try:
-        node.value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DocumentError("not Unicode text (a lone surrogate)", line=_line(node)) from None
 
 
 # --------------------------------------------------------------------------- JSON

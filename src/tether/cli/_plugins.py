@@ -84,7 +84,7 @@ def plugins_list(state: State, as_json: bool) -> None:
                 "description": p.manifest.description,
                 "author": p.manifest.author,
                 "origin": p.origin,
-                "location": p.location,
+                "location": _raw(p.location),  # a path may hold undecodable bytes
                 "isolation": p.manifest.isolation,
                 "dependencies": [d.name for d in p.manifest.dependencies],
             }
