@@ -10,6 +10,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import line_of
 from tether._manifest import (
     CONFIG_TYPES,
     HOOK_TYPES,
@@ -393,15 +394,16 @@ def test_missing_field_in_yaml_has_no_line_and_sorts_last(tmp_path):
     assert str(caught.value.problems[1]) == f"{path} [name]: missing required field: name"
 
 
-def test_json_and_toml_problems_have_no_line(tmp_path):
+def test_json_problems_have_lines_and_toml_problems_none(tmp_path):
     data = valid_data(version="1.0")
     for fmt in ("json", "toml"):
         path = tmp_path / f"plugin.{fmt}"
-        path.write_text(dump(data, fmt), encoding="utf-8")
+        path.write_text(json.dumps(data, indent=2) if fmt == "json" else dump(data, fmt))
         with pytest.raises(ManifestError) as caught:
             load_manifest(path)
         [problem] = caught.value.problems
-        assert (problem.path, problem.field, problem.line) == (path, "version", None)
+        line = line_of(path, '"version"') if fmt == "json" else None
+        assert (problem.path, problem.field, problem.line) == (path, "version", line)
 
 
 # --------------------------------------------------------------------------- defaults
@@ -567,7 +569,7 @@ def test_constraint_problems_carry_the_line_and_come_all_at_once(tmp_path):
         ("plugin.yaml", "name: demo\nversion: [1\n", 3, "invalid YAML"),
         ("plugin.yaml", "name: demo\n  version: 1\n", 2, "invalid YAML"),
         ("plugin.json", '{"name": "demo",\n "version": }', 2, "invalid JSON"),
-        ("plugin.toml", 'name = "demo"\nversion = \n', None, "invalid TOML"),
+        ("plugin.toml", 'name = "demo"\nversion = \n', 2, "invalid TOML"),
     ],
     ids=["yaml-flow", "yaml-indent", "json", "toml"],
 )

@@ -14,36 +14,47 @@ The shape is the reference's::
           permissions: {database: true}
 
 Other top-level sections (``database``, ``workload``, ``server``...) belong to the
-hosts and are kept as given. ``${VAR}`` and ``${VAR:-default}`` are expanded in
-every string before validation; an unset variable without a default is an error
-naming it and where it is used.
+hosts and are kept as given. The file is read within :mod:`tether._documents`' bounds
+(1 MiB, a regular file, nesting, integers, duplicate keys, YAML aliases). ``${VAR}`` and
+``${VAR:-default}`` are expanded in every string after parsing and before validation
+(:mod:`tether._expansion`): the result is text, which a field that is not a string
+converts by its type's rules. The same plugin listed twice is an error naming both
+entries.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
-    StrictInt,
     StrictStr,
     ValidationError,
+    model_validator,
 )
 
-from tether._durations import Seconds, parse_duration
-from tether._manifest import PERMISSIONS, ConfigField, Manifest
-from tether.errors import ConfigError, ConfigProblem, EnvVarError, PermissionMismatchError
+from tether._describe import error_line
+from tether._documents import DocumentError, decode, format_of, parse, read_bytes, read_document
+from tether._durations import parse_duration
+from tether._expansion import (
+    EnvBool,
+    EnvFloat,
+    EnvInt,
+    EnvSeconds,
+    Expanded,
+    convert,
+    expand_env,
+    plain,
+)
+from tether._manifest import MANIFEST_NAMES, PERMISSIONS, ConfigField, Manifest
+from tether.errors import ConfigError, ConfigProblem, PermissionMismatchError
 
 __all__ = [
     "CONFIG_NAMES",
@@ -52,6 +63,7 @@ __all__ = [
     "PluginsSection",
     "TetherConfig",
     "TimeoutSettings",
+    "check_plugin_names",
     "expand_env",
     "grant_permissions",
     "load_config",
@@ -61,7 +73,6 @@ __all__ = [
 ]
 
 CONFIG_NAMES = ("tether.yaml", "tether.yml", "tether.toml", "tether.json")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
 _SECRET_KEY = re.compile(
     r"(^|[_.-])(secret|password|passwd|pass|token|api[_-]?key|private[_-]?key|credentials?)$",
     re.IGNORECASE,
@@ -84,10 +95,10 @@ class TimeoutSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    initialize: Annotated[Seconds, Field(gt=0)] | None = None
-    start: Annotated[Seconds, Field(gt=0)] | None = None
-    stop: Annotated[Seconds, Field(gt=0)] | None = None
-    call: Annotated[Seconds, Field(gt=0)] | None = None
+    initialize: Annotated[EnvSeconds, Field(gt=0)] | None = None
+    start: Annotated[EnvSeconds, Field(gt=0)] | None = None
+    stop: Annotated[EnvSeconds, Field(gt=0)] | None = None
+    call: Annotated[EnvSeconds, Field(gt=0)] | None = None
 
 
 class ErrorThresholdSettings(BaseModel):
@@ -101,13 +112,13 @@ class ErrorThresholdSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    enabled: StrictBool = True
-    max_errors: Annotated[StrictInt, Field(gt=0)] = 100
-    time_window: Seconds = 300.0
+    enabled: EnvBool = True
+    max_errors: Annotated[EnvInt, Field(gt=0)] = 100
+    time_window: EnvSeconds = 300.0
     action: Literal["disable", "log", "alert"] = "disable"
-    reset_on_success: StrictBool = True
-    warn_at: Annotated[float, Field(gt=0, le=1)] = 0.95
-    cooldown: Seconds | None = None
+    reset_on_success: EnvBool = True
+    warn_at: Annotated[EnvFloat, Field(gt=0, le=1)] = 0.95
+    cooldown: EnvSeconds | None = None
 
 
 class PluginConfig(BaseModel):
@@ -116,27 +127,38 @@ class PluginConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: StrictStr | None = None
-    enabled: StrictBool = True
+    enabled: EnvBool = True
     path: StrictStr | None = None
-    priority: StrictInt = 0
+    priority: EnvInt = 0
     config: dict[str, Any] = Field(default_factory=dict)
-    permissions: dict[str, StrictBool] | None = None
+    permissions: dict[str, EnvBool] | None = None
     isolation: Literal["inprocess", "process"] | None = None
     error_threshold: ErrorThresholdSettings | None = None
     timeouts: TimeoutSettings | None = None
     call_chain: tuple[StrictStr, ...] | None = None
 
 
-class PluginsSection(BaseModel):
+class _KeepsOtherKeys(BaseModel):
+    """A section that keeps keys it does not know (a host's) as given, as plain strings."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_extras(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        return {k: v if k in cls.model_fields else plain(v) for k, v in data.items()}
+
+
+class PluginsSection(_KeepsOtherKeys):
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    enabled: StrictBool = True
+    enabled: EnvBool = True
     directory: StrictStr | None = None
-    strict: StrictBool = False
+    strict: EnvBool = False
     plugins: tuple[PluginConfig, ...] = ()
     error_threshold: ErrorThresholdSettings | None = None
-    health_check_interval: Annotated[Seconds, Field(gt=0)] = 30.0
-    health_check_timeout: Annotated[Seconds, Field(gt=0)] = 5.0
+    health_check_interval: Annotated[EnvSeconds, Field(gt=0)] = 30.0
+    health_check_timeout: Annotated[EnvSeconds, Field(gt=0)] = 5.0
     timeouts: TimeoutSettings | None = None
     call_chain: tuple[StrictStr, ...] | None = None
 
@@ -146,7 +168,7 @@ class EventsSection(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    queue_size: Annotated[StrictInt, Field(gt=0)] = 1000
+    queue_size: Annotated[EnvInt, Field(gt=0)] = 1000
     policy: Literal["wait", "drop_oldest"] = "wait"
 
 
@@ -155,12 +177,12 @@ class ReloadSection(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    queue_timeout: Seconds = 30.0
-    max_queue_size: Annotated[StrictInt, Field(gt=0)] = 1000
+    queue_timeout: EnvSeconds = 30.0
+    max_queue_size: Annotated[EnvInt, Field(gt=0)] = 1000
     strategy: Literal["block", "reject"] = "block"
 
 
-class StoreSection(BaseModel):
+class StoreSection(_KeepsOtherKeys):
     """``state``, ``database``, ``cache``: where a service keeps its data (``url``/``dsn``)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
@@ -173,7 +195,7 @@ class StoreSection(BaseModel):
         return self.url or self.dsn
 
 
-class TetherConfig(BaseModel):
+class TetherConfig(_KeepsOtherKeys):
     """A whole framework config file. ``path`` is where it was read from."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
@@ -194,110 +216,57 @@ class TetherConfig(BaseModel):
     def section(self, name: str) -> dict[str, Any]:
         """A top-level section as a dict, e.g. ``config.section("workload")`` for a host's own."""
         if name in type(self).model_fields and name != "path":
-            value: object = getattr(self, name).model_dump(exclude_none=True)
+            value: object = plain(getattr(self, name).model_dump(exclude_none=True))
         else:
             value = (self.model_extra or {}).get(name)
         return dict(value) if isinstance(value, dict) else {}
 
+    def key_lines(self) -> Mapping[str, int]:
+        """The line of each dotted key (``workload.plugin_name``, ``plugins.plugins[0]``) in
+        the file the config was read from: for messages, so read again (within the same
+        bounds), and empty for a TOML file, a config built in code, or a file that no
+        longer reads."""
+        return _lines_of(self.path)
+
     def entry(self, name: str) -> PluginConfig | None:
         return next((p for p in self.plugins.plugins if p.name == name), None)
 
+    def check_plugin_names(self, names: Sequence[tuple[int, str]]) -> None:
+        """Refuse two entries whose manifests turn out to name one plugin (``ConfigError``).
 
-# --------------------------------------------------------------------------- env vars
-
-
-def expand_env(
-    data: object,
-    *,
-    environ: Mapping[str, str] | None = None,
-    path: Path | None = None,
-    key: str = "",
-) -> object:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
-    env = os.environ if environ is None else environ
-    if isinstance(data, str):
-        return _expand_string(data, env, path, key)
-    if isinstance(data, dict):
-        return {
-            k: expand_env(v, environ=env, path=path, key=f"{key}.{k}" if key else str(k))
-            for k, v in data.items()
-        }
-    if isinstance(data, list):
-        return [
-            expand_env(v, environ=env, path=path, key=f"{key}[{i}]") for i, v in enumerate(data)
-        ]
-    return data
-
-
-def _expand_string(text: str, env: Mapping[str, str], path: Path | None, key: str) -> object:
-    whole = _VAR.fullmatch(text)
-    expanded = _substitute(text, env, path, key)
-    if whole is not None and whole.group(0) != "$$":
-        # A value that is exactly one reference takes the type its text spells, as YAML
-        # reads it: "${PORT}" with PORT=8080 is the integer 8080, "${DEBUG}" may be true.
-        return _scalar(expanded)
-    return expanded
-
-
-def _scalar(text: str) -> object:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, bool | int | float) and text.strip() else text
-
-
-def _substitute(text: str, env: Mapping[str, str], path: Path | None, key: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        value = env.get(name)
-        if value is None or (value == "" and default is not None):
-            if default is None:
-                raise EnvVarError(name, key=key, path=path)
-            return default
-        return value
-
-    return _VAR.sub(replace, text)
+        ``names`` pairs an entry's index in ``plugins.plugins`` with its manifest's
+        name: an entry by ``name`` and another by ``path`` to the same plugin, say. (Two
+        entries with one ``name``, or one ``path``, are refused when the file is read.)
+        """
+        check_plugin_names(self, names)
 
 
 # --------------------------------------------------------------------------- files
 
 
-def _read(path: Path) -> object:
+def _read(path: Path) -> tuple[object, Mapping[str, int]]:
+    """The file's data and the line of each dotted key (for YAML and JSON)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+        text = decode(read_bytes(path))
+    except DocumentError as exc:
         raise ConfigError(
-            f"cannot read config file {path}: {exc.strerror or exc}",
+            f"cannot read config file {path}: {exc.problem}",
             path=path,
-            hint="check the path given to --config",
+            hint="check the path given to --config (a regular file of at most 1 MiB)",
         ) from None
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".json":
-            return json.loads(text)
-        if suffix == ".toml":
-            return tomllib.loads(text)
-        if suffix in {".yaml", ".yml"}:
-            return yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
+    fmt = format_of(path)
+    if fmt is None:
         raise ConfigError(
-            f"invalid JSON in {path}, line {exc.lineno}: {exc.msg}", path=path
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML in {path}: {exc}", path=path) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or exc
-        raise ConfigError(f"invalid YAML in {path}{where}: {problem}", path=path) from None
-    raise ConfigError(
-        f"unknown config format: {path.name}",
-        path=path,
-        hint="use a .yaml, .yml, .json or .toml file",
-    )
+            f"unknown config format: {path.name}",
+            path=path,
+            hint="use a .yaml, .yml, .json or .toml file",
+        )
+    try:
+        document = parse(text, fmt)
+    except DocumentError as exc:
+        where = f", line {exc.line}" if exc.line is not None else ""
+        raise ConfigError(f"{exc.label} in {path}{where}: {exc.problem}", path=path) from None
+    return document.data, document.lines
 
 
 def _dotted(loc: Sequence[int | str]) -> str:
@@ -308,9 +277,16 @@ def _dotted(loc: Sequence[int | str]) -> str:
 
 
 def parse_config(
-    data: object, *, path: Path | None = None, environ: Mapping[str, str] | None = None
+    data: object,
+    *,
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    lines: Mapping[str, int] | None = None,
 ) -> TetherConfig:
-    """Validate already-parsed config data (after expanding environment variables)."""
+    """Validate already-parsed config data (after expanding environment variables).
+
+    ``lines`` (dotted key to line number) lets errors say where an entry is.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -319,7 +295,7 @@ def parse_config(
         )
     expanded = expand_env(data, environ=environ, path=path)
     try:
-        return TetherConfig.model_validate({**expanded, "path": path})  # type: ignore[dict-item]
+        config = TetherConfig.model_validate({**expanded, "path": path})  # type: ignore[dict-item]
     except ValidationError as exc:
         problems = [ConfigProblem(_dotted(e["loc"]), _config_message(e)) for e in exc.errors()]
         where = f" {path}" if path else ""
@@ -330,6 +306,88 @@ def parse_config(
             problems=problems,
             hint="fix the keys listed above; `tether config validate` re-checks the file",
         ) from None
+    except (TypeError, ValueError, RecursionError) as exc:  # a shape no check foresaw
+        raise ConfigError(f"invalid config {path}: {error_line(exc)}", path=path) from None
+    _check_unique_entries(config, lines or {})
+    return config
+
+
+# --------------------------------------------------------------------------- one entry per plugin
+
+
+def _check_unique_entries(config: TetherConfig, lines: Mapping[str, int]) -> None:
+    """Refuse a plugin listed twice: by the same ``name``, or by ``path`` to one directory."""
+    entries = config.plugins.plugins
+    names: dict[str, int] = {}
+    places: dict[str, int] = {}
+    pairs: dict[tuple[int, int], str] = {}
+    for index, entry in enumerate(entries):
+        if entry.name is not None:
+            first = names.setdefault(entry.name, index)
+            if first != index:
+                pairs.setdefault((first, index), f"plugin '{entry.name}'")
+        if entry.path is not None:
+            first = places.setdefault(_place(config.base_directory, entry.path), index)
+            if first != index:
+                pairs.setdefault((first, index), f"the plugin at {entry.path}")
+    if pairs:
+        _refuse_twice(config, [(what, *pair) for pair, what in pairs.items()], lines)
+
+
+def check_plugin_names(config: TetherConfig, names: Sequence[tuple[int, str]]) -> None:
+    """Refuse two entries that turn out to name one plugin once their manifests are read.
+
+    ``names`` pairs an entry's index in ``plugins.plugins`` with its manifest's name
+    (an entry by ``name`` and another by ``path`` to the same plugin, say).
+    """
+    first_of: dict[str, int] = {}
+    pairs = []
+    for index, name in names:
+        first = first_of.setdefault(name, index)
+        if first != index:
+            pairs.append((f"plugin '{name}'", first, index))
+    if pairs:
+        _refuse_twice(config, pairs, _lines_of(config.path))
+
+
+def _refuse_twice(
+    config: TetherConfig, pairs: Sequence[tuple[str, int, int]], lines: Mapping[str, int]
+) -> None:
+    problems = [_listed_twice(what, first, again, lines) for what, first, again in pairs]
+    details = "\n".join(f"  - {p.message}" for p in problems)
+    raise ConfigError(
+        f"invalid config{f' {config.path}' if config.path else ''}: {problems[0].message}"
+        + (f"\n{details}" if len(problems) > 1 else ""),
+        path=config.path,
+        problems=problems,
+        hint="keep one entry per plugin: merge the two entries' settings into one",
+    )
+
+
+def _lines_of(path: Path | None) -> Mapping[str, int]:
+    """The lines of a config file's keys, read again for an error message (none if it fails)."""
+    if path is None:
+        return {}
+    try:
+        return read_document(path).lines
+    except DocumentError:
+        return {}
+
+
+def _place(base: Path, written: str) -> str:
+    """The plugin directory an entry's ``path`` names, normalised without touching the disk."""
+    place = os.path.normpath(os.path.join(base, written))  # noqa: PTH118 - no resolving
+    head, tail = os.path.split(place)
+    return head if tail in MANIFEST_NAMES else place
+
+
+def _listed_twice(what: str, first: int, again: int, lines: Mapping[str, int]) -> ConfigProblem:
+    def entry(index: int) -> str:
+        line = lines.get(f"plugins.plugins[{index}]")
+        return f"plugins.plugins[{index}]" + (f" (line {line})" if line is not None else "")
+
+    key = f"plugins.plugins[{again}]"
+    return ConfigProblem(key, f"{what} is listed twice: {entry(first)} and {entry(again)}")
 
 
 def _config_message(error: Mapping[str, Any]) -> str:
@@ -337,19 +395,23 @@ def _config_message(error: Mapping[str, Any]) -> str:
         return "unknown key"
     if error["type"] == "missing":
         return "missing required key"
+    if error["type"] == "value_error":  # our own checks, such as a ${VAR} that does not convert
+        return str(error["ctx"]["error"])
     return str(error["msg"]).lower()
 
 
 def load_config(path: Path | str, *, environ: Mapping[str, str] | None = None) -> TetherConfig:
     """Read a YAML, JSON or TOML framework config file."""
     path = Path(path)
-    return parse_config(_read(path), path=path, environ=environ)
+    data, lines = _read(path)
+    return parse_config(data, path=path, environ=environ, lines=lines)
 
 
 # --------------------------------------------------------------------------- plugin config
 
 
 _TYPE_NAMES = {
+    "duration": "a duration",
     "string": "a string",
     "integer": "an integer",
     "float": "a number",
@@ -360,6 +422,11 @@ _TYPE_NAMES = {
 
 
 def _coerce(key: str, field: ConfigField, value: object) -> object:
+    if isinstance(value, Expanded):  # text from ${VAR}: converted by the key's type
+        try:
+            value = convert(value, field.type, secret=field.secret)
+        except ValueError as exc:
+            raise ValueError(f"configuration '{key}': {exc}") from None
     if field.type == "duration":
         try:
             return parse_duration(value)
@@ -390,10 +457,11 @@ def validate_plugin_config(
     Values must have the key's type and keep to its ``minimum``/``maximum`` or
     ``choices`` (see :class:`ConfigField`).
 
+    Text a ``${VAR}`` gave converts by the key's type (see :func:`tether._expansion.convert`).
     Keys the schema does not know are passed through unchanged (plugins may take
     free-form settings). Every problem is reported at once in a ``ConfigError``.
     """
-    result: dict[str, object] = dict(values)
+    result: dict[str, object] = {k: plain(v) for k, v in values.items()}
     problems: list[ConfigProblem] = []
     for key, field in schema.items():
         if key not in values or values[key] is None:

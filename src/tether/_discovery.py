@@ -19,9 +19,10 @@ plugin. A search path that itself holds a manifest (or is a manifest file) is on
 plugin, and its subdirectories are its own code, not more plugins. Hidden
 directories and ``__pycache__`` are skipped; nothing deeper than one level is read.
 
-Discovery never raises for what it finds: missing search paths, invalid manifests
-(with every problem) and name conflicts are all collected in the
-:class:`DiscoveryResult`.
+Discovery never raises for what it finds: missing search paths, paths that cannot be
+searched (too long, unreadable, not a directory), invalid manifests (with every
+problem: a file that is not regular, too large or beyond the parser's bounds is one)
+and name conflicts are all collected in the :class:`DiscoveryResult`.
 
 The index cache (``tether._index_cache``) keeps every validated manifest keyed on
 ``(manifest path, size, mtime_ns)``, so a warm scan costs a few ``stat`` calls per
@@ -41,13 +42,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tether._describe import error_line
+from tether._documents import DocumentError, decode, parse, read_bytes
 from tether._index_cache import CACHE_FORMAT, RACY_WINDOW_NS, IndexCache, default_cache_path
-from tether._manifest import (
-    MANIFEST_NAMES,
-    Manifest,
-    read_manifest_data,
-    validate_manifest_data,
-)
+from tether._manifest import MANIFEST_NAMES, Manifest, document_error, validate_manifest_data
 from tether.errors import ManifestError, ManifestProblem, PluginNameConflictError
 
 __all__ = [
@@ -231,8 +229,10 @@ class _Scan:
     error: str | None = None
 
 
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)
+def _reason(exc: OSError | ValueError) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"not a usable path ({error_line(exc)})"  # a NUL byte, or a path that cannot be encoded
 
 
 def _unreadable(path: str, exc: OSError) -> ManifestError:
@@ -242,7 +242,11 @@ def _unreadable(path: str, exc: OSError) -> ManifestError:
 
 
 def _manifests_in(directory: str) -> tuple[_ManifestFile, ...]:
-    """Every manifest file directly inside ``directory``; raise ``OSError`` if unreadable."""
+    """Every manifest directly inside ``directory``; raise ``OSError`` if unreadable.
+
+    Anything by a manifest's name counts (a FIFO, a device, a directory): reading it is
+    refused with what it is, so the plugin is listed as invalid, not silently missing.
+    """
     found = []
     for name in MANIFEST_NAMES:
         path = os.path.join(directory, name)
@@ -250,8 +254,7 @@ def _manifests_in(directory: str) -> tuple[_ManifestFile, ...]:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        if stat.S_ISREG(st.st_mode):
-            found.append(_ManifestFile(path, st))
+        found.append(_ManifestFile(path, st))
     return tuple(found)
 
 
@@ -269,15 +272,17 @@ def _scan(search: SearchPath) -> _Scan:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return _Scan(exists=False)
+    except (OSError, ValueError) as exc:  # too long, a loop of links, no permission, a NUL
+        return _Scan(exists=False, error=f"cannot search: {_reason(exc)}")
     try:
         return _Scan(exists=True, candidates=_candidates_at(path, st, search.origin))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         return _Scan(exists=True, error=f"cannot read: {_reason(exc)}")
 
 
 def _candidates_at(path: str, st: os.stat_result, origin: str) -> tuple[_Candidate, ...]:
     """The plugins a search path holds: itself, or its subdirectories with manifests."""
-    if stat.S_ISREG(st.st_mode) and os.path.basename(path) in _FORMATS:
+    if not stat.S_ISDIR(st.st_mode) and os.path.basename(path) in _FORMATS:
         directory = os.path.dirname(path)
         manifest = _ManifestFile(path, st)
         return (_Candidate(directory, origin, os.path.realpath(directory), (manifest,)),)
@@ -385,14 +390,13 @@ def _metadata_path(dist: importlib.metadata.Distribution, location: str) -> Path
 def _parse(path: str, content: bytes, entry: str | None) -> _Outcome:
     file = Path(path)
     try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        return ManifestError(file, [ManifestProblem(file, "", "cannot read: not UTF-8 text")])
-    try:
-        data, lines = read_manifest_data(text, fmt=_FORMATS[os.path.basename(path)], path=file)
+        document = parse(decode(content), _FORMATS[os.path.basename(path)])
+        data = document.data
         if entry is not None and isinstance(data, dict) and "entry" not in data:
             data = {**data, "entry": entry}
-        return validate_manifest_data(data, path=file, lines=lines)
+        return validate_manifest_data(data, path=file, lines=document.lines)
+    except DocumentError as exc:
+        return document_error(file, exc)
     except ManifestError as exc:
         return exc
 
@@ -428,10 +432,9 @@ class _Reader:
         self.misses += 1
         started = time.time_ns()
         try:
-            with open(file.path, "rb") as handle:  # noqa: PTH123 - plain open is cheaper than Path
-                content = handle.read()
-        except OSError as exc:
-            return _unreadable(file.path, exc)
+            content = read_bytes(file.path, st=file.stat)
+        except DocumentError as exc:
+            return document_error(Path(file.path), exc)
         outcome = _parse(file.path, content, entry)
         if self.index is not None:
             self.index.store(file.path, file.stat, content, outcome, entry=entry, read_ns=started)

@@ -6,6 +6,11 @@ back when the manifest file's path, size and modification time are unchanged. A 
 modified within :data:`RACY_WINDOW_NS` of the moment it was read could change again
 without changing its size or timestamp; such entries are confirmed against a digest of
 the file's bytes (a read, still no parse) until they are older.
+
+Nothing in a manifest or in the cache file can break a scan: an entry only ever stands
+for a regular file, files are read through :func:`tether._documents.read_bytes` (never
+blocking on a FIFO or a device), and a cache file or entry that does not read back is a
+miss.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Mapping
@@ -22,6 +28,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from tether._describe import error_line
+from tether._documents import DocumentError, read_bytes
 from tether._manifest import Manifest
 from tether.errors import ManifestError, ManifestProblem
 
@@ -137,11 +145,13 @@ class IndexCache:
         self._loaded = True
         self._changed = False
         try:
-            document = json.loads(self._path.read_bytes())
-        except FileNotFoundError:
+            document = json.loads(read_bytes(self._path, limit=None))
+        except DocumentError as exc:
+            if self._path.exists():
+                _log.debug("ignoring unreadable index cache %s: %s", self._path, exc)
             return
-        except (OSError, ValueError, RecursionError) as exc:
-            _log.debug("ignoring unreadable index cache %s: %s", self._path, exc)
+        except Exception as exc:  # any JSON the file holds, however broken or deep
+            _log.debug("ignoring unreadable index cache %s: %s", self._path, error_line(exc))
             return
         if not _is_current(document):
             _log.debug("ignoring index cache %s: other format or tether version", self._path)
@@ -160,7 +170,7 @@ class IndexCache:
         try:
             _write_atomically(self._path, json.dumps(document, separators=(",", ":")).encode())
         except (OSError, ValueError) as exc:
-            _log.debug("cannot write index cache %s: %s", self._path, exc)
+            _log.debug("cannot write index cache %s: %s", self._path, error_line(exc))
             return False
         self._changed = False
         return True
@@ -185,7 +195,7 @@ class IndexCache:
         """The cached outcome for this manifest file, or ``None`` (a miss)."""
         self._seen.add(path)
         cached = self._entries.get(path)
-        if cached is None or not cached.matches(st, entry):
+        if cached is None or not cached.matches(st, entry) or not stat.S_ISREG(st.st_mode):
             return None
         if cached.is_racy and not self._confirm(path, cached):
             return None
@@ -193,7 +203,7 @@ class IndexCache:
             return cached.built
         try:
             outcome = _outcome_from(cached, path)
-        except (TypeError, ValueError):
+        except Exception:  # an entry edited by hand or from another build: read the file
             return None
         if isinstance(outcome, Manifest):
             cached.built = outcome
@@ -228,9 +238,8 @@ class IndexCache:
         """Check a recently modified file's bytes against the digest."""
         started = time.time_ns()
         try:
-            with open(path, "rb") as handle:  # noqa: PTH123 - plain open is cheaper than Path
-                content = handle.read()
-        except OSError:
+            content = read_bytes(path)
+        except DocumentError:
             return False
         if _digest(content) != cached.digest:
             return False
@@ -302,10 +311,10 @@ def _cacheable(manifest: Manifest) -> str | None:
     try:
         text = manifest.model_dump_json(exclude_unset=True)
         rebuilt = _rebuild(text, os.fspath(manifest.source))
-    except ValueError:
+        same = rebuilt == manifest and rebuilt.model_fields_set == manifest.model_fields_set
+        return text if same and _dumps_match(rebuilt, manifest) else None
+    except Exception:  # what does not survive JSON is parsed from its file on the next scan
         return None
-    same = rebuilt == manifest and rebuilt.model_fields_set == manifest.model_fields_set
-    return text if same and _dumps_match(rebuilt, manifest) else None
 
 
 def _dumps_match(rebuilt: BaseModel, original: BaseModel) -> bool:

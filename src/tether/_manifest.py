@@ -2,23 +2,23 @@
 
 ``load_manifest(path)`` returns a frozen :class:`Manifest` or raises
 :class:`~tether.errors.ManifestError` listing *every* problem at once, each with the
-file, the field and, for YAML, the line. Messages follow the reference wording
-(``missing required field: name`` and so on).
+file, the field and, for YAML and JSON, the line. Messages follow the reference wording
+(``missing required field: name`` and so on). Files are read by
+:mod:`tether._documents`, within its bounds (1 MiB, regular files, nesting, integers,
+duplicate keys, YAML aliases); whatever goes wrong reading or checking one file is a
+``ManifestError`` for that file, never another exception.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
-import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from tether._describe import error_line
+from tether._documents import DocumentError, decode, format_of, parse, read_bytes
 from tether._durations import Seconds, format_duration, parse_duration
 from tether._versions import parse_constraint, parse_version
 from tether.errors import ManifestError, ManifestProblem
@@ -49,6 +51,7 @@ __all__ = [
     "Manifest",
     "Permissions",
     "Timeouts",
+    "document_error",
     "find_manifest",
     "load_manifest",
     "parse_manifest",
@@ -69,16 +72,18 @@ HOOK_TYPES = (
     "post_response",
     "error",
 )
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_IDENT = re.compile(r"^[A-Za-z_][\w.:-]*$")
-_EVENT = re.compile(r"^[A-Za-z0-9_][\w.-]*(\.\*)?$|^\*$")
+# Whole-string patterns, always used with fullmatch (``$`` would accept a trailing newline).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ENTRY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_IDENT = re.compile(r"[A-Za-z_][\w.:-]*")
+_EVENT = re.compile(r"[A-Za-z0-9_][\w.-]*(\.\*)?|\*")
+_MAX_PROBLEMS = 50  # listed for one file; the rest are counted
 
 _Strict = ConfigDict(frozen=True, extra="forbid")
 
 
 def _check_name(value: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(
             f"invalid plugin name {value!r}: use letters, digits, '.', '_' or '-' "
             "(at most 64 characters, starting with a letter or digit)"
@@ -280,14 +285,14 @@ class HookDeclaration(BaseModel):
     @field_validator("type")
     @classmethod
     def _hook_type(cls, value: str) -> str:
-        if not _IDENT.match(value):
+        if not _IDENT.fullmatch(value):
             raise ValueError(f"invalid hook type {value!r}: use a name like 'pre_request'")
         return value
 
 
 def _check_events(values: tuple[str, ...]) -> tuple[str, ...]:
     for value in values:
-        if not _EVENT.match(value):
+        if not _EVENT.fullmatch(value):
             raise ValueError(
                 f"invalid event name {value!r}: use dotted names like 'user.created' "
                 "(subscriptions may end in '.*')"
@@ -324,7 +329,7 @@ class Export(BaseModel):
     @field_validator("name")
     @classmethod
     def _ident(cls, value: str) -> str:
-        if not _IDENT.match(value):
+        if not _IDENT.fullmatch(value):
             raise ValueError(f"invalid export name {value!r}: use an identifier")
         return value
 
@@ -393,7 +398,7 @@ class Manifest(BaseModel):
     @field_validator("entry")
     @classmethod
     def _entry(cls, value: str) -> str:
-        if not _ENTRY.match(value):
+        if not _ENTRY.fullmatch(value):
             raise ValueError(
                 f"invalid entry {value!r}: write 'module:attribute', e.g. 'auth_plugin:AuthPlugin'"
             )
@@ -435,8 +440,12 @@ class Manifest(BaseModel):
 
 
 def find_manifest(directory: Path) -> Path | None:
-    """The manifest file inside ``directory``, or ``None``. Several is an error."""
-    found = [directory / n for n in MANIFEST_NAMES if (directory / n).is_file()]
+    """The manifest file inside ``directory``, or ``None``. Several is an error.
+
+    Anything by a manifest's name counts, a FIFO or a directory too: reading it then
+    says what it is, rather than the directory seeming to hold no manifest.
+    """
+    found = [directory / n for n in MANIFEST_NAMES if (directory / n).exists()]
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise ManifestError(
@@ -447,68 +456,26 @@ def find_manifest(directory: Path) -> Path | None:
 
 
 def _format_of(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in {".yaml", ".yml"}:
-        return "yaml"
-    if suffix in {".json", ".toml"}:
-        return suffix[1:]
-    raise ManifestError(
-        path,
-        [ManifestProblem(path, "", "unknown manifest format: use .yaml, .yml, .json or .toml")],
-    )
+    fmt = format_of(path)
+    if fmt is None:
+        problem = "unknown manifest format: use .yaml, .yml, .json or .toml"
+        raise ManifestError(path, [ManifestProblem(path, "", problem)])
+    return fmt
 
 
-def read_manifest_data(text: str, *, fmt: str, path: Path) -> tuple[object, dict[str, int]]:
-    """Parse the text; return the data and, for YAML, a map from field path to line number."""
+def document_error(path: Path, error: DocumentError) -> ManifestError:
+    """The ``ManifestError`` for a file that could not be read or parsed."""
+    problem = ManifestProblem(path, "", f"{error.label}: {error.problem}", error.line)
+    return ManifestError(path, [problem])
+
+
+def read_manifest_data(text: str, *, fmt: str, path: Path) -> tuple[object, Mapping[str, int]]:
+    """Parse the text; return the data and a map from field path to line number."""
     try:
-        if fmt == "json":
-            return json.loads(text), {}
-        if fmt == "toml":
-            return tomllib.loads(text), {}
-        node, data = _load_yaml(text)
-    except json.JSONDecodeError as exc:
-        problem = ManifestProblem(path, "", f"invalid JSON: {exc.msg}", exc.lineno)
-        raise ManifestError(path, [problem]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(path, [ManifestProblem(path, "", f"invalid TOML: {exc}")]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem_text = getattr(exc, "problem", None) or str(exc)
-        problem = ManifestProblem(path, "", f"invalid YAML: {problem_text}", line)
-        raise ManifestError(path, [problem]) from None
-    lines: dict[str, int] = {}
-    if node is not None:
-        for key, line in _yaml_lines(node, ""):
-            lines.setdefault(key, line)
-    return data, lines
-
-
-_YamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _load_yaml(text: str) -> tuple[yaml.Node | None, object]:
-    """Parse once (with libyaml when available), keeping the node tree for line numbers."""
-    loader = _YamlLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    finally:
-        loader.dispose()
-    return node, data
-
-
-def _yaml_lines(node: yaml.Node, prefix: str) -> Iterator[tuple[str, int]]:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            yield key, key_node.start_mark.line + 1
-            yield from _yaml_lines(value_node, key)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            key = f"{prefix}[{index}]"
-            yield key, item.start_mark.line + 1
-            yield from _yaml_lines(item, key)
+        document = parse(text, fmt)
+    except DocumentError as exc:
+        raise document_error(path, exc) from None
+    return document.data, document.lines
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
@@ -570,13 +537,30 @@ def validate_manifest_data(
     try:
         return Manifest.model_validate({**data, "source": path})
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = _dotted(tuple(error["loc"]))
-            line = _line_for(field, lines)
-            problems.append(ManifestProblem(path, field, _problem_message(error), line))
-        problems.sort(key=lambda p: (p.line is None, p.line or 0))
-        raise ManifestError(path, problems) from None
+        raise ManifestError(path, _problems(exc, path, lines)) from None
+    except Exception as exc:  # a value no check foresaw: this file's problem, not the host's
+        problem = ManifestProblem(path, "", f"cannot be checked: {error_line(exc)}")
+        raise ManifestError(path, [problem]) from None
+
+
+def _problems(exc: ValidationError, path: Path, lines: Mapping[str, int]) -> list[ManifestProblem]:
+    problems = []
+    errors = exc.errors()
+    for error in errors[:_MAX_PROBLEMS]:
+        field = _dotted(tuple(error["loc"]))
+        line = _line_for(field, lines)
+        message = _printable(_problem_message(error))
+        problems.append(ManifestProblem(path, _printable(field), message, line))
+    problems.sort(key=lambda p: (p.line is None, p.line or 0))
+    if len(errors) > _MAX_PROBLEMS:
+        more = len(errors) - _MAX_PROBLEMS
+        problems.append(ManifestProblem(path, "", f"{more} more problem(s) not listed"))
+    return problems
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters (and anything else unprintable) escaped."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _line_for(field: str, lines: Mapping[str, int]) -> int | None:
@@ -589,26 +573,43 @@ def _line_for(field: str, lines: Mapping[str, int]) -> int | None:
 
 
 def parse_manifest(text: str, *, fmt: str, path: Path) -> Manifest:
+    """Parse and validate manifest text (``fmt``: ``yaml``, ``json`` or ``toml``)."""
     data, lines = read_manifest_data(text, fmt=fmt, path=path)
     return validate_manifest_data(data, path=path, lines=lines)
 
 
 def load_manifest(path: Path) -> Manifest:
-    """Read and validate one manifest file (or the manifest inside a plugin directory)."""
+    """Read and validate one manifest file (or the manifest inside a plugin directory).
+
+    Whatever goes wrong is a ``ManifestError`` naming the file: an unreadable or odd
+    path, a file that is not regular, too large, not UTF-8 or beyond the parser's bounds.
+    """
     path = Path(path)
-    if path.is_dir():
-        found = find_manifest(path)
-        if found is None:
-            names = ", ".join(MANIFEST_NAMES)
-            problem = ManifestProblem(path, "", f"no manifest in {path} (looked for {names})")
-            raise ManifestError(path, [problem])
-        path = found
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ManifestError(path, [ManifestProblem(path, "", f"cannot read: {reason}")]) from None
-    except UnicodeDecodeError:
-        problem = ManifestProblem(path, "", "cannot read: not UTF-8 text")
+        if path.is_dir():
+            path = _manifest_in(path)
+        fmt = _format_of(path)
+        data, lines = read_manifest_data(decode(read_bytes(path)), fmt=fmt, path=path)
+    except ManifestError:
+        raise
+    except DocumentError as exc:
+        raise document_error(path, exc) from None
+    except (OSError, ValueError) as exc:  # a path too long, or holding a NUL byte
+        problem = ManifestProblem(path, "", f"cannot read: {_reason(exc)}")
         raise ManifestError(path, [problem]) from None
-    return parse_manifest(text, fmt=_format_of(path), path=path)
+    return validate_manifest_data(data, path=path, lines=lines)
+
+
+def _manifest_in(directory: Path) -> Path:
+    found = find_manifest(directory)
+    if found is None:
+        names = ", ".join(MANIFEST_NAMES)
+        problem = ManifestProblem(directory, "", f"no manifest in {directory} (looked for {names})")
+        raise ManifestError(directory, [problem])
+    return found
+
+
+def _reason(exc: OSError | ValueError) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"not a usable path ({error_line(exc)})"

@@ -78,7 +78,8 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
             check_call_chain(section, where="plugins.call_chain")
         except TetherError as exc:
             problems.append(exc)
-    for entry in config.plugins.plugins:
+    named: list[tuple[int, str]] = []
+    for index, entry in enumerate(config.plugins.plugins):
         try:
             manifest = entry_manifest(state, config, entry)
             check_entry(manifest, entry, config)
@@ -87,8 +88,13 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
         except TetherError as exc:
             problems.append(exc)
             continue
+        named.append((index, manifest.name))
         if entry.enabled:
             manifests.append(manifest)
+    try:
+        config.check_plugin_names(named)
+    except TetherError as exc:
+        problems.append(exc)
     if problems:
         return problems
     try:

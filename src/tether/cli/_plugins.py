@@ -1,6 +1,8 @@
 """``tether plugins list|scan|info|validate|graph|new``: reading manifests, importing nothing.
 
-The commands are defined here and put in the ``plugins`` group by ``tether.cli``.
+The commands are defined here and put in the ``plugins`` group by ``tether.cli``. What a
+manifest or a path says is printed as text, never as markup, and with anything the
+terminal cannot encode (a lone surrogate from an undecodable file name) escaped.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def plugins_list(state: State, as_json: bool) -> None:
                 "description": p.manifest.description,
                 "author": p.manifest.author,
                 "origin": p.origin,
-                "location": p.location,
+                "location": _raw(p.location),  # a path may hold undecodable bytes
                 "isolation": p.manifest.isolation,
                 "dependencies": [d.name for d in p.manifest.dependencies],
             }
@@ -93,7 +95,8 @@ def plugins_list(state: State, as_json: bool) -> None:
         return
     table = Table("name", "version", "origin", "description", "location", box=None)
     for p in result.plugins:
-        table.add_row(p.name, p.manifest.version, p.origin, p.manifest.description, p.location)
+        m = p.manifest
+        table.add_row(*map(_shown, (p.name, m.version, p.origin, m.description, p.location)))
     out.print(table if result.plugins else "No plugins found.")
     if result.invalid or result.conflicts:
         out.print(
@@ -109,27 +112,27 @@ def plugins_scan(state: State) -> None:
     result = discover_plugins(state)
     table = Table("origin", "path", "exists", "plugins", "invalid", box=None)
     for s in result.searched:
-        table.add_row(
-            s.origin, str(s.path), "yes" if s.exists else "no", str(s.found), str(s.invalid)
-        )
+        exists = "yes" if s.exists else "no"
+        table.add_row(s.origin, _shown(s.path), exists, str(s.found), str(s.invalid))
     out.print("[bold]Searched[/]")
     out.print(table)
     for s in result.searched:
         if s.error:
-            out.print(f"[yellow]could not search {s.path}:[/] {s.error}")
+            out.print(f"[yellow]could not search {_shown(s.path)}:[/] {_shown(s.error)}")
     out.print(f"\n[bold]Found {len(result.plugins)} plugin(s)[/]")
     for p in result.plugins:
-        out.print(f"  {p.name} {p.manifest.version}  [dim]{p.origin}: {p.location}[/]")
+        where = _shown(f"{p.origin}: {p.location}")
+        out.print(f"  {_shown(p.name)} {_shown(p.manifest.version)}  [dim]{where}[/]")
     if result.invalid:
         out.print(f"\n[bold red]Invalid ({len(result.invalid)})[/]")
         for bad in result.invalid:
-            out.print(f"  {bad.location}")
+            out.print(f"  {_raw(bad.location)}", markup=False)
             for problem in bad.error.problems:
-                out.print(f"    - {problem}", markup=False)
+                out.print(f"    - {_raw(problem)}", markup=False)
     if result.conflicts:
         out.print(f"\n[bold red]Name conflicts ({len(result.conflicts)})[/]")
         for conflict in result.conflicts:
-            out.print(f"  {conflict}", markup=False)
+            out.print(f"  {_raw(conflict)}", markup=False)
     out.print(f"\n[dim]index cache: {result.cache_hits} hit(s), {result.cache_misses} miss(es)[/]")
 
 
@@ -150,9 +153,9 @@ def plugins_info(state: State, name: str) -> None:
         origin, location = searched.origin, searched.location
     else:
         origin, location = "path", str(m.directory or m.source)
-    out.print(f"[bold]{m.name}[/] {m.version}  [dim]({origin}: {location})[/]")
-    out.print(m.description, markup=False)
-    out.print(f"author: {m.author}", markup=False)
+    out.print(f"[bold]{m.name}[/] {m.version}  [dim]({_shown(origin)}: {_shown(location)})[/]")
+    out.print(_raw(m.description), markup=False)
+    out.print(f"author: {_raw(m.author)}", markup=False)
     out.print(f"entry: {m.entry}   isolation: {m.isolation}   framework: {m.framework.version}")
     if m.provides:
         out.print(f"provides: {', '.join(m.provides)}", markup=False)
@@ -174,7 +177,8 @@ def plugins_info(state: State, name: str) -> None:
         for key, f in m.config.items():
             default = "****" if f.secret and f.default is not None else f.default
             required = "yes" if f.required else ""
-            table.add_row(key, f.type, required, _text(default), f.allowed, f.description)
+            cells = (key, f.type, required, _text(default), f.allowed, f.description)
+            table.add_row(*map(_shown, cells))
         out.print("\n[bold]Config[/]")
         out.print(table)
     _print_list("Hooks", [f"{h.type} (priority {h.priority})" for h in m.hooks])
@@ -224,11 +228,21 @@ def _text(value: object) -> str:
     return "" if value is None else json.dumps(value) if not isinstance(value, str) else value
 
 
+def _raw(value: object) -> str:
+    """``value`` as text the terminal can take: what it cannot encode is escaped."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shown(value: object) -> str:
+    """``value`` for a markup string or a table cell: shown as written, never as markup."""
+    return escape(_raw(value))
+
+
 def _print_list(title: str, items: Sequence[str]) -> None:
     if items:
         out.print(f"\n[bold]{title}[/]")
         for item in items:
-            out.print(f"  {item}", markup=False)
+            out.print(f"  {_raw(item)}", markup=False)
 
 
 # --------------------------------------------------------------------------- validate
@@ -281,20 +295,20 @@ def plugins_validate(paths: tuple[Path, ...]) -> None:
             manifest = load_manifest(path)
         except ManifestError as exc:
             bad += 1
-            out.print(f"[red]✗[/] {path}: {len(exc.problems)} problem(s)")
+            out.print(f"[red]✗[/] {_shown(path)}: {len(exc.problems)} problem(s)")
             for problem in exc.problems:
-                out.print(f"    - {problem}", markup=False)
+                out.print(f"    - {_raw(problem)}", markup=False)
             continue
         problems = contract_problems(manifest, registry) + load_problems(manifest)
         if problems:
             bad += 1
-            out.print(f"[red]✗[/] {path}: {len(problems)} problem(s)")
+            out.print(f"[red]✗[/] {_shown(path)}: {len(problems)} problem(s)")
             for problem, hint in problems:
-                out.print(f"    - {problem}", markup=False)
+                out.print(f"    - {_raw(problem)}", markup=False)
                 if hint:
-                    out.print(f"      hint: {hint}", markup=False)
+                    out.print(f"      hint: {_raw(hint)}", markup=False)
         else:
-            out.print(f"[green]✓[/] {path}: {manifest.name} {manifest.version}")
+            out.print(f"[green]✓[/] {_shown(path)}: {manifest.name} {manifest.version}")
     if bad:
         raise fail(f"{bad} of {len(paths)} manifest(s) invalid", "fix the problems listed above")
 
@@ -344,10 +358,12 @@ def plugins_graph(state: State, fmt: str) -> None:
 
 def _graph_manifests(state: State) -> list[Manifest]:
     config = state.config()
-    entries = [e for e in config.plugins.plugins if e.enabled]
+    entries = [(i, e) for i, e in enumerate(config.plugins.plugins) if e.enabled]
     if not entries:
         return [p.manifest for p in discover_plugins(state).plugins]
-    return [entry_manifest(state, config, entry) for entry in entries]
+    manifests = [entry_manifest(state, config, entry) for _, entry in entries]
+    config.check_plugin_names([(i, m.name) for (i, _), m in zip(entries, manifests, strict=True)])
+    return manifests
 
 
 # --------------------------------------------------------------------------- new

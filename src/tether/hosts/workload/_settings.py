@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -332,7 +331,7 @@ class BenchConfig(BaseModel):
         """The bench sections of ``config``; every problem at once in a ``WorkloadConfigError``."""
         raw = {name: _raw_section(config, name) for name in _SECTIONS}
         data = {name: section for name, section in raw.items() if section is not None}
-        lines = _key_lines(config.path)
+        lines = config.key_lines()
         problems = _misspelled("database", data.get("database"), config.path, lines)
         try:
             found = cls.model_validate({**data, "path": config.path})
@@ -518,27 +517,6 @@ def _error(problems: Sequence[BenchConfigProblem], *, path: Path | None) -> Work
 
 
 # --------------------------------------------------------------------------- lines
-
-
-def _key_lines(path: Path | None) -> dict[str, int]:
-    """The line of every key of a YAML file, by dotted path (nothing for JSON or TOML)."""
-    if path is None or path.suffix.lower() not in {".yaml", ".yml"}:
-        return {}
-    try:
-        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    lines: dict[str, int] = {}
-    pending: list[tuple[str, yaml.Node | None]] = [("", root)]
-    while pending:
-        prefix, node = pending.pop()
-        if not isinstance(node, yaml.MappingNode):
-            continue
-        for key_node, value_node in node.value:
-            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            lines.setdefault(key, key_node.start_mark.line + 1)
-            pending.append((key, value_node))
-    return lines
 
 
 def _line_for(key: str, lines: Mapping[str, int]) -> int | None:
