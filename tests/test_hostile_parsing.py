@@ -654,6 +654,29 @@ def test_cli_graph_and_validate_refuse_one_plugin_by_name_and_by_path(tmp_path, 
         ) in result.output
 
 
+def test_the_manager_refuses_one_plugin_by_name_and_by_path(tmp_path, monkeypatch):
+    """``serve`` and ``demo`` load through ``load_plugins_from_config``: a ConfigError
+    naming both entries there too, before any plugin is imported."""
+    import asyncio
+
+    import tether
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plugins" / "auth").mkdir(parents=True)
+    (tmp_path / "plugins" / "auth" / "plugin.yaml").write_text(good_yaml("auth"))
+    (tmp_path / "tether.yaml").write_text(
+        "plugins:\n  plugins:\n    - name: auth\n    - path: plugins/auth\n"
+    )
+
+    async def main() -> None:
+        async with tether.PluginManager(state_directory=tmp_path / "state") as manager:
+            with pytest.raises(ConfigError, match=r"plugin 'auth' is listed twice"):
+                await manager.load_plugins_from_config(tmp_path / "tether.yaml")
+            assert manager.list_plugins() == []
+
+    asyncio.run(main())
+
+
 # --------------------------------------------------------------------------- generated
 
 

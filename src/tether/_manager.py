@@ -252,7 +252,14 @@ class PluginManager:
             log.info("plugin system disabled in the config (plugins.enabled: false)")
             return []
         locator = self._locator = Locator(self.config)
-        wanted = [(locator.locate(entry), entry) for entry in section.plugins if entry.enabled]
+        located = [
+            (index, locator.locate(entry), entry)
+            for index, entry in enumerate(section.plugins)
+            if entry.enabled
+        ]
+        # an entry by name and another by path may turn out to be one plugin
+        self.config.check_plugin_names([(i, found.manifest.name) for i, found, _ in located])
+        wanted = [(found, entry) for _, found, entry in located]
         unavailable = {
             e.name: "it is disabled in the config"
             for e in section.plugins
