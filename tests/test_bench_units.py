@@ -195,7 +195,7 @@ def test_connect_errors_read_as_one_line():
 def test_settings_need_a_sensible_shape():
     assert BenchSettings().duration == 10.0
     for kwargs, fragment in [
-        ({"clients": 0}, "clients must be an integer of at least 1"),
+        ({"clients": 0}, "clients must be an integer from 1 to 10,000"),
         ({"duration": 1.0, "transactions": 5}, "not both"),
         ({"clients": 1, "processes": 2}, "must not exceed clients"),
         ({"rate": 0.0}, "rate must be a positive number"),
