@@ -677,6 +677,24 @@ def test_the_manager_refuses_one_plugin_by_name_and_by_path(tmp_path, monkeypatc
     asyncio.run(main())
 
 
+def test_a_version_with_a_400_digit_number_is_refused_by_the_rule(tmp_path):
+    directory = tmp_path / "big"
+    directory.mkdir()
+    (directory / "plugin.yaml").write_text(
+        good_yaml("big").replace("version: 1.0.0", "version: 1.0." + "9" * 400)
+    )
+    with pytest.raises(ManifestError, match="each number at most 20 digits"):
+        load_manifest(directory)
+
+
+@pytest.mark.parametrize("name", ["auth\n", "au\x07th", " auth", "a" * 65])
+def test_a_config_entry_name_follows_the_plugin_name_rule(tmp_path, name):
+    path = tmp_path / "tether.json"
+    path.write_text(json.dumps({"plugins": {"plugins": [{"name": name}]}}))
+    with pytest.raises(ConfigError, match=r"plugins\.plugins\[0\]\.name: invalid plugin name"):
+        load_config(path)
+
+
 # --------------------------------------------------------------------------- generated
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -53,7 +54,7 @@ from tether._expansion import (
     expand_env,
     plain,
 )
-from tether._manifest import MANIFEST_NAMES, PERMISSIONS, ConfigField, Manifest
+from tether._manifest import MANIFEST_NAMES, PERMISSIONS, ConfigField, Manifest, check_name
 from tether.errors import ConfigError, ConfigProblem, PermissionMismatchError
 
 __all__ = [
@@ -126,7 +127,7 @@ class PluginConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: StrictStr | None = None
+    name: Annotated[StrictStr, AfterValidator(check_name)] | None = None
     enabled: EnvBool = True
     path: StrictStr | None = None
     priority: EnvInt = 0

@@ -51,6 +51,7 @@ __all__ = [
     "Manifest",
     "Permissions",
     "Timeouts",
+    "check_name",
     "document_error",
     "find_manifest",
     "load_manifest",
@@ -82,7 +83,8 @@ _MAX_PROBLEMS = 50  # listed for one file; the rest are counted
 _Strict = ConfigDict(frozen=True, extra="forbid")
 
 
-def _check_name(value: str) -> str:
+def check_name(value: str) -> str:
+    """``value`` if it is a valid plugin name, else a ``ValueError`` saying the rule."""
     if not _NAME.fullmatch(value):
         raise ValueError(
             f"invalid plugin name {value!r}: use letters, digits, '.', '_' or '-' "
@@ -116,7 +118,7 @@ class Dependency(BaseModel):
     version: StrictStr = "*"
     optional: StrictBool = False
 
-    _n = field_validator("name")(_check_name)
+    _n = field_validator("name")(check_name)
 
     @field_validator("version")
     @classmethod
@@ -387,7 +389,7 @@ class Manifest(BaseModel):
     timeouts: Timeouts = Timeouts()
     source: Annotated[Path | None, Field(exclude=True)] = None
 
-    _n = field_validator("name")(_check_name)
+    _n = field_validator("name")(check_name)
 
     @field_validator("version", mode="before")
     @classmethod

@@ -31,8 +31,10 @@ from functools import total_ordering
 __all__ = ["Constraint", "SemVer", "parse_constraint", "parse_version"]
 
 # ASCII only: \d would also accept other scripts' digits ("1\u0661.0.0" parsing as 11.0.0).
-_NUM = r"(?:0|[1-9][0-9]*)"
-_PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+# Numbers have at most 20 digits (2**64 has 20): a version is not a place for big data.
+_NUM = r"(?:0|[1-9][0-9]{0,19})"
+_PRE_ID = r"(?:0|[1-9][0-9]{0,19}|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+_LONG_NUMBER = re.compile(r"[0-9]{21}", re.ASCII)
 _PRE = rf"{_PRE_ID}(?:\.{_PRE_ID})*"
 _SEMVER = re.compile(
     rf"({_NUM})\.({_NUM})\.({_NUM})(?:-({_PRE}))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?",
@@ -93,6 +95,11 @@ def parse_version(text: str) -> SemVer:
     """
     match = _SEMVER.fullmatch(text) if isinstance(text, str) else None
     if match is None:
+        if isinstance(text, str) and _LONG_NUMBER.search(text):
+            raise ValueError(
+                "invalid version format: must be semantic version (X.Y.Z), "
+                "each number at most 20 digits"
+            )
         raise ValueError("invalid version format: must be semantic version (X.Y.Z)")
     major, minor, patch, pre, build = match.groups()
     prerelease = tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()

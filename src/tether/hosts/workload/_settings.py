@@ -223,7 +223,9 @@ def _checked(
     return PlainValidator(validate)
 
 
-_Count = Annotated[int, _checked(_integer, _at_least_one)]
+_Clients = Annotated[int, _checked(_integer, _RULES["clients"])]
+_Transactions = Annotated[int, _checked(_integer, _RULES["transactions"])]
+_Processes = Annotated[int, _checked(_integer, _RULES["processes"])]
 _Seed = Annotated[int, _checked(_integer)]
 _Switch = Annotated[bool, _checked(_boolean)]
 _Length = Annotated[float, _checked(_seconds, _positive)]
@@ -279,15 +281,15 @@ class BenchSection(BaseModel):
 
     model_config = _Section
 
-    clients: _Count | None = None
+    clients: _Clients | None = None
     duration: _Length | None = None
-    transactions: _Count | None = None
+    transactions: _Transactions | None = None
     rate: _Rate | None = None
     warmup: _Warmup | None = None
     setup: _Switch | None = None
     cleanup: _Switch | None = None
     seed: _Seed | None = None
-    processes: _Count | None = None
+    processes: _Processes | None = None
     max_error_rate: _ErrorRate | None = None
 
     @classmethod
