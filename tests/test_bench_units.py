@@ -285,7 +285,7 @@ def test_every_problem_of_the_file_is_reported_at_once_with_its_line(tmp_path):
         ("workload.plugin_config", 4): "must be a mapping",
         ("database.dns", 6): "unknown key (did you mean 'dsn'?)",
         ("bench.clinets", 9): "unknown key (did you mean 'clients'?)",
-        ("bench.processes", 12): "must be an integer of at least 1, got 0",
+        ("bench.processes", 12): "must be an integer from 1 to 1,024, got 0",
         ("bench.max_error_rate", 13): (
             "not a rate: 'lots' (write a fraction like 0.01 or a percentage like 1%)"
         ),
@@ -302,7 +302,7 @@ def test_every_problem_of_the_file_is_reported_at_once_with_its_line(tmp_path):
     assert message.startswith(
         f"{path}: workload.type: must be 'plugin', got 'builtin' (and 9 more)"
     )
-    assert f"\n  - {path}:12 [bench.processes]: must be an integer of at least 1, got 0" in message
+    assert f"\n  - {path}:12 [bench.processes]: must be an integer from 1 to 1,024, got 0" in message
     assert (
         caught.value.hint
         == "fix each key listed above; `tether config validate` re-checks the file"
@@ -355,7 +355,7 @@ def test_option_problems_name_the_option():
         BenchSection.from_options(duration="soon", max_error_rate="lots", clients=0)
     assert [p.key for p in caught.value.problems] == ["--clients", "--duration", "--max-error-rate"]
     assert str(caught.value).startswith(
-        "--clients: must be an integer of at least 1, got 0 (and 2 more)"
+        "--clients: must be an integer from 1 to 10,000, got 0 (and 2 more)"
     )
 
 
