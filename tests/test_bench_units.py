@@ -302,7 +302,9 @@ def test_every_problem_of_the_file_is_reported_at_once_with_its_line(tmp_path):
     assert message.startswith(
         f"{path}: workload.type: must be 'plugin', got 'builtin' (and 9 more)"
     )
-    assert f"\n  - {path}:12 [bench.processes]: must be an integer from 1 to 1,024, got 0" in message
+    assert (
+        f"\n  - {path}:12 [bench.processes]: must be an integer from 1 to 1,024, got 0" in message
+    )
     assert (
         caught.value.hint
         == "fix each key listed above; `tether config validate` re-checks the file"
