@@ -322,10 +322,23 @@ def _defined(values: list[float | None]) -> int:
     return sum(v is not None for v in values)
 
 
+BACKGROUNDS = ((255, 255, 255), (245, 246, 248))  # the panels' and the page's
+
+
+def _legend_colour(page: Page, chart_id: str, group: str) -> str | None:
+    """The colour the chart's legend gives ``group`` (None: the chart has no legend)."""
+    panels = page.dom.all(id=f"panel-{chart_id}")
+    entries = [b for p in panels for b in p.all("button") if b.attrs.get("data-legend") == group]
+    if not entries:
+        return None
+    (mark,) = [n for n in entries[0].all() if n.tag in {"line", "rect"}]
+    return mark.attrs.get("stroke") or mark.attrs.get("fill")
+
+
 def assert_drawn(page: Page, chart_id: str, series: dict[str, int | tuple[int, int]]) -> None:
     """The chart has a path per named series with that many points (and, given as
-    (points, drawn), that many drawn: a point without successes has no latency), and
-    each path's colour is on screen inside the chart."""
+    (points, drawn), that many drawn: a point without successes has no latency), in
+    its legend's colour, which is not the background's and is on screen in the chart."""
     chart = page.chart(chart_id)
     paths = {p.attrs["data-series"]: p for p in chart.all("path") if "data-series" in p.attrs}
     assert set(paths) == set(series), (chart_id, sorted(paths))
@@ -335,11 +348,14 @@ def assert_drawn(page: Page, chart_id: str, series: dict[str, int | tuple[int, i
         assert int(path.attrs["data-points"]) == points, (chart_id, name)
         assert vertices(path.attrs["d"]) >= drawn, (chart_id, name)
         stroke, fill = path.attrs.get("stroke", "none"), path.attrs.get("fill", "none")
-        colour = (
-            rgb(stroke)
-            if stroke != "none"
-            else rgb(fill, float(path.attrs.get("fill-opacity", "1")))
-        )
+        hex_colour = stroke if stroke != "none" else fill
+        legend = _legend_colour(page, chart_id, path.attrs["data-group"])
+        assert legend in {None, hex_colour}, (chart_id, name, hex_colour, legend)
+        opacity = 1.0 if stroke != "none" else float(path.attrs.get("fill-opacity", "1"))
+        colour = rgb(hex_colour, opacity)
+        distance = min(sum(abs(a - b) for a, b in zip(colour, bg, strict=True))
+                       for bg in BACKGROUNDS)  # fmt: skip
+        assert distance > 120, f"{chart_id}: {name} is drawn in the background's colour"
         assert page.colour_count(chart, colour) >= 25, (chart_id, name, colour)
 
 

@@ -141,6 +141,24 @@ def test_a_long_run_is_coalesced_to_at_most_max_points_and_keeps_every_count():
         assert data.operations["op"].p99[index] == pytest.approx(p99, rel=0.01)
 
 
+def test_a_point_of_many_distinct_latencies_is_quantized_within_one_percent():
+    """Four workers' ticks of one slot, 20,000 distinct latencies: more than a point
+    keeps raw, so it quantizes them; its percentiles stay within 1% of the exact ones."""
+    rng = random.Random(11)
+    series = Series(["op"], tick=0.5)
+    exact: Counter[int] = Counter()
+    for _ in range(4):
+        latencies = Counter(rng.randint(50, 2_000_000) for _ in range(5_000))
+        exact.update(latencies)
+        series(tick(1, {"op": (0, latencies)}))
+    data = series.result()
+    p50, p99 = percentiles(exact)
+    assert data.operations["op"].successes == (20_000,)
+    assert data.operations["op"].p50[0] == pytest.approx(p50, rel=0.01)
+    assert data.operations["op"].p99[0] == pytest.approx(p99, rel=0.01)
+    assert data.total.p99[0] == pytest.approx(p99, rel=0.01)
+
+
 @given(st.lists(st.integers(min_value=0, max_value=3_600_000_000), min_size=1, max_size=50))
 def test_quantized_latencies_stay_within_one_percent(values):
     kept = quantized(Counter(values))
