@@ -70,10 +70,15 @@ const TetherCharts = (() => {
   }
 
   function fmtTime(s) {
-    if (s < 120) return +s.toFixed(2) + "s";
-    const m = Math.floor(s / 60);
-    const rest = Math.round(s - m * 60);
-    return m + ":" + String(rest).padStart(2, "0");
+    return s < 120 ? +s.toFixed(2) + "s" : fmtClock(s);
+  }
+
+  /* m:ss, or h:mm:ss from an hour on. */
+  function fmtClock(s) {
+    const whole = Math.round(s);
+    const [h, m, rest] = [Math.floor(whole / 3600), Math.floor(whole / 60) % 60, whole % 60];
+    const mm = h ? String(m).padStart(2, "0") : String(m);
+    return (h ? `${h}:` : "") + `${mm}:${String(rest).padStart(2, "0")}`;
   }
 
   function fmtCompact(n) {
@@ -99,12 +104,14 @@ const TetherCharts = (() => {
     return nice * power;
   }
 
-  function linearScale(d0, d1, r0, r1) {
+  /* steps: the tick spacings to choose from (e.g. whole minutes for time), else 1-2-5. */
+  function linearScale(d0, d1, r0, r1, steps) {
     const span = d1 - d0 || 1;
     const scale = (v) => r0 + ((v - d0) / span) * (r1 - r0);
     scale.invert = (p) => d0 + ((p - r0) / (r1 - r0)) * span;
     scale.ticks = (count) => {
-      const step = niceStep(span, count);
+      const wanted = span / Math.max(1, count);
+      const step = (steps && steps.find((s) => s >= wanted)) || niceStep(span, count);
       const ticks = [];
       for (let t = Math.ceil(d0 / step) * step; t <= d1 + step * 1e-9; t += step) {
         ticks.push(+t.toPrecision(12));
@@ -135,7 +142,7 @@ const TetherCharts = (() => {
 
   function makeScale(axis, r0, r1) {
     const [d0, d1] = axis.domain;
-    return axis.log ? logScale(d0, d1, r0, r1) : linearScale(d0, d1, r0, r1);
+    return axis.log ? logScale(d0, d1, r0, r1) : linearScale(d0, d1, r0, r1, axis.steps);
   }
 
   // ------------------------------------------------------------------ charts
@@ -385,7 +392,7 @@ const TetherCharts = (() => {
   }
 
   return {
-    el, svg, fmtInt, fmtTps, fmtMs, fmtMsShort, fmtPct, fmtTime, fmtCompact, fmtDate,
+    el, svg, fmtInt, fmtTps, fmtMs, fmtMsShort, fmtPct, fmtTime, fmtClock, fmtCompact, fmtDate,
     drawChart, chartPanel, legendMark, nearest, redraws,
   };
 })();

@@ -4,7 +4,7 @@
 "use strict";
 (() => {
   const {
-    el, svg, fmtInt, fmtTps, fmtMs, fmtMsShort, fmtPct, fmtTime, fmtCompact, fmtDate,
+    el, svg, fmtInt, fmtTps, fmtMs, fmtMsShort, fmtPct, fmtTime, fmtClock, fmtCompact, fmtDate,
     drawChart, chartPanel, legendMark, nearest, redraws,
   } = TetherCharts;
   const PALETTE = ["#3b6fd8", "#e07b39", "#2e9e6a", "#c8455a", "#8a5cc7", "#b08a2e",
@@ -66,8 +66,13 @@
     return { domain: [0, hi * 1.12], format: fmtMsShort, title: "latency" };
   }
 
+  const TIME_STEPS = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+
   function timeAxis(maxTime) {
-    return { domain: [0, Math.max(maxTime, 1e-3)], format: fmtTime };
+    // below two minutes 1-2-5 seconds; beyond, whole minutes and hours
+    const long = maxTime > 120;
+    return { domain: [0, Math.max(maxTime, 1e-3)], format: long ? fmtClock : fmtTime,
+      steps: long ? TIME_STEPS : null };
   }
 
   function timeTooltip(format) {
