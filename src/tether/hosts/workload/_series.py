@@ -31,8 +31,9 @@ import threading
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain, compress, repeat
+from itertools import accumulate, compress, repeat
 from operator import sub
+from typing import TypeAlias
 
 from tether.hosts.workload._engine import Tick
 
@@ -174,15 +175,33 @@ def _quantize_into(buckets: dict[int, int], latencies: Mapping[int, int]) -> Non
         buckets[middle] = get(middle, 0) + count
 
 
-def _pack(buckets: Mapping[int, int]) -> array[int]:
+_BUCKET = {middle: index for index, middle in enumerate(_MIDDLES)}
+_Packed: TypeAlias = "tuple[array[int], array[int]]"  # bucket indices (2 bytes), counts
+
+
+def _pack(middles: Iterable[int], counts: Iterable[int]) -> _Packed | None:
+    """Quantized latencies (bucket middles in order, and counts) in two arrays: about
+    6 bytes a bucket, a few hundred buckets a cell."""
+    indices = array("H", map(_BUCKET.__getitem__, middles))
+    if not indices:
+        return None
+    kept = list(counts)
+    try:
+        return indices, array("I", kept)
+    except OverflowError:  # more than 4 billion transactions in one bucket of one point
+        return indices, array("Q", kept)
+
+
+def _packed(buckets: Mapping[int, int]) -> _Packed | None:
     middles = sorted(buckets)
-    return array(
-        "Q", chain.from_iterable(zip(middles, map(buckets.__getitem__, middles), strict=True))
-    )
+    return _pack(middles, map(buckets.__getitem__, middles))
 
 
-def _unpack(packed: array[int]) -> dict[int, int]:
-    return dict(zip(packed[::2], packed[1::2], strict=True))
+def _unpack(packed: _Packed | None) -> dict[int, int]:
+    if packed is None:
+        return {}
+    indices, counts = packed
+    return dict(zip(map(_MIDDLES.__getitem__, indices), counts, strict=True))
 
 
 class _Cell:
@@ -192,7 +211,7 @@ class _Cell:
     hold at most :data:`_EXACT_VALUES` values, and its percentiles are then exact;
     beyond, it quantizes them into ``buckets`` and quantizes each later tick as it
     comes (so no tick and no close has more than that to sort). Closed, it keeps its
-    percentiles and its quantized latencies, packed in an array."""
+    percentiles and its quantized latencies, packed (:func:`_pack`)."""
 
     __slots__ = ("buckets", "errors", "held", "p50", "p99", "packed", "parts", "successes")
 
@@ -202,7 +221,7 @@ class _Cell:
         self.parts: list[Mapping[int, int]] | None = []
         self.held = 0
         self.buckets: dict[int, int] | None = None
-        self.packed = array("Q")
+        self.packed: _Packed | None = None
         self.p50: float | None = None
         self.p99: float | None = None
 
@@ -235,7 +254,7 @@ class _Cell:
             values, cumulative = _sorted_counts(_merged(self.parts) if self.parts else {})
             self.p50, self.p99 = _percentiles(values, cumulative)
             middles, counts = _buckets(values, cumulative)
-            self.packed = array("Q", chain.from_iterable(zip(middles, counts, strict=True)))
+            self.packed = _pack(middles, counts)
         else:
             self._settle(self.buckets)
         self.parts, self.buckets, self.held = None, None, 0
@@ -259,7 +278,7 @@ class _Cell:
     def _settle(self, buckets: dict[int, int]) -> None:
         """Percentiles and packed form from quantized latencies."""
         self.p50, self.p99 = _percentiles(*_sorted_counts(buckets))
-        self.packed = _pack(buckets)
+        self.packed = _packed(buckets)
 
 
 class _Point:
