@@ -255,6 +255,10 @@ def test_processes_merge_their_histograms_exactly(pg_url, plugins):
     assert data["metrics"]["calls"] == 400  # type: ignore[index]  # each worker's, added up
     assert data["settings"]["processes"] == 2  # type: ignore[index]
     assert rows(pg_url, "SELECT count(*) FROM ledger_log") == [(400,)]
+    series = data["series"]  # both workers' ticks, merged by the run's clock
+    assert sum(series["total"]["successes"]) == 400  # type: ignore[index]
+    for name, op in operations.items():  # type: ignore[attr-defined]
+        assert sum(series["operations"].get(name, {"successes": [0]})["successes"]) == op["count"]  # type: ignore[index]
 
 
 @pytest.mark.slow

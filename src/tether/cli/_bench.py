@@ -7,6 +7,10 @@ options onto it (options override the file) and prints.
 Exit codes: 0 done, 1 an error (``Error: ...`` + hint), 2 a usage error,
 3 the error rate was above ``--max-error-rate`` (the report is still printed),
 130 interrupted (Ctrl-C during the run still prints the report).
+
+``--report FILE.html`` also writes the report as one self-contained HTML page;
+``--compare A.json B.json`` runs nothing: it reads two JSON reports and prints them
+side by side (and, with ``--report``, plots them together).
 """
 
 from __future__ import annotations
@@ -31,9 +35,14 @@ from tether.hosts.workload import (
     BenchSection,
     BenchSettings,
     Progress,
+    SavedRun,
     WorkloadSpec,
+    check_report_path,
+    read_run,
+    render_comparison,
     run_bench,
     run_with_best_loop,
+    write_html_report,
 )
 
 __all__ = ["bench"]
@@ -112,6 +121,23 @@ def _load_config(state: State, config_file: Path | None) -> TetherConfig:
     help="The report: a table, or JSON (only JSON on standard output).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress on standard error.")
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE.html",
+    help="Also write the report as one HTML page: charts over time, latency histograms "
+    "(self-contained, opens offline).",
+)
+@click.option(
+    "--compare",
+    "compare_files",
+    nargs=2,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    metavar="A.json B.json",
+    help="Run nothing: print two --format json reports side by side (with --report, "
+    "plot them together).",
+)
 @pass_state
 @click.pass_context
 def bench(  # noqa: PLR0917 - click passes one argument per option
@@ -125,6 +151,8 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
     plugin_settings: tuple[str, ...],
     fmt: str,
     quiet: bool,
+    report_file: Path | None,
+    compare_files: tuple[Path, Path] | None,
     **options: object,  # the options named like the `bench:` section's keys
 ) -> None:
     """Run a workload plugin against PostgreSQL and report throughput and latency.
@@ -132,13 +160,29 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
     \b
     tether bench --workload tpcb --clients 8 --duration 30s
     tether bench --config bench.yaml --format json | jq '.metrics'
+    tether bench -w tpcb --format json --report run.html > run.json
+    tether bench --compare before.json after.json --report both.html
 
     Without a DSN an embedded PostgreSQL (with pgvector) is started in
     ~/.tether/pgdata and reused by later runs. Exit codes: 0 done, 1 error,
     2 usage error, 3 error rate above --max-error-rate, 130 interrupted.
     """
+    if compare_files:
+        run_options = {
+            **options,
+            "config": config_file,
+            "workload": workload_name,
+            "dsn": dsn,
+            "pgdata": data_directory,
+            "set": plugin_settings or None,
+            "format": None if fmt == "text" else fmt,
+        }
+        _compare(compare_files, report_file, given=_given(run_options))
+        return
     if options["duration"] is not None and options["transactions"] is not None:
         raise click.UsageError("give --duration or --transactions, not both")
+    if report_file is not None:
+        check_report_path(report_file)
     framework = _load_config(state, config_file)
     config = BenchConfig.from_config(framework)
     name = config.workload_name(workload_name)
@@ -152,7 +196,23 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
         )
     spec = config.spec_for(find_workload(state, name), parse_settings(plugin_settings))
     report = _run(spec, settings, framework, quiet=quiet)
-    _finish(ctx, report, fmt)
+    _finish(ctx, report, fmt, report_file, quiet=quiet)
+
+
+def _given(values: dict[str, object]) -> list[str]:
+    return [f"--{name.replace('_', '-')}" for name, value in values.items() if value is not None]
+
+
+def _compare(files: tuple[Path, Path], report_file: Path | None, *, given: list[str]) -> None:
+    if given:
+        raise click.UsageError(
+            f"--compare reads two saved reports and runs nothing: drop {', '.join(given)}"
+        )
+    runs = [read_run(path, label=label) for path, label in zip(files, "AB", strict=True)]
+    render_comparison(out, *runs)
+    if report_file is not None:
+        write_html_report(report_file, runs)
+        err.print(f"report: {report_file}", highlight=False)
 
 
 def _run(
@@ -169,11 +229,17 @@ def _run(
         )
 
 
-def _finish(ctx: click.Context, report: BenchReport, fmt: str) -> None:
+def _finish(
+    ctx: click.Context, report: BenchReport, fmt: str, report_file: Path | None, *, quiet: bool
+) -> None:
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         report.render(out)
+    if report_file is not None:
+        write_html_report(report_file, [SavedRun.of(report)])
+        if not quiet:
+            err.print(f"report: {report_file}", highlight=False)
     if report.error_rate_exceeded:
         limit = report.settings.max_error_rate or 0.0
         print_error(

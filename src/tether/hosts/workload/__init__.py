@@ -17,6 +17,7 @@ methods they have in common; :func:`read_settings`, :class:`Operations`,
     print(report.tps, report.to_json()["totals"])
 """
 
+from tether.hosts.workload._compare import render_comparison
 from tether.hosts.workload._database import Database, mask_dsn
 from tether.hosts.workload._embedded import DATA_DIRECTORY_ENV, default_data_directory
 from tether.hosts.workload._engine import DirectOperation, Executable, Plan, Tick
@@ -24,14 +25,18 @@ from tether.hosts.workload._errors import (
     BenchError,
     DatabaseUnavailableError,
     EmbeddedServerError,
+    ReportFileError,
     WorkerError,
     WorkloadConfigError,
 )
+from tether.hosts.workload._html import check_report_path, html_report, write_html_report
 from tether.hosts.workload._loop import EVENT_LOOP_ENV, run_with_best_loop
 from tether.hosts.workload._pacing import intended_start_ns, process_rates, split_evenly
 from tether.hosts.workload._progress import Progress
 from tether.hosts.workload._report import EXIT_ERROR_RATE, REPORT_FORMAT, BenchReport
 from tether.hosts.workload._runner import plans_for, run_bench
+from tether.hosts.workload._saved import SavedOperation, SavedRun, read_run
+from tether.hosts.workload._series import MAX_POINTS, OperationSeries, Series, SeriesData
 from tether.hosts.workload._settings import (
     DEFAULT_DURATION,
     DSN_ENV,
@@ -71,6 +76,7 @@ __all__ = [
     "DSN_ENV",
     "EVENT_LOOP_ENV",
     "EXIT_ERROR_RATE",
+    "MAX_POINTS",
     "REPORT_FORMAT",
     "WORKLOAD_CONTRACT",
     "WORKLOAD_METHODS",
@@ -90,10 +96,16 @@ __all__ = [
     "EmbeddedServerError",
     "Executable",
     "LoadedWorkload",
+    "OperationSeries",
     "Operations",
     "Plan",
     "Pool",
     "Progress",
+    "ReportFileError",
+    "SavedOperation",
+    "SavedRun",
+    "Series",
+    "SeriesData",
     "Tick",
     "WorkerError",
     "Workload",
@@ -101,14 +113,18 @@ __all__ = [
     "WorkloadProtocol",
     "WorkloadSection",
     "WorkloadSpec",
+    "check_report_path",
     "copy_rows",
     "default_data_directory",
+    "html_report",
     "intended_start_ns",
     "mask_dsn",
     "open_workload",
     "plans_for",
     "process_rates",
+    "read_run",
     "read_settings",
+    "render_comparison",
     "resolve_weights",
     "run_bench",
     "run_with_best_loop",
@@ -116,4 +132,5 @@ __all__ = [
     "settings_keys",
     "skewed",
     "split_evenly",
+    "write_html_report",
 ]

@@ -24,13 +24,13 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tether import error_text
 from tether.hosts.workload._pacing import intended_start_ns
-from tether.hosts.workload._stats import Collector, OperationStats
+from tether.hosts.workload._stats import Collector, OperationStats, OperationTick
 from tether.hosts.workload._weights import make_chooser
 
 __all__ = ["DirectOperation", "Engine", "EngineResult", "Executable", "Plan", "Tick"]
@@ -96,7 +96,14 @@ class Plan:
 @dataclass(frozen=True, slots=True)
 class Tick:
     """What happened from ``since`` to ``elapsed`` (seconds of the measured run, < 0
-    while warming up): the interval since the previous tick."""
+    while warming up): the interval since the previous tick.
+
+    Ticks keep one schedule from the run's start, ``plan.tick`` apart, the same in
+    every process: ``slot`` is this tick's place on it (the last tick of a run, when
+    the clients end, takes the next slot, or the previous one's when it comes less
+    than half a tick after it). ``operations`` holds the same figures per operation
+    (only the operations that did something).
+    """
 
     since: float
     elapsed: float
@@ -105,6 +112,8 @@ class Tick:
     latencies: Counter[int]
     total_successes: int
     total_errors: int
+    slot: int = 0
+    operations: Mapping[str, OperationTick] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -139,6 +148,7 @@ class Engine:
         self._async_stop: asyncio.Event | None = None
         self._totals = [0, 0]
         self._last_tick_ns = 0
+        self._slot = 0
         self._start_ns = 0
         self._measure_ns = 0
         self._end_ns = _FAR
@@ -191,7 +201,8 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
         finished = time.monotonic_ns()
-        self._tick(finished)
+        is_apart = finished - self._last_tick_ns >= self.plan.tick * _NS / 2
+        self._tick(finished, self._slot + 1 if is_apart else self._slot)
         elapsed = max(0, finished - self._measure_ns) / _NS
         return EngineResult(self.collector.stats, elapsed, self.stop_reason)
 
@@ -201,15 +212,25 @@ class Engine:
             await asyncio.sleep(delay)
 
     async def _tick_forever(self) -> None:
+        """Tick at ``start + k * plan.tick`` (a late tick skips the slots it missed), so
+        that the ticks of every process line up on the run's clock."""
+        period = max(1, int(self.plan.tick * _NS))
         while True:
-            await asyncio.sleep(self.plan.tick)
-            self._tick(time.monotonic_ns())
+            await self._wait_until(self._start_ns + (self._slot + 1) * period)
+            now = time.monotonic_ns()
+            self._tick(now, max(self._slot + 1, (now - self._start_ns) // period))
 
-    def _tick(self, now_ns: int) -> None:
-        latencies, successes, errors = self.collector.drain()
+    def _tick(self, now_ns: int, slot: int) -> None:
+        operations = self.collector.drain_operations()
+        latencies: Counter[int] = Counter()
+        successes = errors = 0
+        for done in operations.values():
+            latencies.update(done.latencies)
+            successes += done.successes
+            errors += done.errors
         self._totals[0] += successes
         self._totals[1] += errors
-        since, self._last_tick_ns = self._last_tick_ns, now_ns
+        since, self._last_tick_ns, self._slot = self._last_tick_ns, now_ns, slot
         if self.on_tick is not None:
             measure = self._measure_ns
             self.on_tick(
@@ -219,7 +240,10 @@ class Engine:
                     successes,
                     errors,
                     latencies,
-                    *self._totals,
+                    self._totals[0],
+                    self._totals[1],
+                    slot=slot,
+                    operations=operations,
                 )
             )
 

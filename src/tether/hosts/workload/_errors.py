@@ -6,7 +6,8 @@
     ├── BenchError                      a bench run cannot start or go on
     │   ├── DatabaseUnavailableError    the database cannot be reached (DSN shown masked)
     │   ├── EmbeddedServerError         the embedded PostgreSQL cannot be started
-    │   └── WorkerError                 a worker process of --processes failed
+    │   ├── WorkerError                 a worker process of --processes failed
+    │   └── ReportFileError             a saved report cannot be read, or the HTML one written
     └── ConfigError
         └── WorkloadConfigError         bench settings or operation weights are wrong
 """
@@ -19,6 +20,7 @@ __all__ = [
     "BenchError",
     "DatabaseUnavailableError",
     "EmbeddedServerError",
+    "ReportFileError",
     "WorkerError",
     "WorkloadConfigError",
 ]
@@ -48,6 +50,11 @@ class EmbeddedServerError(BenchError):
 
 class WorkerError(BenchError):
     """A worker process (``--processes``) failed to start, run or report."""
+
+
+class ReportFileError(BenchError):
+    """A report file (``--compare``'s JSON, ``--report``'s HTML) cannot be read or
+    written, or is not a bench report; ``path`` is the file."""
 
 
 class WorkloadConfigError(ConfigError):

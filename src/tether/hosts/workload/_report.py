@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tether import __version__
+from tether.hosts.workload._series import SeriesData
 from tether.hosts.workload._settings import BenchSettings
 from tether.hosts.workload._stats import (
     DistinctError,
@@ -60,6 +61,7 @@ class BenchReport:
     info: dict[str, object] = field(default_factory=dict)
     metrics: dict[str, object] = field(default_factory=dict)
     setup_seconds: float | None = None
+    series: SeriesData | None = None
 
     # ------------------------------------------------------------------ figures
 
@@ -167,6 +169,7 @@ class BenchReport:
             },
             "metrics": self.metrics,
             "error_rate_exceeded": self.error_rate_exceeded,
+            "series": None if self.series is None else self.series.to_json(),
         }
 
     def _operation(self, name: str, stats: OperationStats) -> dict[str, object]:

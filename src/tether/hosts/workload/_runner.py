@@ -31,6 +31,7 @@ from tether.hosts.workload._engine import Engine, Plan, Tick
 from tether.hosts.workload._loop import event_loop_name
 from tether.hosts.workload._pacing import process_rates, split_evenly
 from tether.hosts.workload._report import BenchReport
+from tether.hosts.workload._series import Series
 from tether.hosts.workload._settings import BenchSettings
 from tether.hosts.workload._stats import OperationStats
 from tether.hosts.workload._workers import merge_metrics, run_workers
@@ -119,8 +120,9 @@ async def _run(
             await workload.call("setup", admin, blocking=not is_async)
             setup_seconds = time.perf_counter() - began
         info = await workload.info()
+        series = Series(workload.weights, tick=settings.tick)
         stats, elapsed, reason, metrics = await _clients(
-            workload, database, settings, framework_config, on_tick
+            workload, database, settings, framework_config, _both(series, on_tick)
         )
         if settings.cleanup:
             notify(f"cleaning up workload '{workload.name}'...")
@@ -146,7 +148,20 @@ async def _run(
         info=info,
         metrics=metrics,
         setup_seconds=setup_seconds,
+        series=series.result(),
     )
+
+
+def _both(series: Series, on_tick: Callable[[Tick], None] | None) -> Callable[[Tick], None]:
+    """One tick consumer: the series, then ``on_tick`` (the progress line)."""
+    if on_tick is None:
+        return series
+
+    def both(tick: Tick) -> None:
+        series(tick)
+        on_tick(tick)
+
+    return both
 
 
 _Outcome = tuple[dict[str, OperationStats], float, str, dict[str, object]]

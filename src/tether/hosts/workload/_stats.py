@@ -24,6 +24,7 @@ __all__ = [
     "DistinctError",
     "LatencySummary",
     "OperationStats",
+    "OperationTick",
     "interval_percentile",
     "new_histogram",
 ]
@@ -208,11 +209,24 @@ class Collector:
     def drain(self) -> tuple[Counter[int], int, int]:
         """Record what clients appended since the last drain.
 
-        Returns the interval's latency counts, its number of successes and of errors.
-        Only the collector pops, so ``len`` taken first never overstates what is there.
+        Returns the interval's latency counts, its number of successes and of errors
+        (all operations together; :meth:`drain_operations` tells them apart).
         """
         interval: Counter[int] = Counter()
-        successes = 0
+        successes = errors = 0
+        for tick in self.drain_operations().values():
+            interval.update(tick.latencies)
+            successes += tick.successes
+            errors += tick.errors
+        return interval, successes, errors
+
+    def drain_operations(self) -> dict[str, OperationTick]:
+        """Record what clients appended since the last drain; return it per operation
+        (only the operations that did something).
+
+        Only the collector pops, so ``len`` taken first never overstates what is there.
+        """
+        drained: dict[str, OperationTick] = {}
         for op, queue in self.latencies.items():
             waiting = len(queue)
             if not waiting:
@@ -220,16 +234,33 @@ class Collector:
             pop = queue.popleft
             counts = Counter([pop() for _ in range(waiting)])
             self.stats[op].record(counts)
-            interval.update(counts)
-            successes += waiting
-        failed = len(self.errors)
-        for _ in range(failed):
+            drained[op] = OperationTick(waiting, 0, counts)
+        failed: Counter[str] = Counter()
+        for _ in range(len(self.errors)):
             op, error_type, message, at_ns = self.errors.popleft()
+            failed[op] += 1
             at = (at_ns - self.origin_ns) / 1e9
             new = self.stats[op].record_error(error_type, message, at)
             if new and self.on_new_error is not None:
                 self.on_new_error(op, error_type, message)
-        return interval, successes, failed
+        for op, count in failed.items():
+            done = drained.get(op)
+            drained[op] = (
+                OperationTick(0, count, Counter())
+                if done is None
+                else OperationTick(done.successes, count, done.latencies)
+            )
+        return drained
+
+
+@dataclass(frozen=True, slots=True)
+class OperationTick:
+    """What one operation did in one tick: successes, errors, and the successes'
+    latencies (``{microseconds: count}``)."""
+
+    successes: int
+    errors: int
+    latencies: Counter[int]
 
 
 def interval_percentile(latencies: Mapping[int, int], percentile: float) -> float:
