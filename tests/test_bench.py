@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from helpers import PluginWriter
+from helpers import PluginWriter, line_of
 from tether.cli import cli
 from tether.hosts.workload import EXIT_ERROR_RATE
 
@@ -493,3 +493,27 @@ def test_the_pipelined_tpcb_client_raises_the_sqlstate_class_and_recovers(pg_url
             client.run([(b"begin", None), (b"divide", [b"0"]), (b"end", None)])
         assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
         client.run([(b"begin", None), (b"divide", [b"2"]), (b"end", None)])
+
+
+def test_a_workload_whose_initialize_raises_gets_a_summary_not_a_traceback(pg_url, tmp_path):
+    """The summary names the plugin, the step and the plugin's own frame; tether's
+    internals (and the full trace) only with -v."""
+    code = ASYNC_PLUGIN.replace(
+        "        self.config = config", "        raise RuntimeError('no table')", 1
+    )
+    assert "raise RuntimeError('no table')" in code
+    PluginWriter(tmp_path / "plugins")(
+        "broken", code, entry="broken:Workload", directory="broken", provides=["workload"]
+    )
+    args = ("-w", "broken", "--dsn", pg_url, "-t", "5", "-q")
+    result = bench(*args, plugin_path=tmp_path / "plugins")
+    stderr = result.stderr
+    assert result.exit_code == 1, stderr
+    assert "Traceback" not in stderr
+    assert "Error: plugin initialization failed: plugin 'broken': RuntimeError: no table" in stderr
+    source = tmp_path / "plugins" / "broken" / "broken.py"
+    assert f"at {source}:{line_of(source, 'no table')}, in initialize" in stderr
+    verbose = CliRunner().invoke(
+        cli, ["-v", "--plugin-path", str(tmp_path / "plugins"), "bench", *args]
+    )
+    assert "Traceback" in verbose.stderr

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import click
 
-from tether import TetherConfig, load_config
-from tether.cli._app import EXIT_INTERRUPTED, State, pass_state
+from tether import TetherConfig, error_text, load_config, plugin_frame
+from tether.cli._app import EXIT_INTERRUPTED, State, log_without_tracebacks, pass_state
 from tether.cli._output import err, out, print_error
 from tether.cli._shared import parse_settings
 from tether.cli._types import NonEmptyPath, Text
@@ -195,7 +195,18 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
             highlight=False,
         )
     spec = config.spec_for(find_workload(state, name), parse_settings(plugin_settings))
-    report = _run(spec, settings, framework, quiet=quiet)
+    with log_without_tracebacks(state):  # a plugin's failure is the summary below
+        try:
+            report = _run(spec, settings, framework, quiet=quiet)
+        except TetherError as exc:
+            frame = plugin_frame(exc, spec.path) if spec.path is not None else None
+            if frame is None:
+                raise
+            raise TetherError(
+                f"{error_text(exc)}\n  at {frame.filename}:{frame.lineno}, in {frame.name}",
+                plugin=exc.plugin,
+                hint=exc.hint,
+            ) from exc
     _finish(ctx, report, fmt, report_file, quiet=quiet)
 
 
