@@ -58,3 +58,21 @@ def test_every_global_option_reports_an_error_cleanly(tmp_path, monkeypatch, opt
         assert "Traceback" in result.stderr  # the full trace, as -v promises
     else:
         assert "Traceback" not in output
+
+
+def test_bench_help_shows_every_default():
+    """Each bench option that has a default says what it is."""
+    import re
+
+    result = CliRunner().invoke(cli, ["bench", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    options = [
+        o for o in re.split(r"\n  (?=-)", result.output.split("Options:", 1)[1]) if o.strip()
+    ]
+    assert len(options) > 15
+    no_default = {"--config", "--set", "--quiet", "--report", "--compare", "--help"}
+    for option in options:
+        names = set(re.findall(r"--[a-z-]+", option.split("  ")[0]))
+        if names & no_default:
+            continue
+        assert "default" in " ".join(option.split()), option

@@ -63,21 +63,39 @@ def _load_config(state: State, config_file: Path | None) -> TetherConfig:
     help="Bench config (workload, database and bench sections); overrides the global --config.",
 )
 @click.option(
-    "--workload", "-w", "workload_name", metavar="NAME", help="The workload plugin to run."
+    "--workload",
+    "-w",
+    "workload_name",
+    metavar="NAME",
+    help="The workload plugin to run (default: the config's workload.plugin_name).",
 )
 @click.option(
     "--duration", "-T", metavar="DURATION", help="How long to measure, e.g. 30s (default 10s)."
 )
 @click.option(
-    "--transactions", "-t", type=int, metavar="N", help="Run N transactions in total instead."
+    "--transactions",
+    "-t",
+    type=int,
+    metavar="N",
+    help="Run N transactions in total instead (default: run for --duration).",
 )
 @click.option(
-    "--clients", "-c", type=int, metavar="N", help="Concurrent clients, one connection each."
+    "--clients",
+    "-c",
+    type=int,
+    metavar="N",
+    help="Concurrent clients, one connection each, 1 to 10,000 (default 1).",
 )
 @click.option(
-    "--rate", "-R", type=float, metavar="TPS", help="Pace transactions at TPS per second."
+    "--rate",
+    "-R",
+    type=float,
+    metavar="TPS",
+    help="Pace transactions at TPS per second (default: as fast as they go).",
 )
-@click.option("--warmup", metavar="DURATION", help="Run unmeasured for this long first.")
+@click.option(
+    "--warmup", metavar="DURATION", help="Run unmeasured for this long first (default 0s)."
+)
 @click.option(
     "--dsn",
     type=Text(),
@@ -98,12 +116,17 @@ def _load_config(state: State, config_file: Path | None) -> TetherConfig:
 )
 @click.option("--seed", type=int, help="Seed of the clients' operation choices (default: random).")
 @click.option(
-    "--processes", "-j", type=int, metavar="P", help="Spread the clients over P processes."
+    "--processes",
+    "-j",
+    type=int,
+    metavar="P",
+    help="Spread the clients over P processes, at most the clients (default 1).",
 )
 @click.option(
     "--max-error-rate",
     metavar="RATE",
-    help="Exit with code 3 when errors exceed this fraction (0.01) or percentage (1%).",
+    help="Exit with code 3 when errors exceed this fraction (0.01) or percentage (1%) "
+    "(default: no limit).",
 )
 @click.option(
     "--set",
