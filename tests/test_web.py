@@ -882,19 +882,21 @@ def test_live_server_reports_a_failed_start(tmp_path, plugin):
 
 def test_the_plugin_in_the_docs_works(tmp_path, client):
     text = (Path(__file__).resolve().parent.parent / "docs" / "web.md").read_text()
-    for body in re.findall(r"```(?:yaml|python)\n(# greeter/.*?)```", text, re.DOTALL):
+    for body in re.findall(
+        r"```(?:yaml|python)\n(# (?:greeter/|serve\.yaml).*?)```", text, re.DOTALL
+    ):
         name, _, code = body.partition("\n")
         target = tmp_path / name.removeprefix("# ")
         target.parent.mkdir(exist_ok=True)
         target.write_text(code)
     assert sorted(p.name for p in (tmp_path / "greeter").iterdir()) == ["greeter.py", "plugin.yaml"]
-    config = write_config(tmp_path, tmp_path / "greeter")
+    config = tmp_path / "serve.yaml"  # the config the docs serve it with
     with LiveServer(config, state_directory=tmp_path / "state") as server:
         http = client(server)
         assert is_error(http.get("/greetings/ada"), 404, "HTTPException", "greeter")
         assert http.put("/greetings/ada").status_code == 204
         greeted = http.get("/greetings/ada", headers={"x-tag": "docs"})
-        assert greeted.json() == {"message": "Hello, ada!", "tag": "docs"}
+        assert greeted.json() == {"message": "Hi, ada!", "tag": "docs"}
         assert greeted.headers["x-greeter"] == "yes"
         assert http.delete("/greetings/ada").text == "forgotten"
         server.call(lambda: server.manager.unload_plugin("greeter"))
