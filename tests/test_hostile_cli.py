@@ -553,3 +553,22 @@ def test_a_real_process_prints_one_error_line_for_a_missing_log_directory(tmp_pa
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert "Error: Invalid value for '--log-file': cannot write to" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("Bad", "'B' is not allowed"),
+        ("a_b", "'_' is not allowed"),
+        ("x", "it is 1 characters long (2 to 64)"),
+        ("a" * 65, "it is 65 characters long (2 to 64)"),
+        ("9lives", "it must start with a lowercase letter"),
+        ("-x", "it must start with a lowercase letter"),
+        ("abc-", "it must end with a letter or digit"),
+    ],
+)
+def test_plugins_new_names_the_rule_a_name_breaks(tmp_path, name, rule):
+    result = CliRunner().invoke(cli, ["plugins", "new", "--dir", str(tmp_path), "--", name])
+    assert result.exit_code == 1, result.output
+    assert f"Error: invalid plugin name {name!r}: {rule}" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import string
 from pathlib import Path
 
 from tether import __version__, load_manifest
@@ -13,6 +14,8 @@ from tether.errors import TetherError
 __all__ = ["scaffold"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$")
+_SHORTEST, _LONGEST = 2, 64
+_NAME_CHARACTERS = frozenset(string.ascii_lowercase + string.digits + "-")
 
 
 def _manifest(name: str, module: str, cls: str) -> dict[str, object]:
@@ -100,6 +103,18 @@ def test_greets_and_counts() -> None:
 '''
 
 
+def _broken_rule(name: str) -> str:
+    """Which rule of a new plugin's name ``name`` breaks (the first)."""
+    if not _SHORTEST <= len(name) <= _LONGEST:
+        return f"it is {len(name)} characters long ({_SHORTEST} to {_LONGEST})"
+    odd = next((c for c in name if c not in _NAME_CHARACTERS), None)
+    if odd is not None:
+        return f"{odd!r} is not allowed (lowercase letters, digits and '-' only)"
+    if not name[0].isalpha():
+        return "it must start with a lowercase letter"
+    return "it must end with a letter or digit"
+
+
 def scaffold(name: str, directory: Path, *, fmt: str = "yaml") -> Path:
     """Create ``directory/name`` and return it; refuse to overwrite anything.
 
@@ -108,7 +123,7 @@ def scaffold(name: str, directory: Path, *, fmt: str = "yaml") -> Path:
     """
     if not _NAME.fullmatch(name):
         raise TetherError(
-            f"invalid plugin name {name!r}",
+            f"invalid plugin name {name!r}: {_broken_rule(name)}",
             hint="use lowercase letters, digits and '-', 2 to 64 characters, e.g. 'rate-limit'",
         )
     target = directory / name
