@@ -76,3 +76,38 @@ def test_bench_help_shows_every_default():
         if names & no_default:
             continue
         assert "default" in " ".join(option.split()), option
+
+
+def _app_config(tmp_path):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    return examples / "app.yaml"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--config", "{c}", "config", "validate"],
+        ["config", "validate", "--config", "{c}"],
+        ["config", "validate", "{c}"],
+        ["config", "show", "{c}"],
+        ["plugins", "graph", "--config", "{c}"],
+    ],
+)
+def test_config_is_taken_the_same_way_by_every_command(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TETHER_CONFIG", raising=False)
+    config = str(_app_config(tmp_path))
+    result = CliRunner().invoke(cli, [a.format(c=config) for a in args])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "auth-plugin" in result.output
+
+
+def test_a_commands_config_that_does_not_exist_fails_as_the_global_one_does(tmp_path):
+    missing = str(tmp_path / "none.yaml")
+    after = CliRunner().invoke(cli, ["plugins", "list", "--config", missing])
+    before = CliRunner().invoke(cli, ["--config", missing, "plugins", "list"])
+    assert after.exit_code == before.exit_code == 1
+    assert after.stderr == before.stderr
+    assert f"Error: cannot read config file {missing}" in " ".join(after.stderr.split())

@@ -4,7 +4,7 @@ Each module defines its commands and groups and registers nothing; the whole
 command tree is put together here, in one place.
 """
 
-from tether.cli._app import cli, main
+from tether.cli._app import accept_config_everywhere, cli, main
 from tether.cli._bench import bench
 from tether.cli._config_commands import config_group, config_show, config_validate
 from tether.cli._demo import demo
@@ -49,3 +49,4 @@ cli.add_command(workloads)
 cli.add_command(bench)
 cli.add_command(serve)
 cli.add_command(demo)
+accept_config_everywhere(cli)

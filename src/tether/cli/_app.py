@@ -23,7 +23,14 @@ from tether.cli._output import err, print_error
 from tether.cli._types import NonEmptyPath
 from tether.errors import TetherError
 
-__all__ = ["State", "cli", "log_without_tracebacks", "main", "pass_state"]
+__all__ = [
+    "State",
+    "accept_config_everywhere",
+    "cli",
+    "log_without_tracebacks",
+    "main",
+    "pass_state",
+]
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -37,6 +44,12 @@ class State:
     plugin_paths: list[Path] = field(default_factory=list)
     verbose: bool = False
     _config: TetherConfig | None = None
+
+    def use_config(self, path: Path | None) -> None:
+        """A command's own ``--config`` (or FILE): it replaces the global one."""
+        if path is not None:
+            self.config_path = path
+            self._config = None
 
     def config(self) -> TetherConfig:
         """The framework config (read once); an empty one when no file is given or found."""
@@ -292,3 +305,29 @@ def cli(
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tether`` script."""
     cli.main(args=argv, prog_name="tether")
+
+
+def _use_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    state = ctx.find_object(State)
+    if state is not None:
+        state.use_config(value)
+
+
+def accept_config_everywhere(group: click.Group) -> None:
+    """Give every command under ``group`` that has no ``--config`` of its own one that
+    does what the global ``--config`` does, so it may come after the command's name."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            accept_config_everywhere(command)
+        elif not any("--config" in getattr(p, "opts", ()) for p in command.params):
+            command.params.append(
+                click.Option(
+                    ["--config"],
+                    type=NonEmptyPath(path_type=Path, dir_okay=False),
+                    expose_value=False,
+                    is_eager=True,
+                    callback=_use_config,
+                    metavar="FILE",
+                    help="Framework config file, as the global --config.",
+                )
+            )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import click
 import yaml
@@ -27,6 +28,7 @@ from tether import (
 from tether.cli._app import State, pass_state
 from tether.cli._output import out, print_error
 from tether.cli._shared import entry_manifest, fail, framework_version
+from tether.cli._types import NonEmptyPath
 from tether.cli._workloads import check_bench_config
 from tether.errors import TetherError
 
@@ -47,11 +49,19 @@ def _require_config(state: State) -> TetherConfig:
     return state.config()
 
 
+_FILE = click.argument(
+    "file", required=False, type=NonEmptyPath(path_type=Path, dir_okay=False), metavar="[FILE]"
+)
+
+
 @click.command("validate")
+@_FILE
 @pass_state
-def config_validate(state: State) -> None:
-    """Check the config file, every plugin it names, their configs and their dependencies,
-    and its bench sections when it has them."""
+def config_validate(state: State, file: Path | None) -> None:
+    """Check the config FILE (else --config, $TETHER_CONFIG or ./tether.yaml), every
+    plugin it names, their configs and their dependencies, and its bench sections when
+    it has them."""
+    state.use_config(file)
     config = _require_config(state)
     bench_problems = check_bench_config(state, config)
     for problem in bench_problems:
@@ -123,9 +133,12 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
     default="yaml",
     show_default=True,
 )
+@_FILE
 @pass_state
-def config_show(state: State, fmt: str) -> None:
-    """The config as tether sees it: env vars expanded, defaults applied, secrets masked."""
+def config_show(state: State, fmt: str, file: Path | None) -> None:
+    """The config FILE (else --config, $TETHER_CONFIG or ./tether.yaml) as tether sees
+    it: env vars expanded, defaults applied, secrets masked."""
+    state.use_config(file)
     config = _require_config(state)
     data = config.model_dump(mode="json", exclude_none=True)
     entries = data.get("plugins", {}).get("plugins", [])
