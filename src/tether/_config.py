@@ -156,6 +156,7 @@ class PluginsSection(_KeepsOtherKeys):
     enabled: EnvBool = True
     directory: StrictStr | None = None
     strict: EnvBool = False
+    verify: EnvBool = False  # refuse plugins whose files differ from tether.lock
     plugins: tuple[PluginConfig, ...] = ()
     error_threshold: ErrorThresholdSettings | None = None
     health_check_interval: Annotated[EnvSeconds, Field(gt=0)] = 30.0

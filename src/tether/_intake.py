@@ -3,7 +3,8 @@ its first version.
 
 The manager decides what to load (``tether._locate``) and guards its own state (name
 conflicts, its lock); :func:`load_slot` checks what can be checked before any code runs
-(framework version, isolation, contract, permissions), imports the code, validates
+(the plugin's files against ``tether.lock`` with ``plugins.verify``, framework version,
+isolation, contract, permissions), imports the code, validates
 the plugin's config against its schema (and the plugin's own ``validate_config``), and
 builds the plugin's slot with its first version staged: gate, door, call chain, scope.
 
@@ -38,6 +39,7 @@ from tether._context import PluginScope
 from tether._contracts import Contract, ContractRegistry
 from tether._describe import error_line, error_text
 from tether._gate import Gate
+from tether._integrity import check_plugin, lock_path, read_lock
 from tether._lifecycle import PluginStatus
 from tether._loader import LoadedCode, code_directory, load_code, unload_code
 from tether._locate import Found, call_chain, check_isolation, config_schema, timeouts_of
@@ -267,8 +269,14 @@ async def load_slot(
     backoff: float,
     on_error: Callable[[str, BaseException], None],
 ) -> PluginSlot:
-    """Check, import and stage a plugin found by the locator: its new slot."""
+    """Check, import and stage a plugin found by the locator: its new slot.
+
+    With ``plugins.verify`` the plugin's files are checked against the config's
+    ``tether.lock`` first, before anything else of it is read or run.
+    """
     manifest = found.manifest
+    if config.plugins.verify:
+        check_plugin(manifest, read_lock(lock_path(config.path)))
     constraint = manifest.framework.version
     if not parse_constraint(constraint).allows(framework_version):
         raise FrameworkVersionMismatchError(manifest.name, constraint, framework_version)

@@ -12,7 +12,9 @@ The tree::
     │   ├── PluginNotFoundError (LookupError)   no plugin at that path / of that name
     │   ├── PluginImportError               importing the plugin's code raised
     │   │   └── PluginLoadTimeoutError (TimeoutError)  ... or did not finish in time
-    │   └── InterfaceError (TypeError)      the entry object lacks a lifecycle method
+    │   ├── InterfaceError (TypeError)      the entry object lacks a lifecycle method
+    │   └── IntegrityError                  plugins.verify: the plugin's files differ from the lock
+    ├── PackagingError                      a plugin cannot be packaged, installed or uninstalled
     ├── ResolutionError                     the set of plugins cannot be ordered
     │   ├── MissingDependencyError
     │   ├── VersionMismatchError
@@ -75,6 +77,7 @@ __all__ = [
     "HealthCheckError",
     "HookError",
     "HookTimeoutError",
+    "IntegrityError",
     "InterfaceError",
     "InvalidTransitionError",
     "IsolationError",
@@ -83,6 +86,7 @@ __all__ = [
     "ManifestProblem",
     "MiddlewareError",
     "MissingDependencyError",
+    "PackagingError",
     "PermissionDeniedError",
     "PermissionMismatchError",
     "PluginImportError",
@@ -327,6 +331,36 @@ class InterfaceError(PluginLoadError, TypeError):
             hint=f"'{entry}' (plugin '{plugin}') must provide every method of the "
             f"'{contract}' contract: {methods}{base}",
         )
+
+
+class IntegrityError(PluginLoadError):
+    """``plugins.verify: true`` refused a plugin before importing its code: its files
+    differ from ``tether.lock``, or the lock does not list it.
+
+    ``lock`` is the lock file; ``file`` the first file (relative to the plugin's
+    directory) that changed, was added or was removed, and ``change`` which of those
+    (``None`` for both when the lock does not list the plugin).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin: str,
+        lock: Path,
+        file: str | None = None,
+        change: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, plugin=plugin, path=lock, hint=hint)
+        self.lock = lock
+        self.file = file
+        self.change = change
+
+
+class PackagingError(TetherError):
+    """A plugin cannot be packaged (``tether plugins package``), installed or uninstalled;
+    ``path`` is the file or directory at fault."""
 
 
 class ContractError(TetherError):
