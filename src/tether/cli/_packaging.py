@@ -98,6 +98,7 @@ def _scope_options(verb: str) -> Callable[[Callable[..., None]], Callable[..., N
                 "--dir",
                 "directory",
                 type=NonEmptyPath(path_type=Path, file_okay=False),
+                metavar="DIR",
                 help=f"{verb} this plugin directory instead (./plugins, a config's "
                 "plugins.directory).",
             ),
