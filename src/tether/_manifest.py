@@ -34,7 +34,7 @@ from pydantic import (
 from tether._describe import error_line
 from tether._documents import DocumentError, decode, format_of, parse, read_bytes
 from tether._durations import Seconds, format_duration, parse_duration
-from tether._versions import parse_constraint, parse_version
+from tether._versions import constraint_problem, version_problem
 from tether.errors import ManifestError, ManifestProblem
 
 __all__ = [
@@ -120,10 +120,12 @@ class Dependency(BaseModel):
 
     _n = field_validator("name")(check_name)
 
-    @field_validator("version")
+    @field_validator("version", mode="before")
     @classmethod
-    def _constraint(cls, value: str) -> str:
-        parse_constraint(value)
+    def _constraint(cls, value: object) -> object:
+        problem = constraint_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -357,13 +359,12 @@ class FrameworkRequirement(BaseModel):
 
     version: StrictStr = "*"
 
-    @field_validator("version")
+    @field_validator("version", mode="before")
     @classmethod
-    def _constraint(cls, value: str) -> str:
-        try:
-            parse_constraint(value)
-        except ValueError:
-            raise ValueError(f"invalid framework version constraint: {value}") from None
+    def _constraint(cls, value: object) -> object:
+        problem = constraint_problem(value, what="framework")
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -394,7 +395,9 @@ class Manifest(BaseModel):
     @field_validator("version", mode="before")
     @classmethod
     def _semver(cls, value: object) -> object:
-        parse_version(value if isinstance(value, str) else "")
+        problem = version_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("entry")
