@@ -654,8 +654,7 @@ def test_an_entry_point_whose_version_is_not_semver_is_invalid(
     [problem] = invalid.error.problems
     assert problem.field == "version"
     assert problem.message == (
-        "invalid version format: must be semantic version (X.Y.Z), got '1.0': "
-        "did you mean '1.0.0'?"
+        "invalid version format: must be semantic version (X.Y.Z), got '1.0': did you mean '1.0.0'?"
     )
     assert problem.path.name == "METADATA"
 

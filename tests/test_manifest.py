@@ -24,6 +24,7 @@ from tether._manifest import (
 from tether.errors import ManifestError, ManifestProblem, TetherError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "plugins"
+BAD_VERSION = "invalid version format: must be semantic version (X.Y.Z)"
 CONFIG_TYPE_MESSAGE = (
     "invalid config schema: type must be one of "
     "[string, integer, float, boolean, duration, array, object]"
@@ -187,19 +188,19 @@ CASES = [
     pytest.param(
         {"version": "1.0"},
         "version",
-        "invalid version format: must be semantic version (X.Y.Z), got '1.0': did you mean '1.0.0'?",
+        f"{BAD_VERSION}, got '1.0': did you mean '1.0.0'?",
         id="version-two-parts",
     ),
     pytest.param(
         {"version": "v1.0.0"},
         "version",
-        "invalid version format: must be semantic version (X.Y.Z), got 'v1.0.0': did you mean '1.0.0'?",
+        f"{BAD_VERSION}, got 'v1.0.0': did you mean '1.0.0'?",
         id="version-v-prefix",
     ),
     pytest.param(
         {"version": 1},
         "version",
-        "invalid version format: must be semantic version (X.Y.Z), got the number 1: did you mean '1.0.0'?",
+        f"{BAD_VERSION}, got the number 1: did you mean '1.0.0'?",
         id="version-number",
     ),
     pytest.param(
@@ -335,7 +336,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         load_manifest(write_yaml(tmp_path, data))
     assert problems_of(caught.value) == {
         "name": "missing required field: name",
-        "version": "invalid version format: must be semantic version (X.Y.Z), got '1.0': did you mean '1.0.0'?",
+        "version": f"{BAD_VERSION}, got '1.0': did you mean '1.0.0'?",
         "nmae": "unknown field: nmae (did you mean 'name'?)",
         "dependencies[0].version": "invalid dependency version constraint: >>1",
         "permissions.teleport": "unknown permission: teleport",
