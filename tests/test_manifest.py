@@ -169,7 +169,7 @@ def test_defaults_of_optional_sections():
 
 # --------------------------------------------------------------------------- messages
 
-REQUIRED = ["name", "version", "description", "author", "entry"]
+REQUIRED = ["name", "version", "description", "author"]  # `entry` may be left to convention
 
 
 @pytest.mark.parametrize("field", REQUIRED)

@@ -53,6 +53,7 @@ __all__ = [
     "Timeouts",
     "check_name",
     "document_error",
+    "field_line",
     "find_manifest",
     "load_manifest",
     "parse_manifest",
@@ -377,7 +378,7 @@ class Manifest(BaseModel):
     version: StrictStr
     description: StrictStr
     author: StrictStr
-    entry: StrictStr
+    entry: StrictStr = ""  # "": found by convention when loaded (tether._entry_source)
     framework: FrameworkRequirement = FrameworkRequirement()
     dependencies: tuple[Dependency, ...] = ()
     permissions: Permissions = Permissions()
@@ -603,6 +604,19 @@ def load_manifest(path: Path) -> Manifest:
         problem = ManifestProblem(path, "", f"cannot read: {_reason(exc)}")
         raise ManifestError(path, [problem]) from None
     return validate_manifest_data(data, path=path, lines=lines)
+
+
+def field_line(manifest: Manifest, field: str) -> int | None:
+    """The line of ``field`` (dotted) in the manifest's file, or ``None`` (no file, no such
+    key, or the file changed into something unreadable since it was loaded)."""
+    if manifest.source is None:
+        return None
+    try:
+        fmt = _format_of(manifest.source)
+        document = parse(decode(read_bytes(manifest.source)), fmt)
+    except (DocumentError, ManifestError):
+        return None
+    return _line_for(field, document.lines)
 
 
 def _manifest_in(directory: Path) -> Path:
