@@ -2,8 +2,8 @@
 
 ``load_manifest(path)`` returns a frozen :class:`Manifest` or raises
 :class:`~tether.errors.ManifestError` listing *every* problem at once, each with the
-file, the field and, for YAML and JSON, the line. Messages follow the reference wording
-(``missing required field: name`` and so on). Files are read by
+file, the field and the line (YAML, JSON and TOML alike). Messages follow the
+reference wording (``missing required field: name`` and so on). Files are read by
 :mod:`tether._documents`, within its bounds (1 MiB, regular files, nesting, integers,
 duplicate keys, YAML aliases); whatever goes wrong reading or checking one file is a
 ``ManifestError`` for that file, never another exception.

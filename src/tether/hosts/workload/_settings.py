@@ -16,8 +16,8 @@
 
 Every key is optional. ``BenchConfig.from_config`` reports every problem of the
 three sections at once in a :class:`WorkloadConfigError` whose problems
-(:class:`BenchConfigProblem`) name the file, the dotted field and, for YAML, the
-line. :meth:`BenchConfig.settings` lays options (a :class:`BenchSection` made by
+(:class:`BenchConfigProblem`) name the file, the dotted field and the line.
+:meth:`BenchConfig.settings` lays options (a :class:`BenchSection` made by
 :meth:`BenchSection.from_options`) over the file and the defaults.
 """
 
