@@ -335,7 +335,7 @@ def test_a_range_problem_in_the_file_carries_its_line_and_hint(tmp_path):
     assert caught.value.hint.startswith("write a number of transactions per second")
 
 
-def test_json_configs_have_lines_and_toml_configs_none(tmp_path):
+def test_json_and_toml_configs_have_lines(tmp_path):
     path = tmp_path / "bench.json"
     path.write_text('{"bench": {\n  "clients": "4"}}', encoding="utf-8")
     with pytest.raises(WorkloadConfigError) as caught:
@@ -348,7 +348,7 @@ def test_json_configs_have_lines_and_toml_configs_none(tmp_path):
     with pytest.raises(WorkloadConfigError) as caught:
         BenchConfig.from_config(load_config(path))
     [problem] = caught.value.problems
-    assert (problem.key, problem.line) == ("bench.clients", None)  # type: ignore[attr-defined]
+    assert (problem.key, problem.line) == ("bench.clients", 2)  # type: ignore[attr-defined]
     assert problem.message == "must be an integer, got '4'"
 
 

@@ -32,6 +32,7 @@ from tether._discovery import (
     discover,
 )
 from tether._durations import format_duration, parse_duration
+from tether._entry_source import EntryCheck, EntryFinding, check_entry_source
 from tether._event_model import EventStats
 from tether._events import EventBus
 from tether._gate import GateState
@@ -82,6 +83,8 @@ __all__ = [
     "Describable",
     "DiscoveredPlugin",
     "DiscoveryResult",
+    "EntryCheck",
+    "EntryFinding",
     "ErrorThreshold",
     "Event",
     "EventBus",
@@ -125,6 +128,7 @@ __all__ = [
     "blame",
     "check_call_chain",
     "check_entry",
+    "check_entry_source",
     "default_search_paths",
     "dependency_graph",
     "describe_error",

@@ -24,6 +24,7 @@ from tether.hosts.workload._errors import WorkloadConfigError
 from tether.hosts.workload._weights import check_default_weights, resolve_weights
 
 __all__ = [
+    "REFERENCE_NAMES",
     "WORKLOAD_CONTRACT",
     "WORKLOAD_METHODS",
     "LoadedWorkload",
@@ -31,6 +32,16 @@ __all__ = [
     "WorkloadSpec",
     "open_workload",
 ]
+
+REFERENCE_NAMES: Mapping[str, str] = {
+    "imdb_plugin": "imdb",
+    "ecommerce_plugin": "ecommerce",
+    "vector_plugin": "vector",
+    "realworld_plugin": "realworld",
+}
+"""The reference's (001's) names of the built-in workloads, by the names tether gives them:
+``tether bench --workload imdb_plugin`` and ``workload.plugin_name: imdb_plugin`` run the
+built-in ``imdb`` unless a plugin is really called ``imdb_plugin``."""
 
 WORKLOAD_METHODS = ("initialize", "setup", "cleanup", "execute_operation", "get_operation_types")
 
