@@ -564,3 +564,20 @@ def test_package_help_mentions_what_is_left_out() -> None:
     text = run("plugins", "package", "--help").stdout
     assert "__pycache__" in text
     assert "--format [wheel|tar]" in text
+
+
+def test_a_wheel_of_a_manifest_without_entry_points_at_the_conventional_class(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "src" / "hello"
+    directory.mkdir(parents=True)
+    (directory / "plugin.yaml").write_text(
+        "name: hello\nversion: 1.0.0\ndescription: d\nauthor: a\n", encoding="utf-8"
+    )
+    (directory / "plugin.py").write_text(
+        "import tether\n\nclass Hello(tether.Plugin):\n    pass\n", encoding="utf-8"
+    )
+    wheel = build_wheel(directory, tmp_path / "dist")
+    with zipfile.ZipFile(wheel) as archive:
+        points = archive.read("tether_plugin_hello-1.0.0.dist-info/entry_points.txt").decode()
+    assert points == "[tether.plugins]\nhello = tether_plugin_hello.plugin:Hello\n"

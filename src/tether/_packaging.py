@@ -35,6 +35,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from tether._discovery import ENTRY_POINT_GROUP
+from tether._entry_source import with_default_entry
 from tether._integrity import plugin_files
 from tether._manifest import Manifest, load_manifest
 from tether._version import __version__
@@ -126,7 +127,7 @@ def _one_line(text: str) -> str:
 
 def _dist_info(manifest: Manifest, version: str) -> dict[str, str]:
     package = package_name(manifest.name)
-    module, _, attribute = manifest.entry.partition(":")
+    module, _, attribute = with_default_entry(manifest).entry.partition(":")
     metadata = [
         "Metadata-Version: 2.1",
         f"Name: {distribution_name(manifest.name)}",
