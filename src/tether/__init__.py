@@ -14,6 +14,7 @@ from tether._chain import check_call_chain
 from tether._config import (
     CONFIG_NAMES,
     PluginConfig,
+    RetrySettings,
     TetherConfig,
     grant_permissions,
     load_config,
@@ -46,6 +47,7 @@ from tether._manifest import Manifest, find_manifest, load_manifest
 from tether._middleware import Middleware, MiddlewareRegistry
 from tether._plugin import Plugin
 from tether._resolver import Resolution, dependency_graph, resolve
+from tether._retries import FailedPlugin
 from tether._runtime import Registrar, Runtime
 from tether._seam import Entry as PluginEntry
 from tether._seam import is_async_callable
@@ -89,6 +91,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventStats",
+    "FailedPlugin",
     "GateState",
     "HealthCheckResult",
     "HealthCheckable",
@@ -115,6 +118,7 @@ __all__ = [
     "PluginStatus",
     "Registrar",
     "Resolution",
+    "RetrySettings",
     "Router",
     "Runtime",
     "ServiceRegistry",
