@@ -180,12 +180,13 @@ class ReportedError(click.ClickException):
     def show(self, file: object = None) -> None:  # noqa: ARG002 - output goes to stderr
         print_error(self.error)
         if self.verbose:
-            from rich.traceback import Traceback
+            import traceback
 
             shown: BaseException = self.error
             if shown.__traceback__ is None and shown.__cause__ is not None:
                 shown = shown.__cause__  # an OSError or a bug, reported in tether's words
-            err.print(Traceback.from_exception(type(shown), shown, shown.__traceback__))
+            # Python's own layout: whole paths at any terminal width, ready to paste
+            click.echo("".join(traceback.format_exception(shown)).rstrip("\n"), err=True)
 
 
 class TetherGroup(click.Group):
