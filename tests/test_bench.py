@@ -436,19 +436,19 @@ def _doc_files() -> dict[str, str]:
 
 def test_the_guide_has_its_example_files():
     assert set(_doc_files()) == {
-        "kv_store/plugin.yaml",
-        "kv_store/kv_workload.py",
+        "plugins/kv_store/plugin.yaml",
+        "plugins/kv_store/kv_workload.py",
         "bench.yaml",
         "test_kv_store.py",
+        "plugins/notes/plugin.yaml",
+        "plugins/notes/notes_workload.py",
     }
 
 
 @pytest.mark.slow
 def test_the_guides_example_plugin_config_and_test_work(tmp_path, pg_url, monkeypatch):
     for relative, body in _doc_files().items():
-        target = tmp_path / (
-            "plugins/" + relative if relative.startswith("kv_store/") else relative
-        )
+        target = tmp_path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(body, encoding="utf-8")
     monkeypatch.chdir(tmp_path)  # ./plugins is searched; paths in the example are relative
