@@ -176,6 +176,30 @@ def test_every_tpcb_driver_commits_each_transaction_once(pg_url, settings, drive
     ) == [(150, True)]
 
 
+CUSTOMER_OPERATIONS = ("customer_register", "customer_lookup", "customer_update", "address_update")
+
+
+@pytest.mark.slow
+def test_ecommerce_runs_every_operation_customer_management_included(pg_url):
+    weights = ", ".join(f"{name}: 5" for name in CUSTOMER_OPERATIONS)
+    data = report(
+        bench(
+            "-w", "ecommerce", "--dsn", pg_url, "-c", "3", "-t", "600", "--seed", "3",
+            "--set", "catalog_size=300", "--set", "customer_count=40",
+            "--set", f"operation_weights={{{weights}}}", "--format", "json", "-q",
+        )
+    )  # fmt: skip
+    operations = data["operations"]
+    assert isinstance(operations, dict)
+    assert set(CUSTOMER_OPERATIONS) <= set(operations)
+    assert {name: op["errors"] for name, op in operations.items()} == dict.fromkeys(operations, 0)
+    assert all(operations[name]["count"] > 0 for name in CUSTOMER_OPERATIONS), operations
+    registered = operations["customer_register"]["count"]
+    assert rows(pg_url, "SELECT count(*) FROM ecommerce_customers") == [(40 + registered,)]
+    moved = operations["address_update"]["count"]
+    assert rows(pg_url, "SELECT count(*) FROM ecommerce_addresses") == [(40 + registered + moved,)]
+
+
 # --------------------------------------------------------------------------- custom plugins
 
 
@@ -412,19 +436,19 @@ def _doc_files() -> dict[str, str]:
 
 def test_the_guide_has_its_example_files():
     assert set(_doc_files()) == {
-        "kv_store/plugin.yaml",
-        "kv_store/kv_workload.py",
+        "plugins/kv_store/plugin.yaml",
+        "plugins/kv_store/kv_workload.py",
         "bench.yaml",
         "test_kv_store.py",
+        "plugins/notes/plugin.yaml",
+        "plugins/notes/notes_workload.py",
     }
 
 
 @pytest.mark.slow
 def test_the_guides_example_plugin_config_and_test_work(tmp_path, pg_url, monkeypatch):
     for relative, body in _doc_files().items():
-        target = tmp_path / (
-            "plugins/" + relative if relative.startswith("kv_store/") else relative
-        )
+        target = tmp_path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(body, encoding="utf-8")
     monkeypatch.chdir(tmp_path)  # ./plugins is searched; paths in the example are relative

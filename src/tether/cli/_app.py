@@ -253,7 +253,7 @@ def _internal_error(exc: BaseException) -> TetherError:
 @click.option(
     "--config",
     "config_path",
-    type=NonEmptyPath(path_type=Path, dir_okay=False),
+    type=NonEmptyPath(path_type=Path, dir_okay=False, exists=True),
     help="Framework config file (YAML, JSON or TOML). Default: $TETHER_CONFIG, else "
     "./tether.yaml|.yml|.toml|.json if present.",
 )
@@ -324,7 +324,7 @@ def accept_config_everywhere(group: click.Group) -> None:
             command.params.append(
                 click.Option(
                     ["--config"],
-                    type=NonEmptyPath(path_type=Path, dir_okay=False),
+                    type=NonEmptyPath(path_type=Path, dir_okay=False, exists=True),
                     expose_value=False,
                     is_eager=True,
                     callback=_use_config,

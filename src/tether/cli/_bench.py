@@ -35,7 +35,9 @@ from tether.hosts.workload import (
     BenchSection,
     BenchSettings,
     Progress,
+    ReportFileError,
     SavedRun,
+    WorkloadConfigError,
     WorkloadSpec,
     check_report_path,
     read_run,
@@ -205,14 +207,10 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
         }
         _compare(compare_files, report_file, given=_given(run_options))
         return
-    if options["duration"] is not None and options["transactions"] is not None:
-        raise click.UsageError("give --duration or --transactions, not both")
-    if report_file is not None:
-        check_report_path(report_file)
+    given = _check_options(options, report_file)
     framework = _load_config(state, config_file)
     config = BenchConfig.from_config(framework)
     name = config.workload_name(workload_name)
-    given = BenchSection.from_options(**options)
     settings = config.settings(given, dsn=dsn, data_directory=data_directory)
     if config.is_ignoring_plugin_config(name):
         err.print(
@@ -234,6 +232,32 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
                 hint=exc.hint,
             ) from exc
     _finish(ctx, report, fmt, report_file, quiet=quiet)
+
+
+def _check_options(options: dict[str, object], report_file: Path | None) -> BenchSection:
+    """The options' settings; a value they refuse is a usage error (exit 2), before any work."""
+    if options["duration"] is not None and options["transactions"] is not None:
+        raise click.UsageError("give --duration or --transactions, not both")
+    try:
+        given = BenchSection.from_options(**options)
+    except WorkloadConfigError as exc:
+        raise click.UsageError(
+            "; ".join(f"Invalid value for '{p.key}': {p.message}" for p in exc.problems)
+        ) from None
+    processes, clients = options["processes"], options["clients"]
+    if isinstance(processes, int) and isinstance(clients, int) and processes > clients:
+        raise click.BadParameter(
+            f"{processes} processes for {clients} clients: each process runs at least one "
+            "client, so give at most --clients processes",
+            param_hint="'--processes'",
+        )
+    if report_file is not None:
+        try:
+            check_report_path(report_file)
+        except ReportFileError as exc:
+            message = error_text(exc).removeprefix("--report ")
+            raise click.BadParameter(message, param_hint="'--report'") from None
+    return given
 
 
 def _given(values: dict[str, object]) -> list[str]:

@@ -50,7 +50,10 @@ def _require_config(state: State) -> TetherConfig:
 
 
 _FILE = click.argument(
-    "file", required=False, type=NonEmptyPath(path_type=Path, dir_okay=False), metavar="[FILE]"
+    "file",
+    required=False,
+    type=NonEmptyPath(path_type=Path, dir_okay=False, exists=True),
+    metavar="[FILE]",
 )
 
 

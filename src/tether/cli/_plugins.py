@@ -34,7 +34,7 @@ from tether import (
 )
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
-from tether.cli._scaffold import scaffold
+from tether.cli._scaffold import NAME_HINT, name_problem, scaffold
 from tether.cli._shared import (
     discover_plugins,
     entry_manifest,
@@ -404,8 +404,15 @@ def _graph_manifests(state: State) -> list[Manifest]:
 # --------------------------------------------------------------------------- new
 
 
+def _new_name(_ctx: click.Context, _param: click.Parameter, name: str) -> str:
+    problem = name_problem(name)
+    if problem is not None:
+        raise click.BadParameter(f"{problem} ({NAME_HINT})")
+    return name
+
+
 @click.command("new")
-@click.argument("name")
+@click.argument("name", callback=_new_name)
 @click.option(
     "--dir",
     "directory",
