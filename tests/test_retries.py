@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -394,7 +395,7 @@ def test_demo_retries_override_the_config(tmp_path, plugin):
 # --------------------------------------------------------------------------- tether serve
 
 
-def start_serve(config: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+def start_serve(config: Path, *args: str) -> tuple[subprocess.Popen[str], str, list[str]]:
     """`tether serve` in a process of its own on a free port; the process and its URL."""
     process = subprocess.Popen(
         [sys.executable, "-c", "from tether.cli import main; main()", "serve", "--config",
@@ -403,13 +404,35 @@ def start_serve(config: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
         env={**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
     )  # fmt: skip
     assert process.stdout is not None
+    seen: list[str] = []
     for line in process.stdout:
+        seen.append(line)
         found = re.search(r"tether serving \d+ plugin\(s\) on (http://\S+)", line)
         if found:
-            return process, found.group(1)
+            return process, found.group(1), seen
     process.wait(60)
     stderr = process.stderr.read() if process.stderr else ""
     raise AssertionError(f"tether serve did not start:\n{stderr}")
+
+
+def finish(process: subprocess.Popen[str], seen: list[str]) -> tuple[str, str]:
+    """Stops the server; all it wrote to stdout and stderr. The stdout read loop above
+    may hold lines in its buffer, which ``communicate`` (reading the pipe itself) would
+    miss, so stdout is read to its end through the same file while a thread drains
+    stderr."""
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.stdout, process.stderr
+    assert stdout is not None
+    assert stderr is not None
+    errors: list[str] = []
+    drain = threading.Thread(target=lambda: errors.append(stderr.read()))
+    drain.start()
+    rest = stdout.read()
+    process.wait(60)
+    drain.join(60)
+    stdout.close()
+    stderr.close()
+    return "".join(seen) + rest, "".join(errors)
 
 
 @pytest.mark.slow
@@ -417,7 +440,7 @@ def test_serve_starts_degraded_without_a_plugin_not_required(tmp_path, plugin):
     broken = flaky(plugin, "mailer", 99)
     good = plugin("orders", GOOD, directory="orders", permissions={"router": True})
     config = config_file(tmp_path, entry(broken, required=False, retries=quick(2)), entry(good))
-    process, url = start_serve(config)
+    process, url, seen = start_serve(config)
     try:
         headers = {"Authorization": "Bearer secret"}
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -428,8 +451,7 @@ def test_serve_starts_degraded_without_a_plugin_not_required(tmp_path, plugin):
             ready = client.get("/readyz")
         listed = run("plugins", "health", "--url", url, "--token", "secret", "--json")
     finally:
-        process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
+        stdout, stderr = finish(process, seen)
     assert process.returncode == 0, stderr
     assert health["status"] == "degraded"
     assert health["plugins"]["orders"]["state"] == "running"
