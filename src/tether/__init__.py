@@ -13,11 +13,13 @@ from tether._callstats import CallMetrics, CallRow
 from tether._chain import check_call_chain
 from tether._config import (
     CONFIG_NAMES,
+    ConfigPlace,
     PluginConfig,
     TetherConfig,
     grant_permissions,
     load_config,
     mask_secrets,
+    validate_entry_config,
     validate_plugin_config,
 )
 from tether._context import PluginScope
@@ -30,6 +32,7 @@ from tether._discovery import (
     IndexCache,
     default_search_paths,
     discover,
+    search_paths_for,
 )
 from tether._durations import format_duration, parse_duration
 from tether._event_model import EventStats
@@ -48,6 +51,7 @@ from tether._resolver import Resolution, dependency_graph, resolve
 from tether._runtime import Registrar, Runtime
 from tether._seam import Entry as PluginEntry
 from tether._seam import is_async_callable
+from tether._sections import ConfigSection, SectionRegistry, config_sections
 from tether._services import ServiceRegistry
 from tether._slots import SlotEvent
 from tether._storage import StateStore, open_state_store
@@ -76,6 +80,8 @@ __all__ = [
     "CallMetrics",
     "CallRow",
     "CapabilityUse",
+    "ConfigPlace",
+    "ConfigSection",
     "Configurable",
     "Contract",
     "ContractRegistry",
@@ -114,6 +120,7 @@ __all__ = [
     "Resolution",
     "Router",
     "Runtime",
+    "SectionRegistry",
     "ServiceRegistry",
     "SlotEvent",
     "StateStore",
@@ -125,6 +132,7 @@ __all__ = [
     "blame",
     "check_call_chain",
     "check_entry",
+    "config_sections",
     "default_search_paths",
     "dependency_graph",
     "describe_error",
@@ -145,6 +153,8 @@ __all__ = [
     "plugin_frame",
     "resolve",
     "run_host",
+    "search_paths_for",
     "types",
+    "validate_entry_config",
     "validate_plugin_config",
 ]

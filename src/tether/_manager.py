@@ -533,7 +533,8 @@ class PluginManager:
             slot = self._slot(name)
             version = slot.current
             schema = config_schema(version.manifest, version.instance)
-            values = validate_plugin_config(name, schema, config)
+            open_config = version.manifest.open_config
+            values = validate_plugin_config(name, schema, config, additional_properties=open_config)
             limits, code = self._limits(version), code_of(version)
             await validate_config(name, version.instance, values, limit=limits["initialize"],
                                   code=code)  # fmt: skip

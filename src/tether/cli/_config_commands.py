@@ -23,7 +23,7 @@ from tether import (
     grant_permissions,
     mask_secrets,
     resolve,
-    validate_plugin_config,
+    validate_entry_config,
 )
 from tether.cli._app import State, pass_state
 from tether.cli._output import out, print_error
@@ -94,7 +94,8 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
             manifest = entry_manifest(state, config, entry)
             check_entry(manifest, entry, config)
             grant_permissions(manifest, entry.permissions, path=config.path)
-            validate_plugin_config(manifest.name, manifest.config, entry.config)
+            validate_entry_config(manifest.name, manifest.config, entry, config,
+                                  additional_properties=manifest.open_config)  # fmt: skip
         except TetherError as exc:
             problems.append(exc)
             continue
@@ -147,7 +148,8 @@ def config_show(state: State, fmt: str, file: Path | None) -> None:
             manifest = entry_manifest(state, config, entry)
         except TetherError:
             continue
-        values = validate_plugin_config(manifest.name, manifest.config, entry.config)
+        values = validate_entry_config(manifest.name, manifest.config, entry, config,
+                                       additional_properties=manifest.open_config)  # fmt: skip
         secrets = frozenset(k for k, f in manifest.config.items() if f.secret)
         raw["config"] = mask_secrets(_plain(values), secret_keys=secrets)
         raw["permissions"] = dict.fromkeys(

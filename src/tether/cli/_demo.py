@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from tether import PluginManager, default_search_paths, discover, load_config, run_host
+from tether import PluginManager, discover, load_config, run_host, search_paths_for
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
 from tether.cli._shared import fail
@@ -48,9 +48,7 @@ async def run_demo(path: Path, plugin_paths: list[Path] | None = None) -> None:
     out.print(f"[bold]tether demo[/] with {path}\n")
 
     started = time.perf_counter()
-    directory = config.plugins.directory
-    search_dir = (config.base_directory / directory) if directory else None
-    paths = default_search_paths(plugin_paths=plugin_paths or [], config_directory=search_dir)
+    paths = search_paths_for(config, plugin_paths=plugin_paths or [])
     found = discover(paths, entry_points=False)
     out.print(f"[bold]1. discover[/] ({_ms(started)}): {len(found.plugins)} plugin(s) found")
     for plugin in found.plugins:
