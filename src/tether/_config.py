@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -47,7 +47,6 @@ from pydantic import (
 )
 
 from tether._config_problems import (
-    ConfigKeyProblem,
     check_host_sections,
     config_problem,
     database_misspellings,
@@ -70,7 +69,7 @@ from tether._expansion import (
 )
 from tether._manifest import MANIFEST_NAMES, PERMISSIONS, ConfigField, Manifest, check_name
 from tether._sections import SectionRegistry, config_sections
-from tether.errors import ConfigError, ConfigProblem, PermissionMismatchError
+from tether.errors import ConfigError, ConfigKeyProblem, ConfigProblem, PermissionMismatchError
 
 __all__ = [
     "CONFIG_NAMES",
@@ -552,6 +551,7 @@ def validate_plugin_config(
     values: Mapping[str, object],
     *,
     additional_properties: bool = False,
+    host_keys: Collection[str] = (),
     where: ConfigPlace | None = None,
 ) -> dict[str, object]:
     """Check a plugin's config against its schema; apply defaults and parse durations.
@@ -560,14 +560,16 @@ def validate_plugin_config(
     ``choices`` (see :class:`ConfigField`). A key the schema does not list is an error
     naming the closest key it does, unless ``additional_properties`` (the manifest's
     ``config.additional_properties: true``): then it is passed through unchanged.
-    ``where`` says where the values are written, for the messages.
+    ``host_keys`` (its contract's ``config_keys``) are taken as such too. ``where``
+    says where the values are written, for the messages.
 
     Text a ``${VAR}`` gave converts by the key's type (see :func:`tether._expansion.convert`).
     Every problem is reported at once in a ``ConfigError``.
     """
     where = where or ConfigPlace()
     result: dict[str, object] = {k: plain(v) for k, v in values.items()}
-    unknown = [] if additional_properties else _unknown_keys(schema, values, where)
+    declared = {**dict.fromkeys(host_keys), **schema}
+    unknown = [] if additional_properties else _unknown_keys(declared, values, where)
     problems: list[ConfigProblem] = list(unknown)
     for key, field_ in schema.items():
         if key not in values or values[key] is None:
@@ -600,13 +602,15 @@ def validate_entry_config(
     config: TetherConfig,
     *,
     additional_properties: bool = False,
+    host_keys: Collection[str] = (),
 ) -> dict[str, object]:
     """:func:`validate_plugin_config` for a plugin entry: problems name the entry's dotted
     key in ``config`` and its line (the file is read again for them only on failure)."""
     index = next((i for i, e in enumerate(config.plugins.plugins) if e is settings), None)
     at = f"plugins.plugins[{index}].config" if index is not None else None
     check = functools.partial(validate_plugin_config, plugin, schema, settings.config,
-                              additional_properties=additional_properties)  # fmt: skip
+                              additional_properties=additional_properties,
+                              host_keys=host_keys)  # fmt: skip
     try:
         return check(where=ConfigPlace(at, config.path))
     except ConfigError:
@@ -616,7 +620,7 @@ def validate_entry_config(
 
 
 def _unknown_keys(
-    schema: Mapping[str, ConfigField], values: Mapping[str, object], where: ConfigPlace
+    schema: Mapping[str, object], values: Mapping[str, object], where: ConfigPlace
 ) -> list[ConfigKeyProblem]:
     problems: list[ConfigKeyProblem] = []
     for key in values:

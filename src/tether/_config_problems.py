@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
 from tether._expansion import plain
-from tether.errors import ConfigError, ConfigProblem
+from tether.errors import ConfigError, ConfigKeyProblem, ConfigProblem
 
 if TYPE_CHECKING:
     from tether._sections import SectionRegistry
 
 __all__ = [
-    "ConfigKeyProblem",
     "check_host_sections",
     "config_problem",
     "database_misspellings",
@@ -33,19 +31,6 @@ __all__ = [
 ]
 
 _RECHECK = "`tether config validate` re-checks the file"
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigKeyProblem(ConfigProblem):
-    """A problem at one key of a config file: its ``line`` (``None``: not known) and a
-    ``hint`` saying what to do (``""``: the general one)."""
-
-    line: int | None = None
-    hint: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.key}: {self.message}" if self.key else self.message
-        return f"line {self.line}: {text}" if self.line is not None else text
 
 
 def did_you_mean(name: str, known: Sequence[str]) -> str:
@@ -123,7 +108,7 @@ def config_problem(
     if error["type"] != "extra_forbidden":
         return ConfigKeyProblem(key, _message(error), line=line)
     parent = _model_at(model, loc[:-1])
-    known = tuple(k for k in parent.model_fields if k != "path") if parent is not None else ()
+    known = tuple(parent.model_fields) if parent is not None else ()
     where = dotted((*prefix, *loc[:-1])) or "the top level"
     hint = f"the keys of {where} are: {', '.join(known)}" if known else ""
     return ConfigKeyProblem(key, "unknown key" + did_you_mean(str(loc[-1]), known), line=line,

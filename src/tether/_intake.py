@@ -283,7 +283,7 @@ async def load_slot(
     try:
         values = validate_entry_config(
             manifest.name, config_schema(manifest, code.instance), settings, config,
-            additional_properties=manifest.open_config,
+            additional_properties=manifest.open_config, host_keys=contract.config_keys,
         )  # fmt: skip
         await validate_config(manifest.name, code.instance, values, limit=limit,
                               code=PluginCode.of(manifest.name, code_directory(code)))  # fmt: skip

@@ -21,7 +21,13 @@ from tether.cli._app import State, pass_state
 from tether.cli._output import out
 from tether.cli._shared import discover_plugins
 from tether.errors import ConfigError, PluginNotFoundError, TetherError
-from tether.hosts.workload import BenchConfig, WorkloadConfigError, WorkloadSpec, resolve_weights
+from tether.hosts.workload import (
+    WORKLOAD_CONTRACT,
+    BenchConfig,
+    WorkloadConfigError,
+    WorkloadSpec,
+    resolve_weights,
+)
 
 __all__ = [
     "check_bench_config",
@@ -176,7 +182,8 @@ def check_workload_config(
                         {key: f"--set {key}" for key in given})  # fmt: skip
     try:
         validate_plugin_config(manifest.name, manifest.config, values,
-                               additional_properties=manifest.open_config, where=where)  # fmt: skip
+                               additional_properties=manifest.open_config,
+                               host_keys=WORKLOAD_CONTRACT.config_keys, where=where)  # fmt: skip
     except ConfigError as exc:
         raise WorkloadConfigError(
             str(exc),
