@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -541,3 +542,27 @@ def test_plugins_list_searches_plugins_paths(tmp_path):
     assert done.returncode == 0, done.stderr
     found = {p["name"]: p["origin"] for p in json.loads(done.stdout)["plugins"]}
     assert (found["alpha"], found["beta"]) == ("config", "config")
+
+
+def test_serve_listens_where_the_serve_section_says(tmp_path):
+    """No --port: the port comes from `serve:` (0, any free one), not the default 8080."""
+    path = _write(tmp_path / "serve.yaml", "serve:\n  host: 127.0.0.1\n  port: 0\n")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [str(TETHER), "serve", "--config", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        url = None
+        for line in process.stdout:
+            found = re.search(r"tether serving 0 plugin\(s\) on http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url is not None, process.stderr.read() if process.stderr else ""
+        assert url != "8080"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
