@@ -363,7 +363,7 @@ def test_info_shows_what_each_config_key_allows():
 SRC = Path(__file__).resolve().parent.parent / "src"
 EDGES = ("tether/cli", "tether/admin", "tether/hosts")
 CLI_MAY_IMPORT = ("tether", "tether.errors", "tether.types", "tether.observability",
-                  "tether.testing")  # fmt: skip
+                  "tether.testing", "tether.packaging")  # fmt: skip
 
 
 def _package_of(module: str) -> str:
@@ -531,7 +531,7 @@ def test_the_tree_is_assembled_in_one_place() -> None:
     assert set(cli.commands) == {"plugins", "config", "workloads", "bench", "serve", "demo"}
     assert set(groups["plugins"].commands) == {
         "list", "scan", "info", "validate", "graph", "test", "exec", "new",
-        "health", "enable", "disable", "reload",
+        "health", "enable", "disable", "reload", "package", "install", "uninstall", "lock",
     }  # fmt: skip
     assert set(groups["config"].commands) == {"validate", "show"}
     assert set(groups["workloads"].commands) == {"list"}

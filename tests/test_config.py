@@ -246,7 +246,7 @@ def test_top_level_must_be_a_mapping(data):
 @pytest.mark.parametrize(
     ("name", "text", "fragment"),
     [
-        ("tether.yaml", "plugins:\n  enabled: [true\n", ", line 3: "),
+        ("tether.yaml", "plugins:\n  enabled: [true\n", ", line 2: "),  # where [ opened
         ("tether.json", '{"plugins":\n  {"enabled": }}', ", line 2: "),
         ("tether.toml", "[plugins\nenabled = true\n", "line 1"),
     ],

@@ -160,15 +160,17 @@ def test_every_problem_of_the_file_is_listed_at_once_in_line_order(tmp_path):
     assert error.hint == "fix the keys listed above; `tether config validate` re-checks the file"
 
 
-def test_json_keys_have_lines_and_toml_keys_none(tmp_path):
+def test_json_and_toml_keys_have_lines_too(tmp_path):
     error = _refused(_write(tmp_path / "tether.json", '{"plugins": {\n  "directroy": "x"}}'))
     [problem] = error.problems
     assert (problem.key, getattr(problem, "line", None)) == ("plugins.directroy", 2)
     assert problem.message == "unknown key (did you mean 'directory'?)"
     error = _refused(_write(tmp_path / "tether.toml", '[plugins]\ndirectroy = "x"\n'))
     [problem] = error.problems
-    assert (problem.key, getattr(problem, "line", None)) == ("plugins.directroy", None)
-    assert str(error).startswith(f"invalid config {tmp_path / 'tether.toml'}: plugins.directroy:")
+    assert (problem.key, getattr(problem, "line", None)) == ("plugins.directroy", 2)
+    assert str(error).startswith(
+        f"invalid config {tmp_path / 'tether.toml'}: line 2: plugins.directroy:"
+    )
 
 
 def test_the_database_section_keeps_its_hosts_keys(tmp_path):

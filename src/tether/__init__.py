@@ -15,6 +15,7 @@ from tether._config import (
     CONFIG_NAMES,
     ConfigPlace,
     PluginConfig,
+    RetrySettings,
     TetherConfig,
     grant_permissions,
     load_config,
@@ -35,6 +36,7 @@ from tether._discovery import (
     search_paths_for,
 )
 from tether._durations import format_duration, parse_duration
+from tether._entry_source import EntryCheck, EntryFinding, check_entry_source
 from tether._event_model import EventStats
 from tether._events import EventBus
 from tether._gate import GateState
@@ -48,6 +50,7 @@ from tether._manifest import Manifest, find_manifest, load_manifest
 from tether._middleware import Middleware, MiddlewareRegistry
 from tether._plugin import Plugin
 from tether._resolver import Resolution, dependency_graph, resolve
+from tether._retries import FailedPlugin
 from tether._runtime import Registrar, Runtime
 from tether._seam import Entry as PluginEntry
 from tether._seam import is_async_callable
@@ -88,10 +91,13 @@ __all__ = [
     "Describable",
     "DiscoveredPlugin",
     "DiscoveryResult",
+    "EntryCheck",
+    "EntryFinding",
     "ErrorThreshold",
     "Event",
     "EventBus",
     "EventStats",
+    "FailedPlugin",
     "GateState",
     "HealthCheckResult",
     "HealthCheckable",
@@ -118,6 +124,7 @@ __all__ = [
     "PluginStatus",
     "Registrar",
     "Resolution",
+    "RetrySettings",
     "Router",
     "Runtime",
     "SectionRegistry",
@@ -132,6 +139,7 @@ __all__ = [
     "blame",
     "check_call_chain",
     "check_entry",
+    "check_entry_source",
     "config_sections",
     "default_search_paths",
     "dependency_graph",

@@ -78,6 +78,7 @@ __all__ = [
     "ErrorThresholdSettings",
     "PluginConfig",
     "PluginsSection",
+    "RetrySettings",
     "TetherConfig",
     "TimeoutSettings",
     "check_plugin_names",
@@ -139,8 +140,25 @@ class ErrorThresholdSettings(BaseModel):
     cooldown: EnvSeconds | None = None
 
 
+class RetrySettings(BaseModel):
+    """A plugin entry's ``retries``: how many times bringing the plugin up is tried.
+
+    ``attempts`` counts every try, the first included (1: no retry); the wait after
+    the first failed try is ``backoff``, and it doubles after each further one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attempts: Annotated[EnvInt, Field(ge=1, le=100)] = 3
+    backoff: Annotated[EnvSeconds, Field(ge=0, le=3600)] = 1.0
+
+
 class PluginConfig(BaseModel):
-    """One entry of ``plugins.plugins``; also what ``load_plugin`` takes."""
+    """One entry of ``plugins.plugins``; also what ``load_plugin`` takes.
+
+    ``required: false`` lets a host start without the plugin when it fails to come up
+    (after its ``retries``); see ``tether._retries``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -154,6 +172,8 @@ class PluginConfig(BaseModel):
     error_threshold: ErrorThresholdSettings | None = None
     timeouts: TimeoutSettings | None = None
     call_chain: tuple[StrictStr, ...] | None = None
+    retries: RetrySettings | None = None
+    required: EnvBool = True
 
 
 class PluginsSection(BaseModel):
@@ -171,6 +191,7 @@ class PluginsSection(BaseModel):
     paths: tuple[StrictStr, ...] = ()
     enable_discovery: EnvBool = True
     strict: EnvBool = False
+    verify: EnvBool = False  # refuse plugins whose files differ from tether.lock
     plugins: tuple[PluginConfig, ...] = ()
     error_threshold: ErrorThresholdSettings | None = None
     health_check_interval: Annotated[EnvSeconds, Field(gt=0)] = 30.0

@@ -23,6 +23,12 @@ plugin. A search path that itself holds a manifest (or is a manifest file) is on
 plugin, and its subdirectories are its own code, not more plugins. Hidden
 directories and ``__pycache__`` are skipped; nothing deeper than one level is read.
 
+An entry point's plugin is described by the manifest in its top-level package's
+directory when there is one, else by its distribution's metadata. Its ``entry`` is
+the entry point's value (``pkg.module:Class``): the code of an installed distribution
+is imported by its real module names, so a manifest's own ``entry``, relative to the
+plugin's directory, is replaced (``tether plugins package`` writes wheels this way).
+
 Discovery never raises for what it finds: missing search paths, paths that cannot be
 searched (too long, unreadable, not a directory), invalid manifests (with every
 problem: a file that is not regular, too large or beyond the parser's bounds is one)
@@ -248,7 +254,7 @@ class _Candidate:
     origin: str
     real: str | None  # resolved directory, to skip a directory reached twice
     manifests: tuple[_ManifestFile, ...] = ()
-    entry: str | None = None  # entry-point value, injected when the manifest has no entry
+    entry: str | None = None  # entry-point value: the entry, whatever the manifest says
     outcome: _Outcome | None = None  # known without reading a manifest file
 
 
@@ -422,7 +428,7 @@ def _parse(path: str, content: bytes, entry: str | None) -> _Outcome:
     try:
         document = parse(decode(content), _FORMATS[os.path.basename(path)])
         data = document.data
-        if entry is not None and isinstance(data, dict) and "entry" not in data:
+        if entry is not None and isinstance(data, dict):  # the entry point's value wins
             data = {**data, "entry": entry}
         return validate_manifest_data(data, path=file, lines=document.lines)
     except DocumentError as exc:

@@ -2,8 +2,8 @@
 
 ``load_manifest(path)`` returns a frozen :class:`Manifest` or raises
 :class:`~tether.errors.ManifestError` listing *every* problem at once, each with the
-file, the field and, for YAML and JSON, the line. Messages follow the reference wording
-(``missing required field: name`` and so on). Files are read by
+file, the field and the line (YAML, JSON and TOML alike). Messages follow the
+reference wording (``missing required field: name`` and so on). Files are read by
 :mod:`tether._documents`, within its bounds (1 MiB, regular files, nesting, integers,
 duplicate keys, YAML aliases); whatever goes wrong reading or checking one file is a
 ``ManifestError`` for that file, never another exception.
@@ -36,7 +36,7 @@ from pydantic import (
 from tether._describe import error_line
 from tether._documents import DocumentError, decode, format_of, parse, read_bytes
 from tether._durations import Seconds, format_duration, parse_duration
-from tether._versions import parse_constraint, parse_version
+from tether._versions import constraint_problem, version_problem
 from tether.errors import ManifestError, ManifestProblem
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "Timeouts",
     "check_name",
     "document_error",
+    "field_line",
     "find_manifest",
     "load_manifest",
     "parse_manifest",
@@ -122,10 +123,12 @@ class Dependency(BaseModel):
 
     _n = field_validator("name")(check_name)
 
-    @field_validator("version")
+    @field_validator("version", mode="before")
     @classmethod
-    def _constraint(cls, value: str) -> str:
-        parse_constraint(value)
+    def _constraint(cls, value: object) -> object:
+        problem = constraint_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -359,13 +362,12 @@ class FrameworkRequirement(BaseModel):
 
     version: StrictStr = "*"
 
-    @field_validator("version")
+    @field_validator("version", mode="before")
     @classmethod
-    def _constraint(cls, value: str) -> str:
-        try:
-            parse_constraint(value)
-        except ValueError:
-            raise ValueError(f"invalid framework version constraint: {value}") from None
+    def _constraint(cls, value: object) -> object:
+        problem = constraint_problem(value, what="framework")
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -378,7 +380,7 @@ class Manifest(BaseModel):
     version: StrictStr
     description: StrictStr
     author: StrictStr
-    entry: StrictStr
+    entry: StrictStr = ""  # "": found by convention when loaded (tether._entry_source)
     framework: FrameworkRequirement = FrameworkRequirement()
     dependencies: tuple[Dependency, ...] = ()
     permissions: Permissions = Permissions()
@@ -419,7 +421,9 @@ class Manifest(BaseModel):
     @field_validator("version", mode="before")
     @classmethod
     def _semver(cls, value: object) -> object:
-        parse_version(value if isinstance(value, str) else "")
+        problem = version_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("entry")
@@ -625,6 +629,19 @@ def load_manifest(path: Path) -> Manifest:
         problem = ManifestProblem(path, "", f"cannot read: {_reason(exc)}")
         raise ManifestError(path, [problem]) from None
     return validate_manifest_data(data, path=path, lines=lines)
+
+
+def field_line(manifest: Manifest, field: str) -> int | None:
+    """The line of ``field`` (dotted) in the manifest's file, or ``None`` (no file, no such
+    key, or the file changed into something unreadable since it was loaded)."""
+    if manifest.source is None:
+        return None
+    try:
+        fmt = _format_of(manifest.source)
+        document = parse(decode(read_bytes(manifest.source)), fmt)
+    except (DocumentError, ManifestError):
+        return None
+    return _line_for(field, document.lines)
 
 
 def _manifest_in(directory: Path) -> Path:

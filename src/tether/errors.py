@@ -12,7 +12,9 @@ The tree::
     │   ├── PluginNotFoundError (LookupError)   no plugin at that path / of that name
     │   ├── PluginImportError               importing the plugin's code raised
     │   │   └── PluginLoadTimeoutError (TimeoutError)  ... or did not finish in time
-    │   └── InterfaceError (TypeError)      the entry object lacks a lifecycle method
+    │   ├── InterfaceError (TypeError)      the entry object lacks a lifecycle method
+    │   └── IntegrityError                  plugins.verify: the plugin's files differ from the lock
+    ├── PackagingError                      a plugin cannot be packaged, installed or uninstalled
     ├── ResolutionError                     the set of plugins cannot be ordered
     │   ├── MissingDependencyError
     │   ├── VersionMismatchError
@@ -76,6 +78,7 @@ __all__ = [
     "HealthCheckError",
     "HookError",
     "HookTimeoutError",
+    "IntegrityError",
     "InterfaceError",
     "InvalidTransitionError",
     "IsolationError",
@@ -84,6 +87,7 @@ __all__ = [
     "ManifestProblem",
     "MiddlewareError",
     "MissingDependencyError",
+    "PackagingError",
     "PermissionDeniedError",
     "PermissionMismatchError",
     "PluginImportError",
@@ -177,8 +181,8 @@ class ConfigProblem:
 
 @dataclass(frozen=True, slots=True)
 class ConfigKeyProblem(ConfigProblem):
-    """A problem at one key of a config file: its ``line`` (``None``: not known, as in
-    TOML) and a ``hint`` saying what to do about it (``""``: the error's own)."""
+    """A problem at one key of a config file: its ``line`` (``None``: not known, as for a
+    config built in code) and a ``hint`` saying what to do about it (``""``: the error's own)."""
 
     line: int | None = None
     hint: str = ""
@@ -341,6 +345,36 @@ class InterfaceError(PluginLoadError, TypeError):
             hint=f"'{entry}' (plugin '{plugin}') must provide every method of the "
             f"'{contract}' contract: {methods}{base}",
         )
+
+
+class IntegrityError(PluginLoadError):
+    """``plugins.verify: true`` refused a plugin before importing its code: its files
+    differ from ``tether.lock``, or the lock does not list it.
+
+    ``lock`` is the lock file; ``file`` the first file (relative to the plugin's
+    directory) that changed, was added or was removed, and ``change`` which of those
+    (``None`` for both when the lock does not list the plugin).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin: str,
+        lock: Path,
+        file: str | None = None,
+        change: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, plugin=plugin, path=lock, hint=hint)
+        self.lock = lock
+        self.file = file
+        self.change = change
+
+
+class PackagingError(TetherError):
+    """A plugin cannot be packaged (``tether plugins package``), installed or uninstalled;
+    ``path`` is the file or directory at fault."""
 
 
 class ContractError(TetherError):

@@ -326,11 +326,16 @@ class _AdminViews:
 
     async def plugin_health(self, request: Request) -> Response:
         name = request.path_params["name"]
+        failed = self.manager.failed_plugins().get(name)
+        if failed is not None and not self.manager.is_loaded(name):
+            return JSONResponse(failed.to_dict())
         return JSONResponse(self.manager.get_plugin_health(name).to_dict())
 
     async def all_health(self, _request: Request) -> Response:
-        health = self.manager.get_all_health()
-        return JSONResponse({"plugins": {name: h.to_dict() for name, h in health.items()}})
+        manager = self.manager
+        plugins = {name: h.to_dict() for name, h in manager.get_all_health().items()}
+        plugins.update({name: f.to_dict() for name, f in manager.failed_plugins().items()})
+        return JSONResponse({"status": manager.health_status(), "plugins": plugins})
 
     async def graph(self, _request: Request) -> Response:
         manager = self.manager
@@ -455,14 +460,16 @@ def create_ops_routes(
     limits = BodyLimits(max_size=max_body_size)
 
     async def healthz(_request: Request) -> Response:
-        return JSONResponse(
-            {
-                "status": "ok",
-                "version": __version__,
-                "uptime_seconds": round(time.monotonic() - started, 3),
-                "plugins": len(manager.list_plugins()),
-            }
-        )
+        failed = manager.failed_plugins()
+        body: dict[str, object] = {
+            "status": "degraded" if failed else "ok",
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - started, 3),
+            "plugins": len(manager.list_plugins()),
+        }
+        if failed:  # the process is alive (200) without the plugins that failed
+            body["failed"] = {name: f.reason for name, f in failed.items()}
+        return JSONResponse(body)
 
     async def readyz(_request: Request) -> Response:
         ready, waiting = manager.readiness()

@@ -24,7 +24,7 @@ import click
 from tether import TetherConfig, error_text, load_config, load_manifest, plugin_frame
 from tether.cli._app import EXIT_INTERRUPTED, State, log_without_tracebacks, pass_state
 from tether.cli._output import err, out, print_error
-from tether.cli._shared import parse_settings
+from tether.cli._shared import parse_settings, retries_option
 from tether.cli._types import NonEmptyPath, Text
 from tether.cli._workloads import check_workload_config, find_workload
 from tether.errors import TetherError
@@ -161,6 +161,7 @@ def _load_config(state: State, config_file: Path | None) -> TetherConfig:
     help="Run nothing: print two --format json reports side by side (with --report, "
     "plot them together).",
 )
+@retries_option
 @pass_state
 @click.pass_context
 def bench(  # noqa: PLR0917 - click passes one argument per option
@@ -176,6 +177,7 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
     quiet: bool,
     report_file: Path | None,
     compare_files: tuple[Path, Path] | None,
+    retry_attempts: int | None,
     **options: object,  # the options named like the `bench:` section's keys
 ) -> None:
     """Run a workload plugin against PostgreSQL and report throughput and latency.
@@ -199,6 +201,7 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
             "pgdata": data_directory,
             "set": plugin_settings or None,
             "format": None if fmt == "text" else fmt,
+            "retries": retry_attempts,
         }
         _compare(compare_files, report_file, given=_given(run_options))
         return
@@ -224,7 +227,7 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
                               lines=framework.key_lines(), given=list(overrides))  # fmt: skip
     with log_without_tracebacks(state):  # a plugin's failure is the summary below
         try:
-            report = _run(spec, settings, framework, quiet=quiet)
+            report = _run(spec, settings, framework, quiet=quiet, retry_attempts=retry_attempts)
         except TetherError as exc:
             frame = plugin_frame(exc, spec.path) if spec.path is not None else None
             if frame is None:
@@ -254,7 +257,12 @@ def _compare(files: tuple[Path, Path], report_file: Path | None, *, given: list[
 
 
 def _run(
-    spec: WorkloadSpec, settings: BenchSettings, framework: TetherConfig, *, quiet: bool
+    spec: WorkloadSpec,
+    settings: BenchSettings,
+    framework: TetherConfig,
+    *,
+    quiet: bool,
+    retry_attempts: int | None,
 ) -> BenchReport:
     def notify(message: str) -> None:
         if not quiet:
@@ -263,7 +271,14 @@ def _run(
     progress = None if quiet else Progress(err)
     with progress or contextlib.nullcontext():
         return run_with_best_loop(
-            run_bench(spec, settings, framework_config=framework, notify=notify, on_tick=progress)
+            run_bench(
+                spec,
+                settings,
+                framework_config=framework,
+                notify=notify,
+                on_tick=progress,
+                retry_attempts=retry_attempts,
+            )
         )
 
 

@@ -33,6 +33,7 @@ __all__ = ["plugins_disable", "plugins_enable", "plugins_health", "plugins_reloa
 URL_ENV = "TETHER_ADMIN_URL"
 TOKEN_ENV = "TETHER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 _HEALTHY = {"running"}
+_BROKEN = {"error", "disabled", "failed"}
 MAX_ANSWER = 16 * 1024 * 1024
 """The largest admin API answer read (bytes); a larger one is an error."""
 
@@ -272,9 +273,7 @@ def _print_health(rows: list[dict[str, object]], *, detailed: bool) -> None:
     table = Table("name", "state", "enabled", "errors", "last error", "at", box=None)
     for r in rows:
         state = str(r.get("state"))
-        colour = (
-            "green" if state in _HEALTHY else "red" if state in {"error", "disabled"} else "yellow"
-        )
+        colour = "green" if state in _HEALTHY else "red" if state in _BROKEN else "yellow"
         table.add_row(
             str(r.get("name")),
             f"[{colour}]{state}[/]",

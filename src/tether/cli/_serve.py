@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
+from tether.cli._shared import retries_option
 from tether.cli._types import Seconds, Text
 from tether.errors import TetherError
 
@@ -46,6 +47,7 @@ __all__ = ["serve"]
     help="Seconds (or a duration: 30s) to wait for requests in flight when stopping. "
     "Default: serve.graceful_timeout in the config, else 30s.",
 )
+@retries_option
 @pass_state
 def serve(
     state: State,
@@ -54,6 +56,7 @@ def serve(
     port: int | None,
     admin_token: str | None,
     graceful_timeout: float | None,
+    retry_attempts: int | None,
 ) -> None:
     """Serve the plugins of a config over HTTP until SIGINT or SIGTERM.
 
@@ -61,7 +64,9 @@ def serve(
     Plugins add routes (ctx.router), middleware and request hooks; the
     admin API (/admin, /healthz, /readyz, /metrics) sits beside them. On
     SIGINT/SIGTERM: stop accepting, finish the requests in flight, stop the
-    plugins in reverse dependency order, exit 0.
+    plugins in reverse dependency order, exit 0. A plugin that fails to come
+    up (after its retries) stops the server before it serves, unless its
+    entry says `required: false`: then it serves without it, degraded.
     """
     from tether import load_config
     from tether.hosts.web import ServeInfo, ServeSection
@@ -82,6 +87,8 @@ def serve(
 
     def ready(info: ServeInfo) -> None:
         out.print(f"tether serving {len(info.plugins)} plugin(s) on {info.url}")
+        for name, reason in info.failed:
+            out.print(f"  without {name} (failed, not required): {reason}", markup=False)
         table = Table("method", "path", "plugin", box=None)
         for method, route, plugin in info.routes:
             table.add_row(method, route, plugin)
@@ -98,6 +105,7 @@ def serve(
             if graceful_timeout is None
             else graceful_timeout,
             on_ready=ready,
+            retry_attempts=retry_attempts,
         )
     finally:
         plugin_logger.setLevel(level)

@@ -40,7 +40,20 @@ __all__ = [
     "parse_settings",
     "plugin_settings",
     "print_observed",
+    "retries_option",
 ]
+
+MAX_ATTEMPTS = 100
+"""The most tries ``--retries`` gives a plugin (as ``retries.attempts``)."""
+
+retries_option = click.option(
+    "--retries",
+    "retry_attempts",
+    type=click.IntRange(1, MAX_ATTEMPTS),
+    metavar="N",
+    help="Try each plugin up to N times, over its entry's retries.attempts; the wait "
+    "doubles from the entry's backoff, else 1s (default: each entry's retries, else 1 try).",
+)
 
 
 def fail(message: str, hint: str | None = None) -> TetherError:

@@ -22,6 +22,7 @@ from tether.cli._output import out
 from tether.cli._shared import discover_plugins
 from tether.errors import ConfigError, PluginNotFoundError, TetherError
 from tether.hosts.workload import (
+    REFERENCE_NAMES,
     WORKLOAD_CONTRACT,
     BenchConfig,
     WorkloadConfigError,
@@ -43,9 +44,14 @@ __all__ = [
 
 
 def find_workload(state: State, name: str) -> WorkloadSpec:
-    """The workload plugin called ``name``, found through the search paths."""
+    """The workload plugin called ``name``, found through the search paths; one of the
+    reference's names (``imdb_plugin``) is the built-in workload it stands for, unless a
+    plugin is really called so."""
     result = discover_plugins(state)
     found = result.get(name)
+    builtin = result.get(REFERENCE_NAMES.get(name, ""))
+    if found is None and builtin is not None and builtin.origin == "builtin":
+        found, name = builtin, builtin.name
     names = sorted(p.name for p in result.plugins if "workload" in p.manifest.provides)
     if found is None:
         close = difflib.get_close_matches(name, names, n=1)

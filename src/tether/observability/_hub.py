@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from tether._manager import PluginManager
+    from tether._retries import FailedPlugin
 
 __all__ = ["Observability", "observe"]
 
@@ -130,6 +131,7 @@ class Observability:
         for info in self.manager.list_plugins():
             rows.append(self._row(info.name))
             hooks.extend(self._hook_rows(info.name))
+        rows.extend(_failed_row(failed) for failed in self.manager.failed_plugins().values())
         with self._lock:
             metrics = list(self._pending)
             self._pending.clear()
@@ -232,6 +234,20 @@ class Observability:
 
 _hubs: weakref.WeakKeyDictionary[PluginManager, Observability] = weakref.WeakKeyDictionary()
 _hubs_lock = threading.Lock()
+
+
+def _failed_row(failed: FailedPlugin) -> PluginRow:
+    """The row of a plugin the host runs without (``required: false``, failed)."""
+    return PluginRow(
+        name=failed.name,
+        version=failed.version,
+        status="failed",
+        lifecycle_status="failed",
+        error_count=1,
+        last_error=failed.reason[:2000],
+        last_error_at=failed.at,
+        path=failed.path,
+    )
 
 
 def observe(manager: PluginManager) -> Observability:

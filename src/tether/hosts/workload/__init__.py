@@ -64,6 +64,7 @@ from tether.hosts.workload._toolkit import (
 )
 from tether.hosts.workload._weights import resolve_weights
 from tether.hosts.workload._workload import (
+    REFERENCE_NAMES,
     WORKLOAD_CONTRACT,
     WORKLOAD_METHODS,
     LoadedWorkload,
@@ -80,6 +81,7 @@ __all__ = [
     "EVENT_LOOP_ENV",
     "EXIT_ERROR_RATE",
     "MAX_POINTS",
+    "REFERENCE_NAMES",
     "REPORT_FORMAT",
     "WORKLOAD_CONFIG_SECTION",
     "WORKLOAD_CONTRACT",
