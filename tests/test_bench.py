@@ -79,8 +79,14 @@ class Workload:
 def plugins(tmp_path: Path) -> Path:
     directory = tmp_path / "plugins"
     write = PluginWriter(directory)
+    greeting = {"greeting": {"type": "string", "description": "shown in the metrics"}}
     write(
-        "ledger", ASYNC_PLUGIN, entry="ledger:Workload", directory="ledger", provides=["workload"]
+        "ledger",
+        ASYNC_PLUGIN,
+        entry="ledger:Workload",
+        directory="ledger",
+        provides=["workload"],
+        config=greeting,
     )
     write(
         "ledger-sync",
@@ -88,6 +94,7 @@ def plugins(tmp_path: Path) -> Path:
         entry="ledger_sync:Workload",
         directory="ledger-sync",
         provides=["workload"],
+        config=greeting,
     )
     write("not-a-workload", "class Plugin:\n    pass\n", directory="plain", entry="plugin:Plugin")
     return directory
@@ -490,7 +497,9 @@ def test_the_guides_broken_config_fails_as_documented(tmp_path, monkeypatch):
         if "clinets" in b
     ]
     expected = re.search(
-        r"^Error: bench\.yaml: bench\.clinets.*?^Hint: .*?$", text, re.MULTILINE | re.DOTALL
+        r"^Error: invalid config bench\.yaml: line 4: bench\.clinets.*?^Hint: .*?$",
+        text,
+        re.MULTILINE | re.DOTALL,
     )
     assert expected is not None
     (tmp_path / "bench.yaml").write_text(broken, encoding="utf-8")

@@ -107,7 +107,7 @@ def test_default_search_paths_are_in_the_documented_order(tmp_path: Path) -> Non
         home=home,
         environ=environ,
         plugin_paths=[Path("cli-dir"), Path("/abs/cli")],
-        config_directory=Path("from-config"),
+        config_directories=[Path("from-config"), Path("/abs/config")],
     )
     assert [(p.origin, p.path) for p in result] == [
         ("cwd", tmp_path / "plugins"),
@@ -118,6 +118,7 @@ def test_default_search_paths_are_in_the_documented_order(tmp_path: Path) -> Non
         ("cli", tmp_path / "cli-dir"),
         ("cli", Path("/abs/cli")),
         ("config", tmp_path / "from-config"),
+        ("config", Path("/abs/config")),
         ("builtin", BUILTIN_PLUGIN_DIRECTORY),
     ]
 

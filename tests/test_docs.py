@@ -133,8 +133,9 @@ def test_manifest_reference_lists_every_field_permission_and_config_type():
     text = _read("manifest.md")
     glance = _section(text, "Fields at a glance")
     for field in Manifest.model_fields:
-        if field != "source":
+        if field not in {"source", "open_config"}:  # open_config: config.additional_properties
             assert re.search(rf"^\| `{field}[`.]", glance, re.MULTILINE), field
+    assert "#### `additional_properties`" in text  # a subsection of `config`
     for permission in PERMISSIONS:
         assert f"| `{permission}` |" in _section(text, "`permissions`"), permission
     for config_type in CONFIG_TYPES:

@@ -13,12 +13,14 @@ from tether._callstats import CallMetrics, CallRow
 from tether._chain import check_call_chain
 from tether._config import (
     CONFIG_NAMES,
+    ConfigPlace,
     PluginConfig,
     RetrySettings,
     TetherConfig,
     grant_permissions,
     load_config,
     mask_secrets,
+    validate_entry_config,
     validate_plugin_config,
 )
 from tether._context import PluginScope
@@ -31,6 +33,7 @@ from tether._discovery import (
     IndexCache,
     default_search_paths,
     discover,
+    search_paths_for,
 )
 from tether._durations import format_duration, parse_duration
 from tether._entry_source import EntryCheck, EntryFinding, check_entry_source
@@ -51,6 +54,7 @@ from tether._retries import FailedPlugin
 from tether._runtime import Registrar, Runtime
 from tether._seam import Entry as PluginEntry
 from tether._seam import is_async_callable
+from tether._sections import ConfigSection, SectionRegistry, config_sections
 from tether._services import ServiceRegistry
 from tether._slots import SlotEvent
 from tether._storage import StateStore, open_state_store
@@ -79,6 +83,8 @@ __all__ = [
     "CallMetrics",
     "CallRow",
     "CapabilityUse",
+    "ConfigPlace",
+    "ConfigSection",
     "Configurable",
     "Contract",
     "ContractRegistry",
@@ -121,6 +127,7 @@ __all__ = [
     "RetrySettings",
     "Router",
     "Runtime",
+    "SectionRegistry",
     "ServiceRegistry",
     "SlotEvent",
     "StateStore",
@@ -133,6 +140,7 @@ __all__ = [
     "check_call_chain",
     "check_entry",
     "check_entry_source",
+    "config_sections",
     "default_search_paths",
     "dependency_graph",
     "describe_error",
@@ -153,6 +161,8 @@ __all__ = [
     "plugin_frame",
     "resolve",
     "run_host",
+    "search_paths_for",
     "types",
+    "validate_entry_config",
     "validate_plugin_config",
 ]

@@ -32,7 +32,7 @@ from pathlib import Path
 from tether._audit import watch as capability_watch
 from tether._bounded import EscapedError, OverrunError, PluginCode, run_bounded
 from tether._callstats import CallStats
-from tether._config import PluginConfig, TetherConfig, grant_permissions, validate_plugin_config
+from tether._config import PluginConfig, TetherConfig, grant_permissions, validate_entry_config
 from tether._context import PluginScope
 from tether._contracts import Contract, ContractRegistry
 from tether._describe import error_line, error_text
@@ -252,9 +252,10 @@ async def load_slot(
         manifest, contract, private=found.private, attempts=attempts, limit=limit
     )
     try:
-        values = validate_plugin_config(
-            manifest.name, config_schema(manifest, code.instance), settings.config
-        )
+        values = validate_entry_config(
+            manifest.name, config_schema(manifest, code.instance), settings, config,
+            additional_properties=manifest.open_config, host_keys=contract.config_keys,
+        )  # fmt: skip
         await validate_config(manifest.name, code.instance, values, limit=limit,
                               code=PluginCode.of(manifest.name, code_directory(code)))  # fmt: skip
         slot = new_slot(found, settings, code, contract, permissions, values=values,

@@ -244,7 +244,9 @@ class PluginManager(BringUp):
             slot = self._slot(name)
             version = slot.current
             schema = config_schema(version.manifest, version.instance)
-            values = validate_plugin_config(name, schema, config)
+            values = validate_plugin_config(name, schema, config,
+                                            additional_properties=version.manifest.open_config,
+                                            host_keys=version.contract.config_keys)  # fmt: skip
             limits, code = self._limits(version), code_of(version)
             await validate_config(name, version.instance, values, limit=limits["initialize"],
                                   code=code)  # fmt: skip

@@ -23,11 +23,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -383,6 +385,9 @@ class Manifest(BaseModel):
     dependencies: tuple[Dependency, ...] = ()
     permissions: Permissions = Permissions()
     config: dict[str, ConfigField] = Field(default_factory=dict)
+    open_config: StrictBool = Field(default=False, validation_alias="config.additional_properties")
+    """``config: {additional_properties: true}``: the plugin takes config keys its schema
+    does not list (passed through unchanged); otherwise such a key is an error."""
     hooks: tuple[HookDeclaration, ...] = ()
     events: Events = Events()
     exports: tuple[Export, ...] = ()
@@ -392,6 +397,26 @@ class Manifest(BaseModel):
     source: Annotated[Path | None, Field(exclude=True)] = None
 
     _n = field_validator("name")(check_name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _config_flag(cls, data: object) -> object:
+        """``config.additional_properties`` is the schema's flag, not one of its keys."""
+        if isinstance(data, dict):
+            config = data.get("config")
+            if isinstance(config, dict) and "additional_properties" in config:
+                keys = {k: v for k, v in config.items() if k != "additional_properties"}
+                flag = config["additional_properties"]
+                return {**data, "config": keys, "config.additional_properties": flag}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _dump_config_flag(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        flag = data.pop("open_config", None)
+        if flag is not None and (flag or "open_config" in self.model_fields_set):
+            data["config"] = {**data.get("config", {}), "additional_properties": flag}
+        return data
 
     @field_validator("version", mode="before")
     @classmethod
@@ -494,7 +519,7 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-_TOP_FIELDS = tuple(n for n in Manifest.model_fields if n != "source")
+_TOP_FIELDS = tuple(n for n in Manifest.model_fields if n not in {"source", "open_config"})
 _SHAPES = {
     "tuple_type": "a list",
     "list_type": "a list",

@@ -67,6 +67,7 @@ __all__ = [
     "CallTimeoutError",
     "CircularDependencyError",
     "ConfigError",
+    "ConfigKeyProblem",
     "ConfigProblem",
     "ContractError",
     "DependentsRunningError",
@@ -176,6 +177,19 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         return f"{self.key}: {self.message}" if self.key else self.message
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKeyProblem(ConfigProblem):
+    """A problem at one key of a config file: its ``line`` (``None``: not known, as for a
+    config built in code) and a ``hint`` saying what to do about it (``""``: the error's own)."""
+
+    line: int | None = None
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.key}: {self.message}" if self.key else self.message
+        return f"line {self.line}: {text}" if self.line is not None else text
 
 
 class ConfigError(TetherError, ValueError):

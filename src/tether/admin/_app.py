@@ -41,7 +41,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from tether import PluginConfig, PluginManager, PluginStatus, TetherConfig, __version__
+from tether import (
+    ConfigSection,
+    PluginConfig,
+    PluginManager,
+    PluginStatus,
+    TetherConfig,
+    __version__,
+)
 from tether.admin._body import BODY_TIMEOUT, MAX_BODY_SIZE, BodyLimits, read_object
 from tether.admin._body import check_declared_size as _check_declared_size
 
@@ -53,6 +60,7 @@ from tether.errors import DependentsRunningError, PluginNotFoundError, TetherErr
 from tether.observability import observe
 
 __all__ = [
+    "ADMIN_CONFIG_SECTION",
     "BODY_TIMEOUT",
     "MAX_BODY_SIZE",
     "MAX_NAME_LENGTH",
@@ -78,11 +86,17 @@ _Model = TypeVar("_Model", bound=BaseModel)
 class AdminSettings(BaseModel):
     """The ``admin`` section of the framework config."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     token: StrictStr | None = None
     insecure: StrictBool = False
     protect_metrics: StrictBool = False
+
+
+ADMIN_CONFIG_SECTION = ConfigSection(
+    "admin", "the admin API (tether serve, tether ops)", AdminSettings, "the admin API's token"
+)
+"""The ``admin:`` section, claimed through the ``tether.config_sections`` entry points."""
 
 
 def admin_settings(config: TetherConfig) -> AdminSettings:

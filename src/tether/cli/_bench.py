@@ -21,12 +21,12 @@ from pathlib import Path
 
 import click
 
-from tether import TetherConfig, error_text, load_config, plugin_frame
+from tether import TetherConfig, error_text, load_config, load_manifest, plugin_frame
 from tether.cli._app import EXIT_INTERRUPTED, State, log_without_tracebacks, pass_state
 from tether.cli._output import err, out, print_error
 from tether.cli._shared import parse_settings, retries_option
 from tether.cli._types import NonEmptyPath, Text
-from tether.cli._workloads import find_workload
+from tether.cli._workloads import check_workload_config, find_workload
 from tether.errors import TetherError
 from tether.hosts.workload import (
     EXIT_ERROR_RATE,
@@ -218,7 +218,11 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
             f"{config.where}: running '{name}'",
             highlight=False,
         )
-    spec = config.spec_for(find_workload(state, name), parse_settings(plugin_settings))
+    overrides = parse_settings(plugin_settings)
+    spec = config.spec_for(find_workload(state, name), overrides)
+    if spec.path is not None:  # a typo fails here, before a database is started
+        check_workload_config(load_manifest(spec.path), spec.config, config,
+                              lines=framework.key_lines(), given=list(overrides))  # fmt: skip
     with log_without_tracebacks(state):  # a plugin's failure is the summary below
         try:
             report = _run(spec, settings, framework, quiet=quiet, retry_attempts=retry_attempts)

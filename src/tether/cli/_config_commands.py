@@ -15,6 +15,7 @@ import click
 import yaml
 
 from tether import (
+    ContractRegistry,
     Manifest,
     TetherConfig,
     check_call_chain,
@@ -23,7 +24,7 @@ from tether import (
     grant_permissions,
     mask_secrets,
     resolve,
-    validate_plugin_config,
+    validate_entry_config,
 )
 from tether.cli._app import State, pass_state
 from tether.cli._output import out, print_error
@@ -97,7 +98,9 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
             manifest = entry_manifest(state, config, entry)
             check_entry(manifest, entry, config)
             grant_permissions(manifest, entry.permissions, path=config.path)
-            validate_plugin_config(manifest.name, manifest.config, entry.config)
+            validate_entry_config(manifest.name, manifest.config, entry, config,
+                                  additional_properties=manifest.open_config,
+                                  host_keys=_host_keys(manifest))  # fmt: skip
         except TetherError as exc:
             problems.append(exc)
             continue
@@ -150,7 +153,9 @@ def config_show(state: State, fmt: str, file: Path | None) -> None:
             manifest = entry_manifest(state, config, entry)
         except TetherError:
             continue
-        values = validate_plugin_config(manifest.name, manifest.config, entry.config)
+        values = validate_entry_config(manifest.name, manifest.config, entry, config,
+                                       additional_properties=manifest.open_config,
+                                       host_keys=_host_keys(manifest))  # fmt: skip
         secrets = frozenset(k for k, f in manifest.config.items() if f.secret)
         raw["config"] = mask_secrets(_plain(values), secret_keys=secrets)
         raw["permissions"] = dict.fromkeys(
@@ -161,6 +166,14 @@ def config_show(state: State, fmt: str, file: Path | None) -> None:
         out.print_json(json.dumps(masked))
     else:
         out.print(yaml.safe_dump(masked, sort_keys=False).rstrip(), markup=False)
+
+
+def _host_keys(manifest: Manifest) -> tuple[str, ...]:
+    """The config keys the hosts serving the plugin read themselves (its contracts')."""
+    try:
+        return ContractRegistry().resolve(manifest.name, manifest.provides).config_keys
+    except TetherError:  # an unknown contract is the loader's to report
+        return ()
 
 
 def _plain(values: dict[str, object]) -> dict[str, object]:

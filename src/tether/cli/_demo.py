@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from tether import PluginManager, default_search_paths, discover, load_config, run_host
+from tether import PluginManager, discover, load_config, run_host, search_paths_for
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
 from tether.cli._shared import fail, retries_option
@@ -52,9 +52,7 @@ async def run_demo(
     out.print(f"[bold]tether demo[/] with {path}\n")
 
     started = time.perf_counter()
-    directory = config.plugins.directory
-    search_dir = (config.base_directory / directory) if directory else None
-    paths = default_search_paths(plugin_paths=plugin_paths or [], config_directory=search_dir)
+    paths = search_paths_for(config, plugin_paths=plugin_paths or [])
     found = discover(paths, entry_points=False)
     out.print(f"[bold]1. discover[/] ({_ms(started)}): {len(found.plugins)} plugin(s) found")
     for plugin in found.plugins:

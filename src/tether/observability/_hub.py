@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tether._describe import error_line, error_text, type_name
-from tether._durations import parse_duration
 from tether._state_tables import HookRow, MetricRow, PluginRow, PluginStateStore
 from tether.errors import TetherError
 
@@ -37,18 +36,6 @@ log = logging.getLogger("tether.observability")
 
 _MAX_PENDING_ROWS = 10_000  # error rows kept for the state store between flushes
 _MESSAGE_LIMIT = 500
-
-
-def _setting(extra: dict[str, object] | None, key: str, default: timedelta) -> timedelta:
-    value = (extra or {}).get(key)
-    if value is None:
-        return default
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise TetherError(
-            f"invalid config: state.{key}: {exc}", hint=f"set state.{key} to a duration like 10s"
-        ) from None
 
 
 class Observability:
@@ -81,7 +68,9 @@ class Observability:
             self._gone[name] = (self._row(name), self._hook_rows(name))
 
     def _state_setting(self, key: str, default: timedelta) -> timedelta:
-        return _setting(self.manager.config.state.model_extra, key, default)
+        """``state.flush_interval`` or ``state.retention`` (checked when the config is read)."""
+        seconds: float | None = getattr(self.manager.config.state, key)
+        return default if seconds is None else timedelta(seconds=seconds)
 
     # ------------------------------------------------------------------ metrics
 

@@ -38,8 +38,10 @@ from tether.hosts.workload._runner import plans_for, run_bench
 from tether.hosts.workload._saved import SavedOperation, SavedRun, read_run
 from tether.hosts.workload._series import MAX_POINTS, OperationSeries, Series, SeriesData
 from tether.hosts.workload._settings import (
+    BENCH_CONFIG_SECTION,
     DEFAULT_DURATION,
     DSN_ENV,
+    WORKLOAD_CONFIG_SECTION,
     BenchConfig,
     BenchConfigProblem,
     BenchSection,
@@ -72,6 +74,7 @@ from tether.hosts.workload._workload import (
 )
 
 __all__ = [
+    "BENCH_CONFIG_SECTION",
     "DATA_DIRECTORY_ENV",
     "DEFAULT_DURATION",
     "DSN_ENV",
@@ -80,6 +83,7 @@ __all__ = [
     "MAX_POINTS",
     "REFERENCE_NAMES",
     "REPORT_FORMAT",
+    "WORKLOAD_CONFIG_SECTION",
     "WORKLOAD_CONTRACT",
     "WORKLOAD_METHODS",
     "AsyncConnection",

@@ -45,14 +45,16 @@ from pydantic import (
 
 # The one private import of the workload host: tether has no public duration parser yet,
 # and bench durations must read as every other duration in tether does.
-from tether import TetherConfig, parse_duration
+from tether import ConfigSection, TetherConfig, parse_duration
 from tether.errors import ConfigProblem
 from tether.hosts.workload._errors import WorkloadConfigError
 from tether.hosts.workload._workload import REFERENCE_NAMES, WorkloadSpec
 
 __all__ = [
+    "BENCH_CONFIG_SECTION",
     "DEFAULT_DURATION",
     "DSN_ENV",
+    "WORKLOAD_CONFIG_SECTION",
     "BenchConfig",
     "BenchConfigProblem",
     "BenchSection",
@@ -307,6 +309,15 @@ class BenchSection(BaseModel):
         """The settings given, by name."""
         return self.model_dump(exclude_none=True)
 
+
+WORKLOAD_CONFIG_SECTION = ConfigSection(
+    "workload", "tether bench", WorkloadSection, "the workload plugin to run and its plugin_config"
+)
+"""The ``workload:`` section, claimed through the ``tether.config_sections`` entry points."""
+BENCH_CONFIG_SECTION = ConfigSection(
+    "bench", "tether bench", BenchSection, "a run's settings: clients, duration, rate..."
+)
+"""The ``bench:`` section, claimed through the ``tether.config_sections`` entry points."""
 
 _SECTIONS: dict[str, type[BaseModel]] = {
     "workload": WorkloadSection,

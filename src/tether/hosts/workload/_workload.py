@@ -64,6 +64,7 @@ WORKLOAD_CONTRACT = Contract(
     initialize_with="config",
     managed=("initialize", "start", "stop"),  # cleanup(db) is the host's to call
     host="tether bench",
+    config_keys=("operation_weights",),  # the host resolves the weights, declared or not
 )
 """The contract of ``provides: [workload]`` (the reference's WorkloadPlugin, in Python)."""
 
