@@ -187,12 +187,14 @@ def invalid_config(problems: Sequence[ConfigProblem], path: Path | None) -> Conf
 
     problems = sorted(problems, key=place)
     where = f" {path}" if path else ""
-    details = "\n".join(f"  - {p}" for p in problems)
+    # one problem is the message; more are listed under it, the first included
+    details = "".join(f"\n  - {p}" for p in problems) if len(problems) > 1 else ""
     hints = {getattr(p, "hint", "") for p in problems}
     hint = next(iter(hints)) if len(hints) == 1 else ""
-    hint = f"{hint or 'fix the keys listed above'}; {_RECHECK}"
+    fix = "fix the keys listed above" if len(problems) > 1 else "fix that key"
+    hint = f"{hint or fix}; {_RECHECK}"
     return ConfigError(
-        f"invalid config{where}: {problems[0]}\n{details}",
+        f"invalid config{where}: {problems[0]}{details}",
         path=path,
         problems=list(problems),
         hint=hint,
