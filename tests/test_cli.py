@@ -205,6 +205,18 @@ def test_plugin_test_passes_set_values(tmp_path: Path) -> None:
     assert "configuration 'port' must be an integer, got str" in failed.output
 
 
+def test_plugins_list_wraps_a_long_location_instead_of_cutting_it(tmp_path: Path) -> None:
+    root = tmp_path / ("a-directory-with-a-rather-long-name" * 2)
+    write_plugin(root, "porter")
+    result = run("--plugin-path", str(root), "plugins", "list", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    header, *rows = result.stdout.splitlines()
+    start = header.index("location")
+    column = "".join(row[start:].strip() for row in rows)
+    assert column.startswith(str(root / "porter"))
+
+
 def test_plugin_test_takes_a_name_found_in_the_search_paths(tmp_path: Path) -> None:
     write_plugin(tmp_path / "installed", "porter")
     found = run("--plugin-path", str(tmp_path / "installed"), "plugins", "test", "porter")
