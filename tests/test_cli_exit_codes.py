@@ -170,7 +170,7 @@ BAD_VALUES: list[tuple[tuple[str, ...], str]] = [
     (("plugins", "exec", "x"), "Missing option '--input'"),
     (("plugins", "exec", "x", "--input", "1", "--format", "xml"), "Invalid value for '--format'"),
     (("plugins", "exec", "x", "--input", "1", "--set", "k"), "Invalid value for --set"),
-    (("plugins", "test", "{tmp}/none"), "Invalid value for 'PATH'"),
+    (("plugins", "test", "{tmp}/none"), "Invalid value for 'NAME|PATH'"),
     (("plugins", "test", "{tmp}", "--timeout", "-1"), "Invalid value for '--timeout'"),
     (("plugins", "graph", "--format", "png"), "Invalid value for '--format'"),
     (("plugins", "new", "Bad"), "Invalid value for 'NAME': invalid plugin name 'Bad'"),

@@ -181,7 +181,8 @@ def test_a_changed_file_is_refused_naming_it(app: Path) -> None:
     )
     assert (error.plugin, error.file, error.change) == ("greeter", "lib/helpers.py", "changed")
     assert error.hint == (
-        "if the change is intended, run `tether plugins lock` to record the files again"
+        "if the change is intended, run `tether plugins lock` (with the same --config) to "
+        "record the files again"
     )
 
 
@@ -226,7 +227,9 @@ def test_a_plugin_the_lock_does_not_list_is_refused(app: Path) -> None:
         f"plugin 'greeter' is not in the lock file {lock_file}: plugins.verify refuses a "
         "plugin the lock does not list"
     )
-    assert error.hint == "run `tether plugins lock` to add it to tether.lock"
+    assert error.hint == (
+        "run `tether plugins lock` (with the same --config) to add it to tether.lock"
+    )
 
 
 def test_verify_without_a_lock_file_is_a_clear_error(app: Path) -> None:
@@ -332,3 +335,30 @@ def test_cli_lock_fails_cleanly_on_a_configured_plugin_that_is_missing(tmp_path:
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: plugin not found: 'nowhere'")
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_cli_config_validate_checks_the_lock_as_loading_does(app: Path) -> None:
+    """`config validate` refuses what verify would refuse at load, without importing."""
+    config = str(app / "tether.yaml")
+    missing = run("config", "validate", config)
+    assert missing.exit_code == 1
+    assert missing.stderr.count("there is no lock file") == 1  # once, not once per entry
+
+    _lock(app)
+    assert run("config", "validate", config).exit_code == 0
+    (app / "plugins" / "greeter" / "lib" / "helpers.py").write_text("X = 2\n", encoding="utf-8")
+
+    changed = run("config", "validate", config)
+
+    assert changed.exit_code == 1
+    assert "lib/helpers.py was changed" in changed.stderr
+    assert f"Error: {app / 'tether.yaml'}: 1 problem(s)" in changed.stderr
+    assert not (app / "plugins" / "greeter" / ".imported").exists()
+
+
+def test_cli_config_validate_does_not_hold_a_disabled_entry_to_the_lock(app: Path) -> None:
+    write_lock(app / LOCK_NAME, [])
+    config = app / "tether.yaml"
+    config.write_text(config.read_text() + "      enabled: false\n", encoding="utf-8")
+    result = run("config", "validate", str(config))
+    assert result.exit_code == 0, result.output

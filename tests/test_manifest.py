@@ -272,6 +272,12 @@ def test_reference_messages(tmp_path, changes, field, message):
         pytest.param({"name": "has space"}, "name", "invalid plugin name", id="name"),
         pytest.param({"entry": "demo.Plugin"}, "entry", "write 'module:attribute'", id="entry"),
         pytest.param(
+            {"entry": "pkg.demo.Plugin"},
+            "entry",
+            "(did you mean 'pkg.demo:Plugin'?)",
+            id="entry-dot-for-colon",
+        ),
+        pytest.param(
             {"hooks": [{"type": "pre_request", "priority": "high"}]},
             "hooks[0].priority",
             "invalid value for hooks[0].priority",

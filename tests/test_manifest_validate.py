@@ -300,6 +300,44 @@ def test_json_field_errors_carry_the_line_of_their_key(tmp_path):
     }
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        pytest.param(
+            '{\n  "name": "demo",\n  "version": "1.0.0",\n}\n',
+            3,
+            "a comma before '}' (JSON allows no trailing comma): remove it",
+            id="trailing-comma-object",
+        ),
+        pytest.param(
+            '{\n  "name": "demo",\n  "tags": ["a",\n  ]\n}\n',
+            3,
+            "a comma before ']' (JSON allows no trailing comma): remove it",
+            id="trailing-comma-array",
+        ),
+        pytest.param(
+            '{\n  "name": "demo"\n  "version": "1.0.0"\n}\n',
+            2,
+            "a ',' is missing at the end of this line",
+            id="missing-comma",
+        ),
+        pytest.param(
+            '{"name": "demo" "version": "1.0.0"}\n',
+            1,
+            "Expecting ',' delimiter",
+            id="missing-comma-on-one-line",
+        ),
+    ],
+)
+def test_json_syntax_slips_are_named_on_their_own_line(tmp_path, text, line, message):
+    path = tmp_path / "plugin.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    [problem] = caught.value.problems
+    assert (problem.line, problem.message) == (line, f"invalid JSON: {message}")
+
+
 TOML = """\
 name = "demo"
 version = "v1.2.3"

@@ -221,6 +221,35 @@ def test_a_wheel_installs_with_pip_and_is_discovered_and_loaded(
     assert (row["origin"], row["version"]) == ("entry-point", "1.2.0")
 
 
+@pytest.mark.slow
+def test_a_pip_installed_plugin_is_tested_and_demoed_by_name(greeter: Path, tmp_path: Path) -> None:
+    """After `pip install`, `python -m tether plugins test NAME` finds the plugin through
+    its entry point, and `demo`'s discover step lists it where loading found it."""
+    python = _venv_with_tether(tmp_path / "venv")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index",
+         "--quiet", "--disable-pip-version-check", str(build_wheel(greeter, tmp_path / "d"))],
+        check=True, timeout=300,
+    )  # fmt: skip
+    (tmp_path / "app.yaml").write_text("plugins:\n  plugins:\n    - name: greeter\n")
+
+    def tether(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(python), "-m", "tether", *args],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+        )  # fmt: skip
+
+    tested = tether("plugins", "test", "greeter")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert tested.stdout.startswith("greeter 1.2.0\n")
+    assert [line.split()[:2] for line in tested.stdout.splitlines()[2:]] == [
+        ["load", "ok"], ["initialize", "ok"], ["start", "ok"], ["stop", "ok"], ["cleanup", "ok"]
+    ]  # fmt: skip
+    demo = tether("demo", "app.yaml")
+    assert demo.returncode == 0, demo.stderr
+    assert "   greeter 1.2.0  tether-plugin-greeter 1.2.0 (entry point greeter)" in demo.stdout
+
+
 def _site_with_distribution(site: Path, manifest_entry: str) -> None:
     """An installed distribution whose package holds a manifest with an entry of its own."""
     package = site / "ep_own_entry"

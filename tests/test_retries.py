@@ -449,7 +449,10 @@ def test_serve_starts_degraded_without_a_plugin_not_required(tmp_path, plugin):
             one = client.get("/admin/plugins/mailer/health", headers=headers).json()
             alive = client.get("/healthz")
             ready = client.get("/readyz")
+            detail = client.get("/admin/plugins/mailer", headers=headers)
+            reload = client.post("/admin/plugins/mailer/reload", headers=headers)
         listed = run("plugins", "health", "--url", url, "--token", "secret", "--json")
+        shown = run("plugins", "health", "mailer", "--url", url, "--token", "secret")
     finally:
         stdout, stderr = finish(process, seen)
     assert process.returncode == 0, stderr
@@ -471,6 +474,20 @@ def test_serve_starts_degraded_without_a_plugin_not_required(tmp_path, plugin):
     rows = {row["name"]: row["state"] for row in json.loads(listed.stdout)["plugins"]}
     assert rows == {"orders": "running", "mailer": "failed"}
     assert "without mailer (failed, not required)" in stdout
+    assert f"admin API: {url}/admin/plugins, /admin/health, /healthz" in stdout
+    for refused in (detail, reload):  # not "not found", which health contradicts
+        assert refused.status_code == 404
+        assert refused.json()["message"] == (
+            "plugin 'mailer' is not loaded: it failed (initialization) and is not required, "
+            f"so the server started without it: {mailer['last_error']}"
+        )
+        assert "restart the server" in refused.json()["hint"]
+    assert shown.exit_code == 1
+    assert f"last error: {mailer['last_error']}" in one_line(shown.stdout)
+    assert one_line(shown.stderr) == (
+        "Error: 1 plugin(s) not healthy: mailer Hint: a failed one (required: false) did not "
+        "come up when the server started: fix its error, then restart the server"
+    )
     logged = one_line(stderr)
     assert logged.count("plugin mailer: attempt 1 of 2 failed (initialization)") == 1
     assert logged.count("plugin mailer: attempt 2 of 2 failed (initialization)") == 1

@@ -538,7 +538,7 @@ def _parse_json(text: str) -> Document:
     try:
         data = _JSON.decode(text)
     except json.JSONDecodeError as exc:
-        raise DocumentError(exc.msg, line=exc.lineno, fmt="json") from None
+        raise _json_syntax(exc) from None
     except _DuplicateKeyError:
         raise _json_duplicate(text) from None
     except _HookError as exc:
@@ -550,6 +550,25 @@ def _parse_json(text: str) -> Document:
     if deep or surrogates:
         _check_tree(data, fmt="json", ints=False, strings=surrogates)
     return Document(data, "json", text, None)
+
+
+def _json_syntax(exc: json.JSONDecodeError) -> DocumentError:
+    """The decoder's complaint, except for the two commonest slips, which it reports on
+    the next value's line: a comma before a closing bracket, a comma left out at the
+    end of a line."""
+    before = exc.doc[: exc.pos].rstrip()
+    if before.endswith(",") and exc.doc[exc.pos : exc.pos + 1] in {"}", "]"}:
+        line = exc.doc.count("\n", 0, len(before)) + 1
+        closing = exc.doc[exc.pos]
+        return DocumentError(
+            f"a comma before '{closing}' (JSON allows no trailing comma): remove it",
+            line=line,
+            fmt="json",
+        )
+    if exc.msg == "Expecting ',' delimiter" and "\n" in exc.doc[len(before) : exc.pos]:
+        line = exc.doc.count("\n", 0, len(before)) + 1  # the comma belongs on that line
+        return DocumentError("a ',' is missing at the end of this line", line=line, fmt="json")
+    return DocumentError(exc.msg, line=exc.lineno, fmt="json")
 
 
 def _json_duplicate(text: str) -> DocumentError:

@@ -329,14 +329,17 @@ def _bad_lock(path: Path, problem: str) -> ConfigError:
 def check_plugin(manifest: Manifest, lock: Lock) -> None:
     """Refuse (``IntegrityError``) a plugin the lock does not list or whose files differ."""
     locked = lock.plugins.get(manifest.name)
-    again = "if the change is intended, run `tether plugins lock` to record the files again"
+    again = (
+        "if the change is intended, run `tether plugins lock` (with the same --config) to "
+        "record the files again"
+    )
     if locked is None:
         raise IntegrityError(
             f"plugin '{manifest.name}' is not in the lock file {lock.path}: plugins.verify "
             "refuses a plugin the lock does not list",
             plugin=manifest.name,
             lock=lock.path,
-            hint=f"run `tether plugins lock` to add it to {LOCK_NAME}",
+            hint=f"run `tether plugins lock` (with the same --config) to add it to {LOCK_NAME}",
         )
     if manifest.directory is None:
         raise IntegrityError(

@@ -430,8 +430,12 @@ class Manifest(BaseModel):
     @classmethod
     def _entry(cls, value: str) -> str:
         if not _ENTRY.fullmatch(value):
+            module, dot, attribute = value.rpartition(".")
+            guess = f"{module}:{attribute}"
+            suggestion = f" (did you mean {guess!r}?)" if dot and _ENTRY.fullmatch(guess) else ""
             raise ValueError(
-                f"invalid entry {value!r}: write 'module:attribute', e.g. 'auth_plugin:AuthPlugin'"
+                f"invalid entry {value!r}: write 'module:attribute', e.g. "
+                f"'auth_plugin:AuthPlugin'{suggestion}"
             )
         return value
 

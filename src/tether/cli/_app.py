@@ -292,8 +292,9 @@ def cli(
     Plugins are directories with a manifest (plugin.yaml, plugin.json or
     plugin.toml). They are searched in ./plugins, ~/.tether/plugins,
     /usr/local/lib/tether/plugins, $TETHER_PLUGIN_PATH, --plugin-path, the
-    config's plugins.directory and plugins.paths, and installed packages exposing the
-    `tether.plugins` entry point group.
+    config's plugins.directory and plugins.paths, the plugins that ship with tether
+    (the built-in workloads), and installed packages exposing the `tether.plugins`
+    entry point group.
     """
     _setup_logging(ctx, log_level, verbose, log_file)
     ctx.obj = State(

@@ -32,6 +32,7 @@ from tether.cli._shared import entry_manifest, fail, framework_version
 from tether.cli._types import NonEmptyPath
 from tether.cli._workloads import check_bench_config
 from tether.errors import TetherError
+from tether.packaging import Lock, check_plugin, lock_path, read_lock
 
 __all__ = ["config_group", "config_show", "config_validate"]
 
@@ -92,11 +93,14 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
             check_call_chain(section, where="plugins.call_chain")
         except TetherError as exc:
             problems.append(exc)
+    lock = _verified_lock(config, problems)
     named: list[tuple[int, str]] = []
     for index, entry in enumerate(config.plugins.plugins):
         try:
             manifest = entry_manifest(state, config, entry)
             check_entry(manifest, entry, config)
+            if lock is not None and entry.enabled:
+                check_plugin(manifest, lock)
             grant_permissions(manifest, entry.permissions, path=config.path)
             validate_entry_config(manifest.name, manifest.config, entry, config,
                                   additional_properties=manifest.open_config,
@@ -129,6 +133,18 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
     out.print(f"[green]✓[/] {config.path}: {len(manifests)} plugin(s); load order: "
               + (" -> ".join(order) or "(none)"))  # fmt: skip
     return []
+
+
+def _verified_lock(config: TetherConfig, problems: list[TetherError]) -> Lock | None:
+    """With ``plugins.verify``, the lock each entry is checked against, as loading does (a
+    missing or malformed lock is one problem, not one for each entry)."""
+    if not config.plugins.verify:
+        return None
+    try:
+        return read_lock(lock_path(config.path))
+    except TetherError as exc:
+        problems.append(exc)
+        return None
 
 
 @click.command("show")

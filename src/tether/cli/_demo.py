@@ -53,7 +53,7 @@ async def run_demo(
 
     started = time.perf_counter()
     paths = search_paths_for(config, plugin_paths=plugin_paths or [])
-    found = discover(paths, entry_points=False)
+    found = discover(paths)  # what loading by name searches, entry points included
     out.print(f"[bold]1. discover[/] ({_ms(started)}): {len(found.plugins)} plugin(s) found")
     for plugin in found.plugins:
         out.print(f"   {plugin.name} {plugin.manifest.version}  [dim]{plugin.location}[/]")

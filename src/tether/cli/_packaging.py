@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from tether import Manifest
 from tether.cli._app import State, pass_state
@@ -195,7 +195,7 @@ def plugins_lock(state: State, check: bool) -> None:
         _check(path, manifests)
         return
     locked = write_lock(path, [lock_entry(m, path) for m in manifests])
-    table = Table("name", "version", "sha256", "path", box=None)
+    table = Table("name", "version", "sha256", Column("path", overflow="fold"), box=None)
     for p in sorted(locked.plugins.values(), key=lambda p: p.name):
         table.add_row(*map(_shown, (p.name, p.version, p.sha256[:16], p.path)))
     out.print(table)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from rich.tree import Tree
 
 from tether import (
@@ -96,7 +96,8 @@ def plugins_list(state: State, as_json: bool) -> None:
         ]
         out.print_json(json.dumps({"plugins": rows, "invalid": len(result.invalid)}))
         return
-    table = Table("name", "version", "origin", "description", "location", box=None)
+    location = Column("location", overflow="fold")  # a path is wrapped, never cut
+    table = Table("name", "version", "origin", "description", location, box=None)
     for p in result.plugins:
         m = p.manifest
         table.add_row(*map(_shown, (p.name, m.version, p.origin, m.description, p.location)))
@@ -113,7 +114,8 @@ def plugins_list(state: State, as_json: bool) -> None:
 def plugins_scan(state: State) -> None:
     """Show every path searched, what was found there, and what was invalid and why."""
     result = discover_plugins(state)
-    table = Table("origin", "path", "exists", "plugins", "invalid", box=None)
+    path = Column("path", overflow="fold")
+    table = Table("origin", path, "exists", "plugins", "invalid", box=None)
     for s in result.searched:
         exists = "yes" if s.exists else "no"
         table.add_row(s.origin, _shown(s.path), exists, str(s.found), str(s.invalid))

@@ -92,7 +92,11 @@ def serve(
         table = Table("method", "path", "plugin", box=None)
         for method, route, plugin in info.routes:
             table.add_row(method, route, plugin)
-        out.print(table)
+        out.print(table if info.routes else "  no plugin routes")
+        out.print(
+            f"  admin API: {info.url}/admin/plugins, /admin/health, /healthz, /readyz, /metrics",
+            markup=False,
+        )
         out.print("Press Ctrl+C to stop.", style="dim")
 
     try:
