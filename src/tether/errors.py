@@ -291,9 +291,27 @@ class PluginImportError(PluginLoadError):
             f"failed to import plugin '{plugin}': {self.cause_type}: {text}{where}",
             plugin=plugin,
             path=file,
-            hint="fix the error at the file and line shown; inside a plugin, import its own "
-            "modules relatively (from . import helpers)",
+            hint=_import_hint(cause, file),
         )
+
+
+def _import_hint(cause: BaseException, file: Path | None) -> str:
+    """What to do about a failed import: a missing module is the plugin's own (import it
+    relatively) or a library to install; anything else is fixed where it was raised."""
+    missing = cause.name if isinstance(cause, ModuleNotFoundError) else None
+    if not missing:
+        return "fix the error at the file and line shown"
+    top = missing.partition(".")[0]
+    here = file.parent if file is not None else None
+    if here is not None and ((here / f"{top}.py").is_file() or (here / top).is_dir()):
+        return (
+            f"'{top}' is one of the plugin's own modules: import it relatively "
+            f"(from . import {top})"
+        )
+    return (
+        f"'{top}' is not installed where tether runs: install it into that environment "
+        f"(pip install ...), or import the plugin's own modules relatively (from . import {top})"
+    )
 
 
 class PluginLoadTimeoutError(PluginImportError, TimeoutError):
