@@ -33,12 +33,7 @@ from tether.cli._types import NonEmptyPath
 from tether.cli._workloads import check_bench_config
 from tether.errors import TetherError
 
-__all__ = ["config_group", "config_show", "config_validate"]
-
-
-@click.group("config")
-def config_group() -> None:
-    """Check and show the framework config."""
+__all__ = ["config_show", "config_validate"]
 
 
 def _require_config(state: State) -> TetherConfig:
