@@ -551,16 +551,23 @@ def test_the_registration_check_itself() -> None:
     ]
 
 
+def _commands(group: click.Group) -> dict[str, click.Command]:
+    context = click.Context(group)
+    found = {name: group.get_command(context, name) for name in group.list_commands(context)}
+    return {name: command for name, command in found.items() if command is not None}
+
+
 def test_the_tree_is_assembled_in_one_place() -> None:
-    groups = {name: cmd for name, cmd in cli.commands.items() if isinstance(cmd, click.Group)}
-    assert set(cli.commands) == {"plugins", "config", "workloads", "bench", "serve", "demo"}
-    assert set(groups["plugins"].commands) == {
+    commands = _commands(cli)
+    groups = {name: cmd for name, cmd in commands.items() if isinstance(cmd, click.Group)}
+    assert set(commands) == {"plugins", "config", "workloads", "bench", "serve", "demo"}
+    assert set(_commands(groups["plugins"])) == {
         "list", "scan", "info", "validate", "graph", "test", "exec", "new",
         "health", "enable", "disable", "reload", "package", "install", "uninstall", "lock",
     }  # fmt: skip
-    assert set(groups["config"].commands) == {"validate", "show"}
-    assert set(groups["workloads"].commands) == {"list"}
-    validate = groups["config"].commands["validate"]
+    assert set(_commands(groups["config"])) == {"validate", "show"}
+    assert set(_commands(groups["workloads"])) == {"list"}
+    validate = _commands(groups["config"])["validate"]
     assert validate.callback is not None
     assert validate.callback.__module__ == "tether.cli._config_commands"
 

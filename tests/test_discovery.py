@@ -7,15 +7,20 @@ raises when imported, so any test would notice discovery importing one.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import tether
 from tether._discovery import (
     BUILTIN_PLUGIN_DIRECTORY,
+    CACHE_FORMAT,
     DiscoveryResult,
     IndexCache,
     SearchPath,
@@ -23,6 +28,7 @@ from tether._discovery import (
     default_search_paths,
     discover,
 )
+from tether._manifest import load_manifest
 from tether.errors import ManifestError, PluginNameConflictError
 
 HOUR_NS = 3600 * 10**9
@@ -424,50 +430,167 @@ def test_a_same_size_edit_within_the_timestamp_granularity_is_seen(tmp_path: Pat
     assert result.cache_misses == 1
 
 
+def read_cache(path: Path) -> tuple[dict[str, object], dict[str, dict[str, list[object]]]]:
+    """The header and the body (manifests, directories) of a cache file: two lines of JSON."""
+    head, body = path.read_bytes().split(b"\n")
+    return json.loads(head), json.loads(body)
+
+
+def write_cache(
+    path: Path, header: dict[str, object], body: object, *, digest: bool = True
+) -> None:
+    """A cache file of ``header`` and ``body``; ``digest``: with the body's digest."""
+    body = json.dumps(body).encode()
+    if digest:
+        header = {**header, "digest": hashlib.blake2b(body, digest_size=16).hexdigest()}
+    path.write_bytes(json.dumps(header).encode() + b"\n" + body)
+
+
+def test_the_cache_file_is_a_header_and_its_entries(tmp_path: Path) -> None:
+    manifests = _plugins(tmp_path / "plugins", 2)
+    cache_file = tmp_path / "index.json"
+    scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+
+    header, body = read_cache(cache_file)
+
+    assert header["format"] == CACHE_FORMAT
+    assert header["tether"] == tether.__version__
+    assert sorted(body["manifests"]) == sorted(str(m) for m in manifests)
+    directories = {path: listing[3] for path, listing in body["directories"].items()}
+    assert directories == {
+        str(tmp_path / "plugins"): [],
+        **{str(m.parent): [m.name] for m in manifests},
+    }
+    body = cache_file.read_bytes().split(b"\n")[1]
+    assert header["digest"] == hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
 def test_a_corrupt_cache_file_is_ignored_and_rebuilt(tmp_path: Path) -> None:
     _plugins(tmp_path / "plugins", 3)
     cache_file = tmp_path / "index.json"
-    cache_file.write_text('{"format": 1, "tether": "0.', encoding="utf-8")
+    cache_file.write_text('{"format": 2, "tether": "0.', encoding="utf-8")
 
     result = scan(tmp_path / "plugins", cache=IndexCache(cache_file))
 
     assert (len(result.plugins), result.cache_misses) == (3, 3)
-    assert json.loads(cache_file.read_text(encoding="utf-8"))["format"] == 1
+    assert read_cache(cache_file)[0]["format"] == CACHE_FORMAT
     assert scan(tmp_path / "plugins", cache=IndexCache(cache_file)).cache_hits == 3
 
 
 @pytest.mark.parametrize(
-    "document",
+    "change",
     [
-        {"format": 999, "tether": "0.1.0", "entries": {}},
-        {"format": 1, "tether": "0.0.0-other", "entries": {}},
-        {"format": 1, "tether": "0.1.0", "entries": []},
-        ["not", "an", "object"],
+        {"format": 1},
+        {"tether": "0.0.0-other"},
+        {"manifest": "another-model"},
+        {"digest": "0" * 32},
+        {"body": ["not", "an", "object"]},
+        {"body": {"manifests": {}}},
+        {"whole": ["not", "an", "object"]},
+        {"one-line": True},
     ],
-    ids=["other-format", "other-tether", "bad-entries", "not-an-object"],
-)
-def test_a_cache_of_another_format_is_ignored(tmp_path: Path, document: object) -> None:
+    ids=["other-format", "other-tether", "other-manifest-model", "wrong-digest",
+         "body-not-an-object", "no-directories", "header-not-an-object", "one-line"],
+)  # fmt: skip
+def test_a_cache_this_build_cannot_trust_is_ignored(
+    tmp_path: Path, change: dict[str, object]
+) -> None:
     _plugins(tmp_path / "plugins", 2)
     cache_file = tmp_path / "index.json"
-    cache_file.write_text(json.dumps(document), encoding="utf-8")
+    scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+    header, body = read_cache(cache_file)
+    if "whole" in change:
+        cache_file.write_text(json.dumps(change["whole"]), encoding="utf-8")
+    elif "one-line" in change:
+        cache_file.write_text(json.dumps({**header, **body}), encoding="utf-8")
+    elif "body" in change:
+        write_cache(cache_file, header, change["body"])
+    else:
+        write_cache(cache_file, {**header, **change}, body, digest="digest" not in change)
+
     result = scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+
     assert (len(result.plugins), result.cache_misses) == (2, 2)
 
 
-def test_a_tampered_cache_entry_is_a_miss(tmp_path: Path) -> None:
+def test_a_cache_edited_by_hand_is_ignored_as_a_whole(tmp_path: Path) -> None:
+    # Cached manifests are rebuilt without validating again: the digest stands for it.
     manifests = _plugins(tmp_path / "plugins", 2)
     cache_file = tmp_path / "index.json"
     scan(tmp_path / "plugins", cache=IndexCache(cache_file))
-    document = json.loads(cache_file.read_text(encoding="utf-8"))
-    tampered = document["entries"][str(manifests[0])]
-    tampered["manifest"] = tampered["manifest"].replace('"1.0.0"', '"not-semver"')
-    document["entries"][str(manifests[1])]["size"] = "large"
-    cache_file.write_text(json.dumps(document), encoding="utf-8")
+    header, body = read_cache(cache_file)
+    entry = body["manifests"][str(manifests[0])]
+    entry[6] = str(entry[6]).replace('"1.0.0"', '"not-semver"')
+    write_cache(cache_file, header, body, digest=False)  # the old digest
 
     result = scan(tmp_path / "plugins", cache=IndexCache(cache_file))
 
     assert (result.cache_hits, result.cache_misses) == (0, 2)
     assert [p.manifest.version for p in result.plugins] == ["1.0.0", "1.0.0"]
+
+
+def _tampered(tmp_path: Path, tamper: Callable[[list[object]], object]) -> DiscoveryResult:
+    """A warm scan after ``tamper`` changed the entry of plugin-01 (the digest made to
+    match: what a bug in tether could write, not an edit)."""
+    manifests = _plugins(tmp_path / "plugins", 2)
+    cache_file = tmp_path / "index.json"
+    scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+    header, body = read_cache(cache_file)
+    tamper(body["manifests"][str(manifests[1])])
+    write_cache(cache_file, header, body)
+    return scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda entry: entry.__setitem__(0, "large"),
+        lambda entry: entry.__setitem__(5, None),
+        lambda entry: entry.__setitem__(7, [["a", "b"]]),
+        lambda entry: entry.__setitem__(6, {"name": "plugin-01"}),
+    ],
+    ids=["size-not-a-number", "no-name", "problems-and-manifest", "manifest-not-text"],
+)
+def test_an_entry_of_the_wrong_shape_is_a_miss(
+    tmp_path: Path, tamper: Callable[[list[object]], object]
+) -> None:
+    result = _tampered(tmp_path, tamper)
+    assert (result.cache_hits, result.cache_misses) == (1, 1)
+    assert [p.name for p in result.plugins] == ["plugin-00", "plugin-01"]
+
+
+def _manifest_change(
+    change: Callable[[dict[str, object]], object],
+) -> Callable[[list[object]], None]:
+    def tamper(entry: list[object]) -> None:
+        data = json.loads(str(entry[6]))
+        change(data)
+        entry[6] = json.dumps(data)
+
+    return tamper
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda data: data.pop("author"),
+        lambda data: data.__setitem__("nickname", "x"),
+        lambda data: data.__setitem__("dependencies", {"name": "x"}),
+        lambda data: data.__setitem__("framework", ["*"]),
+        lambda data: data.clear(),
+    ],
+    ids=["missing-field", "unknown-field", "mapping-for-a-list", "list-for-a-mapping", "empty"],
+)
+def test_a_cached_manifest_that_does_not_rebuild_is_read_from_its_file(
+    tmp_path: Path, change: Callable[[dict[str, object]], object]
+) -> None:
+    result = _tampered(tmp_path, _manifest_change(change))
+
+    assert result.cache_hits == 2  # its name reads back; the manifest is built when used
+    plugin = result.get("plugin-01")
+    assert plugin is not None
+    assert plugin.manifest == load_manifest(tmp_path / "plugins" / "p01")
+    assert plugin.manifest.author == "Ann Example"
 
 
 def test_entries_for_vanished_manifests_are_dropped(tmp_path: Path) -> None:
@@ -478,12 +601,12 @@ def test_entries_for_vanished_manifests_are_dropped(tmp_path: Path) -> None:
 
     scan(tmp_path / "plugins", cache=IndexCache(cache_file))
 
-    entries = json.loads(cache_file.read_text(encoding="utf-8"))["entries"]
-    assert sorted(entries) == sorted(str(m) for m in manifests[1:])
+    assert sorted(read_cache(cache_file)[1]["manifests"]) == sorted(str(m) for m in manifests[1:])
 
 
 def test_the_cache_is_written_only_when_something_changed(tmp_path: Path) -> None:
-    backdate(*_plugins(tmp_path / "plugins", 3))
+    manifests = _plugins(tmp_path / "plugins", 3)
+    backdate(*manifests, *(m.parent for m in manifests), tmp_path / "plugins")
     cache_file = tmp_path / "index.json"
     cache = IndexCache(cache_file)
     scan(tmp_path / "plugins", cache=cache)
@@ -496,6 +619,62 @@ def test_the_cache_is_written_only_when_something_changed(tmp_path: Path) -> Non
     assert result.cache_hits == 3
     assert cache_file.stat().st_mtime_ns == before
     assert cache.save() is False
+
+
+def test_a_manifest_added_beside_a_cached_one_is_seen(tmp_path: Path) -> None:
+    manifest = _plugins(tmp_path / "plugins", 1)[0]
+    backdate(manifest, manifest.parent)
+    cache_file = tmp_path / "index.json"
+    assert scan(tmp_path / "plugins", cache=IndexCache(cache_file)).names == ("plugin-00",)
+    (manifest.parent / "plugin.json").write_text(json.dumps(_fields("plugin-00")), "utf-8")
+
+    result = scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+
+    assert result.names == ()
+    [invalid] = result.invalid
+    assert "more than one manifest" in str(invalid.error)
+
+
+def test_a_manifest_replaced_by_another_format_is_read(tmp_path: Path) -> None:
+    manifest = _plugins(tmp_path / "plugins", 1)[0]  # plugin.yaml
+    backdate(manifest, manifest.parent)
+    cache_file = tmp_path / "index.json"
+    scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+    manifest.unlink()
+    toml = manifest.with_name("plugin.toml")
+    toml.write_text(_toml({**_fields("plugin-00"), "version": "2.0.0"}), encoding="utf-8")
+
+    result = scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+
+    assert result.get("plugin-00").manifest.source == toml  # type: ignore[union-attr]
+    assert result.get("plugin-00").manifest.version == "2.0.0"  # type: ignore[union-attr]
+
+
+def test_a_young_directory_is_probed_again_whatever_its_timestamp(tmp_path: Path) -> None:
+    # A coarse clock can give a directory the same mtime after a manifest is added.
+    manifest = _plugins(tmp_path / "plugins", 1)[0]
+    cache_file = tmp_path / "index.json"
+    scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+    st = manifest.parent.stat()
+    (manifest.parent / "plugin.json").write_text(json.dumps(_fields("plugin-00")), "utf-8")
+    os.utime(manifest.parent, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+
+    result = scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+
+    [invalid] = result.invalid
+    assert "more than one manifest" in str(invalid.error)
+
+
+def test_listings_of_vanished_directories_are_dropped(tmp_path: Path) -> None:
+    manifests = _plugins(tmp_path / "plugins", 2)
+    cache_file = tmp_path / "index.json"
+    scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+    shutil.rmtree(manifests[0].parent)
+
+    scan(tmp_path / "plugins", cache=IndexCache(cache_file))
+
+    directories = read_cache(cache_file)[1]["directories"]
+    assert sorted(directories) == sorted([str(tmp_path / "plugins"), str(manifests[1].parent)])
 
 
 def test_one_cache_object_serves_repeated_scans(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from pydantic import (
     model_validator,
 )
 
+from tether._config_names import CONFIG_NAMES
 from tether._config_problems import (
     check_host_sections,
     config_problem,
@@ -91,7 +92,6 @@ __all__ = [
     "validate_plugin_config",
 ]
 
-CONFIG_NAMES = ("tether.yaml", "tether.yml", "tether.toml", "tether.json")
 _SECRET_KEY = re.compile(
     r"(^|[_.-])(secret|password|passwd|pass|token|api[_-]?key|private[_-]?key|credentials?)$",
     re.IGNORECASE,

@@ -35,27 +35,35 @@ problem: a file that is not regular, too large or beyond the parser's bounds is 
 and name conflicts are all collected in the :class:`DiscoveryResult`.
 
 The index cache (``tether._index_cache``) keeps every validated manifest keyed on
-``(manifest path, size, mtime_ns)``, so a warm scan costs a few ``stat`` calls per
-plugin.
+``(manifest path, size, mtime_ns)`` and each plugin directory's manifest names, so a
+warm scan costs two ``stat`` calls per plugin; a plugin's manifest is rebuilt from the
+cache when its ``manifest`` is first used.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.metadata
 import importlib.util
 import logging
 import os
 import stat
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tether._describe import error_line
 from tether._documents import DocumentError, decode, parse, read_bytes
-from tether._index_cache import CACHE_FORMAT, RACY_WINDOW_NS, IndexCache, default_cache_path
+from tether._index_cache import (
+    CACHE_FORMAT,
+    RACY_WINDOW_NS,
+    CachedManifest,
+    IndexCache,
+    default_cache_path,
+)
 from tether._manifest import MANIFEST_NAMES, Manifest, document_error, validate_manifest_data
 from tether.errors import ManifestError, ManifestProblem, PluginNameConflictError
 
@@ -96,6 +104,7 @@ _FORMATS = {
 }
 _log = logging.getLogger("tether.discovery")
 _Outcome = Manifest | ManifestError
+_Found = _Outcome | CachedManifest  # a valid manifest from the index, built when used
 
 
 # --------------------------------------------------------------------------- values
@@ -109,22 +118,80 @@ class SearchPath:
     origin: str
 
 
-@dataclass(frozen=True, slots=True)
 class DiscoveredPlugin:
-    """A plugin whose manifest validated. ``location``: its directory or entry-point description."""
+    """A plugin whose manifest validated. ``location``: its directory or entry-point description.
 
-    manifest: Manifest
-    origin: str
-    location: str
+    Immutable, compared by manifest, origin and location. From a warm scan the manifest is
+    rebuilt from the index cache the first time ``manifest`` is used (``name`` needs no
+    rebuilding): a scan costs a plugin a stat or two, and only the plugins a command
+    reads pay for their manifests.
+    """
+
+    __slots__ = ("_load", "_location", "_manifest", "_name", "_origin")
+
+    def __init__(self, manifest: Manifest, origin: str, location: str) -> None:
+        self._start(manifest.name, manifest, lambda: manifest, origin, location)
+
+    @classmethod
+    def deferred(
+        cls, name: str, load: Callable[[], Manifest], origin: str, location: str
+    ) -> DiscoveredPlugin:
+        """A plugin named ``name`` whose manifest ``load()`` gives when first used."""
+        plugin = cls.__new__(cls)
+        plugin._start(name, None, load, origin, location)  # noqa: SLF001 - its own class
+        return plugin
+
+    def _start(
+        self,
+        name: str,
+        manifest: Manifest | None,
+        load: Callable[[], Manifest],
+        origin: str,
+        location: str,
+    ) -> None:
+        self._name, self._manifest, self._load = name, manifest, load
+        self._origin, self._location = origin, location
+
+    @property
+    def manifest(self) -> Manifest:
+        manifest = self._manifest
+        if manifest is None:
+            manifest = self._manifest = self._load()
+        return manifest
 
     @property
     def name(self) -> str:
-        return self.manifest.name
+        return self._name
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    @property
+    def location(self) -> str:
+        return self._location
 
     @property
     def directory(self) -> Path | None:
         """The plugin's directory; ``None`` for an entry point without a manifest file."""
         return self.manifest.directory
+
+    def _key(self) -> tuple[Manifest, str, str]:
+        return (self.manifest, self._origin, self._location)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DiscoveredPlugin):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"DiscoveredPlugin(manifest={self.manifest!r}, origin={self._origin!r}, "
+            f"location={self._location!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,12 +344,35 @@ def _unreadable(path: str, exc: OSError) -> ManifestError:
     )
 
 
-def _manifests_in(directory: str) -> tuple[_ManifestFile, ...]:
+def _manifests_in(directory: str, index: IndexCache | None) -> tuple[_ManifestFile, ...]:
     """Every manifest directly inside ``directory``; raise ``OSError`` if unreadable.
 
     Anything by a manifest's name counts (a FIFO, a device, a directory): reading it is
     refused with what it is, so the plugin is listed as invalid, not silently missing.
+    With an index, a directory unchanged since it was last probed costs one ``stat`` of
+    its own and one per manifest it holds, instead of one per manifest name.
     """
+    if index is None:
+        return _probe(directory)
+    try:
+        st = os.stat(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return ()  # gone since it was listed
+    names = index.manifest_names(directory, st)
+    if names is not None:
+        paths = [os.path.join(directory, name) for name in names]
+        try:
+            return tuple(_ManifestFile(path, os.stat(path)) for path in paths)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # gone within the directory's timestamp: probe it again
+    probed_ns = time.time_ns()
+    found = _probe(directory)
+    names = tuple(os.path.basename(m.path) for m in found)
+    index.store_names(directory, st, names, probed_ns=probed_ns)
+    return found
+
+
+def _probe(directory: str) -> tuple[_ManifestFile, ...]:
     found = []
     for name in MANIFEST_NAMES:
         path = os.path.join(directory, name)
@@ -294,15 +384,17 @@ def _manifests_in(directory: str) -> tuple[_ManifestFile, ...]:
     return tuple(found)
 
 
-def _directory_candidate(directory: str, real: str, origin: str) -> _Candidate | None:
+def _directory_candidate(
+    directory: str, real: str, origin: str, index: IndexCache | None
+) -> _Candidate | None:
     try:
-        manifests = _manifests_in(directory)
+        manifests = _manifests_in(directory, index)
     except OSError as exc:
         return _Candidate(directory, origin, real, outcome=_unreadable(directory, exc))
     return _Candidate(directory, origin, real, manifests) if manifests else None
 
 
-def _scan(search: SearchPath) -> _Scan:
+def _scan(search: SearchPath, index: IndexCache | None) -> _Scan:
     path = os.fspath(search.path)
     try:
         st = os.stat(path)
@@ -311,12 +403,14 @@ def _scan(search: SearchPath) -> _Scan:
     except (OSError, ValueError) as exc:  # too long, a loop of links, no permission, a NUL
         return _Scan(exists=False, error=f"cannot search: {_reason(exc)}")
     try:
-        return _Scan(exists=True, candidates=_candidates_at(path, st, search.origin))
+        return _Scan(exists=True, candidates=_candidates_at(path, st, search.origin, index))
     except (OSError, ValueError) as exc:
         return _Scan(exists=True, error=f"cannot read: {_reason(exc)}")
 
 
-def _candidates_at(path: str, st: os.stat_result, origin: str) -> tuple[_Candidate, ...]:
+def _candidates_at(
+    path: str, st: os.stat_result, origin: str, index: IndexCache | None
+) -> tuple[_Candidate, ...]:
     """The plugins a search path holds: itself, or its subdirectories with manifests."""
     if not stat.S_ISDIR(st.st_mode) and os.path.basename(path) in _FORMATS:
         directory = os.path.dirname(path)
@@ -326,13 +420,13 @@ def _candidates_at(path: str, st: os.stat_result, origin: str) -> tuple[_Candida
         reason = "not a directory (expected a directory of plugins or a plugin directory)"
         raise NotADirectoryError(errno.ENOTDIR, reason)
     real = os.path.realpath(path)
-    manifests = _manifests_in(path)
+    manifests = _manifests_in(path, index)
     if manifests:
         return (_Candidate(path, origin, real, manifests),)
-    return tuple(_children(path, real, origin))
+    return tuple(_children(path, real, origin, index))
 
 
-def _children(path: str, real: str, origin: str) -> Iterator[_Candidate]:
+def _children(path: str, real: str, origin: str, index: IndexCache | None) -> Iterator[_Candidate]:
     with os.scandir(path) as entries:
         listed = sorted(entries, key=lambda e: e.name)
     for entry in listed:
@@ -348,7 +442,7 @@ def _children(path: str, real: str, origin: str) -> Iterator[_Candidate]:
             )
         except OSError:
             continue
-        candidate = _directory_candidate(entry.path, child_real, origin)
+        candidate = _directory_candidate(entry.path, child_real, origin, index)
         if candidate is not None:
             yield candidate
 
@@ -368,7 +462,8 @@ def _entry_point_candidate(
     location = f"{dist.name} {dist.version} (entry point {ep.name})"
     package = _package_directory(dist, ep.module.partition(".")[0])
     if package is not None:
-        candidate = _directory_candidate(package, os.path.realpath(package), "entry-point")
+        real = os.path.realpath(package)
+        candidate = _directory_candidate(package, real, "entry-point", index=None)
         if candidate is not None:
             return replace(candidate, location=location, entry=ep.value)
     return _Candidate(location, "entry-point", None, outcome=_synthesized(ep, dist, location))
@@ -452,14 +547,14 @@ class _Reader:
         self.hits = 0
         self.misses = 0
 
-    def read(self, candidate: _Candidate) -> _Outcome:
+    def read(self, candidate: _Candidate) -> _Found:
         if candidate.outcome is not None:
             return candidate.outcome
         if len(candidate.manifests) > 1:
             return _several(candidate)
         return self._read_file(candidate.manifests[0], candidate.entry)
 
-    def _read_file(self, file: _ManifestFile, entry: str | None) -> _Outcome:
+    def _read_file(self, file: _ManifestFile, entry: str | None) -> _Found:
         if self.index is not None:
             cached = self.index.lookup(file.path, file.stat, entry=entry)
             if cached is not None:
@@ -497,7 +592,7 @@ class _Collector:
         self._directories.add(candidate.real)
         return True
 
-    def add(self, candidate: _Candidate, outcome: _Outcome) -> bool:
+    def add(self, candidate: _Candidate, outcome: _Found) -> bool:
         """Record the outcome; ``True`` when the manifest was valid."""
         if isinstance(outcome, ManifestError):
             self.invalid.append(InvalidPlugin(candidate.location, candidate.origin, outcome))
@@ -506,11 +601,31 @@ class _Collector:
         if first is not None:
             conflict = PluginNameConflictError(outcome.name, first.location, candidate.location)
             self.conflicts.append(conflict)
+        elif isinstance(outcome, CachedManifest):
+            load = functools.partial(_rebuilt, outcome)
+            self.plugins[outcome.name] = DiscoveredPlugin.deferred(
+                outcome.name, load, candidate.origin, candidate.location
+            )
         else:
             self.plugins[outcome.name] = DiscoveredPlugin(
                 outcome, candidate.origin, candidate.location
             )
         return True
+
+
+def _rebuilt(cached: CachedManifest) -> Manifest:
+    """The manifest of a cache hit; read from its file if the entry cannot be rebuilt."""
+    try:
+        return cached.build()
+    except Exception as exc:  # a bug: an entry this build wrote but cannot read back
+        _log.debug("cannot rebuild %s from the index cache: %s", cached.path, error_line(exc))
+    try:
+        outcome = _parse(cached.path, read_bytes(cached.path), cached.entry)
+    except DocumentError as exc:
+        outcome = document_error(Path(cached.path), exc)
+    if isinstance(outcome, ManifestError):
+        raise outcome  # the file changed since the scan and is no longer valid
+    return outcome
 
 
 def discover(
@@ -542,7 +657,7 @@ def discover(
 
 
 def _search(search: SearchPath, reader: _Reader, collector: _Collector) -> SearchedPath:
-    scan = _scan(search)
+    scan = _scan(search, reader.index)
     found = invalid = 0
     for candidate in scan.candidates:
         if not collector.is_new(candidate):

@@ -8,25 +8,32 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from tether import CONFIG_NAMES, TetherConfig, __version__, error_text, load_config
-from tether.cli._output import err, print_error
+from tether import __version__, error_text
 from tether.cli._types import NonEmptyPath
 from tether.errors import TetherError
 
+if TYPE_CHECKING:
+    from tether import TetherConfig
+
 __all__ = [
+    "LazyGroup",
     "State",
-    "accept_config_everywhere",
+    "TerminalLogHandler",
+    "TetherGroup",
+    "accept_config",
     "cli",
+    "load_command",
     "log_without_tracebacks",
     "main",
     "pass_state",
@@ -53,6 +60,8 @@ class State:
 
     def config(self) -> TetherConfig:
         """The framework config (read once); an empty one when no file is given or found."""
+        from tether import TetherConfig, load_config
+
         if self._config is None:
             self._config = load_config(self.config_path) if self.config_path else TetherConfig()
         return self._config
@@ -62,6 +71,8 @@ pass_state = click.make_pass_decorator(State, ensure=True)
 
 
 def _default_config() -> Path | None:
+    from tether import CONFIG_NAMES
+
     env = os.environ.get("TETHER_CONFIG")
     if env:
         return Path(env)
@@ -82,6 +93,8 @@ class LogFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().emit(record)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: ARG002, N802 - logging's name
+        from tether.cli._output import err
+
         self._failed = True
         err.print(
             f"[bold red]Error:[/] cannot write to the log file {self.path}: "
@@ -94,6 +107,26 @@ class LogFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with contextlib.suppress(OSError):
             self.stream.close()
         super().close()
+
+
+class TerminalLogHandler(logging.Handler):
+    """Log lines on standard error, laid out by rich's ``RichHandler``, made (and rich
+    imported) at the first line: a command that logs nothing, ``--help`` say, skips it."""
+
+    def __init__(self, *, show_time: bool) -> None:
+        super().__init__()
+        self._show_time = show_time
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._rich is None:
+            from rich.logging import RichHandler
+
+            from tether.cli._output import err
+
+            self._rich = RichHandler(console=err, show_path=False, show_time=self._show_time)
+            self._rich.setFormatter(self.formatter)
+        self._rich.emit(record)
 
 
 def open_log_file(path: Path) -> TextIO:
@@ -134,9 +167,7 @@ def _setup_logging(ctx: click.Context, level: str, verbose: bool, log_file: Path
                 param_hint="'--log-file'",
             ) from None
     else:
-        from rich.logging import RichHandler
-
-        handlers.append(RichHandler(console=err, show_path=False, show_time=verbose))
+        handlers.append(TerminalLogHandler(show_time=verbose))
     logging.basicConfig(level=chosen, handlers=handlers, format="%(name)s: %(message)s", force=True)
 
 
@@ -178,6 +209,8 @@ class ReportedError(click.ClickException):
         self.verbose = verbose
 
     def show(self, file: object = None) -> None:  # noqa: ARG002 - output goes to stderr
+        from tether.cli._output import print_error
+
         print_error(self.error)
         if self.verbose:
             import traceback
@@ -189,7 +222,62 @@ class ReportedError(click.ClickException):
             click.echo("".join(traceback.format_exception(shown)).rstrip("\n"), err=True)
 
 
-class TetherGroup(click.Group):
+class LazyGroup(click.Group):
+    """A group whose commands are imported when one is used.
+
+    ``lazy`` maps each command's name to where it lives (``"module:attribute"``) and its
+    short help, so ``--help`` lists the commands without importing any of them. A
+    command is imported when it is invoked (or its own ``--help`` is asked for), and
+    then given ``--config`` like every command (:func:`accept_config`). A test checks
+    that each short help here is the command's own.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        lazy: Mapping[str, tuple[str, str]] | None = None,
+        **attrs: Any,  # noqa: ANN401 - click.Group's keyword arguments
+    ) -> None:
+        super().__init__(name, **attrs)
+        self.lazy: dict[str, tuple[str, str]] = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: ARG002 - click's signature
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            self.commands[cmd_name] = load_command(self.lazy[cmd_name][0])  # as add_command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """What click prints under ``Commands:``, from the table for commands not loaded."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is None:  # click's own shortening, of the table's text
+                command = click.Command(name, help=self.lazy[name][1])
+                rows.append((name, command.get_short_help_str(limit)))
+            elif not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def load_command(where: str) -> click.Command:
+    """The command at ``"module:attribute"``, imported, with ``--config`` given to it."""
+    module, _, attribute = where.partition(":")
+    command = getattr(importlib.import_module(module), attribute)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{where} is not a click command")
+    accept_config(command)
+    return command
+
+
+class TetherGroup(LazyGroup):
     """A group that turns every error into ``Error: ...`` + hint and exit code 1.
 
     tether's own errors print their message and hint. An ``OSError`` (a disk full, a
@@ -206,6 +294,8 @@ class TetherGroup(click.Group):
         except TetherError as exc:
             raise ReportedError(exc, verbose=_is_verbose(ctx)) from exc
         except KeyboardInterrupt:
+            from tether.cli._output import err
+
             err.print("Interrupted.")
             ctx.exit(EXIT_INTERRUPTED)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
@@ -315,21 +405,22 @@ def _use_config(ctx: click.Context, _param: click.Parameter, value: Path | None)
         state.use_config(value)
 
 
-def accept_config_everywhere(group: click.Group) -> None:
-    """Give every command under ``group`` that has no ``--config`` of its own one that
-    does what the global ``--config`` does, so it may come after the command's name."""
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            accept_config_everywhere(command)
-        elif not any("--config" in getattr(p, "opts", ()) for p in command.params):
-            command.params.append(
-                click.Option(
-                    ["--config"],
-                    type=NonEmptyPath(path_type=Path, dir_okay=False, exists=True),
-                    expose_value=False,
-                    is_eager=True,
-                    callback=_use_config,
-                    metavar="FILE",
-                    help="Framework config file, as the global --config.",
-                )
+def accept_config(command: click.Command) -> None:
+    """Give ``command`` (or every command of a group, as they are loaded) that has no
+    ``--config`` of its own one that does what the global ``--config`` does, so it may
+    come after the command's name."""
+    if isinstance(command, click.Group):
+        for child in command.commands.values():
+            accept_config(child)  # a LazyGroup's other commands: when they are loaded
+    elif not any("--config" in getattr(p, "opts", ()) for p in command.params):
+        command.params.append(
+            click.Option(
+                ["--config"],
+                type=NonEmptyPath(path_type=Path, dir_okay=False, exists=True),
+                expose_value=False,
+                is_eager=True,
+                callback=_use_config,
+                metavar="FILE",
+                help="Framework config file, as the global --config.",
             )
+        )

@@ -34,12 +34,7 @@ from tether.cli._workloads import check_bench_config
 from tether.errors import TetherError
 from tether.packaging import Lock, check_plugin, lock_path, read_lock
 
-__all__ = ["config_group", "config_show", "config_validate"]
-
-
-@click.group("config")
-def config_group() -> None:
-    """Check and show the framework config."""
+__all__ = ["config_show", "config_validate"]
 
 
 def _require_config(state: State) -> TetherConfig:

@@ -56,7 +56,6 @@ __all__ = [
     "contract_problems",
     "entry_problems",
     "load_problems",
-    "plugins",
     "plugins_graph",
     "plugins_info",
     "plugins_list",
@@ -64,11 +63,6 @@ __all__ = [
     "plugins_scan",
     "plugins_validate",
 ]
-
-
-@click.group()
-def plugins() -> None:
-    """Find, inspect, validate, test, run and create plugins."""
 
 
 # --------------------------------------------------------------------------- list, scan

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tether import parse_duration
-
 __all__ = ["MAX_NAME", "MAX_SECONDS", "AdminURL", "NonEmptyPath", "PluginName", "Seconds", "Text"]
 
 if TYPE_CHECKING:  # click 8.5 types its parameter types; earlier versions are not generic
@@ -71,6 +69,8 @@ class Seconds(_FloatType):
             return float(text)
         except ValueError:
             pass
+        from tether import parse_duration  # not at import: pydantic comes with it
+
         try:
             return parse_duration(text).total_seconds()
         except ValueError:

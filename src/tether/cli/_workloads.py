@@ -35,7 +35,6 @@ __all__ = [
     "check_workload_config",
     "declared_weights",
     "find_workload",
-    "workloads",
     "workloads_list",
 ]
 
@@ -84,11 +83,6 @@ def declared_weights(defaults: object) -> dict[str, int] | None:
 
 
 # --------------------------------------------------------------------------- tether workloads
-
-
-@click.group("workloads")
-def workloads() -> None:
-    """The workload plugins tether bench can run."""
 
 
 @click.command("list")
