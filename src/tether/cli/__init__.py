@@ -42,7 +42,10 @@ plugins = LazyGroup(
         ),
         "test": (
             "tether.cli._exercise:plugins_test",
-            "Load, initialize, start, stop and clean up the plugin at PATH in a fresh manager.",
+            (
+                "Load, initialize, start, stop and clean up a plugin (NAME or PATH) "
+                "in a fresh manager."
+            ),
         ),
         "exec": (
             "tether.cli._exec:plugins_exec",

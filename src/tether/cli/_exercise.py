@@ -92,9 +92,10 @@ def _existing(value: str) -> Path | None:
 )
 @pass_state
 def plugins_test(state: State, target: str, settings: tuple[str, ...], timeout: float) -> None:
-    """Load, initialize, start, stop and clean up a plugin in a fresh manager: the one
-    at PATH (a plugin directory or manifest file), or the plugin NAME found through the
-    config's entries and the search paths (an installed wheel's included).
+    """Load, initialize, start, stop and clean up a plugin (NAME or PATH) in a fresh manager.
+
+    PATH is a plugin directory or manifest file; NAME is found through the config's
+    entries and the search paths (an installed wheel's included).
 
     Required dependencies are found through the search paths and brought up first.
     A plugin that describes itself (description(), author()) is shown as it does; one
