@@ -20,27 +20,29 @@ run's transactions); any other state is dropped and loaded afresh. ``cleanup``
 drops the four tables.
 
 ``driver: asyncpg`` makes ``execute_operation`` a coroutine, so clients get
-asyncpg connections; ``driver: psycopg`` makes it a plain method, so clients get
-psycopg connections, one thread each, and (``pipeline: true``, the default) sends
-each TPC-B transaction in one pipeline: one round trip instead of seven. Both use
-prepared statements. ``driver: auto`` (the default) picks what measured fastest on
-a small machine: psycopg with the pipeline when ``tpcb_like`` runs (at small
-scales the branch row's lock serializes the transactions, so the time each one
-holds it decides throughput, and the pipeline holds it for the shortest time);
-asyncpg for ``select_only`` alone (the least client CPU per query).
+asyncpg connections; ``driver: libpq`` makes it a coroutine too and asks for psycopg
+AsyncConnection objects (``get_connection_type()``), whose libpq connection it drives
+directly on the event loop (:class:`~.tpcb_pipeline.AsyncPipelinedClient`);
+``driver: psycopg`` makes it a plain method, so clients get psycopg connections, one
+thread each. With libpq and psycopg, ``pipeline: true`` (the default) sends each
+TPC-B transaction in one pipeline: one round trip instead of seven; ``false`` sends
+each statement and waits for its result, as pgbench's built-in script does. Every
+statement is a prepared statement. ``driver: auto`` (the default) is libpq: it
+measured the least client CPU per statement (about half of asyncpg's on a small
+machine), and on 2 cores shared with the server client CPU decides throughput.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from tether.hosts.workload import read_settings, settings_keys
 
-from .tpcb_pipeline import PipelinedClient
+from .tpcb_pipeline import AsyncPipelinedClient, Call, PipelinedClient
 
 NAME = "tpcb"
 VERSION = "1.0.0"
@@ -114,23 +116,13 @@ class Settings:
     pipeline: bool
     seed: int | None = None
 
-    def resolved(self, weights: object) -> Settings:
-        """``driver: auto`` made concrete for these weights; the pipeline is psycopg's only."""
-        driver = self.driver
-        if driver == "auto":
-            driver = "psycopg" if _runs_tpcb_like(weights) else "asyncpg"
-        return replace(self, driver=driver, pipeline=self.pipeline and driver == "psycopg")
+    def resolved(self) -> Settings:
+        """``driver: auto`` made concrete; the pipeline is libpq's and psycopg's only."""
+        driver = "libpq" if self.driver == "auto" else self.driver
+        return replace(self, driver=driver, pipeline=self.pipeline and driver != "asyncpg")
 
 
 CONFIG_KEYS = settings_keys(Settings)
-
-
-def _runs_tpcb_like(weights: object) -> bool:
-    """Whether tpcb_like gets a weight above 0 (the runner checks the weights themselves)."""
-    if isinstance(weights, Mapping) and "tpcb_like" in weights:
-        weight = weights["tpcb_like"]
-        return not isinstance(weight, int) or weight > 0
-    return OPERATION_WEIGHTS["tpcb_like"] > 0
 
 
 def _account_rows(scale: int) -> Iterator[tuple[int, int, int, str]]:
@@ -150,12 +142,13 @@ class TpcbWorkload:
         self._setup: dict[str, object] = {}
         self._operations: dict[str, Callable[[Any], None]] = {}
         self._clients: dict[int, PipelinedClient] = {}
+        self._async_clients: dict[int, AsyncPipelinedClient] = {}
 
     # ------------------------------------------------------------------ contract
 
     def initialize(self, config: dict[str, object]) -> None:
         settings = read_settings(Settings, config, workload=NAME)
-        self.settings = settings = settings.resolved(config.get("operation_weights"))
+        self.settings = settings = settings.resolved()
         self._random = random.Random(settings.seed)  # noqa: S311 - see above
         self._draw = self._random.random
         self._accounts = ACCOUNTS_PER_SCALE * settings.scale
@@ -171,6 +164,11 @@ class TpcbWorkload:
                 }
             else:
                 self._operations = {"tpcb_like": self._tpcb_sync, "select_only": self._select_sync}
+        elif settings.driver == "libpq":
+            # A coroutine on psycopg AsyncConnections (see get_connection_type).
+            self.execute_operation = self._execute_libpq  # type: ignore[method-assign]
+            self.setup = self._setup_libpq  # type: ignore[method-assign]
+            self.cleanup = self._cleanup_libpq  # type: ignore[method-assign]
 
     def get_info(self) -> dict[str, object]:
         return {
@@ -185,6 +183,10 @@ class TpcbWorkload:
 
     def get_operation_types(self) -> dict[str, int]:
         return dict(OPERATION_WEIGHTS)
+
+    def get_connection_type(self) -> str:
+        """asyncpg connections for ``driver: asyncpg``, psycopg ones for libpq and psycopg."""
+        return "asyncpg" if self.settings.driver == "asyncpg" else "psycopg"
 
     def get_metrics(self) -> dict[str, object]:
         """What setup did (``loaded`` with its time, or ``reused``); the runner counts the rest."""
@@ -272,6 +274,58 @@ class TpcbWorkload:
     async def cleanup(self, db: Any) -> None:
         await db.execute(DROP_TABLES)
 
+    # ------------------------------------------------------------------ libpq
+
+    async def _execute_libpq(self, db: Any, operation_type: str) -> None:
+        client = self._async_clients.get(id(db))
+        if client is None or client.db is not db:  # first use of this client's connection
+            client = AsyncPipelinedClient(db)
+            await client.start(PIPELINE_STATEMENTS)
+            self._async_clients[id(db)] = client
+        draw = self._draw
+        if operation_type == "select_only":
+            await client.run(((_SELECT_NAME, (b"%d" % (int(draw() * self._accounts) + 1),)),))
+            return
+        if operation_type != "tpcb_like":
+            raise ValueError(f"unknown operation type: {operation_type}")
+        scale = self.settings.scale
+        aid = b"%d" % (int(draw() * self._accounts) + 1)
+        tid = b"%d" % (int(draw() * TELLERS_PER_SCALE * scale) + 1)
+        bid = b"%d" % (int(draw() * BRANCHES_PER_SCALE * scale) + 1)
+        delta = b"%d" % (int(draw() * 10_001) - 5000)
+        calls = _tpcb_calls(aid, tid, bid, delta)
+        if self.settings.pipeline:
+            await client.run(calls)
+            return
+        run = client.run
+        for call in calls:  # seven round trips, each statement waiting for the last
+            await run((call,))
+
+    async def _setup_libpq(self, db: Any) -> None:
+        scale = self.settings.scale
+        state = await (await db.execute(LOADED_STATE)).fetchone()
+        counts = await (await db.execute(COUNTS)).fetchone() if state and state[0] else None
+        if counts is not None and tuple(counts) == _expected(scale):
+            await db.execute("TRUNCATE pgbench_history")
+            self._setup = {"setup": "reused"}
+            return
+        began = time.perf_counter()
+        await db.execute(DROP_TABLES)
+        for statement in CREATE_TABLES:
+            await db.execute(statement)
+        async with db.cursor() as cur:
+            for target, lines in _copy_sources(scale):
+                async with cur.copy(f"COPY {target} FROM STDIN") as copy:
+                    for chunk in _chunks(lines):
+                        await copy.write(chunk)
+        await db.execute("VACUUM ANALYZE " + ", ".join(TABLES))
+        for statement in PRIMARY_KEYS:
+            await db.execute(statement)
+        self._setup = {"setup": "loaded", "load_seconds": round(time.perf_counter() - began, 3)}
+
+    async def _cleanup_libpq(self, db: Any) -> None:
+        await db.execute(DROP_TABLES)
+
     # ------------------------------------------------------------------ psycopg
 
     def _tpcb_sync(self, db: Any) -> None:
@@ -299,21 +353,11 @@ class TpcbWorkload:
 
     def _tpcb_pipelined(self, db: Any) -> None:
         aid, tid, bid, delta = (b"%d" % v for v in self._values())
-        self._pipelined(db).run(
-            [
-                (b"tpcb_begin", None),
-                (b"tpcb_update_account", [delta, aid]),
-                (b"tpcb_select_account", [aid]),
-                (b"tpcb_update_teller", [delta, tid]),
-                (b"tpcb_update_branch", [delta, bid]),
-                (b"tpcb_insert_history", [tid, bid, aid, delta]),
-                (b"tpcb_end", None),
-            ]
-        )
+        self._pipelined(db).run(_tpcb_calls(aid, tid, bid, delta))
 
     def _select_pipelined(self, db: Any) -> None:
         aid = b"%d" % (int(self._draw() * self._accounts) + 1)
-        self._pipelined(db).run([(b"tpcb_select_account", [aid])])
+        self._pipelined(db).run(((_SELECT_NAME, (aid,)),))
 
     def _select_sync(self, db: Any) -> None:
         aid = int(self._draw() * self._accounts) + 1
@@ -331,22 +375,10 @@ class TpcbWorkload:
         for statement in CREATE_TABLES:
             db.execute(statement)
         with db.cursor() as cur:
-            _copy_text(
-                cur, "pgbench_branches (bid, bbalance)", (f"{b}\t0\n" for b in range(1, scale + 1))
-            )
-            _copy_text(
-                cur,
-                "pgbench_tellers (tid, bid, tbalance)",
-                (
-                    f"{t}\t{(t - 1) // TELLERS_PER_SCALE + 1}\t0\n"
-                    for t in range(1, scale * TELLERS_PER_SCALE + 1)
-                ),
-            )
-            _copy_text(
-                cur,
-                "pgbench_accounts (aid, bid, abalance, filler)",
-                (f"{a}\t{b}\t0\t\n" for a, b, _, _ in _account_rows(scale)),
-            )
+            for target, lines in _copy_sources(scale):
+                with cur.copy(f"COPY {target} FROM STDIN") as copy:
+                    for chunk in _chunks(lines):
+                        copy.write(chunk)
         db.execute("VACUUM ANALYZE " + ", ".join(TABLES))
         for statement in PRIMARY_KEYS:
             db.execute(statement)
@@ -377,14 +409,47 @@ def _expected(scale: int) -> tuple[int, int, int]:
     return scale * BRANCHES_PER_SCALE, scale * TELLERS_PER_SCALE, scale * ACCOUNTS_PER_SCALE
 
 
-def _copy_text(cur: Any, target: str, lines: Iterator[str]) -> None:
-    """COPY ``lines`` (tab-separated text) into ``target``, a chunk of rows per write."""
-    with cur.copy(f"COPY {target} FROM STDIN") as copy:
-        chunk: list[str] = []
-        for line in lines:
-            chunk.append(line)
-            if len(chunk) >= _COPY_CHUNK:
-                copy.write("".join(chunk))
-                chunk.clear()
-        if chunk:
-            copy.write("".join(chunk))
+def _copy_sources(scale: int) -> Iterator[tuple[str, Iterator[str]]]:
+    """The tables COPY loads (``target (columns)``) and their rows as tab-separated lines."""
+    yield "pgbench_branches (bid, bbalance)", (f"{b}\t0\n" for b in range(1, scale + 1))
+    yield (
+        "pgbench_tellers (tid, bid, tbalance)",
+        (
+            f"{t}\t{(t - 1) // TELLERS_PER_SCALE + 1}\t0\n"
+            for t in range(1, scale * TELLERS_PER_SCALE + 1)
+        ),
+    )
+    yield (
+        "pgbench_accounts (aid, bid, abalance, filler)",
+        (f"{a}\t{b}\t0\t\n" for a, b, _, _ in _account_rows(scale)),
+    )
+
+
+def _chunks(lines: Iterator[str]) -> Iterator[str]:
+    """``lines`` joined a chunk of rows at a time (one write per chunk)."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= _COPY_CHUNK:
+            yield "".join(chunk)
+            chunk.clear()
+    if chunk:
+        yield "".join(chunk)
+
+
+_SELECT_NAME = b"tpcb_select_account"
+_BEGIN: Call = (b"tpcb_begin", None)
+_END: Call = (b"tpcb_end", None)
+
+
+def _tpcb_calls(aid: bytes, tid: bytes, bid: bytes, delta: bytes) -> tuple[Call, ...]:
+    """The seven prepared statements of one TPC-B transaction, with their parameters."""
+    return (
+        _BEGIN,
+        (b"tpcb_update_account", (delta, aid)),
+        (_SELECT_NAME, (aid,)),
+        (b"tpcb_update_teller", (delta, tid)),
+        (b"tpcb_update_branch", (delta, bid)),
+        (b"tpcb_insert_history", (tid, bid, aid, delta)),
+        _END,
+    )

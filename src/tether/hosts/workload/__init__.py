@@ -38,6 +38,7 @@ from tether.hosts.workload._runner import plans_for, run_bench
 from tether.hosts.workload._saved import SavedOperation, SavedRun, read_run
 from tether.hosts.workload._series import MAX_POINTS, OperationSeries, Series, SeriesData
 from tether.hosts.workload._settings import (
+    CLIENTS_PER_PROCESS,
     DEFAULT_DURATION,
     DSN_ENV,
     BenchConfig,
@@ -46,6 +47,8 @@ from tether.hosts.workload._settings import (
     BenchSettings,
     DatabaseSection,
     WorkloadSection,
+    auto_processes,
+    usable_cores,
 )
 from tether.hosts.workload._toolkit import (
     AsyncConnection,
@@ -71,6 +74,7 @@ from tether.hosts.workload._workload import (
 )
 
 __all__ = [
+    "CLIENTS_PER_PROCESS",
     "DATA_DIRECTORY_ENV",
     "DEFAULT_DURATION",
     "DSN_ENV",
@@ -113,6 +117,7 @@ __all__ = [
     "WorkloadProtocol",
     "WorkloadSection",
     "WorkloadSpec",
+    "auto_processes",
     "check_report_path",
     "copy_rows",
     "default_data_directory",
@@ -132,5 +137,6 @@ __all__ = [
     "settings_keys",
     "skewed",
     "split_evenly",
+    "usable_cores",
     "write_html_report",
 ]
