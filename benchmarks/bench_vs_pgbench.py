@@ -10,7 +10,7 @@ statements, the same clients and duration):
 
 - **pipelined**: pgbench's TPC-B-like transaction as a ``\\startpipeline`` script
   against ``tether bench --workload tpcb`` as it runs by default (libpq's pipeline
-  mode: the seven statements and a Sync, one round trip);
+  mode, one thread a client: the seven statements and a Sync, one round trip);
 - **7 round trips**: pgbench's built-in script against ``--set pipeline=false``
   (each statement waits for its result);
 - **select-only**: ``pgbench -S`` against the ``select_only`` operation.
@@ -340,7 +340,7 @@ class Pairing:
 
 PAIRINGS = (
     Pairing(
-        "pipelined", "pipelined script (\\startpipeline)", "default (libpq pipeline)",
+        "pipelined", "pipelined script (\\startpipeline)", "default (libpq pipeline, threads)",
         "tpcb_like", select_only=False, pipelined_script=True,
     ),
     Pairing(

@@ -118,8 +118,8 @@ def test_tpcb_runs_and_its_tables_hold_what_it_did(pg_url):
     result = bench("-w", "tpcb", "--dsn", pg_url, "-c", "4", "-T", "2s", "--format", "json", "-q")
     data = report(result)
     tpcb = data["operations"]["tpcb_like"]  # type: ignore[index]
-    assert data["workload"]["driver"] == "psycopg-async"  # type: ignore[index]  # auto: libpq
-    assert data["workload"]["info"]["driver"] == "libpq"  # type: ignore[index]
+    assert data["workload"]["driver"] == "psycopg"  # type: ignore[index]  # auto: threads
+    assert data["workload"]["info"]["driver"] == "psycopg"  # type: ignore[index]
     assert data["workload"]["info"]["pipeline"] is True  # type: ignore[index]
     assert tpcb["count"] > 0
     assert tpcb["errors"] == 0
@@ -147,7 +147,7 @@ def test_tpcb_select_only_and_the_text_report(pg_url):
         "--set", "operation_weights={tpcb_like: 0, select_only: 1}",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert "(psycopg-async, " in result.stdout  # auto: libpq on psycopg's async connections
+    assert "(psycopg, " in result.stdout  # auto: libpq through psycopg, one thread a client
     assert re.search(r"select_only\s+1\s+300\s+0\s", result.stdout)
     assert "p99.9" in result.stdout
     assert "tpcb_like" not in result.stdout  # weight 0, nothing run: not in the table
@@ -554,18 +554,19 @@ def test_the_async_pipelined_client_raises_recovers_and_survives_a_cancel(pg_url
 
 @pytest.mark.slow
 def test_processes_default_to_auto_from_clients_and_cores(pg_url, plugins):
-    """Without --processes, 8 clients run in min(cores, 8 // 4) processes; 3 in one."""
+    """Without --processes, 8 clients run in min(cores // 2, 8 // 4) processes; 3 in one."""
     from tether.hosts.workload import auto_processes, usable_cores
 
-    assert auto_processes(8, cores=2) == 2
+    assert auto_processes(8, cores=4) == 2
+    assert auto_processes(8, cores=2) == 1
     assert auto_processes(8, cores=1) == 1
     assert auto_processes(3, cores=16) == 1
-    assert auto_processes(64, cores=4) == 4
+    assert auto_processes(64, cores=8) == 4
     many = report(
         bench("-w", "ledger", "--dsn", pg_url, "-c", "8", "-t", "80", "--format", "json", "-q",
               plugin_path=plugins)
     )  # fmt: skip
-    assert many["settings"]["processes"] == min(usable_cores(), 2)  # type: ignore[index]
+    assert many["settings"]["processes"] == max(1, min(usable_cores() // 2, 2))  # type: ignore[index]
     assert many["metrics"]["calls"] == 80  # type: ignore[index]
     few = report(
         bench("-w", "ledger", "--dsn", pg_url, "-c", "3", "-t", "30", "-j", "auto",

@@ -122,7 +122,7 @@ def _load_config(state: State, config_file: Path | None) -> TetherConfig:
     "-j",
     metavar="P",
     help="Spread the clients over P processes, at most the clients, or auto "
-    f"(default auto: one per core, at least {CLIENTS_PER_PROCESS} clients each; "
+    f"(default auto: one per two cores, at least {CLIENTS_PER_PROCESS} clients each; "
     f"{usable_cores()} cores here).",
 )
 @click.option(

@@ -24,12 +24,17 @@ asyncpg connections; ``driver: libpq`` makes it a coroutine too and asks for psy
 AsyncConnection objects (``get_connection_type()``), whose libpq connection it drives
 directly on the event loop (:class:`~.tpcb_pipeline.AsyncPipelinedClient`);
 ``driver: psycopg`` makes it a plain method, so clients get psycopg connections, one
-thread each. With libpq and psycopg, ``pipeline: true`` (the default) sends each
-TPC-B transaction in one pipeline: one round trip instead of seven; ``false`` sends
-each statement and waits for its result, as pgbench's built-in script does. Every
-statement is a prepared statement. ``driver: auto`` (the default) is libpq: it
-measured the least client CPU per statement (about half of asyncpg's on a small
-machine), and on 2 cores shared with the server client CPU decides throughput.
+thread each, whose libpq connections it drives directly
+(:class:`~.tpcb_pipeline.PipelinedClient`). With libpq and psycopg, ``pipeline:
+true`` (the default) sends each TPC-B transaction in one pipeline: one round trip
+instead of seven; ``false`` sends each statement and waits for its result, as
+pgbench's built-in script does. Every statement is a prepared statement.
+
+``driver: auto`` (the default) is psycopg. Measured on 2 cores shared with the
+server (``benchmarks/bench_vs_pgbench.py``), libpq on the event loop costs the
+least client CPU per transaction, but the threads got the most transactions
+through: 8 threads each answer their own result as it arrives, where one event
+loop takes the clients' results in turns.
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ COUNTS = (
     "(SELECT max(aid) FROM pgbench_accounts)"
 )
 
-# The transaction, numbered placeholders for asyncpg ($n) ...
+# The transaction (numbered placeholders, as asyncpg and libpq take them)
 UPDATE_ACCOUNT = "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"
 SELECT_ACCOUNT = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
 UPDATE_TELLER = "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2"
@@ -98,13 +103,6 @@ INSERT_HISTORY = (
     "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
     "VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)"
 )
-
-
-def _psycopg(query: str) -> str:
-    """... and positional ones for psycopg (%s), in the same order."""
-    for number in range(4, 0, -1):
-        query = query.replace(f"${number}", "%s")
-    return query
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +116,7 @@ class Settings:
 
     def resolved(self) -> Settings:
         """``driver: auto`` made concrete; the pipeline is libpq's and psycopg's only."""
-        driver = "libpq" if self.driver == "auto" else self.driver
+        driver = "psycopg" if self.driver == "auto" else self.driver
         return replace(self, driver=driver, pipeline=self.pipeline and driver != "asyncpg")
 
 
@@ -157,13 +155,8 @@ class TpcbWorkload:
             self.execute_operation = self._execute_sync  # type: ignore[method-assign,assignment]
             self.setup = self._setup_sync  # type: ignore[method-assign,assignment]
             self.cleanup = self._cleanup_sync  # type: ignore[method-assign,assignment]
-            if settings.pipeline:
-                self._operations = {
-                    "tpcb_like": self._tpcb_pipelined,
-                    "select_only": self._select_pipelined,
-                }
-            else:
-                self._operations = {"tpcb_like": self._tpcb_sync, "select_only": self._select_sync}
+            tpcb = self._tpcb_pipelined if settings.pipeline else self._tpcb_stepwise
+            self._operations = {"tpcb_like": tpcb, "select_only": self._select_pipelined}
         elif settings.driver == "libpq":
             # A coroutine on psycopg AsyncConnections (see get_connection_type).
             self.execute_operation = self._execute_libpq  # type: ignore[method-assign]
@@ -328,23 +321,6 @@ class TpcbWorkload:
 
     # ------------------------------------------------------------------ psycopg
 
-    def _tpcb_sync(self, db: Any) -> None:
-        aid, tid, bid, delta = self._values()
-        with db.cursor() as cur:
-            cur.execute("BEGIN")
-            try:
-                cur.execute(_UPDATE_ACCOUNT, (delta, aid), prepare=True)
-                cur.execute(_SELECT_ACCOUNT, (aid,), prepare=True)
-                cur.fetchone()
-                cur.execute(_UPDATE_TELLER, (delta, tid), prepare=True)
-                cur.execute(_UPDATE_BRANCH, (delta, bid), prepare=True)
-                cur.execute(_INSERT_HISTORY, (tid, bid, aid, delta), prepare=True)
-            except BaseException:
-                if not db.closed:
-                    db.rollback()
-                raise
-            cur.execute("END")
-
     def _pipelined(self, db: Any) -> PipelinedClient:
         client = self._clients.get(id(db))
         if client is None or client.db is not db:  # first use of this client's connection
@@ -355,13 +331,15 @@ class TpcbWorkload:
         aid, tid, bid, delta = (b"%d" % v for v in self._values())
         self._pipelined(db).run(_tpcb_calls(aid, tid, bid, delta))
 
+    def _tpcb_stepwise(self, db: Any) -> None:
+        aid, tid, bid, delta = (b"%d" % v for v in self._values())
+        run = self._pipelined(db).run
+        for call in _tpcb_calls(aid, tid, bid, delta):  # seven round trips, as pgbench's
+            run((call,))
+
     def _select_pipelined(self, db: Any) -> None:
         aid = b"%d" % (int(self._draw() * self._accounts) + 1)
         self._pipelined(db).run(((_SELECT_NAME, (aid,)),))
-
-    def _select_sync(self, db: Any) -> None:
-        aid = int(self._draw() * self._accounts) + 1
-        db.execute(_SELECT_ACCOUNT, (aid,), prepare=True).fetchone()
 
     def _setup_sync(self, db: Any) -> None:
         scale = self.settings.scale
@@ -388,11 +366,6 @@ class TpcbWorkload:
         db.execute(DROP_TABLES)
 
 
-_UPDATE_ACCOUNT = _psycopg(UPDATE_ACCOUNT)
-_SELECT_ACCOUNT = _psycopg(SELECT_ACCOUNT)
-_UPDATE_TELLER = _psycopg(UPDATE_TELLER)
-_UPDATE_BRANCH = _psycopg(UPDATE_BRANCH)
-_INSERT_HISTORY = _psycopg(INSERT_HISTORY)
 _COPY_CHUNK = 10_000
 PIPELINE_STATEMENTS = {
     b"tpcb_begin": b"BEGIN",
