@@ -80,8 +80,14 @@ class Workload:
 def plugins(tmp_path: Path) -> Path:
     directory = tmp_path / "plugins"
     write = PluginWriter(directory)
+    greeting = {"greeting": {"type": "string", "description": "shown in the metrics"}}
     write(
-        "ledger", ASYNC_PLUGIN, entry="ledger:Workload", directory="ledger", provides=["workload"]
+        "ledger",
+        ASYNC_PLUGIN,
+        entry="ledger:Workload",
+        directory="ledger",
+        provides=["workload"],
+        config=greeting,
     )
     write(
         "ledger-sync",
@@ -89,6 +95,7 @@ def plugins(tmp_path: Path) -> Path:
         entry="ledger_sync:Workload",
         directory="ledger-sync",
         provides=["workload"],
+        config=greeting,
     )
     write("not-a-workload", "class Plugin:\n    pass\n", directory="plain", entry="plugin:Plugin")
     return directory
@@ -179,6 +186,30 @@ def test_every_tpcb_driver_commits_each_transaction_once(pg_url, settings, drive
         "SELECT count(*), sum(delta) = (SELECT sum(tbalance) FROM pgbench_tellers) "
         "FROM pgbench_history",
     ) == [(150, True)]
+
+
+CUSTOMER_OPERATIONS = ("customer_register", "customer_lookup", "customer_update", "address_update")
+
+
+@pytest.mark.slow
+def test_ecommerce_runs_every_operation_customer_management_included(pg_url):
+    weights = ", ".join(f"{name}: 5" for name in CUSTOMER_OPERATIONS)
+    data = report(
+        bench(
+            "-w", "ecommerce", "--dsn", pg_url, "-c", "3", "-t", "600", "--seed", "3",
+            "--set", "catalog_size=300", "--set", "customer_count=40",
+            "--set", f"operation_weights={{{weights}}}", "--format", "json", "-q",
+        )
+    )  # fmt: skip
+    operations = data["operations"]
+    assert isinstance(operations, dict)
+    assert set(CUSTOMER_OPERATIONS) <= set(operations)
+    assert {name: op["errors"] for name, op in operations.items()} == dict.fromkeys(operations, 0)
+    assert all(operations[name]["count"] > 0 for name in CUSTOMER_OPERATIONS), operations
+    registered = operations["customer_register"]["count"]
+    assert rows(pg_url, "SELECT count(*) FROM ecommerce_customers") == [(40 + registered,)]
+    moved = operations["address_update"]["count"]
+    assert rows(pg_url, "SELECT count(*) FROM ecommerce_addresses") == [(40 + registered + moved,)]
 
 
 # --------------------------------------------------------------------------- custom plugins
@@ -417,19 +448,19 @@ def _doc_files() -> dict[str, str]:
 
 def test_the_guide_has_its_example_files():
     assert set(_doc_files()) == {
-        "kv_store/plugin.yaml",
-        "kv_store/kv_workload.py",
+        "plugins/kv_store/plugin.yaml",
+        "plugins/kv_store/kv_workload.py",
         "bench.yaml",
         "test_kv_store.py",
+        "plugins/notes/plugin.yaml",
+        "plugins/notes/notes_workload.py",
     }
 
 
 @pytest.mark.slow
 def test_the_guides_example_plugin_config_and_test_work(tmp_path, pg_url, monkeypatch):
     for relative, body in _doc_files().items():
-        target = tmp_path / (
-            "plugins/" + relative if relative.startswith("kv_store/") else relative
-        )
+        target = tmp_path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(body, encoding="utf-8")
     monkeypatch.chdir(tmp_path)  # ./plugins is searched; paths in the example are relative
@@ -471,7 +502,9 @@ def test_the_guides_broken_config_fails_as_documented(tmp_path, monkeypatch):
         if "clinets" in b
     ]
     expected = re.search(
-        r"^Error: bench\.yaml: bench\.clinets.*?^Hint: .*?$", text, re.MULTILINE | re.DOTALL
+        r"^Error: invalid config bench\.yaml: line 4: bench\.clinets.*?^Hint: .*?$",
+        text,
+        re.MULTILINE | re.DOTALL,
     )
     assert expected is not None
     (tmp_path / "bench.yaml").write_text(broken, encoding="utf-8")
@@ -577,8 +610,10 @@ def test_processes_default_to_auto_from_clients_and_cores(pg_url, plugins):
 
 def test_processes_refuse_what_is_neither_a_number_nor_auto():
     result = bench("-w", "tpcb", "--dsn", "postgresql://127.0.0.1:1/x", "-j", "many")
-    assert result.exit_code == 1, result.output
-    assert "Error: --processes: must be an integer or auto, got 'many'" in result.stderr
+    assert result.exit_code == 2, result.output  # a usage error
+    assert "Invalid value for '--processes': must be an integer or auto, got 'many'" in (
+        result.stderr
+    )
 
 
 CONNECTION_TYPE_PLUGIN = """

@@ -504,6 +504,7 @@ def test_a_report_path_that_cannot_be_written_fails_before_the_run(tmp_path):
     missing = tmp_path / "no" / "such" / "dir" / "run.html"
     result = bench("-w", "tpcb", "--dsn", "postgresql://u:secret@127.0.0.1:1/x",
                    "--report", str(missing))  # fmt: skip
-    assert result.exit_code == 1
-    assert f"directory {missing.parent} does not exist" in result.stderr
+    assert result.exit_code == 2  # a usage error
+    assert "Invalid value for '--report'" in result.stderr
+    assert f"directory {missing.parent} does not exist" in " ".join(result.stderr.split())
     assert "cannot connect" not in result.stderr  # refused before touching a database

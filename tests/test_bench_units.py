@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -216,9 +217,12 @@ def test_settings_need_a_sensible_shape():
 
 
 def _bench_config(tmp_path: Path, text: str) -> TetherConfig:
+    """The config of a bench file as ``BenchConfig.from_config`` sees a config built in code:
+    ``load_config`` would refuse the broken ones itself (test_config_strict.py), and these
+    tests are about the workload host's own check (which reads the file's lines)."""
     path = tmp_path / "bench.yaml"
     path.write_text(text, encoding="utf-8")
-    return load_config(path)
+    return TetherConfig.model_validate({**yaml.safe_load(text), "path": path})
 
 
 def test_options_override_the_config_which_overrides_defaults(tmp_path, monkeypatch):
@@ -344,20 +348,22 @@ def test_a_range_problem_in_the_file_carries_its_line_and_hint(tmp_path):
     assert caught.value.hint.startswith("write a number of transactions per second")
 
 
-def test_json_configs_have_lines_and_toml_configs_none(tmp_path):
+def test_json_and_toml_configs_have_lines(tmp_path):
+    """Read from a file, the bench sections are checked by the schemas the workload host
+    registers, with the file's lines."""
     path = tmp_path / "bench.json"
     path.write_text('{"bench": {\n  "clients": "4"}}', encoding="utf-8")
-    with pytest.raises(WorkloadConfigError) as caught:
-        BenchConfig.from_config(load_config(path))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
     [problem] = caught.value.problems
     assert (problem.key, problem.line) == ("bench.clients", 2)  # type: ignore[attr-defined]
     assert problem.message == "must be an integer, got '4'"
     path = tmp_path / "bench.toml"
     path.write_text('[bench]\nclients = "4"\n', encoding="utf-8")
-    with pytest.raises(WorkloadConfigError) as caught:
-        BenchConfig.from_config(load_config(path))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
     [problem] = caught.value.problems
-    assert (problem.key, problem.line) == ("bench.clients", None)  # type: ignore[attr-defined]
+    assert (problem.key, problem.line) == ("bench.clients", 2)  # type: ignore[attr-defined]
     assert problem.message == "must be an integer, got '4'"
 
 

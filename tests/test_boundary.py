@@ -643,9 +643,11 @@ CATCHER = """
             self.got["Digest() result"] = self.got["import_service(Digest)"]()
             self.exporters_choice["Vault.myself() result"] = vault.myself()
             self.inside.set()
-            await asyncio.to_thread(self.release.wait, 60)
+            await asyncio.to_thread(self.release.wait, 900)  # HOLD_FOR
             return {"held": True}
 """
+
+HOLD_FOR = 900  # seconds: longer than the module's tests can take
 
 EVERY_PERMISSION = ("database", "cache", "router", "config", "filesystem", "network", "exec")
 EVENTS = {"publishes": ["probe.loaded", "probe.held"], "subscribes": ["probe.*"]}
@@ -680,7 +682,13 @@ def write_plugins(root: pathlib.Path, secret: str) -> pathlib.Path:
         )
         entries.append({"path": str(directory)})
     config = root / "app.yaml"
-    document = {"plugins": {"plugins": entries}, "admin": {"token": ADMIN_TOKEN}}
+    # /full/hold stays open while the module's tests run, however slow the machine:
+    # neither the call's time limit nor the client's may end it first.
+    timeouts = {"call": HOLD_FOR}
+    document = {
+        "plugins": {"plugins": entries, "timeouts": timeouts},
+        "admin": {"token": ADMIN_TOKEN},
+    }
     config.write_text(yaml.safe_dump(document), encoding="utf-8")
     return config
 
@@ -861,7 +869,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             assert client.get("/full/ok").json() == {"ok": True}
             assert client.get("/full/boom").status_code == 500
             full = server.manager.get_plugin("full")
-            held: Future[httpx.Response] = pool.submit(client.get, "/full/hold")
+            held: Future[httpx.Response] = pool.submit(
+                client.get, "/full/hold", timeout=HOLD_FOR + 30
+            )
             try:
                 assert full.inside.wait(30), "the held request never reached its handler"
                 for name in CATCHERS:

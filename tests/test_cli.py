@@ -205,6 +205,31 @@ def test_plugin_test_passes_set_values(tmp_path: Path) -> None:
     assert "configuration 'port' must be an integer, got str" in failed.output
 
 
+def test_plugins_list_wraps_a_long_location_instead_of_cutting_it(tmp_path: Path) -> None:
+    root = tmp_path / ("a-directory-with-a-rather-long-name" * 2)
+    write_plugin(root, "porter")
+    result = run("--plugin-path", str(root), "plugins", "list", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    header, *rows = result.stdout.splitlines()
+    start = header.index("location")
+    column = "".join(row[start:].strip() for row in rows)
+    assert column.startswith(str(root / "porter"))
+
+
+def test_plugin_test_takes_a_name_found_in_the_search_paths(tmp_path: Path) -> None:
+    write_plugin(tmp_path / "installed", "porter")
+    found = run("--plugin-path", str(tmp_path / "installed"), "plugins", "test", "porter")
+    assert found.exit_code == 0, found.output
+    assert found.stdout.startswith("porter 1.0.0\n")
+    missing = run("--plugin-path", str(tmp_path / "installed"), "plugins", "test", "porterr")
+    assert missing.exit_code == 1
+    assert missing.stderr == "Error: plugin not found: 'porterr'\nHint: did you mean 'porter'?\n"
+    not_there = run("plugins", "test", str(tmp_path / "porter"))  # a path: a usage error
+    assert not_there.exit_code == 2
+    assert "Invalid value for 'NAME|PATH'" in not_there.stderr
+
+
 @pytest.mark.parametrize("fmt", ["yaml", "json", "toml"])
 def test_new_scaffold_validates_and_its_test_passes(tmp_path: Path, fmt: str) -> None:
     result = run("plugins", "new", "rate-limit", "--dir", str(tmp_path), "--format", fmt)
@@ -363,7 +388,7 @@ def test_info_shows_what_each_config_key_allows():
 SRC = Path(__file__).resolve().parent.parent / "src"
 EDGES = ("tether/cli", "tether/admin", "tether/hosts")
 CLI_MAY_IMPORT = ("tether", "tether.errors", "tether.types", "tether.observability",
-                  "tether.testing")  # fmt: skip
+                  "tether.testing", "tether.packaging")  # fmt: skip
 
 
 def _package_of(module: str) -> str:
@@ -531,7 +556,7 @@ def test_the_tree_is_assembled_in_one_place() -> None:
     assert set(cli.commands) == {"plugins", "config", "workloads", "bench", "serve", "demo"}
     assert set(groups["plugins"].commands) == {
         "list", "scan", "info", "validate", "graph", "test", "exec", "new",
-        "health", "enable", "disable", "reload",
+        "health", "enable", "disable", "reload", "package", "install", "uninstall", "lock",
     }  # fmt: skip
     assert set(groups["config"].commands) == {"validate", "show"}
     assert set(groups["workloads"].commands) == {"list"}

@@ -108,6 +108,7 @@ def test_a_commands_config_that_does_not_exist_fails_as_the_global_one_does(tmp_
     missing = str(tmp_path / "none.yaml")
     after = CliRunner().invoke(cli, ["plugins", "list", "--config", missing])
     before = CliRunner().invoke(cli, ["--config", missing, "plugins", "list"])
-    assert after.exit_code == before.exit_code == 1
-    assert after.stderr == before.stderr
-    assert f"Error: cannot read config file {missing}" in " ".join(after.stderr.split())
+    assert after.exit_code == before.exit_code == 2  # a usage error
+    error = f"Error: Invalid value for '--config': File '{missing}' does not exist."
+    assert error in " ".join(after.stderr.split())
+    assert error in " ".join(before.stderr.split())

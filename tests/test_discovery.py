@@ -107,7 +107,7 @@ def test_default_search_paths_are_in_the_documented_order(tmp_path: Path) -> Non
         home=home,
         environ=environ,
         plugin_paths=[Path("cli-dir"), Path("/abs/cli")],
-        config_directory=Path("from-config"),
+        config_directories=[Path("from-config"), Path("/abs/config")],
     )
     assert [(p.origin, p.path) for p in result] == [
         ("cwd", tmp_path / "plugins"),
@@ -118,6 +118,7 @@ def test_default_search_paths_are_in_the_documented_order(tmp_path: Path) -> Non
         ("cli", tmp_path / "cli-dir"),
         ("cli", Path("/abs/cli")),
         ("config", tmp_path / "from-config"),
+        ("config", Path("/abs/config")),
         ("builtin", BUILTIN_PLUGIN_DIRECTORY),
     ]
 
@@ -242,7 +243,10 @@ def test_invalid_manifests_are_reported_with_every_reason(tmp_path: Path) -> Non
     assert invalid.location == str(bad)
     assert isinstance(invalid.error, ManifestError)
     messages = [p.message for p in invalid.error.problems]
-    assert "invalid version format: must be semantic version (X.Y.Z)" in messages
+    assert (
+        "invalid version format: must be semantic version (X.Y.Z), got the number 1.0: "
+        "did you mean '1.0.0'?"
+    ) in messages
     assert "missing required field: description" in messages
     assert "unknown field: authr (did you mean 'author'?)" in messages
     assert result.searched[0].found == 1
@@ -650,7 +654,9 @@ def test_an_entry_point_whose_version_is_not_semver_is_invalid(
     assert invalid.location == "ep-old-dist 1.0 (entry point ep-old)"
     [problem] = invalid.error.problems
     assert problem.field == "version"
-    assert problem.message == "invalid version format: must be semantic version (X.Y.Z)"
+    assert problem.message == (
+        "invalid version format: must be semantic version (X.Y.Z), got '1.0': did you mean '1.0.0'?"
+    )
     assert problem.path.name == "METADATA"
 
 

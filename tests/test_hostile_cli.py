@@ -141,8 +141,8 @@ def test_plugins_new_with_an_empty_dir_is_a_usage_error(tmp_path: Path):
 @pytest.mark.parametrize("name", ["rate-limit\n", "rate\tlimit", "x", "Rate", "a" * 65])
 def test_plugins_new_refuses_a_name_before_creating_anything(tmp_path: Path, name: str):
     result = run("plugins", "new", name)
-    assert result.exit_code == 1, result.output
-    assert f"Error: invalid plugin name {name!r}" in result.stderr
+    assert result.exit_code == 2, result.output  # a usage error
+    assert f"Error: Invalid value for 'NAME': invalid plugin name {name!r}" in result.stderr
     assert not (tmp_path / "plugins").exists()
 
 
@@ -217,8 +217,7 @@ def test_serve_refuses_empty_or_odd_text(tmp_path: Path, option: str, value: str
 )
 def test_bench_options_refuse_nonsense_before_any_database(option: str, value: str):
     result = run("bench", "-w", "tpcb", "--dsn", "postgresql://127.0.0.1:1/x", option, value)
-    assert result.exit_code == 1, result.output
-    assert f"Error: {option}: " in result.stderr
+    usage_error(result, f"'{option}': ")
 
 
 @pytest.mark.parametrize("option", ["--dsn", "--pgdata"])
@@ -569,6 +568,6 @@ def test_a_real_process_prints_one_error_line_for_a_missing_log_directory(tmp_pa
 )
 def test_plugins_new_names_the_rule_a_name_breaks(tmp_path, name, rule):
     result = CliRunner().invoke(cli, ["plugins", "new", "--dir", str(tmp_path), "--", name])
-    assert result.exit_code == 1, result.output
-    assert f"Error: invalid plugin name {name!r}: {rule}" in result.stderr
+    assert result.exit_code == 2, result.output  # a usage error
+    assert f"invalid plugin name {name!r}: {rule}" in " ".join(result.stderr.split())
     assert list(tmp_path.iterdir()) == []

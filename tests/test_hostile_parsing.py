@@ -555,8 +555,8 @@ def test_malformed_references_are_errors(tmp_path, text, fragment):
 
 
 def test_a_variable_is_never_expanded_again(tmp_path):
-    config = config_with(tmp_path, "server: {a: '${A}', b: '$${A}'}\n", A="${A}", B="x")
-    assert config.section("server") == {"a": "${A}", "b": "${A}"}
+    config = config_with(tmp_path, "database: {a: '${A}', b: '$${A}'}\n", A="${A}", B="x")
+    assert config.section("database") == {"a": "${A}", "b": "${A}"}
 
 
 def test_an_unset_variable_is_still_named():
@@ -578,7 +578,7 @@ def test_plugin_config_converts_by_the_schema():
          "free": ["${T}"]},
         environ=env,
     )  # fmt: skip
-    result = validate_plugin_config("p", schema, values)
+    result = validate_plugin_config("p", schema, values, additional_properties=True)
     assert result["port"] == 8080
     assert result["ratio"] == 0.25
     assert result["debug"] is True

@@ -357,3 +357,25 @@ def test_missing_entry_module_names_the_module_and_directory(make_plugin):
     assert ROOT_PACKAGE not in message
     assert "nomodule" in message
     assert str(directory) in message
+
+
+def test_a_missing_module_gets_the_hint_that_fits_it(tmp_path):
+    """The plugin's own module imported absolutely is told to import relatively; a
+    library that is not installed is told to install it."""
+    write = PluginWriter(tmp_path)
+    own = write(
+        "own",
+        "import buckets\n\nclass Plugin:\n    pass\n",
+        directory="own",
+        files={"buckets.py": "X = 1\n"},
+    )
+    library = write(
+        "lib", "import not_installed_lib_xyz\n\nclass Plugin:\n    pass\n", directory="lib"
+    )
+    with pytest.raises(PluginImportError) as own_error:
+        load_code(load_manifest(own))
+    assert "'buckets' is one of the plugin's own modules" in own_error.value.hint
+    assert "from . import buckets" in own_error.value.hint
+    with pytest.raises(PluginImportError) as library_error:
+        load_code(load_manifest(library))
+    assert "'not_installed_lib_xyz' is not installed" in library_error.value.hint

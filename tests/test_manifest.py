@@ -24,6 +24,7 @@ from tether._manifest import (
 from tether.errors import ManifestError, ManifestProblem, TetherError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "plugins"
+BAD_VERSION = "invalid version format: must be semantic version (X.Y.Z)"
 CONFIG_TYPE_MESSAGE = (
     "invalid config schema: type must be one of "
     "[string, integer, float, boolean, duration, array, object]"
@@ -168,7 +169,7 @@ def test_defaults_of_optional_sections():
 
 # --------------------------------------------------------------------------- messages
 
-REQUIRED = ["name", "version", "description", "author", "entry"]
+REQUIRED = ["name", "version", "description", "author"]  # `entry` may be left to convention
 
 
 @pytest.mark.parametrize("field", REQUIRED)
@@ -187,19 +188,19 @@ CASES = [
     pytest.param(
         {"version": "1.0"},
         "version",
-        "invalid version format: must be semantic version (X.Y.Z)",
+        f"{BAD_VERSION}, got '1.0': did you mean '1.0.0'?",
         id="version-two-parts",
     ),
     pytest.param(
         {"version": "v1.0.0"},
         "version",
-        "invalid version format: must be semantic version (X.Y.Z)",
+        f"{BAD_VERSION}, got 'v1.0.0': did you mean '1.0.0'?",
         id="version-v-prefix",
     ),
     pytest.param(
         {"version": 1},
         "version",
-        "invalid version format: must be semantic version (X.Y.Z)",
+        f"{BAD_VERSION}, got the number 1: did you mean '1.0.0'?",
         id="version-number",
     ),
     pytest.param(
@@ -271,6 +272,12 @@ def test_reference_messages(tmp_path, changes, field, message):
         pytest.param({"name": "has space"}, "name", "invalid plugin name", id="name"),
         pytest.param({"entry": "demo.Plugin"}, "entry", "write 'module:attribute'", id="entry"),
         pytest.param(
+            {"entry": "pkg.demo.Plugin"},
+            "entry",
+            "(did you mean 'pkg.demo:Plugin'?)",
+            id="entry-dot-for-colon",
+        ),
+        pytest.param(
             {"hooks": [{"type": "pre_request", "priority": "high"}]},
             "hooks[0].priority",
             "invalid value for hooks[0].priority",
@@ -335,7 +342,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         load_manifest(write_yaml(tmp_path, data))
     assert problems_of(caught.value) == {
         "name": "missing required field: name",
-        "version": "invalid version format: must be semantic version (X.Y.Z)",
+        "version": f"{BAD_VERSION}, got '1.0': did you mean '1.0.0'?",
         "nmae": "unknown field: nmae (did you mean 'name'?)",
         "dependencies[0].version": "invalid dependency version constraint: >>1",
         "permissions.teleport": "unknown permission: teleport",
@@ -394,15 +401,15 @@ def test_missing_field_in_yaml_has_no_line_and_sorts_last(tmp_path):
     assert str(caught.value.problems[1]) == f"{path} [name]: missing required field: name"
 
 
-def test_json_problems_have_lines_and_toml_problems_none(tmp_path):
+def test_json_and_toml_problems_have_lines(tmp_path):
     data = valid_data(version="1.0")
-    for fmt in ("json", "toml"):
+    for fmt, key in (("json", '"version"'), ("toml", '"version" =')):
         path = tmp_path / f"plugin.{fmt}"
         path.write_text(json.dumps(data, indent=2) if fmt == "json" else dump(data, fmt))
         with pytest.raises(ManifestError) as caught:
             load_manifest(path)
         [problem] = caught.value.problems
-        line = line_of(path, '"version"') if fmt == "json" else None
+        line = line_of(path, key)
         assert (problem.path, problem.field, problem.line) == (path, "version", line)
 
 
@@ -566,7 +573,7 @@ def test_constraint_problems_carry_the_line_and_come_all_at_once(tmp_path):
 @pytest.mark.parametrize(
     ("name", "text", "line", "fragment"),
     [
-        ("plugin.yaml", "name: demo\nversion: [1\n", 3, "invalid YAML"),
+        ("plugin.yaml", "name: demo\nversion: [1\n", 2, "invalid YAML"),  # where [ opened
         ("plugin.yaml", "name: demo\n  version: 1\n", 2, "invalid YAML"),
         ("plugin.json", '{"name": "demo",\n "version": }', 2, "invalid JSON"),
         ("plugin.toml", 'name = "demo"\nversion = \n', 2, "invalid TOML"),

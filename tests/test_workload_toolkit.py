@@ -316,7 +316,7 @@ def _guide_notes_plugin(directory: Path) -> Path:
     start = text.index("### Helpers the built-in workloads share")
     section = text[start : text.index("\n## ", start)]
     manifest, code = re.findall(
-        r"^```(?:yaml|python)\n(.*?)^```$", section, re.MULTILINE | re.DOTALL
+        r"^```(?:yaml|python) plugins/notes/\S+\n(.*?)^```$", section, re.MULTILINE | re.DOTALL
     )
     plugin = directory / "notes"
     plugin.mkdir(parents=True)

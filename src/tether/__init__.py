@@ -13,11 +13,14 @@ from tether._callstats import CallMetrics, CallRow
 from tether._chain import check_call_chain
 from tether._config import (
     CONFIG_NAMES,
+    ConfigPlace,
     PluginConfig,
+    RetrySettings,
     TetherConfig,
     grant_permissions,
     load_config,
     mask_secrets,
+    validate_entry_config,
     validate_plugin_config,
 )
 from tether._context import PluginScope
@@ -30,8 +33,10 @@ from tether._discovery import (
     IndexCache,
     default_search_paths,
     discover,
+    search_paths_for,
 )
 from tether._durations import format_duration, parse_duration
+from tether._entry_source import EntryCheck, EntryFinding, check_entry_source
 from tether._event_model import EventStats
 from tether._events import EventBus
 from tether._gate import GateState
@@ -45,9 +50,11 @@ from tether._manifest import Manifest, find_manifest, load_manifest
 from tether._middleware import Middleware, MiddlewareRegistry
 from tether._plugin import Plugin
 from tether._resolver import Resolution, dependency_graph, resolve
+from tether._retries import FailedPlugin
 from tether._runtime import Registrar, Runtime
 from tether._seam import Entry as PluginEntry
 from tether._seam import is_async_callable
+from tether._sections import ConfigSection, SectionRegistry, config_sections
 from tether._services import ServiceRegistry
 from tether._slots import SlotEvent
 from tether._storage import StateStore, open_state_store
@@ -76,16 +83,21 @@ __all__ = [
     "CallMetrics",
     "CallRow",
     "CapabilityUse",
+    "ConfigPlace",
+    "ConfigSection",
     "Configurable",
     "Contract",
     "ContractRegistry",
     "Describable",
     "DiscoveredPlugin",
     "DiscoveryResult",
+    "EntryCheck",
+    "EntryFinding",
     "ErrorThreshold",
     "Event",
     "EventBus",
     "EventStats",
+    "FailedPlugin",
     "GateState",
     "HealthCheckResult",
     "HealthCheckable",
@@ -112,8 +124,10 @@ __all__ = [
     "PluginStatus",
     "Registrar",
     "Resolution",
+    "RetrySettings",
     "Router",
     "Runtime",
+    "SectionRegistry",
     "ServiceRegistry",
     "SlotEvent",
     "StateStore",
@@ -125,6 +139,8 @@ __all__ = [
     "blame",
     "check_call_chain",
     "check_entry",
+    "check_entry_source",
+    "config_sections",
     "default_search_paths",
     "dependency_graph",
     "describe_error",
@@ -145,6 +161,8 @@ __all__ = [
     "plugin_frame",
     "resolve",
     "run_host",
+    "search_paths_for",
     "types",
+    "validate_entry_config",
     "validate_plugin_config",
 ]

@@ -13,8 +13,11 @@ The shape is the reference's::
           config: {jwt_secret: "${JWT_SECRET}"}
           permissions: {database: true}
 
-Other top-level sections (``database``, ``workload``, ``server``...) belong to the
-hosts and are kept as given. The file is read within :mod:`tether._documents`' bounds
+Every key is checked: an unknown one is an error naming its dotted path, its line and
+the closest known key. Other top-level sections (``bench``, ``serve``...) belong to the
+hosts: each is checked against the schema the host that reads it registers
+(:mod:`tether._sections`), and a section no installed host claims is an error. The
+file is read within :mod:`tether._documents`' bounds
 (1 MiB, a regular file, nesting, integers, duplicate keys, YAML aliases). ``${VAR}`` and
 ``${VAR:-default}`` are expanded in every string after parsing and before validation
 (:mod:`tether._expansion`): the result is text, which a field that is not a string
@@ -24,12 +27,14 @@ entries.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -41,6 +46,14 @@ from pydantic import (
     model_validator,
 )
 
+from tether._config_problems import (
+    check_host_sections,
+    config_problem,
+    database_misspellings,
+    did_you_mean,
+    invalid_config,
+    line_of,
+)
 from tether._describe import error_line
 from tether._documents import DocumentError, decode, format_of, parse, read_bytes, read_document
 from tether._durations import parse_duration
@@ -55,13 +68,17 @@ from tether._expansion import (
     plain,
 )
 from tether._manifest import MANIFEST_NAMES, PERMISSIONS, ConfigField, Manifest, check_name
-from tether.errors import ConfigError, ConfigProblem, PermissionMismatchError
+from tether._sections import SectionRegistry, config_sections
+from tether.errors import ConfigError, ConfigKeyProblem, ConfigProblem, PermissionMismatchError
 
 __all__ = [
     "CONFIG_NAMES",
+    "FRAMEWORK_SECTIONS",
+    "ConfigPlace",
     "ErrorThresholdSettings",
     "PluginConfig",
     "PluginsSection",
+    "RetrySettings",
     "TetherConfig",
     "TimeoutSettings",
     "check_plugin_names",
@@ -70,6 +87,7 @@ __all__ = [
     "load_config",
     "mask_secrets",
     "parse_config",
+    "validate_entry_config",
     "validate_plugin_config",
 ]
 
@@ -122,8 +140,25 @@ class ErrorThresholdSettings(BaseModel):
     cooldown: EnvSeconds | None = None
 
 
+class RetrySettings(BaseModel):
+    """A plugin entry's ``retries``: how many times bringing the plugin up is tried.
+
+    ``attempts`` counts every try, the first included (1: no retry); the wait after
+    the first failed try is ``backoff``, and it doubles after each further one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attempts: Annotated[EnvInt, Field(ge=1, le=100)] = 3
+    backoff: Annotated[EnvSeconds, Field(ge=0, le=3600)] = 1.0
+
+
 class PluginConfig(BaseModel):
-    """One entry of ``plugins.plugins``; also what ``load_plugin`` takes."""
+    """One entry of ``plugins.plugins``; also what ``load_plugin`` takes.
+
+    ``required: false`` lets a host start without the plugin when it fails to come up
+    (after its ``retries``); see ``tether._retries``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -137,31 +172,46 @@ class PluginConfig(BaseModel):
     error_threshold: ErrorThresholdSettings | None = None
     timeouts: TimeoutSettings | None = None
     call_chain: tuple[StrictStr, ...] | None = None
+    retries: RetrySettings | None = None
+    required: EnvBool = True
 
 
-class _KeepsOtherKeys(BaseModel):
-    """A section that keeps keys it does not know (a host's) as given, as plain strings."""
+class PluginsSection(BaseModel):
+    """``plugins``: where plugins are found, the entries to load, and every plugin's defaults.
 
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_extras(cls, data: object) -> object:
-        if not isinstance(data, dict):
-            return data
-        return {k: v if k in cls.model_fields else plain(v) for k, v in data.items()}
+    ``directory`` and ``paths`` (the reference's list) are searched for plugins named
+    by an entry without a ``path``; ``enable_discovery: false`` searches no directory
+    at all, so giving either with it is an error rather than a setting that does nothing.
+    """
 
-
-class PluginsSection(_KeepsOtherKeys):
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: EnvBool = True
     directory: StrictStr | None = None
+    paths: tuple[StrictStr, ...] = ()
+    enable_discovery: EnvBool = True
     strict: EnvBool = False
+    verify: EnvBool = False  # refuse plugins whose files differ from tether.lock
     plugins: tuple[PluginConfig, ...] = ()
     error_threshold: ErrorThresholdSettings | None = None
     health_check_interval: Annotated[EnvSeconds, Field(gt=0)] = 30.0
     health_check_timeout: Annotated[EnvSeconds, Field(gt=0)] = 5.0
     timeouts: TimeoutSettings | None = None
     call_chain: tuple[StrictStr, ...] | None = None
+
+    @model_validator(mode="after")
+    def _searched_only_with_discovery(self) -> PluginsSection:
+        if not self.enable_discovery and (self.directory is not None or self.paths):
+            given = " and ".join(
+                f"plugins.{key}"
+                for key, value in (("directory", self.directory), ("paths", self.paths))
+                if value
+            )
+            raise ValueError(
+                f"{given} would never be searched: plugins.enable_discovery is false "
+                "(search no directory); remove one of them"
+            )
+        return self
 
 
 class EventsSection(BaseModel):
@@ -183,10 +233,8 @@ class ReloadSection(BaseModel):
     strategy: Literal["block", "reject"] = "block"
 
 
-class StoreSection(_KeepsOtherKeys):
-    """``state``, ``database``, ``cache``: where a service keeps its data (``url``/``dsn``)."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
+class _Store(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: StrictStr | None = None
     dsn: StrictStr | None = None
@@ -196,18 +244,59 @@ class StoreSection(_KeepsOtherKeys):
         return self.url or self.dsn
 
 
-class TetherConfig(_KeepsOtherKeys):
-    """A whole framework config file. ``path`` is where it was read from."""
+class StateSection(_Store):
+    """``state``: where plugin storage and the plugin state tables are kept (``url``/``dsn``),
+    and how often and how long observability writes them."""
+
+    flush_interval: Annotated[EnvSeconds, Field(gt=0)] | None = None
+    retention: Annotated[EnvSeconds, Field(gt=0)] | None = None
+
+
+class CacheSection(_Store):
+    """``cache``: the cache behind ``ctx.cache`` (``url``; none: in memory)."""
+
+
+class DatabaseSection(_Store):
+    """``database``: the database behind ``ctx.database`` (``url``/``dsn``).
+
+    The section is shared: hosts and their drivers keep their own connection settings
+    here (a pool size, a data directory), so it keeps keys it does not know, as plain
+    values; a key that looks like a misspelling of ``url`` or ``dsn`` is refused.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_extras(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        return {k: v if k in cls.model_fields else plain(v) for k, v in data.items()}
+
+
+class TetherConfig(BaseModel):
+    """A whole framework config file. ``path`` is where it was read from.
+
+    Host sections are kept as given (plain values, after ``${VAR}`` expansion);
+    :func:`parse_config` checks them against the schemas their hosts register.
+    """
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
     plugins: PluginsSection = PluginsSection()
     events: EventsSection = EventsSection()
     reload: ReloadSection = ReloadSection()
-    state: StoreSection = StoreSection()
-    database: StoreSection = StoreSection()
-    cache: StoreSection = StoreSection()
+    state: StateSection = StateSection()
+    database: DatabaseSection = DatabaseSection()
+    cache: CacheSection = CacheSection()
     path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_extras(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        return {k: v if k in cls.model_fields else plain(v) for k, v in data.items()}
 
     @property
     def base_directory(self) -> Path:
@@ -229,6 +318,17 @@ class TetherConfig(_KeepsOtherKeys):
         longer reads."""
         return _lines_of(self.path)
 
+    def plugin_directories(self) -> tuple[Path, ...]:
+        """The directories the config adds to the search paths: ``plugins.directory``,
+        then ``plugins.paths``, relative ones made absolute against
+        :attr:`base_directory` (``~`` is the home directory)."""
+        written = [self.plugins.directory] if self.plugins.directory else []
+        found: dict[Path, None] = {}
+        for text in (*written, *self.plugins.paths):
+            path = Path(text).expanduser()
+            found.setdefault(path if path.is_absolute() else self.base_directory / path)
+        return tuple(found)
+
     def entry(self, name: str) -> PluginConfig | None:
         return next((p for p in self.plugins.plugins if p.name == name), None)
 
@@ -240,6 +340,10 @@ class TetherConfig(_KeepsOtherKeys):
         entries with one ``name``, or one ``path``, are refused when the file is read.)
         """
         check_plugin_names(self, names)
+
+
+FRAMEWORK_SECTIONS = tuple(name for name in TetherConfig.model_fields if name != "path")
+"""The top-level sections tether reads itself; every other belongs to a host."""
 
 
 # --------------------------------------------------------------------------- files
@@ -270,23 +374,19 @@ def _read(path: Path) -> tuple[object, Mapping[str, int]]:
     return document.data, document.lines
 
 
-def _dotted(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def parse_config(
     data: object,
     *,
     path: Path | None = None,
     environ: Mapping[str, str] | None = None,
     lines: Mapping[str, int] | None = None,
+    sections: SectionRegistry | None = None,
 ) -> TetherConfig:
     """Validate already-parsed config data (after expanding environment variables).
 
-    ``lines`` (dotted key to line number) lets errors say where an entry is.
+    ``lines`` (dotted key to line number) lets errors say where a key is. Host sections
+    are checked against ``sections`` (default: the process's
+    :data:`tether.config_sections`).
     """
     if data is None:
         data = {}
@@ -294,22 +394,21 @@ def parse_config(
         raise ConfigError(
             f"config must be a mapping at the top level, got {type(data).__name__}", path=path
         )
-    expanded = expand_env(data, environ=environ, path=path)
+    expanded = cast("dict[str, object]", expand_env(data, environ=environ, path=path))
+    lines = lines or {}
+    registry = config_sections if sections is None else sections
+    problems = check_host_sections(expanded, registry, lines)
+    problems += database_misspellings(expanded.get("database"), lines)
+    config = None
     try:
-        config = TetherConfig.model_validate({**expanded, "path": path})  # type: ignore[dict-item]
+        config = TetherConfig.model_validate({**expanded, "path": path})
     except ValidationError as exc:
-        problems = [ConfigProblem(_dotted(e["loc"]), _config_message(e)) for e in exc.errors()]
-        where = f" {path}" if path else ""
-        details = "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(
-            f"invalid config{where}: {problems[0]}\n{details}",
-            path=path,
-            problems=problems,
-            hint="fix the keys listed above; `tether config validate` re-checks the file",
-        ) from None
+        problems += [config_problem(e, TetherConfig, lines) for e in exc.errors()]
     except (TypeError, ValueError, RecursionError) as exc:  # a shape no check foresaw
         raise ConfigError(f"invalid config {path}: {error_line(exc)}", path=path) from None
-    _check_unique_entries(config, lines or {})
+    if problems or config is None:
+        raise invalid_config(problems, path)
+    _check_unique_entries(config, lines)
     return config
 
 
@@ -391,16 +490,6 @@ def _listed_twice(what: str, first: int, again: int, lines: Mapping[str, int]) -
     return ConfigProblem(key, f"{what} is listed twice: {entry(first)} and {entry(again)}")
 
 
-def _config_message(error: Mapping[str, Any]) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    if error["type"] == "missing":
-        return "missing required key"
-    if error["type"] == "value_error":  # our own checks, such as a ${VAR} that does not convert
-        return str(error["ctx"]["error"])
-    return str(error["msg"]).lower()
-
-
 def load_config(path: Path | str, *, environ: Mapping[str, str] | None = None) -> TetherConfig:
     """Read a YAML, JSON or TOML framework config file."""
     path = Path(path)
@@ -448,52 +537,156 @@ def _coerce(key: str, field: ConfigField, value: object) -> object:
     return float(value) if field.type == "float" else value  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigPlace:
+    """Where a plugin's config values are written, for messages: ``at`` is the dotted key
+    of the mapping (``plugins.plugins[0].config``) in ``path`` (with its ``lines``);
+    ``given`` names keys given elsewhere (``{"scale": "--set scale"}``)."""
+
+    at: str | None = None
+    path: Path | None = None
+    lines: Mapping[str, int] = field(default_factory=dict)
+    given: Mapping[str, str] = field(default_factory=dict)
+
+    def of(self, key: str) -> str | None:
+        """``line N: plugins.plugins[0].config.KEY``, ``--set KEY``, or ``None``."""
+        if key in self.given:
+            return self.given[key]
+        if self.at is None:
+            return None
+        dotted_key = f"{self.at}.{key}"
+        line = line_of(dotted_key, self.lines)
+        return f"line {line}: {dotted_key}" if line is not None else dotted_key
+
+    def line(self, key: str) -> int | None:
+        return (
+            None
+            if key in self.given or self.at is None
+            else line_of(f"{self.at}.{key}", self.lines)
+        )
+
+
 def validate_plugin_config(
     plugin: str,
     schema: Mapping[str, ConfigField],
     values: Mapping[str, object],
+    *,
+    additional_properties: bool = False,
+    host_keys: Collection[str] = (),
+    where: ConfigPlace | None = None,
 ) -> dict[str, object]:
     """Check a plugin's config against its schema; apply defaults and parse durations.
 
     Values must have the key's type and keep to its ``minimum``/``maximum`` or
-    ``choices`` (see :class:`ConfigField`).
+    ``choices`` (see :class:`ConfigField`). A key the schema does not list is an error
+    naming the closest key it does, unless ``additional_properties`` (the manifest's
+    ``config.additional_properties: true``): then it is passed through unchanged.
+    ``host_keys`` (its contract's ``config_keys``) are taken as such too. ``where``
+    says where the values are written, for the messages.
 
     Text a ``${VAR}`` gave converts by the key's type (see :func:`tether._expansion.convert`).
-    Keys the schema does not know are passed through unchanged (plugins may take
-    free-form settings). Every problem is reported at once in a ``ConfigError``.
+    Every problem is reported at once in a ``ConfigError``.
     """
+    where = where or ConfigPlace()
     result: dict[str, object] = {k: plain(v) for k, v in values.items()}
-    problems: list[ConfigProblem] = []
-    for key, field in schema.items():
+    declared = {**dict.fromkeys(host_keys), **schema}
+    unknown = [] if additional_properties else _unknown_keys(declared, values, where)
+    problems: list[ConfigProblem] = list(unknown)
+    for key, field_ in schema.items():
         if key not in values or values[key] is None:
-            if field.required:
+            if field_.required:
                 problems.append(ConfigProblem(key, f"required configuration '{key}' is missing"))
                 continue
-            if field.default is None:
+            if field_.default is None:
                 result.pop(key, None)
                 continue
-            value: object = field.default
+            value: object = field_.default
         else:
             value = values[key]
         try:
-            result[key] = _coerce(key, field, value)
+            result[key] = _coerce(key, field_, value)
         except ValueError as exc:
             problems.append(ConfigProblem(key, str(exc)))
             continue
-        broken = field.problem_with(result[key])
+        broken = field_.problem_with(result[key])
         if broken is not None:
             problems.append(ConfigProblem(key, f"configuration '{key}' {broken}"))
     if problems:
-        details = "\n".join(f"  - {p.message}" for p in problems)
-        raise ConfigError(
-            f"invalid configuration for plugin '{plugin}': {problems[0].message}"
-            + (f"\n{details}" if len(problems) > 1 else ""),
-            plugin=plugin,
-            problems=problems,
-            hint=f"fix plugins.plugins[name={plugin}].config; the manifest's `config` section "
-            "lists each key, its type and default",
-        )
+        raise _invalid_plugin_config(plugin, schema, problems, unknown=bool(unknown), where=where)
     return result
+
+
+def validate_entry_config(
+    plugin: str,
+    schema: Mapping[str, ConfigField],
+    settings: PluginConfig,
+    config: TetherConfig,
+    *,
+    additional_properties: bool = False,
+    host_keys: Collection[str] = (),
+) -> dict[str, object]:
+    """:func:`validate_plugin_config` for a plugin entry: problems name the entry's dotted
+    key in ``config`` and its line (the file is read again for them only on failure)."""
+    index = next((i for i, e in enumerate(config.plugins.plugins) if e is settings), None)
+    at = f"plugins.plugins[{index}].config" if index is not None else None
+    check = functools.partial(validate_plugin_config, plugin, schema, settings.config,
+                              additional_properties=additional_properties,
+                              host_keys=host_keys)  # fmt: skip
+    try:
+        return check(where=ConfigPlace(at, config.path))
+    except ConfigError:
+        if at is None or config.path is None:
+            raise
+    return check(where=ConfigPlace(at, config.path, config.key_lines()))  # fails again, with lines
+
+
+def _unknown_keys(
+    schema: Mapping[str, object], values: Mapping[str, object], where: ConfigPlace
+) -> list[ConfigKeyProblem]:
+    problems: list[ConfigKeyProblem] = []
+    for key in values:
+        if key in schema:
+            continue
+        suggestion = did_you_mean(str(key), list(schema))
+        place = where.of(key)
+        message = (
+            f"unknown configuration key '{key}'{suggestion}"
+            if place is None
+            else f"{place}: unknown configuration key{suggestion}"
+        )
+        problems.append(ConfigKeyProblem(key, message, line=where.line(key)))
+    return problems
+
+
+def _invalid_plugin_config(
+    plugin: str,
+    schema: Mapping[str, ConfigField],
+    problems: Sequence[ConfigProblem],
+    *,
+    unknown: bool,
+    where: ConfigPlace,
+) -> ConfigError:
+    details = "\n".join(f"  - {p.message}" for p in problems)
+    elsewhere = [where.given[p.key] for p in problems if p.key in where.given]
+    at = where.at or f"plugins.plugins[name={plugin}].config"
+    at = ", ".join(elsewhere) if len(elsewhere) == len(problems) else at
+    if unknown:
+        keys = f"its keys are: {', '.join(schema)}" if schema else "it declares no keys"
+        hint = (
+            f"fix {at}: plugin '{plugin}' takes the keys its manifest's `config` section "
+            f"declares ({keys}); a plugin taking any key says `additional_properties: true` there"
+        )
+    else:
+        hint = f"fix {at}; the manifest's `config` section lists each key, its type and default"
+    file = f" in {where.path}" if where.path is not None else ""
+    return ConfigError(
+        f"invalid configuration for plugin '{plugin}'{file}: {problems[0].message}"
+        + (f"\n{details}" if len(problems) > 1 else ""),
+        plugin=plugin,
+        path=where.path,
+        problems=list(problems),
+        hint=hint,
+    )
 
 
 def grant_permissions(

@@ -45,6 +45,9 @@ class Contract:
     ``"config"`` (``initialize(config)``: a plugin that needs no framework services,
     like the reference's workloads). ``managed`` lists the lifecycle methods the
     manager calls; the host calls the others itself (a workload's ``cleanup(db)``).
+    ``config_keys`` are keys of the plugin's config the host reads itself (a workload's
+    ``operation_weights``): a plugin providing the contract takes them whether or not
+    its config schema declares them.
     """
 
     name: str
@@ -54,6 +57,7 @@ class Contract:
     initialize_with: Literal["context", "config"] = "context"
     managed: tuple[str, ...] = LIFECYCLE_METHODS
     host: str = ""
+    config_keys: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -64,6 +68,7 @@ class Contract:
             "initialize_with": self.initialize_with,
             "managed": list(self.managed),
             "host": self.host,
+            "config_keys": list(self.config_keys),
         }
 
 
@@ -179,4 +184,5 @@ class ContractRegistry:
             initialize_with=contracts[0].initialize_with,
             managed=managed,
             host=", ".join(dict.fromkeys(c.host for c in contracts if c.host)),
+            config_keys=tuple(dict.fromkeys(k for c in contracts for k in c.config_keys)),
         )

@@ -9,15 +9,25 @@ Where plugins are looked for, in order (the first plugin to claim a name wins)::
     /usr/local/lib/tether/plugins                                         origin "system"
     $TETHER_PLUGIN_PATH              colon-separated, empty entries skipped  origin "env"
     --plugin-path DIR ...                                                 origin "cli"
-    plugins.directory of the config                                       origin "config"
+    plugins.directory, then plugins.paths, of the config                  origin "config"
     tether/builtin (the plugins that ship with tether)                    origin "builtin"
     entry points in the group ``tether.plugins`` of installed distributions  "entry-point"
+
+A config with ``plugins.enable_discovery: false`` searches none of the directories
+before ``--plugin-path`` (:func:`search_paths_for`): its plugins are those its entries
+give a ``path`` to, those that ship with tether and installed entry points.
 
 A search directory holds plugin directories: every immediate subdirectory with a
 manifest (``plugin.yaml``, ``plugin.yml``, ``plugin.json`` or ``plugin.toml``) is a
 plugin. A search path that itself holds a manifest (or is a manifest file) is one
 plugin, and its subdirectories are its own code, not more plugins. Hidden
 directories and ``__pycache__`` are skipped; nothing deeper than one level is read.
+
+An entry point's plugin is described by the manifest in its top-level package's
+directory when there is one, else by its distribution's metadata. Its ``entry`` is
+the entry point's value (``pkg.module:Class``): the code of an installed distribution
+is imported by its real module names, so a manifest's own ``entry``, relative to the
+plugin's directory, is replaced (``tether plugins package`` writes wheels this way).
 
 Discovery never raises for what it finds: missing search paths, paths that cannot be
 searched (too long, unreadable, not a directory), invalid manifests (with every
@@ -41,12 +51,16 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tether._describe import error_line
 from tether._documents import DocumentError, decode, parse, read_bytes
 from tether._index_cache import CACHE_FORMAT, RACY_WINDOW_NS, IndexCache, default_cache_path
 from tether._manifest import MANIFEST_NAMES, Manifest, document_error, validate_manifest_data
 from tether.errors import ManifestError, ManifestProblem, PluginNameConflictError
+
+if TYPE_CHECKING:
+    from tether._config import TetherConfig
 
 __all__ = [
     "CACHE_FORMAT",
@@ -63,6 +77,7 @@ __all__ = [
     "default_cache_path",
     "default_search_paths",
     "discover",
+    "search_paths_for",
 ]
 
 ENTRY_POINT_GROUP = "tether.plugins"
@@ -169,19 +184,27 @@ def default_search_paths(
     home: Path | None = None,
     environ: Mapping[str, str] | None = None,
     plugin_paths: Sequence[Path] = (),
-    config_directory: Path | None = None,
+    config_directories: Sequence[Path] = (),
+    scan_defaults: bool = True,
 ) -> list[SearchPath]:
-    """The search paths in order, made absolute against ``cwd``; repeats keep the first."""
+    """The search paths in order, made absolute against ``cwd``; repeats keep the first.
+
+    ``scan_defaults=False`` leaves out the working directory's, the user's, the
+    system's and ``$TETHER_PLUGIN_PATH``'s (a config's ``enable_discovery: false``).
+    """
     cwd = Path.cwd() if cwd is None else cwd
     home = Path.home() if home is None else home
     environ = os.environ if environ is None else environ
-    raw = [
+    defaults = [
         (Path("plugins"), "cwd"),
         (home / ".tether" / "plugins", "user"),
         (SYSTEM_PLUGIN_DIRECTORY, "system"),
         *((Path(p), "env") for p in environ.get(PLUGIN_PATH_ENV, "").split(os.pathsep) if p),
+    ]
+    raw = [
+        *(defaults if scan_defaults else ()),
         *((Path(p), "cli") for p in plugin_paths),
-        *(((Path(config_directory), "config"),) if config_directory is not None else ()),
+        *((Path(p), "config") for p in config_directories),
         (BUILTIN_PLUGIN_DIRECTORY, "builtin"),
     ]
     paths: list[SearchPath] = []
@@ -192,6 +215,19 @@ def default_search_paths(
             seen.add(absolute)
             paths.append(SearchPath(absolute, origin))
     return paths
+
+
+def search_paths_for(
+    config: TetherConfig, *, plugin_paths: Sequence[Path] = ()
+) -> list[SearchPath]:
+    """The search paths a config drives: the defaults (unless ``plugins.enable_discovery``
+    is false), ``plugin_paths`` (``--plugin-path``), then ``plugins.directory`` and
+    ``plugins.paths``."""
+    return default_search_paths(
+        plugin_paths=plugin_paths,
+        config_directories=config.plugin_directories(),
+        scan_defaults=config.plugins.enable_discovery,
+    )
 
 
 def _absolute(path: Path, *, cwd: Path, home: Path) -> Path:
@@ -218,7 +254,7 @@ class _Candidate:
     origin: str
     real: str | None  # resolved directory, to skip a directory reached twice
     manifests: tuple[_ManifestFile, ...] = ()
-    entry: str | None = None  # entry-point value, injected when the manifest has no entry
+    entry: str | None = None  # entry-point value: the entry, whatever the manifest says
     outcome: _Outcome | None = None  # known without reading a manifest file
 
 
@@ -392,7 +428,7 @@ def _parse(path: str, content: bytes, entry: str | None) -> _Outcome:
     try:
         document = parse(decode(content), _FORMATS[os.path.basename(path)])
         data = document.data
-        if entry is not None and isinstance(data, dict) and "entry" not in data:
+        if entry is not None and isinstance(data, dict):  # the entry point's value wins
             data = {**data, "entry": entry}
         return validate_manifest_data(data, path=file, lines=document.lines)
     except DocumentError as exc:

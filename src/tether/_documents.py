@@ -23,7 +23,9 @@ Every failure is a :class:`DocumentError` (the problem in words, the line when k
 and whether the file could not be read or did not parse); whatever a parser raises
 (``RecursionError``, ``MemoryError``, ``OverflowError``, ``ValueError``...) comes out
 as one. Callers turn it into their own error (``ManifestError``, ``ConfigError``).
-Line numbers for JSON are found only when asked for (an error message needs them).
+Line numbers for JSON and TOML are found only when asked for (an error message needs
+them); a YAML syntax error is reported where the construct that went wrong begins (the
+quote that is never closed, the bracket that is never matched).
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import yaml
 
 from tether._describe import error_line
+from tether._toml_lines import toml_lines
 
 __all__ = [
     "FORMATS",
@@ -181,8 +184,8 @@ class Document:
     """A parsed file: its ``data`` and the line of each dotted key (``lines``).
 
     ``lines`` maps ``plugins.plugins[0].name``-style paths to 1-based line numbers:
-    every key and list item of a YAML or JSON file (JSON's found on first use); TOML's
-    parser gives no positions, so a TOML document has none.
+    every key and list item of a YAML, JSON or TOML file (JSON's and TOML's found on
+    first use, by walking the text: their parsers give no positions).
     """
 
     __slots__ = ("_lines", "data", "fmt", "text")
@@ -196,7 +199,7 @@ class Document:
     @property
     def lines(self) -> Mapping[str, int]:
         if self._lines is None:
-            self._lines = _LazyLines(self.text)
+            self._lines = _LazyLines(self.text, toml_lines if self.fmt == "toml" else _json_lines)
         return self._lines
 
 
@@ -305,15 +308,45 @@ def _parse_yaml(text: str) -> Document:
         lines = _walk_yaml(node)
         return Document(loader.construct_document(node), "yaml", text, lines)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = int(mark.line) + 1 if mark is not None else None
-        problem = str(getattr(exc, "problem", None) or exc)
-        context = getattr(exc, "context", None)
-        if context and problem.startswith("but "):  # "expected ... but found ...": say both
-            problem = f"{context} {problem}"
-        raise DocumentError(problem, line=line, fmt="yaml") from None
+        raise _yaml_error(exc) from None
     finally:
         loader.dispose()
+
+
+# What PyYAML (and libyaml) say while reading something that opens on one line and must
+# close later: the error is where it opened, not where the parser gave up (often the end).
+_OPENED = {
+    "while scanning a quoted scalar": "in a quoted string opened on line {start}",
+    "while scanning a simple key": "after the key that starts on line {start}",
+    "while parsing a flow sequence": "in a [ list opened on line {start}",
+    "while parsing a flow mapping": "in a { mapping opened on line {start}",
+}
+
+
+def _yaml_error(exc: yaml.YAMLError) -> DocumentError:
+    """The ``DocumentError`` for a YAML syntax error, at the line the user must fix.
+
+    PyYAML gives two marks: ``problem_mark`` (where it gave up) and ``context_mark``
+    (where the construct it was reading began). For a quote, a key or a bracket left
+    open, the second is the line to fix; the message names both.
+    """
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    line = int(problem_mark.line) + 1 if problem_mark is not None else None
+    problem = str(getattr(exc, "problem", None) or exc)
+    context = getattr(exc, "context", None)
+    opened = _OPENED.get(str(context))
+    if opened is not None and context_mark is not None:
+        start = int(context_mark.line) + 1
+        if "quoted" in opened and "end of stream" in problem:
+            problem = f"a quoted string opened on line {start} is never closed"
+        else:
+            where = f" on line {line}" if line is not None and line != start else ""
+            problem = f"{problem}{where}, {opened.replace('{start}', str(start))}"
+        return DocumentError(problem, line=start, fmt="yaml")
+    if context and problem.startswith("but "):  # "expected ... but found ...": say both
+        problem = f"{context} {problem}"
+    return DocumentError(problem, line=line, fmt="yaml")
 
 
 def _walk_yaml(root: yaml.Node) -> dict[str, int]:
@@ -505,7 +538,7 @@ def _parse_json(text: str) -> Document:
     try:
         data = _JSON.decode(text)
     except json.JSONDecodeError as exc:
-        raise DocumentError(exc.msg, line=exc.lineno, fmt="json") from None
+        raise _json_syntax(exc) from None
     except _DuplicateKeyError:
         raise _json_duplicate(text) from None
     except _HookError as exc:
@@ -519,6 +552,25 @@ def _parse_json(text: str) -> Document:
     return Document(data, "json", text, None)
 
 
+def _json_syntax(exc: json.JSONDecodeError) -> DocumentError:
+    """The decoder's complaint, except for the two commonest slips, which it reports on
+    the next value's line: a comma before a closing bracket, a comma left out at the
+    end of a line."""
+    before = exc.doc[: exc.pos].rstrip()
+    if before.endswith(",") and exc.doc[exc.pos : exc.pos + 1] in {"}", "]"}:
+        line = exc.doc.count("\n", 0, len(before)) + 1
+        closing = exc.doc[exc.pos]
+        return DocumentError(
+            f"a comma before '{closing}' (JSON allows no trailing comma): remove it",
+            line=line,
+            fmt="json",
+        )
+    if exc.msg == "Expecting ',' delimiter" and "\n" in exc.doc[len(before) : exc.pos]:
+        line = exc.doc.count("\n", 0, len(before)) + 1  # the comma belongs on that line
+        return DocumentError("a ',' is missing at the end of this line", line=line, fmt="json")
+    return DocumentError(exc.msg, line=exc.lineno, fmt="json")
+
+
 def _json_duplicate(text: str) -> DocumentError:
     locator = _JsonLocator(text)
     locator.run()
@@ -530,18 +582,23 @@ def _json_duplicate(text: str) -> DocumentError:
     )
 
 
-class _LazyLines(Mapping[str, int]):
-    """The lines of a JSON text's keys and items, located on first use."""
+def _json_lines(text: str) -> dict[str, int]:
+    locator = _JsonLocator(text)
+    locator.run()
+    return locator.lines
 
-    def __init__(self, text: str) -> None:
+
+class _LazyLines(Mapping[str, int]):
+    """The lines of a text's keys and items, located (by ``locate``) on first use."""
+
+    def __init__(self, text: str, locate: Callable[[str], dict[str, int]]) -> None:
         self._text = text
+        self._locate = locate
         self._found: dict[str, int] | None = None
 
     def _lines(self) -> dict[str, int]:
         if self._found is None:
-            locator = _JsonLocator(self._text)
-            locator.run()
-            self._found = locator.lines
+            self._found = self._locate(self._text)
         return self._found
 
     def __getitem__(self, key: str) -> int:
@@ -657,4 +714,4 @@ def _parse_toml(text: str) -> Document:
         line = int(found.group(1)) if found else None
         raise DocumentError(str(exc), line=line, fmt="toml") from None
     _check_tree(data, fmt="toml", ints=True, strings=False)
-    return Document(data, "toml", text, {})
+    return Document(data, "toml", text, None)

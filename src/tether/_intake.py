@@ -1,9 +1,9 @@
-"""Bringing a plugin's code in: checking it, importing it (with retries), and making
-its first version.
+"""Bringing a plugin's code in: checking it, importing it, and making its first version.
 
 The manager decides what to load (``tether._locate``) and guards its own state (name
 conflicts, its lock); :func:`load_slot` checks what can be checked before any code runs
-(framework version, isolation, contract, permissions), imports the code, validates
+(the plugin's files against ``tether.lock`` with ``plugins.verify``, framework version,
+isolation, contract, permissions), imports the code, validates
 the plugin's config against its schema (and the plugin's own ``validate_config``), and
 builds the plugin's slot with its first version staged: gate, door, call chain, scope.
 
@@ -22,7 +22,6 @@ the import ends; if it ever does, what it loaded is dropped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -33,11 +32,12 @@ from pathlib import Path
 from tether._audit import watch as capability_watch
 from tether._bounded import EscapedError, OverrunError, PluginCode, run_bounded
 from tether._callstats import CallStats
-from tether._config import PluginConfig, TetherConfig, grant_permissions, validate_plugin_config
+from tether._config import PluginConfig, TetherConfig, grant_permissions, validate_entry_config
 from tether._context import PluginScope
 from tether._contracts import Contract, ContractRegistry
 from tether._describe import error_line, error_text
 from tether._gate import Gate
+from tether._integrity import check_plugin, lock_path, read_lock
 from tether._lifecycle import PluginStatus
 from tether._loader import LoadedCode, code_directory, load_code, unload_code
 from tether._locate import Found, call_chain, check_isolation, config_schema, timeouts_of
@@ -48,7 +48,6 @@ from tether._versions import parse_constraint
 from tether.errors import (
     ConfigError,
     FrameworkVersionMismatchError,
-    InterfaceError,
     PluginImportError,
     PluginLoadError,
     PluginLoadTimeoutError,
@@ -77,58 +76,27 @@ class LoadAttempt:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-def _is_transient(exc: BaseException) -> bool:
-    """Worth another try: not a broken contract, not a syntax error, not a missing module."""
-    if isinstance(exc, InterfaceError | PluginLoadTimeoutError):
-        return False
-    if isinstance(exc, PluginImportError):
-        return not isinstance(exc.__cause__, SyntaxError | ImportError)
-    # A failure with a cause (the plugin's constructor raised, a file could not be read)
-    # may pass; one without (the entry attribute does not exist) will not.
-    cause = exc.__cause__
-    return (
-        isinstance(exc, PluginLoadError)
-        and cause is not None
-        and not isinstance(cause, ImportError)
-    )
-
-
 async def import_code(
     manifest: Manifest,
     contract: Contract,
     *,
-    retries: int,
-    backoff: float,
     private: bool,
     attempts: list[LoadAttempt],
     limit: float | None = None,
 ) -> LoadedCode:
-    """Import the plugin's code, retrying transient failures ``retries`` times.
+    """Import the plugin's code once, in a daemon thread within ``limit`` seconds
+    (``PluginLoadTimeoutError`` past it); the try is appended to ``attempts``.
 
-    Every try is appended to ``attempts``; the wait before try ``n + 1`` is
-    ``backoff * 2**n`` seconds. Each try runs in a daemon thread within ``limit``
-    seconds (``PluginLoadTimeoutError`` past it, not retried).
-    """
-    attempt = 0
-    while True:
-        started = time.perf_counter()
-        try:
-            code = await _bounded_load(manifest, contract, private=private, limit=limit)
-        except PluginLoadError as exc:
-            elapsed = time.perf_counter() - started
-            attempts.append(LoadAttempt(manifest.name, "failure", elapsed, error_text(exc)))
-            if attempt >= retries or not _is_transient(exc):
-                raise
-            delay = backoff * 2**attempt
-            log.warning(
-                "loading plugin %s failed (try %d of %d), retrying in %.2fs: %s",
-                manifest.name, attempt + 1, retries + 1, delay, error_text(exc),
-            )  # fmt: skip
-            await asyncio.sleep(delay)
-            attempt += 1
-        else:
-            attempts.append(LoadAttempt(manifest.name, "success", time.perf_counter() - started))
-            return code
+    Trying again is the manager's (``tether._bringup``)."""
+    started = time.perf_counter()
+    try:
+        code = await _bounded_load(manifest, contract, private=private, limit=limit)
+    except PluginLoadError as exc:
+        elapsed = time.perf_counter() - started
+        attempts.append(LoadAttempt(manifest.name, "failure", elapsed, error_text(exc)))
+        raise
+    attempts.append(LoadAttempt(manifest.name, "success", time.perf_counter() - started))
+    return code
 
 
 def _late_import(result: object) -> None:
@@ -263,12 +231,16 @@ async def load_slot(
     runtime: Runtime,
     stats: CallStats,
     attempts: list[LoadAttempt],
-    retries: int,
-    backoff: float,
     on_error: Callable[[str, BaseException], None],
 ) -> PluginSlot:
-    """Check, import and stage a plugin found by the locator: its new slot."""
+    """Check, import and stage a plugin found by the locator: its new slot.
+
+    With ``plugins.verify`` the plugin's files are checked against the config's
+    ``tether.lock`` first, before anything else of it is read or run.
+    """
     manifest = found.manifest
+    if config.plugins.verify:
+        check_plugin(manifest, read_lock(lock_path(config.path)))
     constraint = manifest.framework.version
     if not parse_constraint(constraint).allows(framework_version):
         raise FrameworkVersionMismatchError(manifest.name, constraint, framework_version)
@@ -277,13 +249,13 @@ async def load_slot(
     permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
     limit = timeouts_of(manifest, settings, config)["initialize"]
     code = await import_code(
-        manifest, contract, retries=retries, backoff=backoff, private=found.private,
-        attempts=attempts, limit=limit,
-    )  # fmt: skip
+        manifest, contract, private=found.private, attempts=attempts, limit=limit
+    )
     try:
-        values = validate_plugin_config(
-            manifest.name, config_schema(manifest, code.instance), settings.config
-        )
+        values = validate_entry_config(
+            manifest.name, config_schema(manifest, code.instance), settings, config,
+            additional_properties=manifest.open_config, host_keys=contract.config_keys,
+        )  # fmt: skip
         await validate_config(manifest.name, code.instance, values, limit=limit,
                               code=PluginCode.of(manifest.name, code_directory(code)))  # fmt: skip
         slot = new_slot(found, settings, code, contract, permissions, values=values,

@@ -35,6 +35,7 @@ from types import ModuleType
 from tether._bounded import PluginCode, is_hosts
 from tether._contracts import PLUGIN_CONTRACT, Contract
 from tether._describe import error_line
+from tether._entry_source import with_default_entry
 from tether._manifest import Manifest
 from tether.errors import InterfaceError, PluginImportError, PluginLoadError
 
@@ -212,9 +213,12 @@ def load_code(
 ) -> LoadedCode:
     """Import the plugin's entry module, resolve ``entry`` and check it against ``contract``.
 
+    A manifest without ``entry`` gets the default one (:mod:`tether._entry_source`).
+
     ``private_namespace=False`` imports the module by its real name (entry-point
     plugins from installed distributions).
     """
+    manifest = with_default_entry(manifest)
     directory = manifest.directory
     if private_namespace and directory is None:
         raise PluginLoadError(

@@ -182,23 +182,28 @@ class Locator:
         return self.discover(entry.name)
 
     def discover(self, name: str) -> Found:
-        from tether._discovery import IndexCache, default_search_paths, discover
+        from tether._discovery import IndexCache, discover, search_paths_for
 
         if self._discovered is None:
-            directory = self.config.plugins.directory
-            config_dir = None
-            if directory is not None:
-                config_dir = Path(directory)
-                if not config_dir.is_absolute():
-                    config_dir = self.config.base_directory / config_dir
-            paths = default_search_paths(config_directory=config_dir)
+            paths = search_paths_for(self.config)
             self._discovered = discover(paths, cache=IndexCache())
         plugin = self._discovered.get(name)
         if plugin is None:
+            if not self.config.plugins.enable_discovery:
+                raise PluginNotFoundError(
+                    f"missing plugin: no plugin named '{name}' ships with tether or is "
+                    "installed, and plugins.enable_discovery is false (no directory is "
+                    "searched)",
+                    plugin=name,
+                    path=self.config.path,
+                    hint=f"give the entry of '{name}' a `path`, or set "
+                    "plugins.enable_discovery: true to search plugins.paths and the default "
+                    "directories",
+                )
             raise PluginNotFoundError(
                 f"missing plugin: no plugin named '{name}' in any search path",
                 plugin=name,
                 hint="set its `path` in the config, or put it in a searched directory "
-                "(`tether plugins scan` lists them)",
+                "(plugins.paths, plugins.directory; `tether plugins scan` lists them)",
             )
         return Found(plugin.manifest, plugin.location, private=plugin.origin != "entry-point")

@@ -8,8 +8,10 @@ Each plugin name has a slot (``tether._slots``): its gate, its handle, its versi
 Loading a plugin imports its code beside nothing (or, later, beside the running
 version), checks it against the contract its manifest names (``tether._contracts``),
 and stages it; ``initialize`` commits it (its registrations go live) and opens its
-gate. Health, error thresholds and the enabled flag kept in the state store live here
-too, so a manager works the same with or without the observability package.
+gate. That up path, with its retries and the plugins a host may start without, is
+``tether._bringup``'s (the manager's base class). Stopping and unloading, health, error
+thresholds and the enabled flag kept in the state store live here, so a manager works
+the same with or without the observability package.
 
 Every plugin method the manager calls runs within a time limit, and whatever it raises
 (``SystemExit`` and the other ``BaseException`` subclasses included) fails that step of
@@ -19,8 +21,6 @@ that plugin only: see ``tether._bounded`` and ``tether._steps``.
 from __future__ import annotations
 
 import asyncio
-import difflib
-import functools
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,49 +29,41 @@ from typing import Self
 from tether._audit import CapabilityUse, save_capability_uses
 from tether._audit import watch as _capability_watch
 from tether._bounded import (
-    EscapedError,
     OverrunError,
     PluginCode,
-    frame_in,
     plugin_error,
     run_bounded,
     threads_running,
 )
+from tether._bringup import BringUp
 from tether._callstats import CallStats
 from tether._config import (
     PluginConfig,
     TetherConfig,
-    load_config,
     validate_plugin_config,
 )
 from tether._context import PluginScope
 from tether._contracts import Contract, ContractRegistry
-from tether._describe import error_line, error_text
+from tether._describe import error_text
 from tether._flags import EnabledFlags
 from tether._handle import PluginHandle
 from tether._health import HealthCheckResult, PluginHealth
-from tether._hooks import HookOutcome
-from tether._intake import LoadAttempt, load_slot, validate_config
+from tether._intake import LoadAttempt, validate_config
 from tether._lifecycle import PluginStatus
 from tether._locate import (
     Found,
     Locator,
-    check_name,
     config_schema,
-    settings_of,
-    timeouts_of,
 )
-from tether._manifest import Manifest, load_manifest
+from tether._manifest import Manifest
 from tether._oversight import Oversight
-from tether._resolver import Resolution, resolve
+from tether._retries import FailedPlugin, Tries
 from tether._runtime import Runtime
 from tether._slots import PluginSlot, PluginVersion, SlotEvent
 from tether._state_tables import PersistedFlag
 from tether._steps import (
     code_of,
-    initialize_version,
     retire_version,
-    start_version,
     stop_version,
 )
 from tether._thresholds import (
@@ -83,12 +75,10 @@ from tether._version import __version__
 from tether.errors import (
     DependentsRunningError,
     PluginLifecycleError,
-    PluginNameConflictError,
-    PluginNotFoundError,
     StopAllError,
     TetherError,
 )
-from tether.types import SHUTDOWN, STARTUP, PluginContext, PluginInfo
+from tether.types import PluginContext, PluginInfo
 
 __all__ = ["LoadAttempt", "PluginManager"]
 
@@ -97,14 +87,18 @@ log = logging.getLogger("tether")
 ErrorListener = Callable[[str, str, BaseException], None]
 
 
-class PluginManager:
+class PluginManager(BringUp):
     """Loads plugins and drives their lifecycle.
 
     ``framework_version`` is what manifests' ``framework.version`` is checked
     against (tether's own version by default). ``stop_timeout`` bounds each
     plugin's ``stop()`` unless its ``timeouts.stop`` says otherwise. ``contracts``
     are the contracts plugins may provide (by default the ``plugin`` contract and
-    those installed hosts register).
+    those installed hosts register). ``retry_attempts`` replaces every plugin's
+    ``retries.attempts`` (the CLI's ``--retries N``).
+
+    Loading, initializing and starting (with retries, and without plugins that are
+    not required and failed) are :class:`tether._bringup.BringUp`'s.
 
     ``leftover_threads`` maps each plugin unloaded with threads still running its code
     (or abandoned in one of its steps) to their names.
@@ -120,8 +114,12 @@ class PluginManager:
         state_directory: str | Path | None = None,
         runtime: Runtime | None = None,
         contracts: ContractRegistry | None = None,
+        retry_attempts: int | None = None,
     ) -> None:
+        if retry_attempts is not None and retry_attempts < 1:
+            raise ValueError(f"retry_attempts must be at least 1, got {retry_attempts}")
         self.framework_version = framework_version
+        self.retry_attempts = retry_attempts
         self.stop_timeout = stop_timeout
         self.drain_timeout = drain_timeout
         self.config = config or TetherConfig()
@@ -144,162 +142,10 @@ class PluginManager:
         self._flags = EnabledFlags(lambda: self.state_target)
         self._error_listeners: list[ErrorListener] = []
         self._unload_listeners: list[Callable[[str], None]] = []
-
-    # ------------------------------------------------------------------ helpers
-
-    def _mutex(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
-
-    def _slot(self, name: str) -> PluginSlot:
-        slot = self._slots.get(name)
-        if slot is None:
-            close = difflib.get_close_matches(name, list(self._slots), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else "`tether plugins list` shows them"
-            raise PluginNotFoundError(f"plugin not found: '{name}'", plugin=name, hint=hint)
-        return slot
-
-    # ------------------------------------------------------------------ loading
-
-    async def load_plugin(
-        self,
-        path: Path | str,
-        config: PluginConfig | Mapping[str, object] | None = None,
-        *,
-        retries: int = 0,
-        retry_backoff: float = 0.1,
-    ) -> PluginInfo:
-        """Load one plugin from its directory (or manifest file).
-
-        The plugin's code is imported and its object created; it is not
-        initialized (see ``initialize_all``). ``retries`` retries transient import
-        failures, waiting ``retry_backoff * 2**n`` seconds before try ``n + 1``.
-        """
-        settings = settings_of(config)
-        path = Path(path)
-        if not path.exists():
-            raise PluginNotFoundError(
-                f"failed to load plugin: plugin file not found: {path}",
-                path=path,
-                plugin=settings.name,
-                hint="check the path (relative paths in a config file are relative to the file)",
-            )
-        manifest = load_manifest(path)
-        check_name(manifest, settings, path)
-        found = Found(manifest, str(manifest.directory or path), private=True)
-        return await self._load_found(found, settings, retries, retry_backoff)
-
-    async def _load_found(
-        self, found: Found, settings: PluginConfig, retries: int, backoff: float
-    ) -> PluginInfo:
-        async with self._mutex():
-            slot = await self._load(found, settings, retries, backoff)
-            self._slots[slot.name] = slot
-            self._order = ()
-            return self._info(slot)
-
-    async def _load(
-        self, found: Found, settings: PluginConfig, retries: int, backoff: float
-    ) -> PluginSlot:
-        manifest = found.manifest
-        existing = self._slots.get(manifest.name)
-        if existing is not None:
-            location = existing.current.location
-            if location == found.location:
-                raise PluginNameConflictError.same_place(manifest.name, found.location)
-            raise PluginNameConflictError(manifest.name, location, found.location)
-        slot = await load_slot(
-            found,
-            settings,
-            contracts=self.contracts,
-            framework_version=self.framework_version,
-            config=self.config,
-            runtime=self.runtime,
-            stats=self._stats,
-            attempts=self.load_attempts,
-            retries=retries,
-            backoff=backoff,
-            on_error=functools.partial(self._on_error, manifest.name),
-        )
-        self._observe_load(slot, settings)
-        return slot
-
-    def _observe_load(self, slot: PluginSlot, settings: PluginConfig) -> None:
-        """Give the new plugin its threshold; keep it disabled if the state store says so."""
-        name = slot.name
-        self._oversight.plugin_loaded(slot, settings, self.config.plugins.error_threshold)
-        flag = self._flags.get(name)
-        if not flag.enabled:
-            slot.enabled = False
-            slot.gate.close(flag.reason or "it is disabled")
-            log.info("plugin %s is disabled in the state store: loaded, not started", name)
-
-    async def load_plugins_from_config(
-        self, config: TetherConfig | Path | str | None = None
-    ) -> list[PluginInfo]:
-        """Load every enabled plugin of a config, dependencies first.
-
-        All manifests are read and resolved before any plugin code is imported, so a
-        missing or circular dependency fails without side effects.
-        """
-        if isinstance(config, str | Path):
-            config = load_config(config)
-        if config is not None:
-            self.config = config
-        section = self.config.plugins
-        if not section.enabled:
-            log.info("plugin system disabled in the config (plugins.enabled: false)")
-            return []
-        locator = self._locator = Locator(self.config)
-        located = [
-            (index, locator.locate(entry), entry)
-            for index, entry in enumerate(section.plugins)
-            if entry.enabled
-        ]
-        # an entry by name and another by path may turn out to be one plugin
-        self.config.check_plugin_names([(i, found.manifest.name) for i, found, _ in located])
-        wanted = [(found, entry) for _, found, entry in located]
-        unavailable = {
-            e.name: "it is disabled in the config"
-            for e in section.plugins
-            if not e.enabled and e.name
-        }
-        wanted_by_name = {found.manifest.name: (found, entry) for found, entry in wanted}
-        loaded = [s.current.manifest for s in self._slots.values()]
-        resolution = resolve(
-            [*loaded, *(f.manifest for f, _ in wanted if f.manifest.name not in self._slots)],
-            framework_version=self.framework_version,
-            priorities={f.manifest.name: e.priority for f, e in wanted},
-            unavailable=unavailable,
-        )
-        infos = []
-        for name in resolution.order:
-            if name in self._slots or name not in wanted_by_name:
-                continue
-            found, entry = wanted_by_name[name]
-            infos.append(await self._load_found(found, entry, 0, 0.1))
-        self._order = resolution.order
-        return infos
+        self._failed: dict[str, FailedPlugin] = {}
+        self._sources: dict[str, tuple[Found, Tries]] = {}
 
     # ------------------------------------------------------------------ queries
-
-    def _info(self, slot: PluginSlot) -> PluginInfo:
-        version = slot.current
-        m = version.manifest
-        return PluginInfo(
-            name=m.name,
-            version=m.version,
-            description=m.description,
-            author=m.author,
-            loaded=True,
-            enabled=slot.enabled,
-            load_time=version.load_time,
-            status=version.status,
-            path=version.location,
-            isolation=version.settings.isolation or m.isolation,
-            provides=m.provides,
-        )
 
     def get_plugin(self, name: str) -> object:
         """The plugin object itself (of the live version)."""
@@ -338,11 +184,6 @@ class PluginManager:
         """The plugin's time limits in seconds (manifest, then config), by step."""
         return self._limits(self._slot(name).current)
 
-    def _limits(self, version: PluginVersion) -> dict[str, float]:
-        return timeouts_of(
-            version.manifest, version.settings, self.config, {"stop": self.stop_timeout}
-        )
-
     def last_error(self, name: str) -> BaseException | None:
         return self._slot(name).current.last_error
 
@@ -367,17 +208,6 @@ class PluginManager:
     def is_loaded(self, name: str) -> bool:
         return name in self._slots
 
-    def resolve_dependencies(self) -> Resolution:
-        """Check the loaded plugins' dependencies; return their load order and graph."""
-        slots = list(self._slots.values())
-        resolution = resolve(
-            [s.current.manifest for s in slots],
-            framework_version=self.framework_version,
-            priorities={s.name: s.current.settings.priority for s in slots},
-        )
-        self._order = resolution.order
-        return resolution
-
     def get_dependency_graph(self) -> dict[str, list[str]]:
         """Each loaded plugin and the plugins it depends on (absent optional ones left out)."""
         return {
@@ -388,11 +218,6 @@ class PluginManager:
             ]
             for s in self._ordered()
         }
-
-    def _ordered(self) -> list[PluginSlot]:
-        if set(self._order) == set(self._slots):
-            return [self._slots[n] for n in self._order]
-        return list(self._slots.values())
 
     def dependents(self, name: str) -> list[str]:
         """Loaded plugins that depend on ``name``, directly or through others."""
@@ -409,120 +234,6 @@ class PluginManager:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def initialize_all(self) -> None:
-        """Initialize loaded plugins in dependency order; stop at the first failure.
-
-        Plugins initialized before the failure stay initialized.
-        """
-        async with self._mutex():
-            order = self.resolve_dependencies().order
-            await self.runtime.events.start()  # plugins may publish from initialize()
-            held = self._held_back()
-            for name in order:
-                slot = self._slots[name]
-                if slot.current.status is PluginStatus.LOADING and slot.enabled:
-                    if name in held:
-                        log.info("not initializing plugin %s: %s", name, held[name])
-                        continue
-                    await self._initialize(slot)
-
-    def _check_dependencies(self, slot: PluginSlot, step: str, ready: set[PluginStatus]) -> None:
-        for dependency in slot.current.manifest.dependencies:
-            other = self._slots.get(dependency.name)
-            if other is None or other.current.status in ready:
-                continue  # absent ones were settled by the resolver (optional)
-            raise PluginLifecycleError(
-                slot.name,
-                step,
-                f"its dependency '{dependency.name}' is {other.current.status.value}",
-            )
-
-    async def _initialize(self, slot: PluginSlot) -> None:
-        self._check_dependencies(
-            slot,
-            "initialization",
-            {PluginStatus.INITIALIZED, PluginStatus.RUNNING, PluginStatus.STOPPED},
-        )
-        version = slot.current
-        await initialize_version(slot, version, self._limits(version)["initialize"])
-
-    async def start_all(self) -> None:
-        """Start initialized (or stopped) plugins in dependency order; stop at the first failure."""
-        async with self._mutex():
-            await self.runtime.events.start()
-            await self._run_lifecycle_hook("startup")
-            held = self._held_back()
-            for slot in self._ordered():
-                if slot.enabled and slot.current.status in {
-                    PluginStatus.INITIALIZED,
-                    PluginStatus.STOPPED,
-                }:
-                    if slot.name in held:
-                        log.info("not starting plugin %s: %s", slot.name, held[slot.name])
-                        continue
-                    await self._start(slot)
-
-    def _held_back(self) -> dict[str, str]:
-        """Enabled plugins that a disabled dependency keeps from starting, and why."""
-        held: dict[str, str] = {}
-        for slot in self._ordered():  # dependencies come first
-            for dependency in slot.current.manifest.dependencies:
-                other = self._slots.get(dependency.name)
-                if other is not None and (not other.enabled or other.name in held):
-                    held[slot.name] = f"its dependency '{dependency.name}' is disabled"
-                    break
-        return held
-
-    async def _run_lifecycle_hook(self, hook_type: str) -> None:
-        """Run the ``startup`` or ``shutdown`` hook, within the longest ``timeouts.start``
-        (``stop``) of the loaded plugins; a handler's failure is logged, never raised."""
-        point = STARTUP if hook_type == "startup" else SHUTDOWN
-        if not self.runtime.hooks.has_handlers(point):
-            return
-        slots = self._ordered()
-        names = tuple(s.name for s in slots)
-        step = "start" if hook_type == "startup" else "stop"
-        limit = max((self._limits(s.current)[step] for s in slots), default=None)
-        everyone = PluginCode(f"{hook_type} hook", tuple(
-            d for s in slots for d in code_of(s.current).directories
-        ))  # fmt: skip
-        try:
-            outcome = await run_bounded(self.runtime.hooks.run, point, names, code=everyone,
-                                        what=f"hook:{hook_type}", limit=limit)  # fmt: skip
-        except OverrunError as exc:
-            owner = self._owner_of_site(exc.where)
-            log.warning("the %s hook did not finish within %gs%s; it was abandoned", hook_type,
-                        exc.limit, f" (in plugin {owner})" if owner else "")  # fmt: skip
-            return
-        except EscapedError as exc:  # a handler's SystemExit or its kind: the others' skipped
-            self._hook_escape(hook_type, exc.error)
-            return
-        if isinstance(outcome, HookOutcome):
-            for failure in outcome.failures:
-                log.warning("%s hook of plugin %s failed: %s", hook_type, failure.plugin,
-                            error_line(failure.error))  # fmt: skip
-
-    def _hook_escape(self, hook_type: str, error: BaseException) -> None:
-        owner = next((s for s in self._slots.values() if frame_in(error, code_of(s.current))), None)
-        name = owner.name if owner is not None else "?"
-        log.warning("%s hook of plugin %s raised %s; the handlers after it were skipped",
-                    hook_type, name, error_line(error))  # fmt: skip
-        if owner is not None:
-            owner.gate.record_error(error, source=f"hook:{hook_type}")
-
-    def _owner_of_site(self, where: tuple[str, int, str] | None) -> str | None:
-        if where is None:
-            return None
-        for slot in self._slots.values():
-            if code_of(slot.current).owns(where[0]):
-                return slot.name
-        return None
-
-    async def _start(self, slot: PluginSlot) -> None:
-        self._check_dependencies(slot, "start", {PluginStatus.RUNNING})
-        version = slot.current
-        await start_version(slot, version, self._limits(version)["start"])
-
     async def update_plugin_config(self, name: str, config: Mapping[str, object]) -> None:
         """Give a loaded plugin new config: validate it, then call ``on_config_change``.
 
@@ -533,7 +244,9 @@ class PluginManager:
             slot = self._slot(name)
             version = slot.current
             schema = config_schema(version.manifest, version.instance)
-            values = validate_plugin_config(name, schema, config)
+            values = validate_plugin_config(name, schema, config,
+                                            additional_properties=version.manifest.open_config,
+                                            host_keys=version.contract.config_keys)  # fmt: skip
             limits, code = self._limits(version), code_of(version)
             await validate_config(name, version.instance, values, limit=limits["initialize"],
                                   code=code)  # fmt: skip
@@ -634,6 +347,7 @@ class PluginManager:
             except Exception:
                 log.exception("an unload listener failed for plugin %s", slot.name)
         self._oversight.plugin_gone(slot.name)
+        self._sources.pop(slot.name, None)
         return failure
 
     def _report_threads(self, code: PluginCode) -> None:
@@ -714,6 +428,17 @@ class PluginManager:
     def get_all_health(self) -> dict[str, PluginHealth]:
         """``get_plugin_health`` of every loaded plugin, in load order."""
         return {s.name: self.get_plugin_health(s.name) for s in self._ordered()}
+
+    def health_status(self) -> str:
+        """``healthy``; ``degraded`` when a plugin could not be brought up and the host
+        runs without it (``failed_plugins``), or a plugin is in error or failed its
+        health check."""
+        if self._failed:
+            return "degraded"
+        for health in self.get_all_health().values():
+            if health.degraded or health.status is PluginStatus.ERROR:
+                return "degraded"
+        return "healthy"
 
     def _load_duration(self, name: str) -> float | None:
         for attempt in reversed(self.load_attempts):
@@ -823,9 +548,9 @@ class PluginManager:
             return self._info(slot)
 
     async def _bring_up(self, slot: PluginSlot) -> None:
+        if slot.current.status is PluginStatus.LOADING:
+            slot = await self._initialize(slot)  # a fresh copy, if it was tried again
         version = slot.current
-        if version.status is PluginStatus.LOADING:
-            await self._initialize(slot)
         if version.status in {PluginStatus.INITIALIZED, PluginStatus.STOPPED}:
             await self._start(slot)
         elif version.status is PluginStatus.RUNNING:
@@ -871,6 +596,7 @@ class PluginManager:
                 await self._teardown(slot)
                 self._slots.pop(slot.name, None)
         self._order = ()
+        self._failed.clear()
         undelivered = await self.runtime.events.stop(timeout=self.drain_timeout)
         if undelivered:
             log.warning("%d event(s) were not delivered before shutdown", undelivered)

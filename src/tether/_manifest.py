@@ -2,8 +2,8 @@
 
 ``load_manifest(path)`` returns a frozen :class:`Manifest` or raises
 :class:`~tether.errors.ManifestError` listing *every* problem at once, each with the
-file, the field and, for YAML and JSON, the line. Messages follow the reference wording
-(``missing required field: name`` and so on). Files are read by
+file, the field and the line (YAML, JSON and TOML alike). Messages follow the
+reference wording (``missing required field: name`` and so on). Files are read by
 :mod:`tether._documents`, within its bounds (1 MiB, regular files, nesting, integers,
 duplicate keys, YAML aliases); whatever goes wrong reading or checking one file is a
 ``ManifestError`` for that file, never another exception.
@@ -23,18 +23,20 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from tether._describe import error_line
 from tether._documents import DocumentError, decode, format_of, parse, read_bytes
 from tether._durations import Seconds, format_duration, parse_duration
-from tether._versions import parse_constraint, parse_version
+from tether._versions import constraint_problem, version_problem
 from tether.errors import ManifestError, ManifestProblem
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "Timeouts",
     "check_name",
     "document_error",
+    "field_line",
     "find_manifest",
     "load_manifest",
     "parse_manifest",
@@ -120,10 +123,12 @@ class Dependency(BaseModel):
 
     _n = field_validator("name")(check_name)
 
-    @field_validator("version")
+    @field_validator("version", mode="before")
     @classmethod
-    def _constraint(cls, value: str) -> str:
-        parse_constraint(value)
+    def _constraint(cls, value: object) -> object:
+        problem = constraint_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -357,13 +362,12 @@ class FrameworkRequirement(BaseModel):
 
     version: StrictStr = "*"
 
-    @field_validator("version")
+    @field_validator("version", mode="before")
     @classmethod
-    def _constraint(cls, value: str) -> str:
-        try:
-            parse_constraint(value)
-        except ValueError:
-            raise ValueError(f"invalid framework version constraint: {value}") from None
+    def _constraint(cls, value: object) -> object:
+        problem = constraint_problem(value, what="framework")
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -376,11 +380,14 @@ class Manifest(BaseModel):
     version: StrictStr
     description: StrictStr
     author: StrictStr
-    entry: StrictStr
+    entry: StrictStr = ""  # "": found by convention when loaded (tether._entry_source)
     framework: FrameworkRequirement = FrameworkRequirement()
     dependencies: tuple[Dependency, ...] = ()
     permissions: Permissions = Permissions()
     config: dict[str, ConfigField] = Field(default_factory=dict)
+    open_config: StrictBool = Field(default=False, validation_alias="config.additional_properties")
+    """``config: {additional_properties: true}``: the plugin takes config keys its schema
+    does not list (passed through unchanged); otherwise such a key is an error."""
     hooks: tuple[HookDeclaration, ...] = ()
     events: Events = Events()
     exports: tuple[Export, ...] = ()
@@ -391,18 +398,44 @@ class Manifest(BaseModel):
 
     _n = field_validator("name")(check_name)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _config_flag(cls, data: object) -> object:
+        """``config.additional_properties`` is the schema's flag, not one of its keys."""
+        if isinstance(data, dict):
+            config = data.get("config")
+            if isinstance(config, dict) and "additional_properties" in config:
+                keys = {k: v for k, v in config.items() if k != "additional_properties"}
+                flag = config["additional_properties"]
+                return {**data, "config": keys, "config.additional_properties": flag}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _dump_config_flag(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        flag = data.pop("open_config", None)
+        if flag is not None and (flag or "open_config" in self.model_fields_set):
+            data["config"] = {**data.get("config", {}), "additional_properties": flag}
+        return data
+
     @field_validator("version", mode="before")
     @classmethod
     def _semver(cls, value: object) -> object:
-        parse_version(value if isinstance(value, str) else "")
+        problem = version_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("entry")
     @classmethod
     def _entry(cls, value: str) -> str:
         if not _ENTRY.fullmatch(value):
+            module, dot, attribute = value.rpartition(".")
+            guess = f"{module}:{attribute}"
+            suggestion = f" (did you mean {guess!r}?)" if dot and _ENTRY.fullmatch(guess) else ""
             raise ValueError(
-                f"invalid entry {value!r}: write 'module:attribute', e.g. 'auth_plugin:AuthPlugin'"
+                f"invalid entry {value!r}: write 'module:attribute', e.g. "
+                f"'auth_plugin:AuthPlugin'{suggestion}"
             )
         return value
 
@@ -490,7 +523,7 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-_TOP_FIELDS = tuple(n for n in Manifest.model_fields if n != "source")
+_TOP_FIELDS = tuple(n for n in Manifest.model_fields if n not in {"source", "open_config"})
 _SHAPES = {
     "tuple_type": "a list",
     "list_type": "a list",
@@ -600,6 +633,19 @@ def load_manifest(path: Path) -> Manifest:
         problem = ManifestProblem(path, "", f"cannot read: {_reason(exc)}")
         raise ManifestError(path, [problem]) from None
     return validate_manifest_data(data, path=path, lines=lines)
+
+
+def field_line(manifest: Manifest, field: str) -> int | None:
+    """The line of ``field`` (dotted) in the manifest's file, or ``None`` (no file, no such
+    key, or the file changed into something unreadable since it was loaded)."""
+    if manifest.source is None:
+        return None
+    try:
+        fmt = _format_of(manifest.source)
+        document = parse(decode(read_bytes(manifest.source)), fmt)
+    except (DocumentError, ManifestError):
+        return None
+    return _line_for(field, document.lines)
 
 
 def _manifest_in(directory: Path) -> Path:

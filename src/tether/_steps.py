@@ -82,8 +82,11 @@ _ESCAPED_HINT = (
 )
 
 
-def _failed(version: PluginVersion, step: str, exc: BaseException) -> PluginLifecycleError:
-    """A step failed: record it on the gate, shut the gate, and mark the version."""
+def _failed(
+    version: PluginVersion, step: str, exc: BaseException, *, quiet: bool = False
+) -> PluginLifecycleError:
+    """A step failed: record it on the gate, shut the gate, and mark the version; log it
+    unless ``quiet`` (the caller logs it)."""
     version.last_error = exc
     gate = version.door.gate
     gate.record_error(exc, source=step)
@@ -91,9 +94,11 @@ def _failed(version: PluginVersion, step: str, exc: BaseException) -> PluginLife
     if version.status is not PluginStatus.ERROR:
         version.set_status(PluginStatus.ERROR)
     if isinstance(exc, StepTimeoutError):
-        log.error("plugin %s: %s", version.name, exc)
+        if not quiet:
+            log.error("plugin %s: %s", version.name, exc)
         return exc
-    log.error("plugin %s: %s failed: %s", version.name, step, error_line(exc), exc_info=exc)
+    if not quiet:
+        log.error("plugin %s: %s failed: %s", version.name, step, error_line(exc), exc_info=exc)
     failure = PluginLifecycleError(version.name, step, exc)
     if not isinstance(exc, Exception):
         failure.hint = _ESCAPED_HINT.format(kind=type(exc).__name__)
@@ -101,7 +106,12 @@ def _failed(version: PluginVersion, step: str, exc: BaseException) -> PluginLife
 
 
 async def _managed(
-    version: PluginVersion, method: str, step: str, *args: object, limit: float | None
+    version: PluginVersion,
+    method: str,
+    step: str,
+    *args: object,
+    limit: float | None,
+    quiet: bool = False,
 ) -> PluginLifecycleError | None:
     """Call one managed method of the version; its failure (recorded), if it failed."""
     if method not in version.contract.managed:
@@ -112,26 +122,28 @@ async def _managed(
         file, line = (exc.where[0], exc.where[1]) if exc.where else (None, None)
         late = StepTimeoutError(version.name, step, method, exc.limit, abandoned=exc.abandoned,
                                 file=file, line=line)  # fmt: skip
-        return _failed(version, step, late)
+        return _failed(version, step, late, quiet=quiet)
     except Exception as exc:  # EscapedError: the plugin's SystemExit, KeyboardInterrupt...
         error = plugin_error(exc)
-        failure = _failed(version, step, error)
+        failure = _failed(version, step, error, quiet=quiet)
         failure.__cause__ = error
         return failure
     return None
 
 
 async def initialize_version(
-    slot: PluginSlot, version: PluginVersion, limit: float | None = None
+    slot: PluginSlot, version: PluginVersion, limit: float | None = None, *, quiet: bool = False
 ) -> None:
     """``initialize`` (with the context, or the config: the contract says which) within
     ``limit`` seconds; then commit the version (its registrations go live) and open its
-    door."""
+    door. A failure is logged unless ``quiet`` (a caller that tries again logs it)."""
     scope = version.scope
     argument: object = (
         dict(scope.config) if version.contract.initialize_with == "config" else scope.context
     )
-    failure = await _managed(version, "initialize", "initialization", argument, limit=limit)
+    failure = await _managed(
+        version, "initialize", "initialization", argument, limit=limit, quiet=quiet
+    )
     if failure is not None:
         raise failure
     version.initialized = True

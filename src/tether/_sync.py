@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from tether._lifecycle import PluginStatus
     from tether._manifest import Manifest
     from tether._resolver import Resolution
+    from tether._retries import FailedPlugin
     from tether._slots import SlotEvent
     from tether._state_tables import PersistedFlag
     from tether._thresholds import ErrorThreshold, ThresholdStatus
@@ -77,8 +78,8 @@ class SyncPluginManager:
         path: Path | str,
         config: PluginConfig | Mapping[str, object] | None = None,
         *,
-        retries: int = 0,
-        retry_backoff: float = 0.1,
+        retries: int | None = None,
+        retry_backoff: float | None = None,
     ) -> PluginInfo:
         return self.run(
             self.manager.load_plugin(path, config, retries=retries, retry_backoff=retry_backoff)
@@ -188,6 +189,12 @@ class SyncPluginManager:
 
     def is_degraded(self, name: str) -> bool:
         return self.manager.is_degraded(name)
+
+    def failed_plugins(self) -> dict[str, FailedPlugin]:
+        return self.manager.failed_plugins()
+
+    def health_status(self) -> str:
+        return self.manager.health_status()
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         return self.manager.readiness()

@@ -28,7 +28,16 @@ import re
 from dataclasses import dataclass
 from functools import total_ordering
 
-__all__ = ["Constraint", "SemVer", "parse_constraint", "parse_version"]
+__all__ = [
+    "Constraint",
+    "SemVer",
+    "constraint_problem",
+    "parse_constraint",
+    "parse_version",
+    "suggest_constraint",
+    "suggest_version",
+    "version_problem",
+]
 
 # ASCII only: \d would also accept other scripts' digits ("1\u0661.0.0" parsing as 11.0.0).
 # Numbers have at most 20 digits (2**64 has 20): a version is not a place for big data.
@@ -254,3 +263,96 @@ def parse_constraint(text: str) -> Constraint:
             raise _bad(text)
         alternatives.append(tuple(bounds))
     return Constraint(stripped, tuple(alternatives))
+
+
+# --------------------------------------------------------------------------- suggestions
+
+_LOOSE_VERSION = re.compile(
+    r"[vV]?\s*([0-9]{1,20})(?:\.([0-9]{1,20}))?(?:\.([0-9]{1,20}))?([-+][0-9A-Za-z.+-]*)?",
+    re.ASCII,
+)
+_OPERATOR_FIXES = (("=>", ">="), ("=<", "<="), ("&&", ","))
+_HYPHEN_RANGE = re.compile(r"\s*(\S+)\s+-\s+(\S+)\s*", re.ASCII)
+
+
+def suggest_version(text: str) -> str | None:
+    """The strict version ``text`` was probably meant to be (``1.0`` -> ``1.0.0``,
+    ``v1.2.3`` -> ``1.2.3``, ``01.2.3`` -> ``1.2.3``), or ``None`` when nothing is close."""
+    match = _LOOSE_VERSION.fullmatch(text.strip())
+    if match is None:
+        return None
+    major, minor, patch, rest = match.groups()
+    numbers = [str(int(n)) for n in (major, minor or "0", patch or "0")]
+    candidate = ".".join(numbers) + (rest or "")
+    try:
+        parse_version(candidate)
+    except ValueError:
+        return None
+    return candidate if candidate != text else None
+
+
+def _shown_value(value: object) -> tuple[str, str | None]:
+    """How to echo a value that should have been a version string, and its text."""
+    if isinstance(value, str):
+        return repr(value), value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"the number {value}", str(value)
+    return f"{type(value).__name__} {value!r}"[:60], None
+
+
+def version_problem(value: object) -> str | None:
+    """Why ``value`` is not a strict semantic version, echoing it with a fix, or ``None``.
+
+    ``version_problem("1.0")`` is ``invalid version format: must be semantic version
+    (X.Y.Z), got '1.0': did you mean '1.0.0'?``; a number (YAML reads an unquoted
+    ``1.0`` as one) is echoed as ``the number 1.0``.
+    """
+    try:
+        parse_version(value if isinstance(value, str) else "")
+    except ValueError as exc:
+        shown, text = _shown_value(value)
+        message = f"{exc}, got {shown}"
+        suggestion = suggest_version(text) if text is not None else None
+        if suggestion is not None:
+            message += f": did you mean '{suggestion}'?"
+        return message
+    return None
+
+
+def suggest_constraint(text: str) -> str | None:
+    """The constraint ``text`` was probably meant to be (``=>1.0`` -> ``>=1.0``, ``1.0 - 2.0``
+    -> ``>=1.0,<=2.0``, ``>=1.0 && <2`` -> ``>=1.0,<2``), or ``None``."""
+    candidate = text.strip()
+    for wrong, right in _OPERATOR_FIXES:
+        candidate = candidate.replace(wrong, right)
+    hyphen = _HYPHEN_RANGE.fullmatch(candidate)
+    if hyphen is not None:
+        candidate = f">={hyphen.group(1)},<={hyphen.group(2)}"
+    if candidate == text:
+        return None
+    try:
+        parse_constraint(candidate)
+    except ValueError:
+        return None
+    return candidate
+
+
+def constraint_problem(value: object, *, what: str = "dependency") -> str | None:
+    """Why ``value`` is not a version constraint, with a fix when one is close, or ``None``.
+
+    ``what`` names the constraint in the message (``dependency``, ``framework``).
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (
+            f"invalid {what} version constraint: got the number {value}: "
+            f"did you mean '{value}' (in quotes: a constraint is a string)?"
+        )
+    if not isinstance(value, str):
+        return f"invalid {what} version constraint: must be a string, got {type(value).__name__}"
+    try:
+        parse_constraint(value)
+    except ValueError:
+        message = f"invalid {what} version constraint: {value}"
+        suggestion = suggest_constraint(value)
+        return message + (f" (did you mean '{suggestion}'?)" if suggestion else "")
+    return None

@@ -12,7 +12,9 @@ The tree::
     │   ├── PluginNotFoundError (LookupError)   no plugin at that path / of that name
     │   ├── PluginImportError               importing the plugin's code raised
     │   │   └── PluginLoadTimeoutError (TimeoutError)  ... or did not finish in time
-    │   └── InterfaceError (TypeError)      the entry object lacks a lifecycle method
+    │   ├── InterfaceError (TypeError)      the entry object lacks a lifecycle method
+    │   └── IntegrityError                  plugins.verify: the plugin's files differ from the lock
+    ├── PackagingError                      a plugin cannot be packaged, installed or uninstalled
     ├── ResolutionError                     the set of plugins cannot be ordered
     │   ├── MissingDependencyError
     │   ├── VersionMismatchError
@@ -65,6 +67,7 @@ __all__ = [
     "CallTimeoutError",
     "CircularDependencyError",
     "ConfigError",
+    "ConfigKeyProblem",
     "ConfigProblem",
     "ContractError",
     "DependentsRunningError",
@@ -75,6 +78,7 @@ __all__ = [
     "HealthCheckError",
     "HookError",
     "HookTimeoutError",
+    "IntegrityError",
     "InterfaceError",
     "InvalidTransitionError",
     "IsolationError",
@@ -83,6 +87,7 @@ __all__ = [
     "ManifestProblem",
     "MiddlewareError",
     "MissingDependencyError",
+    "PackagingError",
     "PermissionDeniedError",
     "PermissionMismatchError",
     "PluginImportError",
@@ -172,6 +177,19 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         return f"{self.key}: {self.message}" if self.key else self.message
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKeyProblem(ConfigProblem):
+    """A problem at one key of a config file: its ``line`` (``None``: not known, as for a
+    config built in code) and a ``hint`` saying what to do about it (``""``: the error's own)."""
+
+    line: int | None = None
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.key}: {self.message}" if self.key else self.message
+        return f"line {self.line}: {text}" if self.line is not None else text
 
 
 class ConfigError(TetherError, ValueError):
@@ -273,9 +291,27 @@ class PluginImportError(PluginLoadError):
             f"failed to import plugin '{plugin}': {self.cause_type}: {text}{where}",
             plugin=plugin,
             path=file,
-            hint="fix the error at the file and line shown; inside a plugin, import its own "
-            "modules relatively (from . import helpers)",
+            hint=_import_hint(cause, file),
         )
+
+
+def _import_hint(cause: BaseException, file: Path | None) -> str:
+    """What to do about a failed import: a missing module is the plugin's own (import it
+    relatively) or a library to install; anything else is fixed where it was raised."""
+    missing = cause.name if isinstance(cause, ModuleNotFoundError) else None
+    if not missing:
+        return "fix the error at the file and line shown"
+    top = missing.partition(".")[0]
+    here = file.parent if file is not None else None
+    if here is not None and ((here / f"{top}.py").is_file() or (here / top).is_dir()):
+        return (
+            f"'{top}' is one of the plugin's own modules: import it relatively "
+            f"(from . import {top})"
+        )
+    return (
+        f"'{top}' is not installed where tether runs: install it into that environment "
+        f"(pip install ...), or import the plugin's own modules relatively (from . import {top})"
+    )
 
 
 class PluginLoadTimeoutError(PluginImportError, TimeoutError):
@@ -327,6 +363,36 @@ class InterfaceError(PluginLoadError, TypeError):
             hint=f"'{entry}' (plugin '{plugin}') must provide every method of the "
             f"'{contract}' contract: {methods}{base}",
         )
+
+
+class IntegrityError(PluginLoadError):
+    """``plugins.verify: true`` refused a plugin before importing its code: its files
+    differ from ``tether.lock``, or the lock does not list it.
+
+    ``lock`` is the lock file; ``file`` the first file (relative to the plugin's
+    directory) that changed, was added or was removed, and ``change`` which of those
+    (``None`` for both when the lock does not list the plugin).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin: str,
+        lock: Path,
+        file: str | None = None,
+        change: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, plugin=plugin, path=lock, hint=hint)
+        self.lock = lock
+        self.file = file
+        self.change = change
+
+
+class PackagingError(TetherError):
+    """A plugin cannot be packaged (``tether plugins package``), installed or uninstalled;
+    ``path`` is the file or directory at fault."""
 
 
 class ContractError(TetherError):

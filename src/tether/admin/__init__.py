@@ -7,6 +7,7 @@ docs/operations.md is the reference.
 """
 
 from tether.admin._app import (
+    ADMIN_CONFIG_SECTION,
     BODY_TIMEOUT,
     MAX_BODY_SIZE,
     MAX_NAME_LENGTH,
@@ -21,6 +22,7 @@ from tether.admin._errors import error_body, error_response
 from tether.admin._openapi import openapi_document
 
 __all__ = [
+    "ADMIN_CONFIG_SECTION",
     "BODY_TIMEOUT",
     "MAX_BODY_SIZE",
     "MAX_NAME_LENGTH",

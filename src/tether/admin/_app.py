@@ -41,7 +41,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from tether import PluginConfig, PluginManager, PluginStatus, TetherConfig, __version__
+from tether import (
+    ConfigSection,
+    PluginConfig,
+    PluginManager,
+    PluginStatus,
+    TetherConfig,
+    __version__,
+)
 from tether.admin._body import BODY_TIMEOUT, MAX_BODY_SIZE, BodyLimits, read_object
 from tether.admin._body import check_declared_size as _check_declared_size
 
@@ -53,6 +60,7 @@ from tether.errors import DependentsRunningError, PluginNotFoundError, TetherErr
 from tether.observability import observe
 
 __all__ = [
+    "ADMIN_CONFIG_SECTION",
     "BODY_TIMEOUT",
     "MAX_BODY_SIZE",
     "MAX_NAME_LENGTH",
@@ -78,11 +86,17 @@ _Model = TypeVar("_Model", bound=BaseModel)
 class AdminSettings(BaseModel):
     """The ``admin`` section of the framework config."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     token: StrictStr | None = None
     insecure: StrictBool = False
     protect_metrics: StrictBool = False
+
+
+ADMIN_CONFIG_SECTION = ConfigSection(
+    "admin", "the admin API (tether serve, tether ops)", AdminSettings, "the admin API's token"
+)
+"""The ``admin:`` section, claimed through the ``tether.config_sections`` entry points."""
 
 
 def admin_settings(config: TetherConfig) -> AdminSettings:
@@ -307,16 +321,38 @@ class _AdminViews:
             {"plugins": [_summary(manager, i.name) for i in manager.list_plugins()]}
         )
 
+    def _loaded(self, request: Request) -> str:
+        """The plugin the path names; one set aside at start (``required: false``) is
+        refused saying so, since it is not loaded and nothing here brings it back."""
+        name: str = request.path_params["name"]
+        failed = self.manager.failed_plugins().get(name)
+        if failed is not None and not self.manager.is_loaded(name):
+            raise ApiError(
+                404,
+                "PluginNotFoundError",
+                f"plugin '{name}' is not loaded: it failed ({failed.step}) and is not "
+                f"required, so the server started without it: {failed.reason}",
+                plugin=name,
+                hint=f"fix it, then restart the server to load it; GET /admin/plugins/{name}"
+                "/health shows its error",
+            )
+        return name
+
     async def get_plugin(self, request: Request) -> Response:
-        return JSONResponse(_detail(self.manager, request.path_params["name"]))
+        return JSONResponse(_detail(self.manager, self._loaded(request)))
 
     async def plugin_health(self, request: Request) -> Response:
         name = request.path_params["name"]
+        failed = self.manager.failed_plugins().get(name)
+        if failed is not None and not self.manager.is_loaded(name):
+            return JSONResponse(failed.to_dict())
         return JSONResponse(self.manager.get_plugin_health(name).to_dict())
 
     async def all_health(self, _request: Request) -> Response:
-        health = self.manager.get_all_health()
-        return JSONResponse({"plugins": {name: h.to_dict() for name, h in health.items()}})
+        manager = self.manager
+        plugins = {name: h.to_dict() for name, h in manager.get_all_health().items()}
+        plugins.update({name: f.to_dict() for name, f in manager.failed_plugins().items()})
+        return JSONResponse({"status": manager.health_status(), "plugins": plugins})
 
     async def graph(self, _request: Request) -> Response:
         manager = self.manager
@@ -356,23 +392,23 @@ class _AdminViews:
         return JSONResponse(_detail(self.manager, info.name), status_code=201)
 
     async def unload(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = self._loaded(request)
         await self.manager.unload_plugin(name, force=_flag(request, "force"))
         return JSONResponse({"name": name, "unloaded": True})
 
     async def enable(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = self._loaded(request)
         await self.manager.enable_plugin(name)
         return JSONResponse(_detail(self.manager, name))
 
     async def disable(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = self._loaded(request)
         body = _validated(DisableRequest, await _body(request))
         await self.manager.disable_plugin(name, force=_flag(request, "force"), reason=body.reason)
         return JSONResponse(_detail(self.manager, name))
 
     async def reload(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = self._loaded(request)
         await reload_plugin(self.manager, name, force=_flag(request, "force"))
         return JSONResponse(_detail(self.manager, name))
 
@@ -441,14 +477,16 @@ def create_ops_routes(
     limits = BodyLimits(max_size=max_body_size)
 
     async def healthz(_request: Request) -> Response:
-        return JSONResponse(
-            {
-                "status": "ok",
-                "version": __version__,
-                "uptime_seconds": round(time.monotonic() - started, 3),
-                "plugins": len(manager.list_plugins()),
-            }
-        )
+        failed = manager.failed_plugins()
+        body: dict[str, object] = {
+            "status": "degraded" if failed else "ok",
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - started, 3),
+            "plugins": len(manager.list_plugins()),
+        }
+        if failed:  # the process is alive (200) without the plugins that failed
+            body["failed"] = {name: f.reason for name, f in failed.items()}
+        return JSONResponse(body)
 
     async def readyz(_request: Request) -> Response:
         ready, waiting = manager.readiness()

@@ -187,6 +187,12 @@ _SCHEMAS: dict[str, Any] = {
                     "exceeded_count": {"type": "integer"},
                 },
             },
+            "required": {"type": "boolean"},
+            "failed_step": {
+                "type": "string",
+                "enum": ["load", "initialization", "start", "dependency"],
+            },
+            "attempts": {"type": "integer"},
         },
     },
     "LoadRequest": {
@@ -387,18 +393,21 @@ def _paths() -> dict[str, Any]:
         "/health": {
             "get": {
                 "operationId": "getAllHealth",
-                "summary": "Every plugin's PluginHealth",
+                "summary": "Every plugin's PluginHealth (those that failed and are not "
+                "required too: status failed), and the overall status",
                 "responses": {
                     "200": _json(
                         {
                             "type": "object",
+                            "required": ["status", "plugins"],
                             "properties": {
+                                "status": {"type": "string", "enum": ["healthy", "degraded"]},
                                 "plugins": {
                                     "type": "object",
                                     "additionalProperties": {
                                         "$ref": "#/components/schemas/PluginHealth"
                                     },
-                                }
+                                },
                             },
                         },
                         "Health by plugin",

@@ -11,6 +11,12 @@ from tether.cli._demo import demo
 from tether.cli._exec import plugins_exec
 from tether.cli._exercise import plugins_test
 from tether.cli._ops import plugins_disable, plugins_enable, plugins_health, plugins_reload
+from tether.cli._packaging import (
+    plugins_install,
+    plugins_lock,
+    plugins_package,
+    plugins_uninstall,
+)
 from tether.cli._plugins import (
     plugins,
     plugins_graph,
@@ -37,6 +43,10 @@ plugins.add_command(plugins_health)
 plugins.add_command(plugins_enable)
 plugins.add_command(plugins_disable)
 plugins.add_command(plugins_reload)
+plugins.add_command(plugins_package)
+plugins.add_command(plugins_install)
+plugins.add_command(plugins_uninstall)
+plugins.add_command(plugins_lock)
 
 config_group.add_command(config_validate)
 config_group.add_command(config_show)

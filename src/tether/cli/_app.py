@@ -180,12 +180,13 @@ class ReportedError(click.ClickException):
     def show(self, file: object = None) -> None:  # noqa: ARG002 - output goes to stderr
         print_error(self.error)
         if self.verbose:
-            from rich.traceback import Traceback
+            import traceback
 
             shown: BaseException = self.error
             if shown.__traceback__ is None and shown.__cause__ is not None:
                 shown = shown.__cause__  # an OSError or a bug, reported in tether's words
-            err.print(Traceback.from_exception(type(shown), shown, shown.__traceback__))
+            # Python's own layout: whole paths at any terminal width, ready to paste
+            click.echo("".join(traceback.format_exception(shown)).rstrip("\n"), err=True)
 
 
 class TetherGroup(click.Group):
@@ -252,7 +253,7 @@ def _internal_error(exc: BaseException) -> TetherError:
 @click.option(
     "--config",
     "config_path",
-    type=NonEmptyPath(path_type=Path, dir_okay=False),
+    type=NonEmptyPath(path_type=Path, dir_okay=False, exists=True),
     help="Framework config file (YAML, JSON or TOML). Default: $TETHER_CONFIG, else "
     "./tether.yaml|.yml|.toml|.json if present.",
 )
@@ -291,8 +292,9 @@ def cli(
     Plugins are directories with a manifest (plugin.yaml, plugin.json or
     plugin.toml). They are searched in ./plugins, ~/.tether/plugins,
     /usr/local/lib/tether/plugins, $TETHER_PLUGIN_PATH, --plugin-path, the
-    config's plugins.directory, and installed packages exposing the
-    `tether.plugins` entry point group.
+    config's plugins.directory and plugins.paths, the plugins that ship with tether
+    (the built-in workloads), and installed packages exposing the `tether.plugins`
+    entry point group.
     """
     _setup_logging(ctx, log_level, verbose, log_file)
     ctx.obj = State(
@@ -323,7 +325,7 @@ def accept_config_everywhere(group: click.Group) -> None:
             command.params.append(
                 click.Option(
                     ["--config"],
-                    type=NonEmptyPath(path_type=Path, dir_okay=False),
+                    type=NonEmptyPath(path_type=Path, dir_okay=False, exists=True),
                     expose_value=False,
                     is_eager=True,
                     callback=_use_config,

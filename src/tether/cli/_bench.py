@@ -21,12 +21,12 @@ from pathlib import Path
 
 import click
 
-from tether import TetherConfig, error_text, load_config, plugin_frame
+from tether import TetherConfig, error_text, load_config, load_manifest, plugin_frame
 from tether.cli._app import EXIT_INTERRUPTED, State, log_without_tracebacks, pass_state
 from tether.cli._output import err, out, print_error
-from tether.cli._shared import parse_settings
+from tether.cli._shared import parse_settings, retries_option
 from tether.cli._types import NonEmptyPath, Text
-from tether.cli._workloads import find_workload
+from tether.cli._workloads import check_workload_config, find_workload
 from tether.errors import TetherError
 from tether.hosts.workload import (
     CLIENTS_PER_PROCESS,
@@ -36,7 +36,9 @@ from tether.hosts.workload import (
     BenchSection,
     BenchSettings,
     Progress,
+    ReportFileError,
     SavedRun,
+    WorkloadConfigError,
     WorkloadSpec,
     check_report_path,
     read_run,
@@ -164,6 +166,7 @@ def _load_config(state: State, config_file: Path | None) -> TetherConfig:
     help="Run nothing: print two --format json reports side by side (with --report, "
     "plot them together).",
 )
+@retries_option
 @pass_state
 @click.pass_context
 def bench(  # noqa: PLR0917 - click passes one argument per option
@@ -179,6 +182,7 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
     quiet: bool,
     report_file: Path | None,
     compare_files: tuple[Path, Path] | None,
+    retry_attempts: int | None,
     **options: object,  # the options named like the `bench:` section's keys
 ) -> None:
     """Run a workload plugin against PostgreSQL and report throughput and latency.
@@ -202,17 +206,14 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
             "pgdata": data_directory,
             "set": plugin_settings or None,
             "format": None if fmt == "text" else fmt,
+            "retries": retry_attempts,
         }
         _compare(compare_files, report_file, given=_given(run_options))
         return
-    if options["duration"] is not None and options["transactions"] is not None:
-        raise click.UsageError("give --duration or --transactions, not both")
-    if report_file is not None:
-        check_report_path(report_file)
+    given = _check_options(options, report_file)
     framework = _load_config(state, config_file)
     config = BenchConfig.from_config(framework)
     name = config.workload_name(workload_name)
-    given = BenchSection.from_options(**options)
     settings = config.settings(given, dsn=dsn, data_directory=data_directory)
     if config.is_ignoring_plugin_config(name):
         err.print(
@@ -220,10 +221,14 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
             f"{config.where}: running '{name}'",
             highlight=False,
         )
-    spec = config.spec_for(find_workload(state, name), parse_settings(plugin_settings))
+    overrides = parse_settings(plugin_settings)
+    spec = config.spec_for(find_workload(state, name), overrides)
+    if spec.path is not None:  # a typo fails here, before a database is started
+        check_workload_config(load_manifest(spec.path), spec.config, config,
+                              lines=framework.key_lines(), given=list(overrides))  # fmt: skip
     with log_without_tracebacks(state):  # a plugin's failure is the summary below
         try:
-            report = _run(spec, settings, framework, quiet=quiet)
+            report = _run(spec, settings, framework, quiet=quiet, retry_attempts=retry_attempts)
         except TetherError as exc:
             frame = plugin_frame(exc, spec.path) if spec.path is not None else None
             if frame is None:
@@ -234,6 +239,32 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
                 hint=exc.hint,
             ) from exc
     _finish(ctx, report, fmt, report_file, quiet=quiet)
+
+
+def _check_options(options: dict[str, object], report_file: Path | None) -> BenchSection:
+    """The options' settings; a value they refuse is a usage error (exit 2), before any work."""
+    if options["duration"] is not None and options["transactions"] is not None:
+        raise click.UsageError("give --duration or --transactions, not both")
+    try:
+        given = BenchSection.from_options(**options)
+    except WorkloadConfigError as exc:
+        raise click.UsageError(
+            "; ".join(f"Invalid value for '{p.key}': {p.message}" for p in exc.problems)
+        ) from None
+    processes, clients = options["processes"], options["clients"]
+    if isinstance(processes, int) and isinstance(clients, int) and processes > clients:
+        raise click.BadParameter(
+            f"{processes} processes for {clients} clients: each process runs at least one "
+            "client, so give at most --clients processes",
+            param_hint="'--processes'",
+        )
+    if report_file is not None:
+        try:
+            check_report_path(report_file)
+        except ReportFileError as exc:
+            message = error_text(exc).removeprefix("--report ")
+            raise click.BadParameter(message, param_hint="'--report'") from None
+    return given
 
 
 def _given(values: dict[str, object]) -> list[str]:
@@ -253,7 +284,12 @@ def _compare(files: tuple[Path, Path], report_file: Path | None, *, given: list[
 
 
 def _run(
-    spec: WorkloadSpec, settings: BenchSettings, framework: TetherConfig, *, quiet: bool
+    spec: WorkloadSpec,
+    settings: BenchSettings,
+    framework: TetherConfig,
+    *,
+    quiet: bool,
+    retry_attempts: int | None,
 ) -> BenchReport:
     def notify(message: str) -> None:
         if not quiet:
@@ -262,7 +298,14 @@ def _run(
     progress = None if quiet else Progress(err)
     with progress or contextlib.nullcontext():
         return run_with_best_loop(
-            run_bench(spec, settings, framework_config=framework, notify=notify, on_tick=progress)
+            run_bench(
+                spec,
+                settings,
+                framework_config=framework,
+                notify=notify,
+                on_tick=progress,
+                retry_attempts=retry_attempts,
+            )
         )
 
 

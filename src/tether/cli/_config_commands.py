@@ -15,6 +15,7 @@ import click
 import yaml
 
 from tether import (
+    ContractRegistry,
     Manifest,
     TetherConfig,
     check_call_chain,
@@ -23,7 +24,7 @@ from tether import (
     grant_permissions,
     mask_secrets,
     resolve,
-    validate_plugin_config,
+    validate_entry_config,
 )
 from tether.cli._app import State, pass_state
 from tether.cli._output import out, print_error
@@ -31,6 +32,7 @@ from tether.cli._shared import entry_manifest, fail, framework_version
 from tether.cli._types import NonEmptyPath
 from tether.cli._workloads import check_bench_config
 from tether.errors import TetherError
+from tether.packaging import Lock, check_plugin, lock_path, read_lock
 
 __all__ = ["config_group", "config_show", "config_validate"]
 
@@ -50,7 +52,10 @@ def _require_config(state: State) -> TetherConfig:
 
 
 _FILE = click.argument(
-    "file", required=False, type=NonEmptyPath(path_type=Path, dir_okay=False), metavar="[FILE]"
+    "file",
+    required=False,
+    type=NonEmptyPath(path_type=Path, dir_okay=False, exists=True),
+    metavar="[FILE]",
 )
 
 
@@ -88,13 +93,18 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
             check_call_chain(section, where="plugins.call_chain")
         except TetherError as exc:
             problems.append(exc)
+    lock = _verified_lock(config, problems)
     named: list[tuple[int, str]] = []
     for index, entry in enumerate(config.plugins.plugins):
         try:
             manifest = entry_manifest(state, config, entry)
             check_entry(manifest, entry, config)
+            if lock is not None and entry.enabled:
+                check_plugin(manifest, lock)
             grant_permissions(manifest, entry.permissions, path=config.path)
-            validate_plugin_config(manifest.name, manifest.config, entry.config)
+            validate_entry_config(manifest.name, manifest.config, entry, config,
+                                  additional_properties=manifest.open_config,
+                                  host_keys=_host_keys(manifest))  # fmt: skip
         except TetherError as exc:
             problems.append(exc)
             continue
@@ -125,6 +135,18 @@ def _plugin_problems(state: State, config: TetherConfig) -> list[TetherError]:
     return []
 
 
+def _verified_lock(config: TetherConfig, problems: list[TetherError]) -> Lock | None:
+    """With ``plugins.verify``, the lock each entry is checked against, as loading does (a
+    missing or malformed lock is one problem, not one for each entry)."""
+    if not config.plugins.verify:
+        return None
+    try:
+        return read_lock(lock_path(config.path))
+    except TetherError as exc:
+        problems.append(exc)
+        return None
+
+
 @click.command("show")
 @click.option(
     "--format",
@@ -147,7 +169,9 @@ def config_show(state: State, fmt: str, file: Path | None) -> None:
             manifest = entry_manifest(state, config, entry)
         except TetherError:
             continue
-        values = validate_plugin_config(manifest.name, manifest.config, entry.config)
+        values = validate_entry_config(manifest.name, manifest.config, entry, config,
+                                       additional_properties=manifest.open_config,
+                                       host_keys=_host_keys(manifest))  # fmt: skip
         secrets = frozenset(k for k, f in manifest.config.items() if f.secret)
         raw["config"] = mask_secrets(_plain(values), secret_keys=secrets)
         raw["permissions"] = dict.fromkeys(
@@ -158,6 +182,14 @@ def config_show(state: State, fmt: str, file: Path | None) -> None:
         out.print_json(json.dumps(masked))
     else:
         out.print(yaml.safe_dump(masked, sort_keys=False).rstrip(), markup=False)
+
+
+def _host_keys(manifest: Manifest) -> tuple[str, ...]:
+    """The config keys the hosts serving the plugin read themselves (its contracts')."""
+    try:
+        return ContractRegistry().resolve(manifest.name, manifest.provides).config_keys
+    except TetherError:  # an unknown contract is the loader's to report
+        return ()
 
 
 def _plain(values: dict[str, object]) -> dict[str, object]:

@@ -38,7 +38,6 @@ from tether import (
     describe_error,
     error_text,
     is_interruption,
-    load_manifest,
     plugin_frame,
     run_host,
 )
@@ -47,6 +46,7 @@ from tether.cli._output import err, out, print_error
 from tether.cli._shared import (
     discover_plugins,
     fail,
+    locate_plugin,
     parse_settings,
     plugin_settings,
     print_observed,
@@ -63,8 +63,23 @@ from tether.errors import (
 __all__ = ["plugins_test"]
 
 
+def _name_or_path(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A path that does not exist is a usage error; a bare name is looked up later."""
+    looks_like_path = "/" in value or value.startswith(".")
+    if looks_like_path and _existing(value) is None:
+        raise click.BadParameter(f"Path {value!r} does not exist.", ctx, param)
+    return value
+
+
+def _existing(value: str) -> Path | None:
+    try:
+        return Path(value) if Path(value).exists() else None
+    except (OSError, ValueError):  # a name too long to look up, a NUL
+        return None
+
+
 @click.command("test")
-@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.argument("target", metavar="NAME|PATH", callback=_name_or_path)
 @click.option(
     "--set",
     "settings",
@@ -76,15 +91,23 @@ __all__ = ["plugins_test"]
     "--timeout", default=10.0, show_default=True, type=Seconds(), help="Seconds allowed for stop()."
 )
 @pass_state
-def plugins_test(state: State, path: Path, settings: tuple[str, ...], timeout: float) -> None:
-    """Load, initialize, start, stop and clean up the plugin at PATH in a fresh manager.
+def plugins_test(state: State, target: str, settings: tuple[str, ...], timeout: float) -> None:
+    """Load, initialize, start, stop and clean up a plugin in a fresh manager: the one
+    at PATH (a plugin directory or manifest file), or the plugin NAME found through the
+    config's entries and the search paths (an installed wheel's included).
 
     Required dependencies are found through the search paths and brought up first.
     A plugin that describes itself (description(), author()) is shown as it does; one
     with a health_check() is checked after start. Prints each step's time; exits 1
     if any step fails (raised, even SystemExit, or ran past its time limit).
     """
-    manifest = load_manifest(path)
+    manifest = locate_plugin(state, target)
+    path = _existing(target) or manifest.directory
+    if path is None:
+        raise fail(
+            f"plugin '{manifest.name}' has no manifest file to load it from",
+            "install it with a plugin.yaml beside its package, or give its directory",
+        )
     config = plugin_settings(state, manifest.name, parse_settings(settings))
     before = set(threading.enumerate())
     with log_without_tracebacks(state):  # each failure is reported below, with its frame

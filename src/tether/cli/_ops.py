@@ -33,6 +33,8 @@ __all__ = ["plugins_disable", "plugins_enable", "plugins_health", "plugins_reloa
 URL_ENV = "TETHER_ADMIN_URL"
 TOKEN_ENV = "TETHER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 _HEALTHY = {"running"}
+_BROKEN = {"error", "disabled", "failed"}
+_SHORT = 60  # the characters of an error a table shows
 MAX_ANSWER = 16 * 1024 * 1024
 """The largest admin API answer read (bytes); a larger one is an error."""
 
@@ -210,13 +212,26 @@ def plugins_health(
         out.print_json(json.dumps({"plugins": rows}, default=str))
     else:
         _print_health(rows, detailed=name is not None)
-    unhealthy = [r["name"] for r in rows if r.get("state") not in _HEALTHY]
+    unhealthy = [r for r in rows if r.get("state") not in _HEALTHY]
     if unhealthy:
+        names = ", ".join(str(r["name"]) for r in unhealthy)
         raise TetherError(
-            f"{len(unhealthy)} plugin(s) not healthy: {', '.join(map(str, unhealthy))}",
-            hint="`tether plugins health NAME` shows one in detail; "
-            "`tether plugins enable NAME` brings back a disabled one",
+            f"{len(unhealthy)} plugin(s) not healthy: {names}",
+            hint=_health_hint({str(r.get("state")) for r in unhealthy}, detailed=name is not None),
         )
+
+
+def _health_hint(states: set[str], *, detailed: bool) -> str:
+    """What to do about the unhealthy states shown: only the advice that applies."""
+    advice = [] if detailed else ["`tether plugins health NAME` shows one in detail"]
+    if "disabled" in states:
+        advice.append("`tether plugins enable NAME` brings back a disabled one")
+    if "failed" in states:
+        advice.append(
+            "a failed one (required: false) did not come up when the server started: fix "
+            "its error, then restart the server"
+        )
+    return "; ".join(advice) or "its last error, above, says what went wrong"
 
 
 def _live_health(url: str, token: str | None, name: str | None) -> list[dict[str, object]]:
@@ -272,9 +287,7 @@ def _print_health(rows: list[dict[str, object]], *, detailed: bool) -> None:
     table = Table("name", "state", "enabled", "errors", "last error", "at", box=None)
     for r in rows:
         state = str(r.get("state"))
-        colour = (
-            "green" if state in _HEALTHY else "red" if state in {"error", "disabled"} else "yellow"
-        )
+        colour = "green" if state in _HEALTHY else "red" if state in _BROKEN else "yellow"
         table.add_row(
             str(r.get("name")),
             f"[{colour}]{state}[/]",
@@ -292,6 +305,9 @@ def _print_detail(row: dict[str, object]) -> None:
     reason = row.get("unavailable_reason") or row.get("disabled_reason")
     if reason:
         out.print(f"\nunavailable: {reason}", markup=False)
+    last = row.get("last_error")
+    if last and len(str(last)) > _SHORT:  # the table cut it
+        out.print(f"last error: {last}", markup=False)
     hooks = row.get("hook_metrics")
     if isinstance(hooks, dict) and hooks:
         table = Table("hook", "executions", "avg", "errors", box=None)
@@ -318,7 +334,7 @@ def _number(value: object) -> float:
         return 0.0
 
 
-def _short(value: object, limit: int = 60) -> str:
+def _short(value: object, limit: int = _SHORT) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -13,16 +13,18 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from rich.tree import Tree
 
 from tether import (
     CapabilityUse,
     ContractRegistry,
+    EntryCheck,
     Manifest,
     PluginConfig,
     TetherConfig,
     check_entry,
+    check_entry_source,
     dependency_graph,
     grant_permissions,
     load_capability_uses,
@@ -32,7 +34,7 @@ from tether import (
 )
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
-from tether.cli._scaffold import scaffold
+from tether.cli._scaffold import NAME_HINT, name_problem, scaffold
 from tether.cli._shared import (
     discover_plugins,
     entry_manifest,
@@ -52,6 +54,7 @@ from tether.errors import (
 
 __all__ = [
     "contract_problems",
+    "entry_problems",
     "load_problems",
     "plugins",
     "plugins_graph",
@@ -93,7 +96,8 @@ def plugins_list(state: State, as_json: bool) -> None:
         ]
         out.print_json(json.dumps({"plugins": rows, "invalid": len(result.invalid)}))
         return
-    table = Table("name", "version", "origin", "description", "location", box=None)
+    location = Column("location", overflow="fold")  # a path is wrapped, never cut
+    table = Table("name", "version", "origin", "description", location, box=None)
     for p in result.plugins:
         m = p.manifest
         table.add_row(*map(_shown, (p.name, m.version, p.origin, m.description, p.location)))
@@ -110,7 +114,8 @@ def plugins_list(state: State, as_json: bool) -> None:
 def plugins_scan(state: State) -> None:
     """Show every path searched, what was found there, and what was invalid and why."""
     result = discover_plugins(state)
-    table = Table("origin", "path", "exists", "plugins", "invalid", box=None)
+    path = Column("path", overflow="fold")
+    table = Table("origin", path, "exists", "plugins", "invalid", box=None)
     for s in result.searched:
         exists = "yes" if s.exists else "no"
         table.add_row(s.origin, _shown(s.path), exists, str(s.found), str(s.invalid))
@@ -156,7 +161,8 @@ def plugins_info(state: State, name: str) -> None:
     out.print(f"[bold]{m.name}[/] {m.version}  [dim]({_shown(origin)}: {_shown(location)})[/]")
     out.print(_raw(m.description), markup=False)
     out.print(f"author: {_raw(m.author)}", markup=False)
-    out.print(f"entry: {m.entry}   isolation: {m.isolation}   framework: {m.framework.version}")
+    shown_entry = m.entry or _convention_entry(m)
+    out.print(f"entry: {shown_entry}   isolation: {m.isolation}   framework: {m.framework.version}")
     if m.provides:
         out.print(f"provides: {', '.join(m.provides)}", markup=False)
     _print_contract(m)
@@ -186,6 +192,13 @@ def plugins_info(state: State, name: str) -> None:
     _print_list("Subscribes", list(m.events.subscribes))
     _print_list("Exports", [f"{e.name}: {e.description}" for e in m.exports])
     print_observed(_saved_capabilities(state, m.name))
+
+
+def _convention_entry(manifest: Manifest) -> str:
+    found = check_entry_source(manifest).entry
+    if found:
+        return f"{found} (by convention)"
+    return "none given and none found by convention (`tether plugins validate` says why)"
 
 
 def _print_contract(manifest: Manifest) -> None:
@@ -267,6 +280,18 @@ def contract_problems(
     return problems
 
 
+def entry_problems(
+    manifest: Manifest, check: EntryCheck, *, warnings: bool = False
+) -> list[tuple[ManifestProblem, str | None]]:
+    """The findings of ``check`` (errors, or with ``warnings`` the warnings) as problems of
+    the manifest's ``entry`` field, at its line."""
+    chosen = [f for f in check.findings if f.warning == warnings]
+    if not chosen:
+        return []
+    path = manifest.source or Path(manifest.name)
+    return [(ManifestProblem(path, "entry", f.message, check.line), f.hint) for f in chosen]
+
+
 def load_problems(manifest: Manifest) -> list[tuple[ManifestProblem, str | None]]:
     """What loading the manifest would refuse before importing its code, with no config
     around it (``isolation: process``, for one): ``tether.check_entry`` with a bare entry."""
@@ -285,8 +310,9 @@ def plugins_validate(paths: tuple[Path, ...]) -> None:
     """Check the manifest of each plugin directory or manifest file in PATHS.
 
     Every problem is listed with its file, field and line, and so is a contract in
-    `provides` that no installed host serves, or an isolation level this tether cannot
-    give. Exits 1 if any is invalid.
+    `provides` that no installed host serves, an isolation level this tether cannot
+    give, and an `entry` whose module or attribute does not exist or does not parse
+    (found by reading the code, never importing it). Exits 1 if any is invalid.
     """
     registry = ContractRegistry()
     bad = 0
@@ -299,18 +325,29 @@ def plugins_validate(paths: tuple[Path, ...]) -> None:
             for problem in exc.problems:
                 out.print(f"    - {_raw(problem)}", markup=False)
             continue
-        problems = contract_problems(manifest, registry) + load_problems(manifest)
+        entry = check_entry_source(manifest)
+        problems = (
+            contract_problems(manifest, registry)
+            + load_problems(manifest)
+            + entry_problems(manifest, entry)
+        )
         if problems:
             bad += 1
             out.print(f"[red]✗[/] {_shown(path)}: {len(problems)} problem(s)")
-            for problem, hint in problems:
-                out.print(f"    - {_raw(problem)}", markup=False)
-                if hint:
-                    out.print(f"      hint: {_raw(hint)}", markup=False)
+            _print_problems(problems, "-")
         else:
-            out.print(f"[green]✓[/] {_shown(path)}: {manifest.name} {manifest.version}")
+            found = f" (entry {entry.entry}, by convention)" if entry.by_convention else ""
+            out.print(f"[green]✓[/] {_shown(path)}: {manifest.name} {manifest.version}{found}")
+        _print_problems(entry_problems(manifest, entry, warnings=True), "warning:")
     if bad:
         raise fail(f"{bad} of {len(paths)} manifest(s) invalid", "fix the problems listed above")
+
+
+def _print_problems(problems: list[tuple[ManifestProblem, str | None]], bullet: str) -> None:
+    for problem, hint in problems:
+        out.print(f"    {bullet} {_raw(problem)}", markup=False)
+        if hint:
+            out.print(f"      hint: {_raw(hint)}", markup=False)
 
 
 # --------------------------------------------------------------------------- graph
@@ -369,8 +406,15 @@ def _graph_manifests(state: State) -> list[Manifest]:
 # --------------------------------------------------------------------------- new
 
 
+def _new_name(_ctx: click.Context, _param: click.Parameter, name: str) -> str:
+    problem = name_problem(name)
+    if problem is not None:
+        raise click.BadParameter(f"{problem} ({NAME_HINT})")
+    return name
+
+
 @click.command("new")
-@click.argument("name")
+@click.argument("name", callback=_new_name)
 @click.option(
     "--dir",
     "directory",

@@ -11,7 +11,7 @@ from pathlib import Path
 from tether import __version__, load_manifest
 from tether.errors import TetherError
 
-__all__ = ["scaffold"]
+__all__ = ["NAME_HINT", "name_problem", "scaffold"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$")
 _SHORTEST, _LONGEST = 2, 64
@@ -103,6 +103,16 @@ def test_greets_and_counts() -> None:
 '''
 
 
+NAME_HINT = "use lowercase letters, digits and '-', 2 to 64 characters, e.g. 'rate-limit'"
+
+
+def name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a new plugin's name (``None``: nothing)."""
+    if _NAME.fullmatch(name):
+        return None
+    return f"invalid plugin name {name!r}: {_broken_rule(name)}"
+
+
 def _broken_rule(name: str) -> str:
     """Which rule of a new plugin's name ``name`` breaks (the first)."""
     if not _SHORTEST <= len(name) <= _LONGEST:
@@ -121,11 +131,9 @@ def scaffold(name: str, directory: Path, *, fmt: str = "yaml") -> Path:
     A directory that cannot be created or written (missing permissions, a file in the
     way, ``/proc``) is a ``TetherError`` naming it; nothing is left half-made.
     """
-    if not _NAME.fullmatch(name):
-        raise TetherError(
-            f"invalid plugin name {name!r}: {_broken_rule(name)}",
-            hint="use lowercase letters, digits and '-', 2 to 64 characters, e.g. 'rate-limit'",
-        )
+    problem = name_problem(name)
+    if problem is not None:
+        raise TetherError(problem, hint=NAME_HINT)
     target = directory / name
     if _is_taken(target):
         raise TetherError(

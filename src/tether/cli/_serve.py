@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
+from tether.cli._shared import retries_option
 from tether.cli._types import Seconds, Text
 from tether.errors import TetherError
 
@@ -24,14 +25,14 @@ __all__ = ["serve"]
     help="Config file whose plugins to serve. Default: the global --config.",
 )
 @click.option(
-    "--host", default="127.0.0.1", show_default=True, type=Text(), help="Address to listen on."
+    "--host",
+    type=Text(),
+    help="Address to listen on. Default: serve.host in the config, else 127.0.0.1.",
 )
 @click.option(
     "--port",
-    default=8080,
-    show_default=True,
     type=click.IntRange(0, 65535),
-    help="Port to listen on (0: any free port).",
+    help="Port to listen on (0: any free port). Default: serve.port in the config, else 8080.",
 )
 @click.option(
     "--admin-token",
@@ -42,19 +43,20 @@ __all__ = ["serve"]
 )
 @click.option(
     "--graceful-timeout",
-    default=30.0,
-    show_default=True,
     type=Seconds(),
-    help="Seconds (or a duration: 30s) to wait for requests in flight when stopping.",
+    help="Seconds (or a duration: 30s) to wait for requests in flight when stopping. "
+    "Default: serve.graceful_timeout in the config, else 30s.",
 )
+@retries_option
 @pass_state
 def serve(
     state: State,
     config_file: Path | None,
-    host: str,
-    port: int,
+    host: str | None,
+    port: int | None,
     admin_token: str | None,
-    graceful_timeout: float,
+    graceful_timeout: float | None,
+    retry_attempts: int | None,
 ) -> None:
     """Serve the plugins of a config over HTTP until SIGINT or SIGTERM.
 
@@ -62,9 +64,12 @@ def serve(
     Plugins add routes (ctx.router), middleware and request hooks; the
     admin API (/admin, /healthz, /readyz, /metrics) sits beside them. On
     SIGINT/SIGTERM: stop accepting, finish the requests in flight, stop the
-    plugins in reverse dependency order, exit 0.
+    plugins in reverse dependency order, exit 0. A plugin that fails to come
+    up (after its retries) stops the server before it serves, unless its
+    entry says `required: false`: then it serves without it, degraded.
     """
-    from tether.hosts.web import ServeInfo
+    from tether import load_config
+    from tether.hosts.web import ServeInfo, ServeSection
     from tether.hosts.web import serve as run_server
 
     path = config_file or state.config_path
@@ -73,6 +78,8 @@ def serve(
             "no config file given",
             hint="pass one: tether serve --config app.yaml",
         )
+    config = load_config(path)
+    section = ServeSection.of(config)
     plugin_logger = logging.getLogger("tether.plugin")
     level = plugin_logger.level
     if plugin_logger.getEffectiveLevel() > logging.INFO:
@@ -80,20 +87,29 @@ def serve(
 
     def ready(info: ServeInfo) -> None:
         out.print(f"tether serving {len(info.plugins)} plugin(s) on {info.url}")
+        for name, reason in info.failed:
+            out.print(f"  without {name} (failed, not required): {reason}", markup=False)
         table = Table("method", "path", "plugin", box=None)
         for method, route, plugin in info.routes:
             table.add_row(method, route, plugin)
-        out.print(table)
+        out.print(table if info.routes else "  no plugin routes")
+        out.print(
+            f"  admin API: {info.url}/admin/plugins, /admin/health, /healthz, /readyz, /metrics",
+            markup=False,
+        )
         out.print("Press Ctrl+C to stop.", style="dim")
 
     try:
         server = run_server(
-            path,
-            host=host,
-            port=port,
+            config,
+            host=section.host if host is None else host,
+            port=section.port if port is None else port,
             admin_token=admin_token,
-            graceful_timeout=graceful_timeout,
+            graceful_timeout=section.graceful_timeout
+            if graceful_timeout is None
+            else graceful_timeout,
             on_ready=ready,
+            retry_attempts=retry_attempts,
         )
     finally:
         plugin_logger.setLevel(level)

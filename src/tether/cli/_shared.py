@@ -22,9 +22,9 @@ from tether import (
     PluginConfig,
     TetherConfig,
     __version__,
-    default_search_paths,
     discover,
     load_manifest,
+    search_paths_for,
 )
 from tether.cli._app import State
 from tether.cli._output import out
@@ -40,7 +40,20 @@ __all__ = [
     "parse_settings",
     "plugin_settings",
     "print_observed",
+    "retries_option",
 ]
+
+MAX_ATTEMPTS = 100
+"""The most tries ``--retries`` gives a plugin (as ``retries.attempts``)."""
+
+retries_option = click.option(
+    "--retries",
+    "retry_attempts",
+    type=click.IntRange(1, MAX_ATTEMPTS),
+    metavar="N",
+    help="Try each plugin up to N times, over its entry's retries.attempts; the wait "
+    "doubles from the entry's backoff, else 1s (default: each entry's retries, else 1 try).",
+)
 
 
 def fail(message: str, hint: str | None = None) -> TetherError:
@@ -53,14 +66,10 @@ def framework_version() -> str:
 
 
 def discover_plugins(state: State) -> DiscoveryResult:
-    """Every plugin in the search paths: the defaults, ``--plugin-path``, ``plugins.directory``."""
-    config = state.config()
-    directory = config.plugins.directory
-    config_dir = None
-    if directory:
-        config_dir = Path(directory)
-        config_dir = config_dir if config_dir.is_absolute() else config.base_directory / config_dir
-    paths = default_search_paths(plugin_paths=state.plugin_paths, config_directory=config_dir)
+    """Every plugin in the search paths: the defaults (unless the config's
+    ``plugins.enable_discovery`` is false), ``--plugin-path``, ``plugins.directory`` and
+    ``plugins.paths``."""
+    paths = search_paths_for(state.config(), plugin_paths=state.plugin_paths)
     return discover(paths, cache=IndexCache())
 
 

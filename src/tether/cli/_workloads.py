@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from tether import Manifest, TetherConfig, load_manifest, validate_plugin_config
+from tether import ConfigPlace, Manifest, TetherConfig, load_manifest, validate_plugin_config
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
 from tether.cli._shared import discover_plugins
 from tether.errors import ConfigError, PluginNotFoundError, TetherError
-from tether.hosts.workload import BenchConfig, WorkloadConfigError, WorkloadSpec, resolve_weights
+from tether.hosts.workload import (
+    REFERENCE_NAMES,
+    WORKLOAD_CONTRACT,
+    BenchConfig,
+    WorkloadConfigError,
+    WorkloadSpec,
+    resolve_weights,
+)
 
 __all__ = [
     "check_bench_config",
+    "check_workload_config",
     "declared_weights",
     "find_workload",
     "workloads",
@@ -36,9 +44,14 @@ __all__ = [
 
 
 def find_workload(state: State, name: str) -> WorkloadSpec:
-    """The workload plugin called ``name``, found through the search paths."""
+    """The workload plugin called ``name``, found through the search paths; one of the
+    reference's names (``imdb_plugin``) is the built-in workload it stands for, unless a
+    plugin is really called so."""
     result = discover_plugins(state)
     found = result.get(name)
+    builtin = result.get(REFERENCE_NAMES.get(name, ""))
+    if found is None and builtin is not None and builtin.origin == "builtin":
+        found, name = builtin, builtin.name
     names = sorted(p.name for p in result.plugins if "workload" in p.manifest.provides)
     if found is None:
         close = difflib.get_close_matches(name, names, n=1)
@@ -145,7 +158,8 @@ def check_bench_config(state: State, config: TetherConfig) -> list[TetherError]:
             manifest = load_manifest(spec.path)
             field_ = manifest.config.get("operation_weights")
             manifest_weights = declared_weights(field_.default if field_ is not None else None)
-            _check_plugin_config(manifest, bench_config)
+            check_workload_config(manifest, bench_config.workload.plugin_config, bench_config,
+                                  lines=config.key_lines())  # fmt: skip
         if manifest_weights:
             resolve_weights(
                 spec.name,
@@ -159,12 +173,27 @@ def check_bench_config(state: State, config: TetherConfig) -> list[TetherError]:
     return []
 
 
-def _check_plugin_config(manifest: Manifest, config: BenchConfig) -> None:
+def check_workload_config(
+    manifest: Manifest,
+    values: Mapping[str, object],
+    config: BenchConfig,
+    *,
+    lines: Mapping[str, int] | None = None,
+    given: Sequence[str] = (),
+) -> None:
+    """The config a run gives a workload (the file's ``plugin_config``, ``--set``'s keys
+    over it: ``given``) against its manifest, before anything starts; a
+    ``WorkloadConfigError`` names each key where it was written."""
+    where = ConfigPlace("workload.plugin_config", config.path, lines or {},
+                        {key: f"--set {key}" for key in given})  # fmt: skip
     try:
-        validate_plugin_config(manifest.name, manifest.config, config.workload.plugin_config)
+        validate_plugin_config(manifest.name, manifest.config, values,
+                               additional_properties=manifest.open_config,
+                               host_keys=WORKLOAD_CONTRACT.config_keys, where=where)  # fmt: skip
     except ConfigError as exc:
         raise WorkloadConfigError(
-            f"{config.where}: workload.plugin_config: {exc}",
+            str(exc),
             plugin=manifest.name,
-            hint=f"`tether plugins info {manifest.name}` lists each key, its type and default",
+            problems=list(exc.problems),
+            hint=f"{exc.hint}; `tether plugins info {manifest.name}` shows them",
         ) from None

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tether._describe import error_line, error_text, type_name
-from tether._durations import parse_duration
 from tether._state_tables import HookRow, MetricRow, PluginRow, PluginStateStore
 from tether.errors import TetherError
 
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from tether._manager import PluginManager
+    from tether._retries import FailedPlugin
 
 __all__ = ["Observability", "observe"]
 
@@ -36,18 +36,6 @@ log = logging.getLogger("tether.observability")
 
 _MAX_PENDING_ROWS = 10_000  # error rows kept for the state store between flushes
 _MESSAGE_LIMIT = 500
-
-
-def _setting(extra: dict[str, object] | None, key: str, default: timedelta) -> timedelta:
-    value = (extra or {}).get(key)
-    if value is None:
-        return default
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise TetherError(
-            f"invalid config: state.{key}: {exc}", hint=f"set state.{key} to a duration like 10s"
-        ) from None
 
 
 class Observability:
@@ -80,7 +68,9 @@ class Observability:
             self._gone[name] = (self._row(name), self._hook_rows(name))
 
     def _state_setting(self, key: str, default: timedelta) -> timedelta:
-        return _setting(self.manager.config.state.model_extra, key, default)
+        """``state.flush_interval`` or ``state.retention`` (checked when the config is read)."""
+        seconds: float | None = getattr(self.manager.config.state, key)
+        return default if seconds is None else timedelta(seconds=seconds)
 
     # ------------------------------------------------------------------ metrics
 
@@ -141,6 +131,7 @@ class Observability:
         for info in self.manager.list_plugins():
             rows.append(self._row(info.name))
             hooks.extend(self._hook_rows(info.name))
+        rows.extend(_failed_row(failed) for failed in self.manager.failed_plugins().values())
         with self._lock:
             metrics = list(self._pending)
             self._pending.clear()
@@ -243,6 +234,20 @@ class Observability:
 
 _hubs: weakref.WeakKeyDictionary[PluginManager, Observability] = weakref.WeakKeyDictionary()
 _hubs_lock = threading.Lock()
+
+
+def _failed_row(failed: FailedPlugin) -> PluginRow:
+    """The row of a plugin the host runs without (``required: false``, failed)."""
+    return PluginRow(
+        name=failed.name,
+        version=failed.version,
+        status="failed",
+        lifecycle_status="failed",
+        error_count=1,
+        last_error=failed.reason[:2000],
+        last_error_at=failed.at,
+        path=failed.path,
+    )
 
 
 def observe(manager: PluginManager) -> Observability:

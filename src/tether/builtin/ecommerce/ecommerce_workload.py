@@ -1,16 +1,24 @@
-"""The e-commerce workload: an online store's searches, carts and checkouts.
+"""The e-commerce workload: an online store's searches, carts, checkouts and customers.
 
 ``db`` is an asyncpg connection (one per client). Setup creates the
-``ecommerce_*`` tables and loads the catalog once per data signature (sizes and
-seed). Operations:
+``ecommerce_*`` tables and loads the catalog once per data signature (sizes, seed
+and schema version). Operations:
 
 - ``product_search``: products whose name starts with a brand, under a price cap;
 - ``browse_catalog``: one page of a category, with its product count;
 - ``add_to_cart``: a popular product into a customer's cart (upserts cart and item);
 - ``checkout``: one transaction turning a cart into an order: lock the stock rows in
-  product order, refuse to oversell, decrement stock, write the order, its items and
-  a simulated payment, empty the cart;
-- ``inventory_update``: restock the product lowest on stock.
+  product order, refuse to oversell, decrement stock, write the order (shipped to
+  the customer's default address), its items and a simulated payment, empty the cart;
+- ``inventory_update``: restock the product lowest on stock;
+- ``customer_register``: a new customer signs up: the customer and a default
+  shipping address, in one transaction;
+- ``customer_lookup``: a customer's account page: profile, default address, order
+  count and amount spent, the five latest orders;
+- ``customer_update``: a customer edits their profile (name, phone, marketing consent);
+- ``address_update``: a customer moves: a new default address replaces the old one,
+  which is kept for past orders (the customer row is locked first, so two changes of
+  one customer's address run one after the other).
 
 A checkout that cannot complete is a business outcome, not an error: out of stock
 (rolled back; the sold-out items leave the cart), payment declined (rolled back;
@@ -44,7 +52,12 @@ class Settings:
 
     def signature(self) -> dict[str, object]:
         """What the loaded data depends on: a different signature means a new load."""
-        return {"products": self.catalog_size, "customers": self.customer_count, "seed": self.seed}
+        return {
+            "products": self.catalog_size,
+            "customers": self.customer_count,
+            "seed": self.seed,
+            "schema": data.SCHEMA_VERSION,
+        }
 
 
 CONFIG_KEYS = settings_keys(Settings)
@@ -74,7 +87,10 @@ class EcommerceWorkload(Workload[Settings, _State]):
 
     NAME = "ecommerce"
     VERSION = "1.0.0"
-    DESCRIPTION = "Online store: product search, catalog browsing, carts, checkout, restocking."
+    DESCRIPTION = (
+        "Online store: product search, catalog browsing, carts, checkout, restocking, "
+        "customer accounts and addresses."
+    )
     AUTHOR = "tether"
     OPERATION_WEIGHTS: ClassVar = {
         "product_search": 50,
@@ -82,6 +98,10 @@ class EcommerceWorkload(Workload[Settings, _State]):
         "checkout": 15,
         "browse_catalog": 15,
         "inventory_update": 5,
+        "customer_lookup": 5,
+        "customer_update": 3,
+        "customer_register": 2,
+        "address_update": 2,
     }
     DATA = data.DATA
     SETTINGS = Settings
@@ -96,6 +116,10 @@ class EcommerceWorkload(Workload[Settings, _State]):
                 "checkout": self._checkout,
                 "browse_catalog": self._browse_catalog,
                 "inventory_update": self._inventory_update,
+                "customer_register": self._customer_register,
+                "customer_lookup": self._customer_lookup,
+                "customer_update": self._customer_update,
+                "address_update": self._address_update,
             },
             read_state=self._read_state,
             counters=(
@@ -107,6 +131,9 @@ class EcommerceWorkload(Workload[Settings, _State]):
                 "items_sold",
                 "restocks",
                 "units_restocked",
+                "customers_registered",
+                "customers_updated",
+                "addresses_changed",
                 "rows_returned",
             ),
         )
@@ -246,8 +273,9 @@ class EcommerceWorkload(Workload[Settings, _State]):
         await self._take_stock(db, cart_id, products, quantities)
         total = sum((item["price"] * item["quantity"] for item in items), Decimal(0))
         order_id = await db.fetchval(
-            "INSERT INTO ecommerce_orders (customer_id, status, total, item_count) "
-            "VALUES ($1, 'paid', $2, $3) RETURNING order_id",
+            "INSERT INTO ecommerce_orders (customer_id, shipping_address_id, status, total, "
+            "item_count) VALUES ($1, (SELECT address_id FROM ecommerce_addresses "
+            "WHERE customer_id = $1 AND is_default), 'paid', $2, $3) RETURNING order_id",
             customer_id,
             total,
             sum(quantities),
@@ -324,3 +352,90 @@ class EcommerceWorkload(Workload[Settings, _State]):
             )
         self.counters["restocks"] += 1
         self.counters["units_restocked"] += units
+
+    # ------------------------------------------------------------------ customers
+
+    async def _customer_register(self, db: AsyncConnection, _state: _State) -> None:
+        rng = self.rng
+        first, last = data.person(rng)
+        line1, city, postal_code, country = data.address(rng)
+        async with db.transaction():
+            # The id comes first, so the e-mail address can hold it (unique, as the loaded ones).
+            customer_id = await db.fetchval(
+                "WITH new AS (SELECT nextval(pg_get_serial_sequence("
+                "'ecommerce_customers', 'customer_id'))::integer AS id) "
+                "INSERT INTO ecommerce_customers (customer_id, email, name, city, phone, "
+                "marketing_opt_in) SELECT id, $1 || '.' || id || '@example.com', $2, $3, $4, $5 "
+                "FROM new RETURNING customer_id",
+                f"{first}.{last}".lower(),
+                f"{first} {last}",
+                city,
+                data.phone(rng),
+                rng.random() < 0.3,  # noqa: PLR2004 - a third of new customers opt in
+            )
+            await db.execute(
+                "INSERT INTO ecommerce_addresses (customer_id, line1, city, postal_code, "
+                "country, is_default) VALUES ($1, $2, $3, $4, $5, true)",
+                customer_id,
+                line1,
+                city,
+                postal_code,
+                country,
+            )
+        self.counters["customers_registered"] += 1
+
+    async def _customer_lookup(self, db: AsyncConnection, state: _State) -> None:
+        customer_id = self.rng.randint(1, state.customers)
+        profile = await db.fetchrow(
+            "SELECT c.customer_id, c.email, c.name, c.phone, a.line1, a.city, a.postal_code, "
+            "a.country, o.orders, o.spent FROM ecommerce_customers c "
+            "LEFT JOIN ecommerce_addresses a ON a.customer_id = c.customer_id AND a.is_default "
+            "CROSS JOIN LATERAL (SELECT count(*) AS orders, coalesce(sum(total), 0) AS spent "
+            "FROM ecommerce_orders WHERE customer_id = c.customer_id) o "
+            "WHERE c.customer_id = $1",
+            customer_id,
+        )
+        orders = await db.fetch(
+            "SELECT order_id, status, total, item_count, created_at FROM ecommerce_orders "
+            "WHERE customer_id = $1 ORDER BY order_id DESC LIMIT 5",
+            customer_id,
+        )
+        self.counters["rows_returned"] += (profile is not None) + len(orders)
+
+    async def _customer_update(self, db: AsyncConnection, state: _State) -> None:
+        rng = self.rng
+        _, last = data.person(rng)  # a new last name, the first one kept
+        updated = await db.execute(
+            "UPDATE ecommerce_customers SET name = split_part(name, ' ', 1) || ' ' || $2, "
+            "phone = $3, marketing_opt_in = $4, updated_at = now() WHERE customer_id = $1",
+            rng.randint(1, state.customers),
+            last,
+            data.phone(rng),
+            rng.random() < 0.5,  # noqa: PLR2004 - consent given or withdrawn
+        )
+        self.counters["customers_updated"] += updated == "UPDATE 1"
+
+    async def _address_update(self, db: AsyncConnection, state: _State) -> None:
+        rng = self.rng
+        customer_id = rng.randint(1, state.customers)
+        line1, city, postal_code, country = data.address(rng)
+        async with db.transaction():
+            # Lock the customer: the statements after it see a concurrent change committed.
+            await db.execute(
+                "SELECT 1 FROM ecommerce_customers WHERE customer_id = $1 FOR UPDATE", customer_id
+            )
+            await db.execute(
+                "UPDATE ecommerce_addresses SET is_default = false "
+                "WHERE customer_id = $1 AND is_default",
+                customer_id,
+            )
+            await db.execute(
+                "INSERT INTO ecommerce_addresses (customer_id, line1, city, postal_code, "
+                "country, is_default) VALUES ($1, $2, $3, $4, $5, true)",
+                customer_id,
+                line1,
+                city,
+                postal_code,
+                country,
+            )
+        self.counters["addresses_changed"] += 1

@@ -19,6 +19,7 @@ from tether.hosts.web._request import (
 from tether.hosts.web._routers import PluginRouter
 from tether.hosts.web._routing import METHODS, RESERVED_PATHS, Route, RouteConflictError
 from tether.hosts.web._server import ServeInfo, WebServer, bind_socket, serve
+from tether.hosts.web._settings import SERVE_CONFIG_SECTION, ServeSection
 
 __all__ = [
     "ERROR",
@@ -29,6 +30,7 @@ __all__ = [
     "PRE_RESPONSE",
     "REQUEST_HOOKS",
     "RESERVED_PATHS",
+    "SERVE_CONFIG_SECTION",
     "WEB_CONTRACT",
     "HookContext",
     "PluginRouter",
@@ -36,6 +38,7 @@ __all__ = [
     "Route",
     "RouteConflictError",
     "ServeInfo",
+    "ServeSection",
     "WebApp",
     "WebServer",
     "bind_socket",

@@ -2,7 +2,9 @@
 
 Startup: bind the socket, load the config's plugins (the web app's router is installed
 first), initialize and start every plugin, serve. A taken port fails before any plugin
-starts; a plugin that fails to load or start stops the server before it serves.
+starts; a plugin that fails to load or start (after its ``retries``) stops the server
+before it serves, unless its entry says ``required: false``: then the server serves
+without it, and reports it failed (``/admin/health``, status ``degraded``).
 
 Shutdown, on SIGINT or SIGTERM (or ``WebServer.stop()``): uvicorn stops accepting
 connections, closes idle ones and waits for the requests in flight to finish (up to
@@ -41,6 +43,7 @@ class ServeInfo:
     port: int
     plugins: tuple[str, ...]
     routes: tuple[tuple[str, str, str], ...]  # (method, path, plugin)
+    failed: tuple[tuple[str, str], ...] = ()  # (plugin, why): not required, served without
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -76,7 +79,8 @@ class WebServer:
     ``run()`` does everything (start plugins, serve until told to stop, stop plugins);
     ``stop()`` asks it to stop, from any thread or a signal handler. With
     ``persist_state`` (the default) the plugins' state is written to the state store
-    while serving and at shutdown, for ``tether plugins health``.
+    while serving and at shutdown, for ``tether plugins health``. ``retry_attempts``
+    replaces every plugin's ``retries.attempts`` (``tether serve --retries N``).
     """
 
     def __init__(
@@ -89,13 +93,16 @@ class WebServer:
         graceful_timeout: float | None = 30.0,
         state_directory: str | Path | None = None,
         persist_state: bool = True,
+        retry_attempts: int | None = None,
     ) -> None:
         self.config = config
         self.persist_state = persist_state
         self.host = host
         self.port = port
         self.graceful_timeout = graceful_timeout
-        self.manager = PluginManager(config=config, state_directory=state_directory)
+        self.manager = PluginManager(
+            config=config, state_directory=state_directory, retry_attempts=retry_attempts
+        )
         self.hub = observe(
             self.manager
         )  # from the start: it records every error for the state store
@@ -149,7 +156,8 @@ class WebServer:
         shown = f"[{host}]" if ":" in host else host
         routes = tuple((r.method, r.path, r.plugin) for r in self.app.routes())
         plugins = tuple(info.name for info in self.manager.list_plugins())
-        return ServeInfo(f"http://{shown}:{port}", host, port, plugins, routes)
+        failed = tuple((f.name, f.reason) for f in self.manager.failed_plugins().values())
+        return ServeInfo(f"http://{shown}:{port}", host, port, plugins, routes, failed)
 
     def stop(self) -> None:
         """Stop accepting, finish the requests in flight, then stop the plugins."""
@@ -200,6 +208,7 @@ def serve(
     admin_token: str | None = None,
     graceful_timeout: float | None = 30.0,
     on_ready: Callable[[ServeInfo], None] | None = None,
+    retry_attempts: int | None = None,
 ) -> WebServer:
     """Serve a config's plugins until SIGINT/SIGTERM; return the stopped server.
 
@@ -213,6 +222,7 @@ def serve(
         port=port,
         admin_token=admin_token,
         graceful_timeout=graceful_timeout,
+        retry_attempts=retry_attempts,
     )
     with _stop_on_signals(server):
         run_host(server.run(on_ready))

@@ -38,9 +38,11 @@ from tether.hosts.workload._runner import plans_for, run_bench
 from tether.hosts.workload._saved import SavedOperation, SavedRun, read_run
 from tether.hosts.workload._series import MAX_POINTS, OperationSeries, Series, SeriesData
 from tether.hosts.workload._settings import (
+    BENCH_CONFIG_SECTION,
     CLIENTS_PER_PROCESS,
     DEFAULT_DURATION,
     DSN_ENV,
+    WORKLOAD_CONFIG_SECTION,
     BenchConfig,
     BenchConfigProblem,
     BenchSection,
@@ -65,6 +67,7 @@ from tether.hosts.workload._toolkit import (
 )
 from tether.hosts.workload._weights import resolve_weights
 from tether.hosts.workload._workload import (
+    REFERENCE_NAMES,
     WORKLOAD_CONTRACT,
     WORKLOAD_METHODS,
     LoadedWorkload,
@@ -74,6 +77,7 @@ from tether.hosts.workload._workload import (
 )
 
 __all__ = [
+    "BENCH_CONFIG_SECTION",
     "CLIENTS_PER_PROCESS",
     "DATA_DIRECTORY_ENV",
     "DEFAULT_DURATION",
@@ -81,7 +85,9 @@ __all__ = [
     "EVENT_LOOP_ENV",
     "EXIT_ERROR_RATE",
     "MAX_POINTS",
+    "REFERENCE_NAMES",
     "REPORT_FORMAT",
+    "WORKLOAD_CONFIG_SECTION",
     "WORKLOAD_CONTRACT",
     "WORKLOAD_METHODS",
     "AsyncConnection",

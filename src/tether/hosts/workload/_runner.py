@@ -17,6 +17,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tether import TetherConfig
@@ -35,7 +36,12 @@ from tether.hosts.workload._series import Series
 from tether.hosts.workload._settings import BenchSettings
 from tether.hosts.workload._stats import OperationStats
 from tether.hosts.workload._workers import merge_metrics, run_workers
-from tether.hosts.workload._workload import LoadedWorkload, WorkloadSpec, open_workload
+from tether.hosts.workload._workload import (
+    LoadedWorkload,
+    WorkloadSpec,
+    open_workload,
+    without_failed,
+)
 
 __all__ = ["plans_for", "run_bench"]
 
@@ -73,6 +79,14 @@ def plans_for(settings: BenchSettings) -> list[Plan]:
     return plans
 
 
+@dataclass(frozen=True, slots=True)
+class _Plugins:
+    """What the worker processes load: the framework config, the ``--retries`` override."""
+
+    config: TetherConfig | None
+    retry_attempts: int | None
+
+
 async def run_bench(
     spec: WorkloadSpec,
     settings: BenchSettings,
@@ -80,14 +94,33 @@ async def run_bench(
     framework_config: TetherConfig | None = None,
     notify: Callable[[str], None] = lambda _: None,
     on_tick: Callable[[Tick], None] | None = None,
+    retry_attempts: int | None = None,
 ) -> BenchReport:
-    """Run the workload ``spec`` as ``settings`` say; return the report."""
+    """Run the workload ``spec`` as ``settings`` say; return the report.
+
+    The framework config's other plugins are loaded beside the workload; one that is
+    not required and fails is left out (``notify`` says so), here and in the worker
+    processes. ``retry_attempts`` replaces every plugin's ``retries.attempts``.
+    """
     started_at = datetime.now(UTC)
-    workload = await open_workload(spec, framework_config=framework_config)
+    workload = await open_workload(
+        spec, framework_config=framework_config, retry_attempts=retry_attempts
+    )
+    failed = workload.manager.failed_plugins()
+    for name, plugin in failed.items():
+        notify(f"note: running without plugin '{name}' (required: false): {plugin.reason}")
+    if failed and framework_config is not None:  # the workers go without them at once
+        framework_config = without_failed(framework_config, failed.values())
     try:
         database = await _database(settings, notify)
         return await _run(
-            workload, database, settings, framework_config, notify, on_tick, started_at
+            workload,
+            database,
+            settings,
+            _Plugins(framework_config, retry_attempts),
+            notify,
+            on_tick,
+            started_at,
         )
     finally:
         await workload.aclose()
@@ -104,7 +137,7 @@ async def _run(
     workload: LoadedWorkload,
     database: Database,
     settings: BenchSettings,
-    framework_config: TetherConfig | None,
+    plugins: _Plugins,
     notify: Callable[[str], None],
     on_tick: Callable[[Tick], None] | None,
     started_at: datetime,
@@ -122,7 +155,7 @@ async def _run(
         info = await workload.info()
         series = Series(workload.weights, tick=settings.tick)
         stats, elapsed, reason, metrics = await _clients(
-            workload, database, settings, framework_config, _both(series, on_tick)
+            workload, database, settings, plugins, _both(series, on_tick)
         )
         if settings.cleanup:
             notify(f"cleaning up workload '{workload.name}'...")
@@ -171,7 +204,7 @@ async def _clients(
     workload: LoadedWorkload,
     database: Database,
     settings: BenchSettings,
-    framework_config: TetherConfig | None,
+    plugins: _Plugins,
     on_tick: Callable[[Tick], None] | None,
 ) -> _Outcome:
     plans = plans_for(settings)
@@ -193,7 +226,8 @@ async def _clients(
     with _interrupts(stop_requested.set):
         outcome = await run_workers(
             spec=workload.spec,
-            framework_config=framework_config,
+            framework_config=plugins.config,
+            retry_attempts=plugins.retry_attempts,
             dsn=database.dsn,
             plans=plans,
             weights=workload.weights,

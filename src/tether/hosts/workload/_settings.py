@@ -16,8 +16,8 @@
 
 Every key is optional. ``BenchConfig.from_config`` reports every problem of the
 three sections at once in a :class:`WorkloadConfigError` whose problems
-(:class:`BenchConfigProblem`) name the file, the dotted field and, for YAML, the
-line. :meth:`BenchConfig.settings` lays options (a :class:`BenchSection` made by
+(:class:`BenchConfigProblem`) name the file, the dotted field and the line.
+:meth:`BenchConfig.settings` lays options (a :class:`BenchSection` made by
 :meth:`BenchSection.from_options`) over the file and the defaults.
 """
 
@@ -45,15 +45,17 @@ from pydantic import (
 
 # The one private import of the workload host: tether has no public duration parser yet,
 # and bench durations must read as every other duration in tether does.
-from tether import TetherConfig, parse_duration
+from tether import ConfigSection, TetherConfig, parse_duration
 from tether.errors import ConfigProblem
 from tether.hosts.workload._errors import WorkloadConfigError
-from tether.hosts.workload._workload import WorkloadSpec
+from tether.hosts.workload._workload import REFERENCE_NAMES, WorkloadSpec
 
 __all__ = [
+    "BENCH_CONFIG_SECTION",
     "CLIENTS_PER_PROCESS",
     "DEFAULT_DURATION",
     "DSN_ENV",
+    "WORKLOAD_CONFIG_SECTION",
     "BenchConfig",
     "BenchConfigProblem",
     "BenchSection",
@@ -348,6 +350,15 @@ class BenchSection(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+WORKLOAD_CONFIG_SECTION = ConfigSection(
+    "workload", "tether bench", WorkloadSection, "the workload plugin to run and its plugin_config"
+)
+"""The ``workload:`` section, claimed through the ``tether.config_sections`` entry points."""
+BENCH_CONFIG_SECTION = ConfigSection(
+    "bench", "tether bench", BenchSection, "a run's settings: clients, duration, rate..."
+)
+"""The ``bench:`` section, claimed through the ``tether.config_sections`` entry points."""
+
 _SECTIONS: dict[str, type[BaseModel]] = {
     "workload": WorkloadSection,
     "database": DatabaseSection,
@@ -408,12 +419,13 @@ class BenchConfig(BaseModel):
     def is_ignoring_plugin_config(self, name: str) -> bool:
         """Whether running ``name`` leaves out the file's ``plugin_config`` (another workload's)."""
         named = self.workload.plugin_name
-        return named is not None and named != name and bool(self.workload.plugin_config)
+        return named is not None and not _names(named, name) and bool(self.workload.plugin_config)
 
     def spec_for(self, found: WorkloadSpec, overrides: Mapping[str, object] = {}) -> WorkloadSpec:
         """What to run: ``found`` with the file's ``plugin_config`` (when it is the file's
         workload, or the file names none) updated by ``overrides`` (``--set``)."""
-        own = self.workload.plugin_name in (None, found.name)
+        named = self.workload.plugin_name
+        own = named is None or _names(named, found.name)
         config = {**(self.workload.plugin_config if own else {}), **overrides}
         return WorkloadSpec(
             name=found.name,
@@ -571,3 +583,9 @@ def _line_for(key: str, lines: Mapping[str, int]) -> int | None:
         if line is not None:
             return line
     return None
+
+
+def _names(named: str, workload: str) -> bool:
+    """Whether ``workload.plugin_name: named`` means the workload called ``workload``
+    (its own name, or the reference's name for a built-in one: ``imdb_plugin``)."""
+    return named == workload or REFERENCE_NAMES.get(named) == workload

@@ -49,6 +49,7 @@ class _Job:
     dsn: str
     plan: Plan
     weights: dict[str, int]
+    retry_attempts: int | None = None
 
 
 @dataclass(slots=True)
@@ -92,7 +93,9 @@ async def _worker(job: _Job, queue: Queue[object], control: Connection) -> None:
             running.request_stop()
 
     threading.Thread(target=_listen, args=(control, loop, on_message), daemon=True).start()
-    workload = await open_workload(job.spec, framework_config=job.framework_config)
+    workload = await open_workload(
+        job.spec, framework_config=job.framework_config, retry_attempts=job.retry_attempts
+    )
     connections: list[Any] = []
     try:
         connections = await open_connections(job.dsn, job.plan.clients, driver=workload.driver)
@@ -247,10 +250,12 @@ async def run_workers(
     weights: dict[str, int],
     on_tick: Callable[[Tick], None] | None,
     stop_requested: asyncio.Event,
+    retry_attempts: int | None = None,
 ) -> WorkerOutcome:
     """Run one worker process per plan; merge their histograms, errors and metrics."""
     jobs = [
-        _Job(index, spec, framework_config, dsn, plan, weights) for index, plan in enumerate(plans)
+        _Job(index, spec, framework_config, dsn, plan, weights, retry_attempts)
+        for index, plan in enumerate(plans)
     ]
     parent = _Parent(jobs, on_tick)
     parent.start()

@@ -15,24 +15,45 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from tether import Contract, Operation, PluginConfig, PluginHandle, PluginManager, TetherConfig
+from tether import (
+    Contract,
+    FailedPlugin,
+    Operation,
+    PluginConfig,
+    PluginHandle,
+    PluginManager,
+    TetherConfig,
+)
 from tether.errors import ConfigError, TetherError
 from tether.hosts.workload._errors import WorkloadConfigError
 from tether.hosts.workload._weights import check_default_weights, resolve_weights
 
 __all__ = [
+    "REFERENCE_NAMES",
     "WORKLOAD_CONTRACT",
     "WORKLOAD_METHODS",
     "LoadedWorkload",
     "WorkloadProtocol",
     "WorkloadSpec",
     "open_workload",
+    "with_workload",
+    "without_failed",
 ]
+
+REFERENCE_NAMES: Mapping[str, str] = {
+    "imdb_plugin": "imdb",
+    "ecommerce_plugin": "ecommerce",
+    "vector_plugin": "vector",
+    "realworld_plugin": "realworld",
+}
+"""The reference's (001's) names of the built-in workloads, by the names tether gives them:
+``tether bench --workload imdb_plugin`` and ``workload.plugin_name: imdb_plugin`` run the
+built-in ``imdb`` unless a plugin is really called ``imdb_plugin``."""
 
 WORKLOAD_METHODS = ("initialize", "setup", "cleanup", "execute_operation", "get_operation_types")
 
@@ -46,6 +67,7 @@ WORKLOAD_CONTRACT = Contract(
     initialize_with="config",
     managed=("initialize", "start", "stop"),  # cleanup(db) is the host's to call
     host="tether bench",
+    config_keys=("operation_weights",),  # the host resolves the weights, declared or not
 )
 """The contract of ``provides: [workload]`` (the reference's WorkloadPlugin, in Python)."""
 
@@ -142,10 +164,21 @@ def _plain(value: object, plugin: str, method: str) -> dict[str, object]:
 
 
 async def open_workload(
-    spec: WorkloadSpec, *, framework_config: TetherConfig | None = None
+    spec: WorkloadSpec,
+    *,
+    framework_config: TetherConfig | None = None,
+    retry_attempts: int | None = None,
 ) -> LoadedWorkload:
-    """Load and initialize the workload plugin ``spec`` names; resolve its weights."""
-    manager = PluginManager(config=framework_config or TetherConfig())
+    """Load and initialize the workload plugin ``spec`` names, beside the framework
+    config's other plugins; resolve its weights.
+
+    The workload is required whatever its entry says; another plugin whose entry says
+    ``required: false`` and that fails to come up is left out
+    (``workload.manager.failed_plugins()``). ``retry_attempts`` replaces every
+    plugin's ``retries.attempts``.
+    """
+    config = with_workload(framework_config or TetherConfig(), spec)
+    manager = PluginManager(config=config, retry_attempts=retry_attempts)
     manager.contracts.register(WORKLOAD_CONTRACT)
     try:
         return await _open(manager, spec)
@@ -154,16 +187,59 @@ async def open_workload(
         raise
 
 
+def with_workload(framework: TetherConfig, spec: WorkloadSpec) -> TetherConfig:
+    """``framework`` whose plugin entries are the bench's: its own (those it enables),
+    and the workload's, with ``spec``'s path and ``plugin_config`` (over the config the
+    workload's own entry gives, if it has one), required."""
+    section = framework.plugins
+    own = section.plugins if section.enabled else ()
+    entry = next((e for e in own if _is_entry_of(framework, e, spec)), None)
+    given = entry.config if entry is not None else {}
+    update: dict[str, object] = {
+        "name": spec.name,
+        "config": {**given, **spec.config},
+        "enabled": True,
+        "required": True,
+    }
+    if spec.path is not None:
+        update["path"] = str(Path(spec.path).resolve())
+    workload = (entry or PluginConfig()).model_copy(update=update)
+    entries = (*(e for e in own if e is not entry), workload)
+    plugins = section.model_copy(update={"enabled": True, "plugins": entries})
+    return framework.model_copy(update={"plugins": plugins})
+
+
+def without_failed(framework: TetherConfig, failed: Iterable[FailedPlugin]) -> TetherConfig:
+    """``framework`` with the entries of plugins that failed (by name or path) disabled."""
+    names = {f.name for f in failed}
+    places = {Path(f.path).resolve() for f in failed if f.path is not None}
+
+    def is_failed(entry: PluginConfig) -> bool:
+        if entry.name is not None:
+            return entry.name in names
+        place = (framework.base_directory / (entry.path or "")).resolve()
+        return place in places or place.parent in places
+
+    entries = tuple(
+        e.model_copy(update={"enabled": False}) if is_failed(e) else e
+        for e in framework.plugins.plugins
+    )
+    plugins = framework.plugins.model_copy(update={"plugins": entries})
+    return framework.model_copy(update={"plugins": plugins})
+
+
+def _is_entry_of(framework: TetherConfig, entry: PluginConfig, spec: WorkloadSpec) -> bool:
+    if entry.name == spec.name:
+        return True
+    if entry.path is None or spec.path is None:
+        return False
+    place = (framework.base_directory / entry.path).resolve()
+    return spec.path.resolve() in {place, place.parent}
+
+
 async def _open(manager: PluginManager, spec: WorkloadSpec) -> LoadedWorkload:
-    settings = PluginConfig(name=spec.name, config=dict(spec.config))
     try:
-        if spec.path is not None:
-            await manager.load_plugin(spec.path, settings)
-        else:
-            listed = TetherConfig.model_validate(
-                {"plugins": {"plugins": [settings.model_dump(exclude_none=True)]}}
-            )
-            await manager.load_plugins_from_config(listed)
+        await manager.load_plugins_from_config()
     except ConfigError as exc:
         if exc.plugin != spec.name or isinstance(exc, WorkloadConfigError):
             raise
