@@ -1,41 +1,44 @@
-"""tether bench against pgbench, on one PostgreSQL server, in one sitting.
+"""tether bench against pgbench, on one PostgreSQL server, in one sitting, at the same protocol.
 
     .venv/bin/python benchmarks/bench_vs_pgbench.py [--rounds 3] [--seconds 10] [--clients 8]
 
-Starts an embedded PostgreSQL (pgserver) in a temporary directory, loads pgbench's
-tables (``pgbench -i``), then, each round, alternates:
+Starts an embedded PostgreSQL (pgserver) in a temporary directory and loads pgbench's
+tables with pgbench itself (``pgbench -i``; pgbench ships with pgserver's PostgreSQL
+binaries, else it is taken from ``PATH``). Then three pairings, each a pgbench run
+and the tether run sending the same statements in the same protocol (prepared
+statements, the same clients and duration):
 
-- ``pgbench -M prepared -c C -j 2 -T S`` (TPC-B-like) and ``tether bench --workload
-  tpcb`` (tpcb_like), then ``pgbench -S`` and tether's select_only; the order of
-  the pair flips every round so drift hits both alike;
+- **pipelined**: pgbench's TPC-B-like transaction as a ``\\startpipeline`` script
+  against ``tether bench --workload tpcb`` as it runs by default (libpq's pipeline
+  mode, one thread a client: the seven statements and a Sync, one round trip);
+- **7 round trips**: pgbench's built-in script against ``--set pipeline=false``
+  (each statement waits for its result);
+- **select-only**: ``pgbench -S`` against the ``select_only`` operation.
 
-and prints, per workload, the TPS of each (median of the rounds), the ratio
-tether/pgbench (goal: >= 0.9 TPC-B, >= 0.8 select-only), and the client CPU
-seconds per 1,000 transactions: each client runs as a child process and its CPU is
-the ``RUSAGE_CHILDREN`` delta around it (tether's worker processes included).
-tether's own start-up (interpreter, imports, plugin load, connections) is measured
-once with ``--transactions 1`` and shown separately; "net" subtracts it.
+Each round runs every pairing's two contenders back to back, and the order flips
+every round so drift hits both alike. It prints, per pairing, ``same-protocol
+ratio``: the median over the rounds of tether's TPS / pgbench's (goal >= 0.8), with
+the spread, and ``cpu ratio``: client CPU per transaction, tether's / pgbench's.
+Each client runs as a child process and its CPU is the ``RUSAGE_CHILDREN`` delta
+around it (tether's worker processes included); tether's fixed start-up
+(interpreter, imports, plugin load, workers, connections), measured with
+``--transactions 1``, is subtracted from its figure ("net"; gross is shown too).
+tether runs with ``--processes auto`` (its default) unless ``--processes N``;
+pgbench with ``-j 2``. ``--variants`` adds single runs of the other drivers
+(asyncpg, psycopg threads) and of each pairing with ``--processes 1``.
 
-tether runs with its defaults: for TPC-B the ``tpcb`` workload's ``driver: auto``
-sends each transaction through libpq's pipeline mode (one round trip), for
-select-only it uses asyncpg. pgbench's built-in TPC-B waits for each statement
-(seven round trips), so, to be fair, the next table also runs pgbench with the
-same transaction in a ``\\startpipeline`` script, and tether with seven round
-trips (asyncpg, psycopg), and both with ``--processes 2``, once each.
+Last (unless ``--skip-layer``), the cost of the plugin layer, in this process: the
+same transactions run by the runner's client loop through the plugin (gate, weighted
+choice, ``execute_operation``, asyncpg) and through a hand-written function
+bypassing all of it, in alternating pairs, CPU per transaction from
+``process_time``; and once more against a fake connection that answers at once:
+what remains is the runner's own work, and the difference is the layer's cost.
 
-Last, the cost of the plugin layer, in this process: the same transactions run by
-the runner's client loop through the plugin (gate, weighted choice,
-``execute_operation``, asyncpg) and through a hand-written function bypassing all
-of it (goal: within 3%), in alternating pairs, CPU per transaction from
-``process_time``. Against a real server that difference drowns in the noise of a
-shared machine, so it is measured once more against a fake connection that
-answers at once: what remains is the runner's own work, and the difference is the
-layer's cost, shown as a share of the real CPU per transaction.
-
-The server runs with ``synchronous_commit=off`` unless ``--synchronous-commit on``:
-with it on, TPC-B waits on the disk's flushes (a noisy few hundred per second here)
-and the comparison says nothing about the clients. The machine has 2 cores, shared
-by the server and the client: client CPU per transaction decides throughput.
+The tether measured is this tree's (``src/`` comes first on ``PYTHONPATH``). The
+server runs with ``synchronous_commit=off`` unless ``--synchronous-commit on``: with
+it on, TPC-B waits on the disk's flushes and the comparison says nothing about the
+clients. On a 2-core machine the server and the clients share the cores: client CPU
+per transaction decides throughput.
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether.hosts.workload._loop import event_loop_name, run_with_best_loop
-
 ROOT = Path(__file__).resolve().parent.parent
-TETHER = str(Path(sys.executable).parent / "tether")
+sys.path.insert(0, str(ROOT / "src"))  # measure this tree's tether, installed or not
+
+from tether.hosts.workload._loop import event_loop_name, run_with_best_loop  # noqa: E402
+
+TETHER = (sys.executable, "-c", "from tether.cli import main; main()")
 TPCB_DIRECTORY = ROOT / "src" / "tether" / "builtin" / "tpcb"
 
 
@@ -128,9 +133,14 @@ def server(synchronous_commit: str) -> Iterator[tuple[str, Path]]:
 
 
 def pgbench_path() -> str:
+    """pgbench from pgserver's PostgreSQL binaries, else from ``PATH``."""
     import pgserver
 
-    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench")
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"
+    found = str(bundled) if bundled.exists() else shutil.which("pgbench")
+    if found is None:
+        sys.exit("pgbench not found: pgserver's binaries lack it and it is not on PATH")
+    return found
 
 
 # --------------------------------------------------------------------------- the contenders
@@ -156,27 +166,34 @@ def tether_command(dsn: str, args: argparse.Namespace, operation: str, *extra: s
         "select_only": int(operation != "tpcb_like"),
     }
     return [
-        TETHER, "bench", "--workload", "tpcb", "--dsn", dsn, "--clients", str(args.clients),
+        *TETHER, "bench", "--workload", "tpcb", "--dsn", dsn, "--clients", str(args.clients),
         "--set", f"scale={args.scale}", "--set", f"operation_weights={json.dumps(weights)}",
         "--format", "json", "--quiet", "--seed", "1", *extra,
     ]  # fmt: skip
 
 
+def tether_env() -> dict[str, str]:
+    """The environment of tether's runs: this tree's ``src`` first on ``PYTHONPATH``."""
+    paths = [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def run_tether(dsn: str, args: argparse.Namespace, operation: str, *extra: str) -> Sample:
     command = tether_command(dsn, args, operation, "--duration", f"{args.seconds}s", *extra)
-    stdout, cpu = _run(command, dict(os.environ))
+    stdout, cpu = _run(command, tether_env())
     totals = json.loads(stdout)["totals"]
     return Sample(totals["tps"], totals["transactions"], cpu)
 
 
-def tether_startup(dsn: str, args: argparse.Namespace) -> float:
-    """CPU seconds of a tether run doing one transaction: its fixed start-up cost."""
+def tether_startup(dsn: str, args: argparse.Namespace, pairing: Pairing) -> float:
+    """CPU seconds of the pairing's tether run doing one transaction: its fixed start-up
+    cost (interpreter, imports, plugin load, worker processes, connections); min of 2."""
     costs = []
-    for _ in range(3):
-        _, cpu = _run(
-            tether_command(dsn, args, "select_only", "--transactions", "1"), dict(os.environ)
+    for _ in range(2):
+        command = tether_command(
+            dsn, args, pairing.operation, "--transactions", "1", *_tether_args(pairing, args)
         )
-        costs.append(cpu)
+        costs.append(_run(command, tether_env())[1])
     return min(costs)
 
 
@@ -232,7 +249,7 @@ async def plugin_layer(dsn: str, args: argparse.Namespace) -> dict[str, tuple[Se
         config = {"scale": args.scale, "driver": "asyncpg", "operation_weights": weights}
         spec = WorkloadSpec("tpcb", path=TPCB_DIRECTORY, config=config)
         workload = await open_workload(spec)
-        connections = await open_connections(dsn, args.clients, is_async=True)
+        connections = await open_connections(dsn, args.clients, driver="asyncpg")
         plugin_series, direct_series = Series(), Series()
         plan = Plan(clients=args.clients, duration=args.layer_seconds, seed=1)
         try:
@@ -251,7 +268,7 @@ async def plugin_layer(dsn: str, args: argparse.Namespace) -> dict[str, tuple[Se
                     count = sum(s.count for s in result.stats.values())
                     series.samples.append(Sample(count / result.elapsed, count, cpu))
         finally:
-            await close_connections(connections, is_async=True)
+            await close_connections(connections, driver="asyncpg")
             await workload.aclose()
         results[operation] = (plugin_series, direct_series)
     return results
@@ -308,6 +325,37 @@ async def isolated_layer(args: argparse.Namespace) -> dict[str, tuple[float, flo
 # --------------------------------------------------------------------------- main
 
 
+@dataclass(frozen=True)
+class Pairing:
+    """One same-protocol comparison: a pgbench run and the tether run doing the same."""
+
+    label: str
+    pgbench: str  # what pgbench runs
+    tether: str  # what tether runs
+    operation: str
+    select_only: bool
+    pipelined_script: bool
+    tether_extra: tuple[str, ...] = ()
+
+
+PAIRINGS = (
+    Pairing(
+        "pipelined", "pipelined script (\\startpipeline)", "default (libpq pipeline, threads)",
+        "tpcb_like", select_only=False, pipelined_script=True,
+    ),
+    Pairing(
+        "7 round trips", "built-in tpcb-like", "--set pipeline=false",
+        "tpcb_like", select_only=False, pipelined_script=False,
+        tether_extra=("--set", "pipeline=false"),
+    ),
+    Pairing(
+        "select-only", "-S", "select_only", "select_only",
+        select_only=True, pipelined_script=False,
+    ),
+)  # fmt: skip
+GOAL = 0.8
+
+
 def loop_name() -> str:
     async def name() -> str:
         return event_loop_name()
@@ -323,90 +371,111 @@ def main() -> None:
     parser.add_argument("--layer-seconds", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument("--processes", default="auto", help="tether's --processes (default auto)")
     parser.add_argument("--synchronous-commit", choices=["on", "off"], default="off")
     parser.add_argument(
-        "--skip-variants", action="store_true", help="skip psycopg/--processes runs"
+        "--variants", action="store_true", help="also run the other drivers and process counts"
     )
+    parser.add_argument("--skip-layer", action="store_true", help="skip the plugin-layer runs")
     args = parser.parse_args()
     started = time.monotonic()
+    from tether.hosts.workload import auto_processes
+
+    processes = auto_processes(args.clients) if args.processes == "auto" else int(args.processes)
     print(
         f"python {platform.python_version()}, {os.cpu_count()} cores, event loop {loop_name()}; "
-        f"{args.rounds} rounds x "
-        f"{args.seconds}s, {args.clients} clients, scale {args.scale}, "
+        f"{args.rounds} rounds x {args.seconds}s, {args.clients} clients, scale {args.scale}, "
+        f"tether --processes {args.processes} ({processes}), pgbench -j 2 -M prepared, "
         f"synchronous_commit={args.synchronous_commit}"
     )
     with server(args.synchronous_commit) as (dsn, socket_dir):
         _run(
-            [
-                pgbench_path(),
-                "-i",
-                "-s",
-                str(args.scale),
-                "-q",
-                "-h",
-                str(socket_dir),
-                "-U",
-                "postgres",
-                "postgres",
-            ],
+            [pgbench_path(), "-i", "-s", str(args.scale), "-q", "-h", str(socket_dir),
+             "-U", "postgres", "postgres"],
             dict(os.environ),
-        )
-        startup = tether_startup(dsn, args)
-        print(f"tether start-up (one transaction, whole process): {startup:.2f} CPU s\n")
-        medians = compare(dsn, socket_dir, args, startup)
-        if not args.skip_variants:
-            variants(dsn, socket_dir, args, startup, medians)
-        layer = run_with_best_loop(plugin_layer(dsn, args))
-    print_layer(layer, args)
-    isolated = run_with_best_loop(isolated_layer(args))
-    print("\nplugin layer isolated (a connection that answers at once; CPU us per tx, min of 5):")
-    for operation, (plugin_us, direct_us) in isolated.items():
-        real = layer[operation][1].cpu_per_1000() * 1000
+        )  # fmt: skip
+        script = socket_dir.parent / "tpcb_pipelined.sql"
+        script.write_text(PIPELINED_TPCB, encoding="utf-8")
+        compare(dsn, socket_dir, script, args)
+        if args.variants:
+            variants(dsn, args)
+        layer = None if args.skip_layer else run_with_best_loop(plugin_layer(dsn, args))
+    if layer is not None:
+        print_layer(layer, args)
+        isolated = run_with_best_loop(isolated_layer(args))
         print(
-            f"  {operation:<12} plugin {plugin_us:5.2f} us, hand-written {direct_us:5.2f} us: "
-            f"the layer adds {plugin_us - direct_us:+.2f} us, "
-            f"{(plugin_us - direct_us) / real * 100:+.1f}% of the {real:.1f} us measured above"
+            "\nplugin layer isolated (a connection that answers at once; CPU us per tx, min of 5):"
         )
+        for operation, (plugin_us, direct_us) in isolated.items():
+            real = layer[operation][1].cpu_per_1000() * 1000
+            print(
+                f"  {operation:<12} plugin {plugin_us:5.2f} us, hand-written {direct_us:5.2f} us: "
+                f"the layer adds {plugin_us - direct_us:+.2f} us, "
+                f"{(plugin_us - direct_us) / real * 100:+.1f}% of the {real:.1f} us measured above"
+            )
     print(f"\ntotal time {time.monotonic() - started:.0f}s")
 
 
-def compare(
-    dsn: str, socket_dir: Path, args: argparse.Namespace, startup: float
-) -> dict[str, float]:
-    """The main table; returns pgbench's median TPS per operation."""
-    names = {"tpcb_like": ("TPC-B", False, 0.9), "select_only": ("select-only", True, 0.8)}
-    series = {op: (Series(), Series()) for op in names}
+def _tether_args(pairing: Pairing, args: argparse.Namespace) -> tuple[str, ...]:
+    return (*pairing.tether_extra, "--processes", str(args.processes))
+
+
+def compare(dsn: str, socket_dir: Path, script: Path, args: argparse.Namespace) -> None:
+    """The same-protocol table: each pairing's runs alternate, rounds flip the order."""
+    startup = {p.label: tether_startup(dsn, args, p) for p in PAIRINGS}
+    print(
+        "tether start-up (one transaction, whole process tree, CPU s): "
+        + ", ".join(f"{label} {cpu:.2f}" for label, cpu in startup.items())
+    )
+    series = {p.label: (Series(), Series()) for p in PAIRINGS}
     for round_ in range(args.rounds):
-        for operation, (_, select_only, _) in names.items():
-            pg, te = series[operation]
+        for pairing in PAIRINGS:
+            pg, te = series[pairing.label]
             runs = [
-                lambda pg=pg, s=select_only: pg.samples.append(run_pgbench(socket_dir, args, s)),
-                lambda te=te, o=operation: te.samples.append(run_tether(dsn, args, o)),
+                lambda pg=pg, p=pairing: pg.samples.append(
+                    run_pgbench(
+                        socket_dir, args, p.select_only, script if p.pipelined_script else None
+                    )
+                ),
+                lambda te=te, p=pairing: te.samples.append(
+                    run_tether(dsn, args, p.operation, *_tether_args(p, args))
+                ),
             ]
             for run in runs if round_ % 2 == 0 else runs[::-1]:
                 run()
         figures = ", ".join(
-            f"{op} pgbench {series[op][0].samples[-1].tps:.0f} / tether "
-            f"{series[op][1].samples[-1].tps:.0f} tps"
-            for op in names
+            f"{p.label} {series[p.label][1].samples[-1].tps:.0f}/"
+            f"{series[p.label][0].samples[-1].tps:.0f}"
+            for p in PAIRINGS
         )
-        print(f"round {round_ + 1}: {figures}")
-    print(
-        f"\n{'workload':<12} {'pgbench tps':>12} {'tether tps':>11} {'ratio':>6} {'goal':>5}   "
-        "client CPU s / 1000 tx: pgbench, tether (net of start-up)"
-    )
-    for operation, (label, _, goal) in names.items():
-        pg, te = series[operation]
-        # The median of each round's ratio: the two runs of a round ran back to back.
-        ratio = statistics.median(
-            t.tps / p.tps for p, t in zip(pg.samples, te.samples, strict=True)
-        )
+        print(f"round {round_ + 1} (tether/pgbench tps): {figures}")
+    print()
+    for pairing in PAIRINGS:
+        pg, te = series[pairing.label]
+        ratios = [t.tps / p.tps for p, t in zip(pg.samples, te.samples, strict=True)]
+        ratio = statistics.median(ratios)  # each round's two runs ran back to back
+        verdict = "ok" if ratio >= GOAL else "BELOW GOAL"
         print(
-            f"{label:<12} {pg.tps():>12.0f} {te.tps():>11.0f} {ratio:>6.2f} {goal:>5.1f}   "
-            f"{pg.cpu_per_1000():.3f}, {te.cpu_per_1000():.3f} ({te.cpu_per_1000(startup):.3f})"
-            f"  {'ok' if ratio >= goal else 'BELOW GOAL'}"
+            f"same-protocol ratio  {pairing.label:<14} {ratio:5.2f}  (tether {te.tps():,.0f} / "
+            f"pgbench {pg.tps():,.0f} tps, medians; rounds {min(ratios):.2f}-{max(ratios):.2f})"
+            f"  goal >= {GOAL}  {verdict}"
         )
-    return {op: series[op][0].tps() for op in names}
+    for pairing in PAIRINGS:
+        pg, te = series[pairing.label]
+        pg_us = pg.cpu_per_1000() * 1000
+        gross_us = te.cpu_per_1000() * 1000
+        net_us = te.cpu_per_1000(startup[pairing.label]) * 1000
+        print(
+            f"cpu ratio            {pairing.label:<14} {net_us / pg_us:5.2f}  (client CPU per "
+            f"transaction: tether {net_us:.1f} us net of start-up, {gross_us:.1f} us gross / "
+            f"pgbench {pg_us:.1f} us)"
+        )
+    builtin = series["7 round trips"][0]
+    default = series["pipelined"][1]
+    print(
+        f"\nnot the same protocol: tether's default (pipelined) / pgbench's built-in script "
+        f"(7 round trips): {default.tps() / builtin.tps():.2f}"
+    )
 
 
 PIPELINED_TPCB = """\\set aid random(1, 100000 * :scale)
@@ -425,38 +494,31 @@ END;
 \\endpipeline
 """
 
+VARIANTS = (
+    ("tpcb_like", "asyncpg, 7 round trips", ("--set", "driver=asyncpg")),
+    ("tpcb_like", "psycopg threads, pipeline", ("--set", "driver=psycopg")),
+    ("tpcb_like", "psycopg threads, 7 round trips", ("--set", "driver=psycopg",
+                                                    "--set", "pipeline=false")),
+    ("select_only", "asyncpg", ("--set", "driver=asyncpg")),
+    ("select_only", "psycopg threads", ("--set", "driver=psycopg")),
+)  # fmt: skip
 
-def variants(
-    dsn: str, socket_dir: Path, args: argparse.Namespace, startup: float, medians: dict[str, float]
-) -> None:
-    print("\nother clients, one run each (ratio: to the pgbench built-in median above):")
-    script = socket_dir.parent / "tpcb_pipelined.sql"
-    script.write_text(PIPELINED_TPCB, encoding="utf-8")
-    pipelined = run_pgbench(socket_dir, args, select_only=False, script=script)
-    print(
-        f"  {'tpcb_like':<12} {'pgbench, pipelined script':<30} {pipelined.tps:>8.0f} tps "
-        f"{pipelined.tps / medians['tpcb_like']:>6.2f}   "
-        f"{pipelined.cpu_per_1000:.3f} CPU s / 1000 tx"
-    )
+
+def variants(dsn: str, args: argparse.Namespace) -> None:
+    """Other drivers, and each pairing's tether run with --processes 1, one run each."""
+    print("\nother tether runs, one each (CPU us per transaction, gross):")
     cases = [
-        ("tpcb_like", "tether asyncpg, 7 round trips", ("--set", "driver=asyncpg")),
-        (
-            "tpcb_like",
-            "tether psycopg, 7 round trips",
-            ("--set", "driver=psycopg", "--set", "pipeline=false"),
-        ),
-        ("tpcb_like", "tether default, --processes 2", ("--processes", "2")),
-        ("select_only", "tether psycopg, libpq direct", ("--set", "driver=psycopg")),
-        ("select_only", "tether asyncpg, --processes 2", ("--processes", "2")),
-    ]
+        (operation, f"{label}, --processes {args.processes}", (*extra, "--processes",
+         str(args.processes))) for operation, label, extra in VARIANTS
+    ] + [
+        (p.operation, f"{p.label}, --processes 1", (*p.tether_extra, "--processes", "1"))
+        for p in PAIRINGS
+    ]  # fmt: skip
     for operation, label, extra in cases:
         sample = run_tether(dsn, args, operation, *extra)
-        processes = 2 if "--processes" in extra else 1
-        net = (sample.cpu - startup * processes) / sample.transactions * 1000
         print(
-            f"  {operation:<12} {label:<30} {sample.tps:>8.0f} tps "
-            f"{sample.tps / medians[operation]:>6.2f}   "
-            f"{sample.cpu_per_1000:.3f} CPU s / 1000 tx ({net:.3f} net)"
+            f"  {operation:<12} {label:<44} {sample.tps:>8.0f} tps "
+            f"{sample.cpu_per_1000 * 1000:7.1f} us"
         )
 
 

@@ -6,6 +6,7 @@ import json
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -124,7 +125,9 @@ def test_tpcb_runs_and_its_tables_hold_what_it_did(pg_url):
     result = bench("-w", "tpcb", "--dsn", pg_url, "-c", "4", "-T", "2s", "--format", "json", "-q")
     data = report(result)
     tpcb = data["operations"]["tpcb_like"]  # type: ignore[index]
-    assert data["workload"]["driver"] == "psycopg"  # type: ignore[index]  # auto: pipelined
+    assert data["workload"]["driver"] == "psycopg"  # type: ignore[index]  # auto: threads
+    assert data["workload"]["info"]["driver"] == "psycopg"  # type: ignore[index]
+    assert data["workload"]["info"]["pipeline"] is True  # type: ignore[index]
     assert tpcb["count"] > 0
     assert tpcb["errors"] == 0
     assert data["metrics"]["setup"] == "loaded"  # type: ignore[index]
@@ -151,7 +154,7 @@ def test_tpcb_select_only_and_the_text_report(pg_url):
         "--set", "operation_weights={tpcb_like: 0, select_only: 1}",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert "(asyncpg, " in result.stdout  # auto: asyncpg when only select_only runs
+    assert "(psycopg, " in result.stdout  # auto: libpq through psycopg, one thread a client
     assert re.search(r"select_only\s+1\s+300\s+0\s", result.stdout)
     assert "p99.9" in result.stdout
     assert "tpcb_like" not in result.stdout  # weight 0, nothing run: not in the table
@@ -164,8 +167,10 @@ def test_tpcb_select_only_and_the_text_report(pg_url):
         (("driver=asyncpg",), "asyncpg"),
         (("driver=psycopg", "pipeline=false"), "psycopg"),
         (("driver=psycopg",), "psycopg"),
+        (("driver=libpq", "pipeline=false"), "psycopg-async"),
+        (("driver=libpq",), "psycopg-async"),
     ],
-    ids=["asyncpg", "psycopg", "psycopg-pipeline"],
+    ids=["asyncpg", "psycopg", "psycopg-pipeline", "libpq", "libpq-pipeline"],
 )
 def test_every_tpcb_driver_commits_each_transaction_once(pg_url, settings, driver):
     extra = [arg for setting in settings for arg in ("--set", setting)]
@@ -526,6 +531,151 @@ def test_the_pipelined_tpcb_client_raises_the_sqlstate_class_and_recovers(pg_url
             client.run([(b"begin", None), (b"divide", [b"0"]), (b"end", None)])
         assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
         client.run([(b"begin", None), (b"divide", [b"2"]), (b"end", None)])
+
+
+def _tpcb_pipeline_module() -> object:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "src/tether/builtin/tpcb/tpcb_pipeline.py"
+    spec = importlib.util.spec_from_file_location("tpcb_pipeline_async_under_test", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_the_async_pipelined_client_raises_recovers_and_survives_a_cancel(pg_url):
+    """On the event loop: a failed statement rolls its transaction back and raises its
+    SQLSTATE's class; a call cancelled while waiting leaves nothing for the next one."""
+    import asyncio
+
+    from tether.hosts.workload._database import close_connections, open_connections
+
+    module: Any = _tpcb_pipeline_module()
+    statements = {
+        b"begin": b"BEGIN",
+        b"divide": b"SELECT 1 / $1::int",
+        b"sleep": b"SELECT pg_sleep($1::float)",
+        b"end": b"END",
+    }
+
+    async def main() -> list[object]:
+        (conn,) = await open_connections(pg_url, 1, driver="psycopg-async")
+        try:
+            client = module.AsyncPipelinedClient(conn)
+            await client.start(statements)
+            with pytest.raises(psycopg.errors.DivisionByZero, match="division by zero"):
+                await client.run([(b"begin", None), (b"divide", [b"0"]), (b"end", None)])
+            idle = conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            slow = asyncio.ensure_future(
+                client.run([(b"begin", None), (b"sleep", [b"0.2"]), (b"end", None)])
+            )
+            await asyncio.sleep(0.05)
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            await client.run([(b"begin", None), (b"divide", [b"2"]), (b"end", None)])
+            after = conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            return [idle, after]
+        finally:
+            await close_connections([conn], driver="psycopg-async")
+
+    assert asyncio.run(main()) == [True, True]
+
+
+@pytest.mark.slow
+def test_processes_default_to_auto_from_clients_and_cores(pg_url, plugins):
+    """Without --processes, 8 clients run in min(cores // 2, 8 // 4) processes; 3 in one."""
+    from tether.hosts.workload import auto_processes, usable_cores
+
+    assert auto_processes(8, cores=4) == 2
+    assert auto_processes(8, cores=2) == 1
+    assert auto_processes(8, cores=1) == 1
+    assert auto_processes(3, cores=16) == 1
+    assert auto_processes(64, cores=8) == 4
+    many = report(
+        bench("-w", "ledger", "--dsn", pg_url, "-c", "8", "-t", "80", "--format", "json", "-q",
+              plugin_path=plugins)
+    )  # fmt: skip
+    assert many["settings"]["processes"] == max(1, min(usable_cores() // 2, 2))  # type: ignore[index]
+    assert many["metrics"]["calls"] == 80  # type: ignore[index]
+    few = report(
+        bench("-w", "ledger", "--dsn", pg_url, "-c", "3", "-t", "30", "-j", "auto",
+              "--format", "json", "-q", plugin_path=plugins)
+    )  # fmt: skip
+    assert few["settings"]["processes"] == 1  # type: ignore[index]
+
+
+def test_processes_refuse_what_is_neither_a_number_nor_auto():
+    result = bench("-w", "tpcb", "--dsn", "postgresql://127.0.0.1:1/x", "-j", "many")
+    assert result.exit_code == 2, result.output  # a usage error
+    assert "Invalid value for '--processes': must be an integer or auto, got 'many'" in (
+        result.stderr
+    )
+
+
+CONNECTION_TYPE_PLUGIN = """
+class Workload:
+    def initialize(self, config):
+        self.config = config
+
+    def setup(self, db):
+        pass
+
+    def cleanup(self, db):
+        pass
+
+    {execute}
+
+    def get_operation_types(self):
+        return {{"read": 1}}
+
+    def get_connection_type(self):
+        return {wanted!r}
+"""
+
+
+@pytest.mark.slow
+def test_an_async_workload_asking_for_psycopg_gets_async_psycopg_connections(pg_url, tmp_path):
+    execute = (
+        "async def execute_operation(self, db, operation_type):\n"
+        "        cursor = await db.execute('SELECT 1')\n"
+        "        assert (await cursor.fetchone()) == (1,)"
+    )
+    PluginWriter(tmp_path)(
+        "asks", CONNECTION_TYPE_PLUGIN.format(execute=execute, wanted="psycopg"),
+        entry="asks:Workload", directory="asks", provides=["workload"],
+    )  # fmt: skip
+    data = report(
+        bench("-w", "asks", "--dsn", pg_url, "-c", "2", "-t", "20", "--format", "json", "-q",
+              plugin_path=tmp_path)
+    )  # fmt: skip
+    assert data["workload"]["driver"] == "psycopg-async"  # type: ignore[index]
+    assert data["operations"]["read"]["count"] == 20  # type: ignore[index]
+    assert data["operations"]["read"]["errors"] == 0  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("wanted", "execute", "message"),
+    [
+        ("pg8000", "async def", ("get_connection_type() must return 'asyncpg' or 'psycopg', "
+         "got 'pg8000'")),
+        ("asyncpg", "def", ("get_connection_type() returned 'asyncpg', but execute_operation "
+         "is a plain function")),
+    ],
+    ids=["unknown", "asyncpg-for-sync"],
+)  # fmt: skip
+def test_a_connection_type_that_cannot_be_served_is_refused(tmp_path, wanted, execute, message):
+    code = f"{execute} execute_operation(self, db, operation_type):\n        pass"
+    PluginWriter(tmp_path)(
+        "asks", CONNECTION_TYPE_PLUGIN.format(execute=code, wanted=wanted),
+        entry="asks:Workload", directory="asks", provides=["workload"],
+    )  # fmt: skip
+    result = bench("-w", "asks", "--dsn", "postgresql://127.0.0.1:1/x", plugin_path=tmp_path)
+    assert result.exit_code == 1, result.output
+    assert f"Error: workload 'asks': {message}" in result.stderr
 
 
 def test_a_workload_whose_initialize_raises_gets_a_summary_not_a_traceback(pg_url, tmp_path):

@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tether import PluginHandle, TetherConfig, load_config
 from tether._gate import Gate
@@ -32,7 +34,14 @@ from tether.hosts.workload import (
 )
 from tether.hosts.workload._database import describe_connect_error
 from tether.hosts.workload._engine import Engine, Plan, Tick
-from tether.hosts.workload._stats import Collector, LatencySummary, OperationStats
+from tether.hosts.workload._stats import (
+    HIGHEST_US,
+    Collector,
+    LatencySummary,
+    OperationStats,
+    new_histogram,
+    record_counts,
+)
 from tether.hosts.workload._weights import check_default_weights, make_chooser
 from tether.hosts.workload._workers import merge_metrics
 
@@ -405,6 +414,26 @@ def test_a_config_without_bench_sections_is_not_a_bench_config(tmp_path):
 
 
 # --------------------------------------------------------------------------- statistics
+
+
+@given(
+    st.dictionaries(
+        st.integers(min_value=-10, max_value=HIGHEST_US * 2), st.integers(1, 10**6), max_size=60
+    )
+)
+def test_recording_counts_fills_the_histogram_as_record_value_does(latencies):
+    """record_counts writes the counts array at HdrHistogram's own index (values clamped
+    to 1 us .. an hour), with the same total, min and max."""
+    expected, recorded = new_histogram(), new_histogram()
+    for value, times in latencies.items():
+        expected.record_value(min(max(value, 1), HIGHEST_US), times)
+    record_counts(recorded, latencies)
+    assert list(recorded.counts) == list(expected.counts)
+    assert recorded.get_total_count() == expected.get_total_count()
+    assert (recorded.get_min_value(), recorded.get_max_value()) == (
+        expected.get_min_value(),
+        expected.get_max_value(),
+    )
 
 
 def test_merged_histograms_equal_one_histogram_of_everything():

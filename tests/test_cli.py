@@ -584,7 +584,9 @@ def test_info_shows_the_contract_a_plugin_provides():
     assert (
         "  required methods: initialize, setup, cleanup, execute_operation, get_operation_types\n"
     ) in section
-    assert "  optional methods: get_info, get_metrics, start, stop\n" in section
+    assert (
+        "  optional methods: get_info, get_metrics, get_connection_type, start, stop\n"
+    ) in section
 
 
 def test_info_shows_the_executor_contract_of_the_example(examples_dir: Path):

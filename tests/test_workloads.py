@@ -188,7 +188,7 @@ OUT_OF_RANGE = [
     ("realworld", {"hot_traffic": 2}, "'hot_traffic' must be from 0 to 1, got 2"),
     ("realworld", {"session_ttl": "0s"}, "'session_ttl' must be at least 1us, got 0s"),
     ("tpcb", {"scale": 0}, "'scale' must be at least 1, got 0"),
-    ("tpcb", {"driver": "pg"}, "'driver' must be one of auto, asyncpg, psycopg, got 'pg'"),
+    ("tpcb", {"driver": "pg"}, "'driver' must be one of auto, libpq, asyncpg, psycopg, got 'pg'"),
 ]
 
 
@@ -253,7 +253,7 @@ def test_the_constraints_in_each_manifest_are_what_the_code_expects(name):
         },
         "ecommerce": {"payment_decline_rate": "from 0 to 1"},
         "realworld": {"users": "at least 2", "hot_traffic": "from 0 to 1"},
-        "tpcb": {"scale": "at least 1", "driver": "one of auto, asyncpg, psycopg"},
+        "tpcb": {"scale": "at least 1", "driver": "one of auto, libpq, asyncpg, psycopg"},
         "imdb": {"movies": "at least 1", "ratings_per_movie": "at least 0"},
     }[name]
     assert {k: allowed[k] for k in expected} == expected

@@ -29,6 +29,7 @@ from tether.cli._types import NonEmptyPath, Text
 from tether.cli._workloads import check_workload_config, find_workload
 from tether.errors import TetherError
 from tether.hosts.workload import (
+    CLIENTS_PER_PROCESS,
     EXIT_ERROR_RATE,
     BenchConfig,
     BenchReport,
@@ -44,6 +45,7 @@ from tether.hosts.workload import (
     render_comparison,
     run_bench,
     run_with_best_loop,
+    usable_cores,
     write_html_report,
 )
 
@@ -120,9 +122,10 @@ def _load_config(state: State, config_file: Path | None) -> TetherConfig:
 @click.option(
     "--processes",
     "-j",
-    type=int,
     metavar="P",
-    help="Spread the clients over P processes, at most the clients (default 1).",
+    help="Spread the clients over P processes, at most the clients, or auto "
+    f"(default auto: one per two cores, at least {CLIENTS_PER_PROCESS} clients each; "
+    f"{usable_cores()} cores here).",
 )
 @click.option(
     "--max-error-rate",

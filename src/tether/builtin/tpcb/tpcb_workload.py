@@ -20,27 +20,34 @@ run's transactions); any other state is dropped and loaded afresh. ``cleanup``
 drops the four tables.
 
 ``driver: asyncpg`` makes ``execute_operation`` a coroutine, so clients get
-asyncpg connections; ``driver: psycopg`` makes it a plain method, so clients get
-psycopg connections, one thread each, and (``pipeline: true``, the default) sends
-each TPC-B transaction in one pipeline: one round trip instead of seven. Both use
-prepared statements. ``driver: auto`` (the default) picks what measured fastest on
-a small machine: psycopg with the pipeline when ``tpcb_like`` runs (at small
-scales the branch row's lock serializes the transactions, so the time each one
-holds it decides throughput, and the pipeline holds it for the shortest time);
-asyncpg for ``select_only`` alone (the least client CPU per query).
+asyncpg connections; ``driver: libpq`` makes it a coroutine too and asks for psycopg
+AsyncConnection objects (``get_connection_type()``), whose libpq connection it drives
+directly on the event loop (:class:`~.tpcb_pipeline.AsyncPipelinedClient`);
+``driver: psycopg`` makes it a plain method, so clients get psycopg connections, one
+thread each, whose libpq connections it drives directly
+(:class:`~.tpcb_pipeline.PipelinedClient`). With libpq and psycopg, ``pipeline:
+true`` (the default) sends each TPC-B transaction in one pipeline: one round trip
+instead of seven; ``false`` sends each statement and waits for its result, as
+pgbench's built-in script does. Every statement is a prepared statement.
+
+``driver: auto`` (the default) is psycopg. Measured on 2 cores shared with the
+server (``benchmarks/bench_vs_pgbench.py``), libpq on the event loop costs the
+least client CPU per transaction, but the threads got the most transactions
+through: 8 threads each answer their own result as it arrives, where one event
+loop takes the clients' results in turns.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from tether.hosts.workload import read_settings, settings_keys
 
-from .tpcb_pipeline import PipelinedClient
+from .tpcb_pipeline import AsyncPipelinedClient, Call, PipelinedClient
 
 NAME = "tpcb"
 VERSION = "1.0.0"
@@ -87,7 +94,7 @@ COUNTS = (
     "(SELECT max(aid) FROM pgbench_accounts)"
 )
 
-# The transaction, numbered placeholders for asyncpg ($n) ...
+# The transaction (numbered placeholders, as asyncpg and libpq take them)
 UPDATE_ACCOUNT = "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"
 SELECT_ACCOUNT = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
 UPDATE_TELLER = "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2"
@@ -96,13 +103,6 @@ INSERT_HISTORY = (
     "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
     "VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)"
 )
-
-
-def _psycopg(query: str) -> str:
-    """... and positional ones for psycopg (%s), in the same order."""
-    for number in range(4, 0, -1):
-        query = query.replace(f"${number}", "%s")
-    return query
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,23 +114,13 @@ class Settings:
     pipeline: bool
     seed: int | None = None
 
-    def resolved(self, weights: object) -> Settings:
-        """``driver: auto`` made concrete for these weights; the pipeline is psycopg's only."""
-        driver = self.driver
-        if driver == "auto":
-            driver = "psycopg" if _runs_tpcb_like(weights) else "asyncpg"
-        return replace(self, driver=driver, pipeline=self.pipeline and driver == "psycopg")
+    def resolved(self) -> Settings:
+        """``driver: auto`` made concrete; the pipeline is libpq's and psycopg's only."""
+        driver = "psycopg" if self.driver == "auto" else self.driver
+        return replace(self, driver=driver, pipeline=self.pipeline and driver != "asyncpg")
 
 
 CONFIG_KEYS = settings_keys(Settings)
-
-
-def _runs_tpcb_like(weights: object) -> bool:
-    """Whether tpcb_like gets a weight above 0 (the runner checks the weights themselves)."""
-    if isinstance(weights, Mapping) and "tpcb_like" in weights:
-        weight = weights["tpcb_like"]
-        return not isinstance(weight, int) or weight > 0
-    return OPERATION_WEIGHTS["tpcb_like"] > 0
 
 
 def _account_rows(scale: int) -> Iterator[tuple[int, int, int, str]]:
@@ -150,12 +140,13 @@ class TpcbWorkload:
         self._setup: dict[str, object] = {}
         self._operations: dict[str, Callable[[Any], None]] = {}
         self._clients: dict[int, PipelinedClient] = {}
+        self._async_clients: dict[int, AsyncPipelinedClient] = {}
 
     # ------------------------------------------------------------------ contract
 
     def initialize(self, config: dict[str, object]) -> None:
         settings = read_settings(Settings, config, workload=NAME)
-        self.settings = settings = settings.resolved(config.get("operation_weights"))
+        self.settings = settings = settings.resolved()
         self._random = random.Random(settings.seed)  # noqa: S311 - see above
         self._draw = self._random.random
         self._accounts = ACCOUNTS_PER_SCALE * settings.scale
@@ -164,13 +155,13 @@ class TpcbWorkload:
             self.execute_operation = self._execute_sync  # type: ignore[method-assign,assignment]
             self.setup = self._setup_sync  # type: ignore[method-assign,assignment]
             self.cleanup = self._cleanup_sync  # type: ignore[method-assign,assignment]
-            if settings.pipeline:
-                self._operations = {
-                    "tpcb_like": self._tpcb_pipelined,
-                    "select_only": self._select_pipelined,
-                }
-            else:
-                self._operations = {"tpcb_like": self._tpcb_sync, "select_only": self._select_sync}
+            tpcb = self._tpcb_pipelined if settings.pipeline else self._tpcb_stepwise
+            self._operations = {"tpcb_like": tpcb, "select_only": self._select_pipelined}
+        elif settings.driver == "libpq":
+            # A coroutine on psycopg AsyncConnections (see get_connection_type).
+            self.execute_operation = self._execute_libpq  # type: ignore[method-assign]
+            self.setup = self._setup_libpq  # type: ignore[method-assign]
+            self.cleanup = self._cleanup_libpq  # type: ignore[method-assign]
 
     def get_info(self) -> dict[str, object]:
         return {
@@ -185,6 +176,10 @@ class TpcbWorkload:
 
     def get_operation_types(self) -> dict[str, int]:
         return dict(OPERATION_WEIGHTS)
+
+    def get_connection_type(self) -> str:
+        """asyncpg connections for ``driver: asyncpg``, psycopg ones for libpq and psycopg."""
+        return "asyncpg" if self.settings.driver == "asyncpg" else "psycopg"
 
     def get_metrics(self) -> dict[str, object]:
         """What setup did (``loaded`` with its time, or ``reused``); the runner counts the rest."""
@@ -272,24 +267,59 @@ class TpcbWorkload:
     async def cleanup(self, db: Any) -> None:
         await db.execute(DROP_TABLES)
 
-    # ------------------------------------------------------------------ psycopg
+    # ------------------------------------------------------------------ libpq
 
-    def _tpcb_sync(self, db: Any) -> None:
-        aid, tid, bid, delta = self._values()
-        with db.cursor() as cur:
-            cur.execute("BEGIN")
-            try:
-                cur.execute(_UPDATE_ACCOUNT, (delta, aid), prepare=True)
-                cur.execute(_SELECT_ACCOUNT, (aid,), prepare=True)
-                cur.fetchone()
-                cur.execute(_UPDATE_TELLER, (delta, tid), prepare=True)
-                cur.execute(_UPDATE_BRANCH, (delta, bid), prepare=True)
-                cur.execute(_INSERT_HISTORY, (tid, bid, aid, delta), prepare=True)
-            except BaseException:
-                if not db.closed:
-                    db.rollback()
-                raise
-            cur.execute("END")
+    async def _execute_libpq(self, db: Any, operation_type: str) -> None:
+        client = self._async_clients.get(id(db))
+        if client is None or client.db is not db:  # first use of this client's connection
+            client = AsyncPipelinedClient(db)
+            await client.start(PIPELINE_STATEMENTS)
+            self._async_clients[id(db)] = client
+        draw = self._draw
+        if operation_type == "select_only":
+            await client.run(((_SELECT_NAME, (b"%d" % (int(draw() * self._accounts) + 1),)),))
+            return
+        if operation_type != "tpcb_like":
+            raise ValueError(f"unknown operation type: {operation_type}")
+        scale = self.settings.scale
+        aid = b"%d" % (int(draw() * self._accounts) + 1)
+        tid = b"%d" % (int(draw() * TELLERS_PER_SCALE * scale) + 1)
+        bid = b"%d" % (int(draw() * BRANCHES_PER_SCALE * scale) + 1)
+        delta = b"%d" % (int(draw() * 10_001) - 5000)
+        calls = _tpcb_calls(aid, tid, bid, delta)
+        if self.settings.pipeline:
+            await client.run(calls)
+            return
+        run = client.run
+        for call in calls:  # seven round trips, each statement waiting for the last
+            await run((call,))
+
+    async def _setup_libpq(self, db: Any) -> None:
+        scale = self.settings.scale
+        state = await (await db.execute(LOADED_STATE)).fetchone()
+        counts = await (await db.execute(COUNTS)).fetchone() if state and state[0] else None
+        if counts is not None and tuple(counts) == _expected(scale):
+            await db.execute("TRUNCATE pgbench_history")
+            self._setup = {"setup": "reused"}
+            return
+        began = time.perf_counter()
+        await db.execute(DROP_TABLES)
+        for statement in CREATE_TABLES:
+            await db.execute(statement)
+        async with db.cursor() as cur:
+            for target, lines in _copy_sources(scale):
+                async with cur.copy(f"COPY {target} FROM STDIN") as copy:
+                    for chunk in _chunks(lines):
+                        await copy.write(chunk)
+        await db.execute("VACUUM ANALYZE " + ", ".join(TABLES))
+        for statement in PRIMARY_KEYS:
+            await db.execute(statement)
+        self._setup = {"setup": "loaded", "load_seconds": round(time.perf_counter() - began, 3)}
+
+    async def _cleanup_libpq(self, db: Any) -> None:
+        await db.execute(DROP_TABLES)
+
+    # ------------------------------------------------------------------ psycopg
 
     def _pipelined(self, db: Any) -> PipelinedClient:
         client = self._clients.get(id(db))
@@ -299,25 +329,17 @@ class TpcbWorkload:
 
     def _tpcb_pipelined(self, db: Any) -> None:
         aid, tid, bid, delta = (b"%d" % v for v in self._values())
-        self._pipelined(db).run(
-            [
-                (b"tpcb_begin", None),
-                (b"tpcb_update_account", [delta, aid]),
-                (b"tpcb_select_account", [aid]),
-                (b"tpcb_update_teller", [delta, tid]),
-                (b"tpcb_update_branch", [delta, bid]),
-                (b"tpcb_insert_history", [tid, bid, aid, delta]),
-                (b"tpcb_end", None),
-            ]
-        )
+        self._pipelined(db).run(_tpcb_calls(aid, tid, bid, delta))
+
+    def _tpcb_stepwise(self, db: Any) -> None:
+        aid, tid, bid, delta = (b"%d" % v for v in self._values())
+        run = self._pipelined(db).run
+        for call in _tpcb_calls(aid, tid, bid, delta):  # seven round trips, as pgbench's
+            run((call,))
 
     def _select_pipelined(self, db: Any) -> None:
         aid = b"%d" % (int(self._draw() * self._accounts) + 1)
-        self._pipelined(db).run([(b"tpcb_select_account", [aid])])
-
-    def _select_sync(self, db: Any) -> None:
-        aid = int(self._draw() * self._accounts) + 1
-        db.execute(_SELECT_ACCOUNT, (aid,), prepare=True).fetchone()
+        self._pipelined(db).run(((_SELECT_NAME, (aid,)),))
 
     def _setup_sync(self, db: Any) -> None:
         scale = self.settings.scale
@@ -331,22 +353,10 @@ class TpcbWorkload:
         for statement in CREATE_TABLES:
             db.execute(statement)
         with db.cursor() as cur:
-            _copy_text(
-                cur, "pgbench_branches (bid, bbalance)", (f"{b}\t0\n" for b in range(1, scale + 1))
-            )
-            _copy_text(
-                cur,
-                "pgbench_tellers (tid, bid, tbalance)",
-                (
-                    f"{t}\t{(t - 1) // TELLERS_PER_SCALE + 1}\t0\n"
-                    for t in range(1, scale * TELLERS_PER_SCALE + 1)
-                ),
-            )
-            _copy_text(
-                cur,
-                "pgbench_accounts (aid, bid, abalance, filler)",
-                (f"{a}\t{b}\t0\t\n" for a, b, _, _ in _account_rows(scale)),
-            )
+            for target, lines in _copy_sources(scale):
+                with cur.copy(f"COPY {target} FROM STDIN") as copy:
+                    for chunk in _chunks(lines):
+                        copy.write(chunk)
         db.execute("VACUUM ANALYZE " + ", ".join(TABLES))
         for statement in PRIMARY_KEYS:
             db.execute(statement)
@@ -356,11 +366,6 @@ class TpcbWorkload:
         db.execute(DROP_TABLES)
 
 
-_UPDATE_ACCOUNT = _psycopg(UPDATE_ACCOUNT)
-_SELECT_ACCOUNT = _psycopg(SELECT_ACCOUNT)
-_UPDATE_TELLER = _psycopg(UPDATE_TELLER)
-_UPDATE_BRANCH = _psycopg(UPDATE_BRANCH)
-_INSERT_HISTORY = _psycopg(INSERT_HISTORY)
 _COPY_CHUNK = 10_000
 PIPELINE_STATEMENTS = {
     b"tpcb_begin": b"BEGIN",
@@ -377,14 +382,47 @@ def _expected(scale: int) -> tuple[int, int, int]:
     return scale * BRANCHES_PER_SCALE, scale * TELLERS_PER_SCALE, scale * ACCOUNTS_PER_SCALE
 
 
-def _copy_text(cur: Any, target: str, lines: Iterator[str]) -> None:
-    """COPY ``lines`` (tab-separated text) into ``target``, a chunk of rows per write."""
-    with cur.copy(f"COPY {target} FROM STDIN") as copy:
-        chunk: list[str] = []
-        for line in lines:
-            chunk.append(line)
-            if len(chunk) >= _COPY_CHUNK:
-                copy.write("".join(chunk))
-                chunk.clear()
-        if chunk:
-            copy.write("".join(chunk))
+def _copy_sources(scale: int) -> Iterator[tuple[str, Iterator[str]]]:
+    """The tables COPY loads (``target (columns)``) and their rows as tab-separated lines."""
+    yield "pgbench_branches (bid, bbalance)", (f"{b}\t0\n" for b in range(1, scale + 1))
+    yield (
+        "pgbench_tellers (tid, bid, tbalance)",
+        (
+            f"{t}\t{(t - 1) // TELLERS_PER_SCALE + 1}\t0\n"
+            for t in range(1, scale * TELLERS_PER_SCALE + 1)
+        ),
+    )
+    yield (
+        "pgbench_accounts (aid, bid, abalance, filler)",
+        (f"{a}\t{b}\t0\t\n" for a, b, _, _ in _account_rows(scale)),
+    )
+
+
+def _chunks(lines: Iterator[str]) -> Iterator[str]:
+    """``lines`` joined a chunk of rows at a time (one write per chunk)."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= _COPY_CHUNK:
+            yield "".join(chunk)
+            chunk.clear()
+    if chunk:
+        yield "".join(chunk)
+
+
+_SELECT_NAME = b"tpcb_select_account"
+_BEGIN: Call = (b"tpcb_begin", None)
+_END: Call = (b"tpcb_end", None)
+
+
+def _tpcb_calls(aid: bytes, tid: bytes, bid: bytes, delta: bytes) -> tuple[Call, ...]:
+    """The seven prepared statements of one TPC-B transaction, with their parameters."""
+    return (
+        _BEGIN,
+        (b"tpcb_update_account", (delta, aid)),
+        (_SELECT_NAME, (aid,)),
+        (b"tpcb_update_teller", (delta, tid)),
+        (b"tpcb_update_branch", (delta, bid)),
+        (b"tpcb_insert_history", (tid, bid, aid, delta)),
+        _END,
+    )

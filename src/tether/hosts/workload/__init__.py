@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from tether.hosts.workload._series import MAX_POINTS, OperationSeries, Series, SeriesData
     from tether.hosts.workload._settings import (
         BENCH_CONFIG_SECTION,
+        CLIENTS_PER_PROCESS,
         DEFAULT_DURATION,
         DSN_ENV,
         WORKLOAD_CONFIG_SECTION,
@@ -58,6 +59,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
         BenchSettings,
         DatabaseSection,
         WorkloadSection,
+        auto_processes,
+        usable_cores,
     )
     from tether.hosts.workload._toolkit import (
         AsyncConnection,
@@ -85,6 +88,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
 
 __all__ = [
     "BENCH_CONFIG_SECTION",
+    "CLIENTS_PER_PROCESS",
     "DATA_DIRECTORY_ENV",
     "DEFAULT_DURATION",
     "DSN_ENV",
@@ -129,6 +133,7 @@ __all__ = [
     "WorkloadProtocol",
     "WorkloadSection",
     "WorkloadSpec",
+    "auto_processes",
     "check_report_path",
     "copy_rows",
     "default_data_directory",
@@ -148,6 +153,7 @@ __all__ = [
     "settings_keys",
     "skewed",
     "split_evenly",
+    "usable_cores",
     "write_html_report",
 ]
 
@@ -199,6 +205,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "BenchSettings": ("tether.hosts.workload._settings", "BenchSettings"),
     "DatabaseSection": ("tether.hosts.workload._settings", "DatabaseSection"),
     "WorkloadSection": ("tether.hosts.workload._settings", "WorkloadSection"),
+    "CLIENTS_PER_PROCESS": ("tether.hosts.workload._settings", "CLIENTS_PER_PROCESS"),
+    "auto_processes": ("tether.hosts.workload._settings", "auto_processes"),
+    "usable_cores": ("tether.hosts.workload._settings", "usable_cores"),
     "AsyncConnection": ("tether.hosts.workload._toolkit", "AsyncConnection"),
     "Counters": ("tether.hosts.workload._toolkit", "Counters"),
     "Dataset": ("tether.hosts.workload._toolkit", "Dataset"),

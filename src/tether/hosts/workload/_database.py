@@ -3,6 +3,12 @@
 A DSN comes from ``--dsn``, else ``$TETHER_DSN``, else the config's ``database.dsn``;
 with none of them an embedded PostgreSQL is started (:mod:`._embedded`). Every DSN
 shown to a person has its password masked.
+
+A client's connection is of one of three kinds (:data:`DRIVERS`): ``asyncpg``,
+``psycopg`` (sync, autocommit, used from a thread) or ``psycopg-async``
+(``psycopg.AsyncConnection``, autocommit, on the run's event loop). Before closing a
+``psycopg-async`` connection tether removes any reader registered on its socket, so
+a workload may keep one registered for the connection's lifetime (``tpcb`` does).
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ T = TypeVar("T")
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "DRIVERS",
     "Database",
     "close_connections",
     "connect_async",
+    "connect_psycopg_async",
     "connect_sync",
     "describe_connect_error",
     "mask_dsn",
@@ -37,6 +45,7 @@ __all__ = [
 ]
 
 CONNECT_TIMEOUT = 10.0
+DRIVERS = ("asyncpg", "psycopg", "psycopg-async")
 APPLICATION_NAME = "tether-bench"
 _URL_PASSWORD = re.compile(r"(://[^:/@?#\s]*:)([^@/?#\s]*)(@)")
 _PARAM_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]+)", re.IGNORECASE)
@@ -158,34 +167,63 @@ async def connect_sync(dsn: str) -> psycopg.Connection[Any]:
     return connection
 
 
-async def open_connections(dsn: str, count: int, *, is_async: bool) -> list[Any]:
-    """``count`` connections of the kind the workload takes, opened together."""
-    connect = connect_async if is_async else connect_sync
+async def connect_psycopg_async(dsn: str) -> psycopg.AsyncConnection[Any]:
+    """A psycopg ``AsyncConnection`` (autocommit), or the same error."""
+    return await _guarded(
+        dsn,
+        lambda: psycopg.AsyncConnection.connect(
+            dsn,
+            autocommit=True,
+            connect_timeout=int(CONNECT_TIMEOUT),
+            application_name=APPLICATION_NAME,
+        ),
+    )
+
+
+_CONNECT: dict[str, Callable[[str], Awaitable[Any]]] = {
+    "asyncpg": connect_async,
+    "psycopg": connect_sync,
+    "psycopg-async": connect_psycopg_async,
+}
+
+
+async def open_connections(dsn: str, count: int, *, driver: str) -> list[Any]:
+    """``count`` connections of the kind ``driver`` names (one of :data:`DRIVERS`), opened
+    together."""
+    connect = _CONNECT[driver]
     results = await asyncio.gather(*(connect(dsn) for _ in range(count)), return_exceptions=True)
     opened = [r for r in results if not isinstance(r, BaseException)]
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
-        await close_connections(opened, is_async=is_async)
+        await close_connections(opened, driver=driver)
         raise failures[0]
     return opened
 
 
-async def close_connections(connections: list[Any], *, is_async: bool) -> None:
+async def close_connections(connections: list[Any], *, driver: str) -> None:
     """Close every connection; a connection that fails to close is dropped."""
     for connection in connections:
         try:
-            if is_async:
-                await asyncio.wait_for(connection.close(), 5.0)
-            else:
+            if driver == "psycopg":
                 await asyncio.to_thread(connection.close)
+                continue
+            if driver == "psycopg-async" and not connection.closed:
+                asyncio.get_running_loop().remove_reader(connection.fileno())
+            await asyncio.wait_for(connection.close(), 5.0)
         except Exception:  # noqa: S112 - closing is best effort
             continue
 
 
-async def server_version(connection: object, *, is_async: bool) -> str:
+async def server_version(connection: object, *, driver: str) -> str:
     """The server's ``server_version`` setting."""
-    if is_async:
+    if driver == "asyncpg":
         return str(await cast("AsyncConnection", connection).fetchval("SHOW server_version"))
+    if driver == "psycopg-async":
+        cursor = await cast("psycopg.AsyncConnection[Any]", connection).execute(
+            "SHOW server_version"
+        )
+        found = await cursor.fetchone()
+        return str(found[0]) if found else "unknown"
 
     def query() -> str:
         sync = cast("psycopg.Connection[tuple[object, ...]]", connection)

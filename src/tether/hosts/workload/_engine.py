@@ -36,7 +36,7 @@ from tether.hosts.workload._weights import make_chooser
 __all__ = ["DirectOperation", "Engine", "EngineResult", "Executable", "Plan", "Tick"]
 
 _NS = 1_000_000_000
-_YIELD_EVERY = 16  # an async client yields to the loop at least this often
+_YIELD_NS = 1_000_000  # an async client whose operations never wait yields this often
 _FAR = 1 << 62
 
 log = logging.getLogger("tether.bench")
@@ -274,7 +274,7 @@ class Engine:
         budget = plan.transactions
         tickets, slots = self._tickets, self._slots
         rate, phase, start_ns = plan.rate, plan.phase, self._start_ns
-        done = 0
+        yielded = now()
         while not self.stopping:
             if rate is None:
                 began = now()
@@ -298,11 +298,12 @@ class Engine:
                 if measured:
                     errors.append((op, type(exc).__name__, error_text(exc), now()))
                 await asyncio.sleep(0)  # a failing plugin must not starve the loop
-            else:
-                if measured:
-                    latencies[op].append((now() - began) // 1000)
-            done += 1
-            if not done % _YIELD_EVERY:
+                continue
+            finished = now()
+            if measured:
+                latencies[op].append((finished - began) // 1000)
+            if finished - yielded >= _YIELD_NS:  # an operation that never waits would
+                yielded = finished  # starve the loop (the ticks, Ctrl-C): let it run
                 await asyncio.sleep(0)
 
     # ------------------------------------------------------------------ threaded clients

@@ -142,10 +142,10 @@ async def _run(
     on_tick: Callable[[Tick], None] | None,
     started_at: datetime,
 ) -> BenchReport:
-    is_async = workload.is_async
-    (admin,) = await open_connections(database.dsn, 1, is_async=is_async)
+    is_async, driver = workload.is_async, workload.driver
+    (admin,) = await open_connections(database.dsn, 1, driver=driver)
     try:
-        version = await server_version(admin, is_async=is_async)
+        version = await server_version(admin, driver=driver)
         setup_seconds = None
         if settings.setup:
             notify(f"setting up workload '{workload.name}'...")
@@ -161,7 +161,7 @@ async def _run(
             notify(f"cleaning up workload '{workload.name}'...")
             await workload.call("cleanup", admin, blocking=not is_async)
     finally:
-        await close_connections([admin], is_async=is_async)
+        await close_connections([admin], driver=driver)
     return BenchReport(
         workload=workload.name,
         event_loop=event_loop_name(),
@@ -216,14 +216,12 @@ async def _clients(
             weights=workload.weights,
             on_tick=on_tick,
         )
-        connections = await open_connections(
-            database.dsn, settings.clients, is_async=workload.is_async
-        )
+        connections = await open_connections(database.dsn, settings.clients, driver=workload.driver)
         try:
             with _interrupts(engine.request_stop):
                 result = await engine.run(connections)
         finally:
-            await close_connections(connections, is_async=workload.is_async)
+            await close_connections(connections, driver=workload.driver)
         return result.stats, result.elapsed, result.stop_reason, await workload.metrics()
     with _interrupts(stop_requested.set):
         outcome = await run_workers(

@@ -98,7 +98,7 @@ async def _worker(job: _Job, queue: Queue[object], control: Connection) -> None:
     )
     connections: list[Any] = []
     try:
-        connections = await open_connections(job.dsn, job.plan.clients, is_async=workload.is_async)
+        connections = await open_connections(job.dsn, job.plan.clients, driver=workload.driver)
         queue.put(("ready", job.index))
         start_ns = await start
         if start_ns is None:
@@ -117,7 +117,7 @@ async def _worker(job: _Job, queue: Queue[object], control: Connection) -> None:
         encoded = {op: stats.encode() for op, stats in result.stats.items()}
         queue.put(("done", job.index, encoded, result.elapsed, result.stop_reason, metrics))
     finally:
-        await close_connections(connections, is_async=workload.is_async)
+        await close_connections(connections, driver=workload.driver)
         await workload.aclose()
 
 

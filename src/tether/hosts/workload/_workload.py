@@ -5,7 +5,9 @@ this host registers (:data:`WORKLOAD_CONTRACT`). This module loads one into a fr
 :class:`tether.PluginManager`, initializes it with its ``plugin_config``, and decides
 which kind of connection its clients get: if ``execute_operation`` (looked up after
 ``initialize``) is ``async def``, an asyncpg connection; otherwise a psycopg
-connection, one thread per client. Every call into the plugin goes through its
+connection, one thread per client. An async workload whose optional
+``get_connection_type()`` returns ``"psycopg"`` gets psycopg ``AsyncConnection``
+objects instead (the ``psycopg-async`` driver). Every call into the plugin goes through its
 :class:`tether.PluginHandle`.
 """
 
@@ -58,9 +60,10 @@ WORKLOAD_METHODS = ("initialize", "setup", "cleanup", "execute_operation", "get_
 WORKLOAD_CONTRACT = Contract(
     "workload",
     "a load-test workload for tether bench: initialize(config), setup(db), cleanup(db), "
-    "execute_operation(db, op), get_operation_types(); optionally get_info(), get_metrics()",
+    "execute_operation(db, op), get_operation_types(); optionally get_info(), get_metrics(), "
+    "get_connection_type()",
     required=WORKLOAD_METHODS,
-    optional=("get_info", "get_metrics", "start", "stop"),
+    optional=("get_info", "get_metrics", "get_connection_type", "start", "stop"),
     initialize_with="config",
     managed=("initialize", "start", "stop"),  # cleanup(db) is the host's to call
     host="tether bench",
@@ -116,14 +119,11 @@ class LoadedWorkload:
     is_async: bool
     weights: dict[str, int]
     default_weights: dict[str, int]
+    driver: str = "asyncpg"  # the clients' connections: one of _database.DRIVERS
 
     @property
     def name(self) -> str:
         return self.spec.name
-
-    @property
-    def driver(self) -> str:
-        return "asyncpg" if self.is_async else "psycopg"
 
     async def call(self, method: str, *args: object, blocking: bool = False) -> object:
         """Call an optional or required plugin method through its handle; await the result.
@@ -276,9 +276,38 @@ async def _open(manager: PluginManager, spec: WorkloadSpec) -> LoadedWorkload:
         weights={},
         default_weights={},
     )
+    wanted = await workload.call("get_connection_type")
+    workload.driver = _driver(spec.name, is_async=operation.is_async, wanted=wanted)
     defaults = check_default_weights(spec.name, await workload.call("get_operation_types"))
     workload.default_weights = defaults
     workload.weights = resolve_weights(
         spec.name, defaults, spec.config.get("operation_weights"), source=spec.config_source
     )
     return workload
+
+
+_CONNECTION_TYPES = ("asyncpg", "psycopg")
+
+
+def _driver(plugin: str, *, is_async: bool, wanted: object) -> str:
+    """The clients' driver: what ``get_connection_type()`` returned (``None``: not defined)
+    with the kind of ``execute_operation``."""
+    if wanted is None:
+        return "asyncpg" if is_async else "psycopg"
+    if wanted not in _CONNECTION_TYPES:
+        raise TetherError(
+            f"workload '{plugin}': get_connection_type() must return 'asyncpg' or 'psycopg', "
+            f"got {wanted!r}",
+            plugin=plugin,
+            hint="return 'asyncpg' or 'psycopg' from get_connection_type(), or remove it",
+        )
+    if wanted == "psycopg":
+        return "psycopg-async" if is_async else "psycopg"
+    if not is_async:
+        raise TetherError(
+            f"workload '{plugin}': get_connection_type() returned 'asyncpg', but "
+            "execute_operation is a plain function (asyncpg connections are async only)",
+            plugin=plugin,
+            hint="make execute_operation `async def`, or return 'psycopg'",
+        )
+    return "asyncpg"
