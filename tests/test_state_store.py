@@ -293,3 +293,38 @@ def test_a_disabled_plugin_stays_disabled_after_a_restart_on_postgresql(tmp_path
     assert not info.enabled
     assert info.status is PluginStatus.LOADING
     assert not (tmp_path / "state" / "state.db").exists()
+
+
+def test_a_cancelled_write_never_lands_after_the_next_one(tmp_path, monkeypatch):
+    """A periodic write cancelled at shutdown runs on in its thread; the last write must
+    wait for it, or the older snapshot could overwrite the final state."""
+    import threading
+
+    async def main():
+        manager = PluginManager(state_directory=tmp_path / "state")
+        hub = observe(manager)
+        written: list[int] = []
+        first_started = threading.Event()
+        release_first = threading.Event()
+        snapshots = iter(range(1, 100))
+        monkeypatch.setattr(hub, "_snapshot", lambda: next(snapshots))
+
+        def write(snapshot):
+            if snapshot == 1:
+                first_started.set()
+                release_first.wait(10)
+            written.append(snapshot)
+
+        monkeypatch.setattr(hub, "_write", write)
+        periodic = asyncio.create_task(hub.aflush())
+        await asyncio.to_thread(first_started.wait, 10)
+        periodic.cancel()  # what aclose does to the background task
+        final = asyncio.create_task(hub.aflush())
+        await asyncio.sleep(0.05)
+        release_first.set()
+        await final
+        with pytest.raises(asyncio.CancelledError):
+            await periodic
+        return written
+
+    assert asyncio.run(main()) == [1, 2]

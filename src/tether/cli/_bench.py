@@ -251,7 +251,7 @@ def _check_options(options: dict[str, object], report_file: Path | None) -> Benc
         raise click.UsageError(
             "; ".join(f"Invalid value for '{p.key}': {p.message}" for p in exc.problems)
         ) from None
-    processes, clients = options["processes"], options["clients"]
+    processes, clients = given.processes, given.clients  # validated: "4" is 4, auto stays
     if isinstance(processes, int) and isinstance(clients, int) and processes > clients:
         raise click.BadParameter(
             f"{processes} processes for {clients} clients: each process runs at least one "

@@ -49,6 +49,7 @@ class Observability:
         self._loads_written = 0
         self._store: PluginStateStore | None = None
         self._task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None  # the state store write under way
         self._persist = False
         self._registry: CollectorRegistry | None = None
         manager.on_error(self._on_error)
@@ -166,8 +167,19 @@ class Observability:
         self._write(self._snapshot())
 
     async def aflush(self) -> None:
-        """``flush`` with the database write off the event loop."""
-        await asyncio.to_thread(self._write, self._snapshot())
+        """``flush`` with the database write off the event loop.
+
+        One write at a time, in the order of their snapshots: a write whose caller is
+        cancelled still runs to its end in its thread, and the next waits for it, so an
+        older snapshot can never land after a newer one (the last write at shutdown).
+        """
+        previous = self._writing
+        if previous is not None and not previous.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(previous)
+        writing = asyncio.ensure_future(asyncio.to_thread(self._write, self._snapshot()))
+        self._writing = writing
+        await asyncio.shield(writing)
 
     # ------------------------------------------------------------------ background
 
