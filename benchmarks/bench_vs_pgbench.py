@@ -377,6 +377,12 @@ def main() -> None:
         "--variants", action="store_true", help="also run the other drivers and process counts"
     )
     parser.add_argument("--skip-layer", action="store_true", help="skip the plugin-layer runs")
+    parser.add_argument(
+        "--pairing",
+        action="append",
+        choices=[p.label for p in PAIRINGS],
+        help="run only this pairing (repeatable; default all)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     from tether.hosts.workload import auto_processes
@@ -422,14 +428,15 @@ def _tether_args(pairing: Pairing, args: argparse.Namespace) -> tuple[str, ...]:
 
 def compare(dsn: str, socket_dir: Path, script: Path, args: argparse.Namespace) -> None:
     """The same-protocol table: each pairing's runs alternate, rounds flip the order."""
-    startup = {p.label: tether_startup(dsn, args, p) for p in PAIRINGS}
+    pairings = [p for p in PAIRINGS if not args.pairing or p.label in args.pairing]
+    startup = {p.label: tether_startup(dsn, args, p) for p in pairings}
     print(
         "tether start-up (one transaction, whole process tree, CPU s): "
         + ", ".join(f"{label} {cpu:.2f}" for label, cpu in startup.items())
     )
-    series = {p.label: (Series(), Series()) for p in PAIRINGS}
+    series = {p.label: (Series(), Series()) for p in pairings}
     for round_ in range(args.rounds):
-        for pairing in PAIRINGS:
+        for pairing in pairings:
             pg, te = series[pairing.label]
             runs = [
                 lambda pg=pg, p=pairing: pg.samples.append(
@@ -446,11 +453,11 @@ def compare(dsn: str, socket_dir: Path, script: Path, args: argparse.Namespace) 
         figures = ", ".join(
             f"{p.label} {series[p.label][1].samples[-1].tps:.0f}/"
             f"{series[p.label][0].samples[-1].tps:.0f}"
-            for p in PAIRINGS
+            for p in pairings
         )
         print(f"round {round_ + 1} (tether/pgbench tps): {figures}")
     print()
-    for pairing in PAIRINGS:
+    for pairing in pairings:
         pg, te = series[pairing.label]
         ratios = [t.tps / p.tps for p, t in zip(pg.samples, te.samples, strict=True)]
         ratio = statistics.median(ratios)  # each round's two runs ran back to back
@@ -460,7 +467,7 @@ def compare(dsn: str, socket_dir: Path, script: Path, args: argparse.Namespace) 
             f"pgbench {pg.tps():,.0f} tps, medians; rounds {min(ratios):.2f}-{max(ratios):.2f})"
             f"  goal >= {GOAL}  {verdict}"
         )
-    for pairing in PAIRINGS:
+    for pairing in pairings:
         pg, te = series[pairing.label]
         pg_us = pg.cpu_per_1000() * 1000
         gross_us = te.cpu_per_1000() * 1000
@@ -470,6 +477,8 @@ def compare(dsn: str, socket_dir: Path, script: Path, args: argparse.Namespace) 
             f"transaction: tether {net_us:.1f} us net of start-up, {gross_us:.1f} us gross / "
             f"pgbench {pg_us:.1f} us)"
         )
+    if "7 round trips" not in series or "pipelined" not in series:
+        return
     builtin = series["7 round trips"][0]
     default = series["pipelined"][1]
     print(

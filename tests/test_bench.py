@@ -188,6 +188,27 @@ def test_every_tpcb_driver_commits_each_transaction_once(pg_url, settings, drive
     ) == [(150, True)]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["true", "false"])
+def test_threaded_tpcb_mixes_select_only_with_tpcb_on_one_connection(pg_url, pipeline):
+    """select-only runs out of pipeline mode; a client whose draws alternate between it
+    and a pipelined TPC-B switches modes at each change, and every count still holds."""
+    data = report(
+        bench(
+            "-w", "tpcb", "--dsn", pg_url, "-c", "2", "-t", "400", "--format", "json", "-q",
+            "--set", "driver=psycopg", "--set", f"pipeline={pipeline}",
+            "--set", "operation_weights={tpcb_like: 1, select_only: 1}",
+        )
+    )  # fmt: skip
+    operations = data["operations"]
+    tpcb, select = operations["tpcb_like"], operations["select_only"]  # type: ignore[index]
+    assert tpcb["count"] + select["count"] == 400
+    assert tpcb["count"] > 50
+    assert select["count"] > 50
+    assert tpcb["errors"] == select["errors"] == 0
+    assert rows(pg_url, "SELECT count(*) FROM pgbench_history") == [(tpcb["count"],)]
+
+
 CUSTOMER_OPERATIONS = ("customer_register", "customer_lookup", "customer_update", "address_update")
 
 
@@ -515,7 +536,7 @@ def test_the_guides_broken_config_fails_as_documented(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_pipelined_tpcb_client_raises_the_sqlstate_class_and_recovers(pg_url):
+def test_the_threaded_tpcb_client_raises_the_sqlstate_class_and_recovers(pg_url):
     import importlib.util
 
     path = Path(__file__).resolve().parent.parent / "src/tether/builtin/tpcb/tpcb_pipeline.py"
@@ -531,6 +552,17 @@ def test_the_pipelined_tpcb_client_raises_the_sqlstate_class_and_recovers(pg_url
             client.run([(b"begin", None), (b"divide", [b"0"]), (b"end", None)])
         assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
         client.run([(b"begin", None), (b"divide", [b"2"]), (b"end", None)])
+        # One statement at a time (out of pipeline mode), then a pipeline again.
+        client.execute(b"begin", None)
+        with pytest.raises(psycopg.errors.DivisionByZero, match="division by zero"):
+            client.execute(b"divide", [b"0"])
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+        client.execute(b"divide", [b"4"])
+        client.run([(b"begin", None), (b"divide", [b"2"]), (b"end", None)])
+        assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.ON
+        client.execute(b"divide", [b"1"])
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 def _tpcb_pipeline_module() -> object:

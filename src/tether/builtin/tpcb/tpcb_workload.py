@@ -156,7 +156,7 @@ class TpcbWorkload:
             self.setup = self._setup_sync  # type: ignore[method-assign,assignment]
             self.cleanup = self._cleanup_sync  # type: ignore[method-assign,assignment]
             tpcb = self._tpcb_pipelined if settings.pipeline else self._tpcb_stepwise
-            self._operations = {"tpcb_like": tpcb, "select_only": self._select_pipelined}
+            self._operations = {"tpcb_like": tpcb, "select_only": self._select}
         elif settings.driver == "libpq":
             # A coroutine on psycopg AsyncConnections (see get_connection_type).
             self.execute_operation = self._execute_libpq  # type: ignore[method-assign]
@@ -333,13 +333,13 @@ class TpcbWorkload:
 
     def _tpcb_stepwise(self, db: Any) -> None:
         aid, tid, bid, delta = (b"%d" % v for v in self._values())
-        run = self._pipelined(db).run
-        for call in _tpcb_calls(aid, tid, bid, delta):  # seven round trips, as pgbench's
-            run((call,))
+        execute = self._pipelined(db).execute
+        for name, params in _tpcb_calls(aid, tid, bid, delta):  # seven round trips
+            execute(name, params)
 
-    def _select_pipelined(self, db: Any) -> None:
+    def _select(self, db: Any) -> None:
         aid = b"%d" % (int(self._draw() * self._accounts) + 1)
-        self._pipelined(db).run(((_SELECT_NAME, (aid,)),))
+        self._pipelined(db).execute(_SELECT_NAME, (aid,))
 
     def _setup_sync(self, db: Any) -> None:
         scale = self.settings.scale
