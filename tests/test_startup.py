@@ -86,6 +86,15 @@ def test_help_imports_click_and_the_command_tables_only(args):
     assert commands == ["tether.cli._app", "tether.cli._types"]
 
 
+def test_bench_help_imports_its_options_only():
+    """The most used command's help: its options and their defaults, not the host."""
+    code = "from tether.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass"
+    found = imported_by(code, "bench", "--help")
+    assert found["heavy"] == []
+    assert "tether.cli._bench_run" not in found["tether"]
+    assert "tether.hosts.workload._settings" not in found["tether"]
+
+
 def test_a_host_package_imports_nothing_until_a_name_is_used():
     found = imported_by("import tether.hosts.workload, tether.hosts.web")
     assert found["heavy"] == []

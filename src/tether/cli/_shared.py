@@ -28,6 +28,7 @@ from tether import (
 )
 from tether.cli._app import State
 from tether.cli._output import out
+from tether.cli._types import retries_option
 from tether.errors import PluginNotFoundError, TetherError
 
 __all__ = [
@@ -42,18 +43,6 @@ __all__ = [
     "print_observed",
     "retries_option",
 ]
-
-MAX_ATTEMPTS = 100
-"""The most tries ``--retries`` gives a plugin (as ``retries.attempts``)."""
-
-retries_option = click.option(
-    "--retries",
-    "retry_attempts",
-    type=click.IntRange(1, MAX_ATTEMPTS),
-    metavar="N",
-    help="Try each plugin up to N times, over its entry's retries.attempts; the wait "
-    "doubles from the entry's backoff, else 1s (default: each entry's retries, else 1 try).",
-)
 
 
 def fail(message: str, hint: str | None = None) -> TetherError:

@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-__all__ = ["MAX_NAME", "MAX_SECONDS", "AdminURL", "NonEmptyPath", "PluginName", "Seconds", "Text"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_NAME",
+    "MAX_SECONDS",
+    "AdminURL",
+    "NonEmptyPath",
+    "PluginName",
+    "Seconds",
+    "Text",
+    "retries_option",
+]
 
 if TYPE_CHECKING:  # click 8.5 types its parameter types; earlier versions are not generic
     _FloatType = click.ParamType[float, object]
@@ -176,3 +186,16 @@ class PluginName(_TextType):
         if _has_surrogate(text):
             self.fail(f"{shown} is not valid Unicode (bytes the locale cannot decode)", param, ctx)
         return text
+
+
+MAX_ATTEMPTS = 100
+"""The most tries ``--retries`` gives a plugin (as ``retries.attempts``)."""
+
+retries_option = click.option(
+    "--retries",
+    "retry_attempts",
+    type=click.IntRange(1, MAX_ATTEMPTS),
+    metavar="N",
+    help="Try each plugin up to N times, over its entry's retries.attempts; the wait "
+    "doubles from the entry's backoff, else 1s (default: each entry's retries, else 1 try).",
+)

@@ -28,6 +28,7 @@ import importlib
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers know it
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
     from tether.hosts.workload._compare import render_comparison
+    from tether.hosts.workload._cores import CLIENTS_PER_PROCESS, auto_processes, usable_cores
     from tether.hosts.workload._database import Database, mask_dsn
     from tether.hosts.workload._embedded import DATA_DIRECTORY_ENV, default_data_directory
     from tether.hosts.workload._engine import DirectOperation, Executable, Plan, Tick
@@ -49,7 +50,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from tether.hosts.workload._series import MAX_POINTS, OperationSeries, Series, SeriesData
     from tether.hosts.workload._settings import (
         BENCH_CONFIG_SECTION,
-        CLIENTS_PER_PROCESS,
         DEFAULT_DURATION,
         DSN_ENV,
         WORKLOAD_CONFIG_SECTION,
@@ -59,8 +59,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
         BenchSettings,
         DatabaseSection,
         WorkloadSection,
-        auto_processes,
-        usable_cores,
     )
     from tether.hosts.workload._toolkit import (
         AsyncConnection,
@@ -205,9 +203,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "BenchSettings": ("tether.hosts.workload._settings", "BenchSettings"),
     "DatabaseSection": ("tether.hosts.workload._settings", "DatabaseSection"),
     "WorkloadSection": ("tether.hosts.workload._settings", "WorkloadSection"),
-    "CLIENTS_PER_PROCESS": ("tether.hosts.workload._settings", "CLIENTS_PER_PROCESS"),
-    "auto_processes": ("tether.hosts.workload._settings", "auto_processes"),
-    "usable_cores": ("tether.hosts.workload._settings", "usable_cores"),
+    "CLIENTS_PER_PROCESS": ("tether.hosts.workload._cores", "CLIENTS_PER_PROCESS"),
+    "auto_processes": ("tether.hosts.workload._cores", "auto_processes"),
+    "usable_cores": ("tether.hosts.workload._cores", "usable_cores"),
     "AsyncConnection": ("tether.hosts.workload._toolkit", "AsyncConnection"),
     "Counters": ("tether.hosts.workload._toolkit", "Counters"),
     "Dataset": ("tether.hosts.workload._toolkit", "Dataset"),

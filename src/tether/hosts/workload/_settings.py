@@ -47,6 +47,12 @@ from pydantic import (
 # and bench durations must read as every other duration in tether does.
 from tether import ConfigSection, TetherConfig, parse_duration
 from tether.errors import ConfigProblem
+from tether.hosts.workload._cores import (
+    CLIENTS_PER_PROCESS,
+    MAX_PROCESSES,
+    auto_processes,
+    usable_cores,
+)
 from tether.hosts.workload._errors import WorkloadConfigError
 from tether.hosts.workload._workload import REFERENCE_NAMES, WorkloadSpec
 
@@ -82,27 +88,7 @@ def _at_least_one(value: object) -> str | None:
 
 
 MAX_CLIENTS = 10_000  # each client is a connection: far beyond any server's max_connections
-MAX_PROCESSES = 1_024
 MAX_TRANSACTIONS = 10**15
-CLIENTS_PER_PROCESS = 4
-"""``processes: auto`` gives each process at least this many clients."""
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS tells it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def auto_processes(clients: int, cores: int | None = None) -> int:
-    """``processes: auto``: one process per two cores (the server, usually on the same
-    machine, needs the others), each with at least :data:`CLIENTS_PER_PROCESS` clients:
-    8 clients on 4 cores run in 2 processes; on 2 cores, or with 7 clients or fewer,
-    in 1. Measured on 2 cores shared with the server, a second client process raised
-    neither select-only nor TPC-B throughput and cost a second start-up."""
-    cores = usable_cores() if cores is None else cores
-    return max(1, min(cores // 2, clients // CLIENTS_PER_PROCESS, MAX_PROCESSES))
 
 
 def _between(low: int, high: int) -> Callable[[object], str | None]:
