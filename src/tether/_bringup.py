@@ -164,12 +164,9 @@ class BringUp:
         manifest = load_manifest(path)
         check_name(manifest, settings, path)
         found = Found(manifest, str(manifest.directory or path), private=True)
-        policy = self._policy(settings)
-        if retries is not None or retry_backoff is not None:
-            policy = RetryPolicy(
-                policy.attempts if retries is None else retries + 1,
-                policy.backoff if retry_backoff is None else retry_backoff,
-            )
+        policy = RetryPolicy.overridden(
+            self._policy(settings), retries=retries, backoff=retry_backoff
+        )
         return await self._load_found(found, settings, Tries(manifest.name, policy))
 
     def _policy(self, settings: PluginConfig) -> RetryPolicy:

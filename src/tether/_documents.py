@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 from tether._describe import error_line
-from tether._toml_lines import toml_lines
+from tether._toml_lines import MAX_PATH_LENGTH, toml_lines
 
 __all__ = [
     "FORMATS",
@@ -403,7 +403,7 @@ class _YamlWalk:
         lines = self.lines
         for index, item in enumerate(node.value):
             item_path = None
-            if path is not None:
+            if path is not None and len(path) < MAX_PATH_LENGTH:
                 item_path = f"{path}[{index}]"
                 lines[item_path] = item.start_mark.line + 1
             if item.__class__ is not _SCALAR_NODE:
@@ -422,7 +422,7 @@ class _YamlWalk:
                 if not key_node.value.isascii():
                     self.scalar(key_node)
                 name, line = key_node.value, key_node.start_mark.line + 1
-                if path is not None:
+                if path is not None and len(path) + len(name) < MAX_PATH_LENGTH:
                     value_path = f"{path}.{name}" if path else name
                     lines[value_path] = line
                 names.append(name)
@@ -620,6 +620,13 @@ _SPACE = re.compile(r"[ \t\n\r]*")
 _SCALAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null")
 
 
+def _json_path(path: str | None, key: str) -> str | None:
+    """The dotted path of ``key`` under ``path``; ``None`` (no line) when too long."""
+    if path is None or len(path) + len(key) >= MAX_PATH_LENGTH:
+        return None
+    return f"{path}.{key}" if path else key
+
+
 class _JsonLocator:
     """Walks JSON text for the line of every key and list item (and the first duplicate key).
 
@@ -646,7 +653,7 @@ class _JsonLocator:
         match = _SPACE.match(self.text, position)
         return match.end() if match else position
 
-    def _value(self, position: int, path: str, depth: int) -> int:
+    def _value(self, position: int, path: str | None, depth: int) -> int:
         char = self.text[position]
         if char in "{[" and depth >= MAX_DEPTH:
             raise _StopError
@@ -661,7 +668,7 @@ class _JsonLocator:
             raise _StopError
         return match.end()
 
-    def _object(self, position: int, path: str, depth: int) -> int:
+    def _object(self, position: int, path: str | None, depth: int) -> int:
         seen: dict[str, int] = {}
         if self.text[position] == "}":
             return position + 1
@@ -670,11 +677,12 @@ class _JsonLocator:
                 raise _StopError
             line = self._line(position)
             key, position = _PLAIN_JSON.raw_decode(self.text, position)
-            key_path = f"{path}.{key}" if path else key
+            key_path = _json_path(path, key)
             if key in seen and self.duplicate is None:
-                self.duplicate = (key_path, seen[key], line)
+                self.duplicate = (key_path or f"...{key[-40:]}", seen[key], line)
             seen.setdefault(key, line)
-            self.lines.setdefault(key_path, line)
+            if key_path is not None:
+                self.lines.setdefault(key_path, line)
             position = self._space(position)
             if self.text[position] != ":":
                 raise _StopError
@@ -685,13 +693,14 @@ class _JsonLocator:
                 raise _StopError
             position = self._space(position + 1)
 
-    def _array(self, position: int, path: str, depth: int) -> int:
+    def _array(self, position: int, path: str | None, depth: int) -> int:
         if self.text[position] == "]":
             return position + 1
         index = 0
         while True:
-            item_path = f"{path}[{index}]"
-            self.lines.setdefault(item_path, self._line(position))
+            item_path = None if path is None or len(path) >= MAX_PATH_LENGTH else f"{path}[{index}]"
+            if item_path is not None:
+                self.lines.setdefault(item_path, self._line(position))
             position = self._space(self._value(position, item_path, depth))
             if self.text[position] == "]":
                 return position + 1

@@ -20,8 +20,10 @@ others in the file derive from is a base, not a candidate.
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import importlib.machinery
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +43,8 @@ __all__ = [
     "with_default_entry",
 ]
 
-MAX_SOURCE_BYTES = 8 << 20
+MAX_SOURCE_BYTES = 2 << 20
+"""A larger module is not read: its entry is checked when it is loaded."""
 _UNSAFE = re.compile(r"\W")
 # The import system's order: an extension module, then source, then bytecode.
 _SUFFIXES = (*importlib.machinery.EXTENSION_SUFFIXES, ".py", *importlib.machinery.BYTECODE_SUFFIXES)
@@ -130,21 +133,69 @@ def _did_you_mean(close: list[str], rule: str) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def _parse(file: Path) -> ast.Module:
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A module's tree, and whether its text says ``globals`` at all (when it does not,
+    no walk looks for a call to it)."""
+
+    tree: ast.Module
+    mentions_globals: bool
+
+
+class _TooLargeError(_EntryError):
+    """A source file over :data:`MAX_SOURCE_BYTES`: not read, so nothing is known of it."""
+
+
+# The last files parsed, by identity and content stamp: the default entry and the entry
+# check read the same file once.
+_PARSED: dict[tuple[str, int, int, int], _Parsed] = {}
+_PARSED_KEPT = 4
+
+
+def _parse(file: Path) -> _Parsed:
     try:
-        source = read_bytes(file, limit=MAX_SOURCE_BYTES)
+        st = file.stat()
+    except OSError as exc:
+        raise _EntryError(f"cannot read {file}: {exc.strerror or exc}") from None
+    if st.st_size > MAX_SOURCE_BYTES:
+        raise _TooLargeError(
+            f"{file} is {st.st_size:,} bytes, more than the {MAX_SOURCE_BYTES >> 20} MiB "
+            "tether reads without importing it",
+            "name the entry in the manifest (`entry: module:Attribute`): it is then "
+            "checked when the plugin is loaded",
+        )
+    key = (str(file), st.st_ino, st.st_size, st.st_mtime_ns)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = _parse_source(file, st)
+        if len(_PARSED) >= _PARSED_KEPT:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = parsed
+    return parsed
+
+
+def _parse_source(file: Path, st: os.stat_result) -> _Parsed:
+    try:
+        source = read_bytes(file, st=st, limit=MAX_SOURCE_BYTES)
     except DocumentError as exc:
         raise _EntryError(f"cannot read {file}: {exc.problem}") from None
     try:
-        return ast.parse(source, filename=str(file))
+        tree = ast.parse(source, filename=str(file))
     except SyntaxError as exc:
         line = f", line {exc.lineno}" if exc.lineno else ""
         raise _EntryError(
             f"syntax error in {file}{line}: {exc.msg}",
             f"fix the code there; `python -m py_compile {file}` shows the same error",
         ) from None
-    except (ValueError, RecursionError, MemoryError) as exc:  # NUL bytes, nesting too deep
+    except (RecursionError, MemoryError) as exc:  # Python's compiler gives up on it too
+        raise _EntryError(
+            f"cannot parse {file}: it is nested too deeply for Python ({error_line(exc)})",
+            "split the deeply nested expression or statement; importing the module fails "
+            "the same way",
+        ) from None
+    except ValueError as exc:  # NUL bytes
         raise _EntryError(f"cannot parse {file}: {error_line(exc)}") from None
+    return _Parsed(tree, b"globals" in source)
 
 
 @dataclass(slots=True)
@@ -206,7 +257,7 @@ def _nested(statement: ast.stmt) -> list[ast.stmt]:
     return nested
 
 
-def _names_in(body: list[ast.stmt]) -> _Names:
+def _names_in(body: list[ast.stmt], *, mentions_globals: bool = False) -> _Names:
     names = _Names({})
     pending = list(reversed(body))
     while pending:
@@ -214,26 +265,37 @@ def _names_in(body: list[ast.stmt]) -> _Names:
         for name in _defined_by(statement, names):
             names.defined.setdefault(name, statement)
         pending.extend(reversed(_nested(statement)))
-        if names.dynamic is None and _calls_globals(statement):
-            names.dynamic = "it calls globals()"
+    if names.dynamic is None and mentions_globals and _calls_globals(body):
+        names.dynamic = "it calls globals()"
     return names
 
 
-def _calls_globals(statement: ast.stmt) -> bool:
-    if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        return False
-    return any(
+def _is_globals_call(node: ast.AST) -> bool:
+    return (
         isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "globals"
-        for node in ast.walk(statement)
     )
+
+
+def _calls_globals(body: list[ast.stmt]) -> bool:
+    """Whether the code of ``body`` that runs at its level (not in a def, class or lambda)
+    calls ``globals()``: one walk over it."""
+    pending: list[ast.AST] = list(body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            continue
+        if _is_globals_call(node):
+            return True
+        pending.extend(ast.iter_child_nodes(node))
+    return False
 
 
 # --------------------------------------------------------------------------- checking
 
 
-def _check_attribute(tree: ast.Module, file: Path, attribute: str) -> list[EntryFinding]:
+def _check_attribute(parsed: _Parsed, file: Path, attribute: str) -> list[EntryFinding]:
     first, *rest = attribute.split(".")
-    names = _names_in(tree.body)
+    names = _names_in(parsed.tree.body, mentions_globals=parsed.mentions_globals)
     found = names.defined.get(first)
     if found is None:
         if names.dynamic is not None:
@@ -275,7 +337,8 @@ def _entry_findings(directory: Path, module: str, attribute: str) -> list[EntryF
     located = _locate(directory, module)
     for package in located.packages:
         if package.suffix == ".py":
-            _parse(package)  # a syntax error in a package on the way fails the import too
+            with contextlib.suppress(_TooLargeError):  # left to the import
+                _parse(package)  # a syntax error in a package on the way fails the import too
     if located.file is None:
         return [
             EntryFinding(
@@ -292,7 +355,15 @@ def _entry_findings(directory: Path, module: str, attribute: str) -> list[EntryF
                 warning=True,
             )
         ]
-    return _check_attribute(_parse(located.file), located.file, attribute)
+    try:
+        parsed = _parse(located.file)
+    except _TooLargeError as exc:
+        return [
+            EntryFinding(
+                f"{exc.finding.message}: '{attribute}' is checked when it is loaded", warning=True
+            )
+        ]
+    return _check_attribute(parsed, located.file, attribute)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,10 +421,19 @@ def convention_files(manifest: Manifest) -> list[tuple[str, Path]]:
     ]
 
 
+def _module_statements(tree: ast.Module) -> Iterator[ast.stmt]:
+    """Every statement that runs at module level (under ``if``, ``try``, ``with``...)."""
+    pending = list(reversed(tree.body))
+    while pending:
+        statement = pending.pop()
+        yield statement
+        pending.extend(reversed(_nested(statement)))
+
+
 def _plugin_bases(tree: ast.Module) -> set[str]:
-    """The expressions (as source text) that name ``tether.Plugin`` in this module."""
+    """The dotted names that stand for ``tether.Plugin`` in this module."""
     bases: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _module_statements(tree):
         if isinstance(node, ast.ImportFrom) and node.module == "tether":
             bases.update(a.asname or a.name for a in node.names if a.name == "Plugin")
         elif isinstance(node, ast.Import):
@@ -361,17 +441,30 @@ def _plugin_bases(tree: ast.Module) -> set[str]:
     return bases
 
 
+def _dotted(node: ast.expr) -> str | None:
+    """``a.b.c`` for a name or a chain of attributes (read without recursion), else None."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
 def _plugin_classes(tree: ast.Module) -> list[str]:
     """The classes of ``tree`` deriving from ``tether.Plugin`` (directly or through another
     class of the module), less those that others derive from."""
     plugin = _plugin_bases(tree)
     classes = [s for s in tree.body if isinstance(s, ast.ClassDef)]
+    bases_of = {id(c): {d for b in c.bases if (d := _dotted(b)) is not None} for c in classes}
     found: dict[str, set[str]] = {}
     changed = True
     while changed:
         changed = False
         for cls in classes:
-            bases = {ast.unparse(b) for b in cls.bases}
+            bases = bases_of[id(cls)]
             if cls.name not in found and bases & (plugin | set(found)):
                 found[cls.name] = bases
                 changed = True
@@ -388,7 +481,7 @@ def default_entry(manifest: Manifest) -> str:
         looked.append(
             file.name if file.parent == manifest.directory else f"{file.parent.name}/{file.name}"
         )
-        classes = _plugin_classes(_parse(file))
+        classes = _plugin_classes(_parse(file).tree)
         if len(classes) == 1:
             return f"{module}:{classes[0]}"
         if len(classes) > 1:

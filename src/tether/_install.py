@@ -27,7 +27,9 @@ import csv
 import functools
 import hashlib
 import io
+import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import zipfile
@@ -53,6 +55,10 @@ __all__ = [
 
 MAX_UNPACKED_BYTES = 256 * 1024 * 1024
 _CHUNK = 1 << 20
+_MAX_MEMBERS = 2 * MAX_FILES  # files and the directories that hold them
+_ZIP_TAIL = 22 + 0xFFFF  # the end record and the longest comment after it
+_ZIP_END_SIZE = 22
+_MAX_DIRECTORY_BYTES = _MAX_MEMBERS * 1024  # a kilobyte of name and fields per entry
 Scope = Literal["user", "system"]
 
 
@@ -92,22 +98,61 @@ def _checked_parts(name: str, archive: Path) -> tuple[str, ...]:
             path=archive,
             hint="the archive is not one `tether plugins package` builds: check where it came from",
         )
+    if not all(part.isprintable() for part in parts):
+        raise PackagingError(
+            f"{archive}: member name {name!r} holds a control or invisible character",
+            path=archive,
+            hint="plugin file names are printable text: rename the file in the plugin's "
+            "directory and build the archive again",
+        )
     return parts
 
 
 def _bounded(members: list[_Member], archive: Path) -> list[_Member]:
     if len(members) > MAX_FILES or sum(m.size for m in members) > MAX_UNPACKED_BYTES:
-        raise PackagingError(
-            f"{archive}: more than {MAX_FILES} files or {MAX_UNPACKED_BYTES >> 20} MiB unpacked",
-            path=archive,
-            hint="a plugin archive holds the plugin's manifest and code",
-        )
+        raise _too_large(archive)
+    _refuse_clashes(members, archive)
     return members
+
+
+def _too_large(archive: Path) -> PackagingError:
+    return PackagingError(
+        f"{archive}: more than {MAX_FILES} files or {MAX_UNPACKED_BYTES >> 20} MiB unpacked",
+        path=archive,
+        hint="a plugin archive holds the plugin's manifest and code",
+    )
+
+
+def _refuse_clashes(members: list[_Member], archive: Path) -> None:
+    """Refuse two members of one name (which one lands would depend on the order they are
+    written in) and a name that is a file and a directory at once."""
+    files: set[tuple[str, ...]] = set()
+    for member in members:
+        if member.parts in files:
+            raise _clash(archive, member.parts, "is in the archive twice")
+        files.add(member.parts)
+    for member in members:
+        for end in range(1, len(member.parts)):
+            if member.parts[:end] in files:
+                raise _clash(archive, member.parts[:end], "is a file and a directory")
+
+
+def _clash(archive: Path, parts: tuple[str, ...], problem: str) -> PackagingError:
+    return PackagingError(
+        f"{archive}: {'/'.join(parts)!r} {problem}",
+        path=archive,
+        hint="the archive is not one `tether plugins package` builds: build it again from "
+        "the plugin's directory",
+    )
 
 
 def _tar_members(archive: tarfile.TarFile, source: Path) -> list[_Member]:
     members = []
-    for info in archive.getmembers():
+    count = 0
+    while (info := archive.next()) is not None:  # headers read one by one: a bound on
+        count += 1  # the members holds before a million of them are in memory
+        if count > _MAX_MEMBERS:
+            raise _too_large(source)
         parts = _checked_parts(info.name, source)
         if info.isdir():
             continue
@@ -123,12 +168,38 @@ def _tar_members(archive: tarfile.TarFile, source: Path) -> list[_Member]:
 
 
 def _zip_members(archive: zipfile.ZipFile, source: Path) -> list[_Member]:
-    members = [
-        _Member(_checked_parts(i.filename, source), i.file_size, functools.partial(archive.open, i))
-        for i in archive.infolist()
-        if not i.is_dir()
-    ]
+    members = []
+    for info in archive.infolist():
+        parts = _checked_parts(info.filename, source)
+        if info.is_dir():
+            continue
+        kind = stat.S_IFMT(info.external_attr >> 16)
+        if kind not in (0, stat.S_IFREG):  # 0: written by a tool that records no mode
+            raise PackagingError(
+                f"{source}: {info.filename} is a link or a special file, which a plugin "
+                "wheel may not hold",
+                path=source,
+                hint="build the wheel with `tether plugins package`",
+            )
+        members.append(_Member(parts, info.file_size, functools.partial(archive.open, info)))
     return _bounded(members, source)
+
+
+def _zip_is_bounded(source: Path) -> bool:
+    """Whether the end record of a zip file declares at most ``_MAX_MEMBERS`` entries in
+    a central directory of at most ``_MAX_DIRECTORY_BYTES`` (true when there is no record:
+    :mod:`zipfile` then refuses the file), read before zipfile builds an object for each
+    entry."""
+    with source.open("rb") as stream:
+        size = stream.seek(0, os.SEEK_END)
+        stream.seek(max(0, size - _ZIP_TAIL))
+        tail = stream.read()
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or len(tail) < end + _ZIP_END_SIZE:
+        return True
+    entries = int.from_bytes(tail[end + 10 : end + 12], "little")  # 0xFFFF: see ZIP64
+    directory = int.from_bytes(tail[end + 12 : end + 16], "little")
+    return entries <= _MAX_MEMBERS and directory <= _MAX_DIRECTORY_BYTES
 
 
 def _copy(stream: IO[bytes], target: Path, limit: int) -> bytes:
@@ -167,7 +238,8 @@ def _extract(members: list[_Member], top: str, into: Path) -> dict[str, bytes]:
 def _only_top(members: list[_Member], source: Path, *, ignore: tuple[str, ...] = ()) -> str:
     tops = sorted({m.parts[0] for m in members if len(m.parts) > 1} - set(ignore))
     loose = [m.parts[0] for m in members if len(m.parts) == 1 and m.parts[0] not in ignore]
-    manifests = [t for t in tops if any(m.parts == (t, n) for m in members for n in MANIFEST_NAMES)]
+    names = {m.parts for m in members if len(m.parts) == 2}  # noqa: PLR2004 - top/file
+    manifests = [t for t in tops if any((t, n) in names for n in MANIFEST_NAMES)]
     if len(tops) == 1 and not loose and manifests:
         return tops[0]
     found = ", ".join([*tops, *loose][:5]) or "nothing"
@@ -192,6 +264,8 @@ def _unpack_tarball(source: Path, into: Path) -> Path:
 
 def _unpack_wheel(source: Path, into: Path) -> Path:
     try:
+        if not _zip_is_bounded(source):
+            raise _too_large(source)
         with zipfile.ZipFile(source) as archive:
             members = _zip_members(archive, source)
             infos = sorted({m.parts[0] for m in members if m.parts[0].endswith(".dist-info")})
@@ -269,9 +343,7 @@ def _stage(source: Path, staging: Path) -> tuple[Manifest, Path]:
         directory = manifest.directory or source
         staged = staging / "plugin"
         for relative, path in plugin_files(directory):
-            target = staged / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+            _copy_file(path, staged / relative)
         return load_manifest(staged), staged
     if not source.is_file():
         raise PackagingError(
@@ -294,6 +366,18 @@ def _stage(source: Path, staging: Path) -> tuple[Manifest, Path]:
             ) from None
     staged = _unpack_tarball(source, staging)
     return load_manifest(staged), staged
+
+
+def _copy_file(path: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copy2(path, target)
+    except OSError as exc:  # a read error carries no file name: say which file it was
+        raise PackagingError(
+            f"cannot copy {path}: {exc.strerror or exc}",
+            path=path,
+            hint="a plugin's files must be readable regular files: remove or repair it",
+        ) from None
 
 
 def install_plugin(source: Path, root: Path, *, force: bool = False) -> Installed:

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether._documents import DocumentError, decode, read_bytes
 from tether._manifest import Manifest
 from tether._version import __version__
 from tether.errors import ConfigError, IntegrityError, PackagingError
@@ -49,6 +50,7 @@ __all__ = [
     "LOCK_NAME",
     "LOCK_VERSION",
     "MAX_FILES",
+    "MAX_LOCK_BYTES",
     "Lock",
     "LockedPlugin",
     "PluginFiles",
@@ -67,6 +69,8 @@ LOCK_NAME = "tether.lock"
 LOCK_VERSION = 1
 MAX_FILES = 10_000
 """More files than this under one plugin directory is refused (a misplaced directory)."""
+MAX_LOCK_BYTES = 64 << 20
+"""A lock file larger than this is refused unread (a few hundred plugins at most files)."""
 _CHUNK = 1 << 20
 _HEX_LENGTH = 64  # a SHA-256 in hex
 
@@ -94,12 +98,15 @@ def _walk(directory: Path) -> Iterator[tuple[str, Path]]:
     pending = [(directory, "")]
     while pending:
         folder, prefix = pending.pop()
-        st = folder.stat()
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        with os.scandir(folder) as entries:
-            listed = sorted(entries, key=lambda e: e.name)
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as entries:
+                listed = sorted(entries, key=lambda e: e.name)
+        except OSError as exc:
+            raise _unreadable(folder, exc) from None
         for entry in listed:
             if not is_packaged(entry.name):
                 continue
@@ -108,11 +115,7 @@ def _walk(directory: Path) -> Iterator[tuple[str, Path]]:
             try:
                 mode = path.stat().st_mode
             except OSError as exc:
-                raise PackagingError(
-                    f"cannot read {path}: {exc.strerror or exc}",
-                    path=path,
-                    hint="a plugin directory holds readable files: remove or repair it",
-                ) from None
+                raise _unreadable(path, exc) from None
             if stat.S_ISDIR(mode):
                 pending.append((path, relative + "/"))
                 continue
@@ -127,6 +130,14 @@ def _walk(directory: Path) -> Iterator[tuple[str, Path]]:
             if count > MAX_FILES:
                 raise _too_many(directory)
             yield relative, path
+
+
+def _unreadable(path: Path, exc: OSError) -> PackagingError:
+    return PackagingError(
+        f"cannot read {path}: {exc.strerror or exc}",
+        path=path,
+        hint="a plugin directory holds readable files: remove or repair it",
+    )
 
 
 def _too_many(directory: Path) -> PackagingError:
@@ -262,33 +273,47 @@ def write_lock(path: Path, plugins: Iterable[LockedPlugin]) -> Lock:
     try:
         temporary.write_text(text, encoding="utf-8")
         temporary.replace(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the lock file {path}: {exc.strerror or exc}",
+            path=path,
+            hint=f"{LOCK_NAME} is written beside the config: make that a writable "
+            "directory, with no directory or special file of that name in it",
+        ) from None
     finally:
         temporary.unlink(missing_ok=True)
     return Lock(path, entries)
 
 
 def read_lock(path: Path) -> Lock:
-    """Read a lock file; a missing, unreadable or malformed one is a ``ConfigError``."""
+    """Read a lock file; a missing, unreadable or malformed one is a ``ConfigError``.
+
+    Read within bounds: a regular file (never a FIFO or a device, which could block or
+    never end) of at most :data:`MAX_LOCK_BYTES`, UTF-8, nested no deeper than a lock is.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"plugins.verify is true but there is no lock file: {path}",
-            path=path,
-            hint="run `tether plugins lock` (with the same --config) to record the plugins' "
-            "files, or set plugins.verify: false",
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _bad_lock(path, str(getattr(exc, "strerror", None) or exc)) from None
+        text = decode(read_bytes(path, limit=MAX_LOCK_BYTES))
+    except DocumentError as exc:
+        if not Path(path).exists() and not Path(path).is_symlink():
+            raise ConfigError(
+                f"plugins.verify is true but there is no lock file: {path}",
+                path=path,
+                hint="run `tether plugins lock` (with the same --config) to record the "
+                "plugins' files, or set plugins.verify: false",
+            ) from None
+        raise _bad_lock(path, exc.problem) from None
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise _bad_lock(path, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise _bad_lock(path, "nested far deeper than a lock file is") from None
     return Lock(path, _plugins_of(data, path))
 
 
 def _plugins_of(data: object, path: Path) -> dict[str, LockedPlugin]:
-    if not isinstance(data, dict) or data.get("lock_version") != LOCK_VERSION:
+    version = data.get("lock_version") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or type(version) is not int or version != LOCK_VERSION:
         raise _bad_lock(path, f"expected a JSON object with lock_version {LOCK_VERSION}")
     plugins = data.get("plugins")
     if not isinstance(plugins, dict):

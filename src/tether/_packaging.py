@@ -106,7 +106,25 @@ def _archive_name(relative: str, path: Path) -> str:
             path=path,
             hint="rename the file",
         ) from None
+    if not all(part.isprintable() for part in relative.split("/")):
+        raise PackagingError(
+            f"{repr(str(path))[1:-1]}: the file name holds a control or invisible "
+            "character, which `tether plugins install` refuses in an archive",
+            path=path,
+            hint="rename the file (or give it a name starting with a dot to leave it out)",
+        )
     return relative
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:  # a read error carries no file name: say which file it was
+        raise PackagingError(
+            f"cannot read {path}: {exc.strerror or exc}",
+            path=path,
+            hint="a plugin's files must be readable regular files: remove or repair it",
+        ) from None
 
 
 def _mode(path: Path) -> int:
@@ -164,7 +182,7 @@ def build_wheel(directory: Path, output: Path) -> Path:
     package = package_name(manifest.name)
     stem = f"{package}-{version}"
     contents = [
-        (f"{package}/{_archive_name(relative, path)}", path.read_bytes(), _mode(path))
+        (f"{package}/{_archive_name(relative, path)}", _read(path), _mode(path))
         for relative, path in plugin_files(source)
     ]
     info_dir = f"{stem}.dist-info"
@@ -198,7 +216,7 @@ def build_tarball(directory: Path, output: Path) -> Path:
     def write(path: Path) -> None:
         with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as archive:
             for relative, file in files:
-                data = file.read_bytes()
+                data = _read(file)
                 info = tarfile.TarInfo(f"{manifest.name}/{relative}")
                 info.size = len(data)
                 info.mode = _mode(file)

@@ -7,7 +7,8 @@ followed, when ``initialize_all`` comes to it, by ``initialize``; a failed
 ``initialize`` is tried again on a fresh copy (the code imported again, a new object),
 never on the object that failed. Tries are counted across both steps: three attempts
 are three loads at most, whichever step failed. After the first failed try the
-manager waits ``backoff``, then twice that, then four times... (:meth:`RetryPolicy.delay`).
+manager waits ``backoff``, then twice that, then four times..., never more than an hour
+(:meth:`RetryPolicy.delay`).
 Each failed try is logged once, naming the plugin, the step and the attempt, when the
 plugin has more than one.
 
@@ -51,6 +52,8 @@ from tether.errors import (
 
 __all__ = [
     "DEFAULT_BACKOFF",
+    "MAX_ATTEMPTS",
+    "MAX_DELAY",
     "FailedPlugin",
     "RetryPolicy",
     "Tries",
@@ -66,12 +69,42 @@ DEFAULT_BACKOFF = 1.0
 """Seconds waited after a plugin's first failed try, when its ``retries`` give none."""
 
 
+MAX_ATTEMPTS = 100
+"""The most tries a plugin gets (``retries.attempts``, ``--retries``)."""
+MAX_DELAY = 3600.0
+"""The longest wait between two tries, in seconds: the doubling stops there."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How many tries a plugin gets (``attempts``, the first included) and the first wait."""
+    """How many tries a plugin gets (``attempts``, the first included) and the first wait.
+
+    ``attempts`` is an integer from 1 to :data:`MAX_ATTEMPTS`, ``backoff`` a finite
+    number of seconds from 0 to :data:`MAX_DELAY` (a ``TypeError`` or ``ValueError``
+    says which is not):
+    the config and the CLI check theirs, and this holds for programs calling
+    ``load_plugin(retries=..., retry_backoff=...)`` too.
+    """
 
     attempts: int = 1
     backoff: float = DEFAULT_BACKOFF
+
+    def __post_init__(self) -> None:
+        attempts, backoff = self.attempts, self.backoff
+        if isinstance(attempts, bool) or not isinstance(attempts, int):
+            raise TypeError(f"retry attempts must be an integer, got {attempts!r}")
+        if not 1 <= attempts <= MAX_ATTEMPTS:
+            raise ValueError(
+                f"retry attempts must be from 1 to {MAX_ATTEMPTS} (retries from 0 to "
+                f"{MAX_ATTEMPTS - 1}), got {attempts}"
+            )
+        if isinstance(backoff, bool) or not isinstance(backoff, int | float):
+            raise TypeError(f"retry backoff must be a number of seconds, got {backoff!r}")
+        if not 0 <= backoff <= MAX_DELAY:  # NaN fails the comparison too
+            raise ValueError(
+                f"retry backoff must be a number of seconds from 0 to {MAX_DELAY:g}, "
+                f"got {backoff!r}"
+            )
 
     @classmethod
     def of(cls, settings: PluginConfig, *, attempts: int | None = None) -> RetryPolicy:
@@ -83,9 +116,24 @@ class RetryPolicy:
             attempts = given.attempts if given is not None else 1
         return cls(attempts, backoff)
 
+    @classmethod
+    def overridden(
+        cls, policy: RetryPolicy, *, retries: object = None, backoff: object = None
+    ) -> RetryPolicy:
+        """``policy`` with ``retries`` (tries after the first) and ``backoff`` (seconds)
+        in place of its own where given (``load_plugin``'s arguments)."""
+        if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)):
+            raise TypeError(f"retries must be an integer, got {retries!r}")
+        return cls(
+            policy.attempts if retries is None else retries + 1,
+            policy.backoff if backoff is None else backoff,  # type: ignore[arg-type] # checked
+        )
+
     def delay(self, failed: int) -> float:
-        """Seconds to wait after the ``failed``-th failed try: backoff, 2x, 4x..."""
-        return float(self.backoff * 2 ** (failed - 1))
+        """Seconds to wait after the ``failed``-th failed try: backoff, 2x, 4x... and never
+        more than :data:`MAX_DELAY`."""
+        doublings = min(max(failed - 1, 0), 64)  # 2**64 times any backoff is past the cap
+        return min(float(self.backoff) * 2.0**doublings, MAX_DELAY)
 
 
 def is_retryable(exc: BaseException) -> bool:

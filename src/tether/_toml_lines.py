@@ -8,7 +8,10 @@ keys of ``key = value`` pairs (dotted keys too), ``[table]`` and ``[[array of ta
 headers, and the items of arrays and the keys of inline tables inside values.
 
 It runs only when a line is wanted, and gives up quietly where the text stops being
-TOML it can follow: what it found until then stands.
+TOML it can follow: what it found until then stands. A path longer than
+:data:`MAX_PATH_LENGTH` characters gets no line, nor does anything under it (an error
+there is reported at the line of the nearest shorter path): a long key over a long
+array would otherwise cost its length once per item, in time and in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import contextlib
 import re
 import tomllib
 
-__all__ = ["toml_lines"]
+__all__ = ["MAX_PATH_LENGTH", "toml_lines"]
+
+MAX_PATH_LENGTH = 1000
+"""The longest dotted path the line finders (TOML, JSON, YAML) record."""
+_UNTRACKED = "\0"  # the path of what lies under a path too long to record
 
 _BLANK = re.compile(r"(?:[ \t\r\n]|#[^\n]*)*")
 _SPACE = re.compile(r"[ \t]*")
@@ -54,7 +61,7 @@ class _Walk:
         return bisect.bisect_right(self._starts, position) + 1
 
     def note(self, path: str, position: int) -> None:
-        if path:
+        if path and path is not _UNTRACKED:
             self.lines.setdefault(path, self.line(position))
 
     def document(self) -> None:
@@ -70,7 +77,7 @@ class _Walk:
                 base = _joined(self.header(keys[:-1], start), keys[-1])
                 index = self.arrays.get(base, -1) + 1
                 self.arrays[base] = index
-                table = f"{base}[{index}]"
+                table = _item(base, index)
                 self.note(base, start)
                 self.note(table, start)
             elif text[position] == "[":
@@ -89,7 +96,7 @@ class _Walk:
         for key in keys:
             path = _joined(path, key)
             if path in self.arrays:
-                path = f"{path}[{self.arrays[path]}]"
+                path = _item(path, self.arrays[path])
             self.note(path, start)
         return path
 
@@ -150,7 +157,7 @@ class _Walk:
             position = _after(_BLANK, text, position)
             if text[position] == "]":
                 return position + 1
-            item = f"{path}[{index}]"
+            item = _item(path, index)
             self.note(item, position)
             position = _after(_BLANK, text, self.value(position, item))
             if text[position] == ",":
@@ -178,4 +185,12 @@ def _after(pattern: re.Pattern[str], text: str, position: int) -> int:
 
 
 def _joined(path: str, key: str) -> str:
+    if path is _UNTRACKED or len(path) + len(key) >= MAX_PATH_LENGTH:
+        return _UNTRACKED
     return f"{path}.{key}" if path else key
+
+
+def _item(path: str, index: int) -> str:
+    if path is _UNTRACKED or len(path) >= MAX_PATH_LENGTH:
+        return _UNTRACKED
+    return f"{path}[{index}]"
