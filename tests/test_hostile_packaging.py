@@ -411,3 +411,23 @@ def test_load_plugin_refuses_absurd_retries_before_a_try(
     with pytest.raises(error, match=message):
         asyncio.run(PluginManager().load_plugin(directory, **arguments))  # type: ignore[arg-type]
     assert not (directory / "tried").exists()
+
+
+def test_a_huge_version_or_constraint_is_echoed_short_and_parsed_fast() -> None:
+    """A 200 KB version or a 900 KB constraint gives a message of a line, not the value
+    again (and the constraint is refused by its length before any parsing)."""
+    from tether._versions import constraint_problem, parse_constraint, version_problem
+
+    version = "1." + "9" * 200_000
+    message = version_problem(version)
+    assert message is not None
+    assert len(message) < 400
+    assert "(200,002 characters)" in message
+    constraint = ">=1.0.0," * 112_500
+    problem = constraint_problem(constraint)
+    assert problem is not None
+    assert len(problem) < 400
+    assert "longer than 1,000 characters" in problem
+    with pytest.raises(ValueError, match="longer than 1,000 characters"):
+        parse_constraint(constraint)
+    assert parse_constraint(">=1.0.0,<2.0.0").allows("1.5.0")

@@ -161,8 +161,21 @@ def _prerelease_allowed(v: SemVer, bounds: tuple[_Bound, ...]) -> bool:
     return any(b.version.prerelease and b.version.release == v.release for b in bounds)
 
 
+MAX_CONSTRAINT = 1_000
+"""The longest constraint parsed (real ones are a few dozen characters)."""
+
+_ECHO = 80
+
+
+def _echo(text: str) -> str:
+    """``text`` for a message: whole when short, else its start and its length."""
+    if len(text) <= _ECHO:
+        return text
+    return f"{text[: _ECHO - 3]}... ({len(text):,} characters)"
+
+
 def _bad(text: str) -> ValueError:
-    return ValueError(f"invalid dependency version constraint: {text}")
+    return ValueError(f"invalid dependency version constraint: {_echo(text)}")
 
 
 def _partial(text: str, whole: str) -> tuple[list[int], tuple[int | str, ...]]:
@@ -247,6 +260,11 @@ def parse_constraint(text: str) -> Constraint:
     """Parse a constraint; raise ``ValueError`` (reference wording) when it is malformed."""
     if not isinstance(text, str):
         raise _bad(repr(text))
+    if len(text) > MAX_CONSTRAINT:
+        raise ValueError(
+            f"invalid dependency version constraint: {_echo(text)}: longer than "
+            f"{MAX_CONSTRAINT:,} characters"
+        )
     stripped = text.strip()
     if stripped in {"", "*", "x", "X", "latest"}:
         return Constraint(stripped or "*", ((),))
@@ -294,9 +312,9 @@ def suggest_version(text: str) -> str | None:
 def _shown_value(value: object) -> tuple[str, str | None]:
     """How to echo a value that should have been a version string, and its text."""
     if isinstance(value, str):
-        return repr(value), value
+        return (repr(value), value) if len(value) <= _ECHO else (repr(_echo(value)), value)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"the number {value}", str(value)
+        return f"the number {_echo(str(value))}", str(value)
     return f"{type(value).__name__} {value!r}"[:60], None
 
 
@@ -312,7 +330,7 @@ def version_problem(value: object) -> str | None:
     except ValueError as exc:
         shown, text = _shown_value(value)
         message = f"{exc}, got {shown}"
-        suggestion = suggest_version(text) if text is not None else None
+        suggestion = suggest_version(text) if text is not None and len(text) <= _ECHO else None
         if suggestion is not None:
             message += f": did you mean '{suggestion}'?"
         return message
@@ -352,7 +370,9 @@ def constraint_problem(value: object, *, what: str = "dependency") -> str | None
     try:
         parse_constraint(value)
     except ValueError:
-        message = f"invalid {what} version constraint: {value}"
+        message = f"invalid {what} version constraint: {_echo(value)}"
+        if len(value) > MAX_CONSTRAINT:
+            return f"{message}: longer than {MAX_CONSTRAINT:,} characters"
         suggestion = suggest_constraint(value)
         return message + (f" (did you mean '{suggestion}'?)" if suggestion else "")
     return None
