@@ -397,8 +397,10 @@ def parse_config(
     expanded = cast("dict[str, object]", expand_env(data, environ=environ, path=path))
     lines = lines or {}
     registry = config_sections if sections is None else sections
-    problems = check_host_sections(expanded, registry, lines)
-    problems += database_misspellings(expanded.get("database"), lines)
+    problems = check_host_sections(expanded, registry, lines, framework=FRAMEWORK_SECTIONS)
+    problems += database_misspellings(
+        expanded.get("database"), lines, known=tuple(DatabaseSection.model_fields)
+    )
     config = None
     try:
         config = TetherConfig.model_validate({**expanded, "path": path})

@@ -119,19 +119,21 @@ def config_problem(
 
 
 def check_host_sections(
-    data: Mapping[str, object], registry: SectionRegistry, lines: Mapping[str, int]
+    data: Mapping[str, object],
+    registry: SectionRegistry,
+    lines: Mapping[str, int],
+    *,
+    framework: Sequence[str],
 ) -> list[ConfigKeyProblem]:
-    """Problems of the top-level sections that are not tether's: each against the model
-    of the host that claims it, and those no host claims."""
-    from tether._config import FRAMEWORK_SECTIONS
-
+    """Problems of the top-level sections that are not tether's (``framework``): each
+    against the model of the host that claims it, and those no host claims."""
     problems: list[ConfigKeyProblem] = []
     for name, value in data.items():
-        if name in FRAMEWORK_SECTIONS:
+        if name in framework:
             continue
         section = registry.get(str(name))
         if section is None:
-            problems.append(_unclaimed(str(name), registry, lines))
+            problems.append(_unclaimed(str(name), registry, lines, framework))
             continue
         try:
             section.model.model_validate({} if value is None else plain(value))
@@ -142,13 +144,13 @@ def check_host_sections(
     return problems
 
 
-def _unclaimed(name: str, registry: SectionRegistry, lines: Mapping[str, int]) -> ConfigKeyProblem:
-    from tether._config import FRAMEWORK_SECTIONS
-
+def _unclaimed(
+    name: str, registry: SectionRegistry, lines: Mapping[str, int], framework: Sequence[str]
+) -> ConfigKeyProblem:
     hosts = [s.name for s in registry.all()]
-    known = [*FRAMEWORK_SECTIONS, *hosts]
+    known = [*framework, *hosts]
     hint = (
-        f"the sections are {', '.join(FRAMEWORK_SECTIONS)} (tether's)"
+        f"the sections are {', '.join(framework)} (tether's)"
         + (f" and {', '.join(hosts)} (the installed hosts')" if hosts else "")
         + "; a host's section is known once the host that reads it is installed"
     )
@@ -156,11 +158,11 @@ def _unclaimed(name: str, registry: SectionRegistry, lines: Mapping[str, int]) -
     return ConfigKeyProblem(name, message, line=line_of(name, lines), hint=hint)
 
 
-def database_misspellings(section: object, lines: Mapping[str, int]) -> list[ConfigKeyProblem]:
-    """Keys of the shared ``database`` section that look like misspellings of its own."""
-    from tether._config import DatabaseSection
-
-    known = tuple(DatabaseSection.model_fields)
+def database_misspellings(
+    section: object, lines: Mapping[str, int], *, known: Sequence[str]
+) -> list[ConfigKeyProblem]:
+    """Keys of the shared ``database`` section that look like misspellings of its own
+    (``known``)."""
     problems = []
     for key in section if isinstance(section, Mapping) else ():
         suggestion = "" if key in known else did_you_mean(str(key), known)
