@@ -607,3 +607,11 @@ def test_the_documented_retries_example_reads(tmp_path):
         False,
         RetrySettings(attempts=2, backoff=0.5),
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (10**9, ValueError), (True, TypeError)]
+)
+def test_a_manager_refuses_retry_attempts_a_load_would_refuse(value, error):
+    with pytest.raises(error, match="retry attempts"):
+        PluginManager(retry_attempts=value)

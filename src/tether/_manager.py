@@ -57,7 +57,7 @@ from tether._locate import (
 )
 from tether._manifest import Manifest
 from tether._oversight import Oversight
-from tether._retries import FailedPlugin, Tries
+from tether._retries import FailedPlugin, RetryPolicy, Tries
 from tether._runtime import Runtime
 from tether._slots import PluginSlot, PluginVersion, SlotEvent
 from tether._state_tables import PersistedFlag
@@ -116,8 +116,8 @@ class PluginManager(BringUp):
         contracts: ContractRegistry | None = None,
         retry_attempts: int | None = None,
     ) -> None:
-        if retry_attempts is not None and retry_attempts < 1:
-            raise ValueError(f"retry_attempts must be at least 1, got {retry_attempts}")
+        if retry_attempts is not None:
+            RetryPolicy(attempts=retry_attempts)  # refuses what a load would: now, by name
         self.framework_version = framework_version
         self.retry_attempts = retry_attempts
         self.stop_timeout = stop_timeout
