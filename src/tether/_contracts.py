@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import difflib
 import logging
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Literal
 
-from tether.errors import ContractError
+from tether._registry import NamedRegistry
+from tether.errors import ContractError, TetherError
 from tether.types import LIFECYCLE_METHODS
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGIN_CONTRACT", "Contract", "ContractRegistry"]
@@ -79,56 +78,32 @@ PLUGIN_CONTRACT = Contract(
 )
 
 
-class ContractRegistry:
+class ContractRegistry(NamedRegistry[Contract]):
     """The contracts one manager (or one tool) knows, by name."""
 
+    kind = Contract
+    group = ENTRY_POINT_GROUP
+    label = "contract"
+    log = log
+
     def __init__(self, contracts: Iterable[Contract] = (), *, entry_points: bool = True) -> None:
-        self._contracts: dict[str, Contract] = {PLUGIN_CONTRACT.name: PLUGIN_CONTRACT}
-        self._use_entry_points = entry_points
-        self._loaded_all = False
-        self._lock = threading.Lock()
-        for contract in contracts:
-            self.register(contract)
+        super().__init__((PLUGIN_CONTRACT, *contracts), entry_points=entry_points)
 
-    def register(self, contract: Contract) -> None:
-        """Accept ``contract``; registering an equal one again does nothing."""
-        if not isinstance(contract, Contract):
-            raise ContractError(
-                f"not a contract: {contract!r}",
-                hint="register a tether.Contract(name=..., description=..., required=...)",
-            )
-        with self._lock:
-            known = self._contracts.get(contract.name)
-            if known is not None and known != contract:
-                raise ContractError(
-                    f"two different contracts are registered as '{contract.name}'",
-                    hint="each contract name belongs to one host; rename one of them",
-                )
-            self._contracts[contract.name] = contract
+    def _not_one(self, item: object) -> TetherError:
+        return ContractError(
+            f"not a contract: {item!r}",
+            hint="register a tether.Contract(name=..., description=..., required=...)",
+        )
 
-    def _from_entry_points(self, name: str | None) -> None:
-        if not self._use_entry_points:
-            return
-        found = entry_points(group=ENTRY_POINT_GROUP)
-        for point in found if name is None else found.select(name=name):
-            try:
-                contract = point.load()
-            except Exception as exc:
-                log.warning("contract entry point %s (%s) failed to load: %s", point.name,
-                            point.value, exc)  # fmt: skip
-                continue
-            if isinstance(contract, Contract) and contract.name == point.name:
-                self.register(contract)
-            else:
-                log.warning("entry point %s (%s) is not a Contract named '%s'", point.name,
-                            point.value, point.name)  # fmt: skip
+    def _taken(self, known: Contract, item: Contract) -> TetherError:  # noqa: ARG002
+        return ContractError(
+            f"two different contracts are registered as '{item.name}'",
+            hint="each contract name belongs to one host; rename one of them",
+        )
 
     def get(self, name: str) -> Contract:
         """The contract called ``name`` (``ContractError`` with the known ones otherwise)."""
-        contract = self._contracts.get(name)
-        if contract is None:
-            self._from_entry_points(name)
-            contract = self._contracts.get(name)
+        contract = self.find(name)
         if contract is None:
             known = [c.name for c in self.all()]
             close = difflib.get_close_matches(name, known, n=1)
@@ -139,13 +114,6 @@ class ContractRegistry:
                 f"'{name}', or fix `provides` in the manifest",
             )
         return contract
-
-    def all(self) -> list[Contract]:
-        """Every known contract, entry points included, by name."""
-        if not self._loaded_all:
-            self._from_entry_points(None)
-            self._loaded_all = True
-        return sorted(self._contracts.values(), key=lambda c: c.name)
 
     def resolve(self, plugin: str, provides: Iterable[str]) -> Contract:
         """The one contract a plugin that ``provides`` these must fulfil.
