@@ -9,10 +9,12 @@ is tests/test_reload_serve.py's.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 import textwrap
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -354,6 +356,7 @@ def test_a_new_reload_ends_the_grace_period_first(tmp_path):
 
 SLOW_START = """
 import threading
+import weakref
 import tether
 
 class Plugin(tether.Plugin):
@@ -591,3 +594,23 @@ def test_the_sync_facade_reloads_and_listeners_hear_every_outcome(tmp_path):
     assert heard == [first, second]
     assert [(r.outcome, r.step) for r in rows] == [("rolled_back", "import"), ("reloaded", None)]
     assert "plugin.py, line 1" in second.error
+
+
+def test_nothing_of_a_retired_version_stays_reachable(tmp_path):
+    async def scenario():
+        root = tmp_path / "plugins"
+        fan = write(root / "fan", "1.0.0", FAN, dependencies=[{"name": "greeter"}])
+        manager = await started(tmp_path, greeter(root), fan)
+        try:
+            old = weakref.ref(manager.get_plugin("greeter"))
+            old_module = weakref.ref(sys.modules[type(old()).__module__])
+            greeter(root, "1.1.0", "two")
+            await manager.reload_plugin("greeter", config=ReloadConfig(grace_period=0))
+            assert manager.get_handle("fan").call("relay") == "two"
+            gc.collect()
+            assert old() is None
+            assert old_module() is None
+        finally:
+            await manager.aclose()
+
+    run(scenario)
