@@ -559,7 +559,11 @@ def test_reload_refuses_what_it_cannot_do_and_bad_settings_by_name(tmp_path):
     async def scenario():
         manager = await started(tmp_path, greeter(tmp_path / "plugins"))
         try:
-            await manager.disable_plugin("greeter")
+            await manager.disable_plugin("greeter", reason="maintenance")
+            with pytest.raises(PluginLifecycleError, match=r"it is disabled \(maintenance\)"):
+                await manager.reload_plugin("greeter")
+            await manager.enable_plugin("greeter")
+            await manager.stop_all()
             with pytest.raises(PluginLifecycleError, match="only a running plugin"):
                 await manager.reload_plugin("greeter")
         finally:
@@ -610,6 +614,41 @@ def test_nothing_of_a_retired_version_stays_reachable(tmp_path):
             gc.collect()
             assert old() is None
             assert old_module() is None
+        finally:
+            await manager.aclose()
+
+    run(scenario)
+
+
+def test_a_plugin_set_aside_at_start_comes_up_when_reloaded_after_a_fix(tmp_path):
+    async def scenario():
+        directory = write(tmp_path / "plugins" / "late", "1.0.0", """
+            import tether
+            class Plugin(tether.Plugin):
+                def initialize(self, ctx):
+                    raise RuntimeError("not configured yet")
+            """)  # fmt: skip
+        config = TetherConfig(plugins={"plugins": [{"path": str(directory), "required": False}]})
+        manager = PluginManager(config=config, state_directory=tmp_path / "state")
+        await manager.load_plugins_from_config()
+        await manager.initialize_all()
+        await manager.start_all()
+        try:
+            assert "late" in manager.failed_plugins()
+            still = await manager.reload_plugin("late")
+            assert (still.outcome, still.step) == ("failed", "initialize")
+            assert "not configured yet" in still.error
+            assert manager.failed_plugins()["late"].step == "initialize"
+            write(
+                directory,
+                "1.0.1",
+                "import tether\nclass Plugin(tether.Plugin):\n"
+                "    def hi(self):\n        return 'up'\n",
+            )
+            fixed = await manager.reload_plugin("late")
+            assert (fixed.outcome, fixed.to_version) == ("reloaded", "1.0.1")
+            assert manager.get_handle("late").call("hi") == "up"
+            assert "late" not in manager.failed_plugins()
         finally:
             await manager.aclose()
 

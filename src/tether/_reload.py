@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -78,14 +79,15 @@ from tether.errors import (
 )
 
 if TYPE_CHECKING:
-    from tether._config import TetherConfig
+    from tether._config import PluginConfig, TetherConfig
     from tether._contracts import ContractRegistry
     from tether._health import HealthCheckResult
     from tether._intake import LoadAttempt
-    from tether._retries import Tries
+    from tether._retries import FailedPlugin, Tries
     from tether._runtime import Runtime
     from tether._slots import PluginSlot, PluginVersion
     from tether._thresholds import ThresholdStatus
+    from tether.types import PluginInfo
 
 __all__ = ["ReloadHost", "Reloads"]
 
@@ -106,7 +108,14 @@ class ReloadHost(Protocol):
     _slots: dict[str, PluginSlot]
     _sources: dict[str, tuple[Found, Tries]]
 
+    _failed: dict[str, FailedPlugin]
+
     def _mutex(self) -> asyncio.Lock: ...
+    async def load_plugin(
+        self, path: Path | str, config: PluginConfig | None = None, *, retries: int | None = None
+    ) -> PluginInfo: ...
+    async def enable_plugin(self, name: str) -> PluginInfo: ...
+    async def unload_plugin(self, name: str, *, force: bool = False) -> None: ...
     def _slot(self, name: str) -> PluginSlot: ...
     def _limits(self, version: PluginVersion) -> dict[str, float]: ...
     def threshold_status(self, name: str) -> ThresholdStatus | None: ...
@@ -295,8 +304,56 @@ class Reloads:
                 )  # fmt: skip
             return result
 
+    async def bring_back(self, failed: FailedPlugin, config: ReloadConfig | None) -> ReloadResult:
+        """A plugin that is not required and was set aside (it failed to come up): load it
+        again from its directory and bring it up; if it fails again it stays set aside
+        (outcome ``failed``: it still has no running version)."""
+        host = self._host
+        name = failed.name
+        if failed.path is None:
+            raise _refusal(
+                name, "reload", f"it was set aside ({failed.step}) with no directory to load from",
+                "fix what it depends on and restart the host",
+            )  # fmt: skip
+        started, at = time.perf_counter(), datetime.now(UTC)
+        to_version: str | None = None
+        try:
+            info = await host.load_plugin(failed.path, failed.settings, retries=0)
+            to_version = info.version
+            await host.enable_plugin(name)
+        except TetherError as exc:
+            step = self._failed_step(name, to_version)
+            if name in host._slots:  # noqa: SLF001
+                await host.unload_plugin(name, force=True)
+            host._failed[name] = dataclasses.replace(  # noqa: SLF001
+                failed, step=step, error=exc, version=to_version or failed.version,
+                at=datetime.now(UTC),
+            )  # fmt: skip
+            log.error("plugin %s: reload failed at %s: %s; it stays set aside", name, step,  # noqa: TRY400 - one line names it
+                      error_line(exc))  # fmt: skip
+            result = ReloadResult(name, "failed", failed.version, to_version, step=step,
+                                  error=error_text(exc), duration=time.perf_counter() - started,
+                                  at=at)  # fmt: skip
+            return self._record(result)
+        log.info("plugin %s %s was set aside; it is running now", name, to_version)
+        result = ReloadResult(name, "reloaded", failed.version, to_version,
+                              duration=time.perf_counter() - started, at=at)  # fmt: skip
+        del config  # no running version to hold calls for
+        return self._record(result)
+
+    def _failed_step(self, name: str, version: str | None) -> str:
+        slot = self._host._slots.get(name)  # noqa: SLF001
+        if version is None or slot is None:
+            return "import"
+        return "start" if slot.current.initialized else "initialize"
+
     def _running(self, slot: PluginSlot, action: str) -> PluginVersion:
         live = slot.live
+        if not slot.enabled:
+            raise _refusal(
+                slot.name, action, f"it is disabled ({slot.gate.closed_reason})",
+                f"enable it first (`tether plugins enable {slot.name}`), then reload it",
+            )  # fmt: skip
         if live is None or live.status is not PluginStatus.RUNNING:
             status = slot.current.status.value
             raise _refusal(
