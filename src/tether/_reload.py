@@ -35,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.machinery
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +111,7 @@ class ReloadHost(Protocol):
     _sources: dict[str, tuple[Found, Tries]]
 
     _failed: dict[str, FailedPlugin]
+    leftover_threads: dict[str, tuple[str, ...]]
 
     def _mutex(self) -> asyncio.Lock: ...
     async def load_plugin(
@@ -442,6 +445,9 @@ class Reloads:
             self._check_dependencies(manifest)
         except TetherError as exc:
             raise _StepFailedError("dependencies", exc, version) from exc
+        changed = self._changed_extension(live, found)
+        if changed is not None:
+            raise _StepFailedError("import", changed, version)
         limit = host._limits(live)["initialize"]  # noqa: SLF001
         try:
             code = await import_code(manifest, contract, private=True,
@@ -465,6 +471,43 @@ class Reloads:
             capability_watch.track(name, directory, permissions)
         self.loaded(staged)
         return staged
+
+    def _changed_extension(self, live: PluginVersion, found: Found) -> TetherError | None:
+        """A C extension the live version imported whose file changed since: the process
+        cannot load it again (the dynamic loader hands back the library already loaded)."""
+        captured = self._captured.get(live)
+        namespace = live.code.namespace
+        directory = found.manifest.directory
+        if captured is None or namespace is None or directory is None:
+            return None
+        suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+        prefix = namespace + "."
+        loaded = set()
+        for name, module in list(sys.modules.items()):
+            origin = str(getattr(module, "__file__", ""))
+            if name.startswith(prefix) and origin.endswith(suffixes):
+                loaded.add(Path(origin).resolve())
+        before = dict(captured.files)
+        for relative, _ in captured.files:
+            path = directory / relative
+            if not relative.endswith(suffixes):
+                continue
+            if (Path(captured.source) / relative).resolve() not in loaded:
+                continue
+            try:
+                now = path.read_bytes()
+            except OSError:
+                continue
+            if now != before[relative]:
+                return TetherError(
+                    f"the C extension {relative} changed since {live.version} loaded it; a "
+                    "process cannot load a C extension twice (it would keep running the old "
+                    "build): restart the host to run the new one",
+                    plugin=live.name, path=path,
+                    hint="restart the host; keep C extensions in a separate, versioned package "
+                    "if the plugin must reload without a restart",
+                )  # fmt: skip
+        return None
 
     def _check_dependencies(self, manifest: Manifest) -> None:
         """Its dependencies are loaded in versions it accepts, and every loaded plugin that
@@ -775,6 +818,7 @@ class Reloads:
         self._captured.pop(version, None)
         left = threads_left(slot, version)
         if left:
+            self._host.leftover_threads[slot.name] = tuple(left)
             log.warning("plugin %s %s left %d thread(s) running after it was retired: %s; they "
                         "cannot be stopped in-process", slot.name, version.version, len(left),
                         ", ".join(left))  # fmt: skip
