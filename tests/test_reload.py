@@ -9,10 +9,13 @@ is tests/test_reload_serve.py's.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
 import sys
 import textwrap
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -354,6 +357,7 @@ def test_a_new_reload_ends_the_grace_period_first(tmp_path):
 
 SLOW_START = """
 import threading
+import weakref
 import tether
 
 class Plugin(tether.Plugin):
@@ -556,7 +560,11 @@ def test_reload_refuses_what_it_cannot_do_and_bad_settings_by_name(tmp_path):
     async def scenario():
         manager = await started(tmp_path, greeter(tmp_path / "plugins"))
         try:
-            await manager.disable_plugin("greeter")
+            await manager.disable_plugin("greeter", reason="maintenance")
+            with pytest.raises(PluginLifecycleError, match=r"it is disabled \(maintenance\)"):
+                await manager.reload_plugin("greeter")
+            await manager.enable_plugin("greeter")
+            await manager.stop_all()
             with pytest.raises(PluginLifecycleError, match="only a running plugin"):
                 await manager.reload_plugin("greeter")
         finally:
@@ -591,3 +599,82 @@ def test_the_sync_facade_reloads_and_listeners_hear_every_outcome(tmp_path):
     assert heard == [first, second]
     assert [(r.outcome, r.step) for r in rows] == [("rolled_back", "import"), ("reloaded", None)]
     assert "plugin.py, line 1" in second.error
+
+
+def test_nothing_of_a_retired_version_stays_reachable(tmp_path):
+    async def scenario():
+        root = tmp_path / "plugins"
+        fan = write(root / "fan", "1.0.0", FAN, dependencies=[{"name": "greeter"}])
+        manager = await started(tmp_path, greeter(root), fan)
+        try:
+            old = weakref.ref(manager.get_plugin("greeter"))
+            old_module = weakref.ref(sys.modules[type(old()).__module__])
+            greeter(root, "1.1.0", "two")
+            await manager.reload_plugin("greeter", config=ReloadConfig(grace_period=0))
+            assert manager.get_handle("fan").call("relay") == "two"
+            gc.collect()
+            assert old() is None
+            assert old_module() is None
+        finally:
+            await manager.aclose()
+
+    run(scenario)
+
+
+def test_a_plugin_set_aside_at_start_comes_up_when_reloaded_after_a_fix(tmp_path):
+    async def scenario():
+        directory = write(tmp_path / "plugins" / "late", "1.0.0", """
+            import tether
+            class Plugin(tether.Plugin):
+                def initialize(self, ctx):
+                    raise RuntimeError("not configured yet")
+            """)  # fmt: skip
+        config = TetherConfig(plugins={"plugins": [{"path": str(directory), "required": False}]})
+        manager = PluginManager(config=config, state_directory=tmp_path / "state")
+        await manager.load_plugins_from_config()
+        await manager.initialize_all()
+        await manager.start_all()
+        try:
+            assert "late" in manager.failed_plugins()
+            still = await manager.reload_plugin("late")
+            assert (still.outcome, still.step) == ("failed", "initialize")
+            assert "not configured yet" in still.error
+            assert manager.failed_plugins()["late"].step == "initialize"
+            write(
+                directory,
+                "1.0.1",
+                "import tether\nclass Plugin(tether.Plugin):\n"
+                "    def hi(self):\n        return 'up'\n",
+            )
+            fixed = await manager.reload_plugin("late")
+            assert (fixed.outcome, fixed.to_version) == ("reloaded", "1.0.1")
+            assert manager.get_handle("late").call("hi") == "up"
+            assert "late" not in manager.failed_plugins()
+        finally:
+            await manager.aclose()
+
+    run(scenario)
+
+
+def test_a_save_within_the_same_second_runs_the_new_source(tmp_path, monkeypatch):
+    """Python trusts a cached .pyc whose source has the same size and whole-second mtime;
+    plugin modules are compiled from source, so two such saves still differ."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+
+    async def scenario():
+        directory = greeter(tmp_path / "plugins", word="aaa")
+        source = directory / "plugin.py"
+        manager = await started(tmp_path, directory)
+        try:
+            stamp = source.stat()
+            greeter(tmp_path / "plugins", word="bbb")
+            os.utime(source, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+            assert source.stat().st_size == stamp.st_size
+            result = await manager.reload_plugin("greeter", config=ReloadConfig(grace_period=0))
+            assert result.outcome == "reloaded"
+            assert manager.get_handle("greeter").call("hello") == "bbb"
+            assert not (directory / "__pycache__").exists()
+        finally:
+            await manager.aclose()
+
+    run(scenario)
