@@ -10,6 +10,7 @@ prints a line per reload attempt on standard error: the test waits for those
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -24,6 +25,10 @@ import psycopg
 import pytest
 
 from helpers import PluginWriter
+from test_bench_report import chromium, open_page  # noqa: F401 - chromium is a fixture
+from tether.hosts.workload import ReloadFollower, WorkloadSpec, open_workload
+from tether.hosts.workload._database import close_connections, open_connections
+from tether.hosts.workload._engine import Engine, Plan
 
 pytest_plugins = ["pg"]
 
@@ -187,9 +192,79 @@ def rows(dsn: str, query: str) -> list[tuple[object, ...]]:
         return list(conn.execute(query).fetchall())
 
 
+async def _until(path: Path) -> None:
+    deadline = time.monotonic() + _WAIT
+    while not await asyncio.to_thread(path.exists):
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        await asyncio.sleep(0.05)
+
+
+async def _reload_mid_run(
+    plugin: Path, dsn: str, marks: Path, new_versions: list[tuple[str, str]]
+) -> tuple[ReloadFollower, object]:
+    """Run 4,000 transactions; once version 1.0.0 has run, save each of ``new_versions``
+    and reload the plugin (as --watch would), in order."""
+    spec = WorkloadSpec(NAME, path=plugin, config={"marks": str(marks)})
+    workload = await open_workload(spec)
+    try:
+        (admin,) = await open_connections(dsn, 1, driver=workload.driver)
+        connections = await open_connections(dsn, 2, driver=workload.driver)
+        try:
+            await workload.call("setup", admin)
+            engine = Engine(Plan(clients=2, transactions=4000, seed=7),
+                            operation=workload.operation, weights=workload.weights)  # fmt: skip
+            follower = ReloadFollower(workload, engine, db=admin)
+            async with follower.following(watch=False):
+                running = asyncio.create_task(engine.run(connections))
+                await _until(marks / "ran-1.0.0")
+                for version, code in new_versions:
+                    rewrite(plugin, version, code)
+                    await workload.manager.reload_plugin(NAME)
+                result = await running
+        finally:
+            await close_connections([admin, *connections], driver=workload.driver)
+    finally:
+        await workload.aclose()
+    return follower, result
+
+
+@pytest.mark.slow
+def test_the_follower_moves_the_run_to_each_version_the_manager_reloads(
+    tmp_path, pg_url, plugin, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # the kept versions go under ./.tether
+    broken = workload_code("2.0.0", {"write": 1}).replace("def get_operation_types", "def (")
+    follower, result = asyncio.run(
+        _reload_mid_run(
+            plugin,
+            pg_url,
+            tmp_path / "marks",
+            [("2.0.0", broken), ("3.0.0", workload_code("3.0.0", {"write": 1, "count": 2}))],
+        )
+    )
+    stats = result.stats  # type: ignore[attr-defined]
+    assert sum(s.error_count for s in stats.values()) == 0
+    assert sum(s.count for s in stats.values()) == 4000
+    assert stats["count"].count > 0
+    failed, reloaded = follower.attempts
+    assert (failed.outcome, failed.to_version, reloaded.outcome) == ("rolled_back", "2.0.0",
+                                                                     "reloaded")  # fmt: skip
+    assert failed.step == "import"
+    assert "reloader.py" in (failed.error or "")
+    first, second = follower.phases(result.elapsed)  # type: ignore[attr-defined]
+    assert (first.version, second.version) == ("1.0.0", "3.0.0")
+    assert first.transactions + second.transactions == 4000
+    assert second.weights == {"write": 1, "count": 2}
+    assert rows(pg_url, "SELECT version FROM reload_setups") == [("3.0.0",)]
+
+
 @pytest.mark.slow
 def test_a_rewritten_workload_takes_over_mid_run_with_no_failed_transaction(
-    tmp_path, pg_url, plugin, start
+    tmp_path,
+    pg_url,
+    plugin,
+    start,
+    chromium,  # noqa: F811 - the fixture imported above
 ):
     bench = start("--report", str(tmp_path / "run.html"))
     bench.wait_for_file(tmp_path / "marks" / "ran-1.0.0")
@@ -224,6 +299,13 @@ def test_a_rewritten_workload_takes_over_mid_run_with_no_failed_transaction(
     (run,) = data["runs"]
     assert [p["version"] for p in run["phases"]] == ["1.0.0", "2.0.0"]
     assert [r["outcome"] for r in run["reloads"]] == ["reloaded"]
+    shown = open_page(chromium, tmp_path / "run.html", tmp_path)
+    phases = shown.dom.one("table", id="phases")
+    numbers = [row.attrs["data-phase"] for row in phases.all("tr") if "data-phase" in row.attrs]
+    assert numbers == ["1", "2"]
+    assert "2.0.0" in shown.dom.one("table", id="reloads").content
+    markers = shown.chart("throughput").all("line", **{"class": "marker"})
+    assert len(markers) == 1  # the reload, on the chart over time
 
 
 @pytest.mark.slow

@@ -56,8 +56,9 @@ class Phase:
 class ReloadAttempt:
     """One reload of the workload plugin during a run: the core's
     :class:`tether.ReloadResult` placed on the run's clock (``at``: seconds of the
-    measured run, negative during the warmup). ``refused`` says why the bench
-    rolled back a version that had reloaded (it does not fit the run)."""
+    measured run, negative during the warmup). ``kind`` is ``reload``, or
+    ``rollback`` for a rollback asked for (the bench asks for one when a version does
+    not fit the run: ``refused`` says why, on the attempt that put it live)."""
 
     at: float
     outcome: str
@@ -70,13 +71,17 @@ class ReloadAttempt:
     rejected: int = 0
     started_at: datetime | None = None
     refused: str | None = None
+    kind: str = "reload"
 
     @property
     def is_swap(self) -> bool:
-        """Whether another version went live (the phase changes)."""
-        return self.outcome == "reloaded" or (
-            self.outcome == "rolled_back" and self.step == "grace"
-        )
+        """Whether another version went live (the phase changes): a reload, a rollback
+        asked for, or one in the grace period; not a version that failed before it
+        took over (the previous one was started again)."""
+        if self.outcome == "reloaded":
+            return True
+        is_rollback = self.kind == "rollback" and self.step is None
+        return self.outcome == "rolled_back" and (is_rollback or self.step == "grace")
 
     def describe(self) -> str:
         """One line for people: ``at 3.20s: reloaded 1.0.0 -> 1.1.0 (12 ms, 3 calls held)``."""
@@ -86,6 +91,8 @@ class ReloadAttempt:
         timing = f"{self.duration * 1000:.0f} ms{held}"
         if self.outcome == "reloaded" and self.refused is None:
             return f"{head}reloaded {self.from_version} -> {to} ({timing})"
+        if self.kind == "rollback" and self.outcome == "rolled_back" and self.step is None:
+            return f"{head}rolled back {self.from_version} -> {to} ({timing})"
         if self.refused is not None:
             return f"{head}{to} refused by the bench, back to {self.from_version}: {self.refused}"
         where = f" at {self.step}" if self.step else ""
@@ -103,6 +110,7 @@ class ReloadAttempt:
             "step": self.step,
             "error": self.error,
             "refused": self.refused,
+            "kind": self.kind,
             "duration_seconds": round(self.duration, 6),
             "held": self.held,
             "rejected": self.rejected,

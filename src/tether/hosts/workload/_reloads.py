@@ -32,9 +32,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from tether import ReloadResult, error_text
+from tether.errors import TetherError
 from tether.hosts.workload._engine import Engine
 from tether.hosts.workload._errors import BenchError
 from tether.hosts.workload._phases import Phase, PhaseLog, ReloadAttempt
@@ -52,7 +53,13 @@ log = logging.getLogger("tether.bench")
 
 
 class _Watching(Protocol):
-    async def aclose(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class _Watchable(Protocol):
+    """What --watch needs of the manager: ``PluginManager.watch`` (``tether._watch``)."""
+
+    async def watch(self, *plugins: str) -> _Watching: ...
 
 
 class ReloadFollower:
@@ -83,7 +90,6 @@ class ReloadFollower:
         self._queue: asyncio.Queue[int | None] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._is_rolling_back = False
         self._is_listening = False
         self._latest_swap = -1  # the attempt that put the live version live
 
@@ -103,7 +109,7 @@ class ReloadFollower:
             yield
         finally:
             if watching is not None:
-                await watching.aclose()
+                await watching.stop()
             self._loop = None
             await self._settle(self._worker)
 
@@ -122,14 +128,16 @@ class ReloadFollower:
             await worker
 
     async def _watch(self) -> _Watching:
-        manager = self.workload.manager
+        name = self.workload.name
         try:
-            watching: _Watching = await manager.watch(names=[self.workload.name])
-        except (TypeError, ValueError) as exc:
+            watching = await cast("_Watchable", self.workload.manager).watch(name)
+        except TetherError as exc:
             raise BenchError(
-                f"cannot watch workload '{self.workload.name}': {error_text(exc)}",
-                plugin=self.workload.name,
-                hint="--watch needs a workload loaded from a directory (--plugin-path)",
+                f"cannot watch workload '{name}': {error_text(exc)}",
+                plugin=name,
+                hint=exc.hint
+                or "--watch needs a workload loaded from a directory "
+                "(--plugin-path, or a config entry's path)",
             ) from exc
         return watching
 
@@ -162,9 +170,9 @@ class ReloadFollower:
             held=result.held,
             rejected=result.rejected,
             started_at=result.at,
+            kind=result.kind,
         )
-        is_swap = attempt.is_swap or (self._is_rolling_back and result.outcome != "failed")
-        self._is_rolling_back = False
+        is_swap = attempt.is_swap
         if is_swap:
             version = self.workload.handle.version or attempt.to_version or attempt.from_version
             self.log.switch(version, at, self.engine.collector.counted())
@@ -235,10 +243,8 @@ class ReloadFollower:
             "workload %s %s does not fit the run: %s; rolling back to the previous version",
             name, attempt.to_version, reason,
         )  # fmt: skip
-        self._is_rolling_back = True
         try:
             await self.workload.manager.rollback_plugin(name)
         except Exception as exc:
-            self._is_rolling_back = False
             self.notify(f"workload {name}: cannot roll back to the previous version: {exc}")
             self.engine.request_stop(RELOAD_FAILED)
