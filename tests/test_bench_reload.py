@@ -24,6 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import tether
 from helpers import PluginWriter
 from test_bench_report import chromium, open_page  # noqa: F401 - chromium is a fixture
 from tether.hosts.workload import ReloadFollower, WorkloadSpec, open_workload
@@ -34,6 +35,9 @@ pytest_plugins = ["pg"]
 
 _WAIT = 120.0  # seconds: the longest a step may take on a busy machine
 NAME = "reloader"
+_SOURCES = os.pathsep.join(  # the tether under test, whatever the process's directory
+    [str(Path(tether.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+)
 SCHEMA = {"marks": {"type": "string", "description": "where the plugin marks that it ran"}}
 
 
@@ -97,7 +101,8 @@ def rewrite(directory: Path, version: str, code: str) -> None:
 
 
 class Bench:
-    """A ``tether bench`` process; its standard error is read as it comes."""
+    """A ``tether bench`` process; its standard error is read line by line as it
+    comes, its standard output (the JSON report) whole, each by a thread of its own."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
         self.process = subprocess.Popen(
@@ -106,12 +111,21 @@ class Bench:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "COLUMNS": "160"},
+            env={**os.environ, "PYTHONPATH": _SOURCES, "COLUMNS": "160"},
         )
         self.lines: list[str] = []
+        self.output: list[str] = []
         self.changed = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self.readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_output, daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        self.output.append(self.process.stdout.read())
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -143,19 +157,25 @@ class Bench:
 
     def finish(self) -> tuple[int, dict[str, object]]:
         try:
-            stdout, _ = self.process.communicate(timeout=_WAIT * 2)
+            self.process.wait(timeout=_WAIT * 2)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.communicate()
+            self.stop()
             pytest.fail(f"the bench did not finish:\n{''.join(self.lines)}")
-        self.reader.join(timeout=10)
+        for reader in self.readers:
+            reader.join(timeout=_WAIT)
+        stdout = "".join(self.output)
         assert stdout.strip(), "".join(self.lines)
         return self.process.returncode, json.loads(stdout)
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()  # our own child, by its handle
-            self.process.communicate()
+            self.process.wait(timeout=_WAIT)
+        for reader in self.readers:
+            reader.join(timeout=_WAIT)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture
@@ -293,7 +313,7 @@ def test_a_rewritten_workload_takes_over_mid_run_with_no_failed_transaction(
     assert set(logged) == {"1.0.0", "2.0.0"}
     assert rows(pg_url, "SELECT version FROM setup_runs") == [("1.0.0",)]  # not run again
     assert rows(pg_url, "SELECT version FROM reload_setups") == [("2.0.0",)]
-    assert any("reloaded 1.0.0 -> 2.0.0" in line for line in bench.lines)
+    assert any("reloaded 1.0.0 -> 2.0.0" in line for line in bench.lines), bench.lines
     page = (tmp_path / "run.html").read_text(encoding="utf-8")
     data = json.loads(re.search(r'id="tether-report-data"[^>]*>(.*?)</script>', page, re.DOTALL)[1])
     (run,) = data["runs"]
@@ -373,6 +393,7 @@ def test_watch_with_several_processes_is_a_usage_error(tmp_path, plugin):
         ],
         capture_output=True,
         text=True,
+        env={**os.environ, "PYTHONPATH": _SOURCES},
         timeout=_WAIT,
         check=False,
     )

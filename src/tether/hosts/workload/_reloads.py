@@ -239,7 +239,7 @@ class ReloadFollower:
         self.attempts[index] = dataclasses.replace(attempt, refused=reason)
         name = self.workload.name
         self.notify(f"workload {name} {self.attempts[index].describe()}")
-        log.warning(
+        log.info(
             "workload %s %s does not fit the run: %s; rolling back to the previous version",
             name, attempt.to_version, reason,
         )  # fmt: skip
