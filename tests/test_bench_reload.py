@@ -27,6 +27,7 @@ import pytest
 import tether
 from helpers import PluginWriter
 from test_bench_report import chromium, open_page  # noqa: F401 - chromium is a fixture
+from tether import PluginManager
 from tether.hosts.workload import ReloadFollower, WorkloadSpec, open_workload
 from tether.hosts.workload._database import close_connections, open_connections
 from tether.hosts.workload._engine import Engine, Plan
@@ -207,6 +208,12 @@ def start(tmp_path: Path, pg_url: str) -> Iterator[object]:
         bench.stop()
 
 
+needs_watcher = pytest.mark.skipif(
+    not hasattr(PluginManager, "watch"),
+    reason="--watch needs PluginManager.watch (tether._watch, branch reload-watch)",
+)
+
+
 def rows(dsn: str, query: str) -> list[tuple[object, ...]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return list(conn.execute(query).fetchall())
@@ -279,6 +286,7 @@ def test_the_follower_moves_the_run_to_each_version_the_manager_reloads(
 
 
 @pytest.mark.slow
+@needs_watcher
 def test_a_rewritten_workload_takes_over_mid_run_with_no_failed_transaction(
     tmp_path,
     pg_url,
@@ -329,6 +337,7 @@ def test_a_rewritten_workload_takes_over_mid_run_with_no_failed_transaction(
 
 
 @pytest.mark.slow
+@needs_watcher
 def test_a_broken_save_is_rolled_back_and_the_run_goes_on_to_the_next_good_one(
     tmp_path, pg_url, plugin, start
 ):
@@ -359,6 +368,7 @@ def test_a_broken_save_is_rolled_back_and_the_run_goes_on_to_the_next_good_one(
 
 
 @pytest.mark.slow
+@needs_watcher
 def test_a_version_that_wants_other_connections_is_refused_and_rolled_back(
     tmp_path, pg_url, plugin, start
 ):
