@@ -585,7 +585,8 @@ def test_info_shows_the_contract_a_plugin_provides():
         "  required methods: initialize, setup, cleanup, execute_operation, get_operation_types\n"
     ) in section
     assert (
-        "  optional methods: get_info, get_metrics, get_connection_type, start, stop\n"
+        "  optional methods: get_info, get_metrics, get_connection_type, reload_setup, start, "
+        "stop\n"
     ) in section
 
 
