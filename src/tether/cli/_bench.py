@@ -141,7 +141,7 @@ __all__ = ["bench"]
     is_flag=True,
     help="Reload the workload plugin when a file in its directory changes, while the "
     "clients run (one process): the report shows each reload and which version ran "
-    "when; a broken save is rolled back and the run goes on.",
+    "when; a broken save is rolled back and the run goes on (default: off).",
 )
 @retries_option
 @pass_state
