@@ -28,6 +28,7 @@ from tether._lifecycle import PluginStatus
 from tether._locate import Found, Locator, check_name, settings_of, timeouts_of
 from tether._manifest import Manifest, load_manifest
 from tether._oversight import Oversight
+from tether._reload import Reloads
 from tether._resolver import Resolution, resolve
 from tether._retries import (
     FailedPlugin,
@@ -74,6 +75,7 @@ class BringUp:
     _flags: EnabledFlags
     _failed: dict[str, FailedPlugin]
     _sources: dict[str, tuple[Found, Tries]]
+    _reloads: Reloads
 
     # what the manager provides
     def _on_error(self, name: str, source: str, error: BaseException) -> None:
@@ -214,6 +216,7 @@ class BringUp:
     def _observe_load(self, slot: PluginSlot, settings: PluginConfig) -> None:
         """Give the new plugin its threshold; keep it disabled if the state store says so."""
         name = slot.name
+        self._reloads.loaded(slot.current)
         self._oversight.plugin_loaded(slot, settings, self.config.plugins.error_threshold)
         flag = self._flags.get(name)
         if not flag.enabled:
@@ -273,7 +276,8 @@ class BringUp:
             except TetherError as exc:
                 if entry.required:
                     raise
-                self._set_aside(found.manifest, "load", exc, tries.made, path=found.location)
+                self._set_aside(found.manifest, "load", exc, tries.made, path=found.location,
+                                settings=entry)  # fmt: skip
         self._order = tuple(n for n in resolution.order if n not in self._failed)
         return infos
 
@@ -292,11 +296,13 @@ class BringUp:
         attempts: int,
         *,
         path: str | None,
+        settings: PluginConfig | None = None,
     ) -> None:
         """Go on without a plugin that is not required (its slot already taken down)."""
         name = manifest.name
         self._sources.pop(name, None)
-        self._failed[name] = FailedPlugin(name, step, error, attempts, manifest.version, path)
+        self._failed[name] = FailedPlugin(name, step, error, attempts, manifest.version, path,
+                                          settings=settings)  # fmt: skip
         self._order = tuple(n for n in self._order if n != name)
         log.warning(
             "plugin %s failed (%s) and is not required: going on without it: %s",
@@ -309,7 +315,8 @@ class BringUp:
         attempts = self._attempts_made(slot.name)
         await self._teardown(slot)
         self._slots.pop(slot.name, None)
-        self._set_aside(version.manifest, step, error, attempts, path=version.location)
+        self._set_aside(version.manifest, step, error, attempts, path=version.location,
+                        settings=version.settings)  # fmt: skip
 
     def _attempts_made(self, name: str) -> int:
         source = self._sources.get(name)
@@ -376,7 +383,8 @@ class BringUp:
             else:  # its fresh copy failed to load
                 version = slot.current
                 attempts = self._attempts_made(slot.name)
-                self._set_aside(version.manifest, step, exc, attempts, path=version.location)
+                self._set_aside(version.manifest, step, exc, attempts, path=version.location,
+                                settings=version.settings)  # fmt: skip
 
     def _check_dependencies(self, slot: PluginSlot, step: str, ready: set[PluginStatus]) -> None:
         for dependency in slot.current.manifest.dependencies:

@@ -157,7 +157,9 @@ class PluginSlot:
             self.versions.remove(version)
         self.gate.remove_door(version.door)
         self.handle.version_dropped(version.door)
-        unload_code(version.code)
-        self.last = version
+        if not any(v.code.module is version.code.module for v in self.versions):
+            unload_code(version.code)  # a version revived from the same code keeps it
+        # kept for reports only when it was the last one; else nothing of it stays reachable
+        self.last = version if not self.versions else None
         self.note("discarded", version.version, reason)
         return failures
