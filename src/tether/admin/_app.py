@@ -325,7 +325,7 @@ class _AdminViews:
 
     def _loaded(self, request: Request) -> str:
         """The plugin the path names; one set aside at start (``required: false``) is
-        refused saying so, since it is not loaded and nothing here brings it back."""
+        refused saying so, since it is not loaded (a reload brings it up once fixed)."""
         name: str = request.path_params["name"]
         failed = self.manager.failed_plugins().get(name)
         if failed is not None and not self.manager.is_loaded(name):
@@ -335,8 +335,8 @@ class _AdminViews:
                 f"plugin '{name}' is not loaded: it failed ({failed.step}) and is not "
                 f"required, so the server started without it: {failed.reason}",
                 plugin=name,
-                hint=f"fix it, then restart the server to load it; GET /admin/plugins/{name}"
-                "/health shows its error",
+                hint=f"fix it, then POST /admin/plugins/{name}/reload (or restart the server) "
+                f"to bring it up; GET /admin/plugins/{name}/health shows its error",
             )
         return name
 
@@ -410,14 +410,14 @@ class _AdminViews:
         return JSONResponse(_detail(self.manager, name))
 
     async def reload(self, request: Request) -> Response:
-        name = self._loaded(request)
+        name = request.path_params["name"]  # one set aside at start is brought up, if it can be
         config = _reload_config(await _body(request))
-        return _reload_answer(await self.manager.reload_plugin(name, config=config))
+        return _reload_answer(self.manager, await self.manager.reload_plugin(name, config=config))
 
     async def rollback(self, request: Request) -> Response:
         name = self._loaded(request)
         config = _reload_config(await _body(request))
-        return _reload_answer(await self.manager.rollback_plugin(name, config=config))
+        return _reload_answer(self.manager, await self.manager.rollback_plugin(name, config=config))
 
     async def history(self, request: Request) -> Response:
         name: str = request.path_params["name"]
@@ -465,20 +465,25 @@ def _reload_config(body: dict[str, Any]) -> ReloadConfig | None:
         ) from None  # fmt: skip
 
 
-def _reload_answer(result: ReloadResult) -> Response:
+def _reload_answer(manager: PluginManager, result: ReloadResult) -> Response:
     """200 with the result when a version runs (the new one, or the old one back: a
     rollback is an outcome, not an error); 409 when none does (outcome ``failed``)."""
     if result.outcome != "failed":
         return JSONResponse(result.to_dict())
-    tried = result.to_version or "the new version"
+    name = result.plugin
+    if manager.is_loaded(name):  # left in error: only a fresh load brings it back
+        hint = (
+            f"fix the plugin's files, then DELETE /admin/plugins/{name} and load it again "
+            "(POST /admin/plugins), or restart the server"
+        )
+    else:  # set aside at start, and still failing
+        hint = f"fix the plugin's files, then POST /admin/plugins/{name}/reload again"
     return error_response(
         409,
         "ReloadFailed",
-        f"plugin '{result.plugin}' has no running version: {tried} failed at {result.step} "
-        f"and {result.from_version} could not start again: {result.error}",
-        plugin=result.plugin,
-        hint=f"fix the plugin's files, then POST /admin/plugins/{result.plugin}/reload again "
-        "(GET .../health shows its errors)",
+        f"plugin '{name}' has no running version: {result.error}",
+        plugin=name,
+        hint=f"{hint}; GET /admin/plugins/{name}/health shows its errors",
         extra={"result": result.to_dict()},
     )
 

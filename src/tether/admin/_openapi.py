@@ -106,7 +106,7 @@ _DETAIL = _json({"$ref": "#/components/schemas/PluginDetail"}, "The plugin")
 _AUTH = (401, 403)
 
 _RESULT_FIELDS = ("plugin", "outcome", "from_version", "to_version", "step", "error",
-                  "duration", "held", "rejected", "discarded_writes", "at")  # fmt: skip
+                  "duration", "held", "rejected", "discarded_writes", "at", "kind")  # fmt: skip
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -327,8 +327,8 @@ _SCHEMAS: dict[str, Any] = {
             },
             "step": {
                 "type": ["string", "null"],
-                "description": "Where it failed (manifest, dependencies, import, config, "
-                "initialize, start, grace); null when reloaded",
+                "description": "Where the new version failed (manifest, dependencies, import, "
+                "config, initialize, start, grace); null when none did",
             },
             "error": {"type": ["string", "null"], "description": "One line, file and line"},
             "duration": {"type": "number", "description": "Seconds"},
@@ -339,6 +339,11 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "plugin_storage keys the failed version changed, restored",
             },
             "at": {"type": "string", "format": "date-time", "description": "When it began"},
+            "kind": {
+                "type": "string",
+                "enum": ["reload", "rollback"],
+                "description": "A reload, or a rollback asked for (POST .../rollback)",
+            },
         },
     },
     "ReloadFailed": {

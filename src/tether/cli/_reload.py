@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import click
 from rich.table import Table
@@ -40,9 +41,10 @@ RELOAD_TIMEOUT = 300.0
 HISTORY_LIMIT = 1000
 """The most rows ``history --limit`` takes (as the admin API)."""
 _MAX_QUEUE = 1_000_000
+_Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
-def _reload_options(command: click.Command) -> click.Command:
+def _reload_options(command: _Function) -> _Function:
     """The ``ReloadConfig`` options; each one not given is the server's ``reload:`` section's."""
     options = [
         click.option(
@@ -89,12 +91,13 @@ def _ask(
     url: str | None,
     token: str | None,
     body: dict[str, object],
-) -> dict[str, object]:
-    """The server's result of ``action`` (reload or rollback); a failed one, which the
-    server answers with 409 and the result beside the error, is returned too."""
+) -> tuple[dict[str, object], str | None]:
+    """The server's result of ``action`` (reload or rollback), and its hint; a failed one,
+    which the server answers with 409 and the result beside the error, is returned too."""
     if not url:
+        doing = "reloading a plugin" if action == "reload" else "rolling a plugin back"
         raise TetherError(
-            f"{action} needs a running server",
+            f"{doing} needs a running server",
             plugin=name,
             hint="pass --url http://127.0.0.1:8080 (or set TETHER_ADMIN_URL) and --token",
         )
@@ -102,26 +105,33 @@ def _ask(
     try:
         return call_admin(
             url, "POST", path, admin_token(state, token), body, timeout=RELOAD_TIMEOUT
-        )
+        ), None
     except AdminAnswerError as exc:
         result = exc.body.get("result")
         if isinstance(result, dict):
-            return result
+            return result, exc.hint
         raise
 
 
-def _finish(result: Mapping[str, object], *, as_json: bool, action: str) -> None:
+def _succeeded(result: Mapping[str, object]) -> bool:
+    """The version asked for runs: the new one (reloaded), or for a rollback the previous
+    one (brought back from the kept copy, ``reloaded``; or from memory within a grace
+    period, ``rolled_back`` with no failed step)."""
+    return result.get("outcome") != "failed" and result.get("step") is None
+
+
+def _finish(answer: tuple[Mapping[str, object], str | None], *, as_json: bool) -> None:
     """Print the result, then exit 1 (``Error: ...``) unless the version asked for runs."""
+    result, hint = answer
     if as_json:
         out.print_json(json.dumps(result, default=str))
     else:
-        _print_result(result, action=action)
-    outcome = result.get("outcome")
-    if outcome == "reloaded":
+        _print_result(result)
+    if _succeeded(result):
         return
     name, step, error = result.get("plugin"), result.get("step"), result.get("error")
-    tried = result.get("to_version") or "the new version"
-    if outcome == "rolled_back":
+    if result.get("outcome") == "rolled_back":
+        tried = result.get("to_version") or "the new version"
         raise TetherError(
             f"plugin '{name}' was rolled back: {tried} failed at {step}: {error}",
             plugin=str(name),
@@ -129,28 +139,24 @@ def _finish(result: Mapping[str, object], *, as_json: bool, action: str) -> None
             f"again (`tether plugins history {name}` lists every reload)",
         )
     raise TetherError(
-        f"plugin '{name}' has no running version: {tried} failed at {step}, and "
-        f"{result.get('from_version')} could not start again: {error}",
-        plugin=str(name),
-        hint="fix the plugin's files and reload it again; `tether plugins health "
-        f"{name} --url URL` shows its errors",
+        f"plugin '{name}' has no running version: {error}", plugin=str(name), hint=hint
     )
 
 
-def _print_result(result: Mapping[str, object], *, action: str) -> None:
-    name = result.get("plugin")
+def _print_result(result: Mapping[str, object]) -> None:
+    name, step = result.get("plugin"), result.get("step")
     old, new = result.get("from_version"), result.get("to_version") or "?"
-    outcome = result.get("outcome")
-    if outcome == "reloaded":
-        verb = "rolled back" if action == "rollback" else "reloaded"
-        out.print(f"[green]{verb}[/] [bold]{name}[/]: {old} -> {new}", highlight=False)
-    elif outcome == "rolled_back":
-        out.print(f"[yellow]rolled back[/] [bold]{name}[/]: {new} failed at "
-                  f"{result.get('step')}; {old} runs again", highlight=False)  # fmt: skip
+    if _succeeded(result):
+        verb = "rolled back" if result.get("kind") == "rollback" else "reloaded"
+        out.print(f"[green]{verb}[/] [bold]{name}[/]: {old} -> {new}")
+    elif result.get("outcome") == "rolled_back":
+        out.print(f"[yellow]rolled back[/] [bold]{name}[/]: {new} failed at {step}; "
+                  f"{old} runs again")  # fmt: skip
     else:
-        out.print(f"[red]failed[/] [bold]{name}[/]: {new} failed at {result.get('step')} "
-                  f"and {old} could not start again", highlight=False)  # fmt: skip
-    table = Table(box=None, show_header=False, padding=(0, 2))
+        out.print(f"[red]failed[/] [bold]{name}[/]: {new} failed at {step}; no version runs")
+    table = Table(box=None, show_header=False, padding=(0, 2, 0, 2))
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
     if result.get("error"):
         table.add_row("error", str(result["error"]))
     table.add_row("duration", f"{_seconds(result.get('duration')):.3f} s")
@@ -180,6 +186,7 @@ def _calls(value: object) -> str:
 @pass_state
 def plugins_reload(
     state: State,
+    /,
     name: str,
     url: str | None,
     token: str | None,
@@ -193,8 +200,7 @@ def plugins_reload(
     rolled back or no version runs.
     """
     body = _reload_body(options)
-    result = _ask(state, "reload", name, url=url, token=token, body=body)
-    _finish(result, as_json=as_json, action="reload")
+    _finish(_ask(state, "reload", name, url=url, token=token, body=body), as_json=as_json)
 
 
 @click.command("rollback")
@@ -205,6 +211,7 @@ def plugins_reload(
 @pass_state
 def plugins_rollback(
     state: State,
+    /,
     name: str,
     url: str | None,
     token: str | None,
@@ -218,8 +225,7 @@ def plugins_rollback(
     version runs, 1 otherwise.
     """
     body = _reload_body(options)
-    result = _ask(state, "rollback", name, url=url, token=token, body=body)
-    _finish(result, as_json=as_json, action="rollback")
+    _finish(_ask(state, "rollback", name, url=url, token=token, body=body), as_json=as_json)
 
 
 @click.command("history")
@@ -273,21 +279,27 @@ def _stored_history(target: str, name: str, limit: int) -> list[dict[str, object
         return [row.to_dict() for row in store.reloads(name, limit=limit)]
 
 
+def _label(row: Mapping[str, object]) -> tuple[str, str]:
+    """What a history line calls a reload, and its colour."""
+    if _succeeded(row):
+        return ("rollback", "green") if row.get("kind") == "rollback" else ("reloaded", "green")
+    if row.get("outcome") == "rolled_back":
+        return "rolled back", "yellow"
+    return "failed", "red"
+
+
 def _print_history(rows: list[dict[str, object]]) -> None:
-    table = Table("at", "from", "to", "outcome", "step", "duration", "held", "rejected",
-                  "error", box=None)  # fmt: skip
-    colours = {"reloaded": "green", "rolled_back": "yellow", "failed": "red"}
+    """One line per reload (when, versions, outcome, time, calls), and the failure under
+    one that failed: a table of nine columns does not fit a terminal."""
     for r in rows:
-        outcome = str(r.get("outcome"))
-        table.add_row(
-            when(r.get("at")),
-            str(r.get("from_version") or ""),
-            str(r.get("to_version") or ""),
-            f"[{colours.get(outcome, 'white')}]{outcome}[/]",
-            str(r.get("step") or ""),
-            f"{_seconds(r.get('duration')):.3f} s",
-            str(r.get("held", 0)),
-            str(r.get("rejected", 0)),
-            str(r.get("error") or ""),
+        label, colour = _label(r)
+        versions = f"{r.get('from_version') or '?'} -> {r.get('to_version') or '?'}"
+        out.print(
+            f"{when(r.get('at')):<19}  {versions:<17} [{colour}]{label:<11}[/] "
+            f"{_seconds(r.get('duration')):>7.3f} s  "
+            f"held {r.get('held', 0)}, rejected {r.get('rejected', 0)}"
         )
-    out.print(table)
+        if r.get("outcome") == "failed":  # the error names both failures
+            out.print(f"    {r.get('error') or ''}", markup=False)
+        elif r.get("step") is not None:
+            out.print(f"    failed at {r.get('step')}: {r.get('error') or ''}", markup=False)
