@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import sys
 import textwrap
 import threading
@@ -649,6 +650,30 @@ def test_a_plugin_set_aside_at_start_comes_up_when_reloaded_after_a_fix(tmp_path
             assert (fixed.outcome, fixed.to_version) == ("reloaded", "1.0.1")
             assert manager.get_handle("late").call("hi") == "up"
             assert "late" not in manager.failed_plugins()
+        finally:
+            await manager.aclose()
+
+    run(scenario)
+
+
+def test_a_save_within_the_same_second_runs_the_new_source(tmp_path, monkeypatch):
+    """Python trusts a cached .pyc whose source has the same size and whole-second mtime;
+    plugin modules are compiled from source, so two such saves still differ."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+
+    async def scenario():
+        directory = greeter(tmp_path / "plugins", word="aaa")
+        source = directory / "plugin.py"
+        manager = await started(tmp_path, directory)
+        try:
+            stamp = source.stat()
+            greeter(tmp_path / "plugins", word="bbb")
+            os.utime(source, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+            assert source.stat().st_size == stamp.st_size
+            result = await manager.reload_plugin("greeter", config=ReloadConfig(grace_period=0))
+            assert result.outcome == "reloaded"
+            assert manager.get_handle("greeter").call("hello") == "bbb"
+            assert not (directory / "__pycache__").exists()
         finally:
             await manager.aclose()
 

@@ -35,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.machinery
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +111,7 @@ class ReloadHost(Protocol):
     _sources: dict[str, tuple[Found, Tries]]
 
     _failed: dict[str, FailedPlugin]
+    leftover_threads: dict[str, tuple[str, ...]]
 
     def _mutex(self) -> asyncio.Lock: ...
     async def load_plugin(
@@ -442,6 +445,9 @@ class Reloads:
             self._check_dependencies(manifest)
         except TetherError as exc:
             raise _StepFailedError("dependencies", exc, version) from exc
+        changed = self._changed_extension(live, found)
+        if changed is not None:
+            raise _StepFailedError("import", changed, version)
         limit = host._limits(live)["initialize"]  # noqa: SLF001
         try:
             code = await import_code(manifest, contract, private=True,
@@ -465,6 +471,43 @@ class Reloads:
             capability_watch.track(name, directory, permissions)
         self.loaded(staged)
         return staged
+
+    def _changed_extension(self, live: PluginVersion, found: Found) -> TetherError | None:
+        """A C extension the live version imported whose file changed since: the process
+        cannot load it again (the dynamic loader hands back the library already loaded)."""
+        captured = self._captured.get(live)
+        namespace = live.code.namespace
+        directory = found.manifest.directory
+        if captured is None or namespace is None or directory is None:
+            return None
+        suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+        prefix = namespace + "."
+        loaded = set()
+        for name, module in list(sys.modules.items()):
+            origin = str(getattr(module, "__file__", ""))
+            if name.startswith(prefix) and origin.endswith(suffixes):
+                loaded.add(Path(origin).resolve())
+        before = dict(captured.files)
+        for relative, _ in captured.files:
+            path = directory / relative
+            if not relative.endswith(suffixes):
+                continue
+            if (Path(captured.source) / relative).resolve() not in loaded:
+                continue
+            try:
+                now = path.read_bytes()
+            except OSError:
+                continue
+            if now != before[relative]:
+                return TetherError(
+                    f"the C extension {relative} changed since {live.version} loaded it; a "
+                    "process cannot load a C extension twice (it would keep running the old "
+                    "build): restart the host to run the new one",
+                    plugin=live.name, path=path,
+                    hint="restart the host; keep C extensions in a separate, versioned package "
+                    "if the plugin must reload without a restart",
+                )  # fmt: skip
+        return None
 
     def _check_dependencies(self, manifest: Manifest) -> None:
         """Its dependencies are loaded in versions it accepts, and every loaded plugin that
@@ -530,15 +573,11 @@ class Reloads:
         snapshot = self._snapshot(slot.name)
         grace = _Grace(old, new, state, snapshot, ends=0.0,
                        exceeded_before=self._exceeded(slot.name))  # fmt: skip
-        step = "initialize"
         try:
-            await initialize_version(slot, new, limits["initialize"], open_gate=False, quiet=True)
-            step = "import_state"
-            await self._import_state(new, state, limits["call"])
-            step = "start"
-            await start_version(slot, new, limits["start"], open_gate=False, quiet=True)
-        except PluginLifecycleError as exc:
-            return await self._roll_back(slot, attempt, grace, step=step, error=exc)
+            await self._bring_in(slot, new, state)
+        except _StepFailedError as failed:
+            return await self._roll_back(slot, attempt, grace, step=failed.step,
+                                         error=failed.error)  # fmt: skip
         host.reset_threshold(slot.name)
         grace.exceeded_before = self._exceeded(slot.name)
         self._release(slot, new)
@@ -579,6 +618,21 @@ class Reloads:
     def _exceeded(self, name: str) -> int:
         status = self._host.threshold_status(name)
         return 0 if status is None else status.exceeded_count
+
+    async def _bring_in(self, slot: PluginSlot, version: PluginVersion, state: object) -> None:
+        """Initialize (its registrations go live), hand it ``state``, start: the gate stays
+        held. ``_StepFailedError`` names the step that failed."""
+        limits = self._host._limits(version)  # noqa: SLF001
+        step = "initialize"
+        try:
+            await initialize_version(slot, version, limits["initialize"], open_gate=False,
+                                     quiet=True)  # fmt: skip
+            step = "import_state"
+            await self._import_state(version, state, limits["call"])
+            step = "start"
+            await start_version(slot, version, limits["start"], open_gate=False, quiet=True)
+        except PluginLifecycleError as exc:
+            raise _StepFailedError(step, exc, version.version) from exc
 
     # ------------------------------------------------------------------ state hand-off
 
@@ -645,12 +699,10 @@ class Reloads:
         discarded = self._restore(slot.name, grace.snapshot)
         try:
             revived = self._revive(slot, previous)
-            limits = host._limits(revived)  # noqa: SLF001
-            await initialize_version(slot, revived, limits["initialize"], open_gate=False,
-                                     quiet=True)  # fmt: skip
-            await self._import_state(revived, grace.state, limits["call"])
-            await start_version(slot, revived, limits["start"], open_gate=False, quiet=True)
-        except TetherError as second:
+            await self._bring_in(slot, revived, grace.state)
+        except _StepFailedError as again:
+            return await self._give_up(slot, attempt, grace, step, error, again.error, discarded)
+        except TetherError as second:  # its object could not be made again
             return await self._give_up(slot, attempt, grace, step, error, second, discarded)
         host.reset_threshold(slot.name)
         self._release(slot, revived)
@@ -775,6 +827,7 @@ class Reloads:
         self._captured.pop(version, None)
         left = threads_left(slot, version)
         if left:
+            self._host.leftover_threads[slot.name] = tuple(left)
             log.warning("plugin %s %s left %d thread(s) running after it was retired: %s; they "
                         "cannot be stopped in-process", slot.name, version.version, len(left),
                         ", ".join(left))  # fmt: skip
