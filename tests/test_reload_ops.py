@@ -7,6 +7,7 @@ and the state store on disk.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from pathlib import Path
@@ -18,9 +19,10 @@ from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops_support import Served
-from tether import PluginManager, load_config
+from tether import PluginManager, ReloadResult, load_config
 from tether.admin import create_admin_app
 from tether.cli import cli
+from tether.observability._reloads import ReloadTally
 
 TOKEN = "reload-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -364,3 +366,56 @@ def test_cli_reload_needs_a_server(config_path, monkeypatch):
         assert result.exit_code == 1
         assert f"Error: {doing} needs a running server" in result.stderr
         assert "--url" in result.stderr
+
+
+HEALTH = """\
+VERSION = {version!r}
+
+
+class Plugin:
+    def initialize(self, ctx):
+        ctx.register_hook("pre_request", 100, lambda _arg: VERSION)
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def cleanup(self):
+        pass
+
+    def health_check(self):
+        return VERSION == "1.0.0"  # the new version is never healthy
+"""
+
+
+def test_an_automatic_rollback_in_the_grace_period_is_counted_and_recorded(server, plugin_dir):
+    write_version(plugin_dir, "1.0.0", code=HEALTH.format(version="1.0.0"))
+    with http(server) as client:
+        assert reload(client).json()["outcome"] == "reloaded"  # 1.0.0 again, now with a check
+        write_version(plugin_dir, "1.1.0", code=HEALTH.format(version="1.1.0"))
+        answer = reload(client, {"grace_period": "2s"})
+        assert answer.json()["outcome"] == "reloaded", answer.text  # it started...
+        for _ in range(200):  # ...and fails its health check within the grace period
+            rows = client.get(f"/admin/plugins/{NAME}/history").json()["reloads"]
+            if rows[0]["step"] == "grace":
+                break
+            server.call(lambda: asyncio.sleep(0.1))
+        text = client.get("/metrics").text
+    assert (rows[0]["outcome"], rows[0]["to_version"]) == ("rolled_back", "1.1.0")
+    assert "health check" in rows[0]["error"]
+    assert answering(server) == ["1.0.0"]
+    reloads = next(f for f in text_string_to_metric_families(text)
+                   if f.name == "tether_plugin_reloads")  # fmt: skip
+    counts = {s.labels["outcome"]: s.value for s in reloads.samples if s.name.endswith("_total")}
+    assert counts == {"reloaded": 2, "rolled_back": 1, "failed": 0}
+
+
+def test_the_duration_buckets_count_a_bound_in_its_own_bucket():
+    tally = ReloadTally()
+    for seconds in (0.01, 0.0100001, 75.0):
+        tally.record(ReloadResult(NAME, "reloaded", "1.0.0", "1.0.1", duration=seconds))
+    buckets = dict(tally.durations()[NAME].cumulative())
+    assert (buckets["0.01"], buckets["0.025"], buckets["60.0"], buckets["+Inf"]) == (1, 2, 2, 3)
+    assert tally.outcomes() == {NAME: {"reloaded": 3, "rolled_back": 0, "failed": 0}}
