@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from tether.cli._app import State, pass_state
@@ -144,8 +145,10 @@ def _finish(answer: tuple[Mapping[str, object], str | None], *, as_json: bool) -
 
 
 def _print_result(result: Mapping[str, object]) -> None:
-    name, step = result.get("plugin"), result.get("step")
-    old, new = result.get("from_version"), result.get("to_version") or "?"
+    """The outcome on one line, then its figures (the server's text, shown as text)."""
+    name, step = escape(str(result.get("plugin"))), escape(str(result.get("step")))
+    old = escape(str(result.get("from_version")))
+    new = escape(str(result.get("to_version") or "?"))
     if _succeeded(result):
         verb = "rolled back" if result.get("kind") == "rollback" else "reloaded"
         out.print(f"[green]{verb}[/] [bold]{name}[/]: {old} -> {new}")
@@ -293,9 +296,9 @@ def _print_history(rows: list[dict[str, object]]) -> None:
     one that failed: a table of nine columns does not fit a terminal."""
     for r in rows:
         label, colour = _label(r)
-        versions = f"{r.get('from_version') or '?'} -> {r.get('to_version') or '?'}"
+        versions = escape(f"{r.get('from_version') or '?'} -> {r.get('to_version') or '?'}")
         out.print(
-            f"{when(r.get('at')):<19}  {versions:<17} [{colour}]{label:<11}[/] "
+            f"{escape(when(r.get('at'))):<19}  {versions:<17} [{colour}]{label:<11}[/] "
             f"{_seconds(r.get('duration')):>7.3f} s  "
             f"held {r.get('held', 0)}, rejected {r.get('rejected', 0)}"
         )
