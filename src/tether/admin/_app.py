@@ -29,6 +29,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -44,12 +45,14 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from tether import (
     ConfigSection,
+    Expanded,
     PluginConfig,
     PluginManager,
     ReloadConfig,
     ReloadResult,
     TetherConfig,
     __version__,
+    convert_expanded,
     error_text,
 )
 from tether.admin._body import BODY_TIMEOUT, MAX_BODY_SIZE, BodyLimits, read_object
@@ -85,14 +88,21 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
+def _from_variable(value: object) -> object:
+    return convert_expanded(value, "boolean") if isinstance(value, Expanded) else value
+
+
+_Flag = Annotated[StrictBool, BeforeValidator(_from_variable)]  # true, or ${VAR} giving it
+
+
 class AdminSettings(BaseModel):
     """The ``admin`` section of the framework config."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     token: StrictStr | None = None
-    insecure: StrictBool = False
-    protect_metrics: StrictBool = False
+    insecure: _Flag = False
+    protect_metrics: _Flag = False
 
 
 ADMIN_CONFIG_SECTION = ConfigSection(
