@@ -563,7 +563,8 @@ def test_the_tree_is_assembled_in_one_place() -> None:
     assert set(commands) == {"plugins", "config", "workloads", "bench", "serve", "demo"}
     assert set(_commands(groups["plugins"])) == {
         "list", "scan", "info", "validate", "graph", "test", "exec", "new",
-        "health", "enable", "disable", "reload", "package", "install", "uninstall", "lock",
+        "health", "enable", "disable", "reload", "rollback", "history", "package", "install",
+        "uninstall", "lock",
     }  # fmt: skip
     assert set(_commands(groups["config"])) == {"validate", "show"}
     assert set(_commands(groups["workloads"])) == {"list"}
