@@ -260,6 +260,10 @@ def test_when_the_previous_version_cannot_start_again_the_plugin_fails_naming_bo
             assert manager.get_status("flaky") is PluginStatus.ERROR
             with pytest.raises(PluginUnavailableError):
                 manager.get_handle("flaky").call("start")
+            write(directory, "1.2.0", "import tether\nclass Plugin(tether.Plugin):\n    pass\n")
+            fixed = await manager.reload_plugin("flaky")
+            assert (fixed.outcome, fixed.to_version) == ("reloaded", "1.2.0")
+            assert manager.get_status("flaky") is PluginStatus.RUNNING
         finally:
             await manager.aclose()
 

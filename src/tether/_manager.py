@@ -280,11 +280,25 @@ class PluginManager(BringUp):
         within ``grace_period``), the previous one is brought back: the result's outcome is
         ``rolled_back`` and its ``step`` and ``error`` say what failed; ``failed`` if even
         the previous version could not start again. A plugin that is not required and
-        was set aside because it failed to come up is loaded again and brought up
-        (``failed`` if it fails again). See ``docs/reload.md``.
+        was set aside because it failed to come up, or a directory plugin left in error
+        (a reload whose previous version could not start again), is loaded again from its
+        directory and brought up (``failed`` if it fails again). See ``docs/reload.md``.
         """
+        slot = self._slots.get(name)
+        source = self._sources.get(name)
+        if (
+            slot is not None
+            and slot.current.status is PluginStatus.ERROR
+            and source
+            and source[0].private
+        ):
+            async with self._mutex():  # in error (a reload that could not come back): start over
+                why = slot.current.last_error or PluginLifecycleError(
+                    name, "reload", "it is in error"
+                )
+                await self._take_down(slot, "reload", why)
         failed = self._failed.get(name)
-        if failed is not None and name not in self._slots:  # set aside at start: try again
+        if failed is not None and name not in self._slots:  # set aside: try again
             return await self._reloads.bring_back(failed, config)
         return await self._reloads.reload(name, config)
 

@@ -481,13 +481,8 @@ def _reload_answer(manager: PluginManager, result: ReloadResult) -> Response:
     if result.outcome != "failed":
         return JSONResponse(result.to_dict())
     name = result.plugin
-    if manager.is_loaded(name):  # left in error: only a fresh load brings it back
-        hint = (
-            f"fix the plugin's files, then DELETE /admin/plugins/{name} and load it again "
-            "(POST /admin/plugins), or restart the server"
-        )
-    else:  # set aside at start, and still failing
-        hint = f"fix the plugin's files, then POST /admin/plugins/{name}/reload again"
+    del manager  # in error or set aside: a reload of the fixed files brings it back either way
+    hint = f"fix the plugin's files, then POST /admin/plugins/{name}/reload again"
     return error_response(
         409,
         "ReloadFailed",
