@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from tether._manifest import Manifest, find_manifest, load_manifest
     from tether._middleware import Middleware, MiddlewareRegistry
     from tether._plugin import Plugin
+    from tether._reload_result import ReloadConfig, ReloadResult
     from tether._resolver import Resolution, dependency_graph, resolve
     from tether._retries import FailedPlugin
     from tether._runtime import Registrar, Runtime
@@ -135,6 +136,8 @@ __all__ = [
     "PluginScope",
     "PluginStatus",
     "Registrar",
+    "ReloadConfig",
+    "ReloadResult",
     "Resolution",
     "RetrySettings",
     "Router",
@@ -240,6 +243,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Middleware": ("tether._middleware", "Middleware"),
     "MiddlewareRegistry": ("tether._middleware", "MiddlewareRegistry"),
     "Plugin": ("tether._plugin", "Plugin"),
+    "ReloadConfig": ("tether._reload_result", "ReloadConfig"),
+    "ReloadResult": ("tether._reload_result", "ReloadResult"),
     "Resolution": ("tether._resolver", "Resolution"),
     "dependency_graph": ("tether._resolver", "dependency_graph"),
     "resolve": ("tether._resolver", "resolve"),

@@ -28,6 +28,7 @@ from tether._lifecycle import PluginStatus
 from tether._locate import Found, Locator, check_name, settings_of, timeouts_of
 from tether._manifest import Manifest, load_manifest
 from tether._oversight import Oversight
+from tether._reload import Reloads
 from tether._resolver import Resolution, resolve
 from tether._retries import (
     FailedPlugin,
@@ -74,6 +75,7 @@ class BringUp:
     _flags: EnabledFlags
     _failed: dict[str, FailedPlugin]
     _sources: dict[str, tuple[Found, Tries]]
+    _reloads: Reloads
 
     # what the manager provides
     def _on_error(self, name: str, source: str, error: BaseException) -> None:
@@ -214,6 +216,7 @@ class BringUp:
     def _observe_load(self, slot: PluginSlot, settings: PluginConfig) -> None:
         """Give the new plugin its threshold; keep it disabled if the state store says so."""
         name = slot.name
+        self._reloads.loaded(slot.current)
         self._oversight.plugin_loaded(slot, settings, self.config.plugins.error_threshold)
         flag = self._flags.get(name)
         if not flag.enabled:

@@ -224,13 +224,15 @@ class EventsSection(BaseModel):
 
 
 class ReloadSection(BaseModel):
-    """``reload``: how callers are held while a plugin reloads."""
+    """``reload``: how callers are held while a plugin reloads, and how long a new version
+    is watched (``grace_period``) before its previous one is let go."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     queue_timeout: EnvSeconds = 30.0
     max_queue_size: Annotated[EnvInt, Field(gt=0)] = 1000
     strategy: Literal["block", "reject"] = "block"
+    grace_period: EnvSeconds = 30.0
 
 
 class _Store(BaseModel):

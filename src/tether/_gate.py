@@ -124,12 +124,14 @@ class Gate:
         "error_count",
         "error_listeners",
         "errors_by_type",
+        "held_total",
         "hold_timeout",
         "last_error",
         "last_error_at",
         "live",
         "max_waiting",
         "plugin",
+        "refused_total",
         "state",
         "state_listeners",
         "stats",
@@ -151,6 +153,8 @@ class Gate:
         self.live: Door | None = None
         self.doors: tuple[Door, ...] = ()
         self.error_count = 0
+        self.held_total = 0  # callers that ever waited at this gate
+        self.refused_total = 0  # callers it ever refused (closed, queue full, timed out)
         self.errors_by_type: dict[str, int] = {}
         self.last_error: BaseException | None = None
         self.last_error_at: datetime | None = None
@@ -252,17 +256,21 @@ class Gate:
 
     def _refuse_or_queue(self) -> bool:
         """True if the caller should wait; raise if it must be refused now."""
-        if self.state is GateState.CLOSED:
-            raise PluginUnavailableError(self.plugin, self._closed_reason)
         if self.state is GateState.OPEN:
             return False
+        if self.state is GateState.CLOSED:
+            self.refused_total += 1
+            raise PluginUnavailableError(self.plugin, self._closed_reason)
         if self._waiting >= self.max_waiting:
+            self.refused_total += 1
             raise PluginUnavailableError(
                 self.plugin, f"it is reloading and {self.max_waiting} callers are already queued"
             )
         return True
 
     def _timed_out(self) -> PluginUnavailableError:
+        with self._lock:
+            self.refused_total += 1
         return PluginUnavailableError(
             self.plugin,
             "request timeout: plugin reload exceeded queue timeout "
@@ -285,11 +293,14 @@ class Gate:
         """
         del door  # which version the caller came for does not change how it waits
         deadline = time.monotonic() + self.hold_timeout
+        first = True
         while True:
             with self._lock:
                 if not self._refuse_or_queue():
                     return self._live_door()
                 self._waiting += 1
+                self.held_total += first
+                first = False
             try:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._opened.wait(remaining):
@@ -303,6 +314,7 @@ class Gate:
         del door
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.hold_timeout
+        first = True
         while True:
             with self._lock:
                 if not self._refuse_or_queue():
@@ -310,6 +322,8 @@ class Gate:
                 future: asyncio.Future[None] = loop.create_future()
                 self._async_waiters.append((loop, future))
                 self._waiting += 1
+                self.held_total += first
+                first = False
             try:
                 await asyncio.wait_for(future, max(deadline - loop.time(), 0))
             except TimeoutError:

@@ -55,10 +55,13 @@ from tether.errors import (
 
 __all__ = [
     "LoadAttempt",
+    "check_before_import",
+    "checked_config",
     "code_directory",
     "import_code",
     "load_slot",
     "new_slot",
+    "new_version",
     "validate_config",
 ]
 
@@ -182,6 +185,32 @@ def _check_failed(plugin: str, error: BaseException) -> ConfigError:
     )
 
 
+def new_version(
+    slot: PluginSlot,
+    found: Found,
+    settings: PluginConfig,
+    code: LoadedCode,
+    contract: Contract,
+    permissions: frozenset[str],
+    *,
+    values: Mapping[str, object],
+    config: TetherConfig,
+    runtime: Runtime,
+) -> PluginVersion:
+    """A version of the slot's plugin staged beside the others (status ``loading``), with
+    its own door, call chain and scope, and its validated config ``values``."""
+    manifest = found.manifest
+    chain = call_chain(manifest, settings, config, runtime.errors)
+    door = slot.gate.add_door(manifest.version, chain=chain)
+    scope = PluginScope(
+        manifest=manifest, config=values, permissions=permissions, runtime=runtime, door=door
+    )
+    version = PluginVersion(manifest, settings, code, scope, contract, found.location)
+    version.set_status(PluginStatus.LOADING)
+    slot.add(version)
+    return version
+
+
 def new_slot(
     found: Found,
     settings: PluginConfig,
@@ -201,7 +230,6 @@ def new_slot(
     ``on_error(source, error)`` hears every error recorded on the plugin's gate.
     """
     manifest = found.manifest
-    chain = call_chain(manifest, settings, config, runtime.errors)
     reload = config.reload
     gate = Gate(
         manifest.name,
@@ -210,15 +238,52 @@ def new_slot(
         stats=stats,
     )
     gate.error_listeners.append(on_error)
-    door = gate.add_door(manifest.version, chain=chain)
-    scope = PluginScope(
-        manifest=manifest, config=values, permissions=permissions, runtime=runtime, door=door
-    )
-    version = PluginVersion(manifest, settings, code, scope, contract, found.location)
-    version.set_status(PluginStatus.LOADING)
     slot = PluginSlot(manifest.name, gate)
-    slot.add(version)
+    new_version(slot, found, settings, code, contract, permissions, values=values,
+                config=config, runtime=runtime)  # fmt: skip
     return slot
+
+
+def check_before_import(
+    found: Found,
+    settings: PluginConfig,
+    *,
+    contracts: ContractRegistry,
+    framework_version: str,
+    config: TetherConfig,
+) -> tuple[Contract, frozenset[str]]:
+    """What can be checked before any of the plugin's code runs: its files against the
+    lock (``plugins.verify``), the framework version, isolation, the contract it provides
+    and the permissions it is granted (those two are returned)."""
+    manifest = found.manifest
+    if config.plugins.verify:
+        check_plugin(manifest, read_lock(lock_path(config.path)))
+    constraint = manifest.framework.version
+    if not parse_constraint(constraint).allows(framework_version):
+        raise FrameworkVersionMismatchError(manifest.name, constraint, framework_version)
+    check_isolation(manifest, settings)
+    contract = contracts.resolve(manifest.name, manifest.provides)
+    permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
+    return contract, permissions
+
+
+async def checked_config(
+    manifest: Manifest,
+    code: LoadedCode,
+    contract: Contract,
+    settings: PluginConfig,
+    config: TetherConfig,
+    limit: float | None,
+) -> dict[str, object]:
+    """The entry's config validated against the schema of ``code``'s version, then by the
+    plugin's own ``validate_config``."""
+    values = validate_entry_config(
+        manifest.name, config_schema(manifest, code.instance), settings, config,
+        additional_properties=manifest.open_config, host_keys=contract.config_keys,
+    )  # fmt: skip
+    await validate_config(manifest.name, code.instance, values, limit=limit,
+                          code=PluginCode.of(manifest.name, code_directory(code)))  # fmt: skip
+    return dict(values)
 
 
 async def load_slot(
@@ -239,25 +304,15 @@ async def load_slot(
     ``tether.lock`` first, before anything else of it is read or run.
     """
     manifest = found.manifest
-    if config.plugins.verify:
-        check_plugin(manifest, read_lock(lock_path(config.path)))
-    constraint = manifest.framework.version
-    if not parse_constraint(constraint).allows(framework_version):
-        raise FrameworkVersionMismatchError(manifest.name, constraint, framework_version)
-    check_isolation(manifest, settings)
-    contract = contracts.resolve(manifest.name, manifest.provides)
-    permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
+    contract, permissions = check_before_import(
+        found, settings, contracts=contracts, framework_version=framework_version, config=config
+    )
     limit = timeouts_of(manifest, settings, config)["initialize"]
     code = await import_code(
         manifest, contract, private=found.private, attempts=attempts, limit=limit
     )
     try:
-        values = validate_entry_config(
-            manifest.name, config_schema(manifest, code.instance), settings, config,
-            additional_properties=manifest.open_config, host_keys=contract.config_keys,
-        )  # fmt: skip
-        await validate_config(manifest.name, code.instance, values, limit=limit,
-                              code=PluginCode.of(manifest.name, code_directory(code)))  # fmt: skip
+        values = await checked_config(manifest, code, contract, settings, config, limit)
         slot = new_slot(found, settings, code, contract, permissions, values=values,
                         config=config, runtime=runtime, stats=stats, on_error=on_error)  # fmt: skip
     except BaseException:

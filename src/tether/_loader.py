@@ -45,6 +45,7 @@ __all__ = [
     "code_directory",
     "load_code",
     "loaded_namespaces",
+    "renew_code",
     "unload_code",
 ]
 
@@ -236,6 +237,16 @@ def load_code(
             _drop(namespace)
         raise
     return LoadedCode(manifest=manifest, instance=instance, module=module, namespace=namespace)
+
+
+def renew_code(code: LoadedCode, *, contract: Contract = PLUGIN_CONTRACT) -> LoadedCode:
+    """A fresh plugin object from code already imported (nothing is imported again): what
+    a rollback brings back. Its modules stay those of ``code``."""
+    manifest = code.manifest
+    target = _resolve_attribute(manifest, code.module)
+    instance = _instantiate(manifest, contract, target, manifest.directory)
+    return LoadedCode(manifest=manifest, instance=instance, module=code.module,
+                      namespace=code.namespace)  # fmt: skip
 
 
 def _drop(namespace: str) -> None:

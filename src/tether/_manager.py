@@ -57,6 +57,8 @@ from tether._locate import (
 )
 from tether._manifest import Manifest
 from tether._oversight import Oversight
+from tether._reload import Reloads
+from tether._reload_result import ReloadConfig, ReloadResult
 from tether._retries import FailedPlugin, RetryPolicy, Tries
 from tether._runtime import Runtime
 from tether._slots import PluginSlot, PluginVersion, SlotEvent
@@ -144,6 +146,7 @@ class PluginManager(BringUp):
         self._unload_listeners: list[Callable[[str], None]] = []
         self._failed: dict[str, FailedPlugin] = {}
         self._sources: dict[str, tuple[Found, Tries]] = {}
+        self._reloads = Reloads(self)
 
     # ------------------------------------------------------------------ queries
 
@@ -267,6 +270,38 @@ class PluginManager(BringUp):
                 slot.gate.record_error(error, source="on_config_change")
                 raise PluginLifecycleError(name, "configuration change", error) from error
 
+    async def reload_plugin(self, name: str, *, config: ReloadConfig | None = None) -> ReloadResult:
+        """Replace a running plugin with the version now on disk, without a call lost.
+
+        The new version is imported beside the running one and checked; calls are held
+        (``config.strategy`` ``block``) or refused (``reject``) while the old version drains
+        and stops and the new one initializes and starts; then they go to it. If the new
+        version fails anywhere (or trips its error threshold or fails its health check
+        within ``grace_period``), the previous one is brought back: the result's outcome is
+        ``rolled_back`` and its ``step`` and ``error`` say what failed; ``failed`` if even
+        the previous version could not start again. See ``docs/reload.md``.
+        """
+        return await self._reloads.reload(name, config)
+
+    async def rollback_plugin(
+        self, name: str, *, config: ReloadConfig | None = None
+    ) -> ReloadResult:
+        """Bring the previous version back: the one still in memory within a grace period,
+        else the copy of its files the last reload kept under the state directory."""
+        return await self._reloads.rollback(name, config)
+
+    def reload_history(self, name: str | None = None, *, limit: int = 50) -> list[ReloadResult]:
+        """Reloads and rollbacks recorded in the state store, newest first."""
+        return self._reloads.history(name, limit=limit)
+
+    def on_reload(self, listener: Callable[[ReloadResult], None]) -> None:
+        """Call ``listener(result)`` after every reload and rollback (automatic ones too)."""
+        self._reloads.on_reload(listener)
+
+    def in_grace_period(self, name: str) -> bool:
+        """Whether ``name`` was reloaded and its previous version is still kept in memory."""
+        return self._reloads.in_grace(name)
+
     async def stop_all(self, *, timeout: float | None = None) -> None:
         """Stop running plugins in reverse dependency order.
 
@@ -325,6 +360,7 @@ class PluginManager(BringUp):
 
     async def _teardown(self, slot: PluginSlot) -> PluginLifecycleError | None:
         failure: PluginLifecycleError | None = None
+        await self._reloads.forget(slot)
         code = PluginCode(slot.name, tuple(
             d for v in slot.versions for d in code_of(v).directories
         ))  # fmt: skip
@@ -389,6 +425,10 @@ class PluginManager(BringUp):
         """Where the plugin stands against its error threshold (None: it has none)."""
         return self._oversight.status(name)
 
+    def reset_threshold(self, name: str) -> None:
+        """Empty the plugin's error window and close its breaker (a new version starts clean)."""
+        self._thresholds.reset(name)
+
     def record_success(self, name: str) -> None:
         """Tell the error threshold that a call into ``name`` succeeded (``reset_on_success``)."""
         self._thresholds.record_success(name)
@@ -401,6 +441,8 @@ class PluginManager(BringUp):
         return self._oversight.check(list(self._slots.values()))
 
     def _threshold_disable(self, name: str, reason: str) -> None:
+        if self._reloads.tripped(name, reason):
+            return  # within a reload's grace period: rolled back instead
         if name in self._slots:
             self.set_enabled(name, enabled=False, reason=reason, persist=False)
 

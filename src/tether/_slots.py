@@ -157,7 +157,8 @@ class PluginSlot:
             self.versions.remove(version)
         self.gate.remove_door(version.door)
         self.handle.version_dropped(version.door)
-        unload_code(version.code)
+        if not any(v.code.module is version.code.module for v in self.versions):
+            unload_code(version.code)  # a version revived from the same code keeps it
         self.last = version
         self.note("discarded", version.version, reason)
         return failures

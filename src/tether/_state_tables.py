@@ -1,4 +1,4 @@
-"""The plugin state tables: ``plugins``, ``plugin_hooks`` and ``plugin_metrics``.
+"""The plugin state tables: ``plugins``, ``plugin_hooks``, ``plugin_metrics``, ``plugin_reloads``.
 
 They are the tables the reference's dashboard queries read, in the same database as
 plugin storage (``.tether/state.db`` under the runtime's state directory by default,
@@ -8,6 +8,8 @@ PostgreSQL when ``state.url`` is a ``postgresql://`` URL)::
     plugin_hooks     one row per (plugin, hook type): executions, total time, errors
     plugin_metrics   one row per event worth a trend: 'error', 'load_duration_ms',
                      'load_success', 'health_check_failed'
+    plugin_reloads   one row per reload or rollback: versions, outcome, failed step,
+                     error, duration, calls held and refused, storage writes discarded
 
 ``plugins.status`` is the plugin's *effective* state: its lifecycle status
 (``running``, ``stopped``...), or ``disabled`` when it is disabled, or ``degraded``
@@ -39,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, Self
 
+from tether._reload_result import ReloadResult
 from tether._sql import (
     DEFAULT_CONNECT_TIMEOUT,
     SQLITE,
@@ -57,6 +60,7 @@ __all__ = [
     "PluginRow",
     "PluginStateStore",
     "read_enabled_flags",
+    "read_reloads",
 ]
 
 _SQLITE_TABLES: Final = (
@@ -95,6 +99,23 @@ _SQLITE_TABLES: Final = (
     )""",
     """CREATE INDEX IF NOT EXISTS plugin_metrics_by_plugin
         ON plugin_metrics (plugin_name, metric_name, recorded_at)""",
+    """CREATE TABLE IF NOT EXISTS plugin_reloads (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        plugin_name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        from_version TEXT NOT NULL,
+        to_version TEXT,
+        outcome TEXT NOT NULL,
+        step TEXT,
+        error TEXT,
+        duration_ms REAL NOT NULL,
+        held INTEGER NOT NULL,
+        rejected INTEGER NOT NULL,
+        discarded_writes INTEGER NOT NULL,
+        recorded_at TEXT NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS plugin_reloads_by_plugin
+        ON plugin_reloads (plugin_name, recorded_at)""",
 )
 _PG_TABLES: Final = (
     """CREATE TABLE IF NOT EXISTS plugins (
@@ -132,6 +153,23 @@ _PG_TABLES: Final = (
     )""",
     """CREATE INDEX IF NOT EXISTS plugin_metrics_by_plugin
         ON plugin_metrics (plugin_name, metric_name, recorded_at)""",
+    """CREATE TABLE IF NOT EXISTS plugin_reloads (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        plugin_name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        from_version TEXT NOT NULL,
+        to_version TEXT,
+        outcome TEXT NOT NULL,
+        step TEXT,
+        error TEXT,
+        duration_ms DOUBLE PRECISION NOT NULL,
+        held BIGINT NOT NULL,
+        rejected BIGINT NOT NULL,
+        discarded_writes BIGINT NOT NULL,
+        recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    """CREATE INDEX IF NOT EXISTS plugin_reloads_by_plugin
+        ON plugin_reloads (plugin_name, recorded_at)""",
 )
 _TABLES: Final[dict[DialectName, tuple[str, ...]]] = {
     "sqlite": _SQLITE_TABLES,
@@ -180,6 +218,15 @@ _INSERT_METRIC: Final = (
     "VALUES (?, ?, ?, ?, ?)"
 )
 _PRUNE: Final = "DELETE FROM plugin_metrics WHERE recorded_at < ?"
+_RELOAD_COLUMNS: Final = (
+    "plugin_name", "kind", "from_version", "to_version", "outcome", "step", "error",
+    "duration_ms", "held", "rejected", "discarded_writes", "recorded_at",
+)  # fmt: skip
+_INSERT_RELOAD: Final = (
+    f"INSERT INTO plugin_reloads ({', '.join(_RELOAD_COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' for _ in _RELOAD_COLUMNS)})"
+)
+_RELOADS: Final = f"SELECT {', '.join(_RELOAD_COLUMNS)} FROM plugin_reloads"  # noqa: S608
 _FLAGS: Final = "SELECT name, enabled, disabled_reason FROM plugins"
 
 REFERENCE_QUERIES: Final[dict[str, dict[DialectName, str]]] = {
@@ -365,6 +412,16 @@ class PluginStateStore:
             if retention is not None:
                 self._sql.run(_PRUNE, (time(now - retention),), fetch="none")
 
+    def add_reload(self, result: ReloadResult) -> None:
+        """Append one reload (or rollback) to ``plugin_reloads``."""
+        values = (
+            result.plugin, result.kind, result.from_version, result.to_version, result.outcome,
+            result.step, result.error, result.duration * 1000.0, result.held, result.rejected,
+            result.discarded_writes, self._sql.dialect.time(result.at),
+        )  # fmt: skip
+        with self._failing("write"):
+            self._sql.run(_INSERT_RELOAD, values, fetch="none")
+
     def _plugin_values(self, row: PluginRow, now: datetime) -> tuple[object, ...]:
         time = self._sql.dialect.time
         return (
@@ -421,6 +478,14 @@ class PluginStateStore:
             out.append(MetricRow(str(plugin), str(metric), float(value), moment, parsed))
         return out
 
+    def reloads(self, name: str | None = None, limit: int = 50) -> list[ReloadResult]:
+        """Reloads and rollbacks, newest first (of one plugin, or of all)."""
+        where = "" if name is None else " WHERE plugin_name = ?"
+        params: tuple[object, ...] = () if name is None else (name,)
+        result = self._read(f"{_RELOADS}{where} ORDER BY recorded_at DESC, id DESC LIMIT ?",
+                            (*params, limit))  # fmt: skip
+        return [_reload_row(row) for row in result.rows]
+
     def _read(self, sql: str, params: Sequence[object] = (), *, native: bool = False) -> Result:
         with self._failing("read"):
             return self._sql.run(sql, params, native=native)
@@ -448,6 +513,40 @@ def _plugin_row(row: tuple[object, ...]) -> PluginRow:
     if data["load_duration_ms"] is not None:
         data["load_duration_ms"] = float(data["load_duration_ms"])  # type: ignore[arg-type]
     return PluginRow(**data)  # type: ignore[arg-type]
+
+
+def _reload_row(row: tuple[object, ...]) -> ReloadResult:
+    (plugin, kind, source, target, outcome, step, error, took, held, rejected, discarded,
+     at) = row  # fmt: skip
+    return ReloadResult(
+        plugin=str(plugin),
+        kind="rollback" if kind == "rollback" else "reload",
+        from_version=str(source),
+        to_version=None if target is None else str(target),
+        outcome=outcome if outcome in ("reloaded", "rolled_back") else "failed",
+        step=None if step is None else str(step),
+        error=None if error is None else str(error),
+        duration=float(took) / 1000.0,  # type: ignore[arg-type]
+        held=int(held),  # type: ignore[call-overload]
+        rejected=int(rejected),  # type: ignore[call-overload]
+        discarded_writes=int(discarded),  # type: ignore[call-overload]
+        at=read_time(at) or datetime.now(UTC),
+    )
+
+
+def read_reloads(
+    target: str | Path, name: str | None = None, limit: int = 50
+) -> list[ReloadResult]:
+    """The reload history in a state store, without creating anything (none if the store or
+    its ``plugin_reloads`` table does not exist)."""
+    parsed = Target.parse(target, kind="state store")
+    if parsed.dialect is SQLITE and (parsed.path is None or not Path(parsed.path).is_file()):
+        return []
+    with closing(Connection(parsed, read_only=True)) as sql:
+        if not sql.has_table("plugin_reloads"):
+            return []
+    with PluginStateStore(target) as store:
+        return store.reloads(name, limit)
 
 
 def _flags(rows: Iterable[tuple[object, ...]]) -> dict[str, PersistedFlag]:

@@ -15,7 +15,10 @@ contract says the manager calls (``Contract.managed``) are called.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
+import threading
 from typing import TYPE_CHECKING
 
 from tether._bounded import OverrunError, PluginCode, plugin_error, run_bounded
@@ -30,11 +33,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "call_step",
+    "cancel_tasks_of",
     "code_of",
     "initialize_version",
     "retire_version",
     "start_version",
     "stop_version",
+    "tasks_of",
+    "threads_left",
 ]
 
 log = logging.getLogger("tether")
@@ -68,6 +74,64 @@ def _is_inherited(instance: object, method: str) -> bool:
     return own is not None and getattr(type(instance), method, None) is own
 
 
+def tasks_of(version: PluginVersion) -> list[asyncio.Task[object]]:
+    """The tasks of this loop whose coroutine runs the version's own modules (its private
+    package), awaiting or not: what a version leaves behind when it goes."""
+    namespace = version.code.namespace
+    if namespace is None:
+        return []
+    prefix = namespace + "."
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # no loop running: no task to find
+        return []
+    found = []
+    for task in tasks:
+        coro = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        module = frame.f_globals.get("__name__", "") if frame is not None else ""
+        if isinstance(module, str) and (module == namespace or module.startswith(prefix)):
+            found.append(task)
+    return found
+
+
+def cancel_tasks_of(version: PluginVersion) -> int:
+    """Cancel the tasks the version left running; how many."""
+    current = asyncio.current_task() if _loop_running() else None
+    tasks = [t for t in tasks_of(version) if t is not current and not t.done()]
+    for task in tasks:
+        task.cancel()
+    return len(tasks)
+
+
+def threads_left(slot: PluginSlot, version: PluginVersion) -> list[str]:
+    """Names of the threads still running the version's own modules (its private package)
+    once it is gone; none when another version of the slot shares its code."""
+    namespace = version.code.namespace
+    if namespace is None or any(v.code.module is version.code.module for v in slot.versions):
+        return []
+    prefix = namespace + "."
+    frames = sys._current_frames()  # noqa: SLF001 - documented in sys
+    found = []
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        while frame is not None:
+            module = frame.f_globals.get("__name__", "")
+            if isinstance(module, str) and module.startswith(prefix):
+                found.append(thread.name)
+                break
+            frame = frame.f_back
+    return sorted(found)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def code_of(version: PluginVersion) -> PluginCode:
     """The version's code, for telling its frames from the host's."""
     return PluginCode.of(version.name, code_directory(version.code))
@@ -83,14 +147,21 @@ _ESCAPED_HINT = (
 
 
 def _failed(
-    version: PluginVersion, step: str, exc: BaseException, *, quiet: bool = False
+    version: PluginVersion,
+    step: str,
+    exc: BaseException,
+    *,
+    quiet: bool = False,
+    close_gate: bool = True,
 ) -> PluginLifecycleError:
-    """A step failed: record it on the gate, shut the gate, and mark the version; log it
-    unless ``quiet`` (the caller logs it)."""
+    """A step failed: record it on the gate, shut the gate (unless not ``close_gate``: a
+    reload keeps callers held for the version it brings back), and mark the version; log
+    it unless ``quiet`` (the caller logs it)."""
     version.last_error = exc
     gate = version.door.gate
     gate.record_error(exc, source=step)
-    gate.close(f"its {step} failed")
+    if close_gate:
+        gate.close(f"its {step} failed")
     if version.status is not PluginStatus.ERROR:
         version.set_status(PluginStatus.ERROR)
     if isinstance(exc, StepTimeoutError):
@@ -112,6 +183,7 @@ async def _managed(
     *args: object,
     limit: float | None,
     quiet: bool = False,
+    close_gate: bool = True,
 ) -> PluginLifecycleError | None:
     """Call one managed method of the version; its failure (recorded), if it failed."""
     if method not in version.contract.managed:
@@ -122,55 +194,78 @@ async def _managed(
         file, line = (exc.where[0], exc.where[1]) if exc.where else (None, None)
         late = StepTimeoutError(version.name, step, method, exc.limit, abandoned=exc.abandoned,
                                 file=file, line=line)  # fmt: skip
-        return _failed(version, step, late, quiet=quiet)
+        return _failed(version, step, late, quiet=quiet, close_gate=close_gate)
     except Exception as exc:  # EscapedError: the plugin's SystemExit, KeyboardInterrupt...
         error = plugin_error(exc)
-        failure = _failed(version, step, error, quiet=quiet)
+        failure = _failed(version, step, error, quiet=quiet, close_gate=close_gate)
         failure.__cause__ = error
         return failure
     return None
 
 
 async def initialize_version(
-    slot: PluginSlot, version: PluginVersion, limit: float | None = None, *, quiet: bool = False
+    slot: PluginSlot,
+    version: PluginVersion,
+    limit: float | None = None,
+    *,
+    quiet: bool = False,
+    open_gate: bool = True,
 ) -> None:
     """``initialize`` (with the context, or the config: the contract says which) within
     ``limit`` seconds; then commit the version (its registrations go live) and open its
-    door. A failure is logged unless ``quiet`` (a caller that tries again logs it)."""
+    door (unless not ``open_gate``: a reload keeps callers held until ``start``). A
+    failure is logged unless ``quiet`` (a caller that tries again logs it)."""
     scope = version.scope
     argument: object = (
         dict(scope.config) if version.contract.initialize_with == "config" else scope.context
     )
     failure = await _managed(
-        version, "initialize", "initialization", argument, limit=limit, quiet=quiet
-    )
+        version, "initialize", "initialization", argument, limit=limit, quiet=quiet,
+        close_gate=open_gate,
+    )  # fmt: skip
     if failure is not None:
         raise failure
     version.initialized = True
     version.set_status(PluginStatus.INITIALIZED)
     slot.commit(version)
-    slot.gate.open(version.door)
+    if open_gate:
+        slot.gate.open(version.door)
     log.info("initialized plugin %s %s", slot.name, version.version)
 
 
 async def start_version(
-    slot: PluginSlot, version: PluginVersion, limit: float | None = None
+    slot: PluginSlot,
+    version: PluginVersion,
+    limit: float | None = None,
+    *,
+    open_gate: bool = True,
+    quiet: bool = False,
 ) -> None:
-    """``start`` within ``limit`` seconds; then the version is running, its door open."""
-    failure = await _managed(version, "start", "start", limit=limit)
+    """``start`` within ``limit`` seconds; then the version is running, its door open
+    (unless not ``open_gate``: a reload opens it once the swap is done)."""
+    failure = await _managed(
+        version, "start", "start", limit=limit, quiet=quiet, close_gate=open_gate
+    )
     if failure is not None:
         raise failure
     version.set_status(PluginStatus.RUNNING)
-    slot.gate.open(version.door)
+    if open_gate:
+        slot.gate.open(version.door)
     log.info("started plugin %s %s", slot.name, version.version)
 
 
 async def stop_version(
-    slot: PluginSlot, version: PluginVersion, limit: float, drain_timeout: float
+    slot: PluginSlot,
+    version: PluginVersion,
+    limit: float,
+    drain_timeout: float,
+    *,
+    keep_gate: bool = False,
 ) -> PluginLifecycleError | None:
     """Shut the gate (if this is the live version), let its calls drain, ``stop()``
-    within ``limit``; the failure, if it failed."""
-    live = version is slot.live
+    within ``limit``; the failure, if it failed. With ``keep_gate`` the gate is left as
+    it is (a reload holds it while one version replaces another)."""
+    live = version is slot.live and not keep_gate
     gate = slot.gate
     if live:
         gate.close("it is stopping")
@@ -179,7 +274,7 @@ async def stop_version(
             "plugin %s still has %d call(s) in flight after %.1fs; stopping it anyway",
             slot.name, version.door.in_flight, drain_timeout,
         )  # fmt: skip
-    failure = await _managed(version, "stop", "stop", limit=limit)
+    failure = await _managed(version, "stop", "stop", limit=limit, close_gate=not keep_gate)
     if failure is not None:
         return failure
     version.set_status(PluginStatus.STOPPED)
@@ -200,6 +295,11 @@ async def retire_version(
         log.warning("plugin %s: releasing a registration failed: %s", slot.name, error_line(exc))
     if version.initialized:  # a workload's cleanup(db) is the host's: not managed
         failure = await _managed(version, "cleanup", "cleanup", limit=limit)
+    shared = any(v is not version and v.code.module is version.code.module for v in slot.versions)
+    cancelled = 0 if shared else cancel_tasks_of(version)
+    if cancelled:
+        log.info("plugin %s %s: cancelled %d task(s) it left running", slot.name,
+                 version.version, cancelled)  # fmt: skip
     slot.discard(version, reason=reason)
     version.set_status(PluginStatus.UNLOADED)
     return failure

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tether._health import HealthCheckResult, PluginHealth
     from tether._lifecycle import PluginStatus
     from tether._manifest import Manifest
+    from tether._reload_result import ReloadConfig, ReloadResult
     from tether._resolver import Resolution
     from tether._retries import FailedPlugin
     from tether._slots import SlotEvent
@@ -92,6 +93,21 @@ class SyncPluginManager:
 
     def unload_plugin(self, name: str, *, force: bool = False) -> None:
         self.run(self.manager.unload_plugin(name, force=force))
+
+    def reload_plugin(self, name: str, *, config: ReloadConfig | None = None) -> ReloadResult:
+        return self.run(self.manager.reload_plugin(name, config=config))
+
+    def rollback_plugin(self, name: str, *, config: ReloadConfig | None = None) -> ReloadResult:
+        return self.run(self.manager.rollback_plugin(name, config=config))
+
+    def reload_history(self, name: str | None = None, *, limit: int = 50) -> list[ReloadResult]:
+        return self.manager.reload_history(name, limit=limit)
+
+    def on_reload(self, listener: Callable[[ReloadResult], None]) -> None:
+        self.manager.on_reload(listener)
+
+    def in_grace_period(self, name: str) -> bool:
+        return self.manager.in_grace_period(name)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -201,6 +217,9 @@ class SyncPluginManager:
 
     def set_error_threshold(self, name: str, threshold: ErrorThreshold | None) -> None:
         self.manager.set_error_threshold(name, threshold)
+
+    def reset_threshold(self, name: str) -> None:
+        self.manager.reset_threshold(name)
 
     def record_success(self, name: str) -> None:
         self.manager.record_success(name)
