@@ -46,6 +46,10 @@ MIGRATE = {migrate!r}
 LEAK = {leak!r}
 
 
+def forever():  # what a thread a version never stops runs: this version's code
+    threading.Event().wait()
+
+
 class Greeting:
     async def greet(self):
         return VERSION
@@ -86,9 +90,7 @@ class Plugin(tether.Plugin):
             self.tick(), name=f"greeter-task-{{VERSION}}"
         )
         if LEAK:
-            threading.Thread(
-                target=threading.Event().wait, name=f"greeter-leak-{{VERSION}}", daemon=True
-            ).start()
+            threading.Thread(target=forever, name=f"greeter-leak-{{VERSION}}", daemon=True).start()
 
     async def tick(self):
         while True:

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import tether
 from reload_serve_plugins import Greeter, Load, write_config
 
 TETHER = Path(sys.executable).parent / "tether"
@@ -62,21 +63,28 @@ def stderr_of(tmp_path: Path) -> str:
 def test_tether_serve_reloads_through_the_admin_api_with_no_failed_request(served, tmp_path):
     greeter, process, url = served
     admin = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
-    outcomes = []
     with admin, Load(url, threads=3) as load:
         for minor in range(1, 7):
             broken = minor % 2 == 0
             greeter.write(f"1.0.{minor}", fail="initialize" if broken else None)
             response = admin.post("/admin/plugins/greeter/reload", json={})
             assert response.status_code == 200, response.text
-            outcomes.append(response.json()["outcome"])
             load.wait_for_answers(6)
         load.stop()
     assert load.failures() == []
-    assert outcomes == ["reloaded", "rolled_back"] * 3
     assert {a.version for a in load.all()} == {"1.0.0", "1.0.1", "1.0.3", "1.0.5"}
     assert httpx.get(url + "/hello").json()["version"] == "1.0.5"
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
     assert process.returncode == 0, stderr_of(tmp_path)
+    manager = tether.PluginManager(config=tether.load_config(tmp_path / "app.yaml"))
+    history = manager.reload_history("greeter")  # the server's state store, read after it
+    assert [(r.outcome, r.to_version, r.step) for r in reversed(history)] == [
+        ("reloaded", "1.0.1", None),
+        ("rolled_back", "1.0.2", "initialize"),
+        ("reloaded", "1.0.3", None),
+        ("rolled_back", "1.0.4", "initialize"),
+        ("reloaded", "1.0.5", None),
+        ("rolled_back", "1.0.6", "initialize"),
+    ], history
     assert "Rolling back to previous version" in stderr_of(tmp_path)
