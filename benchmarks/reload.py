@@ -18,9 +18,9 @@ Each phase starts with the server warmed up (one second of load before phase 1).
 
 It prints the failed requests of each phase (must be 0), each phase's requests per
 second and latency percentiles, ``p99 ratio`` (p99 while reloading / p99 steady, same
-run; goal <= 2), and the median reload and rollback times the server reported
-(``ReloadResult.duration``: from the reload's start to the new version started, or the
-old one back).
+run; goal <= 2), and the median reload and rollback times the server recorded
+(``ReloadResult.duration`` in the state store's reload history: from the reload's start
+to the new version started, or the old one back).
 
     python benchmarks/reload.py [--seconds 30] [--interval 1] [--connections 8]
 """
@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+import tether
 
 BIN = Path(sys.executable).parent
 TOKEN = "reload-benchmark"
@@ -157,7 +159,7 @@ class Reload:
     version: str
     broken: str | None
     outcome: str
-    duration: float  # seconds, as the server reported it
+    duration: float  # seconds, as the server recorded it
     step: str | None
 
 
@@ -182,9 +184,10 @@ async def load(client: httpx.AsyncClient, phase: Phase, seconds: float, connecti
 
 async def reload_every(
     admin: httpx.AsyncClient, directory: Path, interval: float, seconds: float
-) -> list[Reload]:
-    """Rewrite and reload the plugin every ``interval`` seconds for ``seconds``."""
-    done: list[Reload] = []
+) -> list[tuple[str, str | None]]:
+    """Rewrite and reload the plugin every ``interval`` seconds for ``seconds``; the
+    versions written, and how each was broken."""
+    done: list[tuple[str, str | None]] = []
     began = time.monotonic()
     number = 0
     while True:
@@ -198,13 +201,25 @@ async def reload_every(
         response = await admin.post("/admin/plugins/bench/reload", json={})
         if response.status_code != 200:
             raise RuntimeError(f"reload of {version}: {response.status_code} {response.text}")
-        body = response.json()
-        done.append(
-            Reload(version, broken, body["outcome"], float(body["duration"]), body.get("step"))
-        )
+        done.append((version, broken))
 
 
-async def run(root: Path, url: str, args: argparse.Namespace) -> tuple[Phase, Phase, list[Reload]]:
+def recorded(root: Path, written: list[tuple[str, str | None]]) -> list[Reload]:
+    """The server's record of each reload (the state store's ``plugin_reloads`` rows, read
+    once it has stopped), beside the version written for it."""
+    manager = tether.PluginManager(config=tether.load_config(root / "app.yaml"))
+    rows = list(reversed(manager.reload_history("bench", limit=len(written) + 10)))
+    if len(rows) != len(written):
+        raise RuntimeError(f"{len(written)} reloads asked for, {len(rows)} recorded")
+    return [
+        Reload(version, broken, row.outcome, row.duration, row.step)
+        for (version, broken), row in zip(written, rows, strict=True)
+    ]
+
+
+async def run(
+    root: Path, url: str, args: argparse.Namespace
+) -> tuple[Phase, Phase, list[tuple[str, str | None]]]:
     limits = httpx.Limits(
         max_connections=args.connections, max_keepalive_connections=args.connections
     )
@@ -216,11 +231,11 @@ async def run(root: Path, url: str, args: argparse.Namespace) -> tuple[Phase, Ph
     ):
         await load(client, Phase("warm-up"), 1.0, args.connections)
         await load(client, steady, args.seconds, args.connections)
-        reloads, _ = await asyncio.gather(
+        written, _ = await asyncio.gather(
             reload_every(admin, root / "plugins" / "bench", args.interval, args.seconds),
             load(client, reloading, args.seconds, args.connections),
         )
-    return steady, reloading, reloads
+    return steady, reloading, written
 
 
 # --------------------------------------------------------------------------- report
@@ -287,9 +302,10 @@ def main() -> None:
         port = free_port()
         process = start_server(root, port, 0 if pin else None)
         try:
-            steady, reloading, reloads = asyncio.run(run(root, f"http://127.0.0.1:{port}", args))
+            steady, reloading, written = asyncio.run(run(root, f"http://127.0.0.1:{port}", args))
         finally:
             stop_server(process)
+        reloads = recorded(root, written)
     report(steady, reloading, reloads)
 
 
