@@ -91,6 +91,9 @@ class Plugin(tether.Plugin):
         )
         if LEAK:
             threading.Thread(target=forever, name=f"greeter-leak-{{VERSION}}", daemon=True).start()
+            asyncio.get_running_loop().create_task(
+                self.tick(), name=f"greeter-leak-task-{{VERSION}}"
+            )  # nobody cancels it
 
     async def tick(self):
         while True:

@@ -10,7 +10,8 @@ tests/reload_serve_plugins.py), and ``front``, a plugin that imports its service
 - ``plugin_storage`` survives a reload; a rollback restores its snapshot;
 - after many reloads nothing of an old version is left: modules, threads, tasks,
   routes, middleware, subscriptions, services, the objects themselves;
-- threads a version leaves running are reported when its grace period ends;
+- when a version's grace period ends, the tasks it left running are cancelled and the
+  threads it left running (which cannot be stopped) are reported;
 - ``rollback_plugin`` brings the previous version back after its grace period;
 - a save within the same second (same size, same mtime) is not served from stale
   bytecode;
@@ -186,12 +187,14 @@ def test_twenty_reloads_leave_no_module_thread_task_or_route_of_an_old_version(g
     wait_for(first_version_collected, "version 1.0.0's plugin class to be collected")
 
 
-def test_threads_a_version_leaves_running_are_reported_when_its_grace_period_ends(
+def test_what_a_version_leaves_running_is_dealt_with_when_its_grace_period_ends(
     greeter, serve, caplog
 ):
-    caplog.set_level(logging.WARNING, logger="tether")
+    """Its tasks are cancelled; its threads, which cannot be stopped, are reported."""
+    caplog.set_level(logging.INFO, logger="tether")
     greeter.write("1.0.0", leak=True)
     server = serve()
+    assert server.call(lambda: task_names("greeter-leak-task-")) == ["greeter-leak-task-1.0.0"]
     greeter.write("1.0.1")
     assert reload(server, grace_period=GRACE).outcome == "reloaded"
 
@@ -204,6 +207,8 @@ def test_threads_a_version_leaves_running_are_reported_when_its_grace_period_end
         "greeter-leak-1.0.0; they cannot be stopped in-process"
     )
     assert warned() == [expected]
+    assert "plugin greeter 1.0.0: cancelled 1 task(s) it left running" in caplog.messages
+    assert server.call(lambda: task_names("greeter-leak-task-")) == []
     assert httpx.get(server.url + "/hello").json()["version"] == "1.0.1"
 
 
