@@ -276,7 +276,8 @@ class BringUp:
             except TetherError as exc:
                 if entry.required:
                     raise
-                self._set_aside(found.manifest, "load", exc, tries.made, path=found.location)
+                self._set_aside(found.manifest, "load", exc, tries.made, path=found.location,
+                                settings=entry)  # fmt: skip
         self._order = tuple(n for n in resolution.order if n not in self._failed)
         return infos
 
@@ -295,11 +296,13 @@ class BringUp:
         attempts: int,
         *,
         path: str | None,
+        settings: PluginConfig | None = None,
     ) -> None:
         """Go on without a plugin that is not required (its slot already taken down)."""
         name = manifest.name
         self._sources.pop(name, None)
-        self._failed[name] = FailedPlugin(name, step, error, attempts, manifest.version, path)
+        self._failed[name] = FailedPlugin(name, step, error, attempts, manifest.version, path,
+                                          settings=settings)  # fmt: skip
         self._order = tuple(n for n in self._order if n != name)
         log.warning(
             "plugin %s failed (%s) and is not required: going on without it: %s",
@@ -312,7 +315,8 @@ class BringUp:
         attempts = self._attempts_made(slot.name)
         await self._teardown(slot)
         self._slots.pop(slot.name, None)
-        self._set_aside(version.manifest, step, error, attempts, path=version.location)
+        self._set_aside(version.manifest, step, error, attempts, path=version.location,
+                        settings=version.settings)  # fmt: skip
 
     def _attempts_made(self, name: str) -> int:
         source = self._sources.get(name)
@@ -379,7 +383,8 @@ class BringUp:
             else:  # its fresh copy failed to load
                 version = slot.current
                 attempts = self._attempts_made(slot.name)
-                self._set_aside(version.manifest, step, exc, attempts, path=version.location)
+                self._set_aside(version.manifest, step, exc, attempts, path=version.location,
+                                settings=version.settings)  # fmt: skip
 
     def _check_dependencies(self, slot: PluginSlot, step: str, ready: set[PluginStatus]) -> None:
         for dependency in slot.current.manifest.dependencies:

@@ -22,12 +22,15 @@ runs :func:`load_code` in a daemon thread within the plugin's ``timeouts.initial
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import itertools
+import os
 import re
 import sys
 import threading
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -77,7 +80,48 @@ def _root() -> ModuleType:
     return root
 
 
+class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a plugin's modules from their source on every load, never from a cached
+    ``.pyc``: Python checks a cache against its source's size and whole-second mtime, which
+    a save within the same second (a watcher's reload) passes with the old code. With no
+    stats there is no cache to read or to write."""
+
+    def path_stats(self, path: str) -> Mapping[str, float]:
+        raise OSError(f"{path}: plugin code is compiled from its source")
+
+
+_plugin_roots: set[str] = set()
+
+
+def _plugin_finder(path: str) -> importlib.machinery.FileFinder:
+    """The path hook for directories of plugins loaded in private packages (and the
+    directories below them): a finder whose source loader skips the bytecode cache."""
+    resolved = os.path.abspath(path)  # noqa: PTH100 - as the import system compares them
+    if not any(resolved == root or resolved.startswith(root + os.sep) for root in _plugin_roots):
+        raise ImportError(f"{path} is not a plugin directory")
+    return importlib.machinery.FileFinder(
+        path,
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+        (_FreshSourceLoader, importlib.machinery.SOURCE_SUFFIXES),
+        (importlib.machinery.SourcelessFileLoader, importlib.machinery.BYTECODE_SUFFIXES),
+    )  # the import system's own order
+
+
+def _watch_directory(directory: Path) -> None:
+    """Make imports under ``directory`` go through :func:`_plugin_finder`."""
+    root = os.path.abspath(directory)  # noqa: PTH100
+    if root not in _plugin_roots:
+        _plugin_roots.add(root)
+        for cached in [
+            p for p in sys.path_importer_cache if p == root or p.startswith(root + os.sep)
+        ]:
+            del sys.path_importer_cache[cached]  # a finder made before the hook was in place
+    if _plugin_finder not in sys.path_hooks:
+        sys.path_hooks.insert(0, _plugin_finder)
+
+
 def _new_namespace(manifest: Manifest, directory: Path) -> str:
+    _watch_directory(directory)
     with _lock:
         root = _root()
         safe = _UNSAFE.sub("_", f"{manifest.name}_{manifest.version}")

@@ -279,8 +279,13 @@ class PluginManager(BringUp):
         version fails anywhere (or trips its error threshold or fails its health check
         within ``grace_period``), the previous one is brought back: the result's outcome is
         ``rolled_back`` and its ``step`` and ``error`` say what failed; ``failed`` if even
-        the previous version could not start again. See ``docs/reload.md``.
+        the previous version could not start again. A plugin that is not required and
+        was set aside because it failed to come up is loaded again and brought up
+        (``failed`` if it fails again). See ``docs/reload.md``.
         """
+        failed = self._failed.get(name)
+        if failed is not None and name not in self._slots:  # set aside at start: try again
+            return await self._reloads.bring_back(failed, config)
         return await self._reloads.reload(name, config)
 
     async def rollback_plugin(

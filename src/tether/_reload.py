@@ -34,7 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import importlib.machinery
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,14 +81,15 @@ from tether.errors import (
 )
 
 if TYPE_CHECKING:
-    from tether._config import TetherConfig
+    from tether._config import PluginConfig, TetherConfig
     from tether._contracts import ContractRegistry
     from tether._health import HealthCheckResult
     from tether._intake import LoadAttempt
-    from tether._retries import Tries
+    from tether._retries import FailedPlugin, Tries
     from tether._runtime import Runtime
     from tether._slots import PluginSlot, PluginVersion
     from tether._thresholds import ThresholdStatus
+    from tether.types import PluginInfo
 
 __all__ = ["ReloadHost", "Reloads"]
 
@@ -106,7 +110,15 @@ class ReloadHost(Protocol):
     _slots: dict[str, PluginSlot]
     _sources: dict[str, tuple[Found, Tries]]
 
+    _failed: dict[str, FailedPlugin]
+    leftover_threads: dict[str, tuple[str, ...]]
+
     def _mutex(self) -> asyncio.Lock: ...
+    async def load_plugin(
+        self, path: Path | str, config: PluginConfig | None = None, *, retries: int | None = None
+    ) -> PluginInfo: ...
+    async def enable_plugin(self, name: str) -> PluginInfo: ...
+    async def unload_plugin(self, name: str, *, force: bool = False) -> None: ...
     def _slot(self, name: str) -> PluginSlot: ...
     def _limits(self, version: PluginVersion) -> dict[str, float]: ...
     def threshold_status(self, name: str) -> ThresholdStatus | None: ...
@@ -295,8 +307,56 @@ class Reloads:
                 )  # fmt: skip
             return result
 
+    async def bring_back(self, failed: FailedPlugin, config: ReloadConfig | None) -> ReloadResult:
+        """A plugin that is not required and was set aside (it failed to come up): load it
+        again from its directory and bring it up; if it fails again it stays set aside
+        (outcome ``failed``: it still has no running version)."""
+        host = self._host
+        name = failed.name
+        if failed.path is None:
+            raise _refusal(
+                name, "reload", f"it was set aside ({failed.step}) with no directory to load from",
+                "fix what it depends on and restart the host",
+            )  # fmt: skip
+        started, at = time.perf_counter(), datetime.now(UTC)
+        to_version: str | None = None
+        try:
+            info = await host.load_plugin(failed.path, failed.settings, retries=0)
+            to_version = info.version
+            await host.enable_plugin(name)
+        except TetherError as exc:
+            step = self._failed_step(name, to_version)
+            if name in host._slots:  # noqa: SLF001
+                await host.unload_plugin(name, force=True)
+            host._failed[name] = dataclasses.replace(  # noqa: SLF001
+                failed, step=step, error=exc, version=to_version or failed.version,
+                at=datetime.now(UTC),
+            )  # fmt: skip
+            log.error("plugin %s: reload failed at %s: %s; it stays set aside", name, step,  # noqa: TRY400 - one line names it
+                      error_line(exc))  # fmt: skip
+            result = ReloadResult(name, "failed", failed.version, to_version, step=step,
+                                  error=error_text(exc), duration=time.perf_counter() - started,
+                                  at=at)  # fmt: skip
+            return self._record(result)
+        log.info("plugin %s %s was set aside; it is running now", name, to_version)
+        result = ReloadResult(name, "reloaded", failed.version, to_version,
+                              duration=time.perf_counter() - started, at=at)  # fmt: skip
+        del config  # no running version to hold calls for
+        return self._record(result)
+
+    def _failed_step(self, name: str, version: str | None) -> str:
+        slot = self._host._slots.get(name)  # noqa: SLF001
+        if version is None or slot is None:
+            return "import"
+        return "start" if slot.current.initialized else "initialize"
+
     def _running(self, slot: PluginSlot, action: str) -> PluginVersion:
         live = slot.live
+        if not slot.enabled:
+            raise _refusal(
+                slot.name, action, f"it is disabled ({slot.gate.closed_reason})",
+                f"enable it first (`tether plugins enable {slot.name}`), then reload it",
+            )  # fmt: skip
         if live is None or live.status is not PluginStatus.RUNNING:
             status = slot.current.status.value
             raise _refusal(
@@ -385,6 +445,9 @@ class Reloads:
             self._check_dependencies(manifest)
         except TetherError as exc:
             raise _StepFailedError("dependencies", exc, version) from exc
+        changed = self._changed_extension(live, found)
+        if changed is not None:
+            raise _StepFailedError("import", changed, version)
         limit = host._limits(live)["initialize"]  # noqa: SLF001
         try:
             code = await import_code(manifest, contract, private=True,
@@ -408,6 +471,43 @@ class Reloads:
             capability_watch.track(name, directory, permissions)
         self.loaded(staged)
         return staged
+
+    def _changed_extension(self, live: PluginVersion, found: Found) -> TetherError | None:
+        """A C extension the live version imported whose file changed since: the process
+        cannot load it again (the dynamic loader hands back the library already loaded)."""
+        captured = self._captured.get(live)
+        namespace = live.code.namespace
+        directory = found.manifest.directory
+        if captured is None or namespace is None or directory is None:
+            return None
+        suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+        prefix = namespace + "."
+        loaded = set()
+        for name, module in list(sys.modules.items()):
+            origin = str(getattr(module, "__file__", ""))
+            if name.startswith(prefix) and origin.endswith(suffixes):
+                loaded.add(Path(origin).resolve())
+        before = dict(captured.files)
+        for relative, _ in captured.files:
+            path = directory / relative
+            if not relative.endswith(suffixes):
+                continue
+            if (Path(captured.source) / relative).resolve() not in loaded:
+                continue
+            try:
+                now = path.read_bytes()
+            except OSError:
+                continue
+            if now != before[relative]:
+                return TetherError(
+                    f"the C extension {relative} changed since {live.version} loaded it; a "
+                    "process cannot load a C extension twice (it would keep running the old "
+                    "build): restart the host to run the new one",
+                    plugin=live.name, path=path,
+                    hint="restart the host; keep C extensions in a separate, versioned package "
+                    "if the plugin must reload without a restart",
+                )  # fmt: skip
+        return None
 
     def _check_dependencies(self, manifest: Manifest) -> None:
         """Its dependencies are loaded in versions it accepts, and every loaded plugin that
@@ -473,15 +573,11 @@ class Reloads:
         snapshot = self._snapshot(slot.name)
         grace = _Grace(old, new, state, snapshot, ends=0.0,
                        exceeded_before=self._exceeded(slot.name))  # fmt: skip
-        step = "initialize"
         try:
-            await initialize_version(slot, new, limits["initialize"], open_gate=False, quiet=True)
-            step = "import_state"
-            await self._import_state(new, state, limits["call"])
-            step = "start"
-            await start_version(slot, new, limits["start"], open_gate=False, quiet=True)
-        except PluginLifecycleError as exc:
-            return await self._roll_back(slot, attempt, grace, step=step, error=exc)
+            await self._bring_in(slot, new, state)
+        except _StepFailedError as failed:
+            return await self._roll_back(slot, attempt, grace, step=failed.step,
+                                         error=failed.error)  # fmt: skip
         host.reset_threshold(slot.name)
         grace.exceeded_before = self._exceeded(slot.name)
         self._release(slot, new)
@@ -522,6 +618,21 @@ class Reloads:
     def _exceeded(self, name: str) -> int:
         status = self._host.threshold_status(name)
         return 0 if status is None else status.exceeded_count
+
+    async def _bring_in(self, slot: PluginSlot, version: PluginVersion, state: object) -> None:
+        """Initialize (its registrations go live), hand it ``state``, start: the gate stays
+        held. ``_StepFailedError`` names the step that failed."""
+        limits = self._host._limits(version)  # noqa: SLF001
+        step = "initialize"
+        try:
+            await initialize_version(slot, version, limits["initialize"], open_gate=False,
+                                     quiet=True)  # fmt: skip
+            step = "import_state"
+            await self._import_state(version, state, limits["call"])
+            step = "start"
+            await start_version(slot, version, limits["start"], open_gate=False, quiet=True)
+        except PluginLifecycleError as exc:
+            raise _StepFailedError(step, exc, version.version) from exc
 
     # ------------------------------------------------------------------ state hand-off
 
@@ -588,12 +699,10 @@ class Reloads:
         discarded = self._restore(slot.name, grace.snapshot)
         try:
             revived = self._revive(slot, previous)
-            limits = host._limits(revived)  # noqa: SLF001
-            await initialize_version(slot, revived, limits["initialize"], open_gate=False,
-                                     quiet=True)  # fmt: skip
-            await self._import_state(revived, grace.state, limits["call"])
-            await start_version(slot, revived, limits["start"], open_gate=False, quiet=True)
-        except TetherError as second:
+            await self._bring_in(slot, revived, grace.state)
+        except _StepFailedError as again:
+            return await self._give_up(slot, attempt, grace, step, error, again.error, discarded)
+        except TetherError as second:  # its object could not be made again
             return await self._give_up(slot, attempt, grace, step, error, second, discarded)
         host.reset_threshold(slot.name)
         self._release(slot, revived)
@@ -718,6 +827,7 @@ class Reloads:
         self._captured.pop(version, None)
         left = threads_left(slot, version)
         if left:
+            self._host.leftover_threads[slot.name] = tuple(left)
             log.warning("plugin %s %s left %d thread(s) running after it was retired: %s; they "
                         "cannot be stopped in-process", slot.name, version.version, len(left),
                         ", ".join(left))  # fmt: skip

@@ -207,6 +207,7 @@ class FailedPlugin:
     version: str
     path: str | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    settings: PluginConfig | None = field(default=None, repr=False, compare=False)
 
     @property
     def reason(self) -> str:

@@ -159,6 +159,7 @@ class PluginSlot:
         self.handle.version_dropped(version.door)
         if not any(v.code.module is version.code.module for v in self.versions):
             unload_code(version.code)  # a version revived from the same code keeps it
-        self.last = version
+        # kept for reports only when it was the last one; else nothing of it stays reachable
+        self.last = version if not self.versions else None
         self.note("discarded", version.version, reason)
         return failures
