@@ -563,7 +563,8 @@ def test_the_tree_is_assembled_in_one_place() -> None:
     assert set(commands) == {"plugins", "config", "workloads", "bench", "serve", "demo"}
     assert set(_commands(groups["plugins"])) == {
         "list", "scan", "info", "validate", "graph", "test", "exec", "new",
-        "health", "enable", "disable", "reload", "package", "install", "uninstall", "lock",
+        "health", "enable", "disable", "reload", "rollback", "history", "package", "install",
+        "uninstall", "lock",
     }  # fmt: skip
     assert set(_commands(groups["config"])) == {"validate", "show"}
     assert set(_commands(groups["workloads"])) == {"list"}
@@ -585,7 +586,8 @@ def test_info_shows_the_contract_a_plugin_provides():
         "  required methods: initialize, setup, cleanup, execute_operation, get_operation_types\n"
     ) in section
     assert (
-        "  optional methods: get_info, get_metrics, get_connection_type, start, stop\n"
+        "  optional methods: get_info, get_metrics, get_connection_type, reload_setup, start, "
+        "stop\n"
     ) in section
 
 

@@ -181,6 +181,14 @@ BAD_VALUES: list[tuple[tuple[str, ...], str]] = [
     (("plugins", "enable", "x", "--url", "http://"), "Invalid value for '--url'"),
     (("plugins", "disable", "x", "--token", ""), "Invalid value for '--token'"),
     (("plugins", "list", "extra"), "Got unexpected extra argument (extra)"),
+    (("plugins", "reload", "x", "--strategy", "sometimes"), "Invalid value for '--strategy'"),
+    (("plugins", "reload", "x", "--queue-timeout", "0"), "Invalid value for '--queue-timeout'"),
+    (("plugins", "reload", "x", "--queue-timeout", "soon"), "Invalid value for '--queue-timeout'"),
+    (("plugins", "reload", "x", "--max-queue-size", "0"), "Invalid value for '--max-queue-size'"),
+    (("plugins", "reload", "x", "--grace-period", "-1s"), "Invalid value for '--grace-period'"),
+    (("plugins", "rollback", "x", "--url", "ftp://x"), "Invalid value for '--url'"),
+    (("plugins", "history", "x", "--limit", "0"), "Invalid value for '--limit'"),
+    (("plugins", "history", "x", "--limit", "1001"), "Invalid value for '--limit'"),
 ]
 
 
@@ -201,6 +209,8 @@ WORK_ERRORS: list[tuple[tuple[str, ...], str]] = [
     (("bench", "-w", "nope"), "workload not found: 'nope'"),
     (("bench", "-w", "tpcb", "-t", "5", "--dsn", "postgresql://u@127.0.0.1:1/x"), "127.0.0.1:1"),
     (("plugins", "disable", "x", "--url", "http://127.0.0.1:1"), "cannot reach the tether server"),
+    (("plugins", "reload", "x", "--url", "http://127.0.0.1:1"), "cannot reach the tether server"),
+    (("plugins", "history", "x", "--url", "http://127.0.0.1:1"), "cannot reach the tether server"),
 ]
 
 

@@ -568,3 +568,26 @@ def test_serve_listens_where_the_serve_section_says(tmp_path):
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
     assert process.returncode == 0
+
+
+def test_variables_in_host_sections_take_the_hosts_types(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIENTS", "3")
+    monkeypatch.setenv("OPEN", "true")
+    monkeypatch.delenv("SECONDS_UNSET", raising=False)
+    path = tmp_path / "tether.yaml"
+    path.write_text(
+        "bench:\n  clients: ${CLIENTS}\n  duration: ${SECONDS_UNSET:-5s}\n"
+        "admin:\n  insecure: ${OPEN}\n"
+        "serve:\n  port: ${PORT_UNSET:-8123}\n",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    assert config.section("bench") == {"clients": 3, "duration": 5.0}
+    assert config.section("admin") == {"insecure": True}
+    assert config.section("serve") == {"port": 8123}
+    monkeypatch.setenv("CLIENTS", "three")
+    with pytest.raises(ConfigError) as bad:
+        load_config(path)
+    assert "line 2: bench.clients: ${CLIENTS} gives 'three', which is not an integer" in str(
+        bad.value
+    )

@@ -305,12 +305,14 @@ def test_a_plugin_named_by_the_config_can_be_switched(tmp_path: Path):
         pytest.param(LONG, id="overlong"),
     ],
 )
-@pytest.mark.parametrize("command", ["enable", "disable", "health", "reload"])
+@pytest.mark.parametrize(
+    "command", ["enable", "disable", "health", "reload", "rollback", "history"]
+)
 def test_an_argument_that_is_no_plugin_name_is_a_usage_error(
     tmp_path: Path, command: str, name: str
 ):
-    extra = ["--url", "http://127.0.0.1:9"] if command == "reload" else []
-    extra += [] if command == "reload" else ["--state", str(tmp_path / "s.db")]
+    live = command in {"reload", "rollback"}
+    extra = ["--url", "http://127.0.0.1:9"] if live else ["--state", str(tmp_path / "s.db")]
     result = run("plugins", command, name, *extra)
     assert result.exit_code == 2, result.output
     assert "Invalid value for" in result.stderr
@@ -340,7 +342,15 @@ def test_info_of_an_overlong_name_is_not_found(plugin: Path):
         pytest.param("http://127.0.0.1:8080\n", id="newline"),
     ],
 )
-@pytest.mark.parametrize("command", [["health"], ["reload", "good-plugin"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["health"],
+        ["reload", "good-plugin"],
+        ["rollback", "good-plugin"],
+        ["history", "good-plugin"],
+    ],
+)
 def test_a_url_that_is_not_a_servers_is_a_usage_error(command: list[str], url: str):
     usage_error(run("plugins", *command, "--url", url), "'--url'")
 

@@ -1,4 +1,5 @@
-"""``tether plugins health|enable|disable|reload``: on the state store, or via the admin API."""
+"""``tether plugins health|enable|disable|reload``: on the state store, or via the admin API
+(tests/test_reload_ops.py has reload, rollback and history in depth)."""
 
 from __future__ import annotations
 
@@ -179,7 +180,7 @@ def test_live_health_disable_enable_and_reload(app, server, monkeypatch):
 
     reloaded = run(*base, "reload", "user-plugin")
     assert reloaded.exit_code == 0, reloaded.output
-    assert "reloaded user-plugin 1.0.0: it is running" in reloaded.output
+    assert "reloaded user-plugin: 1.0.0 -> 1.0.0" in reloaded.output
 
 
 def test_a_wrong_token_is_reported_with_the_servers_hint(app, server):

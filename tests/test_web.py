@@ -1061,15 +1061,13 @@ def _returning(fn):
 
 
 def test_a_reloaded_plugin_serves_its_new_code(plugin, serve, client):
-    from tether.admin import reload_plugin
-
     directory = plugin("greeter", GREETER, permissions=ROUTER)
     server = serve(directory)
     http = client(server)
     assert http.get("/hello").json() == {"hello": "world"}
     source = directory / "plugin.py"
     source.write_text(source.read_text().replace('{"hello": "world"}', '{"hello": "again"}'))
-    server.call(lambda: reload_plugin(server.manager, "greeter"))
+    server.call(lambda: server.manager.reload_plugin("greeter"))
     assert http.get("/hello").json() == {"hello": "again"}
     assert len([r for r in server.app.routes() if r.path == "/hello"]) == 1
 

@@ -52,6 +52,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from tether._entry_source import EntryCheck, EntryFinding, check_entry_source
     from tether._event_model import EventStats
     from tether._events import EventBus
+    from tether._expansion import Expanded
+    from tether._expansion import convert as convert_expanded
     from tether._gate import GateState
     from tether._handle import Operation, PluginHandle
     from tether._health import HealthCheckResult, PluginHealth
@@ -110,6 +112,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventStats",
+    "Expanded",
     "FailedPlugin",
     "GateState",
     "HealthCheckResult",
@@ -156,6 +159,7 @@ __all__ = [
     "check_entry",
     "check_entry_source",
     "config_sections",
+    "convert_expanded",
     "default_search_paths",
     "dependency_graph",
     "describe_error",
@@ -218,6 +222,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "discover": ("tether._discovery", "discover"),
     "search_paths_for": ("tether._discovery", "search_paths_for"),
     "format_duration": ("tether._durations", "format_duration"),
+    "Expanded": ("tether._expansion", "Expanded"),
+    "convert_expanded": ("tether._expansion", "convert"),
     "parse_duration": ("tether._durations", "parse_duration"),
     "EntryCheck": ("tether._entry_source", "EntryCheck"),
     "EntryFinding": ("tether._entry_source", "EntryFinding"),

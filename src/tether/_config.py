@@ -399,7 +399,12 @@ def parse_config(
     expanded = cast("dict[str, object]", expand_env(data, environ=environ, path=path))
     lines = lines or {}
     registry = config_sections if sections is None else sections
-    problems = check_host_sections(expanded, registry, lines, framework=FRAMEWORK_SECTIONS)
+    typed: dict[str, dict[str, object]] = {}
+    problems = check_host_sections(
+        expanded, registry, lines, framework=FRAMEWORK_SECTIONS, typed=typed
+    )
+    for name, values in typed.items():  # what variables gave, as the host's types read it
+        expanded[name] = {**cast("dict[str, object]", expanded[name]), **values}
     problems += database_misspellings(
         expanded.get("database"), lines, known=tuple(DatabaseSection.model_fields)
     )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from tether._expansion import plain
+from tether._expansion import Expanded
 from tether.errors import ConfigError, ConfigKeyProblem, ConfigProblem
 
 if TYPE_CHECKING:
@@ -124,9 +124,15 @@ def check_host_sections(
     lines: Mapping[str, int],
     *,
     framework: Sequence[str],
+    typed: dict[str, dict[str, object]] | None = None,
 ) -> list[ConfigKeyProblem]:
     """Problems of the top-level sections that are not tether's (``framework``): each
-    against the model of the host that claims it, and those no host claims."""
+    against the model of the host that claims it, and those no host claims.
+
+    A section is checked as written, ``${VAR}`` text included, so a host's field types
+    convert what a variable gives (``clients: ${CLIENTS}``). ``typed`` receives, per
+    section, the converted value of each key whose value came from a variable.
+    """
     problems: list[ConfigKeyProblem] = []
     for name, value in data.items():
         if name in framework:
@@ -136,11 +142,20 @@ def check_host_sections(
             problems.append(_unclaimed(str(name), registry, lines, framework))
             continue
         try:
-            section.model.model_validate({} if value is None else plain(value))
+            checked = section.model.model_validate({} if value is None else value)
         except ValidationError as exc:
             problems += [
                 config_problem(e, section.model, lines, prefix=(str(name),)) for e in exc.errors()
             ]
+            continue
+        if typed is not None and isinstance(value, Mapping):
+            from_variables = {
+                str(key): getattr(checked, str(key))
+                for key, raw in value.items()
+                if isinstance(raw, Expanded) and str(key) in type(checked).model_fields
+            }
+            if from_variables:
+                typed[str(name)] = from_variables
     return problems
 
 

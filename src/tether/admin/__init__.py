@@ -16,7 +16,6 @@ from tether.admin._app import (
     create_admin_app,
     create_admin_routes,
     create_ops_routes,
-    reload_plugin,
 )
 from tether.admin._errors import error_body, error_response
 from tether.admin._openapi import openapi_document
@@ -34,5 +33,4 @@ __all__ = [
     "error_body",
     "error_response",
     "openapi_document",
-    "reload_plugin",
 ]

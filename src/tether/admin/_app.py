@@ -15,6 +15,7 @@ with ``Allow``, a path no route has 404. Bodies are read by ``_body`` (see
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import logging
@@ -28,6 +29,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -43,11 +45,15 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from tether import (
     ConfigSection,
+    Expanded,
     PluginConfig,
     PluginManager,
-    PluginStatus,
+    ReloadConfig,
+    ReloadResult,
     TetherConfig,
     __version__,
+    convert_expanded,
+    error_text,
 )
 from tether.admin._body import BODY_TIMEOUT, MAX_BODY_SIZE, BodyLimits, read_object
 from tether.admin._body import check_declared_size as _check_declared_size
@@ -56,7 +62,7 @@ from tether.admin._body import check_declared_size as _check_declared_size
 from tether.admin._errors import AdminJSONResponse as JSONResponse
 from tether.admin._errors import ApiError, error_response, tether_error_response
 from tether.admin._openapi import openapi_document
-from tether.errors import DependentsRunningError, PluginNotFoundError, TetherError
+from tether.errors import ConfigError, PluginNotFoundError, TetherError
 from tether.observability import observe
 
 __all__ = [
@@ -69,7 +75,6 @@ __all__ = [
     "create_admin_app",
     "create_admin_routes",
     "create_ops_routes",
-    "reload_plugin",
 ]
 
 log = logging.getLogger("tether.admin")
@@ -83,14 +88,21 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
+def _from_variable(value: object) -> object:
+    return convert_expanded(value, "boolean") if isinstance(value, Expanded) else value
+
+
+_Flag = Annotated[StrictBool, BeforeValidator(_from_variable)]  # true, or ${VAR} giving it
+
+
 class AdminSettings(BaseModel):
     """The ``admin`` section of the framework config."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     token: StrictStr | None = None
-    insecure: StrictBool = False
-    protect_metrics: StrictBool = False
+    insecure: _Flag = False
+    protect_metrics: _Flag = False
 
 
 ADMIN_CONFIG_SECTION = ConfigSection(
@@ -323,7 +335,7 @@ class _AdminViews:
 
     def _loaded(self, request: Request) -> str:
         """The plugin the path names; one set aside at start (``required: false``) is
-        refused saying so, since it is not loaded and nothing here brings it back."""
+        refused saying so, since it is not loaded (a reload brings it up once fixed)."""
         name: str = request.path_params["name"]
         failed = self.manager.failed_plugins().get(name)
         if failed is not None and not self.manager.is_loaded(name):
@@ -333,8 +345,8 @@ class _AdminViews:
                 f"plugin '{name}' is not loaded: it failed ({failed.step}) and is not "
                 f"required, so the server started without it: {failed.reason}",
                 plugin=name,
-                hint=f"fix it, then restart the server to load it; GET /admin/plugins/{name}"
-                "/health shows its error",
+                hint=f"fix it, then POST /admin/plugins/{name}/reload (or restart the server) "
+                f"to bring it up; GET /admin/plugins/{name}/health shows its error",
             )
         return name
 
@@ -408,44 +420,82 @@ class _AdminViews:
         return JSONResponse(_detail(self.manager, name))
 
     async def reload(self, request: Request) -> Response:
+        name = request.path_params["name"]  # one set aside at start is brought up, if it can be
+        config = _reload_config(await _body(request))
+        return _reload_answer(self.manager, await self.manager.reload_plugin(name, config=config))
+
+    async def rollback(self, request: Request) -> Response:
         name = self._loaded(request)
-        await reload_plugin(self.manager, name, force=_flag(request, "force"))
-        return JSONResponse(_detail(self.manager, name))
+        config = _reload_config(await _body(request))
+        return _reload_answer(self.manager, await self.manager.rollback_plugin(name, config=config))
+
+    async def history(self, request: Request) -> Response:
+        name: str = request.path_params["name"]
+        limit = _limit(request)
+        rows = await asyncio.to_thread(self.manager.reload_history, name, limit=limit)
+        if not rows and not self.manager.is_loaded(name):
+            raise PluginNotFoundError(
+                f"plugin not found: {name!r} is not loaded and has no reloads in the state "
+                f"store at {self.manager.state_target}",
+                plugin=name,
+                hint="GET /admin/plugins lists the loaded plugins",
+            )
+        return JSONResponse({"plugin": name, "reloads": [row.to_dict() for row in rows]})
 
     async def openapi(self, _request: Request) -> Response:
         return JSONResponse(openapi_document())
 
 
-async def reload_plugin(manager: PluginManager, name: str, *, force: bool = False) -> None:
-    """Reload ``name`` by unloading it and loading it again from its path, with its settings.
+HISTORY_LIMIT = 1000
+"""The most reload rows ``GET .../history`` answers with (``?limit=``, default 50)."""
 
-    This is the stand-in until hot reload arrives (which swaps versions behind the gate
-    without dropping calls): calls made meanwhile are refused, and it needs the
-    plugin's directory (plugins from entry points cannot be reloaded this way).
-    """
-    hot = getattr(manager, "reload_plugin", None)
-    if callable(hot):  # hot reload has landed: use it
-        await hot(name)
-        return
-    info = manager.get_info(name)
-    settings = manager.get_plugin_settings(name)
-    path = Path(info.path) if info.path else None
-    if path is None or not path.exists():
+
+def _limit(request: Request) -> int:
+    given = request.query_params.get("limit", "50")
+    if given.isascii() and given.isdigit() and len(given) <= 4 and 0 < int(given) <= HISTORY_LIMIT:  # noqa: PLR2004 - 4 digits hold the limit
+        return int(given)
+    raise ApiError(
+        400,
+        "BadRequest",
+        f"query parameter 'limit' must be an integer from 1 to {HISTORY_LIMIT}, got {given[:20]!r}",
+    )
+
+
+def _reload_config(body: dict[str, Any]) -> ReloadConfig | None:
+    """The body's ``ReloadConfig`` fields (none given: the config's ``reload:`` section)."""
+    if not body:
+        return None
+    try:
+        return ReloadConfig.from_mapping(body)
+    except ConfigError as exc:
         raise ApiError(
-            501,
-            "NotImplemented",
-            f"cannot reload plugin '{name}': it was not loaded from a directory ({info.path})",
-            plugin=name,
-            hint="reloading plugins from entry points comes with hot reload; restart the "
-            "server to pick up a new version",
+            400, "BadRequest", f"invalid request body: {error_text(exc)}",
+            hint=exc.hint or "the body takes queue_timeout, max_queue_size, strategy "
+            "(block or reject) and grace_period, each optional",
+        ) from None  # fmt: skip
+
+
+def _reload_answer(manager: PluginManager, result: ReloadResult) -> Response:
+    """200 with the result when a version runs (the new one, or the old one back: a
+    rollback is an outcome, not an error); 409 when none does (outcome ``failed``)."""
+    if result.outcome != "failed":
+        return JSONResponse(result.to_dict())
+    name = result.plugin
+    if manager.is_loaded(name):  # left in error: only a fresh load brings it back
+        hint = (
+            f"fix the plugin's files, then DELETE /admin/plugins/{name} and load it again "
+            "(POST /admin/plugins), or restart the server"
         )
-    running = [d for d in manager.dependents(name) if manager.get_status(d) is PluginStatus.RUNNING]
-    if running and not force:
-        raise DependentsRunningError(name, running, action="reload")
-    await manager.unload_plugin(name, force=True)
-    loaded = await manager.load_plugin(path, settings)
-    if loaded.enabled:
-        await manager.enable_plugin(name)
+    else:  # set aside at start, and still failing
+        hint = f"fix the plugin's files, then POST /admin/plugins/{name}/reload again"
+    return error_response(
+        409,
+        "ReloadFailed",
+        f"plugin '{name}' has no running version: {result.error}",
+        plugin=name,
+        hint=f"{hint}; GET /admin/plugins/{name}/health shows its errors",
+        extra={"result": result.to_dict()},
+    )
 
 
 # --------------------------------------------------------------------------- routes
@@ -475,6 +525,7 @@ def create_ops_routes(
     """
     started = time.monotonic()
     limits = BodyLimits(max_size=max_body_size)
+    observe(manager)  # the hub counts reloads from now on, for /metrics
 
     async def healthz(_request: Request) -> Response:
         failed = manager.failed_plugins()
@@ -553,6 +604,8 @@ def create_admin_routes(
                 _route("/plugins/{name}/enable", {"POST": guarded(views.enable)}),
                 _route("/plugins/{name}/disable", {"POST": guarded(views.disable)}),
                 _route("/plugins/{name}/reload", {"POST": guarded(views.reload)}),
+                _route("/plugins/{name}/rollback", {"POST": guarded(views.rollback)}),
+                _route("/plugins/{name}/history", {"GET": guarded(views.history)}),
                 _route("/health", {"GET": guarded(views.all_health)}),
                 _route("/graph", {"GET": guarded(views.graph)}),
             ],

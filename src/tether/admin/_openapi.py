@@ -66,6 +66,37 @@ def _force(action: str) -> dict[str, Any]:
     }
 
 
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "At most this many rows (1 to 1000)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+}
+_RELOAD_BODY = {
+    "required": False,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReloadRequest"}}},
+}
+
+
+def _reload_responses() -> dict[str, Any]:
+    """200 when a version runs (reloaded, or rolled back: the outcome is data), 409 when
+    none does (outcome failed, the result beside the error) or the plugin cannot be
+    reloaded (not running, no previous version kept, not from a directory)."""
+    return {
+        "200": _json(
+            {"$ref": "#/components/schemas/ReloadResult"},
+            "Reloaded, or rolled back to the version that ran before (outcome, step, error)",
+        ),
+        **_errors(*_BODY, *_AUTH, 404, 409, 501, 503),
+        "409": _json(
+            {"$ref": "#/components/schemas/ReloadFailed"},
+            "No version runs (error ReloadFailed, with the result), or it cannot be reloaded "
+            "now (not running, no previous version kept)",
+        ),
+    }
+
+
 def _permission_names() -> list[str]:
     kind = Manifest.model_fields["permissions"].annotation
     return list(getattr(kind, "model_fields", {}))
@@ -73,6 +104,9 @@ def _permission_names() -> list[str]:
 
 _DETAIL = _json({"$ref": "#/components/schemas/PluginDetail"}, "The plugin")
 _AUTH = (401, 403)
+
+_RESULT_FIELDS = ("plugin", "outcome", "from_version", "to_version", "step", "error",
+                  "duration", "held", "rejected", "discarded_writes", "at", "kind")  # fmt: skip
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -255,6 +289,84 @@ _SCHEMAS: dict[str, Any] = {
             }
         },
     },
+    "ReloadRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Each key optional; one not given is the config's reload: section's",
+        "properties": {
+            "queue_timeout": {
+                "type": ["string", "number"],
+                "description": "How long a held call waits: 5s, 500ms or seconds",
+            },
+            "max_queue_size": {
+                "type": "integer",
+                "format": "int64",
+                "description": "At most this many callers held",
+            },
+            "strategy": {
+                "type": "string",
+                "enum": ["block", "reject"],
+                "description": "block: hold new calls; reject: refuse them (503) at once",
+            },
+            "grace_period": {
+                "type": ["string", "number"],
+                "description": "How long the new version is watched: 30s, 1m or seconds",
+            },
+        },
+    },
+    "ReloadResult": {
+        "type": "object",
+        "required": list(_RESULT_FIELDS),
+        "properties": {
+            "plugin": {"type": "string"},
+            "outcome": {"type": "string", "enum": ["reloaded", "rolled_back", "failed"]},
+            "from_version": {"type": "string", "description": "The version live before"},
+            "to_version": {
+                "type": ["string", "null"],
+                "description": "The version tried (null: its manifest could not be read)",
+            },
+            "step": {
+                "type": ["string", "null"],
+                "description": "Where the new version failed (manifest, dependencies, import, "
+                "config, initialize, start, grace); null when none did",
+            },
+            "error": {"type": ["string", "null"], "description": "One line, file and line"},
+            "duration": {"type": "number", "description": "Seconds"},
+            "held": {"type": "integer", "description": "Calls held at the gate meanwhile"},
+            "rejected": {"type": "integer", "description": "Calls refused meanwhile (503)"},
+            "discarded_writes": {
+                "type": "integer",
+                "description": "plugin_storage keys the failed version changed, restored",
+            },
+            "at": {"type": "string", "format": "date-time", "description": "When it began"},
+            "kind": {
+                "type": "string",
+                "enum": ["reload", "rollback"],
+                "description": "A reload, or a rollback asked for (POST .../rollback)",
+            },
+        },
+    },
+    "ReloadFailed": {
+        "allOf": [
+            _ERROR,
+            {
+                "type": "object",
+                "properties": {"result": {"$ref": "#/components/schemas/ReloadResult"}},
+            },
+        ],
+    },
+    "ReloadHistory": {
+        "type": "object",
+        "required": ["plugin", "reloads"],
+        "properties": {
+            "plugin": {"type": "string"},
+            "reloads": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/ReloadResult"},
+                "description": "Newest first",
+            },
+        },
+    },
     "Graph": {
         "type": "object",
         "properties": {
@@ -385,9 +497,31 @@ def _paths() -> dict[str, Any]:
             **detail_ops,
             "post": {
                 "operationId": "reloadPlugin",
-                "summary": "Unload and load again from the same path with the same settings",
-                "parameters": [_force("Reload")],
-                "responses": {"200": _DETAIL, **_errors(400, *_AUTH, 404, 409, 501, 503)},
+                "summary": "Hot reload: the new version from the plugin's directory, beside the "
+                "old one, calls held meanwhile; rolled back if it fails",
+                "requestBody": _RELOAD_BODY,
+                "responses": _reload_responses(),
+            },
+        },
+        "/plugins/{name}/rollback": {
+            **detail_ops,
+            "post": {
+                "operationId": "rollbackPlugin",
+                "summary": "Bring back the previous version kept under the state directory",
+                "requestBody": _RELOAD_BODY,
+                "responses": _reload_responses(),
+            },
+        },
+        "/plugins/{name}/history": {
+            **detail_ops,
+            "get": {
+                "operationId": "getReloadHistory",
+                "summary": "The plugin's reloads and rollbacks from the state store, newest first",
+                "parameters": [_LIMIT],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/ReloadHistory"}, "Its reloads"),
+                    **_errors(400, *_AUTH, 404, 503),
+                },
             },
         },
         "/health": {

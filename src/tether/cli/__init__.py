@@ -14,6 +14,7 @@ __all__ = ["cli", "main"]
 
 _PLUGINS = "tether.cli._plugins"
 _OPS = "tether.cli._ops"
+_RELOAD = "tether.cli._reload"
 _PACKAGING = "tether.cli._packaging"
 
 plugins = LazyGroup(
@@ -71,8 +72,16 @@ plugins = LazyGroup(
             ),
         ),
         "reload": (
-            f"{_OPS}:plugins_reload",
-            "Reload plugin NAME in a running server (unload, then load from the same path).",
+            f"{_RELOAD}:plugins_reload",
+            "Hot reload plugin NAME in a running server: the new version from its directory.",
+        ),
+        "rollback": (
+            f"{_RELOAD}:plugins_rollback",
+            "Bring back the previous version of plugin NAME in a running server.",
+        ),
+        "history": (
+            f"{_RELOAD}:plugins_history",
+            "The reloads and rollbacks of plugin NAME, newest first.",
         ),
         "package": (
             f"{_PACKAGING}:plugins_package",

@@ -8,6 +8,9 @@ Exit codes: 0 done, 1 an error (``Error: ...`` + hint), 2 a usage error,
 3 the error rate was above ``--max-error-rate`` (the report is still printed),
 130 interrupted (Ctrl-C during the run still prints the report).
 
+``--watch`` reloads the workload plugin mid-run when its files change; the report
+then says which version ran each phase.
+
 ``--report FILE.html`` also writes the report as one self-contained HTML page;
 ``--compare A.json B.json`` runs nothing: it reads two JSON reports and prints them
 side by side (and, with ``--report``, plots them together).
@@ -133,6 +136,13 @@ __all__ = ["bench"]
     help="Run nothing: print two --format json reports side by side (with --report, "
     "plot them together).",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Reload the workload plugin when a file in its directory changes, while the "
+    "clients run (one process): the report shows each reload and which version ran "
+    "when; a broken save is rolled back and the run goes on (default: off).",
+)
 @retries_option
 @pass_state
 @click.pass_context
@@ -150,6 +160,7 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
     report_file: Path | None,
     compare_files: tuple[Path, Path] | None,
     retry_attempts: int | None,
+    watch: bool,
     **options: object,  # the options named like the `bench:` section's keys
 ) -> None:
     """Run a workload plugin against PostgreSQL and report throughput and latency.
@@ -159,6 +170,7 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
     tether bench --config bench.yaml --format json | jq '.metrics'
     tether bench -w tpcb --format json --report run.html > run.json
     tether bench --compare before.json after.json --report both.html
+    tether bench -w ./my-workload --watch -T 5m
 
     Without a DSN an embedded PostgreSQL (with pgvector) is started in
     ~/.tether/pgdata and reused by later runs. Exit codes: 0 done, 1 error,
@@ -179,5 +191,6 @@ def bench(  # noqa: PLR0917 - click passes one argument per option
         report_file=report_file,
         compare_files=compare_files,
         retry_attempts=retry_attempts,
+        watch=watch,
         options=options,
     )

@@ -7,6 +7,7 @@ options live in :mod:`tether.cli._bench`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tether.cli._workloads import check_workload_config, find_workload
 from tether.errors import TetherError
 from tether.hosts.workload import (
     EXIT_ERROR_RATE,
+    RELOAD_FAILED,
     BenchConfig,
     BenchReport,
     BenchSection,
@@ -58,6 +60,7 @@ def run_command(
     report_file: Path | None,
     compare_files: tuple[Path, Path] | None,
     retry_attempts: int | None,
+    watch: bool = False,
     options: dict[str, object],
 ) -> None:
     """What ``tether bench`` does with its options (see its help)."""
@@ -71,6 +74,7 @@ def run_command(
             "set": plugin_settings or None,
             "format": None if fmt == "text" else fmt,
             "retries": retry_attempts,
+            "watch": watch or None,
         }
         _compare(compare_files, report_file, given=_given(run_options))
         return
@@ -79,6 +83,8 @@ def run_command(
     config = BenchConfig.from_config(framework)
     name = config.workload_name(workload_name)
     settings = config.settings(given, dsn=dsn, data_directory=data_directory)
+    if watch:
+        settings = _one_process(settings, given.processes or config.bench.processes)
     if config.is_ignoring_plugin_config(name):
         err.print(
             f"note: ignoring workload.plugin_config of '{config.workload.plugin_name}' in "
@@ -92,7 +98,9 @@ def run_command(
                               lines=framework.key_lines(), given=list(overrides))  # fmt: skip
     with log_without_tracebacks(state):  # a plugin's failure is the summary below
         try:
-            report = _run(spec, settings, framework, quiet=quiet, retry_attempts=retry_attempts)
+            report = _run(
+                spec, settings, framework, quiet=quiet, retry_attempts=retry_attempts, watch=watch
+            )
         except TetherError as exc:
             frame = plugin_frame(exc, spec.path) if spec.path is not None else None
             if frame is None:
@@ -135,6 +143,21 @@ def _check_options(options: dict[str, object], report_file: Path | None) -> Benc
     return given
 
 
+def _one_process(settings: BenchSettings, asked: object) -> BenchSettings:
+    """``--watch`` runs the clients in this process: ``auto`` means 1 then, and more is
+    a usage error."""
+    if settings.processes == 1:
+        return settings
+    if asked is None or asked == "auto":
+        return dataclasses.replace(settings, processes=1)
+    raise click.BadParameter(
+        f"--watch reloads the workload in this process, and {settings.processes} worker "
+        "processes each load their own copy: reloading across processes is not supported "
+        "yet; give --processes 1 (or auto) with --watch",
+        param_hint="'--processes'",
+    )
+
+
 def _given(values: dict[str, object]) -> list[str]:
     return [f"--{name.replace('_', '-')}" for name, value in values.items() if value is not None]
 
@@ -158,6 +181,7 @@ def _run(
     *,
     quiet: bool,
     retry_attempts: int | None,
+    watch: bool,
 ) -> BenchReport:
     def notify(message: str) -> None:
         if not quiet:
@@ -173,6 +197,7 @@ def _run(
                 notify=notify,
                 on_tick=progress,
                 retry_attempts=retry_attempts,
+                watch=watch,
             )
         )
 
@@ -199,6 +224,16 @@ def _finish(
             )
         )
         ctx.exit(EXIT_ERROR_RATE)
+    if report.stop_reason == RELOAD_FAILED:
+        print_error(
+            TetherError(
+                f"workload '{report.workload}' stopped the run: a reload failed and its "
+                "previous version could not start again",
+                plugin=report.workload,
+                hint="the reloads above say what failed; fix the plugin and run again",
+            )
+        )
+        ctx.exit(1)
     if report.interrupted:
         err.print("Interrupted: the report covers the transactions run until then.")
         ctx.exit(EXIT_INTERRUPTED)

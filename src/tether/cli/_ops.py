@@ -1,10 +1,11 @@
-"""``tether plugins health|enable|disable|reload``: operating plugins of a server.
+"""``tether plugins health|enable|disable``: operating plugins of a server.
 
 Without ``--url`` these read and write the state store (``state.url`` in the config,
 else ``.tether/state.db`` beside it): the manager reads the enabled flags from it when
 it loads plugins, and a host that starts observability writes plugin health there.
 With ``--url`` (or ``$TETHER_ADMIN_URL``) they ask a running server's admin API, with
-``--token`` (or ``$TETHER_ADMIN_TOKEN``, or ``admin.token``).
+``--token`` (or ``$TETHER_ADMIN_TOKEN``, or ``admin.token``). The reload commands
+(``tether.cli._reload``) use the same options and the same admin API client.
 """
 
 from __future__ import annotations
@@ -28,7 +29,20 @@ from tether.cli._types import AdminURL, PluginName, Text
 from tether.errors import PluginNotFoundError, TetherError
 from tether.observability import PluginRow, PluginStateStore
 
-__all__ = ["plugins_disable", "plugins_enable", "plugins_health", "plugins_reload"]
+__all__ = [
+    "AdminAnswerError",
+    "admin_token",
+    "call_admin",
+    "open_store",
+    "plugins_disable",
+    "plugins_enable",
+    "plugins_health",
+    "state_option",
+    "store_location",
+    "token_option",
+    "url_option",
+    "when",
+]
 
 URL_ENV = "TETHER_ADMIN_URL"
 TOKEN_ENV = "TETHER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
@@ -64,7 +78,8 @@ state_option = click.option(
 # --------------------------------------------------------------------------- the admin API
 
 
-def _token(state: State, token: str | None) -> str | None:
+def admin_token(state: State, token: str | None) -> str | None:
+    """``--token``, else ``admin.token`` in the config (refused with a control character)."""
     if token:
         return token
     configured = state.config().section("admin").get("token")
@@ -81,10 +96,35 @@ def _token(state: State, token: str | None) -> str | None:
     return text
 
 
-def _call(
-    url: str, method: str, path: str, token: str | None, body: dict[str, object] | None = None
+class AdminAnswerError(TetherError):
+    """An error answer of the admin API, in the server's words, with its status and its
+    JSON body (a failed reload carries its result there)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        body: dict[str, object],
+        plugin: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, plugin=plugin, hint=hint)
+        self.status = status
+        self.body = body
+
+
+def call_admin(
+    url: str,
+    method: str,
+    path: str,
+    token: str | None,
+    body: dict[str, object] | None = None,
+    *,
+    timeout: float = 30.0,
 ) -> dict[str, object]:
-    """One admin API request; its JSON answer, or a ``TetherError`` in the server's words."""
+    """One admin API request; its JSON answer, or a ``TetherError`` in the server's words
+    (an :class:`AdminAnswerError` when the server answered with an error)."""
     base = url.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise TetherError(
@@ -98,7 +138,7 @@ def _call(
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             raw = _read_answer(base, response)
     except urllib.error.HTTPError as exc:
         raise _server_error(exc) from None
@@ -146,8 +186,10 @@ def _server_error(exc: urllib.error.HTTPError) -> TetherError:
     if exc.code in {401, 403} and not hint:
         hint = "pass --token (or set TETHER_ADMIN_TOKEN)"
     plugin = body.get("plugin")
-    return TetherError(
+    return AdminAnswerError(
         f"{body['message']} (HTTP {exc.code})",
+        status=exc.code,
+        body=body,
         plugin=str(plugin) if plugin else None,
         hint=str(hint) if hint else None,
     )
@@ -156,7 +198,8 @@ def _server_error(exc: urllib.error.HTTPError) -> TetherError:
 # --------------------------------------------------------------------------- the state store
 
 
-def _state_target(state: State, override: str | None) -> str:
+def store_location(state: State, override: str | None) -> str:
+    """The state store the command reads: ``--state``, else the config's."""
     if override:
         return override
     config = state.config()
@@ -170,7 +213,7 @@ def _is_file(target: str) -> bool:
         return False
 
 
-def _open_store(target: str, *, create: bool) -> PluginStateStore:
+def open_store(target: str, *, create: bool) -> PluginStateStore:
     is_file = not target.startswith(("postgresql://", "postgres://"))
     if is_file and not create and not _is_file(target):
         raise TetherError(
@@ -205,9 +248,9 @@ def plugins_health(
     not running, disabled or degraded.
     """
     if url:
-        rows = _live_health(url, _token(state, token), name)
+        rows = _live_health(url, admin_token(state, token), name)
     else:
-        rows = _stored_health(_state_target(state, state_target), name, as_json=as_json)
+        rows = _stored_health(store_location(state, state_target), name, as_json=as_json)
     if as_json:
         out.print_json(json.dumps({"plugins": rows}, default=str))
     else:
@@ -236,15 +279,15 @@ def _health_hint(states: set[str], *, detailed: bool) -> str:
 
 def _live_health(url: str, token: str | None, name: str | None) -> list[dict[str, object]]:
     if name is not None:
-        return [_call(url, "GET", f"/admin/plugins/{urllib.parse.quote(name)}/health", token)]
-    answer = _call(url, "GET", "/admin/health", token)
+        return [call_admin(url, "GET", f"/admin/plugins/{urllib.parse.quote(name)}/health", token)]
+    answer = call_admin(url, "GET", "/admin/health", token)
     found = answer.get("plugins")
     rows = found.values() if isinstance(found, dict) else ()
     return [row for row in rows if isinstance(row, dict)]
 
 
 def _stored_health(target: str, name: str | None, *, as_json: bool) -> list[dict[str, object]]:
-    with _open_store(target, create=False) as store:
+    with open_store(target, create=False) as store:
         found = store.plugins(name)
         if name is not None and not found:
             raise TetherError(
@@ -294,7 +337,7 @@ def _print_health(rows: list[dict[str, object]], *, detailed: bool) -> None:
             "yes" if r.get("enabled") else "no",
             str(r.get("error_count", 0)),
             _short(r.get("last_error")),
-            _when(r.get("last_error_at")),
+            when(r.get("last_error_at")),
         )
     out.print(table)
     if detailed:
@@ -323,7 +366,7 @@ def _print_detail(row: dict[str, object]) -> None:
     if isinstance(errors, list) and errors:
         out.print("\n[bold]Recent errors[/]")
         for e in (e for e in errors if isinstance(e, dict)):
-            out.print(f"  {_when(e.get('at'))}  {e.get('type')}: {_short(e.get('message'))}",
+            out.print(f"  {when(e.get('at'))}  {e.get('type')}: {_short(e.get('message'))}",
                       markup=False)  # fmt: skip
 
 
@@ -339,7 +382,7 @@ def _short(value: object, limit: int = _SHORT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _when(value: object) -> str:
+def when(value: object) -> str:
     if not value:
         return ""
     try:
@@ -363,16 +406,16 @@ def _switch(
     reason: str | None = None,
 ) -> None:
     action = "enable" if enabled else "disable"
-    target = _state_target(state, state_target)
+    target = store_location(state, state_target)
     if not url:
         _require_known(state, name, target)  # with --url, the server says whether it knows it
     if url:
         query = "?force=true" if force else ""
         body: dict[str, object] = {} if enabled or reason is None else {"reason": reason}
         path = f"/admin/plugins/{urllib.parse.quote(name)}/{action}{query}"
-        answer = _call(url, "POST", path, _token(state, token), body)
+        answer = call_admin(url, "POST", path, admin_token(state, token), body)
         out.print(f"{action}d [bold]{name}[/] on {url}: it is {answer.get('status')}")
-    with _open_store(target, create=True) as store:
+    with open_store(target, create=True) as store:
         known = bool(store.plugins(name))
         store.set_enabled(name, enabled, reason or "it is disabled")
     out.print(f"{action}d [bold]{name}[/] in the state store at {target}", highlight=False)
@@ -391,7 +434,7 @@ def _require_known(state: State, name: str, target: str) -> None:
     if name in known:
         return
     if target.startswith(("postgresql://", "postgres://")) or _is_file(target):
-        with _open_store(target, create=False) as store:
+        with open_store(target, create=False) as store:
             known |= {row.name for row in store.plugins()}
     if name in known:
         return
@@ -462,25 +505,3 @@ def plugins_disable(
         state, name, enabled=False, url=url, token=token, state_target=state_target,
         force=force, reason=reason,
     )  # fmt: skip
-
-
-@click.command("reload")
-@click.argument("name", type=PluginName())
-@url_option
-@token_option
-@click.option("--force", is_flag=True, help="Reload it even though running plugins depend on it.")
-@pass_state
-def plugins_reload(
-    state: State, name: str, url: str | None, token: str | None, force: bool
-) -> None:
-    """Reload plugin NAME in a running server (unload, then load from the same path)."""
-    if not url:
-        raise TetherError(
-            "reloading a plugin needs a running server",
-            plugin=name,
-            hint="pass --url http://127.0.0.1:8080 (or set TETHER_ADMIN_URL) and --token",
-        )
-    query = "?force=true" if force else ""
-    path = f"/admin/plugins/{urllib.parse.quote(name)}/reload{query}"
-    answer = _call(url, "POST", path, _token(state, token), {})
-    out.print(f"reloaded [bold]{name}[/] {answer.get('version')}: it is {answer.get('status')}")

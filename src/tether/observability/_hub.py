@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from tether._describe import error_line, error_text, type_name
 from tether._state_tables import HookRow, MetricRow, PluginRow, PluginStateStore
 from tether.errors import TetherError
+from tether.observability._reloads import ReloadTally
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -52,8 +53,11 @@ class Observability:
         self._writing: asyncio.Future[None] | None = None  # the state store write under way
         self._persist = False
         self._registry: CollectorRegistry | None = None
+        self.reloads = ReloadTally()
+        """Every reload's outcome and duration, for the Prometheus reload families."""
         manager.on_error(self._on_error)
         manager.on_unload(self._on_unload)
+        manager.on_reload(self.reloads.record)
 
     # ------------------------------------------------------------------ from the manager
 

@@ -4,7 +4,10 @@ Nothing here keeps a metric of its own: each scrape walks the manager (statuses,
 gates, load attempts), the hook registry (counts and total time), the event bus
 (statistics) and the plugins' own metrics store, so there is no global mutable state
 and two managers in one process (two tests) never see each other's series. Each
-manager has its own ``CollectorRegistry`` (``observe(manager).registry()``).
+manager has its own ``CollectorRegistry`` (``observe(manager).registry()``). The one
+exception is reloads: a reload is an event, not a state, so the manager's hub counts
+them as they finish (``observe(manager).reloads``, fed by ``manager.on_reload``) and
+the scrape reads that tally.
 
 The names follow the reference's, with the ``tether_`` prefix and Prometheus'
 conventions: base units (seconds, not milliseconds) and ``_total`` on counters
@@ -30,6 +33,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
@@ -38,6 +42,7 @@ from prometheus_client.registry import Collector
 from tether._events import HOST
 from tether._lifecycle import PluginStatus
 from tether._metrics import MetricSample
+from tether.observability._hub import observe
 
 if TYPE_CHECKING:
     from tether._manager import PluginManager
@@ -74,6 +79,7 @@ class TetherCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._plugins()
         yield from self._loads()
+        yield from self._reloads()
         yield from self._hooks()
         yield from self._calls()
         yield from self._errors()
@@ -158,6 +164,26 @@ class TetherCollector(Collector):
             if info.load_time is not None:
                 stamp.add_metric([info.name], info.load_time.timestamp())
         yield from (attempts, duration, success, stamp)
+
+    def _reloads(self) -> Iterator[Metric]:
+        tally = observe(self._manager).reloads
+        reloads = CounterMetricFamily(
+            "tether_plugin_reloads",
+            "Reloads and rollbacks of the plugin, by outcome (reloaded, rolled_back, failed); "
+            "an automatic rollback in a grace period counts as one more, rolled_back.",
+            labels=["plugin", "outcome"],
+        )
+        durations = HistogramMetricFamily(
+            "tether_plugin_reload_duration_seconds",
+            "How long the plugin's reloads and rollbacks took, whatever their outcome.",
+            labels=["plugin"],
+        )
+        for plugin, counts in tally.outcomes().items():
+            for outcome, count in counts.items():
+                reloads.add_metric([plugin, outcome], count)
+        for plugin, buckets in tally.durations().items():
+            durations.add_metric([plugin], buckets.cumulative(), buckets.total)
+        yield from (reloads, durations)
 
     def _hooks(self) -> Iterator[Metric]:
         executions = CounterMetricFamily(

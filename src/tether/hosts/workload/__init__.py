@@ -43,7 +43,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from tether.hosts.workload._html import check_report_path, html_report, write_html_report
     from tether.hosts.workload._loop import EVENT_LOOP_ENV, run_with_best_loop
     from tether.hosts.workload._pacing import intended_start_ns, process_rates, split_evenly
+    from tether.hosts.workload._phases import Phase, PhaseLog, ReloadAttempt
     from tether.hosts.workload._progress import Progress
+    from tether.hosts.workload._reloads import RELOAD_FAILED, ReloadFollower
     from tether.hosts.workload._report import EXIT_ERROR_RATE, REPORT_FORMAT, BenchReport
     from tether.hosts.workload._runner import plans_for, run_bench
     from tether.hosts.workload._saved import SavedOperation, SavedRun, read_run
@@ -94,6 +96,7 @@ __all__ = [
     "EXIT_ERROR_RATE",
     "MAX_POINTS",
     "REFERENCE_NAMES",
+    "RELOAD_FAILED",
     "REPORT_FORMAT",
     "WORKLOAD_CONFIG_SECTION",
     "WORKLOAD_CONTRACT",
@@ -116,9 +119,13 @@ __all__ = [
     "LoadedWorkload",
     "OperationSeries",
     "Operations",
+    "Phase",
+    "PhaseLog",
     "Plan",
     "Pool",
     "Progress",
+    "ReloadAttempt",
+    "ReloadFollower",
     "ReportFileError",
     "SavedOperation",
     "SavedRun",
@@ -181,6 +188,11 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "process_rates": ("tether.hosts.workload._pacing", "process_rates"),
     "split_evenly": ("tether.hosts.workload._pacing", "split_evenly"),
     "Progress": ("tether.hosts.workload._progress", "Progress"),
+    "Phase": ("tether.hosts.workload._phases", "Phase"),
+    "PhaseLog": ("tether.hosts.workload._phases", "PhaseLog"),
+    "ReloadAttempt": ("tether.hosts.workload._phases", "ReloadAttempt"),
+    "RELOAD_FAILED": ("tether.hosts.workload._reloads", "RELOAD_FAILED"),
+    "ReloadFollower": ("tether.hosts.workload._reloads", "ReloadFollower"),
     "EXIT_ERROR_RATE": ("tether.hosts.workload._report", "EXIT_ERROR_RATE"),
     "REPORT_FORMAT": ("tether.hosts.workload._report", "REPORT_FORMAT"),
     "BenchReport": ("tether.hosts.workload._report", "BenchReport"),

@@ -10,6 +10,10 @@ version of the plugin takes over between two transactions. The loop is written o
 twice, once per kind of client, because every call saved on it is throughput on a
 small machine.
 
+A client draws from ``engine.weights``; :meth:`Engine.set_weights` replaces them (a
+reloaded workload's new operation mix), and each client makes a new chooser at its
+next transaction (one identity check per transaction).
+
 Measuring starts after ``warmup``: operations that *start* before then run but are
 not recorded and do not count towards ``transactions``.
 """
@@ -164,6 +168,12 @@ class Engine:
         if self._async_stop is not None:
             self._async_stop.set()
 
+    def set_weights(self, weights: Mapping[str, int]) -> None:
+        """Clients draw from ``weights`` from their next transaction on (operations new
+        to the run are counted from then)."""
+        self.collector.add_operations(weights)
+        self.weights = dict(weights)  # a new object: the clients' cue
+
     def _exhausted(self) -> None:
         if not self.stopping:
             self.stop_reason = "transactions"
@@ -265,7 +275,9 @@ class Engine:
 
     async def _async_client(self, db: object, index: int) -> None:  # noqa: C901 - hot loop
         plan = self.plan
-        choose = make_chooser(self.weights, self._rng(index))
+        rng = self._rng(index)
+        drawn_from = self.weights
+        choose = make_chooser(drawn_from, rng)
         operation = self.operation
         latencies = self.collector.latencies
         errors = self.collector.errors
@@ -291,6 +303,9 @@ class Engine:
             if measured and budget is not None and next(tickets) >= budget:
                 self._exhausted()
                 break
+            if self.weights is not drawn_from:  # set_weights: a new operation mix
+                drawn_from = self.weights
+                choose = make_chooser(drawn_from, rng)
             op = choose()
             try:
                 await operation.acall(db, op)
@@ -310,7 +325,9 @@ class Engine:
 
     def _sync_client(self, db: object, index: int) -> None:  # noqa: C901 - hot loop
         plan = self.plan
-        choose = make_chooser(self.weights, self._rng(index))
+        rng = self._rng(index)
+        drawn_from = self.weights
+        choose = make_chooser(drawn_from, rng)
         operation = self.operation
         latencies = self.collector.latencies
         errors = self.collector.errors
@@ -336,6 +353,9 @@ class Engine:
             if measured and budget is not None and next(tickets) >= budget:
                 self._exhausted()
                 break
+            if self.weights is not drawn_from:  # set_weights: a new operation mix
+                drawn_from = self.weights
+                choose = make_chooser(drawn_from, rng)
             op = choose()
             try:
                 operation.call(db, op)

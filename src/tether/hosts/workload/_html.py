@@ -6,9 +6,11 @@ The figures are the JSON report's (:class:`SavedRun`), embedded as JSON in a
 ``<script type="application/json">``; the page's own script (``report_assets/``:
 ``charts.js``, a small chart kit, and ``report.js``, the page; written for tether)
 draws the charts as SVG from them: throughput,
-p50/p99 latency and errors over time, a latency histogram per operation, and the
-tables (operations, distinct errors, settings). Text from the run (error messages,
-names) reaches the page only as JSON data, set as text, never as markup.
+p50/p99 latency and errors over time (a run that reloaded its workload marks each
+reload on them), a latency histogram per operation, and the tables (operations,
+the phases and reloads of a run that reloaded, distinct errors, settings). Text
+from the run (error messages, names) reaches the page only as JSON data, set as
+text, never as markup.
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ def _run(run: SavedRun) -> dict[str, object]:
         "series": None if run.series is None else _series(run.series),
         "info": run.info,
         "metrics": run.metrics,
+        "phases": list(run.phases),
+        "reloads": list(run.reloads),
     }
 
 

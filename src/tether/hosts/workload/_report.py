@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tether import __version__
+from tether.hosts.workload._phases import Phase, ReloadAttempt
 from tether.hosts.workload._series import SeriesData
 from tether.hosts.workload._settings import BenchSettings
 from tether.hosts.workload._stats import (
@@ -41,7 +42,9 @@ _PLAIN_WIDTH = 160  # not a terminal: room for every column
 
 @dataclass(slots=True)
 class BenchReport:
-    """What a run did. ``operations`` maps each operation (weight order) to its results."""
+    """What a run did. ``operations`` maps each operation (weight order) to its results;
+    ``weights`` are those of the start (each phase has its own); ``phases`` say which
+    version of the workload ran when, ``reloads`` each reload attempt."""
 
     workload: str
     workload_version: str
@@ -62,6 +65,8 @@ class BenchReport:
     metrics: dict[str, object] = field(default_factory=dict)
     setup_seconds: float | None = None
     series: SeriesData | None = None
+    phases: list[Phase] = field(default_factory=list)
+    reloads: list[ReloadAttempt] = field(default_factory=list)
 
     # ------------------------------------------------------------------ figures
 
@@ -170,6 +175,8 @@ class BenchReport:
             "metrics": self.metrics,
             "error_rate_exceeded": self.error_rate_exceeded,
             "series": None if self.series is None else self.series.to_json(),
+            "phases": [phase.to_json() for phase in self.phases],
+            "reloads": [attempt.to_json() for attempt in self.reloads],
         }
 
     def _operation(self, name: str, stats: OperationStats) -> dict[str, object]:
@@ -233,6 +240,23 @@ class BenchReport:
                 "metrics: " + ", ".join(f"{k}={v}" for k, v in self.metrics.items()),
                 highlight=False,
             )
+        if self.reloads:
+            self._render_reloads(console)
+
+    def _render_reloads(self, console: Console) -> None:
+        """The reload attempts, one line each, and the phases as a table."""
+        console.print("reloads:", highlight=False)
+        for attempt in self.reloads:
+            console.print(f"  {attempt.describe()}", highlight=False, markup=False)
+        table = Table(box=None, pad_edge=False, title="phases", title_justify="right")
+        for column in ("phase", "version", "from", "to", "transactions", "errors", "tps"):
+            table.add_column(column, justify="left" if column == "version" else "right")
+        for number, phase in enumerate(self.phases, 1):
+            table.add_row(
+                str(number), Text(phase.version), f"{phase.start:.2f}s", f"{phase.end:.2f}s",
+                str(phase.transactions), str(phase.errors), f"{phase.tps:.1f}",
+            )  # fmt: skip
+        console.print(table)
 
 
 _DROP_ORDER = ("p90", "p99.9", "weight", "max", "p50", "errors")  # the last are kept longest

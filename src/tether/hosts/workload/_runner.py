@@ -6,6 +6,11 @@ once (the setup connection, which also proves the database is reachable), run
 ``setup``, run the clients (here, or in worker processes), collect
 ``get_metrics()``, run ``cleanup`` if asked, and close everything.
 
+With ``watch``, the workload's directory is watched while the clients run, and a
+save reloads the plugin mid-run (:mod:`~tether.hosts.workload._reloads`): the
+report's ``phases`` say which version ran when, its ``reloads`` each attempt. Every
+run has its phases (one, without reloads).
+
 Ctrl-C while clients run stops them cleanly: operations in flight finish, and the
 report covers what was done (``stop_reason: interrupted``). A second Ctrl-C aborts.
 """
@@ -29,8 +34,11 @@ from tether.hosts.workload._database import (
 )
 from tether.hosts.workload._embedded import default_data_directory, start_embedded
 from tether.hosts.workload._engine import Engine, Plan, Tick
+from tether.hosts.workload._errors import BenchError
 from tether.hosts.workload._loop import event_loop_name
 from tether.hosts.workload._pacing import process_rates, split_evenly
+from tether.hosts.workload._phases import Phase, ReloadAttempt
+from tether.hosts.workload._reloads import ReloadFollower
 from tether.hosts.workload._report import BenchReport
 from tether.hosts.workload._series import Series
 from tether.hosts.workload._settings import BenchSettings
@@ -87,6 +95,14 @@ class _Plugins:
     retry_attempts: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Reloads:
+    """Whether to watch the workload, and who hears each reload attempt."""
+
+    watch: bool = False
+    on_reload: Callable[[ReloadAttempt], None] | None = None
+
+
 async def run_bench(
     spec: WorkloadSpec,
     settings: BenchSettings,
@@ -95,13 +111,24 @@ async def run_bench(
     notify: Callable[[str], None] = lambda _: None,
     on_tick: Callable[[Tick], None] | None = None,
     retry_attempts: int | None = None,
+    watch: bool = False,
+    on_reload: Callable[[ReloadAttempt], None] | None = None,
 ) -> BenchReport:
     """Run the workload ``spec`` as ``settings`` say; return the report.
 
     The framework config's other plugins are loaded beside the workload; one that is
     not required and fails is left out (``notify`` says so), here and in the worker
     processes. ``retry_attempts`` replaces every plugin's ``retries.attempts``.
+    ``watch`` reloads the workload when its files change while the clients run
+    (one process only); ``on_reload`` hears each attempt, ``notify`` gets a line.
     """
+    if watch and settings.processes > 1:
+        raise BenchError(
+            f"--watch reloads the workload in this process, and {settings.processes} "
+            "processes each load their own copy: reloading across processes is not "
+            "supported yet",
+            hint="run with --processes 1 to watch the workload",
+        )
     started_at = datetime.now(UTC)
     workload = await open_workload(
         spec, framework_config=framework_config, retry_attempts=retry_attempts
@@ -118,6 +145,7 @@ async def run_bench(
             database,
             settings,
             _Plugins(framework_config, retry_attempts),
+            _Reloads(watch, on_reload),
             notify,
             on_tick,
             started_at,
@@ -138,6 +166,7 @@ async def _run(
     database: Database,
     settings: BenchSettings,
     plugins: _Plugins,
+    reloads: _Reloads,
     notify: Callable[[str], None],
     on_tick: Callable[[Tick], None] | None,
     started_at: datetime,
@@ -154,9 +183,8 @@ async def _run(
             setup_seconds = time.perf_counter() - began
         info = await workload.info()
         series = Series(workload.weights, tick=settings.tick)
-        stats, elapsed, reason, metrics = await _clients(
-            workload, database, settings, plugins, _both(series, on_tick)
-        )
+        run = _Clients(workload, database, settings, plugins, reloads, admin, notify)
+        stats, elapsed, reason, metrics, phases, attempts = await run(_both(series, on_tick))
         if settings.cleanup:
             notify(f"cleaning up workload '{workload.name}'...")
             await workload.call("cleanup", admin, blocking=not is_async)
@@ -182,6 +210,8 @@ async def _run(
         metrics=metrics,
         setup_seconds=setup_seconds,
         series=series.result(),
+        phases=phases,
+        reloads=attempts,
     )
 
 
@@ -197,46 +227,78 @@ def _both(series: Series, on_tick: Callable[[Tick], None] | None) -> Callable[[T
     return both
 
 
-_Outcome = tuple[dict[str, OperationStats], float, str, dict[str, object]]
+_Outcome = tuple[
+    dict[str, OperationStats], float, str, dict[str, object], list[Phase], list[ReloadAttempt]
+]
 
 
-async def _clients(
-    workload: LoadedWorkload,
-    database: Database,
-    settings: BenchSettings,
-    plugins: _Plugins,
-    on_tick: Callable[[Tick], None] | None,
-) -> _Outcome:
-    plans = plans_for(settings)
-    stop_requested = asyncio.Event()
-    if len(plans) == 1:
-        engine = Engine(
-            plans[0],
-            operation=workload.operation,
-            weights=workload.weights,
-            on_tick=on_tick,
+@dataclass(frozen=True, slots=True)
+class _Clients:
+    """Running the clients: in this process (following reloads when asked), or in
+    worker processes."""
+
+    workload: LoadedWorkload
+    database: Database
+    settings: BenchSettings
+    plugins: _Plugins
+    reloads: _Reloads
+    admin: object  # the setup connection, for a reloaded version's reload_setup
+    notify: Callable[[str], None]
+
+    async def __call__(self, on_tick: Callable[[Tick], None] | None) -> _Outcome:
+        plans = plans_for(self.settings)
+        if len(plans) == 1:
+            return await self._here(plans[0], on_tick)
+        return await self._in_workers(plans, on_tick)
+
+    async def _here(self, plan: Plan, on_tick: Callable[[Tick], None] | None) -> _Outcome:
+        workload = self.workload
+        engine = Engine(plan, operation=workload.operation, weights=workload.weights,
+                        on_tick=on_tick)  # fmt: skip
+        follower = ReloadFollower(
+            workload,
+            engine,
+            db=self.admin,
+            run_setup=self.settings.setup,
+            notify=self.notify,
+            on_reload=self.reloads.on_reload,
         )
-        connections = await open_connections(database.dsn, settings.clients, driver=workload.driver)
+        driver = workload.driver
+        connections = await open_connections(self.database.dsn, plan.clients, driver=driver)
         try:
             with _interrupts(engine.request_stop):
-                result = await engine.run(connections)
+                async with follower.following(watch=self.reloads.watch):
+                    result = await engine.run(connections)
         finally:
-            await close_connections(connections, driver=workload.driver)
-        return result.stats, result.elapsed, result.stop_reason, await workload.metrics()
-    with _interrupts(stop_requested.set):
-        outcome = await run_workers(
-            spec=workload.spec,
-            framework_config=plugins.config,
-            retry_attempts=plugins.retry_attempts,
-            dsn=database.dsn,
-            plans=plans,
-            weights=workload.weights,
-            on_tick=on_tick,
-            stop_requested=stop_requested,
-        )
-    reason = "interrupted" if stop_requested.is_set() else outcome.stop_reason
-    metrics = {**await workload.metrics(), **merge_metrics(outcome.metrics)}
-    return outcome.stats, outcome.elapsed, reason, metrics
+            await close_connections(connections, driver=driver)
+        metrics = await workload.metrics()
+        phases = follower.phases(result.elapsed)
+        return (result.stats, result.elapsed, result.stop_reason, metrics, phases,
+                follower.attempts)  # fmt: skip
+
+    async def _in_workers(
+        self, plans: list[Plan], on_tick: Callable[[Tick], None] | None
+    ) -> _Outcome:
+        workload = self.workload
+        stop_requested = asyncio.Event()
+        with _interrupts(stop_requested.set):
+            outcome = await run_workers(
+                spec=workload.spec,
+                framework_config=self.plugins.config,
+                retry_attempts=self.plugins.retry_attempts,
+                dsn=self.database.dsn,
+                plans=plans,
+                weights=workload.weights,
+                on_tick=on_tick,
+                stop_requested=stop_requested,
+            )
+        reason = "interrupted" if stop_requested.is_set() else outcome.stop_reason
+        metrics = {**await workload.metrics(), **merge_metrics(outcome.metrics)}
+        successes = sum(s.count for s in outcome.stats.values())
+        errors = sum(s.error_count for s in outcome.stats.values())
+        phase = Phase(workload.version, 0.0, outcome.elapsed, successes, errors,
+                      dict(workload.weights))  # fmt: skip
+        return outcome.stats, outcome.elapsed, reason, metrics, [phase], []
 
 
 @contextlib.contextmanager

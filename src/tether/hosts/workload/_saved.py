@@ -4,7 +4,7 @@
 the JSON report (docs/workloads.md), checked on the way in, so that a file that is
 not a bench report, or is cut short, is one error naming the file and the field.
 A report without a ``series`` (written before it existed) reads too; its charts
-over time are then left out.
+over time are then left out. So does one without ``phases`` and ``reloads``.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ class SavedRun:
     series: SeriesData | None
     info: dict[str, object]
     metrics: dict[str, object]
+    phases: tuple[dict[str, object], ...] = ()
+    reloads: tuple[dict[str, object], ...] = ()
 
     @classmethod
     def from_json(cls, data: object, *, source: str, label: str) -> SavedRun:
@@ -175,7 +177,26 @@ def _read(data: Mapping[str, object], *, source: str, label: str) -> SavedRun:
         series=_series(data.get("series")),
         info=dict(_mapping(workload.get("info", {}), "workload.info")),
         metrics=dict(_mapping(data.get("metrics", {}), "metrics")),
+        phases=_records(data.get("phases", []), "phases", _PHASE_NUMBERS),
+        reloads=_records(data.get("reloads", []), "reloads", _RELOAD_NUMBERS),
     )
+
+
+_PHASE_NUMBERS = ("from_seconds", "to_seconds", "transactions", "errors", "tps")
+_RELOAD_NUMBERS = ("at_seconds", "duration_seconds", "held", "rejected")
+
+
+def _records(data: object, where: str, numbers: tuple[str, ...]) -> tuple[dict[str, object], ...]:
+    """A list of objects (phases, reloads), each with the given number fields."""
+    if not isinstance(data, list):
+        raise _expected(where, "a list", data)
+    found = []
+    for index, item in enumerate(data):
+        record = _mapping(item, f"{where}[{index}]")
+        for key in numbers:
+            _number(record, key, f"{where}[{index}]")
+        found.append(dict(record))
+    return tuple(found)
 
 
 def _latency(data: Mapping[str, object], where: str) -> dict[str, float]:

@@ -45,7 +45,7 @@ from pydantic import (
 
 # The one private import of the workload host: tether has no public duration parser yet,
 # and bench durations must read as every other duration in tether does.
-from tether import ConfigSection, TetherConfig, parse_duration
+from tether import ConfigSection, Expanded, TetherConfig, convert_expanded, parse_duration
 from tether.errors import ConfigProblem
 from tether.hosts.workload._cores import (
     CLIENTS_PER_PROCESS,
@@ -187,12 +187,16 @@ _NUMBER = re.compile(r"\d+(\.\d*)?|\.\d+")
 
 
 def _integer(value: object) -> int:
+    if isinstance(value, Expanded):  # ${VAR} text: what the variable gives
+        value = convert_expanded(value, "integer")
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"must be an integer, got {value!r}")  # noqa: TRY004 - see _checked
     return value
 
 
 def _boolean(value: object) -> bool:
+    if isinstance(value, Expanded):
+        value = convert_expanded(value, "boolean")
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, got {value!r}")  # noqa: TRY004 - see _checked
     return value

@@ -235,6 +235,20 @@ class Collector:
         self.on_new_error = on_new_error
         self.origin_ns = 0  # when the measured run starts (monotonic ns)
 
+    def add_operations(self, operations: Iterable[str]) -> None:
+        """Count ``operations`` too (those it counts already are left as they are)."""
+        for op in operations:
+            if op not in self.latencies:
+                self.stats.setdefault(op, OperationStats())
+                self.latencies[op] = deque()  # last: a client may append once it is there
+
+    def counted(self) -> tuple[int, int]:
+        """Successes and errors recorded so far, drained or not."""
+        successes = sum(s.count for s in self.stats.values())
+        successes += sum(len(queue) for queue in list(self.latencies.values()))
+        errors = sum(s.error_count for s in self.stats.values()) + len(self.errors)
+        return successes, errors
+
     def drain(self) -> tuple[Counter[int], int, int]:
         """Record what clients appended since the last drain.
 

@@ -40,6 +40,7 @@ __all__ = [
     "LoadedWorkload",
     "WorkloadProtocol",
     "WorkloadSpec",
+    "connection_driver",
     "open_workload",
     "with_workload",
     "without_failed",
@@ -61,9 +62,9 @@ WORKLOAD_CONTRACT = Contract(
     "workload",
     "a load-test workload for tether bench: initialize(config), setup(db), cleanup(db), "
     "execute_operation(db, op), get_operation_types(); optionally get_info(), get_metrics(), "
-    "get_connection_type()",
+    "get_connection_type(), reload_setup(db)",
     required=WORKLOAD_METHODS,
-    optional=("get_info", "get_metrics", "get_connection_type", "start", "stop"),
+    optional=("get_info", "get_metrics", "get_connection_type", "reload_setup", "start", "stop"),
     initialize_with="config",
     managed=("initialize", "start", "stop"),  # cleanup(db) is the host's to call
     host="tether bench",
@@ -277,7 +278,7 @@ async def _open(manager: PluginManager, spec: WorkloadSpec) -> LoadedWorkload:
         default_weights={},
     )
     wanted = await workload.call("get_connection_type")
-    workload.driver = _driver(spec.name, is_async=operation.is_async, wanted=wanted)
+    workload.driver = connection_driver(spec.name, is_async=operation.is_async, wanted=wanted)
     defaults = check_default_weights(spec.name, await workload.call("get_operation_types"))
     workload.default_weights = defaults
     workload.weights = resolve_weights(
@@ -289,7 +290,7 @@ async def _open(manager: PluginManager, spec: WorkloadSpec) -> LoadedWorkload:
 _CONNECTION_TYPES = ("asyncpg", "psycopg")
 
 
-def _driver(plugin: str, *, is_async: bool, wanted: object) -> str:
+def connection_driver(plugin: str, *, is_async: bool, wanted: object) -> str:
     """The clients' driver: what ``get_connection_type()`` returned (``None``: not defined)
     with the kind of ``execute_operation``."""
     if wanted is None:

@@ -163,6 +163,7 @@
         label: "throughput over time", layers, height: 250,
         x: timeAxis(maxElapsed()), y: countAxis("tx/s", fmtCompact),
         tooltip: timeTooltip((v) => `${fmtTps(v)} tx/s`),
+        markers: reloadMarkers(),
       }),
     });
   }
@@ -191,6 +192,7 @@
         label: "p50 and p99 latency over time", layers, height: 250,
         x: timeAxis(maxElapsed()), y: latencyAxis,
         tooltip: timeTooltip(fmtMs),
+        markers: reloadMarkers(),
       }),
     });
   }
@@ -234,10 +236,22 @@
       build: () => ({
         label: "errors over time", layers, height: 170,
         x: timeAxis(maxElapsed()), y: countAxis("errors/s", fmtCompact),
-        empty: total ? null : "no errors",
+        empty: total ? null : "no errors", markers: reloadMarkers(),
         tooltip: total ? timeTooltip((v) => `${fmtTps(v)} errors/s`) : null,
       }),
     });
+  }
+
+  /* A vertical line per reload of the workload during the run (not when comparing):
+     green when a version went live, red when one failed and was rolled back. */
+  function reloadMarkers() {
+    if (comparing) return [];
+    return (runs[0].reloads || []).filter((r) => r.at_seconds >= 0).map((r, i) => ({
+      x: r.at_seconds, row: i % 2, group: "",
+      color: r.outcome === "reloaded" && !r.refused ? "#2e9e6a" : "#c8455a",
+      label: r.outcome === "reloaded" && !r.refused ? `${r.to_version}`
+        : `${r.to_version || "?"} rolled back`,
+    }));
   }
 
   function lineLayer(name, group, color, xs, ys, options) {
@@ -505,6 +519,37 @@
       { id: "operations" }));
   }
 
+  /* Which version ran when, and each reload attempt (a run that reloaded its workload). */
+  function reloadsTables() {
+    const withReloads = runs.filter((run) => (run.reloads || []).length);
+    if (!withReloads.length) return;
+    const label = (run) => (comparing ? [cell(run.label)] : []);
+    const phaseRows = withReloads.flatMap((run) => run.phases.map((phase, i) =>
+      el("tr", { "data-phase": String(i + 1) }, ...label(run), cell(String(i + 1)),
+        cell(String(phase.version), "text"), cell(fmtTime(phase.from_seconds)),
+        cell(fmtTime(phase.to_seconds)), cell(fmtInt(phase.transactions)),
+        cell(fmtInt(phase.errors), phase.errors ? null : "zero"), cell(fmtTps(phase.tps)))));
+    const reloadRows = withReloads.flatMap((run) => run.reloads.map((r) => {
+      const failed = r.outcome !== "reloaded" || r.refused;
+      const outcome = r.refused ? "refused by the bench" : r.outcome.replace("_", " ");
+      return el("tr", { "data-outcome": r.outcome, class: failed ? "differs" : null },
+        ...label(run), cell(fmtTime(r.at_seconds)), cell(outcome, "text"),
+        cell(`${r.from_version} → ${r.to_version || "?"}`, "text"), cell(r.step || "-", "text"),
+        cell(fmtMs(1000 * r.duration_seconds)), cell(fmtInt(r.held)),
+        cell(String(r.refused || r.error || ""), "message"));
+    }));
+    const offset = comparing ? 1 : 0;
+    const head = comparing ? ["run"] : [];
+    panel("phases", "Phases", "Which version of the workload ran when: a reload that put " +
+      "another version live starts a phase",
+      table([...head, "phase", "version", "from", "to", "transactions", "errors", "tx/s"],
+        phaseRows, { id: "phases", textColumns: [1 + offset] }),
+      el("h3", { class: "subhead", text: "Reloads" }),
+      table([...head, "at", "outcome", "versions", "failed at", "took", "calls held", "error"],
+        reloadRows, { id: "reloads", textColumns: [1 + offset, 2 + offset, 3 + offset,
+          6 + offset] }));
+  }
+
   function errorsTable() {
     const rows = [];
     for (const run of runs) {
@@ -569,6 +614,7 @@
   }
   histograms(page);
   operationsTable();
+  reloadsTables();
   errorsTable();
   settingsTables();
   page.append(el("footer", { text: `Made by tether ${data.tether} · one self-contained file: ` +
