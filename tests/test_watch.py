@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpers import PluginWriter, line_of
-from tether import PluginManager, PluginWatcher, SyncPluginManager
+from tether import PluginManager, PluginWatcher, SyncPluginManager, TetherConfig
 from tether._watch import SourceFilter, locate_error
 from tether.errors import ConfigError, PluginNotFoundError, TetherError
 
@@ -201,6 +201,36 @@ async def test_each_plugin_reloads_for_its_own_files_only(plugin, tmp_path):
         await until(lambda: answer(manager, "other") == "o2", "other's save to go live")
         assert [r.plugin for r in watcher.results] == ["other"]
         assert answer(manager, "greeter") == "g1"
+    finally:
+        await manager.aclose()
+
+
+@asynctest
+async def test_a_plugin_set_aside_at_start_comes_up_when_a_save_fixes_it(plugin, tmp_path, caplog):
+    directory = plugin("late", FAILING_INIT)
+    config = TetherConfig(plugins={"plugins": [{"path": str(directory), "required": False}]})
+    manager = PluginManager(config=config, state_directory=tmp_path / "state")
+    await manager.load_plugins_from_config()
+    await manager.initialize_all()
+    await manager.start_all()
+    caplog.set_level(logging.INFO, logger="tether.watch")
+    try:
+        assert "late" in manager.failed_plugins()
+        watcher = await manager.watch(debounce=0.2)
+        assert set(watcher.directories) == {"late"}
+
+        save(directory / "plugin.py", FAILING_INIT + "\n# still failing\n")
+        await until(lambda: watcher.results, "the first save's reload")
+        assert watcher.results[-1].outcome == "failed"
+        errors = watch_lines(caplog, logging.ERROR)
+        assert len(errors) == 1, errors
+        assert "it stays set aside (not running), fix it and save again" in errors[0]
+
+        save(directory / "plugin.py", ANSWERING.format(answer="up"))
+        await until(lambda: len(watcher.results) == 2, "the fixing save's reload")
+        assert watcher.results[-1].outcome == "reloaded"
+        assert answer(manager, "late") == "up"
+        assert "late" not in manager.failed_plugins()
     finally:
         await manager.aclose()
 

@@ -235,7 +235,8 @@ class PluginWatcher:
 
     async def _reload(self, name: str, files: list[Path]) -> None:
         changed = _describe_files(files)
-        if not self.manager.is_loaded(name):
+        set_aside = name in self.manager.failed_plugins()
+        if not set_aside and not self.manager.is_loaded(name):
             log.info("%s changed, but plugin %s is no longer loaded: not reloaded", changed, name)
             return
         try:
@@ -248,11 +249,12 @@ class PluginWatcher:
             log.exception("plugin %s: %s changed, reloading it failed", name, changed)
             return
         self.results.append(result)
-        log_result(result, files)
+        log_result(result, files, set_aside=set_aside)
 
 
-def log_result(result: ReloadResult, files: Sequence[Path]) -> None:
-    """One line about a reload the watcher made: what changed, and what came of it."""
+def log_result(result: ReloadResult, files: Sequence[Path], *, set_aside: bool = False) -> None:
+    """One line about a reload the watcher made: what changed, and what came of it.
+    ``set_aside``: the plugin had failed to come up at start (it had no running version)."""
     name, old, new = result.plugin, result.from_version, result.to_version or "?"
     if result.outcome == "reloaded":
         log.info("plugin %s reloaded %s -> %s after a change to %s (%.2fs)", name, old, new,
@@ -260,13 +262,16 @@ def log_result(result: ReloadResult, files: Sequence[Path]) -> None:
         return
     where, error = locate_error(result.error or "unknown error", files)
     at = f" at {result.step}" if result.step else ""
-    if result.outcome == "rolled_back":
+    if set_aside:
+        log.error("plugin %s: reload to %s failed%s: %s: %s; it stays set aside (not "
+                  "running), fix it and save again", name, new, at, where, error)  # fmt: skip
+    elif result.outcome == "rolled_back":
         log.error("plugin %s: reload to %s rolled back%s: %s: %s; version %s keeps serving, "
                   "fix it and save again", name, new, at, where, error, old)  # fmt: skip
     else:
         log.error("plugin %s: reload to %s failed%s: %s: %s; the previous version %s could "
-                  "not start again either, so the plugin is in error: fix it and save again",
-                  name, new, at, where, error, old)  # fmt: skip
+                  "not start again either: the plugin is in error and saves no longer reload "
+                  "it, fix it and restart the host", name, new, at, where, error, old)  # fmt: skip
 
 
 def locate_error(error: str, files: Sequence[Path]) -> tuple[str, str]:
@@ -328,19 +333,24 @@ def _checked_debounce(debounce: float) -> float:
 
 
 def _directories_of(manager: PluginManager, plugins: Sequence[str]) -> dict[str, Path]:
-    """Each plugin to watch and its directory: those named, or every directory plugin."""
-    infos = {info.name: info for info in manager.list_plugins()}
+    """Each plugin to watch and its directory: those named, or every directory plugin.
+
+    Plugins set aside at start (``required: false``, they failed to come up) count too:
+    a save that fixes one brings it up."""
+    locations = {info.name: info.path for info in manager.list_plugins()}
+    for name, failed in manager.failed_plugins().items():
+        locations.setdefault(name, failed.path)
     chosen: dict[str, Path] = {}
-    for name in plugins or infos:
-        if name not in infos:
+    for name in plugins or locations:
+        if name not in locations:
             manager.get_info(name)  # raises PluginNotFoundError, with its hint
-        directory = _directory(infos[name].path)
+        directory = _directory(locations[name])
         if directory is not None:
             chosen[name] = directory
         elif plugins:
             raise TetherError(
                 f"plugin '{name}' cannot be watched: it was not loaded from a directory "
-                f"({infos[name].path})",
+                f"({locations[name] or 'no path'})",
                 plugin=name,
                 hint="only plugins loaded from a directory are watched; reload this one "
                 f"with `tether plugins reload {name}`",
