@@ -573,15 +573,11 @@ class Reloads:
         snapshot = self._snapshot(slot.name)
         grace = _Grace(old, new, state, snapshot, ends=0.0,
                        exceeded_before=self._exceeded(slot.name))  # fmt: skip
-        step = "initialize"
         try:
-            await initialize_version(slot, new, limits["initialize"], open_gate=False, quiet=True)
-            step = "import_state"
-            await self._import_state(new, state, limits["call"])
-            step = "start"
-            await start_version(slot, new, limits["start"], open_gate=False, quiet=True)
-        except PluginLifecycleError as exc:
-            return await self._roll_back(slot, attempt, grace, step=step, error=exc)
+            await self._bring_in(slot, new, state)
+        except _StepFailedError as failed:
+            return await self._roll_back(slot, attempt, grace, step=failed.step,
+                                         error=failed.error)  # fmt: skip
         host.reset_threshold(slot.name)
         grace.exceeded_before = self._exceeded(slot.name)
         self._release(slot, new)
@@ -622,6 +618,21 @@ class Reloads:
     def _exceeded(self, name: str) -> int:
         status = self._host.threshold_status(name)
         return 0 if status is None else status.exceeded_count
+
+    async def _bring_in(self, slot: PluginSlot, version: PluginVersion, state: object) -> None:
+        """Initialize (its registrations go live), hand it ``state``, start: the gate stays
+        held. ``_StepFailedError`` names the step that failed."""
+        limits = self._host._limits(version)  # noqa: SLF001
+        step = "initialize"
+        try:
+            await initialize_version(slot, version, limits["initialize"], open_gate=False,
+                                     quiet=True)  # fmt: skip
+            step = "import_state"
+            await self._import_state(version, state, limits["call"])
+            step = "start"
+            await start_version(slot, version, limits["start"], open_gate=False, quiet=True)
+        except PluginLifecycleError as exc:
+            raise _StepFailedError(step, exc, version.version) from exc
 
     # ------------------------------------------------------------------ state hand-off
 
@@ -688,12 +699,10 @@ class Reloads:
         discarded = self._restore(slot.name, grace.snapshot)
         try:
             revived = self._revive(slot, previous)
-            limits = host._limits(revived)  # noqa: SLF001
-            await initialize_version(slot, revived, limits["initialize"], open_gate=False,
-                                     quiet=True)  # fmt: skip
-            await self._import_state(revived, grace.state, limits["call"])
-            await start_version(slot, revived, limits["start"], open_gate=False, quiet=True)
-        except TetherError as second:
+            await self._bring_in(slot, revived, grace.state)
+        except _StepFailedError as again:
+            return await self._give_up(slot, attempt, grace, step, error, again.error, discarded)
+        except TetherError as second:  # its object could not be made again
             return await self._give_up(slot, attempt, grace, step, error, second, discarded)
         host.reset_threshold(slot.name)
         self._release(slot, revived)
