@@ -119,6 +119,7 @@ class Gate:
         "_closed_reason",
         "_lock",
         "_opened",
+        "_rejecting",
         "_waiting",
         "doors",
         "error_count",
@@ -163,6 +164,7 @@ class Gate:
         self._closed_reason = "it is not running"
         self._lock = threading.Lock()
         self._opened = threading.Event()
+        self._rejecting = False
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._waiting = 0
 
@@ -210,6 +212,7 @@ class Gate:
             if target is None:
                 raise ValueError(f"plugin '{self.plugin}' has no version to open")
             self.live = target
+            self._rejecting = False
             for other in self.doors:
                 if other is not target:
                     other.is_open = False
@@ -219,10 +222,14 @@ class Gate:
         with self._lock:
             self._wake()
 
-    def hold(self) -> None:
-        """Make new callers wait (for at most ``hold_timeout``) until ``open`` or ``close``."""
+    def hold(self, *, reject: bool = False) -> None:
+        """Make new callers wait (for at most ``hold_timeout``) until ``open`` or ``close``;
+        with ``reject``, refuse them at once instead (a reload's ``reject`` strategy). Either
+        way the gate is held, not closed: what skips a closed plugin (its middleware, its
+        hooks) fails instead, so nothing is served without the plugin's checks."""
         with self._lock:
             self.state = GateState.HELD
+            self._rejecting = reject
             self._shut_all()
             self._opened.clear()
         self._notify()
@@ -231,6 +238,7 @@ class Gate:
         """Refuse new callers; callers already held are woken and refused."""
         with self._lock:
             self.state = GateState.CLOSED
+            self._rejecting = False
             self._shut_all()
             self._closed_reason = reason
         self._notify()
@@ -261,6 +269,9 @@ class Gate:
         if self.state is GateState.CLOSED:
             self.refused_total += 1
             raise PluginUnavailableError(self.plugin, self._closed_reason)
+        if self._rejecting:
+            self.refused_total += 1
+            raise PluginUnavailableError(self.plugin, "it is reloading")
         if self._waiting >= self.max_waiting:
             self.refused_total += 1
             raise PluginUnavailableError(

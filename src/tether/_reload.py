@@ -540,10 +540,7 @@ class Reloads:
         gate = slot.gate
         gate.hold_timeout = settings.queue_timeout
         gate.max_waiting = settings.max_queue_size
-        if settings.strategy == "reject":
-            gate.close("it is reloading")
-        else:
-            gate.hold()
+        gate.hold(reject=settings.strategy == "reject")
 
     def _release(self, slot: PluginSlot, version: PluginVersion) -> None:
         """Open the gate to ``version``; the held calls go to it."""
