@@ -76,6 +76,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from tether._storage import StateStore, open_state_store
     from tether._sync import SyncPluginManager
     from tether._thresholds import ErrorThreshold, ThresholdStatus
+    from tether._watch import PluginWatcher
     from tether.errors import TetherError
     from tether.types import (
         SHUTDOWN,
@@ -138,6 +139,7 @@ __all__ = [
     "PluginManager",
     "PluginScope",
     "PluginStatus",
+    "PluginWatcher",
     "Registrar",
     "ReloadConfig",
     "ReloadResult",
@@ -269,6 +271,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SyncPluginManager": ("tether._sync", "SyncPluginManager"),
     "ErrorThreshold": ("tether._thresholds", "ErrorThreshold"),
     "ThresholdStatus": ("tether._thresholds", "ThresholdStatus"),
+    "PluginWatcher": ("tether._watch", "PluginWatcher"),
     "TetherError": ("tether.errors", "TetherError"),
     "SHUTDOWN": ("tether.types", "SHUTDOWN"),
     "STARTUP": ("tether.types", "STARTUP"),

@@ -24,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from tether._audit import CapabilityUse, save_capability_uses
 from tether._audit import watch as _capability_watch
@@ -81,6 +81,9 @@ from tether.errors import (
     TetherError,
 )
 from tether.types import PluginContext, PluginInfo
+
+if TYPE_CHECKING:
+    from tether._watch import PluginWatcher
 
 __all__ = ["LoadAttempt", "PluginManager"]
 
@@ -147,6 +150,7 @@ class PluginManager(BringUp):
         self._failed: dict[str, FailedPlugin] = {}
         self._sources: dict[str, tuple[Found, Tries]] = {}
         self._reloads = Reloads(self)
+        self._watchers: list[PluginWatcher] = []
 
     # ------------------------------------------------------------------ queries
 
@@ -646,8 +650,28 @@ class PluginManager(BringUp):
             raise failure
         return self._info(slot)
 
+    async def watch(
+        self, *plugins: str, debounce: float | None = None, config: ReloadConfig | None = None
+    ) -> PluginWatcher:
+        """Reload a plugin once per burst of saves in its directory (``tether._watch``).
+
+        Watches ``plugins`` (by default every plugin loaded from a directory); a burst
+        ends after ``debounce`` seconds without another change (default 0.5). ``config``
+        goes to each ``reload_plugin``. Returns the started watcher; ``stop()`` ends it,
+        and so does ``aclose``.
+        """
+        from tether._watch import DEBOUNCE, PluginWatcher
+
+        chosen = DEBOUNCE if debounce is None else debounce
+        watcher = PluginWatcher(self, plugins, debounce=chosen, config=config)
+        self._watchers = [w for w in self._watchers if w.running]
+        self._watchers.append(await watcher.start())
+        return watcher
+
     async def aclose(self) -> None:
         """Stop every plugin, then unload all of them in reverse order."""
+        while self._watchers:  # first: no reload starts while the plugins stop
+            await self._watchers.pop().stop()
         try:
             await self.stop_all()
         except StopAllError as exc:

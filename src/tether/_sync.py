@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from tether._slots import SlotEvent
     from tether._state_tables import PersistedFlag
     from tether._thresholds import ErrorThreshold, ThresholdStatus
+    from tether._watch import PluginWatcher
     from tether.types import PluginContext, PluginInfo
 
 __all__ = ["SyncPluginManager"]
@@ -245,6 +246,13 @@ class SyncPluginManager:
 
     def take_unsaved_switches(self) -> frozenset[str]:
         return self.manager.take_unsaved_switches()
+
+    def watch(
+        self, *plugins: str, debounce: float | None = None, config: ReloadConfig | None = None
+    ) -> PluginWatcher:
+        """The started watcher, running on the facade's loop: stop it with
+        ``run(watcher.stop())``, or let ``close`` stop it."""
+        return self.run(self.manager.watch(*plugins, debounce=debounce, config=config))
 
     # ------------------------------------------------------------------ closing
 

@@ -16,6 +16,8 @@ from tether.errors import TetherError
 
 __all__ = ["serve"]
 
+MAX_WATCH_DEBOUNCE = 60.0  # tether._watch's bound, checked here before anything starts
+
 
 @click.command("serve")
 @click.option(
@@ -47,15 +49,33 @@ __all__ = ["serve"]
     help="Seconds (or a duration: 30s) to wait for requests in flight when stopping. "
     "Default: serve.graceful_timeout in the config, else 30s.",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Reload a plugin when a file in its directory changes (plugins loaded from a "
+    "directory). A burst of saves makes one reload; a save that breaks the plugin rolls "
+    "back, the running version keeps serving, and one log line names the file and line. "
+    "Editor swap and backup files, dot-files and __pycache__ are ignored; a plugin added "
+    "to a watched directory is not loaded.",
+)
+@click.option(
+    "--watch-debounce",
+    type=Seconds(),
+    metavar="SECONDS",
+    help="With --watch: seconds without a further change that end a burst of saves "
+    "(at most 60, or a duration: 500ms). Default: 0.5.",
+)
 @retries_option
 @pass_state
-def serve(
+def serve(  # noqa: PLR0917 - click passes one argument per option
     state: State,
     config_file: Path | None,
     host: str | None,
     port: int | None,
     admin_token: str | None,
     graceful_timeout: float | None,
+    watch: bool,
+    watch_debounce: float | None,
     retry_attempts: int | None,
 ) -> None:
     """Serve the plugins of a config over HTTP until SIGINT or SIGTERM.
@@ -67,11 +87,13 @@ def serve(
     plugins in reverse dependency order, exit 0. A plugin that fails to come
     up (after its retries) stops the server before it serves, unless its
     entry says `required: false`: then it serves without it, degraded.
+    With --watch, saving a plugin's files reloads it in place.
     """
     from tether import load_config
     from tether.hosts.web import ServeInfo, ServeSection
     from tether.hosts.web import serve as run_server
 
+    _check_watch(watch=watch, debounce=watch_debounce)
     path = config_file or state.config_path
     if path is None:
         raise TetherError(
@@ -97,6 +119,12 @@ def serve(
             f"  admin API: {info.url}/admin/plugins, /admin/health, /healthz, /readyz, /metrics",
             markup=False,
         )
+        if info.watching:
+            out.print(
+                f"  watching {len(info.watching)} plugin director"
+                f"{'y' if len(info.watching) == 1 else 'ies'}: a save reloads its plugin",
+                markup=False,
+            )
         out.print("Press Ctrl+C to stop.", style="dim")
 
     try:
@@ -110,8 +138,23 @@ def serve(
             else graceful_timeout,
             on_ready=ready,
             retry_attempts=retry_attempts,
+            watch=watch,
+            watch_debounce=watch_debounce,
         )
     finally:
         plugin_logger.setLevel(level)
     stopped = " -> ".join(server.stopped_order) or "none"
     out.print(f"stopped plugins in reverse order: {stopped}")
+
+
+def _check_watch(*, watch: bool, debounce: float | None) -> None:
+    if debounce is None:
+        return
+    if not watch:
+        raise click.UsageError("--watch-debounce needs --watch")
+    if debounce > MAX_WATCH_DEBOUNCE:
+        raise click.BadParameter(
+            f"{debounce:g} is out of range: give at most {MAX_WATCH_DEBOUNCE:g} seconds "
+            "(saves closer together than this make one reload)",
+            param_hint="'--watch-debounce'",
+        )

@@ -10,11 +10,16 @@ Shutdown, on SIGINT or SIGTERM (or ``WebServer.stop()``): uvicorn stops acceptin
 connections, closes idle ones and waits for the requests in flight to finish (up to
 ``graceful_timeout``); then the plugins are stopped in reverse dependency order and
 unloaded (``PluginManager.aclose``). The process then exits 0.
+
+With ``watch`` (``tether serve --watch``) a :class:`tether.PluginWatcher` runs beside the
+server once the plugins are up: a save in a plugin's directory reloads that plugin, and a
+save that breaks it rolls back while the running version keeps serving.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import socket
@@ -25,11 +30,21 @@ from types import FrameType
 
 import uvicorn
 
-from tether import PluginManager, TetherConfig, TetherError, load_config, run_host
+from tether import (
+    PluginManager,
+    PluginWatcher,
+    TetherConfig,
+    TetherError,
+    load_config,
+    run_host,
+)
+from tether.errors import ConfigError
 from tether.hosts.web._app import WebApp
 from tether.observability import observe
 
 __all__ = ["ServeInfo", "WebServer", "bind_socket", "serve"]
+
+log = logging.getLogger("tether")
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -44,6 +59,7 @@ class ServeInfo:
     plugins: tuple[str, ...]
     routes: tuple[tuple[str, str, str], ...]  # (method, path, plugin)
     failed: tuple[tuple[str, str], ...] = ()  # (plugin, why): not required, served without
+    watching: tuple[tuple[str, str], ...] = ()  # (plugin, directory): --watch reloads on save
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -94,6 +110,8 @@ class WebServer:
         state_directory: str | Path | None = None,
         persist_state: bool = True,
         retry_attempts: int | None = None,
+        watch: bool = False,
+        watch_debounce: float | None = None,
     ) -> None:
         self.config = config
         self.persist_state = persist_state
@@ -108,6 +126,9 @@ class WebServer:
         )  # from the start: it records every error for the state store
         self.app = WebApp(self.manager, admin_token=admin_token)
         self.stopped_order: list[str] = []
+        self.watch = watch
+        self.watch_debounce = watch_debounce
+        self.watcher: PluginWatcher | None = None
         self._server: uvicorn.Server | None = None
         self._stop_requested = False
 
@@ -119,6 +140,18 @@ class WebServer:
         await manager.initialize_all()
         await manager.start_all()
         await self.hub.start(persist=self.persist_state)
+        if self.watch:
+            await self._start_watching()
+
+    async def _start_watching(self) -> None:
+        """Watch the plugins' directories; with none to watch, serve on and say so."""
+        try:
+            self.watcher = await self.manager.watch(debounce=self.watch_debounce)
+        except ConfigError:  # a debounce out of range: the caller's mistake, said as such
+            raise
+        except TetherError as exc:
+            hint = f" ({exc.hint})" if exc.hint else ""
+            log.warning("--watch: %s%s; serving without watching", exc, hint)
 
     async def run(self, on_ready: Callable[[ServeInfo], None] | None = None) -> None:
         """Bind, start the plugins, serve until ``stop()``, then stop and unload the plugins.
@@ -137,6 +170,8 @@ class WebServer:
             await server.serve(sockets=[sock])
         finally:
             sock.close()
+            if self.watcher is not None:
+                await self.watcher.stop()  # no reload starts while the plugins stop
             self.stopped_order = [info.name for info in reversed(self.manager.list_plugins())]
             await self.manager.aclose()
             await self.hub.aclose()  # the last state-store write
@@ -157,7 +192,9 @@ class WebServer:
         routes = tuple((r.method, r.path, r.plugin) for r in self.app.routes())
         plugins = tuple(info.name for info in self.manager.list_plugins())
         failed = tuple((f.name, f.reason) for f in self.manager.failed_plugins().values())
-        return ServeInfo(f"http://{shown}:{port}", host, port, plugins, routes, failed)
+        watched = self.watcher.directories if self.watcher is not None else {}
+        watching = tuple((name, str(path)) for name, path in watched.items())
+        return ServeInfo(f"http://{shown}:{port}", host, port, plugins, routes, failed, watching)
 
     def stop(self) -> None:
         """Stop accepting, finish the requests in flight, then stop the plugins."""
@@ -209,6 +246,8 @@ def serve(
     graceful_timeout: float | None = 30.0,
     on_ready: Callable[[ServeInfo], None] | None = None,
     retry_attempts: int | None = None,
+    watch: bool = False,
+    watch_debounce: float | None = None,
 ) -> WebServer:
     """Serve a config's plugins until SIGINT/SIGTERM; return the stopped server.
 
@@ -223,6 +262,8 @@ def serve(
         admin_token=admin_token,
         graceful_timeout=graceful_timeout,
         retry_attempts=retry_attempts,
+        watch=watch,
+        watch_debounce=watch_debounce,
     )
     with _stop_on_signals(server):
         run_host(server.run(on_ready))
