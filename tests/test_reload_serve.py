@@ -264,12 +264,6 @@ def test_the_configs_reload_section_gives_the_defaults(greeter, serve, pool, tmp
     wait_for(lambda: len(server.manager._slot("greeter").versions) == 1, "the grace period's end")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: `reject` closes the gate, and a closed gate's middleware is skipped, so "
-    "while a plugin reloads other routes are served without its checks (an auth middleware "
-    "would let requests through); they should be refused with 503 instead",
-)
 def test_reject_never_serves_a_request_without_the_reloading_plugins_middleware(
     greeter, serve, pool, tmp_path
 ):
