@@ -69,6 +69,7 @@ def test_tether_serve_reloads_through_the_admin_api_with_no_failed_request(serve
             greeter.write(f"1.0.{minor}", fail="initialize" if broken else None)
             response = admin.post("/admin/plugins/greeter/reload", json={})
             assert response.status_code == 200, response.text
+            assert response.json()["outcome"] == ("rolled_back" if broken else "reloaded")
             load.wait_for_answers(6)
         load.stop()
     assert load.failures() == []
