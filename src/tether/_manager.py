@@ -303,7 +303,7 @@ class PluginManager(BringUp):
                 await self._take_down(slot, "reload", why)
         failed = self._failed.get(name)
         if failed is not None and name not in self._slots:  # set aside: try again
-            return await self._reloads.bring_back(failed, config)
+            return await self._reloads.bring_back(failed)  # no running version to hold calls for
         return await self._reloads.reload(name, config)
 
     async def rollback_plugin(

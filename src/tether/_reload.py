@@ -186,7 +186,7 @@ class _Attempt:
 
 @dataclass(slots=True, eq=False)
 class _Grace:
-    """The weeks after a reload: the previous version kept, the new one watched."""
+    """The grace period after a reload: the previous version kept, the new one watched."""
 
     previous: PluginVersion
     current: PluginVersion
@@ -307,7 +307,7 @@ class Reloads:
                 )  # fmt: skip
             return result
 
-    async def bring_back(self, failed: FailedPlugin, config: ReloadConfig | None) -> ReloadResult:
+    async def bring_back(self, failed: FailedPlugin) -> ReloadResult:
         """A plugin that is not required and was set aside (it failed to come up): load it
         again from its directory and bring it up; if it fails again it stays set aside
         (outcome ``failed``: it still has no running version)."""
@@ -341,7 +341,6 @@ class Reloads:
         log.info("plugin %s %s was set aside; it is running now", name, to_version)
         result = ReloadResult(name, "reloaded", failed.version, to_version,
                               duration=time.perf_counter() - started, at=at)  # fmt: skip
-        del config  # no running version to hold calls for
         return self._record(result)
 
     def _failed_step(self, name: str, version: str | None) -> str:
