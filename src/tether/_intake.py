@@ -39,8 +39,15 @@ from tether._describe import error_line, error_text
 from tether._gate import Gate
 from tether._integrity import check_plugin, lock_path, read_lock
 from tether._lifecycle import PluginStatus
-from tether._loader import LoadedCode, code_directory, load_code, unload_code
-from tether._locate import Found, call_chain, check_isolation, config_schema, timeouts_of
+from tether._loader import LoadedCode, check_contract, code_directory, load_code, unload_code
+from tether._locate import (
+    Found,
+    call_chain,
+    check_isolation,
+    config_schema,
+    isolation_of,
+    timeouts_of,
+)
 from tether._manifest import Manifest
 from tether._runtime import Runtime
 from tether._slots import PluginSlot, PluginVersion
@@ -52,6 +59,7 @@ from tether.errors import (
     PluginLoadError,
     PluginLoadTimeoutError,
 )
+from tether.isolation._remote import load_remote
 
 __all__ = [
     "LoadAttempt",
@@ -86,14 +94,19 @@ async def import_code(
     private: bool,
     attempts: list[LoadAttempt],
     limit: float | None = None,
+    process: Mapping[str, float] | None = None,
 ) -> LoadedCode:
     """Import the plugin's code once, in a daemon thread within ``limit`` seconds
     (``PluginLoadTimeoutError`` past it); the try is appended to ``attempts``.
 
+    With ``process`` (the plugin's timeouts) it is imported in a worker process of its
+    own instead, and the code holds the plugin's stand-in (``tether.isolation``).
+
     Trying again is the manager's (``tether._bringup``)."""
     started = time.perf_counter()
     try:
-        code = await _bounded_load(manifest, contract, private=private, limit=limit)
+        code = await _bounded_load(manifest, contract, private=private, limit=limit,
+                                   process=process)  # fmt: skip
     except PluginLoadError as exc:
         elapsed = time.perf_counter() - started
         attempts.append(LoadAttempt(manifest.name, "failure", elapsed, error_text(exc)))
@@ -108,14 +121,38 @@ def _late_import(result: object) -> None:
         unload_code(result)
 
 
+def _loader(
+    manifest: Manifest, contract: Contract, *, private: bool, process: Mapping[str, float] | None
+) -> Callable[[], LoadedCode]:
+    if process is None:
+        return lambda: load_code(manifest, contract=contract, private_namespace=private)
+    timeouts = process
+
+    def load_in_worker() -> LoadedCode:
+        code = load_remote(manifest, private=private, timeouts=timeouts)
+        try:
+            check_contract(manifest, contract, code.instance)
+        except BaseException:
+            unload_code(code)
+            raise
+        return code
+
+    return load_in_worker
+
+
 async def _bounded_load(
-    manifest: Manifest, contract: Contract, *, private: bool, limit: float | None
+    manifest: Manifest,
+    contract: Contract,
+    *,
+    private: bool,
+    limit: float | None,
+    process: Mapping[str, float] | None,
 ) -> LoadedCode:
-    """``load_code`` within ``limit`` seconds, in a daemon thread."""
+    """``load_code`` (or a worker's load) within ``limit`` seconds, in a daemon thread."""
     code = PluginCode.of(manifest.name, manifest.directory)
     try:
         loaded = await run_bounded(
-            lambda: load_code(manifest, contract=contract, private_namespace=private),
+            _loader(manifest, contract, private=private, process=process),
             code=code, what="import", limit=limit, on_late=_late_import,
         )  # fmt: skip
     except OverrunError as exc:
@@ -307,10 +344,13 @@ async def load_slot(
     contract, permissions = check_before_import(
         found, settings, contracts=contracts, framework_version=framework_version, config=config
     )
-    limit = timeouts_of(manifest, settings, config)["initialize"]
+    timeouts = timeouts_of(manifest, settings, config)
+    limit = timeouts["initialize"]
+    process = timeouts if isolation_of(manifest, settings) == "process" else None
     code = await import_code(
-        manifest, contract, private=found.private, attempts=attempts, limit=limit
-    )
+        manifest, contract, private=found.private, attempts=attempts, limit=limit,
+        process=process,
+    )  # fmt: skip
     try:
         values = await checked_config(manifest, code, contract, settings, config, limit)
         slot = new_slot(found, settings, code, contract, permissions, values=values,

@@ -30,7 +30,7 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +45,7 @@ from tether.errors import InterfaceError, PluginImportError, PluginLoadError
 __all__ = [
     "ROOT_PACKAGE",
     "LoadedCode",
+    "check_contract",
     "code_directory",
     "load_code",
     "loaded_namespaces",
@@ -60,12 +61,16 @@ _UNSAFE = re.compile(r"\W")
 
 @dataclass(frozen=True, slots=True)
 class LoadedCode:
-    """What one load produced: the plugin object and where its modules live."""
+    """What one load produced: the plugin object and where its modules live.
+
+    ``closer`` ends what the load started beside the modules (a process plugin's worker);
+    :func:`unload_code` calls it."""
 
     manifest: Manifest
     instance: object
     module: ModuleType
     namespace: str | None
+    closer: Callable[[], object] | None = None
 
 
 def _root() -> ModuleType:
@@ -203,7 +208,7 @@ def _resolve_attribute(manifest: Manifest, module: ModuleType) -> object:
     return target
 
 
-def _check_contract(manifest: Manifest, contract: Contract, candidate: object) -> None:
+def check_contract(manifest: Manifest, contract: Contract, candidate: object) -> None:
     for method in contract.required:
         if not callable(getattr(candidate, method, None)):
             raise InterfaceError(
@@ -223,11 +228,11 @@ def _instantiate(
     manifest: Manifest, contract: Contract, target: object, directory: Path | None
 ) -> object:
     if isinstance(target, type):
-        _check_contract(manifest, contract, target)
+        check_contract(manifest, contract, target)
     elif _fulfils(contract, target):
         return target
     if not callable(target):
-        _check_contract(manifest, contract, target)
+        check_contract(manifest, contract, target)
         return target  # pragma: no cover - _check_contract raised
     try:
         instance = target()
@@ -246,7 +251,7 @@ def _instantiate(
             hint="the plugin class or factory is called with no arguments; do setup work in "
             "initialize() or start()",
         ) from exc
-    _check_contract(manifest, contract, instance)
+    check_contract(manifest, contract, instance)
     return instance
 
 
@@ -312,7 +317,10 @@ def code_directory(code: LoadedCode) -> str | None:
 
 
 def unload_code(code: LoadedCode) -> None:
-    """Forget the modules of one load. Objects still referenced elsewhere stay alive."""
+    """Forget the modules of one load (and end what it started: ``code.closer``). Objects
+    still referenced elsewhere stay alive."""
+    if code.closer is not None:
+        code.closer()
     if code.namespace is not None:
         with _lock:
             _drop(code.namespace)

@@ -8,6 +8,7 @@ and call chain from the manifest, the framework config and the plugin's own entr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "check_isolation",
     "check_name",
     "config_schema",
+    "isolation_of",
     "settings_of",
     "timeouts_of",
 ]
@@ -72,18 +74,22 @@ def check_name(manifest: Manifest, settings: PluginConfig, path: Path) -> None:
         )
 
 
+def isolation_of(manifest: Manifest, settings: PluginConfig) -> str:
+    """``inprocess`` or ``process``: the config's ``isolation`` wins over the manifest's."""
+    return settings.isolation or manifest.isolation
+
+
 def check_isolation(manifest: Manifest, settings: PluginConfig) -> None:
-    """Refuse ``isolation: process`` (manifest or config) until worker processes exist."""
-    chosen = settings.isolation or manifest.isolation
-    if chosen == "process":
+    """Refuse ``isolation: process`` where worker processes cannot run (not on Linux or
+    macOS: the worker needs Unix sockets and process groups)."""
+    if isolation_of(manifest, settings) == "process" and os.name != "posix":
         where = "the config" if settings.isolation == "process" else "its manifest"
         raise IsolationError(
-            f"plugin '{manifest.name}' asks for isolation: process (in {where}), which is "
-            "not supported yet: this tether runs every plugin in-process",
+            f"plugin '{manifest.name}' asks for isolation: process (in {where}), which "
+            "needs a POSIX system (Unix sockets, process groups)",
             plugin=manifest.name,
             path=manifest.source,
-            hint="remove `isolation: process`, or set `isolation: inprocess`, to run it in "
-            "the host's process",
+            hint="set `isolation: inprocess` to run it in the host's process",
         )
 
 

@@ -34,6 +34,9 @@ The tree::
     ├── ContractError                       a plugin provides a contract no host accepts, or two
     │                                       contracts it provides disagree
     ├── IsolationError                      an isolation level this build cannot give
+    │   ├── PluginCrashedError              a process plugin's worker died (calls in flight fail)
+    │   ├── WorkerProtocolError             a worker broke the protocol (handshake, framing, codec)
+    │   └── RemoteError                     a process plugin raised an exception with no local class
     ├── HookError                           a hook cannot be registered or run
     │   └── HookTimeoutError                (also a CallTimeoutError)
     ├── EventError                          an event cannot be published or subscribed
@@ -90,6 +93,7 @@ __all__ = [
     "PackagingError",
     "PermissionDeniedError",
     "PermissionMismatchError",
+    "PluginCrashedError",
     "PluginImportError",
     "PluginLifecycleError",
     "PluginLoadError",
@@ -97,6 +101,7 @@ __all__ = [
     "PluginNameConflictError",
     "PluginNotFoundError",
     "PluginUnavailableError",
+    "RemoteError",
     "ResolutionError",
     "ServiceError",
     "ServiceNotFoundError",
@@ -108,6 +113,7 @@ __all__ = [
     "TetherPermissionError",
     "UndeclaredEventError",
     "VersionMismatchError",
+    "WorkerProtocolError",
 ]
 
 
@@ -400,7 +406,48 @@ class ContractError(TetherError):
 
 
 class IsolationError(TetherError):
-    """The isolation a plugin asks for cannot be given here."""
+    """The isolation a plugin asks for cannot be given here, or its worker failed."""
+
+
+class PluginCrashedError(IsolationError):
+    """A process plugin's worker died: every call in flight fails with this (503 in
+    ``tether serve``). ``ended`` says how it ended (``exit code 3``, ``signal SIGSEGV``)."""
+
+    def __init__(self, plugin: str, ended: str, *, during: str | None = None) -> None:
+        self.ended = ended
+        self.during = during
+        doing = f" during {during}" if during else ""
+        super().__init__(
+            f"plugin '{plugin}' crashed{doing}: its worker process ended ({ended})",
+            plugin=plugin,
+            hint=f"the worker's last output is in the log (logger tether.worker.{plugin}); "
+            "tether restarts it with backoff",
+        )
+
+
+class WorkerProtocolError(IsolationError):
+    """A worker process broke the protocol (docs/reference/protocol.md): a bad handshake,
+    an oversized or undecodable frame, a message of an unknown kind."""
+
+    def __init__(self, plugin: str, detail: str) -> None:
+        self.detail = detail
+        super().__init__(
+            f"plugin '{plugin}': its worker broke the protocol: {detail}",
+            plugin=plugin,
+            hint="a worker in another language must speak docs/reference/protocol.md; the "
+            "worker was stopped",
+        )
+
+
+class RemoteError(IsolationError):
+    """An exception a process plugin raised whose class has no counterpart here: ``kind``
+    is the class's name in the worker (``module.Class``), ``remote_traceback`` its trace."""
+
+    def __init__(self, plugin: str, kind: str, text: str, remote_traceback: str = "") -> None:
+        self.kind = kind
+        self.text = text
+        self.remote_traceback = remote_traceback
+        super().__init__(f"{kind}: {text}" if text else kind, plugin=plugin)
 
 
 # --------------------------------------------------------------------------- resolution

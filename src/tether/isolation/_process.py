@@ -1,0 +1,281 @@
+"""A worker process, from the host's side: start it, shake hands, call it, end it.
+
+:func:`start_worker` starts ``python -I`` running :mod:`tether.isolation._worker` in a
+process group (a session) of its own, with one end of a Unix socket pair inherited as
+the channel, its stdout and stderr on pipes the host logs line by line (logger
+``tether.worker.<plugin>``), its environment emptied but for what it needs, and waits
+for the handshake within the start limit. :meth:`WorkerProcess.terminate` ends it:
+SIGTERM to its process group, SIGKILL after a grace; nothing of it is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from tether.errors import PluginCrashedError, WorkerProtocolError
+from tether.isolation._protocol import (
+    CODECS,
+    PROTOCOL_VERSION,
+    Channel,
+    ChannelClosedError,
+    Request,
+    codec_named,
+    read_frame,
+    write_frame,
+)
+from tether.isolation._worker import FD_VARIABLE, rebuild_error
+
+__all__ = ["WorkerProcess", "describe_exit", "start_worker"]
+
+log = logging.getLogger("tether.isolation")
+
+_BOOT = "import sys; sys.path[:0] = sys.argv[1:]; from tether.isolation._worker import main; main()"
+_KEPT_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
+TERMINATE_GRACE = 2.0
+HEARTBEAT = 1.0
+_HEARTBEAT_LAPSE = 10  # heartbeats missed before the worker counts as hung
+
+
+def describe_exit(code: int | None) -> str:
+    """``exit code 3``, ``signal SIGSEGV``, ``still running``."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _tether_path() -> str:
+    import tether
+
+    return str(Path(tether.__file__).resolve().parent.parent)
+
+
+class WorkerProcess:
+    """One running worker: its process, its channel, and why it ended, once it did."""
+
+    def __init__(self, plugin: str, process: subprocess.Popen[bytes], channel: Channel) -> None:
+        self.plugin = plugin
+        self.process = process
+        self.channel = channel
+        self.pid = process.pid
+        self.ended: str | None = None  # how it ended, once it did
+        self.stopping = False
+        self.started_at = time.monotonic()
+        self.on_crash: list[Callable[[WorkerProcess, str], None]] = []
+        self._cancelled: dict[int, float] = {}
+
+    # ------------------------------------------------------------------ calls
+
+    def _crashed(self, during: str | None = None) -> PluginCrashedError:
+        return PluginCrashedError(self.plugin, self.exit_description(), during=during)
+
+    def exit_description(self, wait: float = 0.5) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(wait)
+        return describe_exit(self.process.returncode)
+
+    def call(
+        self,
+        target: str,
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> object:
+        """A blocking call into the worker; past ``timeout`` the worker is killed."""
+        try:
+            return self.channel.call(target, args, kwargs, timeout=timeout)
+        except ChannelClosedError:
+            raise self._crashed(target) from None
+        except TimeoutError:
+            self.kill(f"{target} ran past its time limit of {timeout}s")
+            raise
+
+    async def acall(
+        self, target: str, args: Sequence[object] = (), kwargs: Mapping[str, object] | None = None
+    ) -> object:
+        """An awaited call; cancelling it cancels it in the worker, and a worker that does
+        not answer the cancel within the grace is killed."""
+        import asyncio
+
+        try:
+            return await self.channel.acall(target, args, kwargs)
+        except ChannelClosedError:
+            raise self._crashed(target) from None
+        except asyncio.CancelledError:
+            self._watch_cancel(target)
+            raise
+
+    def _watch_cancel(self, target: str) -> None:
+        def check() -> None:
+            if self.ended is None and self.channel.closed is None and self.channel.pending_cancels:
+                self.kill(f"{target} did not stop within {TERMINATE_GRACE}s of being cancelled")
+
+        timer = threading.Timer(TERMINATE_GRACE, check)
+        timer.daemon = True
+        timer.start()
+
+    # ------------------------------------------------------------------ ending
+
+    def kill(self, reason: str) -> None:
+        """End the worker now (SIGKILL to its process group), saying why in the log."""
+        if self.ended is None:
+            log.warning("plugin %s: killing its worker (pid %d): %s", self.plugin, self.pid, reason)
+        self._signal_group(signal.SIGKILL)
+        self.channel.close(f"the worker was killed: {reason}")
+
+    def terminate(self, grace: float = TERMINATE_GRACE) -> str:
+        """Ask the worker to end (the channel closes: it releases and exits), SIGTERM its
+        group if it is still there, SIGKILL after ``grace``; how it ended."""
+        self.stopping = True
+        self.channel.close("the host stopped the worker")
+        try:
+            self.process.wait(grace / 2)
+        except subprocess.TimeoutExpired:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(grace / 2)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait()
+        self._signal_group(signal.SIGKILL)  # whatever it left behind in its group
+        return describe_exit(self.process.returncode)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def _on_closed(self, reason: str) -> None:
+        description = self.exit_description(wait=1.0 if not self.stopping else 0.0)
+        self.ended = description if self.process.returncode is not None else reason
+        if self.stopping:
+            return
+        self._signal_group(signal.SIGKILL)
+        log.error(
+            "plugin %s: its worker (pid %d) ended: %s (%s)",
+            self.plugin,
+            self.pid,
+            description,
+            reason,
+        )
+        for listener in list(self.on_crash):
+            listener(self, description)
+
+
+def _log_lines(stream: IO[bytes], logger: logging.Logger, level: int) -> None:
+    for raw in iter(stream.readline, b""):
+        logger.log(level, "%s", raw.decode(errors="replace").rstrip())
+    stream.close()
+
+
+def _environment(extra: Mapping[str, str]) -> dict[str, str]:
+    kept = {k: os.environ[k] for k in _KEPT_VARIABLES if k in os.environ}
+    return {**kept, **extra, "PYTHONUNBUFFERED": "1"}
+
+
+def _handshake(sock: socket.socket, plugin: str, limit: float) -> str:
+    sock.settimeout(limit)
+    try:
+        hello = json.loads(read_frame(sock))
+    except (TimeoutError, OSError, ChannelClosedError, ValueError) as exc:
+        raise WorkerProtocolError(plugin, f"no hello within {limit:g}s ({exc})") from None
+    finally:
+        sock.settimeout(None)
+    protocols = hello.get("protocols") if isinstance(hello, dict) else None
+    if not isinstance(protocols, list) or PROTOCOL_VERSION not in protocols:
+        write_frame(
+            sock,
+            json.dumps(
+                {"type": "refuse", "reason": f"this host speaks protocol {PROTOCOL_VERSION}"}
+            ).encode(),
+        )
+        raise WorkerProtocolError(
+            plugin, f"it speaks protocols {protocols!r}, this host {PROTOCOL_VERSION}"
+        )
+    offered = hello.get("codecs") or ["json"]
+    codec = next((c for c in CODECS if c in offered), None)
+    if codec is None:
+        raise WorkerProtocolError(plugin, f"it offers codecs {offered!r}, this host {list(CODECS)}")
+    welcome = {
+        "type": "welcome",
+        "protocol": PROTOCOL_VERSION,
+        "codec": codec,
+        "heartbeat": HEARTBEAT,
+    }
+    write_frame(sock, json.dumps(welcome).encode())
+    return codec
+
+
+def start_worker(
+    plugin: str,
+    *,
+    on_request: Callable[[Request], None],
+    limit: float,
+    command: Sequence[str] | None = None,
+    environment: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> WorkerProcess:
+    """Start a worker for ``plugin`` and shake hands within ``limit`` seconds.
+
+    ``command`` runs another program instead of the Python worker (one that speaks the
+    protocol on the inherited descriptor named by ``TETHER_WORKER_FD``)."""
+    host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    argv = list(command) if command else [sys.executable, "-I", "-c", _BOOT, _tether_path()]
+    env = _environment({**(environment or {}), FD_VARIABLE: str(worker_end.fileno())})
+    try:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter, or the plugin's runtime
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(worker_end.fileno(),),
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    finally:
+        worker_end.close()
+    logger = logging.getLogger(f"tether.worker.{plugin}")
+    for stream, level in ((process.stdout, logging.INFO), (process.stderr, logging.WARNING)):
+        assert stream is not None
+        threading.Thread(
+            target=_log_lines,
+            args=(stream, logger, level),
+            daemon=True,
+            name=f"tether-worker-output-{plugin}",
+        ).start()
+    try:
+        codec = _handshake(host_end, plugin, limit)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        host_end.close()
+        raise
+
+    def to_error(error: dict[str, object]) -> BaseException:
+        return rebuild_error(error, plugin=plugin)
+
+    channel = Channel(
+        host_end, codec_named(codec), name=plugin, on_request=on_request, to_error=to_error
+    )
+    worker = WorkerProcess(plugin, process, channel)
+    channel.on_closed = worker._on_closed  # noqa: SLF001 - its own listener
+    channel.start()
+    return worker

@@ -1,0 +1,397 @@
+"""A process plugin, from the host's side: a stand-in object in the plugin's slot.
+
+:func:`load_remote` starts the plugin's worker, has it import the plugin, and returns
+the code the manager stages like any other: its ``instance`` is a :class:`RemotePlugin`
+whose class has exactly the methods the real plugin object has (so contract checks,
+``validate_config``, ``health_check``, ``execute``... work unchanged), each forwarding
+to the worker. ``initialize(ctx)`` hands the worker what its context needs and keeps
+the real, host-side ``ctx``: the worker's context calls come back as requests that
+:class:`Bridge` serves with it, so a hook, a subscription or a service the plugin
+registers is registered here, through its own door, and the host's hook registry,
+event bus, service proxies, gate, metrics and thresholds see an ordinary plugin whose
+handlers happen to send a message.
+
+Where the bridge serves a request: on the host's event loop, unless that loop is the
+one blocked in a synchronous call into this worker (a sync hook run from a route, say),
+in which case it runs on the channel's reader thread in its stead (the loop is parked
+in the call, so nothing else touches what the request touches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import threading
+import types
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from tether._loader import LoadedCode
+from tether.errors import CallTimeoutError, PluginCrashedError, PluginLoadError, TetherError
+from tether.isolation._process import WorkerProcess, start_worker
+from tether.isolation._protocol import Request
+
+if TYPE_CHECKING:
+    from tether._manifest import Manifest
+    from tether.types import Event, PluginContext
+
+__all__ = ["Bridge", "RemotePlugin", "load_remote"]
+
+log = logging.getLogger("tether.isolation")
+
+# Steps the manager awaits: forwarded as ``async`` whatever the plugin wrote.
+_STEPS = frozenset(
+    {"start", "stop", "cleanup", "health_check", "export_state", "import_state", "validate_config"}
+)
+# Requests that touch the loop's structures: served on the host loop.
+_ON_LOOP = frozenset(
+    {
+        "ctx.publish_event",
+        "ctx.publish_event_nowait",
+        "ctx.service_call",
+        "ctx.register_hook",
+        "ctx.subscribe_event",
+        "ctx.export_service",
+        "ctx.import_service",
+        "ctx.remove",
+    }
+)
+
+
+def _event_data(event: Event) -> dict[str, object]:
+    return {
+        "id": event.id,
+        "name": event.name,
+        "data": event.data,
+        "source": event.source,
+        "time": event.time.timestamp(),
+    }
+
+
+class Bridge:
+    """Serves one worker's context requests with the plugin's real, host-side context."""
+
+    def __init__(self, plugin: str) -> None:
+        self.plugin = plugin
+        self.worker: WorkerProcess | None = None
+        self.context: PluginContext | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None
+        self.blocked = 0  # sync calls the host loop is parked in
+        self.call_timeout: float | None = None
+        self._objects: dict[int, object] = {}
+        self._ids = itertools.count(1)
+        self._inline_loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ dispatch
+
+    def on_request(self, request: Request) -> None:
+        """Called on the channel's reader thread."""
+        handler = getattr(self, "_" + request.target.replace(".", "_"), None)
+        worker = self.worker
+        if worker is None:
+            return
+        if handler is None or self.context is None:
+            worker.channel.fail(request.id, LookupError(f"the host has no {request.target!r}"))
+            return
+        loop = self.loop
+        if request.target in _ON_LOOP and loop is not None and not self.blocked:
+            try:
+                loop.call_soon_threadsafe(self._serve_on_loop, request, handler)
+            except RuntimeError:  # the loop closed: the host is going away
+                worker.channel.fail(request.id, RuntimeError("the host is shutting down"))
+            return
+        self._serve_inline(request, handler)
+
+    def _serve_inline(self, request: Request, handler: Callable[..., object]) -> None:
+        assert self.worker is not None
+        try:
+            result = handler(*request.args, **request.kwargs)
+            if inspect.isawaitable(result):
+                if self._inline_loop is None:
+                    self._inline_loop = asyncio.new_event_loop()
+                result = self._inline_loop.run_until_complete(_awaited(result))
+        except Exception as exc:
+            self.worker.channel.fail(request.id, exc)
+        else:
+            self.worker.channel.answer(request.id, result)
+
+    def _serve_on_loop(self, request: Request, handler: Callable[..., object]) -> None:
+        assert self.worker is not None
+        channel = self.worker.channel
+        try:
+            result = handler(*request.args, **request.kwargs)
+        except Exception as exc:
+            channel.fail(request.id, exc)
+            return
+        if not inspect.isawaitable(result):
+            channel.answer(request.id, result)
+            return
+        task = asyncio.ensure_future(result)
+
+        def done(finished: asyncio.Future[object]) -> None:
+            if finished.cancelled():
+                channel.fail(request.id, asyncio.CancelledError("cancelled"))
+            elif finished.exception() is not None:
+                channel.fail(request.id, finished.exception())  # type: ignore[arg-type]
+            else:
+                channel.answer(request.id, finished.result())
+
+        task.add_done_callback(done)
+
+    def _keep(self, obj: object) -> int:
+        ident = next(self._ids)
+        self._objects[ident] = obj
+        return ident
+
+    @property
+    def _ctx(self) -> PluginContext:
+        assert self.context is not None
+        return self.context
+
+    # ------------------------------------------------------------------ calls back into it
+
+    def forwarder(self, target: str, *, is_async: bool, label: str) -> Callable[..., Any]:
+        """A host-side callable that calls ``target`` in the worker."""
+        if is_async:
+
+            async def acall(*args: object, **kwargs: object) -> object:
+                assert self.worker is not None
+                return await self.worker.acall(target, args, kwargs)
+
+            acall.__name__ = label
+            return acall
+
+        def call(*args: object, **kwargs: object) -> object:
+            return self.call(target, args, kwargs)
+
+        call.__name__ = label
+        return call
+
+    def call(self, target: str, args: tuple[object, ...], kwargs: Mapping[str, object]) -> object:
+        """A blocking call into the worker, bounded by ``timeouts.call``."""
+        worker = self.worker
+        assert worker is not None
+        parked = threading.get_ident() == self.loop_thread
+        if parked:
+            self.blocked += 1
+        try:
+            return worker.call(target, args, kwargs, timeout=self.call_timeout)
+        except TimeoutError:
+            raise CallTimeoutError(self.plugin, target, f"{self.call_timeout:g}s") from None
+        finally:
+            if parked:
+                self.blocked -= 1
+
+    # ------------------------------------------------------------------ the context's requests
+
+    def _ctx_register_hook(
+        self, point: str, priority: int, target: str, is_async: bool, timeout: float | None
+    ) -> int:
+        handler = self.forwarder(target, is_async=is_async, label=f"{self.plugin}:{point}")
+        return self._keep(self._ctx.register_hook(point, priority, handler, timeout=timeout))
+
+    def _ctx_subscribe_event(self, pattern: str, target: str, is_async: bool) -> int:
+        send = self.forwarder(target, is_async=is_async, label=f"{self.plugin}:{pattern}")
+        if is_async:
+
+            async def adeliver(event: Event) -> object:
+                return await send(_event_data(event))
+
+            handler: Callable[[Event], object] = adeliver
+        else:
+
+            def deliver(event: Event) -> object:
+                return send(_event_data(event))
+
+            handler = deliver
+        return self._keep(self._ctx.subscribe_event(pattern, handler))
+
+    def _ctx_remove(self, ident: int) -> None:
+        registration = self._objects.pop(ident, None)
+        remove = getattr(registration, "remove", None)
+        if callable(remove):
+            remove()
+
+    async def _ctx_publish_event(self, name: str, data: object) -> dict[str, object]:
+        return _event_data(await self._ctx.publish_event(name, data))
+
+    def _ctx_publish_event_nowait(self, name: str, data: object) -> dict[str, object]:
+        return _event_data(self._ctx.publish_event_nowait(name, data))
+
+    def _ctx_export_service(self, name: str, methods: Mapping[str, bool]) -> None:
+        attributes = {
+            method: _unbound(
+                self.forwarder(f"s.{name}.{method}", is_async=is_async, label=f"{name}.{method}")
+            )
+            for method, is_async in methods.items()
+        }
+        service = type(name, (), {"__slots__": (), **attributes})()
+        self._ctx.export_service(name, service)
+
+    def _ctx_import_service(self, plugin: str, name: str) -> dict[str, object]:
+        proxy = self._ctx.import_service(plugin, name)
+        methods = {
+            attribute: inspect.iscoroutinefunction(getattr(proxy, attribute))
+            for attribute in dir(proxy)
+            if not attribute.startswith("_") and callable(getattr(proxy, attribute, None))
+        }
+        return {"id": self._keep(proxy), "methods": methods}
+
+    def _ctx_service_call(
+        self, ident: int, method: str, args: list[object], kwargs: Mapping[str, object]
+    ) -> object:
+        proxy = self._objects[ident]
+        return getattr(proxy, method)(*args, **kwargs)
+
+    def _ctx_storage(self, op: str, args: list[object], kwargs: Mapping[str, object]) -> object:
+        return _family(self._ctx.plugin_storage, op)(*args, **kwargs)
+
+    def _ctx_cache(self, op: str, args: list[object], kwargs: Mapping[str, object]) -> object:
+        return _family(self._ctx.cache, op)(*args, **kwargs)
+
+    def _ctx_database(self, op: str, args: list[object], kwargs: Mapping[str, object]) -> object:
+        return _family(self._ctx.database, op)(*args, **kwargs)
+
+    def _ctx_config(self, op: str, args: list[object], kwargs: Mapping[str, object]) -> object:
+        return _family(self._ctx.config, op)(*args, **kwargs)
+
+    def _ctx_metrics(self, op: str, args: list[object], kwargs: Mapping[str, object]) -> object:
+        return _family(self._ctx.metrics, op)(*args, **kwargs)
+
+    def _ctx_log(self, level: int, text: str, fields: Mapping[str, object]) -> None:
+        logger = self._ctx.logger
+        (logger.with_fields(**fields) if fields else logger).log(level, "%s", text)
+
+
+def _family(service: object, op: str) -> Callable[..., object]:
+    if op.startswith("_"):
+        raise AttributeError(f"no operation {op!r}")
+    fn = getattr(service, op)
+    if not callable(fn):
+        raise TypeError(f"{op!r} is not an operation")
+    return fn  # type: ignore[no-any-return]
+
+
+async def _awaited(awaitable: Awaitable[object]) -> object:
+    return await awaitable
+
+
+def _unbound(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as a method of a class that ignores its instance."""
+    if inspect.iscoroutinefunction(fn):
+
+        async def amethod(_self: object, *args: object, **kwargs: object) -> object:
+            return await fn(*args, **kwargs)
+
+        amethod.__name__ = fn.__name__
+        return amethod
+
+    def method(_self: object, *args: object, **kwargs: object) -> object:
+        return fn(*args, **kwargs)
+
+    method.__name__ = fn.__name__
+    return method
+
+
+# --------------------------------------------------------------------------- the stand-in
+
+
+class RemotePlugin:
+    """The host-side stand-in of a process plugin (one subclass per plugin, with the real
+    object's methods); :attr:`worker` is its worker process."""
+
+    isolation = "process"
+    worker: WorkerProcess
+    bridge: Bridge
+    timeouts: Mapping[str, float]
+
+    async def initialize(self, ctx: PluginContext) -> None:
+        bridge = self.bridge
+        bridge.context = ctx
+        bridge.loop = asyncio.get_running_loop()
+        bridge.loop_thread = threading.get_ident()
+        info = {
+            "name": ctx.name,
+            "version": ctx.version,
+            "permissions": sorted(ctx.permissions),
+            "config": ctx.plugin_config,
+            "log_level": logging.getLogger(f"tether.plugin.{ctx.name}").getEffectiveLevel(),
+        }
+        ctx.on_release(self._release)
+        await self.worker.acall("initialize", [info])
+
+    def _release(self) -> None:
+        """The version is going: the worker runs its ``on_release`` callbacks (the worker
+        itself ends when the code is unloaded, after ``cleanup``)."""
+        worker = self.worker
+        if worker.ended is None and worker.channel.closed is None:
+            with contextlib.suppress(PluginCrashedError, TimeoutError, OSError):
+                worker.call("release", timeout=self.timeouts.get("stop", 10.0))
+
+    def __repr__(self) -> str:
+        return f"<process plugin {self.bridge.plugin} (worker pid {self.worker.pid})>"
+
+
+def _remote_class(name: str, description: Mapping[str, Any], bridge: Bridge) -> type[RemotePlugin]:
+    attributes: dict[str, object] = {}
+    for method, is_async in dict(description["methods"]).items():
+        if method == "initialize" or method.startswith("_"):
+            continue
+        forward = bridge.forwarder(
+            f"plugin.{method}", is_async=bool(is_async) or method in _STEPS, label=method
+        )
+        attributes[method] = _unbound(forward)
+    if description.get("config_schema") is not None:
+        attributes["config_schema"] = description["config_schema"]
+    return types.new_class(
+        f"Remote{description.get('class', name)}",
+        (RemotePlugin,),
+        exec_body=lambda ns: ns.update(attributes),
+    )
+
+
+def load_remote(manifest: Manifest, *, private: bool, timeouts: Mapping[str, float]) -> LoadedCode:
+    """Start ``manifest``'s worker, import the plugin there, return its stand-in's code.
+
+    Blocking (the manager runs it within ``timeouts.initialize``, in a thread)."""
+    bridge = Bridge(manifest.name)
+    bridge.call_timeout = timeouts.get("call")
+    limit = timeouts.get("initialize", 30.0)
+    worker = start_worker(
+        manifest.name,
+        on_request=bridge.on_request,
+        limit=limit,
+        cwd=str(manifest.directory.absolute()) if manifest.directory else None,
+    )
+    bridge.worker = worker
+    try:
+        source = str(manifest.source.absolute()) if manifest.source is not None else None
+        data = manifest.model_dump(mode="json")
+        try:
+            description = worker.call("load", [data, source, private], timeout=limit)
+        except TetherError as exc:  # the worker's PluginImportError, InterfaceError...
+            raise PluginLoadError(
+                str(exc), plugin=manifest.name, path=exc.path, hint=exc.hint
+            ) from exc
+        except (TimeoutError, PluginCrashedError):
+            raise
+        except Exception as exc:
+            raise PluginLoadError(
+                f"plugin '{manifest.name}' could not be loaded in its worker: {exc}",
+                plugin=manifest.name,
+            ) from exc
+        assert isinstance(description, dict)
+        klass = _remote_class(manifest.name, description, bridge)
+        instance = klass()
+        instance.worker, instance.bridge, instance.timeouts = worker, bridge, dict(timeouts)
+    except BaseException:
+        worker.terminate()
+        raise
+    module = types.ModuleType(f"_tether_process.{manifest.name}")
+    return LoadedCode(
+        manifest=manifest, instance=instance, module=module, namespace=None, closer=worker.terminate
+    )
