@@ -81,7 +81,16 @@ def isolation_of(manifest: Manifest, settings: PluginConfig) -> str:
 
 def check_isolation(manifest: Manifest, settings: PluginConfig) -> None:
     """Refuse ``isolation: process`` where worker processes cannot run (not on Linux or
-    macOS: the worker needs Unix sockets and process groups)."""
+    macOS: the worker needs Unix sockets and process groups), and ``inprocess`` for a
+    plugin whose worker is another program (``command``)."""
+    if manifest.command and isolation_of(manifest, settings) != "process":
+        raise IsolationError(
+            f"plugin '{manifest.name}' runs as the program {manifest.command[0]!r} (its "
+            "manifest's `command`), which cannot be loaded in-process",
+            plugin=manifest.name,
+            path=manifest.source,
+            hint="remove `isolation: inprocess` from its config entry",
+        )
     if isolation_of(manifest, settings) == "process" and os.name != "posix":
         where = "the config" if settings.isolation == "process" else "its manifest"
         raise IsolationError(

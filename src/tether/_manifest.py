@@ -392,6 +392,9 @@ class Manifest(BaseModel):
     events: Events = Events()
     exports: tuple[Export, ...] = ()
     isolation: Literal["inprocess", "process"] = "inprocess"
+    command: tuple[StrictStr, ...] = ()
+    """The program that runs the plugin's worker when it is not written in Python
+    (``[node, plugin.js]``), run in the plugin's directory; needs ``isolation: process``."""
     provides: tuple[StrictStr, ...] = ()
     timeouts: Timeouts = Timeouts()
     source: Annotated[Path | None, Field(exclude=True)] = None
@@ -448,6 +451,17 @@ class Manifest(BaseModel):
                 raise ValueError(f"dependency '{dep.name}' is listed twice")
             seen.add(dep.name)
         return dependencies
+
+    @model_validator(mode="after")
+    def _command_needs_a_worker(self) -> Manifest:
+        if self.command and self.isolation != "process":
+            raise ValueError(
+                "a plugin with a `command` runs in a worker process of its own: add "
+                "`isolation: process`"
+            )
+        if any(not part for part in self.command):
+            raise ValueError("`command` has an empty part: list the program and its arguments")
+        return self
 
     @model_validator(mode="after")
     def _not_self(self) -> Manifest:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import inspect
 import itertools
+import shutil
 import logging
 import threading
 import types
@@ -354,6 +355,26 @@ def _remote_class(name: str, description: Mapping[str, Any], bridge: Bridge) -> 
     )
 
 
+def _command(manifest: Manifest) -> list[str] | None:
+    """The worker's program and arguments for a plugin not written in Python (the
+    program is looked up on ``PATH``, or taken relative to the plugin's directory)."""
+    if not manifest.command:
+        return None
+    program, *arguments = manifest.command
+    directory = manifest.directory.absolute() if manifest.directory else None
+    if directory is not None and ("/" in program) and not program.startswith("/"):
+        program = str(directory / program)
+    found = shutil.which(program)
+    if found is None:
+        raise PluginLoadError(
+            f"plugin '{manifest.name}': its worker's program {program!r} was not found",
+            plugin=manifest.name,
+            path=manifest.source,
+            hint=f"install {manifest.command[0]} or fix `command` in the manifest",
+        )
+    return [found, *arguments]
+
+
 def load_remote(manifest: Manifest, *, private: bool, timeouts: Mapping[str, float]) -> LoadedCode:
     """Start ``manifest``'s worker, import the plugin there, return its stand-in's code.
 
@@ -363,6 +384,7 @@ def load_remote(manifest: Manifest, *, private: bool, timeouts: Mapping[str, flo
     limit = timeouts.get("initialize", 30.0)
     worker = start_worker(
         manifest.name,
+        command=_command(manifest),
         on_request=bridge.on_request,
         limit=limit,
         cwd=str(manifest.directory.absolute()) if manifest.directory else None,
