@@ -23,8 +23,8 @@ import asyncio
 import contextlib
 import inspect
 import itertools
-import shutil
 import logging
+import shutil
 import threading
 import types
 from collections.abc import Awaitable, Callable, Mapping
