@@ -42,8 +42,10 @@ from tether.errors import (
     ContractError,
     HookTimeoutError,
     IsolationError,
+    PluginCrashedError,
     StopAllError,
     TetherError,
+    WorkerProtocolError,
 )
 from tether.hosts.web.testing import LiveServer
 from tether.hosts.workload import WorkloadSpec, open_workload
@@ -597,7 +599,9 @@ async def test_a_host_endpoint_under_a_middleware_is_not_the_middlewares_time(pl
         pytest.param(CallInputError("p", "call:x", "missing 'b'"), 400, id="call-input"),
         pytest.param(CallError("no such operation", plugin="p"), 400, id="call"),
         pytest.param(ContractError("no host accepts it", plugin="p"), 400, id="contract"),
-        pytest.param(IsolationError("not supported yet", plugin="p"), 501, id="isolation"),
+        pytest.param(IsolationError("cannot give it", plugin="p"), 501, id="isolation"),
+        pytest.param(PluginCrashedError("p", "signal SIGSEGV"), 503, id="crashed"),
+        pytest.param(WorkerProtocolError("p", "a bad frame"), 502, id="protocol"),
         pytest.param(TetherError("other"), 500, id="other"),
     ],
 )
@@ -718,7 +722,9 @@ def test_a_hooks_failure_in_a_service_is_answered_and_counted_as_the_services(
 # --------------------------------------------------------------------------- 9. the CLI
 
 
-def test_config_validate_reports_process_isolation_and_unknown_call_chain_links(tmp_path, plugin):
+def test_config_validate_accepts_process_isolation_and_reports_unknown_call_chain_links(
+    tmp_path, plugin
+):
     isolated = plugin("isolated", MINIMAL)
     chained = plugin("chained", MINIMAL)
     config = tmp_path / "app.yaml"
@@ -734,14 +740,13 @@ def test_config_validate_reports_process_isolation_and_unknown_call_chain_links(
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)  # click's exit, not a crash
     assert "Traceback" not in result.output
-    assert "plugin 'isolated' asks for isolation: process (in the config)" in output
-    assert "not supported yet" in output
+    assert "isolated" not in output  # isolation: process is a level tether gives
     assert (
         "plugin 'chained': its config entry's call_chain: unknown call_chain link(s): 'retry'"
         in output
     )
     assert all(link in output for link in LINKS), output
-    assert "2 problem(s)" in output
+    assert "1 problem(s)" in output
 
 
 # --------------------------------------------------------------------------- 10. unloading

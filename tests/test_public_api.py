@@ -1,5 +1,5 @@
 """The public surface: the blocking facade matches the manager, public methods return
-public types, typed hook points type-check, process isolation is refused, and the
+public types, typed hook points type-check, process isolation loads a worker, and the
 optional plugin interfaces (Configurable, HealthCheckable, lifecycle hooks) work."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import asyncio
 import collections.abc
 import functools
 import inspect
+import os
 import subprocess
 import sys
 import types
@@ -34,7 +35,7 @@ from tether import (
     ServiceRegistry,
     SyncPluginManager,
 )
-from tether.errors import ConfigError, IsolationError
+from tether.errors import ConfigError
 
 
 def asynctest(fn):
@@ -289,29 +290,19 @@ class Plugin:
 
 
 @pytest.mark.parametrize(
-    ("manifest", "settings", "where"),
-    [
-        ({"isolation": "process"}, None, "its manifest"),
-        ({}, {"isolation": "process"}, "the config"),
-    ],
+    ("manifest", "settings"),
+    [({"isolation": "process"}, None), ({}, {"isolation": "process"})],
     ids=["manifest", "config"],
 )
 @asynctest
-async def test_process_isolation_is_refused_at_load(plugin, tmp_path, manifest, settings, where):
+async def test_process_isolation_runs_the_plugin_in_a_worker(plugin, tmp_path, manifest, settings):
     path = plugin("isolated", PLAIN, **manifest)
-    manager = PluginManager(state_directory=tmp_path / "state")
-    try:
-        with pytest.raises(IsolationError) as caught:
-            await manager.load_plugin(path, settings)
-        assert not manager.is_loaded("isolated")
-    finally:
-        await manager.aclose()
-
-    error = caught.value
-    assert error.plugin == "isolated"
-    assert f"(in {where})" in str(error)
-    assert "not supported yet" in str(error)
-    assert "isolation: inprocess" in error.hint
+    async with PluginManager(state_directory=tmp_path / "state") as manager:
+        info = await manager.load_plugin(path, settings)
+        assert info.isolation == "process"
+        worker = manager.get_plugin("isolated").worker
+        assert worker.pid != os.getpid()
+        assert worker.process.poll() is None  # running
 
 
 @asynctest

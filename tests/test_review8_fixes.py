@@ -124,18 +124,17 @@ def test_a_plugin_context_refuses_to_be_copied_by_name(tmp_path, attempt):
         assert ctx.name == "holder"
 
 
-def test_plugins_validate_reports_an_isolation_level_tether_cannot_give(tmp_path):
+def test_plugins_validate_reports_a_worker_program_without_process_isolation(tmp_path):
     write = PluginWriter(tmp_path / "plugins")
-    isolated = write("isolated", BASE, isolation="process")
-    fine = write("fine", BASE)
+    isolated = write("isolated", BASE, command=["node", "plugin.js"])
+    fine = write("fine", BASE, isolation="process")
 
     result = CliRunner().invoke(cli, ["plugins", "validate", str(isolated), str(fine)])
 
     output = " ".join(result.output.split())
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    assert "isolation" in output
-    assert "not supported yet" in output
+    assert "runs in a worker process of its own: add `isolation: process`" in output
     assert "1 problem(s)" in output
     assert output.count("✓") == 1  # the other plugin is valid
 

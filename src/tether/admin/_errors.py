@@ -34,12 +34,14 @@ from tether.errors import (
     IsolationError,
     LifecycleError,
     ManifestError,
+    PluginCrashedError,
     PluginLoadError,
     PluginNotFoundError,
     PluginUnavailableError,
     ResolutionError,
     StorageError,
     TetherError,
+    WorkerProtocolError,
 )
 
 __all__ = ["AdminJSONResponse", "ApiError", "error_response", "status_of"]
@@ -60,7 +62,9 @@ _STATUSES: tuple[tuple[type[TetherError], int], ...] = (
     (CallInputError, 400),
     (CallError, 400),  # no such operation; an async one called synchronously
     (ContractError, 400),  # a plugin provides a contract no host registered
-    (IsolationError, 501),  # isolation: process is not supported yet
+    (PluginCrashedError, 503),  # its worker process ended; it is restarted
+    (WorkerProtocolError, 502),  # its worker answered in a way the host cannot read
+    (IsolationError, 501),  # an isolation this host cannot give
 )
 
 

@@ -6,4 +6,12 @@ in-process plugin: its hooks, event handlers, services, middleware and routes ar
 registered through a real host-side context, and each call into them becomes a
 message to the worker over a Unix socket (docs/reference/protocol.md). The worker
 runs the plugin's unchanged code with a context whose calls travel back to the host.
+
+Hosts use :func:`is_remote` to tell a handler that forwards to a worker (it takes and
+returns only what the protocol carries) and the HTTP maps of :mod:`._http`.
 """
+
+from tether.isolation._http import is_response_map
+from tether.isolation._remote import is_remote
+
+__all__ = ["is_remote", "is_response_map"]

@@ -39,7 +39,15 @@ if TYPE_CHECKING:
     from tether._manifest import Manifest
     from tether.types import Event, PluginContext
 
-__all__ = ["Bridge", "RemotePlugin", "load_remote"]
+__all__ = ["Bridge", "RemotePlugin", "is_remote", "load_remote"]
+
+
+def is_remote(handler: object) -> bool:
+    """Whether ``handler`` forwards to a process plugin's worker, which takes and returns
+    only what the protocol carries: a host wraps such a route handler (HTTP requests and
+    responses as the maps of docs/reference/protocol.md)."""
+    return getattr(handler, "__tether_remote__", False) is True
+
 
 log = logging.getLogger("tether.isolation")
 
@@ -47,6 +55,7 @@ log = logging.getLogger("tether.isolation")
 _STEPS = frozenset(
     {"start", "stop", "cleanup", "health_check", "export_state", "import_state", "validate_config"}
 )
+_ROUTE_METHODS = frozenset({"get", "post", "put", "patch", "delete"})
 # Requests that touch the loop's structures: served on the host loop.
 _ON_LOOP = frozenset(
     {
@@ -58,6 +67,7 @@ _ON_LOOP = frozenset(
         "ctx.export_service",
         "ctx.import_service",
         "ctx.remove",
+        "ctx.router",
     }
 )
 
@@ -248,6 +258,14 @@ class Bridge:
         proxy = self._objects[ident]
         return getattr(proxy, method)(*args, **kwargs)
 
+    def _ctx_router(self, op: str, args: list[object], kwargs: Mapping[str, object]) -> None:
+        if op not in _ROUTE_METHODS:
+            raise AttributeError(f"the router has no {op!r}")
+        path, target = args
+        handler = self.forwarder(str(target), is_async=True, label=f"{self.plugin}:{path}")
+        handler.__tether_remote__ = True  # type: ignore[attr-defined]
+        _family(self._ctx.router, op)(path, handler, **kwargs)
+
     def _ctx_storage(self, op: str, args: list[object], kwargs: Mapping[str, object]) -> object:
         return _family(self._ctx.plugin_storage, op)(*args, **kwargs)
 
@@ -337,10 +355,27 @@ class RemotePlugin:
         return f"<process plugin {self.bridge.plugin} (worker pid {self.worker.pid})>"
 
 
+def _ending_step(bridge: Bridge, method: str) -> Callable[..., Any]:
+    """``stop``/``cleanup``: nothing to do once the worker is gone (its end was logged)."""
+    forward = bridge.forwarder(f"plugin.{method}", is_async=True, label=method)
+
+    async def step(_self: object, *args: object, **kwargs: object) -> object:
+        worker = bridge.worker
+        if worker is not None and (worker.ended is not None or worker.channel.closed):
+            return None
+        return await forward(*args, **kwargs)
+
+    step.__name__ = method
+    return step
+
+
 def _remote_class(name: str, description: Mapping[str, Any], bridge: Bridge) -> type[RemotePlugin]:
     attributes: dict[str, object] = {}
     for method, is_async in dict(description["methods"]).items():
         if method == "initialize" or method.startswith("_"):
+            continue
+        if method in ("stop", "cleanup"):
+            attributes[method] = _ending_step(bridge, method)
             continue
         forward = bridge.forwarder(
             f"plugin.{method}", is_async=bool(is_async) or method in _STEPS, label=method

@@ -182,6 +182,50 @@ def _plain(fields: Mapping[str, object]) -> dict[str, object]:
     return plain
 
 
+class _RemoteRouter:
+    """``ctx.router`` in a worker: each route's handler gets a Starlette ``Request`` made
+    from the request map the host sends (``tether.isolation._http``)."""
+
+    def __init__(self, worker: Worker, prefix: str) -> None:
+        self._worker = worker
+        self._prefix = prefix
+
+    def _add(self, op: str, path: str, handler: Callable[..., object]) -> None:
+        target = self._worker.add_handler(_route_handler(handler))
+        full = self._prefix.rstrip("/") + path if self._prefix else path
+        self._worker.channel.call("ctx.router", [op, [full, target], {}])
+
+    def get(self, path: str, handler: Callable[..., object]) -> None:
+        self._add("get", path, handler)
+
+    def post(self, path: str, handler: Callable[..., object]) -> None:
+        self._add("post", path, handler)
+
+    def put(self, path: str, handler: Callable[..., object]) -> None:
+        self._add("put", path, handler)
+
+    def patch(self, path: str, handler: Callable[..., object]) -> None:
+        self._add("patch", path, handler)
+
+    def delete(self, path: str, handler: Callable[..., object]) -> None:
+        self._add("delete", path, handler)
+
+    def group(self, prefix: str) -> _RemoteRouter:
+        return _RemoteRouter(self._worker, self._prefix.rstrip("/") + prefix)
+
+
+def _route_handler(handler: Callable[..., object]) -> Callable[..., object]:
+    from tether.isolation._http import request_from_wire, response_to_wire
+
+    async def serve(data: dict[str, Any]) -> object:
+        result = handler(request_from_wire(data))
+        if inspect.isawaitable(result):
+            result = await result
+        return response_to_wire(result)
+
+    return serve
+
+
 class WorkerContext:
     """The plugin's ``ctx`` in a worker: the same API as in-process, over the channel."""
 
@@ -227,14 +271,12 @@ class WorkerContext:
         return self._gated("config", "ctx.config")
 
     @property
-    def router(self) -> object:
-        from tether.errors import IsolationError
+    def router(self) -> _RemoteRouter:
+        if "router" not in self.permissions:
+            from tether.errors import PermissionDeniedError
 
-        raise IsolationError(
-            f"plugin '{self.name}': routes from a process plugin are not supported yet",
-            plugin=self.name,
-            hint="run this plugin with isolation: inprocess to serve routes",
-        )
+            raise PermissionDeniedError(self.name, "router")
+        return _RemoteRouter(self._worker, "")
 
     # ------------------------------------------------------------------ hooks and events
 

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from tether import error_text
 from tether.admin import error_body, error_response
-from tether.errors import PluginUnavailableError, TetherError
+from tether.errors import PluginCrashedError, PluginUnavailableError, TetherError
 
 __all__ = [
     "LOG_HINT",
@@ -49,6 +49,17 @@ def response_for(exc: BaseException, plugin: str | None) -> JSONResponse:
             _detail(exc),
             plugin=plugin,
             headers=exc.headers,
+        )
+    if isinstance(exc, PluginCrashedError):
+        owner = exc.plugin or plugin
+        return error_response(
+            _UNAVAILABLE,
+            type(exc).__name__,
+            error_text(exc),
+            plugin=owner,
+            hint=f"the worker process of '{owner}' ended while serving this request; "
+            "tether restarts it: retry after the Retry-After delay",
+            headers={"Retry-After": "1"},
         )
     if isinstance(exc, PluginUnavailableError):
         owner = exc.plugin or plugin

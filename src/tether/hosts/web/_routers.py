@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from tether import PluginScope, TetherError
 from tether.hosts.web._routing import Handler, Route, RouteTable, join_paths
+from tether.hosts.web._wire import wire_handler
+from tether.isolation import is_remote
 
 __all__ = ["PluginRouter"]
 
@@ -35,6 +37,8 @@ class PluginRouter:
 
     def add(self, method: str, path: str, handler: Handler) -> Route:
         """Serve ``method`` on ``path`` (under this router's prefix) with ``handler``."""
+        if is_remote(handler):  # a process plugin's: it takes the request as a map
+            handler = wire_handler(handler)
         return self._table.add(
             owner=self._scope,
             method=method,

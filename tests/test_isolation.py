@@ -1,0 +1,504 @@
+"""Process plugins: real worker processes, the same plugin API, failures contained.
+
+Each test writes small plugins into tmp_path with ``isolation: process`` and drives
+them through a real PluginManager (hooks, events, services, storage, routes through a
+real uvicorn server), then checks what the host sees: answers from another process,
+errors with the plugin's exception class, a crash or a hang that fails the call and
+leaves the host serving, a worker that is gone after unload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+import tether
+from helpers import PluginWriter
+from tether.errors import (
+    CallTimeoutError,
+    PluginCrashedError,
+    PluginLoadError,
+    RemoteError,
+    WorkerProtocolError,
+)
+from tether.hosts.web.testing import LiveServer
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX")
+
+ECHO = """
+    import os
+    import tether
+
+
+    class Broken(Exception):
+        pass
+
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            self.ctx = ctx
+            ctx.register_hook("app.echo", 10, self.echo)
+            ctx.register_hook("app.aecho", 10, self.aecho)
+            ctx.register_hook("app.store", 10, self.store)
+            ctx.register_hook("app.fail", 10, self.fail)
+            ctx.register_hook("app.broken", 10, self.broken)
+            ctx.subscribe_event("user.*", self.on_user)
+            ctx.export_service("shouter", Shouter())
+
+        def echo(self, data):
+            return {"pid": os.getpid(), "data": data}
+
+        async def aecho(self, data):
+            return ["async", data]
+
+        def store(self, data):
+            self.ctx.plugin_storage.set("last", data)
+            return self.ctx.plugin_storage.get("last")
+
+        def fail(self, data):
+            raise ValueError(f"no such thing: {data}")
+
+        def broken(self, data):
+            raise Broken("it broke")
+
+        def on_user(self, event):
+            self.ctx.plugin_storage.set("event", [event.name, event.data])
+
+
+    class Shouter:
+        def shout(self, text):
+            return text.upper()
+
+        async def ashout(self, text):
+            return text.upper() + "!"
+"""
+
+HOOKS = ("app.echo", "app.aecho", "app.store", "app.fail", "app.broken", "app.crash",
+         "app.sleep", "app.print")  # fmt: skip
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pid: int, limit: float = 10.0) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def plugin(tmp_path: Path) -> PluginWriter:
+    return PluginWriter(tmp_path / "plugins")
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> tether.PluginManager:
+    made = tether.PluginManager(state_directory=tmp_path / "state", stop_timeout=5.0)
+    for hook in HOOKS:
+        made.runtime.hooks.declare(hook)
+    return made
+
+
+def asynctest(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an ``async def`` test in a fresh event loop (no pytest-asyncio here), and
+    close its ``manager`` in that same loop."""
+
+    @functools.wraps(fn)
+    def run(*args: object, **kwargs: object) -> None:
+        async def body() -> None:
+            try:
+                await fn(*args, **kwargs)
+            finally:
+                manager = kwargs.get("manager")
+                if isinstance(manager, tether.PluginManager):
+                    await manager.aclose()
+
+        asyncio.run(body())
+
+    return run
+
+
+async def _bring_up(manager: tether.PluginManager, *paths: Path) -> None:
+    for path in paths:
+        await manager.load_plugin(path)
+    await manager.initialize_all()
+    await manager.start_all()
+
+
+async def _until(check: Callable[[], bool], limit: float = 10.0) -> None:
+    """Wait (polling) until ``check()`` holds, at most ``limit`` seconds."""
+    for _ in range(int(limit / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+
+
+def worker_pid(manager: tether.PluginManager, name: str) -> int:
+    return int(manager.get_plugin(name).worker.pid)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- the same API
+
+
+@asynctest
+async def test_a_sync_hook_answers_from_another_process(manager, plugin):
+    await _bring_up(manager, plugin("echo", ECHO, isolation="process"))
+    outcome = manager.runtime.hooks.call("app.echo", {"x": [1, 2]})
+    assert outcome.failures == []
+    [answer] = outcome.results
+    assert answer["data"] == {"x": [1, 2]}
+    assert answer["pid"] != os.getpid()
+    assert answer["pid"] == worker_pid(manager, "echo")
+
+
+@asynctest
+async def test_an_async_hook_is_awaited_in_the_worker(manager, plugin):
+    await _bring_up(manager, plugin("echo", ECHO, isolation="process"))
+    outcome = await manager.runtime.hooks.run("app.aecho", 5)
+    assert outcome.results == [["async", 5]]
+
+
+@asynctest
+async def test_storage_goes_through_the_host(manager, plugin, tmp_path):
+    await _bring_up(manager, plugin("echo", ECHO, isolation="process"))
+    outcome = manager.runtime.hooks.call("app.store", {"kept": True})
+    assert outcome.results == [{"kept": True}]
+    # the host's own storage of the plugin holds it: the worker has no database of its own
+    assert manager.get_scope("echo").storage().get("last") == {"kept": True}
+
+
+@asynctest
+async def test_events_reach_a_process_subscriber(manager, plugin):
+    path = plugin("echo", ECHO, isolation="process", events={"subscribes": ["user.*"]})
+    await _bring_up(manager, path)
+    await manager.runtime.events.publish("user.created", {"id": 7})
+    storage = manager.get_scope("echo").storage()
+    await _until(lambda: storage.get("event", None) is not None)
+    assert storage.get("event") == ["user.created", {"id": 7}]
+
+
+@asynctest
+async def test_services_cross_both_ways(manager, plugin):
+    user = plugin(
+        "user",
+        """
+        import tether
+
+        class Plugin(tether.Plugin):
+            def initialize(self, ctx):
+                super().initialize(ctx)
+                self.shouter = ctx.import_service("echo", "shouter")
+                ctx.register_hook("app.print", 10, self.use)
+
+            async def use(self, text):
+                return [self.shouter.shout(text), await self.shouter.ashout(text)]
+        """,
+        dependencies=[{"name": "echo"}],
+    )
+    await _bring_up(manager, plugin("echo", ECHO, isolation="process"), user)
+    outcome = await manager.runtime.hooks.run("app.print", "hi")
+    assert outcome.failures == []
+    assert outcome.results == [["HI", "HI!"]]
+
+
+@asynctest
+async def test_a_process_plugin_imports_an_in_process_service(manager, plugin):
+    maker = plugin(
+        "maker",
+        """
+        import tether
+
+        class Plugin(tether.Plugin):
+            def initialize(self, ctx):
+                super().initialize(ctx)
+                ctx.export_service("numbers", self)
+
+            def double(self, n):
+                return 2 * n
+        """,
+    )
+    taker = plugin(
+        "taker",
+        """
+        import os
+        import tether
+
+        class Plugin(tether.Plugin):
+            def initialize(self, ctx):
+                super().initialize(ctx)
+                self.numbers = ctx.import_service("maker", "numbers")
+                ctx.register_hook("app.echo", 10, self.use)
+
+            def use(self, n):
+                return [os.getpid(), self.numbers.double(n)]
+        """,
+        isolation="process",
+        dependencies=[{"name": "maker"}],
+    )
+    await _bring_up(manager, maker, taker)
+    [[pid, doubled]] = manager.runtime.hooks.call("app.echo", 21).results
+    assert doubled == 42
+    assert pid != os.getpid()
+
+
+@asynctest
+async def test_the_config_can_ask_for_process_isolation(tmp_path, plugin):
+    path = plugin(
+        "who",
+        """
+        import os
+        import tether
+
+        class Plugin(tether.Plugin):
+            def initialize(self, ctx):
+                super().initialize(ctx)
+                self.greeting = ctx.plugin_config["greeting"]
+                ctx.register_hook("app.echo", 10, lambda _: [os.getpid(), self.greeting])
+        """,
+        config={"greeting": {"type": "string", "default": "hello"}},
+    )
+    config_file = tmp_path / "app.yaml"
+    entry = {"path": str(path), "isolation": "process", "config": {"greeting": "hej"}}
+    config_file.write_text(yaml.safe_dump({"plugins": {"plugins": [entry]}}))
+    config = tether.load_config(config_file)
+    made = tether.PluginManager(config=config, state_directory=tmp_path / "state")
+    made.runtime.hooks.declare("app.echo")
+    try:
+        await made.load_plugins_from_config()
+        await made.initialize_all()
+        await made.start_all()
+        [[pid, greeting]] = made.runtime.hooks.call("app.echo").results
+        assert greeting == "hej"
+        assert pid != os.getpid()
+    finally:
+        await made.aclose()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@asynctest
+async def test_a_builtin_exception_keeps_its_class(manager, plugin):
+    await _bring_up(manager, plugin("echo", ECHO, isolation="process"))
+    [failure] = manager.runtime.hooks.call("app.fail", "x").failures
+    assert isinstance(failure.error, ValueError)
+    assert str(failure.error) == "no such thing: x"
+    notes = "".join(getattr(failure.error, "__notes__", []))
+    assert "in the worker of plugin 'echo'" in notes
+    assert "plugin.py" in notes  # the worker's traceback, down to the plugin's line
+
+
+@asynctest
+async def test_a_plugin_exception_class_becomes_a_remote_error(manager, plugin):
+    await _bring_up(manager, plugin("echo", ECHO, isolation="process"))
+    [failure] = manager.runtime.hooks.call("app.broken").failures
+    assert isinstance(failure.error, RemoteError)
+    assert failure.error.kind.endswith(".Broken")
+    assert failure.error.text == "it broke"
+
+
+@asynctest
+async def test_a_plugin_that_fails_to_import_names_itself(manager, plugin):
+    path = plugin("bad", "import not_a_module_anywhere\n", isolation="process")
+    with pytest.raises(PluginLoadError, match="bad") as caught:
+        await manager.load_plugin(path)
+    assert "not_a_module_anywhere" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- containment
+
+CRASHY = """
+    import os
+    import sys
+    import time
+    import tether
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            ctx.register_hook("app.crash", 10, self.crash)
+            ctx.register_hook("app.sleep", 10, self.sleep)
+            ctx.register_hook("app.print", 10, self.spam)
+            ctx.register_hook("app.echo", 10, lambda data: data)
+
+        def crash(self, code):
+            os._exit(code)
+
+        def sleep(self, seconds):
+            time.sleep(seconds)
+            return "woke"
+
+        def spam(self, lines):
+            for n in range(lines):
+                print("junk on stdout", n, "\\x00\\xff" * 10)
+                sys.stdout.write("\\x00\\x00\\x00\\x10not a frame\\n")
+            sys.stdout.flush()
+            os.write(1, b"\\x00\\x00\\x00\\x05hello")
+            return "still here"
+"""
+
+
+@asynctest
+async def test_a_crash_fails_the_call_and_the_host_keeps_serving(manager, plugin):
+    other = plugin(
+        "other",
+        """
+        import tether
+
+        class Plugin(tether.Plugin):
+            def initialize(self, ctx):
+                super().initialize(ctx)
+                ctx.register_hook("app.aecho", 10, lambda data: ["in-process", data])
+        """,
+    )
+    await _bring_up(manager, plugin("crashy", CRASHY, isolation="process"), other)
+    pid = worker_pid(manager, "crashy")
+    [failure] = manager.runtime.hooks.call("app.crash", 3).failures
+    assert isinstance(failure.error, PluginCrashedError)
+    assert "exit code 3" in str(failure.error)
+    assert _wait_gone(pid)
+    assert manager.runtime.hooks.call("app.aecho", 1).results == [["in-process", 1]]
+
+
+@asynctest
+async def test_a_sync_call_past_its_timeout_kills_the_worker(manager, plugin):
+    path = plugin("crashy", CRASHY, isolation="process", timeouts={"call": "0.5s"})
+    await _bring_up(manager, path)
+    pid = worker_pid(manager, "crashy")
+    started = time.monotonic()
+    [failure] = manager.runtime.hooks.call("app.sleep", 60).failures
+    assert isinstance(failure.error, CallTimeoutError)
+    assert time.monotonic() - started < 30  # not the plugin's 60 s
+    assert _wait_gone(pid)
+
+
+@asynctest
+async def test_what_a_plugin_prints_cannot_break_the_protocol(manager, plugin, caplog):
+    await _bring_up(manager, plugin("crashy", CRASHY, isolation="process"))
+    with caplog.at_level("INFO", logger="tether.worker.crashy"):
+        assert manager.runtime.hooks.call("app.print", 50).results == ["still here"]
+        assert manager.runtime.hooks.call("app.echo", {"ok": 1}).results == [{"ok": 1}]
+        await _until(lambda: "junk on stdout 49" in caplog.text)
+    assert "junk on stdout 49" in caplog.text
+
+
+@asynctest
+async def test_unloading_ends_the_worker(manager, plugin):
+    await _bring_up(manager, plugin("echo", ECHO, isolation="process"))
+    pid = worker_pid(manager, "echo")
+    assert _alive(pid)
+    await manager.unload_plugin("echo")
+    assert _wait_gone(pid)
+
+
+@asynctest
+async def test_a_worker_that_speaks_another_protocol_is_refused(manager, plugin):
+    rogue = """
+        import json, os, socket, struct, time
+        sock = socket.socket(fileno=int(os.environ["TETHER_WORKER_FD"]))
+        body = json.dumps({"type": "hello", "protocols": [99], "codecs": ["json"]}).encode()
+        sock.sendall(struct.pack(">I", len(body)) + body)
+        time.sleep(30)
+    """
+    path = plugin(
+        "rogue",
+        None,
+        isolation="process",
+        command=[sys.executable, "rogue.py"],
+        files={"rogue.py": rogue},
+    )
+    with pytest.raises(WorkerProtocolError, match="speaks protocols \\[99\\], this host 1"):
+        await manager.load_plugin(path)
+
+
+# --------------------------------------------------------------------------- routes
+
+ROUTES = """
+    import os
+    import tether
+    from starlette.responses import PlainTextResponse
+
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            ctx.router.get("/who", self.who)
+            ctx.router.post("/echo/{name}", self.echo)
+            ctx.router.get("/crash", self.crash)
+
+        async def who(self, request):
+            return {"pid": os.getpid(), "query": request.query_params.get("q")}
+
+        async def echo(self, request):
+            body = await request.body()
+            name = request.path_params["name"]
+            return PlainTextResponse(f"{name}:{body.decode()}", status_code=201,
+                                     headers={"x-plugin": "routes"})
+
+        def crash(self, request):
+            os._exit(9)
+"""
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    started: list[LiveServer] = []
+
+    def start(*paths: Path) -> LiveServer:
+        entries = [{"path": str(p)} for p in paths]
+        config = tmp_path / "app.yaml"
+        config.write_text(yaml.safe_dump({"plugins": {"plugins": entries}}))
+        server = LiveServer(config, state_directory=tmp_path / "state").start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_a_process_plugin_serves_routes(live, plugin):
+    server = live(plugin("routes", ROUTES, isolation="process", permissions={"router": True}))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        who = client.get("/who", params={"q": "x"})
+        assert who.status_code == 200
+        assert who.json()["query"] == "x"
+        assert who.json()["pid"] != os.getpid()
+        echo = client.post("/echo/ann", content=b"hello")
+        assert echo.status_code == 201
+        assert echo.text == "ann:hello"
+        assert echo.headers["x-plugin"] == "routes"
+
+
+def test_a_crash_in_a_route_is_a_503(live, plugin):
+    server = live(plugin("routes", ROUTES, isolation="process", permissions={"router": True}))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        crashed = client.get("/crash")
+    assert crashed.status_code == 503
+    body = crashed.json()
+    assert body["error"] == "PluginCrashedError"
+    assert body["plugin"] == "routes"
+    assert "exit code 9" in body["message"]
+    assert crashed.headers["retry-after"] == "1"
