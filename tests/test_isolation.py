@@ -502,3 +502,71 @@ def test_a_crash_in_a_route_is_a_503(live, plugin):
     assert body["plugin"] == "routes"
     assert "exit code 9" in body["message"]
     assert crashed.headers["retry-after"] == "1"
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+@asynctest
+async def test_a_crashed_worker_is_restarted_with_its_registrations(manager, plugin):
+    await _bring_up(manager, plugin("crashy", CRASHY, isolation="process"))
+    first = worker_pid(manager, "crashy")
+    manager.runtime.hooks.call("app.crash", 1)
+    stand_in = manager.get_plugin("crashy")
+    await _until(lambda: stand_in.restarts == 1)
+    second = worker_pid(manager, "crashy")
+    assert second != first
+    assert _wait_gone(first)
+    # the hooks registered before the crash reach the new worker; none was doubled
+    assert manager.runtime.hooks.call("app.echo", "back").results == ["back"]
+    assert manager.runtime.hooks.handlers("app.echo") == [("crashy", 10)]
+    history = [event.what for event in manager.get_history("crashy")]
+    assert "worker crashed" in history
+    assert "worker restarted" in history
+    assert (await manager.check_health("crashy"))["crashy"].ok
+
+
+WATCHER = """
+    import tether
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            self.seen = []
+            ctx.subscribe_event("plugin.worker_given_up", self.seen.append)
+"""
+
+
+@asynctest
+async def test_three_crashes_within_the_window_disable_the_plugin(manager, plugin):
+    watcher = plugin("watcher", WATCHER, events={"subscribes": ["plugin.worker_given_up"]})
+    await _bring_up(manager, plugin("crashy", CRASHY, isolation="process"), watcher)
+    stand_in = manager.get_plugin("crashy")
+    for crash in range(3):
+        manager.runtime.hooks.call("app.crash", 1)
+        if crash < 2:
+            await _until(lambda crash=crash: stand_in.restarts == crash + 1)
+    await _until(lambda: not manager.get_info("crashy").enabled)
+    assert stand_in.state == "given up"
+    reason = manager.get_history("crashy")[-1].detail
+    assert "crashed 3 times within 3600s" in reason
+    assert not manager.persisted_flag("crashy").enabled  # in the state store
+    # nothing reaches it any more, and its health says so
+    assert manager.runtime.hooks.call("app.echo", "x").results == []
+    health = manager.get_plugin_health("crashy")
+    assert health.state == "disabled"
+    assert isinstance(health.last_error, PluginCrashedError)
+    seen = manager.get_plugin("watcher").seen
+    await _until(lambda: len(seen) == 1)
+    assert seen[0].data["plugin"] == "crashy"
+
+
+@asynctest
+async def test_reloading_a_process_plugin_is_refused_for_now(manager, plugin):
+    await _bring_up(manager, plugin("echo", ECHO, isolation="process"))
+    pid = worker_pid(manager, "echo")
+    result = await manager.reload_plugin("echo")
+    assert result.outcome != "success"
+    assert "not supported yet" in (result.error or "")
+    assert worker_pid(manager, "echo") == pid  # the running worker was left alone
+    assert manager.runtime.hooks.call("app.echo", 1).failures == []

@@ -47,6 +47,7 @@ from tether.errors import (
     PluginNotFoundError,
     TetherError,
 )
+from tether.isolation._remote import WORKER_EVENT, RemotePlugin
 from tether.types import SHUTDOWN, STARTUP, PluginInfo
 
 __all__ = ["BringUp"]
@@ -213,9 +214,35 @@ class BringUp:
             self._observe_load(slot, settings)
             return slot
 
+    def _watch_worker(self, slot: PluginSlot) -> None:
+        """A process plugin tells the manager when its worker crashes, is restarted, or
+        is given up on (disabled, with an alert)."""
+        instance = slot.current.instance
+        if isinstance(instance, RemotePlugin):
+            instance.listeners.append(functools.partial(self._worker_event, slot))
+
+    def _worker_event(self, slot: PluginSlot, kind: str, detail: str) -> None:
+        version = slot.current.version
+        slot.note(f"worker {kind}", version, detail)
+        if kind != "gave_up":
+            return
+        reason = f"its worker process was given up on: {detail}"
+        log.error("plugin %s disabled: %s", slot.name, reason)
+        slot.enabled = False
+        slot.gate.close(reason)
+        slot.note("disabled", version, reason)
+        try:
+            self._flags.switch(slot.name, enabled=False, reason=reason)
+            self.runtime.events.publish_nowait(
+                WORKER_EVENT, {"plugin": slot.name, "version": version, "reason": reason}
+            )
+        except TetherError as exc:
+            log.warning("plugin %s: could not disable it or tell it: %s", slot.name, exc)
+
     def _observe_load(self, slot: PluginSlot, settings: PluginConfig) -> None:
         """Give the new plugin its threshold; keep it disabled if the state store says so."""
         name = slot.name
+        self._watch_worker(slot)
         self._reloads.loaded(slot.current)
         self._oversight.plugin_loaded(slot, settings, self.config.plugins.error_threshold)
         flag = self._flags.get(name)

@@ -59,7 +59,7 @@ from tether._kept import (
 )
 from tether._lifecycle import PluginStatus
 from tether._loader import code_directory, renew_code, unload_code
-from tether._locate import Found
+from tether._locate import Found, isolation_of
 from tether._manifest import Manifest, load_manifest
 from tether._reload_result import Outcome, ReloadConfig, ReloadResult, ResolvedReload
 from tether._state_tables import PluginStateStore, read_reloads
@@ -197,6 +197,16 @@ class _Grace:
     tripped: str | None = None
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _refuse_process_plugins(name: str, manifest: Manifest, live: PluginVersion) -> None:
+    levels = (isolation_of(manifest, live.settings), isolation_of(live.manifest, live.settings))
+    if "process" in levels:
+        raise _refusal(
+            name, "reload", "it runs in a worker process (isolation: process), whose reload "
+            "is not supported yet",
+            "unload and load the plugin again, or restart the host",
+        )  # fmt: skip
 
 
 class Reloads:
@@ -438,6 +448,7 @@ class Reloads:
                     f"'{live.contract.name}'",
                     "a reload keeps the contract a plugin provides; restart the host",
                 )  # fmt: skip
+            _refuse_process_plugins(name, manifest, live)
         except TetherError as exc:
             raise _StepFailedError("manifest", exc, version) from exc
         try:

@@ -157,6 +157,21 @@ class WorkerProcess:
         self._signal_group(signal.SIGKILL)  # whatever it left behind in its group
         return describe_exit(self.process.returncode)
 
+    def usage(self) -> dict[str, float]:
+        """Resident memory (bytes) and CPU time (seconds) of the worker process, read from
+        ``/proc`` (empty where there is none, or once it is gone)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return {}
+        rss = next((int(line.split()[1]) * 1024 for line in status.splitlines()
+                    if line.startswith("VmRSS:")), 0)  # fmt: skip
+        fields = stat.rpartition(")")[2].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return {"rss_bytes": float(rss), "cpu_seconds": cpu}
+
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)

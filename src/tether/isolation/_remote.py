@@ -26,12 +26,19 @@ import itertools
 import logging
 import shutil
 import threading
+import time
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tether._loader import LoadedCode
-from tether.errors import CallTimeoutError, PluginCrashedError, PluginLoadError, TetherError
+from tether.errors import (
+    CallTimeoutError,
+    PluginCrashedError,
+    PluginLoadError,
+    TetherError,
+    WorkerProtocolError,
+)
 from tether.isolation._process import WorkerProcess, start_worker
 from tether.isolation._protocol import Request
 
@@ -39,7 +46,7 @@ if TYPE_CHECKING:
     from tether._manifest import Manifest
     from tether.types import Event, PluginContext
 
-__all__ = ["Bridge", "RemotePlugin", "is_remote", "load_remote"]
+__all__ = ["WORKER_EVENT", "Bridge", "RemotePlugin", "is_remote", "load_remote"]
 
 
 def is_remote(handler: object) -> bool:
@@ -93,9 +100,22 @@ class Bridge:
         self.loop_thread: int | None = None
         self.blocked = 0  # sync calls the host loop is parked in
         self.call_timeout: float | None = None
+        self.worker_crashed: Callable[[WorkerProcess, str], None] | None = None
+        self._known: dict[tuple[object, ...], object] = {}  # registrations, for restarts
         self._objects: dict[int, object] = {}
         self._ids = itertools.count(1)
         self._inline_loop: asyncio.AbstractEventLoop | None = None
+
+    def on_worker_crash(self, worker: WorkerProcess, detail: str) -> None:
+        if self.worker_crashed is not None:
+            self.worker_crashed(worker, detail)
+
+    def _once(self, key: tuple[object, ...], register: Callable[[], object]) -> object:
+        """``register()`` the first time ``key`` is asked for; after a restart the
+        worker asks again, and gets what is in place (its handlers' names are the same)."""
+        if key not in self._known:
+            self._known[key] = register()
+        return self._known[key]
 
     # ------------------------------------------------------------------ dispatch
 
@@ -202,10 +222,17 @@ class Bridge:
     def _ctx_register_hook(
         self, point: str, priority: int, target: str, is_async: bool, timeout: float | None
     ) -> int:
-        handler = self.forwarder(target, is_async=is_async, label=f"{self.plugin}:{point}")
-        return self._keep(self._ctx.register_hook(point, priority, handler, timeout=timeout))
+        def register() -> int:
+            handler = self.forwarder(target, is_async=is_async, label=f"{self.plugin}:{point}")
+            return self._keep(self._ctx.register_hook(point, priority, handler, timeout=timeout))
+
+        return _as_id(self._once(("hook", point, priority, target), register))
 
     def _ctx_subscribe_event(self, pattern: str, target: str, is_async: bool) -> int:
+        key = ("subscription", pattern, target)
+        return _as_id(self._once(key, lambda: self._subscribe(pattern, target, is_async)))
+
+    def _subscribe(self, pattern: str, target: str, is_async: bool) -> int:
         send = self.forwarder(target, is_async=is_async, label=f"{self.plugin}:{pattern}")
         if is_async:
 
@@ -222,6 +249,7 @@ class Bridge:
         return self._keep(self._ctx.subscribe_event(pattern, handler))
 
     def _ctx_remove(self, ident: int) -> None:
+        self._known = {k: v for k, v in self._known.items() if v != ident}
         registration = self._objects.pop(ident, None)
         remove = getattr(registration, "remove", None)
         if callable(remove):
@@ -234,6 +262,10 @@ class Bridge:
         return _event_data(self._ctx.publish_event_nowait(name, data))
 
     def _ctx_export_service(self, name: str, methods: Mapping[str, bool]) -> None:
+        key = ("service", name, tuple(sorted(methods.items())))
+        self._once(key, lambda: self._export(name, methods))
+
+    def _export(self, name: str, methods: Mapping[str, bool]) -> None:
         attributes = {
             method: _unbound(
                 self.forwarder(f"s.{name}.{method}", is_async=is_async, label=f"{name}.{method}")
@@ -262,9 +294,13 @@ class Bridge:
         if op not in _ROUTE_METHODS:
             raise AttributeError(f"the router has no {op!r}")
         path, target = args
-        handler = self.forwarder(str(target), is_async=True, label=f"{self.plugin}:{path}")
-        handler.__tether_remote__ = True  # type: ignore[attr-defined]
-        _family(self._ctx.router, op)(path, handler, **kwargs)
+
+        def add() -> None:
+            handler = self.forwarder(str(target), is_async=True, label=f"{self.plugin}:{path}")
+            handler.__tether_remote__ = True  # type: ignore[attr-defined]
+            _family(self._ctx.router, op)(path, handler, **kwargs)
+
+        self._once(("route", op, path, target), add)
 
     def _ctx_storage(self, op: str, args: list[object], kwargs: Mapping[str, object]) -> object:
         return _family(self._ctx.plugin_storage, op)(*args, **kwargs)
@@ -284,6 +320,12 @@ class Bridge:
     def _ctx_log(self, level: int, text: str, fields: Mapping[str, object]) -> None:
         logger = self._ctx.logger
         (logger.with_fields(**fields) if fields else logger).log(level, "%s", text)
+
+
+def _as_id(value: object) -> int:
+    if not isinstance(value, int):  # pragma: no cover - _once returns what register gave
+        raise TypeError(f"not a registration id: {value!r}")
+    return value
 
 
 def _family(service: object, op: str) -> Callable[..., object]:
@@ -319,21 +361,55 @@ def _unbound(fn: Callable[..., Any]) -> Callable[..., Any]:
 # --------------------------------------------------------------------------- the stand-in
 
 
+WORKER_EVENT = "plugin.worker_given_up"
+"""Published when a process plugin crashed too often and was disabled."""
+CRASHES_ALLOWED = 3  # crashes within CRASH_WINDOW before the plugin is given up on
+CRASH_WINDOW = 3600.0
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 30.0
+
+
 class RemotePlugin:
     """The host-side stand-in of a process plugin (one subclass per plugin, with the real
-    object's methods); :attr:`worker` is its worker process."""
+    object's methods); :attr:`worker` is its current worker process.
+
+    A worker that dies is restarted with exponential backoff (0.5 s, 1 s, 2 s... up to
+    30 s): a fresh worker imports the plugin, is initialized with the same context (the
+    registrations it makes again are the ones already in place, which now reach it),
+    and started if the plugin was running. After ``CRASHES_ALLOWED`` crashes within
+    ``CRASH_WINDOW`` seconds it is given up on. Each step is told to :attr:`listeners`
+    as ``(kind, detail)``: ``crashed``, ``restarted``, ``gave_up``.
+    """
 
     isolation = "process"
-    worker: WorkerProcess
     bridge: Bridge
     timeouts: Mapping[str, float]
+    manifest: Manifest
+    private: bool
+
+    def setup(self, bridge: Bridge, manifest: Manifest, private: bool,
+               timeouts: Mapping[str, float]) -> None:  # fmt: skip
+        self.bridge, self.manifest, self.private = bridge, manifest, private
+        self.timeouts = dict(timeouts)
+        self.listeners: list[Callable[[str, str], None]] = []
+        self.crashes: list[float] = []
+        self.restarts = 0
+        self.state = "running"  # running, restarting, given up, closed
+        self.running = False  # start() succeeded and stop() did not follow
+        self._info: dict[str, object] | None = None
+        bridge.worker_crashed = self._crashed
+
+    @property
+    def worker(self) -> WorkerProcess:
+        worker = self.bridge.worker
+        assert worker is not None  # set at load
+        return worker
 
     async def initialize(self, ctx: PluginContext) -> None:
         bridge = self.bridge
         bridge.context = ctx
         bridge.loop = asyncio.get_running_loop()
         bridge.loop_thread = threading.get_ident()
-        info = {
+        self._info = {
             "name": ctx.name,
             "version": ctx.version,
             "permissions": sorted(ctx.permissions),
@@ -341,7 +417,7 @@ class RemotePlugin:
             "log_level": logging.getLogger(f"tether.plugin.{ctx.name}").getEffectiveLevel(),
         }
         ctx.on_release(self._release)
-        await self.worker.acall("initialize", [info])
+        await self.worker.acall("initialize", [self._info])
 
     def _release(self) -> None:
         """The version is going: the worker runs its ``on_release`` callbacks (the worker
@@ -351,6 +427,83 @@ class RemotePlugin:
             with contextlib.suppress(PluginCrashedError, TimeoutError, OSError):
                 worker.call("release", timeout=self.timeouts.get("stop", 10.0))
 
+    def close(self) -> None:
+        """End the worker for good (the code is unloaded): no restart follows."""
+        self.state = "closed"
+        self.worker.terminate()
+
+    # ------------------------------------------------------------------ crashes
+
+    def _tell(self, kind: str, detail: str) -> None:
+        """Tell the listeners, on the host's loop (the crash is heard on a reader thread)."""
+        loop = self.bridge.loop
+        if loop is not None and threading.get_ident() != self.bridge.loop_thread:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens
+                loop.call_soon_threadsafe(self._tell_now, kind, detail)
+            return
+        self._tell_now(kind, detail)
+
+    def _tell_now(self, kind: str, detail: str) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(kind, detail)
+            except Exception:
+                log.exception("plugin %s: a worker listener failed", self.bridge.plugin)
+
+    def _crashed(self, worker: WorkerProcess, detail: str) -> None:
+        """The channel of ``worker`` closed without the host asking (its reader thread)."""
+        if self.state == "closed" or worker is not self.bridge.worker:
+            return
+        now = time.monotonic()
+        self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW] + [now]
+        self._tell("crashed", detail)
+        if len(self.crashes) >= CRASHES_ALLOWED:
+            self.state = "given up"
+            self._tell("gave_up", f"its worker crashed {len(self.crashes)} times within "
+                       f"{CRASH_WINDOW:g}s (last: {detail})")  # fmt: skip
+            return
+        self.state = "restarting"
+        loop = self.bridge.loop
+        if loop is None or self._info is None:  # not initialized yet: nothing to restart
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: the host is going away
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._restart()))
+
+    async def _restart(self) -> None:
+        delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** min(len(self.crashes) - 1, 16))
+        await asyncio.sleep(delay)
+        if self.state != "restarting":
+            return
+        name = self.bridge.plugin
+        try:
+            worker, _ = await asyncio.to_thread(
+                _spawn, self.bridge, self.manifest, self.private, self.timeouts
+            )
+            if self.state != "restarting":  # closed while it started
+                worker.terminate()
+                return
+            self.bridge.worker = worker
+            await worker.acall("initialize", [self._info])
+            if self.running and "start" in type(self).__dict__:
+                await worker.acall("plugin.start")
+        except Exception as exc:
+            log.warning("plugin %s: restarting its worker failed: %s", name, exc)
+            failed = self.bridge.worker
+            if failed is not None and failed.ended is None:
+                failed.kill("its restart failed")
+            return
+        self.state = "running"
+        self.restarts += 1
+        log.warning("plugin %s: its worker was restarted (pid %d, restart %d)", name,
+                    worker.pid, self.restarts)  # fmt: skip
+        self._tell("restarted", f"pid {worker.pid}")
+
+    def describe(self) -> dict[str, object]:
+        """The worker's state for health and metrics."""
+        worker = self.worker
+        return {"state": self.state, "pid": worker.pid, "restarts": self.restarts,
+                "crashes": len(self.crashes), **worker.usage()}  # fmt: skip
+
     def __repr__(self) -> str:
         return f"<process plugin {self.bridge.plugin} (worker pid {self.worker.pid})>"
 
@@ -359,8 +512,10 @@ def _ending_step(bridge: Bridge, method: str) -> Callable[..., Any]:
     """``stop``/``cleanup``: nothing to do once the worker is gone (its end was logged)."""
     forward = bridge.forwarder(f"plugin.{method}", is_async=True, label=method)
 
-    async def step(_self: object, *args: object, **kwargs: object) -> object:
+    async def step(self: RemotePlugin, *args: object, **kwargs: object) -> object:
         worker = bridge.worker
+        if method == "stop":
+            self.running = False
         if worker is not None and (worker.ended is not None or worker.channel.closed):
             return None
         return await forward(*args, **kwargs)
@@ -369,18 +524,48 @@ def _ending_step(bridge: Bridge, method: str) -> Callable[..., Any]:
     return step
 
 
+def _health_step(bridge: Bridge, *, forwards: bool) -> Callable[..., Any]:
+    """``health_check``: failing while the worker is down (restarting, given up), else the
+    plugin's own check, if it has one."""
+    forward = bridge.forwarder("plugin.health_check", is_async=True, label="health_check")
+
+    async def health_check(self: RemotePlugin) -> object:
+        if self.state != "running":
+            last = self.worker.ended or "unknown"
+            raise PluginCrashedError(bridge.plugin, f"{last}; the worker is {self.state}")
+        return await forward() if forwards else True
+
+    return health_check
+
+
+def _start_step(bridge: Bridge) -> Callable[..., Any]:
+    forward = bridge.forwarder("plugin.start", is_async=True, label="start")
+
+    async def start(self: RemotePlugin) -> object:
+        result = await forward()
+        self.running = True
+        return result
+
+    return start
+
+
 def _remote_class(name: str, description: Mapping[str, Any], bridge: Bridge) -> type[RemotePlugin]:
     attributes: dict[str, object] = {}
-    for method, is_async in dict(description["methods"]).items():
+    methods = dict(description["methods"])
+    for method, is_async in methods.items():
         if method == "initialize" or method.startswith("_"):
             continue
         if method in ("stop", "cleanup"):
             attributes[method] = _ending_step(bridge, method)
             continue
+        if method == "start":
+            attributes[method] = _start_step(bridge)
+            continue
         forward = bridge.forwarder(
             f"plugin.{method}", is_async=bool(is_async) or method in _STEPS, label=method
         )
         attributes[method] = _unbound(forward)
+    attributes["health_check"] = _health_step(bridge, forwards="health_check" in methods)
     if description.get("config_schema") is not None:
         attributes["config_schema"] = description["config_schema"]
     return types.new_class(
@@ -410,12 +595,11 @@ def _command(manifest: Manifest) -> list[str] | None:
     return [found, *arguments]
 
 
-def load_remote(manifest: Manifest, *, private: bool, timeouts: Mapping[str, float]) -> LoadedCode:
-    """Start ``manifest``'s worker, import the plugin there, return its stand-in's code.
-
-    Blocking (the manager runs it within ``timeouts.initialize``, in a thread)."""
-    bridge = Bridge(manifest.name)
-    bridge.call_timeout = timeouts.get("call")
+def _spawn(
+    bridge: Bridge, manifest: Manifest, private: bool, timeouts: Mapping[str, float]
+) -> tuple[WorkerProcess, dict[str, Any]]:
+    """Start a worker for ``manifest`` and have it import the plugin: the worker and the
+    plugin object's description (blocking)."""
     limit = timeouts.get("initialize", 30.0)
     worker = start_worker(
         manifest.name,
@@ -424,7 +608,7 @@ def load_remote(manifest: Manifest, *, private: bool, timeouts: Mapping[str, flo
         limit=limit,
         cwd=str(manifest.directory.absolute()) if manifest.directory else None,
     )
-    bridge.worker = worker
+    worker.on_crash.append(bridge.on_worker_crash)
     try:
         source = str(manifest.source.absolute()) if manifest.source is not None else None
         data = manifest.model_dump(mode="json")
@@ -441,14 +625,32 @@ def load_remote(manifest: Manifest, *, private: bool, timeouts: Mapping[str, flo
                 f"plugin '{manifest.name}' could not be loaded in its worker: {exc}",
                 plugin=manifest.name,
             ) from exc
-        assert isinstance(description, dict)
+    except BaseException:
+        worker.stopping = True
+        worker.terminate()
+        raise
+    if not isinstance(description, dict):
+        worker.terminate()
+        raise WorkerProtocolError(manifest.name, f"`load` answered {description!r}")
+    return worker, description
+
+
+def load_remote(manifest: Manifest, *, private: bool, timeouts: Mapping[str, float]) -> LoadedCode:
+    """Start ``manifest``'s worker, import the plugin there, return its stand-in's code.
+
+    Blocking (the manager runs it within ``timeouts.initialize``, in a thread)."""
+    bridge = Bridge(manifest.name)
+    bridge.call_timeout = timeouts.get("call")
+    worker, description = _spawn(bridge, manifest, private, timeouts)
+    bridge.worker = worker
+    try:
         klass = _remote_class(manifest.name, description, bridge)
         instance = klass()
-        instance.worker, instance.bridge, instance.timeouts = worker, bridge, dict(timeouts)
+        instance.setup(bridge, manifest, private, timeouts)
     except BaseException:
         worker.terminate()
         raise
     module = types.ModuleType(f"_tether_process.{manifest.name}")
     return LoadedCode(
-        manifest=manifest, instance=instance, module=module, namespace=None, closer=worker.terminate
+        manifest=manifest, instance=instance, module=module, namespace=None, closer=instance.close
     )
