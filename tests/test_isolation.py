@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -31,6 +32,7 @@ from tether.errors import (
     WorkerProtocolError,
 )
 from tether.hosts.web.testing import LiveServer
+from tether.observability import observe
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX")
 
@@ -524,6 +526,12 @@ async def test_a_crashed_worker_is_restarted_with_its_registrations(manager, plu
     assert "worker crashed" in history
     assert "worker restarted" in history
     assert (await manager.check_health("crashy"))["crashy"].ok
+    metrics = observe(manager).render_metrics().decode()
+    assert 'tether_plugin_restarts_total{plugin="crashy"} 1.0' in metrics
+    assert 'tether_plugin_worker_crashes_total{plugin="crashy"} 1.0' in metrics
+    assert 'tether_plugin_worker_up{plugin="crashy"} 1.0' in metrics
+    [rss] = re.findall(r'tether_plugin_worker_rss_bytes\{plugin="crashy"\} (\S+)', metrics)
+    assert float(rss) > 1_000_000  # a Python process: megabytes, read from /proc
 
 
 WATCHER = """
@@ -570,3 +578,29 @@ async def test_reloading_a_process_plugin_is_refused_for_now(manager, plugin):
     assert "not supported yet" in (result.error or "")
     assert worker_pid(manager, "echo") == pid  # the running worker was left alone
     assert manager.runtime.hooks.call("app.echo", 1).failures == []
+
+
+FREEZER = """
+    import os
+    import signal
+    import tether
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            ctx.register_hook("app.sleep", 10, self.freeze)
+
+        def freeze(self, _):
+            os.kill(os.getpid(), signal.SIGSTOP)  # every thread stops: no heartbeat
+"""
+
+
+@asynctest
+async def test_a_worker_whose_heartbeats_stop_is_killed(manager, plugin, monkeypatch):
+    monkeypatch.setattr("tether.isolation._process.HEARTBEAT", 0.2)  # lapse after 2 s
+    await _bring_up(manager, plugin("frozen", FREEZER, isolation="process"))
+    pid = worker_pid(manager, "frozen")
+    [failure] = manager.runtime.hooks.call("app.sleep").failures
+    assert isinstance(failure.error, PluginCrashedError)
+    assert "SIGKILL" in str(failure.error)
+    assert _wait_gone(pid)

@@ -70,6 +70,7 @@ from tether._expansion import (
 )
 from tether._manifest import MANIFEST_NAMES, PERMISSIONS, ConfigField, Manifest, check_name
 from tether._sections import SectionRegistry, config_sections
+from tether._sizes import Bytes
 from tether.errors import ConfigError, ConfigKeyProblem, ConfigProblem, PermissionMismatchError
 
 __all__ = [
@@ -118,6 +119,17 @@ class TimeoutSettings(BaseModel):
     start: Annotated[EnvSeconds, Field(gt=0)] | None = None
     stop: Annotated[EnvSeconds, Field(gt=0)] | None = None
     call: Annotated[EnvSeconds, Field(gt=0)] | None = None
+
+
+class ResourceSettings(BaseModel):
+    """A plugin entry's ``resources``: the manifest's keys; only those given override it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    memory: Bytes | None = None
+    cpu_time: Annotated[EnvSeconds, Field(gt=0)] | None = None
+    open_files: Annotated[EnvInt, Field(ge=16, le=1 << 20)] | None = None
+    processes: Annotated[EnvInt, Field(ge=1, le=1 << 16)] | None = None
 
 
 class ErrorThresholdSettings(BaseModel):
@@ -171,6 +183,7 @@ class PluginConfig(BaseModel):
     isolation: Literal["inprocess", "process"] | None = None
     error_threshold: ErrorThresholdSettings | None = None
     timeouts: TimeoutSettings | None = None
+    resources: ResourceSettings | None = None
     call_chain: tuple[StrictStr, ...] | None = None
     retries: RetrySettings | None = None
     required: EnvBool = True

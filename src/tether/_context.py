@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from tether._config import TetherConfig, mask_secrets
@@ -314,6 +315,13 @@ class PluginScope:
             self._storage = PluginStorage(self.runtime.state_store(), self.name)
         return self._storage
 
+    def data_dir(self) -> Path:
+        """The plugin's own directory for files, ``<state dir>/data/<name>`` (made on
+        first use, readable by its owner only); it outlives versions and restarts."""
+        directory = self.runtime.state_directory / "data" / self.name
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return directory
+
     def on_release(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` when this version goes (last registered, first run)."""
         self._releases.append(callback)
@@ -431,6 +439,12 @@ class Context(Sealed):
     def plugin_storage(self) -> Storage:
         """Durable key/value storage that only this plugin can see."""
         return cast("Storage", view(_scope(self).storage(), Storage))
+
+    @property
+    def data_dir(self) -> Path:
+        """A directory for the plugin's own files (``<state dir>/data/<name>``); a process
+        plugin may write nowhere else."""
+        return _scope(self).data_dir()
 
     # ------------------------------------------------------------------ hooks
 

@@ -32,6 +32,7 @@ __all__ = [
     "check_name",
     "config_schema",
     "isolation_of",
+    "resources_of",
     "settings_of",
     "timeouts_of",
 ]
@@ -128,6 +129,15 @@ def config_schema(manifest: Manifest, instance: object) -> dict[str, ConfigField
                     "boolean, duration, array or object)",
                 ) from None
     return schema
+
+
+def resources_of(manifest: Manifest, settings: PluginConfig) -> dict[str, float | None]:
+    """The plugin's ``resources``: its manifest's, with its config entry's on top
+    (``memory`` in bytes, ``cpu_time`` in seconds or None, ``open_files``, ``processes``)."""
+    chosen: dict[str, float | None] = dict(manifest.resources.model_dump())
+    if settings.resources is not None:
+        chosen.update(settings.resources.model_dump(exclude_none=True))
+    return chosen
 
 
 def timeouts_of(

@@ -36,6 +36,7 @@ from pydantic import (
 from tether._describe import error_line
 from tether._documents import DocumentError, decode, format_of, parse, read_bytes
 from tether._durations import Seconds, format_duration, parse_duration
+from tether._sizes import Bytes
 from tether._versions import constraint_problem, version_problem
 from tether.errors import ManifestError, ManifestProblem
 
@@ -96,6 +97,17 @@ def check_name(value: str) -> str:
     return value
 
 
+class FilesystemAccess(BaseModel):
+    """``permissions.filesystem: {read: [...], write: [...]}``: paths a process plugin's
+    worker may read, or read and write, beside its own directory and data directory
+    (absolute, or relative to the plugin's directory; ``~`` is the user's home)."""
+
+    model_config = _Strict
+
+    read: tuple[StrictStr, ...] = ()
+    write: tuple[StrictStr, ...] = ()
+
+
 class Permissions(BaseModel):
     """What a plugin may touch. Manifests declare; configs grant."""
 
@@ -105,13 +117,19 @@ class Permissions(BaseModel):
     cache: StrictBool = False
     router: StrictBool = False
     config: StrictBool = False
-    filesystem: StrictBool = False
+    filesystem: StrictBool | FilesystemAccess = False
     network: StrictBool = False
     exec: StrictBool = False
 
     @property
     def granted(self) -> frozenset[str]:
-        return frozenset(p for p in PERMISSIONS if getattr(self, p))
+        return frozenset(p for p in PERMISSIONS if getattr(self, p) not in (False, None))
+
+    @property
+    def paths(self) -> FilesystemAccess:
+        """The paths ``filesystem`` lists (none for ``true``/``false``)."""
+        access = self.filesystem
+        return access if isinstance(access, FilesystemAccess) else FilesystemAccess()
 
 
 class Dependency(BaseModel):
@@ -357,6 +375,23 @@ class Timeouts(BaseModel):
     call: Annotated[Seconds, Field(gt=0)] = 30.0
 
 
+class Resources(BaseModel):
+    """``resources``: what a process plugin's worker may use (the kernel enforces them).
+
+    ``memory`` (a size: ``256MiB``), ``cpu_time`` (a duration of CPU, for the worker's
+    whole life: past it the worker is killed and restarted), ``open_files`` and
+    ``processes`` (the worker's and its children's). Defaults: 512MiB, no CPU limit, 256
+    files, 32 processes. The framework config may override any of them per plugin.
+    """
+
+    model_config = _Strict
+
+    memory: Bytes = 512 << 20
+    cpu_time: Annotated[Seconds, Field(gt=0)] | None = None
+    open_files: Annotated[StrictInt, Field(ge=16, le=1 << 20)] = 256
+    processes: Annotated[StrictInt, Field(ge=1, le=1 << 16)] = 32
+
+
 class FrameworkRequirement(BaseModel):
     model_config = _Strict
 
@@ -397,6 +432,7 @@ class Manifest(BaseModel):
     (``[node, plugin.js]``), run in the plugin's directory; needs ``isolation: process``."""
     provides: tuple[StrictStr, ...] = ()
     timeouts: Timeouts = Timeouts()
+    resources: Resources = Resources()
     source: Annotated[Path | None, Field(exclude=True)] = None
 
     _n = field_validator("name")(check_name)

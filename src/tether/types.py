@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 from tether._lifecycle import PluginStatus
@@ -367,6 +368,8 @@ class PluginContext(Protocol):
     def plugin_config(self) -> dict[str, object]: ...
     @property
     def plugin_storage(self) -> Storage: ...
+    @property
+    def data_dir(self) -> Path: ...
 
     @overload
     def register_hook(

@@ -7,11 +7,13 @@ registered through a real host-side context, and each call into them becomes a
 message to the worker over a Unix socket (docs/reference/protocol.md). The worker
 runs the plugin's unchanged code with a context whose calls travel back to the host.
 
-Hosts use :func:`is_remote` to tell a handler that forwards to a worker (it takes and
+``manager.get_plugin(name)`` of a process plugin is its :class:`RemotePlugin`
+(``describe()``: the worker's state, pid, restarts, crashes, memory and CPU). Hosts
+use :func:`is_remote` to tell a handler that forwards to a worker (it takes and
 returns only what the protocol carries) and the HTTP maps of :mod:`._http`.
 """
 
 from tether.isolation._http import is_response_map
-from tether.isolation._remote import is_remote
+from tether.isolation._remote import WORKER_EVENT, RemotePlugin, is_remote
 
-__all__ = ["is_remote", "is_response_map"]
+__all__ = ["WORKER_EVENT", "RemotePlugin", "is_remote", "is_response_map"]

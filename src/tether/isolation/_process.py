@@ -122,6 +122,22 @@ class WorkerProcess:
             self._watch_cancel(target)
             raise
 
+    def watch_heartbeats(self) -> None:
+        """Kill the worker when its heartbeats stop (it hangs: a deadlock, a C call that
+        holds the GIL) while it is alive (a thread of its own, until the channel closes)."""
+        lapse = HEARTBEAT * _HEARTBEAT_LAPSE
+
+        def watch() -> None:
+            while self.channel.closed is None:
+                time.sleep(HEARTBEAT)
+                silent = time.monotonic() - self.channel.heard_at
+                if silent > lapse and self.channel.closed is None:
+                    self.kill(f"it sent no heartbeat for {silent:.0f}s (it hangs)")
+                    return
+
+        threading.Thread(target=watch, name=f"tether-heartbeats-{self.plugin}",
+                         daemon=True).start()  # fmt: skip
+
     def _watch_cancel(self, target: str) -> None:
         def check() -> None:
             if self.ended is None and self.channel.closed is None and self.channel.pending_cancels:
@@ -293,4 +309,5 @@ def start_worker(
     worker = WorkerProcess(plugin, process, channel)
     channel.on_closed = worker._on_closed  # noqa: SLF001 - its own listener
     channel.start()
+    worker.watch_heartbeats()
     return worker

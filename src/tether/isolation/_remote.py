@@ -414,6 +414,7 @@ class RemotePlugin:
             "version": ctx.version,
             "permissions": sorted(ctx.permissions),
             "config": ctx.plugin_config,
+            "data_dir": str(ctx.data_dir),
             "log_level": logging.getLogger(f"tether.plugin.{ctx.name}").getEffectiveLevel(),
         }
         ctx.on_release(self._release)

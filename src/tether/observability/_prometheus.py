@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 from tether._events import HOST
 from tether._lifecycle import PluginStatus
 from tether._metrics import MetricSample
+from tether.isolation import RemotePlugin
 from tether.observability._hub import observe
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class TetherCollector(Collector):
         yield from self._errors()
         yield from self._events()
         yield from self._plugin_metrics()
+        yield from self._workers()
 
     # ------------------------------------------------------------------ plugins
 
@@ -123,6 +125,43 @@ class TetherCollector(Collector):
             in_flight.add_metric([name], handle.in_flight)
             waiting.add_metric([name], handle.waiting)
         yield from (info_family, status, enabled, degraded, in_flight, waiting)
+
+    def _workers(self) -> Iterator[Metric]:
+        """Process plugins' workers: up, restarts, crashes, memory and CPU."""
+        up = GaugeMetricFamily(
+            "tether_plugin_worker_up", "1 if the plugin's worker process is running.",
+            labels=["plugin"],
+        )  # fmt: skip
+        restarts = CounterMetricFamily(
+            "tether_plugin_restarts", "Restarts of the plugin's worker process after a crash.",
+            labels=["plugin"],
+        )  # fmt: skip
+        crashes = CounterMetricFamily(
+            "tether_plugin_worker_crashes",
+            "Crashes of the plugin's worker process within the crash window (an hour).",
+            labels=["plugin"],
+        )
+        rss = GaugeMetricFamily(
+            "tether_plugin_worker_rss_bytes", "Resident memory of the plugin's worker process.",
+            labels=["plugin"],
+        )  # fmt: skip
+        cpu = CounterMetricFamily(
+            "tether_plugin_worker_cpu_seconds",
+            "CPU time (user and system) of the plugin's current worker process.",
+            labels=["plugin"],
+        )
+        for info in self._manager.list_plugins():
+            plugin = self._manager.get_plugin(info.name)
+            if not isinstance(plugin, RemotePlugin):
+                continue
+            state = plugin.describe()
+            up.add_metric([info.name], 1 if state["state"] == "running" else 0)
+            restarts.add_metric([info.name], float(plugin.restarts))
+            crashes.add_metric([info.name], float(len(plugin.crashes)))
+            if "rss_bytes" in state:
+                rss.add_metric([info.name], float(state["rss_bytes"]))  # type: ignore[arg-type]
+                cpu.add_metric([info.name], float(state["cpu_seconds"]))  # type: ignore[arg-type]
+        yield from (up, restarts, crashes, rss, cpu)
 
     def _loads(self) -> Iterator[Metric]:
         attempts = CounterMetricFamily(
