@@ -433,6 +433,10 @@ class Manifest(BaseModel):
     provides: tuple[StrictStr, ...] = ()
     timeouts: Timeouts = Timeouts()
     resources: Resources = Resources()
+    requirements: tuple[StrictStr, ...] = ()
+    """PEP 508 requirements of the plugin's own code (``httpx>=0.27``): a process plugin
+    gets a virtual environment of its own with them; an in-process plugin's are checked
+    against the host's environment."""
     source: Annotated[Path | None, Field(exclude=True)] = None
 
     _n = field_validator("name")(check_name)
@@ -487,6 +491,21 @@ class Manifest(BaseModel):
                 raise ValueError(f"dependency '{dep.name}' is listed twice")
             seen.add(dep.name)
         return dependencies
+
+    @field_validator("requirements")
+    @classmethod
+    def _pep508(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        for value in values:
+            try:
+                Requirement(value)
+            except InvalidRequirement as exc:
+                raise ValueError(
+                    f"invalid requirement {value!r}: {str(exc).splitlines()[0]} (write it as "
+                    "pip does: 'name>=1.0', 'name[extra]==2.1')"
+                ) from None
+        return values
 
     @model_validator(mode="after")
     def _command_needs_a_worker(self) -> Manifest:
