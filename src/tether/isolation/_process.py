@@ -261,13 +261,16 @@ def start_worker(
     command: Sequence[str] | None = None,
     environment: Mapping[str, str] | None = None,
     cwd: str | None = None,
+    python: str | None = None,
 ) -> WorkerProcess:
     """Start a worker for ``plugin`` and shake hands within ``limit`` seconds.
 
     ``command`` runs another program instead of the Python worker (one that speaks the
-    protocol on the inherited descriptor named by ``TETHER_WORKER_FD``)."""
+    protocol on the inherited descriptor named by ``TETHER_WORKER_FD``); ``python`` is
+    the interpreter of the Python worker (a plugin's own virtual environment's)."""
     host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    argv = list(command) if command else [sys.executable, "-I", "-c", _BOOT, _tether_path()]
+    interpreter = python or sys.executable
+    argv = list(command) if command else [interpreter, "-I", "-c", _BOOT, _tether_path()]
     env = _environment({**(environment or {}), FD_VARIABLE: str(worker_end.fileno())})
     try:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter, or the plugin's runtime
