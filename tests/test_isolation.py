@@ -13,6 +13,7 @@ import asyncio
 import functools
 import os
 import re
+import textwrap
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -569,17 +570,6 @@ async def test_three_crashes_within_the_window_disable_the_plugin(manager, plugi
     assert seen[0].data["plugin"] == "crashy"
 
 
-@asynctest
-async def test_reloading_a_process_plugin_is_refused_for_now(manager, plugin):
-    await _bring_up(manager, plugin("echo", ECHO, isolation="process"))
-    pid = worker_pid(manager, "echo")
-    result = await manager.reload_plugin("echo")
-    assert result.outcome != "success"
-    assert "not supported yet" in (result.error or "")
-    assert worker_pid(manager, "echo") == pid  # the running worker was left alone
-    assert manager.runtime.hooks.call("app.echo", 1).failures == []
-
-
 FREEZER = """
     import os
     import signal
@@ -604,3 +594,138 @@ async def test_a_worker_whose_heartbeats_stop_is_killed(manager, plugin, monkeyp
     assert isinstance(failure.error, PluginCrashedError)
     assert "SIGKILL" in str(failure.error)
     assert _wait_gone(pid)
+
+
+# --------------------------------------------------------------------------- reloads
+
+VERSIONED = """
+    import os
+    import tether
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            ctx.register_hook("app.echo", 10, lambda _: [{answer!r}, os.getpid()])
+            {extra}
+"""
+
+
+def _versioned(answer: str, extra: str = "pass") -> str:
+    return VERSIONED.format(answer=answer, extra=extra)
+
+
+@asynctest
+async def test_a_reload_brings_the_new_code_up_in_a_new_worker(manager, plugin):
+    path = plugin("swap", _versioned("one"), isolation="process")
+    await _bring_up(manager, path)
+    [[answer, first]] = manager.runtime.hooks.call("app.echo").results
+    assert answer == "one"
+    (path / "plugin.py").write_text(textwrap.dedent(_versioned("two")))
+    result = await manager.reload_plugin("swap", config=tether.ReloadConfig(grace_period=0))
+    assert result.outcome == "reloaded", result.error
+    [[answer, second]] = manager.runtime.hooks.call("app.echo").results
+    assert answer == "two"
+    assert second != first
+    assert _wait_gone(first)  # the old worker was stopped and ended
+
+
+@asynctest
+async def test_a_failed_reload_keeps_the_old_worker_serving(manager, plugin):
+    path = plugin("swap", _versioned("one"), isolation="process")
+    await _bring_up(manager, path)
+    [[_, first]] = manager.runtime.hooks.call("app.echo").results
+    broken = _versioned("two", extra="raise RuntimeError('v2 cannot start')")
+    (path / "plugin.py").write_text(textwrap.dedent(broken))
+    result = await manager.reload_plugin("swap")
+    assert result.outcome == "rolled_back"
+    assert "v2 cannot start" in (result.error or "")
+    [[answer, pid]] = manager.runtime.hooks.call("app.echo").results
+    assert answer == "one"
+    assert pid == first  # the old worker never went away
+    assert manager.runtime.hooks.handlers("app.echo") == [("swap", 10)]
+
+
+COUNTED = """
+    import tether
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            self.ctx = ctx
+            store = ctx.plugin_storage
+            store.set("initialized", store.get("initialized", 0) + 1)
+            ctx.register_hook("app.aecho", 10, self.answer)
+            {extra}
+
+        async def answer(self, _):
+            return {answer!r}
+
+        def stop(self):
+            self.ctx.plugin_storage.set("stopped", {answer!r})
+
+        def health_check(self):
+            return {healthy}
+"""
+
+
+def _counted(answer: str, *, extra: str = "pass", healthy: bool = True) -> str:
+    return textwrap.dedent(COUNTED.format(answer=answer, extra=extra, healthy=healthy))
+
+
+@pytest.mark.parametrize(
+    ("overlap", "stopped", "initialized"),
+    [(True, None, 1), (False, "one", 2)],
+    ids=["blue-green", "stop-first"],
+)
+@asynctest
+async def test_a_failed_reload_and_the_old_version(manager, plugin, overlap, stopped, initialized):
+    path = plugin("swap", _counted("one"), isolation="process", reload={"overlap": overlap})
+    await _bring_up(manager, path)
+    (path / "plugin.py").write_text(_counted("two", extra="raise RuntimeError('no')"))
+    result = await manager.reload_plugin("swap")
+    assert result.outcome == "rolled_back"
+    assert result.step == "initialize"
+    assert (await manager.runtime.hooks.run("app.aecho")).results == ["one"]
+    storage = manager.get_scope("swap").storage()
+    # blue/green: the old worker never stopped; stop-first: it stopped, and was revived
+    assert storage.get("stopped", None) == stopped
+    # what the failed v2 wrote was undone with the storage snapshot; a revival counts
+    assert storage.get("initialized") == initialized
+
+
+@asynctest
+async def test_a_new_version_that_fails_its_health_check_is_not_switched_to(manager, plugin):
+    path = plugin("swap", _counted("one"), isolation="process")
+    await _bring_up(manager, path)
+    (path / "plugin.py").write_text(_counted("two", healthy=False))
+    result = await manager.reload_plugin("swap")
+    assert result.outcome == "rolled_back"
+    assert result.step == "health_check"
+    assert (await manager.runtime.hooks.run("app.aecho")).results == ["one"]
+    assert manager.get_scope("swap").storage().get("stopped", None) is None
+
+
+@asynctest
+async def test_calls_during_a_blue_green_reload_all_succeed(manager, plugin):
+    path = plugin("swap", _counted("one"), isolation="process")
+    await _bring_up(manager, path)
+    failures: list[object] = []
+    answers: set[object] = set()
+    stop = asyncio.Event()
+
+    async def caller() -> None:
+        while not stop.is_set():
+            outcome = await manager.runtime.hooks.run("app.aecho")
+            failures.extend(outcome.failures)
+            answers.update(outcome.results)
+
+    callers = [asyncio.create_task(caller()) for _ in range(4)]
+    await asyncio.sleep(0.2)
+    (path / "plugin.py").write_text(_counted("two"))
+    result = await manager.reload_plugin("swap")
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.gather(*callers)
+    assert result.outcome == "reloaded", result.error
+    assert failures == []
+    assert answers == {"one", "two"}

@@ -392,6 +392,17 @@ class Resources(BaseModel):
     processes: Annotated[StrictInt, Field(ge=1, le=1 << 16)] = 32
 
 
+class ReloadPolicy(BaseModel):
+    """``reload``: how a reload replaces the running version. ``overlap: false`` (a plugin
+    that owns something exclusive, a listening port) stops the old version before the
+    new one starts; by default a process plugin's new worker starts beside the old one
+    (blue/green) and the old one stops only once the new one is up and healthy."""
+
+    model_config = _Strict
+
+    overlap: StrictBool = True
+
+
 class FrameworkRequirement(BaseModel):
     model_config = _Strict
 
@@ -433,6 +444,7 @@ class Manifest(BaseModel):
     provides: tuple[StrictStr, ...] = ()
     timeouts: Timeouts = Timeouts()
     resources: Resources = Resources()
+    reload: ReloadPolicy = ReloadPolicy()
     requirements: tuple[StrictStr, ...] = ()
     """PEP 508 requirements of the plugin's own code (``httpx>=0.27``): a process plugin
     gets a virtual environment of its own with them; an in-process plugin's are checked

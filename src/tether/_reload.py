@@ -79,6 +79,7 @@ from tether.errors import (
     TetherError,
     VersionMismatchError,
 )
+from tether.isolation._remote import RemotePlugin, renew_remote
 
 if TYPE_CHECKING:
     from tether._config import PluginConfig, TetherConfig
@@ -199,14 +200,11 @@ class _Grace:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def _refuse_process_plugins(name: str, manifest: Manifest, live: PluginVersion) -> None:
-    levels = (isolation_of(manifest, live.settings), isolation_of(live.manifest, live.settings))
-    if "process" in levels:
-        raise _refusal(
-            name, "reload", "it runs in a worker process (isolation: process), whose reload "
-            "is not supported yet",
-            "unload and load the plugin again, or restart the host",
-        )  # fmt: skip
+def _overlaps(old: PluginVersion, new: PluginVersion) -> bool:
+    """Whether a reload runs both versions at once (blue/green): process plugins, unless
+    the manifest says ``reload: {overlap: false}``."""
+    remote = isinstance(old.instance, RemotePlugin) and isinstance(new.instance, RemotePlugin)
+    return remote and new.manifest.reload.overlap
 
 
 class Reloads:
@@ -419,6 +417,8 @@ class Reloads:
             result = attempt.result(slot, "rolled_back", step=failed.step, error=failed.error)
             return self._record(result)
         attempt.to_version = new.version
+        if _overlaps(live, new):
+            return await self._swap_overlapping(slot, live, new, attempt)
         return await self._swap(slot, live, new, attempt)
 
     # ------------------------------------------------------------------ stage
@@ -448,7 +448,6 @@ class Reloads:
                     f"'{live.contract.name}'",
                     "a reload keeps the contract a plugin provides; restart the host",
                 )  # fmt: skip
-            _refuse_process_plugins(name, manifest, live)
         except TetherError as exc:
             raise _StepFailedError("manifest", exc, version) from exc
         try:
@@ -458,10 +457,13 @@ class Reloads:
         changed = self._changed_extension(live, found)
         if changed is not None:
             raise _StepFailedError("import", changed, version)
-        limit = host._limits(live)["initialize"]  # noqa: SLF001
+        limits = host._limits(live)  # noqa: SLF001
+        limit = limits["initialize"]
+        process = limits if isolation_of(manifest, live.settings) == "process" else None
         try:
             code = await import_code(manifest, contract, private=True,
-                                     attempts=host.load_attempts, limit=limit)  # fmt: skip
+                                     attempts=host.load_attempts, limit=limit,
+                                     process=process)  # fmt: skip
         except TetherError as exc:
             raise _StepFailedError("import", exc, version) from exc
         try:
@@ -588,6 +590,18 @@ class Reloads:
         host.reset_threshold(slot.name)
         grace.exceeded_before = self._exceeded(slot.name)
         self._release(slot, new)
+        return await self._finish(slot, old, new, attempt, grace)
+
+    async def _finish(
+        self,
+        slot: PluginSlot,
+        old: PluginVersion,
+        new: PluginVersion,
+        attempt: _Attempt,
+        grace: _Grace,
+    ) -> ReloadResult:
+        """The new version runs: record it, and watch it for the grace period (or retire
+        the old version at once)."""
         self._keep_files(old, new)
         done: Outcome = "rolled_back" if attempt.kind == "rollback" else "reloaded"
         log.info("%s plugin %s %s -> %s", done.replace("_", " "), slot.name, old.version,
@@ -603,6 +617,81 @@ class Reloads:
         else:
             await self._retire(slot, old, reason=f"replaced by {new.version}")
         return result
+
+    async def _swap_overlapping(
+        self, slot: PluginSlot, old: PluginVersion, new: PluginVersion, attempt: _Attempt
+    ) -> ReloadResult:
+        """Blue/green, for process plugins: the new version's worker is initialized,
+        started and health-checked while the old one still runs; only then does the gate
+        switch and the old worker stop. On any failure before the switch the old version
+        was never stopped: it takes the held calls again."""
+        host = self._host
+        limits = host._limits(new)  # noqa: SLF001
+        self._hold(slot, attempt.settings)
+        if not await slot.gate.drain(host.drain_timeout, door=old.door):
+            log.warning("plugin %s: %d call(s) still in %s after %.1fs; switching anyway",
+                        slot.name, old.door.in_flight, old.version, host.drain_timeout)  # fmt: skip
+        state = await self._export_state(old, limits["call"])
+        snapshot = self._snapshot(slot.name)
+        grace = _Grace(old, new, state, snapshot, ends=0.0,
+                       exceeded_before=self._exceeded(slot.name))  # fmt: skip
+        try:
+            await self._bring_in(slot, new, state)
+            await self._check_new(new, limits["call"])
+        except _StepFailedError as failed:
+            return await self._keep_old(slot, attempt, grace, failed)
+        host.reset_threshold(slot.name)
+        grace.exceeded_before = self._exceeded(slot.name)
+        self._release(slot, new)
+        stopped = await stop_version(slot, old, host._limits(old)["stop"], host.drain_timeout,  # noqa: SLF001
+                                     keep_gate=True)  # fmt: skip
+        if stopped is not None:
+            log.warning("plugin %s: stopping %s after the switch failed: %s", slot.name,
+                        old.version, stopped)  # fmt: skip
+        return await self._finish(slot, old, new, attempt, grace)
+
+    async def _check_new(self, version: PluginVersion, limit: float) -> None:
+        """The new version's health check, before anything is switched to it."""
+        check = getattr(version.instance, "health_check", None)
+        if not callable(check):
+            return
+        try:
+            healthy = await run_bounded(check, code=code_of(version), what="health_check",
+                                        limit=limit)  # fmt: skip
+        except OverrunError as exc:
+            late = PluginLifecycleError(
+                version.name, "health_check", f"no answer in {exc.limit:g}s"
+            )
+            raise _StepFailedError("health_check", late, version.version) from None
+        except Exception as exc:
+            failed = PluginLifecycleError(version.name, "health_check", plugin_error(exc))
+            raise _StepFailedError("health_check", failed, version.version) from exc
+        if healthy is False:
+            failed = PluginLifecycleError(version.name, "health_check", "it answered False")
+            raise _StepFailedError("health_check", failed, version.version)
+
+    async def _keep_old(
+        self, slot: PluginSlot, attempt: _Attempt, grace: _Grace, failed: _StepFailedError
+    ) -> ReloadResult:
+        """The new version failed before the switch: take it down, give the old one (which
+        never stopped) its registrations and the held calls back."""
+        host = self._host
+        old, new = grace.previous, grace.current
+        log.error("Plugin reload failed: %s v%s: %s error: %s", slot.name, new.version,
+                  failed.step, error_line(failed.error))  # fmt: skip
+        log.info("Rolling back to previous version: %s v%s", slot.name, old.version)
+        if new.status is PluginStatus.RUNNING:
+            await stop_version(slot, new, host._limits(new)["stop"], host.drain_timeout,  # noqa: SLF001
+                               keep_gate=True)  # fmt: skip
+        discarded = self._restore(slot.name, grace.snapshot)
+        slot.commit(old)
+        host.reset_threshold(slot.name)
+        self._release(slot, old)
+        log.info("Previous version restored successfully")
+        await self._retire(slot, new, reason=f"failed at {failed.step}")
+        result = attempt.result(slot, "rolled_back", step=failed.step, error=failed.error,
+                                discarded=discarded)  # fmt: skip
+        return self._record(result)
 
     def _keep_files(self, old: PluginVersion, new: PluginVersion) -> None:
         captured = self._captured.pop(old, None)
@@ -754,7 +843,11 @@ class Reloads:
     def _revive(self, slot: PluginSlot, previous: PluginVersion) -> PluginVersion:
         """A fresh object and context for the previous version's code (nothing imported)."""
         host = self._host
-        code = renew_code(previous.code, contract=previous.contract)
+        code = (
+            renew_remote(previous.code)
+            if isinstance(previous.instance, RemotePlugin)
+            else renew_code(previous.code, contract=previous.contract)
+        )
         found = Found(previous.manifest, previous.location, private=True)
         revived = new_version(slot, found, previous.settings, code, previous.contract,
                               previous.scope.permissions, values=previous.scope.config,

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from tether._manifest import Manifest
     from tether.types import Event, PluginContext
 
-__all__ = ["WORKER_EVENT", "Bridge", "RemotePlugin", "is_remote", "load_remote"]
+__all__ = ["WORKER_EVENT", "Bridge", "RemotePlugin", "is_remote", "load_remote", "renew_remote"]
 
 
 def is_remote(handler: object) -> bool:
@@ -393,7 +393,7 @@ class RemotePlugin:
         self.listeners: list[Callable[[str, str], None]] = []
         self.crashes: list[float] = []
         self.restarts = 0
-        self.state = "running"  # running, restarting, given up, closed
+        self.state = "running"  # running, restarting, given up, closed, replaced
         self.running = False  # start() succeeded and stop() did not follow
         self._info: dict[str, object] | None = None
         bridge.worker_crashed = self._crashed
@@ -423,6 +423,8 @@ class RemotePlugin:
     def _release(self) -> None:
         """The version is going: the worker runs its ``on_release`` callbacks (the worker
         itself ends when the code is unloaded, after ``cleanup``)."""
+        if self.state == "replaced":  # its worker serves a revived object now
+            return
         worker = self.worker
         if worker.ended is None and worker.channel.closed is None:
             with contextlib.suppress(PluginCrashedError, TimeoutError, OSError):
@@ -430,8 +432,10 @@ class RemotePlugin:
 
     def close(self) -> None:
         """End the worker for good (the code is unloaded): no restart follows."""
+        replaced = self.state == "replaced"
         self.state = "closed"
-        self.worker.terminate()
+        if not replaced:
+            self.worker.terminate()
 
     # ------------------------------------------------------------------ crashes
 
@@ -517,6 +521,8 @@ def _ending_step(bridge: Bridge, method: str) -> Callable[..., Any]:
         worker = bridge.worker
         if method == "stop":
             self.running = False
+        if self.state == "replaced":  # its worker serves a revived object now
+            return None
         if worker is not None and (worker.ended is not None or worker.channel.closed):
             return None
         return await forward(*args, **kwargs)
@@ -634,6 +640,29 @@ def _spawn(
         worker.terminate()
         raise WorkerProtocolError(manifest.name, f"`load` answered {description!r}")
     return worker, description
+
+
+def renew_remote(code: LoadedCode) -> LoadedCode:
+    """A fresh plugin object in the worker of ``code`` (whose code is imported there
+    already): what a rollback revives. ``code``'s stand-in lets go of the worker."""
+    old = code.instance
+    if not isinstance(old, RemotePlugin):
+        raise TypeError(f"not a process plugin's code: {old!r}")
+    worker = old.worker
+    bridge = Bridge(old.manifest.name)
+    bridge.call_timeout = old.bridge.call_timeout
+    bridge.worker = worker
+    old.state = "replaced"
+    old.bridge.worker_crashed = None
+    worker.channel.on_request = bridge.on_request
+    worker.on_crash[:] = [bridge.on_worker_crash]
+    description = worker.call("renew", timeout=old.timeouts.get("initialize", 30.0))
+    if not isinstance(description, dict):
+        raise WorkerProtocolError(old.manifest.name, f"`renew` answered {description!r}")
+    instance = _remote_class(old.manifest.name, description, bridge)()
+    instance.setup(bridge, old.manifest, old.private, old.timeouts)
+    return LoadedCode(manifest=code.manifest, instance=instance, module=code.module,
+                      namespace=None, closer=instance.close)  # fmt: skip
 
 
 def load_remote(manifest: Manifest, *, private: bool, timeouts: Mapping[str, float]) -> LoadedCode:

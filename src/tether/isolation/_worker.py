@@ -402,11 +402,13 @@ class Worker:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.instance: object = None
+        self.code: Any = None
         self.manifest: object = None
         self.context: WorkerContext | None = None
         self.directory: str | None = None
         self.targets: dict[str, Callable[..., object]] = {
             "load": self.load,
+            "renew": self.renew,
             "initialize": self.initialize,
             "release": self.release,
             "ping": lambda payload=None: payload,
@@ -503,22 +505,39 @@ class Worker:
         if source is not None:
             found = found.model_copy(update={"source": Path(source)})
         code = load_code(found, private_namespace=private)
+        self.code = code
         self.manifest = code.manifest
-        self.instance = code.instance
         self.directory = str(found.directory) if found.directory else None
+        return self._take(code.instance)
+
+    def renew(self) -> dict[str, object]:
+        """A fresh plugin object from the code already imported (a rollback revives the
+        previous version in its own worker): what ``load`` answers, for it."""
+        from tether._loader import renew_code
+
+        if self.context is not None:
+            self.context.release()
+        self.code = renew_code(self.code)
+        self.context = None
+        stale = ("plugin.", "h.", "s.")
+        self.targets = {k: v for k, v in self.targets.items() if not k.startswith(stale)}
+        return self._take(self.code.instance)
+
+    def _take(self, instance: object) -> dict[str, object]:
+        self.instance = instance
         methods: dict[str, bool] = {}
-        for name in dir(code.instance):
+        for name in dir(instance):
             if name.startswith("_"):
                 continue
-            value = getattr(code.instance, name, None)
+            value = getattr(instance, name, None)
             if callable(value) and not isinstance(value, type):
                 methods[name] = _is_async(value)
                 self.targets[f"plugin.{name}"] = value
-        schema = getattr(code.instance, "config_schema", None)
+        schema = getattr(instance, "config_schema", None)
         return {
             "methods": methods,
             "config_schema": schema if isinstance(schema, dict) else None,
-            "class": type(code.instance).__qualname__,
+            "class": type(instance).__qualname__,
         }
 
     def initialize(self, info: dict[str, Any]) -> object:
