@@ -13,8 +13,8 @@ import asyncio
 import functools
 import os
 import re
-import textwrap
 import sys
+import textwrap
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
