@@ -22,9 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from click.testing import CliRunner
 
 import tether
 from helpers import PluginWriter
+from tether.cli import cli
 from tether.errors import (
     CallTimeoutError,
     PluginCrashedError,
@@ -729,3 +731,50 @@ async def test_calls_during_a_blue_green_reload_all_succeed(manager, plugin):
     assert result.outcome == "reloaded", result.error
     assert failures == []
     assert answers == {"one", "two"}
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+ELSEWHERE = """
+    import os
+    import tether
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            self.host = ctx.plugin_config["host_pid"]
+
+        def health_check(self):
+            return os.getpid() != self.host  # healthy only outside the host's process
+"""
+
+
+def test_plugins_test_runs_a_plugin_in_a_worker(plugin):
+    # an in-process plugin by its manifest, healthy only where it is not the host
+    path = plugin("who", ELSEWHERE, config={"host_pid": {"type": "integer", "required": True}})
+    pid = f"host_pid={os.getpid()}"
+    inside = CliRunner().invoke(cli, ["plugins", "test", "--set", pid, str(path)])
+    assert inside.exit_code == 1, inside.output
+    assert re.search(r"health check\s+failed", inside.output), inside.output
+    args = ["plugins", "test", "--isolation", "process", "--set", pid, str(path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    for step in ("load", "initialize", "start", "health check", "stop", "cleanup"):
+        assert re.search(rf"{step}\s+ok", result.output), (step, result.output)
+
+
+def test_plugins_info_shows_isolation_and_limits(plugin):
+    path = plugin(
+        "limited",
+        _counted("one"),
+        isolation="process",
+        resources={"memory": "128MiB", "cpu_time": "10s", "processes": 8},
+        reload={"overlap": False},
+    )
+    result = CliRunner().invoke(cli, ["plugins", "info", str(path)])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "Isolation process (from the manifest)" in output
+    assert "memory 128MiB, cpu_time 10s, open_files 256, processes 8" in output
+    assert "reload: stop first" in output

@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from tether._health import HealthCheckResult, PluginHealth
     from tether._hooks import HookFailure, HookMetrics, HookOutcome, HookRegistry
     from tether._lifecycle import PluginStatus
-    from tether._locate import check_entry
+    from tether._locate import check_entry, isolation_of, resources_of
     from tether._manager import LoadAttempt, PluginManager
     from tether._manifest import Manifest, find_manifest, load_manifest
     from tether._middleware import Middleware, MiddlewareRegistry
@@ -72,6 +72,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from tether._seam import is_async_callable
     from tether._sections import ConfigSection, SectionRegistry, config_sections
     from tether._services import ServiceRegistry
+    from tether._sizes import format_size, parse_size
     from tether._slots import SlotEvent
     from tether._storage import StateStore, open_state_store
     from tether._sync import SyncPluginManager
@@ -170,17 +171,21 @@ __all__ = [
     "errors",
     "find_manifest",
     "format_duration",
+    "format_size",
     "grant_permissions",
     "is_async_callable",
     "is_interruption",
+    "isolation_of",
     "load_capability_uses",
     "load_config",
     "load_manifest",
     "mask_secrets",
     "open_state_store",
     "parse_duration",
+    "parse_size",
     "plugin_frame",
     "resolve",
+    "resources_of",
     "run_host",
     "search_paths_for",
     "types",
@@ -224,6 +229,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "discover": ("tether._discovery", "discover"),
     "search_paths_for": ("tether._discovery", "search_paths_for"),
     "format_duration": ("tether._durations", "format_duration"),
+    "isolation_of": ("tether._locate", "isolation_of"),
+    "resources_of": ("tether._locate", "resources_of"),
+    "format_size": ("tether._sizes", "format_size"),
+    "parse_size": ("tether._sizes", "parse_size"),
     "Expanded": ("tether._expansion", "Expanded"),
     "convert_expanded": ("tether._expansion", "convert"),
     "parse_duration": ("tether._durations", "parse_duration"),

@@ -90,8 +90,17 @@ def _existing(value: str) -> Path | None:
 @click.option(
     "--timeout", default=10.0, show_default=True, type=Seconds(), help="Seconds allowed for stop()."
 )
+@click.option(
+    "--isolation",
+    type=click.Choice(["inprocess", "process"]),
+    default=None,
+    help="Run it in the host's process or in a worker process of its own (default: what its "
+    "config entry, else its manifest, says).",
+)
 @pass_state
-def plugins_test(state: State, target: str, settings: tuple[str, ...], timeout: float) -> None:
+def plugins_test(
+    state: State, target: str, settings: tuple[str, ...], timeout: float, isolation: str | None
+) -> None:
     """Load, initialize, start, stop and clean up a plugin (NAME or PATH) in a fresh manager.
 
     PATH is a plugin directory or manifest file; NAME is found through the config's
@@ -99,7 +108,8 @@ def plugins_test(state: State, target: str, settings: tuple[str, ...], timeout: 
 
     Required dependencies are found through the search paths and brought up first.
     A plugin that describes itself (description(), author()) is shown as it does; one
-    with a health_check() is checked after start. Prints each step's time; exits 1
+    with a health_check() is checked after start. --isolation process runs it in a
+    worker process, as `isolation: process` would. Prints each step's time; exits 1
     if any step fails (raised, even SystemExit, or ran past its time limit).
     """
     manifest = locate_plugin(state, target)
@@ -110,6 +120,8 @@ def plugins_test(state: State, target: str, settings: tuple[str, ...], timeout: 
             "install it with a plugin.yaml beside its package, or give its directory",
         )
     config = plugin_settings(state, manifest.name, parse_settings(settings))
+    if isolation is not None:
+        config = config.model_copy(update={"isolation": isolation})
     before = set(threading.enumerate())
     with log_without_tracebacks(state):  # each failure is reported below, with its frame
         run = run_host(_exercise(state, manifest, path, config, timeout))

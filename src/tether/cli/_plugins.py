@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -26,11 +27,15 @@ from tether import (
     check_entry,
     check_entry_source,
     dependency_graph,
+    format_duration,
+    format_size,
     grant_permissions,
+    isolation_of,
     load_capability_uses,
     load_manifest,
     open_state_store,
     resolve,
+    resources_of,
 )
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
@@ -167,6 +172,7 @@ def plugins_info(state: State, name: str) -> None:
             found = f"found {other.manifest.version}" if other else "[red]not found[/]"
             optional = " (optional)" if d.optional else ""
             out.print(f"  {d.name} {d.version}{optional}: {found}")
+    _print_isolation(state, m)
     out.print("\n[bold]Permissions[/] " + (", ".join(sorted(m.permissions.granted)) or "none"))
     entry = state.config().entry(m.name)
     if entry is not None:
@@ -186,6 +192,33 @@ def plugins_info(state: State, name: str) -> None:
     _print_list("Subscribes", list(m.events.subscribes))
     _print_list("Exports", [f"{e.name}: {e.description}" for e in m.exports])
     print_observed(_saved_capabilities(state, m.name))
+
+
+def _print_isolation(state: State, manifest: Manifest) -> None:
+    """How the plugin runs (its config entry over its manifest) and a worker's limits."""
+    entry = state.config().entry(manifest.name) or PluginConfig(name=manifest.name)
+    level = isolation_of(manifest, entry)
+    source = "config" if entry.isolation else "manifest"
+    out.print(f"\n[bold]Isolation[/] {level} (from the {source})")
+    if manifest.command:
+        out.print("worker program: " + " ".join(manifest.command), markup=False)
+    if level != "process":
+        return
+    limits = resources_of(manifest, entry)
+    memory, cpu = limits["memory"], limits["cpu_time"]
+    shown = [
+        f"memory {format_size(int(memory)) if memory else 'unlimited'}",
+        f"cpu_time {format_duration(timedelta(seconds=cpu)) if cpu else 'unlimited'}",
+        f"open_files {int(limits['open_files'] or 0)}",
+        f"processes {int(limits['processes'] or 0)}",
+    ]
+    out.print("limits: " + ", ".join(shown), markup=False)
+    paths = manifest.permissions.paths
+    if paths.read or paths.write:
+        out.print(f"filesystem: read {list(paths.read)}, write {list(paths.write)}", markup=False)
+    if manifest.requirements:
+        out.print("requirements: " + ", ".join(manifest.requirements), markup=False)
+    out.print(f"reload: {'blue/green' if manifest.reload.overlap else 'stop first'}")
 
 
 def _convention_entry(manifest: Manifest) -> str:
