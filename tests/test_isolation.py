@@ -778,3 +778,19 @@ def test_plugins_info_shows_isolation_and_limits(plugin):
     assert "Isolation process (from the manifest)" in output
     assert "memory 128MiB, cpu_time 10s, open_files 256, processes 8" in output
     assert "reload: stop first" in output
+
+
+@asynctest
+async def test_a_process_plugin_rolls_back_after_its_grace_period(manager, plugin):
+    path = plugin("swap", _versioned("one"), isolation="process")
+    await _bring_up(manager, path)
+    (path / "plugin.py").write_text(textwrap.dedent(_versioned("two")))
+    reloaded = await manager.reload_plugin("swap", config=tether.ReloadConfig(grace_period=0))
+    assert reloaded.outcome == "reloaded", reloaded.error
+    [[answer, two]] = manager.runtime.hooks.call("app.echo").results
+    assert answer == "two"
+    back = await manager.rollback_plugin("swap")
+    assert back.outcome == "rolled_back", back.error
+    [[answer, one]] = manager.runtime.hooks.call("app.echo").results
+    assert answer == "one"  # the kept copy of 1.0.0's files, in a new worker
+    assert one != two

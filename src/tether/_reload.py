@@ -227,8 +227,9 @@ class Reloads:
         self._listeners.append(listener)
 
     def loaded(self, version: PluginVersion) -> None:
-        """A version was loaded: keep its files in memory, for a rollback after it is gone."""
-        if version.code.namespace is None:
+        """A version was loaded: keep its files in memory, for a rollback after it is gone
+        (a directory plugin's: one in a private namespace, or in a worker of its own)."""
+        if version.code.namespace is None and not isinstance(version.instance, RemotePlugin):
             return
         captured = capture(version.manifest)
         if captured is not None:
