@@ -794,3 +794,46 @@ async def test_a_process_plugin_rolls_back_after_its_grace_period(manager, plugi
     [[answer, one]] = manager.runtime.hooks.call("app.echo").results
     assert answer == "one"  # the kept copy of 1.0.0's files, in a new worker
     assert one != two
+
+
+# --------------------------------------------------------------------------- hostile workers
+
+ROGUES = {
+    "silent": "import time\ntime.sleep(60)\n",
+    "exits": "import sys\nsys.exit(4)\n",
+    "garbage": (
+        "import os, socket\n"
+        "sock = socket.socket(fileno=int(os.environ['TETHER_WORKER_FD']))\n"
+        "sock.sendall(b'\\x00\\x00\\x00\\x05hello')\n"
+        "import time\ntime.sleep(60)\n"
+    ),
+    "huge": (
+        "import os, socket\n"
+        "sock = socket.socket(fileno=int(os.environ['TETHER_WORKER_FD']))\n"
+        "sock.sendall(b'\\xff\\xff\\xff\\xff')\n"
+        "import time\ntime.sleep(60)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ROGUES))
+@asynctest
+async def test_a_worker_that_does_not_shake_hands_is_refused_and_ended(manager, plugin, kind):
+    path = plugin(
+        "rogue",
+        None,
+        isolation="process",
+        command=[sys.executable, "rogue.py"],
+        files={"rogue.py": ROGUES[kind]},
+        timeouts={"initialize": "2s"},
+    )
+    started = time.monotonic()
+    with pytest.raises((WorkerProtocolError, PluginLoadError)) as caught:
+        await manager.load_plugin(path)
+    assert time.monotonic() - started < 20  # bounded by the plugin's initialize limit
+    assert "rogue" in str(caught.value)
+    assert not manager.is_loaded("rogue")
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    for child in children:
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        assert b"rogue.py" not in cmdline or not _alive(int(child))

@@ -223,11 +223,18 @@ def _environment(extra: Mapping[str, str]) -> dict[str, str]:
 def _handshake(sock: socket.socket, plugin: str, limit: float) -> str:
     sock.settimeout(limit)
     try:
-        hello = json.loads(read_frame(sock))
-    except (TimeoutError, OSError, ChannelClosedError, ValueError) as exc:
-        raise WorkerProtocolError(plugin, f"no hello within {limit:g}s ({exc})") from None
+        frame = read_frame(sock)
+    except TimeoutError:
+        raise WorkerProtocolError(plugin, f"it sent no hello within {limit:g}s") from None
+    except (OSError, ChannelClosedError) as exc:
+        raise WorkerProtocolError(plugin, f"it sent no hello: {exc}") from None
     finally:
         sock.settimeout(None)
+    try:
+        hello = json.loads(frame)
+    except ValueError:
+        shown = frame[:40].decode("utf-8", "replace")
+        raise WorkerProtocolError(plugin, f"its hello is not JSON: {shown!r}") from None
     protocols = hello.get("protocols") if isinstance(hello, dict) else None
     if not isinstance(protocols, list) or PROTOCOL_VERSION not in protocols:
         write_frame(
