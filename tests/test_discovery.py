@@ -332,7 +332,7 @@ def test_a_rich_manifest_survives_the_cache_unchanged(tmp_path: Path) -> None:
     rich = {
         "framework": {"version": ">=0.1.0,<2.0.0"},
         "dependencies": [{"name": "base", "version": "^1.0.0"}, {"name": "x", "optional": True}],
-        "permissions": {"database": True, "network": True},
+        "permissions": {"database": True, "network": True, "filesystem": {"read": ["/srv"]}},
         "config": {
             "timeout": {"type": "duration", "default": "30s"},
             "tags": {"type": "array", "default": ["a", "b"]},
@@ -343,6 +343,10 @@ def test_a_rich_manifest_survives_the_cache_unchanged(tmp_path: Path) -> None:
         "exports": [{"name": "tokens"}],
         "provides": ["auth"],
         "isolation": "process",
+        "command": ["node", "plugin.js"],
+        "resources": {"memory": "64MiB", "cpu_time": "1m"},
+        "reload": {"overlap": False},
+        "requirements": ["httpx>=0.27"],
     }
     write_plugin(tmp_path / "rich", "rich", **rich)
     cache_file = tmp_path / "index.json"
@@ -354,6 +358,7 @@ def test_a_rich_manifest_survives_the_cache_unchanged(tmp_path: Path) -> None:
     assert cold is not None
     assert warm.get("rich") == cold
     assert warm.get("rich").manifest.dependencies[1].optional is True  # type: ignore[union-attr]
+    assert warm.get("rich").manifest.permissions.paths.read == ("/srv",)  # type: ignore[union-attr]
 
 
 def test_a_manifest_json_cannot_carry_is_parsed_every_time(tmp_path: Path) -> None:

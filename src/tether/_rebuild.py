@@ -110,7 +110,8 @@ def _converter(annotation: object) -> _Convert | None:
 def _container(
     annotation: object, origin: object, arguments: tuple[object, ...]
 ) -> _Convert | None:
-    """For ``tuple[X, ...]``, ``dict[str, Model]`` and ``X | None`` (``None``: as it is)."""
+    """For ``tuple[X, ...]``, ``dict[str, Model]``, ``X | None`` and ``bool | Model``
+    (``None``: as it is)."""
     if origin is tuple and len(arguments) == 2 and arguments[1] is Ellipsis:  # noqa: PLR2004
         item = arguments[0]
         if _is_model(item):
@@ -127,7 +128,19 @@ def _container(
         if len(kinds) == 1 and len(arguments) == 2:  # noqa: PLR2004 - X | None
             convert = _converter(kinds[0])
             return None if convert is None else (lambda v: None if v is None else convert(v))
+        return _scalar_or_model(annotation, arguments)
     raise TypeError(f"a field of type {annotation} cannot be rebuilt")
+
+
+def _scalar_or_model(annotation: object, arguments: tuple[object, ...]) -> _Convert:
+    """``bool | Model`` (scalars and one model): a JSON mapping is the model, anything
+    else a scalar, as it is."""
+    models = [a for a in arguments if _is_model(a)]
+    scalars = [a for a in arguments if not _is_model(a)]
+    if len(models) != 1 or any(_converter(a) is not None for a in scalars):
+        raise TypeError(f"a field of type {annotation} cannot be rebuilt")
+    build = _builder(models[0])
+    return lambda value: build(value) if isinstance(value, dict) else value
 
 
 def _mapping(build: _Build) -> _Convert:
