@@ -837,3 +837,37 @@ async def test_a_worker_that_does_not_shake_hands_is_refused_and_ended(manager, 
     for child in children:
         cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         assert b"rogue.py" not in cmdline or not _alive(int(child))
+
+
+MIDDLEWARE = """
+    import os
+    import tether
+    from starlette.responses import JSONResponse
+
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            ctx.register_middleware("tag", self.tag, priority=50)
+
+        async def tag(self, request, call_next):
+            if request.headers.get("x-block") == "yes":
+                return JSONResponse({"blocked": request.url.path}, status_code=403)
+            response = await call_next(request)
+            response.headers["x-worker"] = str(os.getpid())
+            return response
+"""
+
+
+def test_a_process_plugins_middleware_wraps_other_plugins_routes(live, plugin):
+    routes = plugin("routes", ROUTES, permissions={"router": True})  # in-process routes
+    server = live(routes, plugin("mw", MIDDLEWARE, isolation="process"))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        passed = client.get("/who", params={"q": "x"})
+        blocked = client.get("/who", headers={"x-block": "yes"})
+    assert passed.status_code == 200
+    assert passed.json()["query"] == "x"  # the route ran, in the host
+    assert passed.json()["pid"] == os.getpid()
+    assert int(passed.headers["x-worker"]) != os.getpid()  # the middleware, in its worker
+    assert blocked.status_code == 403
+    assert blocked.json() == {"blocked": "/who"}

@@ -33,13 +33,14 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from tether._attribution import is_seam, pass_through
 from tether._gate import GateState
 from tether._seam import Entry, Parameters
 from tether._watchdog import not_the_callers_time
 from tether.errors import MiddlewareError, PluginUnavailableError
+from tether.isolation import is_remote
 
 if TYPE_CHECKING:
     from tether._gate import Door, Gate
@@ -117,10 +118,20 @@ def _is_closed(gate: Gate) -> bool:
     return gate.state is GateState.CLOSED
 
 
+def _unadapted(handler: Callable[..., object]) -> Callable[[object, Endpoint], object]:
+    """No host said how a process plugin's middleware meets its requests: as it is (a
+    request it cannot send then fails the call with a ``TypeError`` naming its type)."""
+    return cast("Callable[[object, Endpoint], object]", handler)
+
+
 class MiddlewareRegistry:
     """Every registered middleware, and the chain for each route."""
 
     def __init__(self) -> None:
+        self.adapter: Callable[[Callable[..., object]], Callable[[object, Endpoint], object]]
+        self.adapter = _unadapted
+        """How a process plugin's middleware meets the host's requests (the host's
+        business: ``tether serve`` gives one that sends requests as protocol maps)."""
         self._items: dict[tuple[Door, str], Middleware] = {}
         self._ordered: tuple[Middleware, ...] = ()
         self._chains: OrderedDict[str, tuple[Middleware, ...]] = OrderedDict()
@@ -159,6 +170,8 @@ class MiddlewareRegistry:
                     plugin=plugin,
                     hint="routes are path globs such as '/admin/*'",
                 )
+        if is_remote(handler):
+            handler = self.adapter(handler)
         entry = Entry(door, handler, f"middleware:{name}", params=_REGISTERED)
         with self._lock:
             if (door, name) in self._items:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["is_response_map", "request_from_wire", "response_to_wire"]
+__all__ = ["is_response_map", "request_from_wire", "response_from_map", "response_to_wire"]
 
 RESPONSE_KEYS = frozenset({"status", "headers", "body"})
 
@@ -74,3 +74,16 @@ def response_to_wire(result: object) -> object:
         return {"status": result.status_code, "headers": headers,
                 "body": body.decode("utf-8", "replace")}  # fmt: skip
     return result
+
+
+def response_from_map(value: object) -> object:
+    """What ``call_next`` answered (a response map) as a Starlette ``Response``."""
+    from starlette.responses import JSONResponse, Response
+
+    if is_response_map(value):
+        assert isinstance(value, dict)
+        headers = {
+            str(k): str(v) for k, v in value["headers"] if str(k).lower() != "content-length"
+        }
+        return Response(str(value["body"]).encode(), status_code=value["status"], headers=headers)
+    return JSONResponse(value)

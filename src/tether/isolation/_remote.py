@@ -75,6 +75,9 @@ _ON_LOOP = frozenset(
         "ctx.import_service",
         "ctx.remove",
         "ctx.router",
+        "ctx.register_middleware",
+        "ctx.unregister_middleware",
+        "ctx.call_next",
     }
 )
 
@@ -301,6 +304,37 @@ class Bridge:
             _family(self._ctx.router, op)(path, handler, **kwargs)
 
         self._once(("route", op, path, target), add)
+
+    def _ctx_register_middleware(
+        self, name: str, target: str, priority: int, routes: list[str] | None
+    ) -> int:
+        """A middleware of the worker: called with the request as the host's adapter
+        makes it, and a ``call_next`` the worker reaches through a token."""
+        forward = self.forwarder(target, is_async=True, label=f"{self.plugin}:{name}")
+
+        async def middleware(request: object, call_next: Callable[..., Any]) -> object:
+            token = self._keep(call_next)
+            try:
+                return await forward(request, token)
+            finally:
+                self._objects.pop(token, None)
+
+        middleware.__tether_remote__ = True  # type: ignore[attr-defined]
+
+        def register() -> int:
+            return self._keep(self._ctx.register_middleware(name, middleware, priority, routes))
+
+        return _as_id(self._once(("middleware", name, target), register))
+
+    async def _ctx_call_next(self, token: int, request: object) -> object:
+        call_next = self._objects.get(token)
+        if not callable(call_next):
+            raise TypeError("that request has been answered already")
+        return await call_next(request)
+
+    def _ctx_unregister_middleware(self, name: str) -> None:
+        self._known = {k: v for k, v in self._known.items() if k[:2] != ("middleware", name)}
+        self._ctx.unregister_middleware(name)
 
     def _ctx_storage(self, op: str, args: list[object], kwargs: Mapping[str, object]) -> object:
         return _family(self._ctx.plugin_storage, op)(*args, **kwargs)

@@ -226,6 +226,24 @@ def _route_handler(handler: Callable[..., object]) -> Callable[..., object]:
     return serve
 
 
+def _middleware_handler(channel: Channel, handler: Callable[..., object]) -> Callable[..., object]:
+    """The worker's side of a middleware: a Starlette request in, ``call_next`` across
+    to the host (the request goes on as it came: a worker's middleware cannot change
+    it), the response back."""
+    from tether.isolation._http import request_from_wire, response_from_map, response_to_wire
+
+    async def serve(data: dict[str, Any], token: int) -> object:
+        async def call_next(_request: object) -> object:
+            return response_from_map(await channel.acall("ctx.call_next", [token, data]))
+
+        result = handler(request_from_wire(data), call_next)
+        if inspect.isawaitable(result):
+            result = await result
+        return response_to_wire(result)
+
+    return serve
+
+
 class WorkerContext:
     """The plugin's ``ctx`` in a worker: the same API as in-process, over the channel."""
 
@@ -339,17 +357,22 @@ class WorkerContext:
         assert isinstance(found, dict)
         return _ServiceProxy(self._channel, int(found["id"]), found["methods"])
 
-    def register_middleware(self, *_: object, **__: object) -> object:
-        from tether.errors import IsolationError
-
-        raise IsolationError(
-            f"plugin '{self.name}': middleware from a process plugin is not supported yet",
-            plugin=self.name,
-            hint="run this plugin with isolation: inprocess to register middleware",
+    def register_middleware(
+        self,
+        name: str,
+        handler: Callable[..., object],
+        priority: int = 100,
+        routes: list[str] | None = None,
+    ) -> _Registration:
+        target = self._worker.add_handler(_middleware_handler(self._channel, handler))
+        ident = self._channel.call(
+            "ctx.register_middleware", [name, target, priority, list(routes) if routes else None]
         )
+        return _Registration(self._channel, _ident(ident), self.name, "middleware",
+                             {"name": name, "priority": priority})  # fmt: skip
 
     def unregister_middleware(self, name: str) -> None:
-        del name
+        self._channel.call("ctx.unregister_middleware", [name])
 
     def on_release(self, callback: Callable[[], object]) -> None:
         self._release.append(callback)

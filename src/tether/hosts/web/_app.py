@@ -56,6 +56,7 @@ from tether.hosts.web._errors import (
 from tether.hosts.web._request import SCOPE_KEY, RequestContext
 from tether.hosts.web._routers import PluginRouter
 from tether.hosts.web._routing import RESERVED_PATHS, Endpoint, Route, RouteTable
+from tether.hosts.web._wire import wire_middleware
 
 __all__ = ["REQUEST_HOOKS", "WEB_CONTRACT", "WebApp"]
 
@@ -134,6 +135,7 @@ class WebApp:
         self.manager = manager
         self.table = RouteTable(prepare=self._prepare)
         runtime.provide_router(self.router_for)
+        runtime.middleware.adapter = wire_middleware
         runtime.add_registrar(self.table)
         runtime.errors.add_answer(_is_answer)
         manager.contracts.register(WEB_CONTRACT)

@@ -16,9 +16,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tether.hosts.web._errors import to_response
 from tether.isolation import is_response_map
 
-__all__ = ["request_to_wire", "response_from_wire", "wire_handler"]
+__all__ = [
+    "request_to_wire",
+    "response_from_wire",
+    "response_to_wire",
+    "wire_handler",
+    "wire_middleware",
+]
 
 
 async def request_to_wire(request: Request) -> dict[str, object]:
@@ -54,3 +61,33 @@ def wire_handler(handler: Callable[..., Any]) -> Callable[[Request], Any]:
 
     serve.__name__ = getattr(handler, "__name__", "serve")
     return serve
+
+
+def response_to_wire(response: object) -> object:
+    """What the rest of the chain answered, for a worker's middleware: a response map."""
+    if isinstance(response, Response):
+        headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in response.raw_headers]
+        body = bytes(getattr(response, "body", b""))
+        return {"status": response.status_code, "headers": headers,
+                "body": body.decode("utf-8", "replace")}  # fmt: skip
+    return response
+
+
+def wire_middleware(handler: Callable[..., Any]) -> Callable[[Any, Any], Any]:
+    """A worker's middleware as one of the chain's: the request goes as a map, and its
+    ``call_next`` answers the worker with the rest of the chain's response as a map."""
+
+    async def middleware(request: Any, call_next: Callable[..., Any]) -> object:  # noqa: ANN401 - the chain's requests are the host's: Starlette's here
+        async def next_as_wire(_data: object) -> object:
+            result = call_next(request)
+            if inspect.isawaitable(result):
+                result = await result
+            return response_to_wire(to_response(result, what="the route"))
+
+        answered = handler(await request_to_wire(request), next_as_wire)
+        if inspect.isawaitable(answered):
+            answered = await answered
+        return response_from_wire(answered)
+
+    middleware.__name__ = getattr(handler, "__name__", "middleware")
+    return middleware
