@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, cast
 
 from tether._attribution import is_seam, pass_through
 from tether._gate import GateState
+from tether._remote_mark import is_remote
 from tether._seam import Entry, Parameters
 from tether._watchdog import not_the_callers_time
 from tether.errors import MiddlewareError, PluginUnavailableError
-from tether.isolation import is_remote
 
 if TYPE_CHECKING:
     from tether._gate import Door, Gate

@@ -61,9 +61,8 @@ def describe_exit(code: int | None) -> str:
 
 
 def _tether_path() -> str:
-    import tether
-
-    return str(Path(tether.__file__).resolve().parent.parent)
+    """The directory holding the ``tether`` package (for the worker's ``sys.path``)."""
+    return str(Path(__file__).resolve().parents[2])
 
 
 class WorkerProcess:

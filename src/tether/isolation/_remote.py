@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tether._loader import LoadedCode
+from tether._remote_mark import is_remote, mark_remote
 from tether.errors import (
     CallTimeoutError,
     PluginCrashedError,
@@ -47,13 +48,6 @@ if TYPE_CHECKING:
     from tether.types import Event, PluginContext
 
 __all__ = ["WORKER_EVENT", "Bridge", "RemotePlugin", "is_remote", "load_remote", "renew_remote"]
-
-
-def is_remote(handler: object) -> bool:
-    """Whether ``handler`` forwards to a process plugin's worker, which takes and returns
-    only what the protocol carries: a host wraps such a route handler (HTTP requests and
-    responses as the maps of docs/reference/protocol.md)."""
-    return getattr(handler, "__tether_remote__", False) is True
 
 
 log = logging.getLogger("tether.isolation")
@@ -300,7 +294,7 @@ class Bridge:
 
         def add() -> None:
             handler = self.forwarder(str(target), is_async=True, label=f"{self.plugin}:{path}")
-            handler.__tether_remote__ = True  # type: ignore[attr-defined]
+            mark_remote(handler)
             _family(self._ctx.router, op)(path, handler, **kwargs)
 
         self._once(("route", op, path, target), add)
@@ -319,7 +313,7 @@ class Bridge:
             finally:
                 self._objects.pop(token, None)
 
-        middleware.__tether_remote__ = True  # type: ignore[attr-defined]
+        mark_remote(middleware)
 
         def register() -> int:
             return self._keep(self._ctx.register_middleware(name, middleware, priority, routes))
