@@ -104,6 +104,20 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _children_running(marker: bytes) -> list[int]:
+    """This process's live children whose command line holds ``marker``."""
+    me = os.getpid()
+    found = []
+    for child in Path(f"/proc/{me}/task/{me}/children").read_text().split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline and _alive(int(child)):
+            found.append(int(child))
+    return found
+
+
 def _wait_gone(pid: int, limit: float = 10.0) -> bool:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -833,10 +847,7 @@ async def test_a_worker_that_does_not_shake_hands_is_refused_and_ended(manager, 
     assert time.monotonic() - started < 20  # bounded by the plugin's initialize limit
     assert "rogue" in str(caught.value)
     assert not manager.is_loaded("rogue")
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    for child in children:
-        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        assert b"rogue.py" not in cmdline or not _alive(int(child))
+    assert _children_running(b"rogue.py") == []
 
 
 MIDDLEWARE = """
