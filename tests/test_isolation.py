@@ -106,15 +106,18 @@ def _alive(pid: int) -> bool:
 
 def _children_running(marker: bytes) -> list[int]:
     """This process's live children whose command line holds ``marker``."""
-    me = os.getpid()
+    me = str(os.getpid())
     found = []
-    for child in Path(f"/proc/{me}/task/{me}/children").read_text().split():
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        except OSError:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
             continue
-        if marker in cmdline and _alive(int(child)):
-            found.append(int(child))
+        try:
+            parent = (entry / "stat").read_text().rpartition(")")[2].split()[1]
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if parent == me and marker in cmdline and _alive(int(entry.name)):
+            found.append(int(entry.name))
     return found
 
 
