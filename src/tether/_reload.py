@@ -565,16 +565,22 @@ class Reloads:
         if waiting:
             log.info("Processing %d queued requests", waiting)
 
+    async def _quiesce(
+        self, slot: PluginSlot, old: PluginVersion, new: PluginVersion, attempt: _Attempt
+    ) -> object:
+        """Hold the callers, let ``old``'s calls drain, take its state (for ``new``)."""
+        host = self._host
+        self._hold(slot, attempt.settings)
+        if not await slot.gate.drain(host.drain_timeout, door=old.door):
+            log.warning("plugin %s: %d call(s) still in %s after %.1fs; going on anyway",
+                        slot.name, old.door.in_flight, old.version, host.drain_timeout)  # fmt: skip
+        return await self._export_state(old, host._limits(new)["call"])  # noqa: SLF001
+
     async def _swap(
         self, slot: PluginSlot, old: PluginVersion, new: PluginVersion, attempt: _Attempt
     ) -> ReloadResult:
         host = self._host
-        limits = host._limits(new)  # noqa: SLF001
-        self._hold(slot, attempt.settings)
-        if not await slot.gate.drain(host.drain_timeout, door=old.door):
-            log.warning("plugin %s: %d call(s) still in %s after %.1fs; stopping it anyway",
-                        slot.name, old.door.in_flight, old.version, host.drain_timeout)  # fmt: skip
-        state = await self._export_state(old, limits["call"])
+        state = await self._quiesce(slot, old, new, attempt)
         stopped = await stop_version(slot, old, host._limits(old)["stop"], host.drain_timeout,  # noqa: SLF001
                                      keep_gate=True)  # fmt: skip
         if stopped is not None:
@@ -628,11 +634,7 @@ class Reloads:
         was never stopped: it takes the held calls again."""
         host = self._host
         limits = host._limits(new)  # noqa: SLF001
-        self._hold(slot, attempt.settings)
-        if not await slot.gate.drain(host.drain_timeout, door=old.door):
-            log.warning("plugin %s: %d call(s) still in %s after %.1fs; switching anyway",
-                        slot.name, old.door.in_flight, old.version, host.drain_timeout)  # fmt: skip
-        state = await self._export_state(old, limits["call"])
+        state = await self._quiesce(slot, old, new, attempt)
         snapshot = self._snapshot(slot.name)
         grace = _Grace(old, new, state, snapshot, ends=0.0,
                        exceeded_before=self._exceeded(slot.name))  # fmt: skip

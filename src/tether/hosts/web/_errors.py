@@ -52,27 +52,19 @@ def response_for(exc: BaseException, plugin: str | None) -> JSONResponse:
         )
     if isinstance(exc, PluginCrashedError):
         owner = exc.plugin or plugin
-        return error_response(
-            _UNAVAILABLE,
-            type(exc).__name__,
-            error_text(exc),
-            plugin=owner,
-            hint=f"the worker process of '{owner}' ended while serving this request; "
-            "tether restarts it: retry after the Retry-After delay",
-            headers={"Retry-After": "1"},
+        hint = (
+            f"the worker process of '{owner}' ended while serving this request; tether "
+            "restarts it: retry after the Retry-After delay"
         )
+        return _unavailable(exc, owner, hint)
     if isinstance(exc, PluginUnavailableError):
         owner = exc.plugin or plugin
-        return error_response(
-            _UNAVAILABLE,
-            type(exc).__name__,
-            error_text(exc),
-            plugin=owner,
-            hint=f"the plugin serving this request ('{owner}') is not running now; retry "
-            "after the Retry-After delay, or ask the operator (GET /admin/plugins/"
-            f"{owner} shows its status and last error)",
-            headers={"Retry-After": "1"},
+        hint = (
+            f"the plugin serving this request ('{owner}') is not running now; retry after "
+            f"the Retry-After delay, or ask the operator (GET /admin/plugins/{owner} shows "
+            "its status and last error)"
         )
+        return _unavailable(exc, owner, hint)
     if isinstance(exc, TetherError):
         return error_response(
             _SERVER_ERROR,
@@ -84,6 +76,12 @@ def response_for(exc: BaseException, plugin: str | None) -> JSONResponse:
     name = type(exc).__name__
     message = error_text(exc) or name
     return error_response(_SERVER_ERROR, name, message, plugin=plugin, hint=LOG_HINT)
+
+
+def _unavailable(exc: TetherError, owner: str | None, hint: str) -> JSONResponse:
+    """A 503 that says whose it is and when to try again."""
+    return error_response(_UNAVAILABLE, type(exc).__name__, error_text(exc), plugin=owner,
+                          hint=hint, headers={"Retry-After": "1"})  # fmt: skip
 
 
 def _detail(exc: HTTPException) -> str:
