@@ -178,7 +178,7 @@ async def _until(check: Callable[[], bool], limit: float = 10.0) -> None:
 
 
 def worker_pid(manager: tether.PluginManager, name: str) -> int:
-    return int(manager.get_plugin(name).worker.pid)  # type: ignore[attr-defined]
+    return int(manager.get_plugin(name).tether_worker.worker.pid)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- the same API
@@ -534,7 +534,7 @@ async def test_a_crashed_worker_is_restarted_with_its_registrations(manager, plu
     await _bring_up(manager, plugin("crashy", CRASHY, isolation="process"))
     first = worker_pid(manager, "crashy")
     manager.runtime.hooks.call("app.crash", 1)
-    stand_in = manager.get_plugin("crashy")
+    stand_in = manager.get_plugin("crashy").tether_worker
     await _until(lambda: stand_in.restarts == 1)
     second = worker_pid(manager, "crashy")
     assert second != first
@@ -569,7 +569,7 @@ WATCHER = """
 async def test_three_crashes_within_the_window_disable_the_plugin(manager, plugin):
     watcher = plugin("watcher", WATCHER, events={"subscribes": ["plugin.worker_given_up"]})
     await _bring_up(manager, plugin("crashy", CRASHY, isolation="process"), watcher)
-    stand_in = manager.get_plugin("crashy")
+    stand_in = manager.get_plugin("crashy").tether_worker
     for crash in range(3):
         manager.runtime.hooks.call("app.crash", 1)
         if crash < 2:

@@ -300,7 +300,7 @@ async def test_process_isolation_runs_the_plugin_in_a_worker(plugin, tmp_path, m
     async with PluginManager(state_directory=tmp_path / "state") as manager:
         info = await manager.load_plugin(path, settings)
         assert info.isolation == "process"
-        worker = manager.get_plugin("isolated").worker
+        worker = manager.get_plugin("isolated").tether_worker.worker
         assert worker.pid != os.getpid()
         assert worker.process.poll() is None  # running
 

@@ -219,7 +219,7 @@ class BringUp:
         is given up on (disabled, with an alert)."""
         instance = slot.current.instance
         if isinstance(instance, RemotePlugin):
-            instance.listeners.append(functools.partial(self._worker_event, slot))
+            instance.tether_worker.listeners.append(functools.partial(self._worker_event, slot))
 
     def _worker_event(self, slot: PluginSlot, kind: str, detail: str) -> None:
         version = slot.current.version

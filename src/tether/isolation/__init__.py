@@ -7,13 +7,14 @@ registered through a real host-side context, and each call into them becomes a
 message to the worker over a Unix socket (docs/reference/protocol.md). The worker
 runs the plugin's unchanged code with a context whose calls travel back to the host.
 
-``manager.get_plugin(name)`` of a process plugin is its :class:`RemotePlugin`
-(``describe()``: the worker's state, pid, restarts, crashes, memory and CPU). Hosts
+``manager.get_plugin(name)`` of a process plugin is its :class:`RemotePlugin`, whose
+``tether_worker`` (:class:`RemoteState`) holds its worker process (``.worker``, with
+``.pid``), its restarts and crashes, and ``describe()``: state, pid, memory and CPU. Hosts
 use :func:`is_remote` to tell a handler that forwards to a worker (it takes and
 returns only what the protocol carries) and the HTTP maps of :mod:`._http`.
 """
 
 from tether.isolation._http import is_response_map
-from tether.isolation._remote import WORKER_EVENT, RemotePlugin, is_remote
+from tether.isolation._remote import WORKER_EVENT, RemotePlugin, RemoteState, is_remote
 
-__all__ = ["WORKER_EVENT", "RemotePlugin", "is_remote", "is_response_map"]
+__all__ = ["WORKER_EVENT", "RemotePlugin", "RemoteState", "is_remote", "is_response_map"]

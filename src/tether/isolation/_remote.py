@@ -47,7 +47,15 @@ if TYPE_CHECKING:
     from tether._manifest import Manifest
     from tether.types import Event, PluginContext
 
-__all__ = ["WORKER_EVENT", "Bridge", "RemotePlugin", "is_remote", "load_remote", "renew_remote"]
+__all__ = [
+    "WORKER_EVENT",
+    "Bridge",
+    "RemotePlugin",
+    "RemoteState",
+    "is_remote",
+    "load_remote",
+    "renew_remote",
+]
 
 
 log = logging.getLogger("tether.isolation")
@@ -56,6 +64,28 @@ log = logging.getLogger("tether.isolation")
 _STEPS = frozenset(
     {"start", "stop", "cleanup", "health_check", "export_state", "import_state", "validate_config"}
 )
+_TARGETS: dict[str, str] = {
+    "ctx.register_hook": "_ctx_register_hook",
+    "ctx.subscribe_event": "_ctx_subscribe_event",
+    "ctx.remove": "_ctx_remove",
+    "ctx.publish_event": "_ctx_publish_event",
+    "ctx.publish_event_nowait": "_ctx_publish_event_nowait",
+    "ctx.export_service": "_ctx_export_service",
+    "ctx.import_service": "_ctx_import_service",
+    "ctx.service_call": "_ctx_service_call",
+    "ctx.router": "_ctx_router",
+    "ctx.register_middleware": "_ctx_register_middleware",
+    "ctx.call_next": "_ctx_call_next",
+    "ctx.unregister_middleware": "_ctx_unregister_middleware",
+    "ctx.storage": "_ctx_storage",
+    "ctx.cache": "_ctx_cache",
+    "ctx.database": "_ctx_database",
+    "ctx.config": "_ctx_config",
+    "ctx.metrics": "_ctx_metrics",
+    "ctx.log": "_ctx_log",
+}
+"""Every request a worker may make, and the bridge's method that serves it (nothing
+else of the bridge is reachable by name)."""
 _ROUTE_METHODS = frozenset({"get", "post", "put", "patch", "delete"})
 # Requests that touch the loop's structures: served on the host loop.
 _ON_LOOP = frozenset(
@@ -118,7 +148,8 @@ class Bridge:
 
     def on_request(self, request: Request) -> None:
         """Called on the channel's reader thread."""
-        handler = getattr(self, "_" + request.target.replace(".", "_"), None)
+        method = _TARGETS.get(request.target)
+        handler = getattr(self, method) if method is not None else None
         worker = self.worker
         if worker is None:
             return
@@ -199,17 +230,27 @@ class Bridge:
         call.__name__ = label
         return call
 
-    def call(self, target: str, args: tuple[object, ...], kwargs: Mapping[str, object]) -> object:
-        """A blocking call into the worker, bounded by ``timeouts.call``."""
+    def call(
+        self,
+        target: str,
+        args: tuple[object, ...],
+        kwargs: Mapping[str, object],
+        *,
+        timeout: float | None = None,
+    ) -> object:
+        """A blocking call into the worker, bounded by ``timeout`` (``timeouts.call`` by
+        default); while the host's loop waits in it, the worker's requests are served
+        in its stead."""
         worker = self.worker
         assert worker is not None
+        limit = self.call_timeout if timeout is None else timeout
         parked = threading.get_ident() == self.loop_thread
         if parked:
             self.blocked += 1
         try:
-            return worker.call(target, args, kwargs, timeout=self.call_timeout)
+            return worker.call(target, args, kwargs, timeout=limit)
         except TimeoutError:
-            raise CallTimeoutError(self.plugin, target, f"{self.call_timeout:g}s") from None
+            raise CallTimeoutError(self.plugin, target, f"{limit:g}s") from None
         finally:
             if parked:
                 self.blocked -= 1
@@ -396,26 +437,23 @@ CRASH_WINDOW = 3600.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 30.0
 
 
-class RemotePlugin:
-    """The host-side stand-in of a process plugin (one subclass per plugin, with the real
-    object's methods); :attr:`worker` is its current worker process.
+class RemoteState:
+    """What the host keeps for one process plugin's stand-in (``stand_in.tether_worker``):
+    its worker, bridge and restart bookkeeping, out of the way of the plugin's own
+    method names.
 
     A worker that dies is restarted with exponential backoff (0.5 s, 1 s, 2 s... up to
     30 s): a fresh worker imports the plugin, is initialized with the same context (the
     registrations it makes again are the ones already in place, which now reach it),
-    and started if the plugin was running. After ``CRASHES_ALLOWED`` crashes within
-    ``CRASH_WINDOW`` seconds it is given up on. Each step is told to :attr:`listeners`
-    as ``(kind, detail)``: ``crashed``, ``restarted``, ``gave_up``.
+    and started if the plugin was running. A restart that fails counts as a crash. After
+    ``CRASHES_ALLOWED`` crashes within ``CRASH_WINDOW`` seconds it is given up on. Each
+    step is told to :attr:`listeners` as ``(kind, detail)``: ``crashed``, ``restarted``,
+    ``gave_up``.
     """
 
-    isolation = "process"
-    bridge: Bridge
-    timeouts: Mapping[str, float]
-    manifest: Manifest
-    private: bool
-
-    def setup(self, bridge: Bridge, manifest: Manifest, private: bool,
-               timeouts: Mapping[str, float]) -> None:  # fmt: skip
+    def __init__(
+        self, bridge: Bridge, manifest: Manifest, private: bool, timeouts: Mapping[str, float]
+    ) -> None:
         self.bridge, self.manifest, self.private = bridge, manifest, private
         self.timeouts = dict(timeouts)
         self.listeners: list[Callable[[str, str], None]] = []
@@ -423,7 +461,8 @@ class RemotePlugin:
         self.restarts = 0
         self.state = "running"  # running, restarting, given up, closed, replaced
         self.running = False  # start() succeeded and stop() did not follow
-        self._info: dict[str, object] | None = None
+        self.has_start = False
+        self.info: dict[str, object] | None = None
         bridge.worker_crashed = self._crashed
 
     @property
@@ -432,23 +471,7 @@ class RemotePlugin:
         assert worker is not None  # set at load
         return worker
 
-    async def initialize(self, ctx: PluginContext) -> None:
-        bridge = self.bridge
-        bridge.context = ctx
-        bridge.loop = asyncio.get_running_loop()
-        bridge.loop_thread = threading.get_ident()
-        self._info = {
-            "name": ctx.name,
-            "version": ctx.version,
-            "permissions": sorted(ctx.permissions),
-            "config": ctx.plugin_config,
-            "data_dir": str(ctx.data_dir),
-            "log_level": logging.getLogger(f"tether.plugin.{ctx.name}").getEffectiveLevel(),
-        }
-        ctx.on_release(self._release)
-        await self.worker.acall("initialize", [self._info])
-
-    def _release(self) -> None:
+    def release(self) -> None:
         """The version is going: the worker runs its ``on_release`` callbacks (the worker
         itself ends when the code is unloaded, after ``cleanup``)."""
         if self.state == "replaced":  # its worker serves a revived object now
@@ -456,7 +479,7 @@ class RemotePlugin:
         worker = self.worker
         if worker.ended is None and worker.channel.closed is None:
             with contextlib.suppress(PluginCrashedError, TimeoutError, OSError):
-                worker.call("release", timeout=self.timeouts.get("stop", 10.0))
+                self.bridge.call("release", (), {}, timeout=self.timeouts.get("stop", 10.0))
 
     def close(self) -> None:
         """End the worker for good (the code is unloaded): no restart follows."""
@@ -464,6 +487,12 @@ class RemotePlugin:
         self.state = "closed"
         if not replaced:
             self.worker.terminate()
+
+    def describe(self) -> dict[str, object]:
+        """The worker's state for health and metrics."""
+        worker = self.worker
+        return {"state": self.state, "pid": worker.pid, "restarts": self.restarts,
+                "crashes": len(self.crashes), **worker.usage()}  # fmt: skip
 
     # ------------------------------------------------------------------ crashes
 
@@ -485,8 +514,11 @@ class RemotePlugin:
 
     def _crashed(self, worker: WorkerProcess, detail: str) -> None:
         """The channel of ``worker`` closed without the host asking (its reader thread)."""
-        if self.state == "closed" or worker is not self.bridge.worker:
+        if self.state in ("closed", "replaced") or worker is not self.bridge.worker:
             return
+        self._count_crash(detail)
+
+    def _count_crash(self, detail: str) -> None:
         now = time.monotonic()
         self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW] + [now]
         self._tell("crashed", detail)
@@ -497,7 +529,7 @@ class RemotePlugin:
             return
         self.state = "restarting"
         loop = self.bridge.loop
-        if loop is None or self._info is None:  # not initialized yet: nothing to restart
+        if loop is None or self.info is None:  # not initialized yet: nothing to restart
             return
         with contextlib.suppress(RuntimeError):  # the loop closed: the host is going away
             loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._restart()))
@@ -508,22 +540,25 @@ class RemotePlugin:
         if self.state != "restarting":
             return
         name = self.bridge.plugin
+        started: WorkerProcess | None = None
         try:
             worker, _ = await asyncio.to_thread(
                 _spawn, self.bridge, self.manifest, self.private, self.timeouts
             )
+            started = worker
             if self.state != "restarting":  # closed while it started
                 worker.terminate()
                 return
             self.bridge.worker = worker
-            await worker.acall("initialize", [self._info])
-            if self.running and "start" in type(self).__dict__:
+            await worker.acall("initialize", [self.info])
+            if self.running and self.has_start:
                 await worker.acall("plugin.start")
         except Exception as exc:
             log.warning("plugin %s: restarting its worker failed: %s", name, exc)
-            failed = self.bridge.worker
-            if failed is not None and failed.ended is None:
-                failed.kill("its restart failed")
+            if started is not None:
+                started.stopping = True  # its end is this failure, counted below
+                started.terminate()
+            self._count_crash(f"its restart failed: {exc}")
             return
         self.state = "running"
         self.restarts += 1
@@ -531,14 +566,35 @@ class RemotePlugin:
                     worker.pid, self.restarts)  # fmt: skip
         self._tell("restarted", f"pid {worker.pid}")
 
-    def describe(self) -> dict[str, object]:
-        """The worker's state for health and metrics."""
-        worker = self.worker
-        return {"state": self.state, "pid": worker.pid, "restarts": self.restarts,
-                "crashes": len(self.crashes), **worker.usage()}  # fmt: skip
+
+class RemotePlugin:
+    """The host-side stand-in of a process plugin: one subclass per plugin, with the real
+    object's methods, each forwarding to the worker. Its one attribute of its own is
+    :attr:`tether_worker` (:class:`RemoteState`)."""
+
+    isolation = "process"
+    tether_worker: RemoteState
+
+    async def initialize(self, ctx: PluginContext) -> None:
+        state = self.tether_worker
+        bridge = state.bridge
+        bridge.context = ctx
+        bridge.loop = asyncio.get_running_loop()
+        bridge.loop_thread = threading.get_ident()
+        state.info = {
+            "name": ctx.name,
+            "version": ctx.version,
+            "permissions": sorted(ctx.permissions),
+            "config": ctx.plugin_config,
+            "data_dir": str(ctx.data_dir),
+            "log_level": logging.getLogger(f"tether.plugin.{ctx.name}").getEffectiveLevel(),
+        }
+        ctx.on_release(state.release)
+        await state.worker.acall("initialize", [state.info])
 
     def __repr__(self) -> str:
-        return f"<process plugin {self.bridge.plugin} (worker pid {self.worker.pid})>"
+        state = self.tether_worker
+        return f"<process plugin {state.bridge.plugin} (worker pid {state.worker.pid})>"
 
 
 def _ending_step(bridge: Bridge, method: str) -> Callable[..., Any]:
@@ -547,9 +603,10 @@ def _ending_step(bridge: Bridge, method: str) -> Callable[..., Any]:
 
     async def step(self: RemotePlugin, *args: object, **kwargs: object) -> object:
         worker = bridge.worker
+        state = self.tether_worker
         if method == "stop":
-            self.running = False
-        if self.state == "replaced":  # its worker serves a revived object now
+            state.running = False
+        if state.state == "replaced":  # its worker serves a revived object now
             return None
         if worker is not None and (worker.ended is not None or worker.channel.closed):
             return None
@@ -565,9 +622,10 @@ def _health_step(bridge: Bridge, *, forwards: bool) -> Callable[..., Any]:
     forward = bridge.forwarder("plugin.health_check", is_async=True, label="health_check")
 
     async def health_check(self: RemotePlugin) -> object:
-        if self.state != "running":
-            last = self.worker.ended or "unknown"
-            raise PluginCrashedError(bridge.plugin, f"{last}; the worker is {self.state}")
+        state = self.tether_worker
+        if state.state != "running":
+            last = state.worker.ended or "unknown"
+            raise PluginCrashedError(bridge.plugin, f"{last}; the worker is {state.state}")
         return await forward() if forwards else True
 
     return health_check
@@ -578,7 +636,7 @@ def _start_step(bridge: Bridge) -> Callable[..., Any]:
 
     async def start(self: RemotePlugin) -> object:
         result = await forward()
-        self.running = True
+        self.tether_worker.running = True
         return result
 
     return start
@@ -632,7 +690,7 @@ def _command(manifest: Manifest) -> list[str] | None:
 
 def _spawn(
     bridge: Bridge, manifest: Manifest, private: bool, timeouts: Mapping[str, float]
-) -> tuple[WorkerProcess, dict[str, Any]]:
+) -> tuple[WorkerProcess, object]:
     """Start a worker for ``manifest`` and have it import the plugin: the worker and the
     plugin object's description (blocking)."""
     limit = timeouts.get("initialize", 30.0)
@@ -664,33 +722,68 @@ def _spawn(
         worker.stopping = True
         worker.terminate()
         raise
-    if not isinstance(description, dict):
-        worker.terminate()
-        raise WorkerProtocolError(manifest.name, f"`load` answered {description!r}")
     return worker, description
 
 
 def renew_remote(code: LoadedCode) -> LoadedCode:
     """A fresh plugin object in the worker of ``code`` (whose code is imported there
-    already): what a rollback revives. ``code``'s stand-in lets go of the worker."""
-    old = code.instance
-    if not isinstance(old, RemotePlugin):
-        raise TypeError(f"not a process plugin's code: {old!r}")
+    already): what a rollback revives. Only once the worker made it does ``code``'s
+    stand-in let go of the worker; a worker that cannot (one in another language that
+    lacks ``renew``) fails with ``PluginLoadError`` and keeps its stand-in."""
+    old_plugin = code.instance
+    if not isinstance(old_plugin, RemotePlugin):
+        raise TypeError(f"not a process plugin's code: {old_plugin!r}")
+    old = old_plugin.tether_worker
+    name = old.manifest.name
     worker = old.worker
-    bridge = Bridge(old.manifest.name)
+    try:
+        description = old.bridge.call("renew", (), {}, timeout=old.timeouts.get("initialize"))
+    except TetherError as exc:
+        raise PluginLoadError(str(exc), plugin=name, hint=exc.hint) from exc
+    except Exception as exc:
+        raise PluginLoadError(
+            f"plugin '{name}': its worker could not make the previous version again: {exc}",
+            plugin=name,
+            hint="a worker in another language may not offer `renew`; reload the plugin instead",
+        ) from exc
+    instance = _stand_in(name, description, Bridge(name), old.manifest, old.private, old.timeouts)
+    bridge = instance.tether_worker.bridge
     bridge.call_timeout = old.bridge.call_timeout
     bridge.worker = worker
     old.state = "replaced"
     old.bridge.worker_crashed = None
     worker.channel.on_request = bridge.on_request
     worker.on_crash[:] = [bridge.on_worker_crash]
-    description = worker.call("renew", timeout=old.timeouts.get("initialize", 30.0))
-    if not isinstance(description, dict):
-        raise WorkerProtocolError(old.manifest.name, f"`renew` answered {description!r}")
-    instance = _remote_class(old.manifest.name, description, bridge)()
-    instance.setup(bridge, old.manifest, old.private, old.timeouts)
     return LoadedCode(manifest=code.manifest, instance=instance, module=code.module,
-                      namespace=None, closer=instance.close)  # fmt: skip
+                      namespace=None, closer=instance.tether_worker.close)  # fmt: skip
+
+
+def _stand_in(
+    name: str,
+    description: object,
+    bridge: Bridge,
+    manifest: Manifest,
+    private: bool,
+    timeouts: Mapping[str, float],
+) -> RemotePlugin:
+    """The stand-in for a worker's plugin object, from the worker's description of it
+    (a ``WorkerProtocolError`` when it is not the shape protocol.md gives)."""
+    methods = description.get("methods") if isinstance(description, dict) else None
+    schema = description.get("config_schema") if isinstance(description, dict) else None
+    if (
+        not isinstance(methods, dict)
+        or not all(isinstance(k, str) and isinstance(v, bool) for k, v in methods.items())
+        or not (schema is None or isinstance(schema, dict))
+    ):
+        raise WorkerProtocolError(
+            name, f"its description of the plugin object is not {{methods: {{name: bool}}, "
+            f"config_schema: map or null}}: {str(description)[:200]}"
+        )  # fmt: skip
+    assert isinstance(description, dict)
+    instance = _remote_class(name, description, bridge)()
+    instance.tether_worker = RemoteState(bridge, manifest, private, timeouts)
+    instance.tether_worker.has_start = "start" in methods
+    return instance
 
 
 def load_remote(manifest: Manifest, *, private: bool, timeouts: Mapping[str, float]) -> LoadedCode:
@@ -702,13 +795,10 @@ def load_remote(manifest: Manifest, *, private: bool, timeouts: Mapping[str, flo
     worker, description = _spawn(bridge, manifest, private, timeouts)
     bridge.worker = worker
     try:
-        klass = _remote_class(manifest.name, description, bridge)
-        instance = klass()
-        instance.setup(bridge, manifest, private, timeouts)
+        instance = _stand_in(manifest.name, description, bridge, manifest, private, timeouts)
     except BaseException:
         worker.terminate()
         raise
     module = types.ModuleType(f"_tether_process.{manifest.name}")
-    return LoadedCode(
-        manifest=manifest, instance=instance, module=module, namespace=None, closer=instance.close
-    )
+    return LoadedCode(manifest=manifest, instance=instance, module=module, namespace=None,
+                      closer=instance.tether_worker.close)  # fmt: skip

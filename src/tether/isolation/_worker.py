@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import inspect
 import itertools
 import json
@@ -377,15 +378,17 @@ class WorkerContext:
     def on_release(self, callback: Callable[[], object]) -> None:
         self._release.append(callback)
 
-    def release(self) -> None:
-        for callback in reversed(self._release):
+    async def release(self) -> None:
+        """Run the ``on_release`` callbacks, last first, on the worker's loop (so the
+        reader stays free to carry what they ask of the host)."""
+        callbacks, self._release = list(reversed(self._release)), []
+        for callback in callbacks:
             try:
                 result = callback()
                 if inspect.isawaitable(result):
-                    self._worker.run_on_loop(result)
+                    await result
             except Exception:
                 log.exception("plugin %s: a release callback failed", self.name)
-        self._release.clear()
 
     def __repr__(self) -> str:
         return f"<PluginContext {self.name} {self.version} (process)>"
@@ -533,13 +536,13 @@ class Worker:
         self.directory = str(found.directory) if found.directory else None
         return self._take(code.instance)
 
-    def renew(self) -> dict[str, object]:
+    async def renew(self) -> dict[str, object]:
         """A fresh plugin object from the code already imported (a rollback revives the
         previous version in its own worker): what ``load`` answers, for it."""
         from tether._loader import renew_code
 
         if self.context is not None:
-            self.context.release()
+            await self.context.release()
         self.code = renew_code(self.code)
         self.context = None
         stale = ("plugin.", "h.", "s.")
@@ -568,9 +571,9 @@ class Worker:
         initialize = getattr(self.instance, "initialize", None)
         return initialize(self.context) if callable(initialize) else None
 
-    def release(self) -> None:
+    async def release(self) -> None:
         if self.context is not None:
-            self.context.release()
+            await self.context.release()
 
 
 def _event_handler(handler: Callable[..., object]) -> Callable[..., object]:
@@ -588,12 +591,15 @@ def _event_handler(handler: Callable[..., object]) -> Callable[..., object]:
 
 
 def _heartbeats(channel: Channel, interval: float) -> None:
+    """Beat until the socket fails; then the host is gone (or closed it): end now, even
+    when the main thread is deep in a plugin call that would keep the process alive."""
     for sequence in itertools.count(1):
         time.sleep(interval)
         try:
             channel.heartbeat(sequence)
         except (ChannelClosedError, OSError):
-            return
+            time.sleep(interval)  # a normal close: the main thread exits first, cleanly
+            os._exit(0)
 
 
 def _handshake(sock: socket.socket) -> tuple[str, float]:
@@ -634,6 +640,7 @@ def main() -> None:
         target=_heartbeats, args=(channel, interval), name="tether-heartbeat", daemon=True
     ).start()
     channel.run()
-    worker.release()
+    with contextlib.suppress(Exception):  # the host is gone: nobody to tell
+        worker.run_on_loop(worker.release())
     sys.stdout.flush()
     os._exit(0)

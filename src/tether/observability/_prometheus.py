@@ -154,10 +154,11 @@ class TetherCollector(Collector):
             plugin = self._manager.get_plugin(info.name)
             if not isinstance(plugin, RemotePlugin):
                 continue
-            state = plugin.describe()
+            remote = plugin.tether_worker
+            state = remote.describe()
             up.add_metric([info.name], 1 if state["state"] == "running" else 0)
-            restarts.add_metric([info.name], float(plugin.restarts))
-            crashes.add_metric([info.name], float(len(plugin.crashes)))
+            restarts.add_metric([info.name], float(remote.restarts))
+            crashes.add_metric([info.name], float(len(remote.crashes)))
             if "rss_bytes" in state:
                 rss.add_metric([info.name], float(state["rss_bytes"]))  # type: ignore[arg-type]
                 cpu.add_metric([info.name], float(state["cpu_seconds"]))  # type: ignore[arg-type]
