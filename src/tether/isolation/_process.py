@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -32,7 +33,6 @@ from tether.isolation._protocol import (
     ChannelClosedError,
     Request,
     codec_named,
-    read_frame,
     write_frame,
 )
 from tether.isolation._worker import FD_VARIABLE, rebuild_error
@@ -45,6 +45,7 @@ _BOOT = "import sys; sys.path[:0] = sys.argv[1:]; from tether.isolation._worker 
 _KEPT_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
 TERMINATE_GRACE = 2.0
 HEARTBEAT = 1.0
+_MAX_HELLO = 65536
 _HEARTBEAT_LAPSE = 10  # heartbeats missed before the worker counts as hung
 
 
@@ -85,9 +86,20 @@ class WorkerProcess:
         return PluginCrashedError(self.plugin, self.exit_description(), during=during)
 
     def exit_description(self, wait: float = 0.5) -> str:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(wait)
-        return describe_exit(self.process.returncode)
+        """How the worker ended (``exit code 3``, ``signal SIGSEGV``), waiting up to
+        ``wait`` seconds for it to end; it is not reaped (see :meth:`terminate`)."""
+        if self.process.returncode is not None:
+            return describe_exit(self.process.returncode)
+        self._exited_within(wait)
+        try:
+            found = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except ChildProcessError:
+            return describe_exit(self.process.returncode)
+        if found is None:
+            return describe_exit(None)
+        if found.si_code == os.CLD_EXITED:
+            return describe_exit(found.si_status)
+        return describe_exit(-found.si_status)
 
     def call(
         self,
@@ -138,8 +150,11 @@ class WorkerProcess:
                          daemon=True).start()  # fmt: skip
 
     def _watch_cancel(self, target: str) -> None:
+        watched = set(self.channel.pending_cancels)  # this cancel's, and any before it
+
         def check() -> None:
-            if self.ended is None and self.channel.closed is None and self.channel.pending_cancels:
+            late = watched & self.channel.pending_cancels
+            if self.ended is None and self.channel.closed is None and late:
                 self.kill(f"{target} did not stop within {TERMINATE_GRACE}s of being cancelled")
 
         timer = threading.Timer(TERMINATE_GRACE, check)
@@ -152,7 +167,8 @@ class WorkerProcess:
         """End the worker now (SIGKILL to its process group), saying why in the log."""
         if self.ended is None:
             log.warning("plugin %s: killing its worker (pid %d): %s", self.plugin, self.pid, reason)
-        self._signal_group(signal.SIGKILL)
+        if self.process.returncode is None:  # reaped: its group id may belong to others now
+            self._signal_group(signal.SIGKILL)
         self.channel.close(f"the worker was killed: {reason}")
 
     def terminate(self, grace: float = TERMINATE_GRACE) -> str:
@@ -160,17 +176,31 @@ class WorkerProcess:
         group if it is still there, SIGKILL after ``grace``; how it ended."""
         self.stopping = True
         self.channel.close("the host stopped the worker")
-        try:
-            self.process.wait(grace / 2)
-        except subprocess.TimeoutExpired:
+        if not self._exited_within(grace / 2):
             self._signal_group(signal.SIGTERM)
-            try:
-                self.process.wait(grace / 2)
-            except subprocess.TimeoutExpired:
+            if not self._exited_within(grace / 2):
                 self._signal_group(signal.SIGKILL)
-                self.process.wait()
-        self._signal_group(signal.SIGKILL)  # whatever it left behind in its group
+        # While the leader is not reaped its group id cannot be reused: end whatever it
+        # left behind in its group, then reap it.
+        self._signal_group(signal.SIGKILL)
+        self.process.wait()
         return describe_exit(self.process.returncode)
+
+    def _exited_within(self, seconds: float) -> bool:
+        """Whether the worker exited within ``seconds``, without reaping it."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.process.returncode is not None:
+                return True
+            try:
+                found = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+            except ChildProcessError:  # reaped already (by Popen)
+                return True
+            if found is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def usage(self) -> dict[str, float]:
         """Resident memory (bytes) and CPU time (seconds) of the worker process, read from
@@ -188,15 +218,19 @@ class WorkerProcess:
         return {"rss_bytes": float(rss), "cpu_seconds": cpu}
 
     def _signal_group(self, sig: signal.Signals) -> None:
+        if self.process.returncode is not None:  # reaped: the group id may be reused
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
     def _on_closed(self, reason: str) -> None:
         description = self.exit_description(wait=1.0 if not self.stopping else 0.0)
-        self.ended = description if self.process.returncode is not None else reason
+        self.ended = description if description != describe_exit(None) else reason
         if self.stopping:
             return
-        self._signal_group(signal.SIGKILL)
+        self._signal_group(signal.SIGKILL)  # what it left in its group, before reaping it
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5.0)
         log.error(
             "plugin %s: its worker (pid %d) ended: %s (%s)",
             self.plugin,
@@ -219,16 +253,40 @@ def _environment(extra: Mapping[str, str]) -> dict[str, str]:
     return {**kept, **extra, "PYTHONUNBUFFERED": "1"}
 
 
-def _handshake(sock: socket.socket, plugin: str, limit: float) -> str:
-    sock.settimeout(limit)
+def _read_by(sock: socket.socket, size: int, deadline: float) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise ChannelClosedError("the worker closed the socket")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _hello_frame(sock: socket.socket, limit: float) -> bytes:
+    """The first frame, all of it within ``limit`` seconds (not per read: a worker that
+    trickles a byte at a time does not keep the host waiting)."""
+    deadline = time.monotonic() + limit
     try:
-        frame = read_frame(sock)
+        (size,) = struct.unpack(">I", _read_by(sock, 4, deadline))
+        if size > _MAX_HELLO:
+            raise ChannelClosedError(f"a hello of {size} bytes is over the limit of {_MAX_HELLO}")
+        return _read_by(sock, size, deadline)
+    finally:
+        sock.settimeout(None)
+
+
+def _handshake(sock: socket.socket, plugin: str, limit: float) -> str:
+    try:
+        frame = _hello_frame(sock, limit)
     except TimeoutError:
         raise WorkerProtocolError(plugin, f"it sent no hello within {limit:g}s") from None
     except (OSError, ChannelClosedError) as exc:
         raise WorkerProtocolError(plugin, f"it sent no hello: {exc}") from None
-    finally:
-        sock.settimeout(None)
     try:
         hello = json.loads(frame)
     except ValueError:
@@ -246,6 +304,8 @@ def _handshake(sock: socket.socket, plugin: str, limit: float) -> str:
             plugin, f"it speaks protocols {protocols!r}, this host {PROTOCOL_VERSION}"
         )
     offered = hello.get("codecs") or ["json"]
+    if not isinstance(offered, list):
+        raise WorkerProtocolError(plugin, f"its hello's codecs are not a list: {offered!r}")
     codec = next((c for c in CODECS if c in offered), None)
     if codec is None:
         raise WorkerProtocolError(plugin, f"it offers codecs {offered!r}, this host {list(CODECS)}")

@@ -179,13 +179,18 @@ def describe_exception(exc: BaseException, *, directory: str | None = None) -> d
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    return {
+    described: dict[str, object] = {
         "type": name,
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
         "file": file,
         "line": line,
     }
+    for key in ("hint", "path"):  # a tether error's "what to do" and where
+        value = getattr(exc, key, None)
+        if value is not None:
+            described[key] = str(value)
+    return described
 
 
 # --------------------------------------------------------------------------- the channel

@@ -41,7 +41,7 @@ from tether.errors import (
     WorkerProtocolError,
 )
 from tether.isolation._process import WorkerProcess, start_worker
-from tether.isolation._protocol import Request
+from tether.isolation._protocol import ChannelClosedError, Request
 
 if TYPE_CHECKING:
     from tether._manifest import Manifest
@@ -167,6 +167,11 @@ class Bridge:
 
     def _serve_inline(self, request: Request, handler: Callable[..., object]) -> None:
         assert self.worker is not None
+        with contextlib.suppress(ChannelClosedError):  # the worker went meanwhile
+            self._serve_now(request, handler)
+
+    def _serve_now(self, request: Request, handler: Callable[..., object]) -> None:
+        assert self.worker is not None
         try:
             result = handler(*request.args, **request.kwargs)
             if inspect.isawaitable(result):
@@ -184,20 +189,23 @@ class Bridge:
         try:
             result = handler(*request.args, **request.kwargs)
         except Exception as exc:
-            channel.fail(request.id, exc)
+            with contextlib.suppress(ChannelClosedError):  # the worker went meanwhile
+                channel.fail(request.id, exc)
             return
         if not inspect.isawaitable(result):
-            channel.answer(request.id, result)
+            with contextlib.suppress(ChannelClosedError):
+                channel.answer(request.id, result)
             return
         task = asyncio.ensure_future(result)
 
         def done(finished: asyncio.Future[object]) -> None:
-            if finished.cancelled():
-                channel.fail(request.id, asyncio.CancelledError("cancelled"))
-            elif finished.exception() is not None:
-                channel.fail(request.id, finished.exception())  # type: ignore[arg-type]
-            else:
-                channel.answer(request.id, finished.result())
+            with contextlib.suppress(ChannelClosedError):  # the worker went meanwhile
+                if finished.cancelled():
+                    channel.fail(request.id, asyncio.CancelledError("cancelled"))
+                elif finished.exception() is not None:
+                    channel.fail(request.id, finished.exception())  # type: ignore[arg-type]
+                else:
+                    channel.answer(request.id, finished.result())
 
         task.add_done_callback(done)
 
@@ -711,7 +719,14 @@ def _spawn(
             raise PluginLoadError(
                 str(exc), plugin=manifest.name, path=exc.path, hint=exc.hint
             ) from exc
-        except (TimeoutError, PluginCrashedError):
+        except TimeoutError:
+            raise PluginLoadError(
+                f"plugin '{manifest.name}': its worker did not finish importing the plugin "
+                f"within {limit:g}s (timeouts.initialize)",
+                plugin=manifest.name,
+                hint="make the plugin's module quicker to import, or raise its timeouts.initialize",
+            ) from None
+        except PluginCrashedError:
             raise
         except Exception as exc:
             raise PluginLoadError(

@@ -67,7 +67,14 @@ def rebuild_error(error: Mapping[str, object], *, plugin: str) -> BaseException:
         cls = getattr(errors, kind.rpartition(".")[2], None)
         if isinstance(cls, type) and issubclass(cls, errors.TetherError):
             found = cls.__new__(cls)
-            errors.TetherError.__init__(found, message, plugin=plugin)
+            hint, path = error.get("hint"), error.get("path")
+            errors.TetherError.__init__(
+                found,
+                message,
+                plugin=plugin,
+                hint=str(hint) if hint is not None else None,
+                path=str(path) if path is not None else None,
+            )
     if found is None:
         found = errors.RemoteError(plugin, kind, message, trace)
     if trace:
