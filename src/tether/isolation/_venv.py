@@ -67,6 +67,7 @@ __all__ = [
     "Environment",
     "ensure_environment",
     "environment_key",
+    "plugin_environment",
     "plugin_python",
     "venvs_root",
 ]
@@ -117,18 +118,23 @@ def environment_key(requirements: Sequence[Requirement]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def plugin_python(
+def plugin_environment(
     manifest: Manifest, *, root: Path | None = None, limit: float = BUILD_LIMIT
-) -> str | None:
-    """The interpreter of ``manifest``'s worker: ``None`` (the host's) for a plugin with
-    no applicable requirements, else its environment's, built if need be (blocking)."""
+) -> Environment | None:
+    """The environment of ``manifest``'s worker, built if need be (blocking): ``None``
+    for a plugin with no applicable requirements (its worker runs the host's Python)."""
     requirements = applicable(manifest.requirements)
     if not requirements:
         return None
-    built = ensure_environment(
+    return ensure_environment(
         manifest.name, requirements, root=root, limit=limit, source=manifest.source
     )
-    return str(built.python)
+
+
+def plugin_python(manifest: Manifest) -> str | None:
+    """The interpreter of ``manifest``'s worker: ``None`` for the host's."""
+    environment = plugin_environment(manifest)
+    return None if environment is None else str(environment.python)
 
 
 def ensure_environment(
