@@ -313,6 +313,24 @@ def test_an_inprocess_plugin_needing_a_missing_distribution_is_refused(plugin, t
     assert not (path / "imported").exists()
 
 
+def test_an_inprocess_plugins_extra_is_checked_too(plugin, tmp_path):
+    """``rich[jupyter]``: rich is installed, what its ``jupyter`` extra needs is not."""
+    from importlib import metadata
+
+    try:
+        metadata.version("ipywidgets")
+    except metadata.PackageNotFoundError:
+        pass
+    else:
+        pytest.skip("ipywidgets is installed here")
+    path = plugin("notebook", IMPORT_MARK, requirements=["rich[jupyter]"])
+    with pytest.raises(PluginLoadError) as caught:
+        _load_inprocess(path, tmp_path)
+    assert "requires 'ipywidgets" in str(caught.value)
+    assert "(for 'rich[jupyter]')" in str(caught.value)
+    assert "no distribution named 'ipywidgets'" in str(caught.value)
+
+
 def test_an_inprocess_plugin_whose_requirements_the_host_meets_loads(plugin, tmp_path):
     path = plugin("content", IMPORT_MARK,
                   requirements=["packaging>=20", "msgspec",

@@ -54,34 +54,58 @@ def check_host_requirements(manifest: Manifest) -> None:
         _check_one(manifest, requirement)
 
 
-def _check_one(manifest: Manifest, requirement: Requirement) -> None:
+def _check_one(manifest: Manifest, requirement: Requirement, via: str = "") -> None:
+    """``requirement`` met by the host, and the requirements of the extras it asks for
+    (``via``: the requirement with extras this one comes from, for the message)."""
     name = manifest.name
+    asked = f"'{requirement}'" + (f" (for '{via}')" if via else "")
     try:
-        installed = metadata.version(requirement.name)
+        dist = metadata.distribution(requirement.name)
     except metadata.PackageNotFoundError:
         raise PluginLoadError(
-            f"plugin '{name}' requires '{requirement}' (its manifest's `requirements`), but "
-            f"the host's environment ({sys.prefix}) has no distribution named "
+            f"plugin '{name}' requires {asked} (its manifest's `requirements`), but the "
+            f"host's environment ({sys.prefix}) has no distribution named "
             f"'{requirement.name}'",
             plugin=name,
             path=manifest.source,
             hint=f"install it where tether runs (pip install '{requirement}'), or give the "
             "plugin `isolation: process` to have it installed in an environment of its own",
         ) from None
-    if requirement.specifier.contains(installed, prereleases=True):
-        return
-    who = requirers(requirement.name, installed)
-    because = f", which {_listed(who)} require{'s' if len(who) == 1 else ''}" if who else ""
-    raise PluginLoadError(
-        f"plugin '{name}' requires '{requirement}' (its manifest's `requirements`), but the "
-        f"host's environment ({sys.prefix}) has {requirement.name} {installed} installed"
-        f"{because}",
-        plugin=name,
-        path=manifest.source,
-        hint="both cannot be imported in one process: give the plugin `isolation: process` "
-        "(its requirements then get an environment of their own), or install a "
-        f"{requirement.name} that satisfies both in the host's environment",
-    )
+    installed = dist.version
+    if not requirement.specifier.contains(installed, prereleases=True):
+        who = requirers(requirement.name, installed)
+        because = f", which {_listed(who)} require{'s' if len(who) == 1 else ''}" if who else ""
+        raise PluginLoadError(
+            f"plugin '{name}' requires {asked} (its manifest's `requirements`), but the "
+            f"host's environment ({sys.prefix}) has {requirement.name} {installed} "
+            f"installed{because}",
+            plugin=name,
+            path=manifest.source,
+            hint="both cannot be imported in one process: give the plugin `isolation: "
+            "process` (its requirements then get an environment of their own), or install a "
+            f"{requirement.name} that satisfies both in the host's environment",
+        )
+    for extra in sorted(requirement.extras):
+        for needed in _extra_requirements(dist, extra):
+            _check_one(manifest, needed, via or str(requirement))
+
+
+def _extra_requirements(dist: metadata.Distribution, extra: str) -> list[Requirement]:
+    """What ``dist`` requires for ``extra`` only (markers holding here)."""
+    wanted = canonicalize_name(extra)
+    found = []
+    for text in dist.requires or ():
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        marker = requirement.marker
+        if marker is None or marker.evaluate(_NO_EXTRA):
+            continue  # not the extra's own
+        if marker.evaluate({"extra": wanted}):
+            requirement.marker = None
+            found.append(requirement)
+    return found
 
 
 def requirers(distribution: str, version: str) -> list[str]:
