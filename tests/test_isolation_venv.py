@@ -10,10 +10,12 @@ no pip config); the environments go under a temporary ``$TETHER_HOME``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import zipfile
@@ -232,6 +234,30 @@ def test_two_hosts_building_one_environment_build_it_once(home, wheels):
     again = ensure_environment("racer", [Requirement("tinyfoo==1.0")])
     assert not again.built
     assert str(again.path) == results[0]["path"]
+
+
+def test_waiting_for_another_build_is_bounded(shared, tmp_path):
+    """A lock held elsewhere (here, by this test) past the limit: a clear error."""
+    requirements = [Requirement("tinyfoo==2.0")]
+    root = tmp_path / "venvs"
+    root.mkdir()
+    with (root / f"{environment_key(requirements)}.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(PluginLoadError, match=r"another process has been building"):
+            ensure_environment("waiter", requirements, root=root, limit=0.5)
+
+
+def test_a_pip_that_hangs_is_killed_at_the_limit(shared, tmp_path, monkeypatch):
+    """pip's index is a loopback server that accepts and never answers."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("PIP_FIND_LINKS", f"http://127.0.0.1:{server.getsockname()[1]}/")
+        root = tmp_path / "venvs"
+        with pytest.raises(PluginLoadError, match=r"did not finish within 3s") as caught:
+            ensure_environment("stuck", [Requirement("tinyfoo")], root=root, limit=3)
+    assert caught.value.plugin == "stuck"
+    assert [p.name for p in root.iterdir()] == [f"{environment_key([Requirement('tinyfoo')])}.lock"]
 
 
 def test_a_plugin_without_requirements_runs_the_hosts_python(home, plugin, tmp_path):
