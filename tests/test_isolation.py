@@ -26,6 +26,7 @@ from click.testing import CliRunner
 
 import tether
 from helpers import PluginWriter
+from tether._storage import PluginStorage
 from tether.cli import cli
 from tether.errors import (
     CallTimeoutError,
@@ -885,3 +886,102 @@ def test_a_process_plugins_middleware_wraps_other_plugins_routes(live, plugin):
     assert int(passed.headers["x-worker"]) != os.getpid()  # the middleware, in its worker
     assert blocked.status_code == 403
     assert blocked.json() == {"blocked": "/who"}
+
+
+# --------------------------------------------------------------------------- review fixes
+
+BINARY = """
+    import tether
+    from starlette.responses import Response
+
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            ctx.router.post("/flip", self.flip)
+
+        async def flip(self, request):
+            return Response(bytes(reversed(await request.body())), media_type="image/png")
+"""
+
+
+def test_binary_bodies_cross_unchanged(live, plugin):
+    server = live(plugin("bin", BINARY, isolation="process", permissions={"router": True}))
+    payload = b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x01" + bytes(range(256))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        answer = client.post("/flip", content=payload)
+    assert answer.status_code == 200
+    assert answer.content == bytes(reversed(payload))
+
+
+SHADOWING = """
+    import tether
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            self.ctx = ctx
+            ctx.on_release(self.goodbye)
+
+        def close(self):
+            return "the plugin's own close"
+
+        def setup(self):
+            return "the plugin's own setup"
+
+        def describe(self):
+            return "the plugin's own describe"
+
+        async def goodbye(self):
+            self.ctx.plugin_storage.set("released", True)  # a ctx call from on_release
+"""
+
+
+@asynctest
+async def test_a_plugins_own_method_names_do_not_shadow_the_stand_in(manager, plugin):
+    await _bring_up(manager, plugin("shadow", SHADOWING, isolation="process"))
+    stand_in = manager.get_plugin("shadow")
+    assert stand_in.close() == "the plugin's own close"
+    assert stand_in.setup() == "the plugin's own setup"
+    assert stand_in.describe() == "the plugin's own describe"
+    pid = worker_pid(manager, "shadow")
+    started = time.monotonic()
+    await manager.unload_plugin("shadow")
+    assert time.monotonic() - started < 5  # the release callback's ctx call did not hang
+    assert _wait_gone(pid)  # unloading ends the worker, whatever the plugin calls close
+    kept = PluginStorage(manager.runtime.state_store(), "shadow")
+    assert kept.get("released") is True  # its on_release ran, and reached the host
+
+
+FLAKY = """
+    import os
+    import pathlib
+    import tether
+
+    MARK = pathlib.Path(__file__).with_name("broken")
+    if MARK.exists():
+        raise ImportError("the dependency is gone")
+
+    class Plugin(tether.Plugin):
+        def initialize(self, ctx):
+            super().initialize(ctx)
+            ctx.register_hook("app.crash", 10, self.crash)
+
+        def crash(self, _):
+            MARK.write_text("x")
+            os._exit(1)
+"""
+
+
+@asynctest
+async def test_a_restart_that_fails_is_a_crash_and_is_tried_again(manager, plugin):
+    path = plugin("flaky", FLAKY, isolation="process")
+    await _bring_up(manager, path)
+    state = manager.get_plugin("flaky").tether_worker
+    manager.runtime.hooks.call("app.crash")
+    await _until(lambda: len(state.crashes) >= 2)  # the crash, then the failed restart
+    assert state.state in ("restarting", "given up")
+    (path / "broken").unlink()
+    await _until(lambda: state.state in {"running", "given up"})
+    assert state.state == "running", state.crashes
+    assert state.restarts == 1

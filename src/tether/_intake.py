@@ -22,6 +22,7 @@ the import ends; if it ever does, what it loaded is dropped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -49,6 +50,7 @@ from tether._locate import (
     timeouts_of,
 )
 from tether._manifest import Manifest
+from tether._requirements import check_host_requirements
 from tether._runtime import Runtime
 from tether._slots import PluginSlot, PluginVersion
 from tether._versions import parse_constraint
@@ -60,6 +62,7 @@ from tether.errors import (
     PluginLoadTimeoutError,
 )
 from tether.isolation._remote import load_remote
+from tether.isolation._venv import plugin_python
 
 __all__ = [
     "LoadAttempt",
@@ -150,6 +153,10 @@ async def _bounded_load(
 ) -> LoadedCode:
     """``load_code`` (or a worker's load) within ``limit`` seconds, in a daemon thread."""
     code = PluginCode.of(manifest.name, manifest.directory)
+    if process is not None and not manifest.command:
+        # A process plugin's environment is built (or found) before its import, within
+        # its own bound: a first build may take longer than ``timeouts.initialize``.
+        await asyncio.to_thread(plugin_python, manifest)
     try:
         loaded = await run_bounded(
             _loader(manifest, contract, private=private, process=process),
@@ -290,8 +297,9 @@ def check_before_import(
     config: TetherConfig,
 ) -> tuple[Contract, frozenset[str]]:
     """What can be checked before any of the plugin's code runs: its files against the
-    lock (``plugins.verify``), the framework version, isolation, the contract it provides
-    and the permissions it is granted (those two are returned)."""
+    lock (``plugins.verify``), the framework version, isolation, an in-process plugin's
+    requirements against the host's environment, the contract it provides and the
+    permissions it is granted (those two are returned)."""
     manifest = found.manifest
     if config.plugins.verify:
         check_plugin(manifest, read_lock(lock_path(config.path)))
@@ -299,6 +307,8 @@ def check_before_import(
     if not parse_constraint(constraint).allows(framework_version):
         raise FrameworkVersionMismatchError(manifest.name, constraint, framework_version)
     check_isolation(manifest, settings)
+    if isolation_of(manifest, settings) == "inprocess":
+        check_host_requirements(manifest)
     contract = contracts.resolve(manifest.name, manifest.provides)
     permissions = grant_permissions(manifest, settings.permissions, path=manifest.source)
     return contract, permissions

@@ -14,22 +14,24 @@ import click
 from rich.markup import escape
 from rich.table import Column, Table
 
-from tether import Manifest
+from tether import Manifest, load_manifest
 from tether.cli._app import State, pass_state
 from tether.cli._output import out
 from tether.cli._shared import discover_plugins, entry_manifest, fail
 from tether.cli._types import NonEmptyPath, PluginName
-from tether.errors import IntegrityError, TetherError
+from tether.errors import IntegrityError, PluginLoadError, TetherError
 from tether.packaging import (
     LOCK_NAME,
     LockedPlugin,
     build_tarball,
     build_wheel,
+    check_host_requirements,
     check_plugin,
     install_plugin,
     install_root,
     lock_entry,
     lock_path,
+    plugin_environment,
     read_lock,
     uninstall_plugin,
     write_lock,
@@ -133,6 +135,10 @@ def plugins_install(path: Path, force: bool, scope: str, directory: Path | None)
     The manifest validates first; the files land in ROOT/NAME through a hidden
     directory renamed into place. A wheel holding anything else is refused: pip
     installs those.
+
+    A process plugin with `requirements` then gets its virtual environment built (under
+    ~/.tether/venvs, or $TETHER_HOME/venvs); an in-process plugin's are checked against
+    this environment, with a warning where it does not meet them.
     """
     root = _where(scope, directory)
     done = install_plugin(path, root, force=force)
@@ -143,6 +149,31 @@ def plugins_install(path: Path, force: bool, scope: str, directory: Path | None)
         out.print(f"Installed {name} at {_shown(done.path)} (replaced {_shown(done.replaced)})")
     else:
         out.print(f"Installed {name} at {_shown(done.path)}")
+    _prepare_requirements(load_manifest(done.path))
+
+
+def _prepare_requirements(manifest: Manifest) -> None:
+    """Build a process plugin's environment; check an in-process plugin's requirements."""
+    if not manifest.requirements or manifest.command:
+        return
+    if manifest.isolation != "process":
+        try:
+            check_host_requirements(manifest)
+        except PluginLoadError as exc:
+            out.print(f"[yellow]warning:[/] {_shown(exc)}")
+            if exc.hint:
+                out.print(f"[dim]{_shown(exc.hint)}[/]")
+            return
+        out.print("Its requirements are met by this environment")
+        return
+    environment = plugin_environment(manifest)
+    if environment is None:
+        out.print("Its requirements do not apply to this Python (markers): none to install")
+    elif environment.built:
+        out.print(f"Built its environment at {_shown(environment.path)} in "
+                  f"{environment.seconds:.1f}s")  # fmt: skip
+    else:
+        out.print(f"Its environment is ready at {_shown(environment.path)}")
 
 
 @click.command("uninstall")

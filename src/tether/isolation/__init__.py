@@ -14,7 +14,15 @@ use :func:`is_remote` to tell a handler that forwards to a worker (it takes and
 returns only what the protocol carries) and the HTTP maps of :mod:`._http`.
 """
 
-from tether.isolation._http import is_response_map
+from tether.isolation._http import body_fields, body_of, is_response_map
 from tether.isolation._remote import WORKER_EVENT, RemotePlugin, RemoteState, is_remote
 
-__all__ = ["WORKER_EVENT", "RemotePlugin", "RemoteState", "is_remote", "is_response_map"]
+__all__ = [
+    "WORKER_EVENT",
+    "RemotePlugin",
+    "RemoteState",
+    "body_fields",
+    "body_of",
+    "is_remote",
+    "is_response_map",
+]

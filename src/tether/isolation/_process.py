@@ -19,6 +19,7 @@ import socket
 import struct
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +43,11 @@ __all__ = ["WorkerProcess", "describe_exit", "start_worker"]
 log = logging.getLogger("tether.isolation")
 
 _BOOT = "import sys; sys.path[:0] = sys.argv[1:]; from tether.isolation._worker import main; main()"
+# In a plugin's own environment: its site-packages first, the host's paths after them.
+_BOOT_BESIDE = (
+    "import site, sys; [site.addsitedir(p) for p in sys.argv[1:]]; "
+    "from tether.isolation._worker import main; main()"
+)
 _KEPT_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR")
 TERMINATE_GRACE = 2.0
 HEARTBEAT = 1.0
@@ -64,6 +70,26 @@ def describe_exit(code: int | None) -> str:
 def _tether_path() -> str:
     """The directory holding the ``tether`` package (for the worker's ``sys.path``)."""
     return str(Path(__file__).resolve().parents[2])
+
+
+def _host_paths() -> list[str]:
+    """Where the host imports tether and its dependencies from: tether's own directory,
+    then the host's ``sys.path`` but for the standard library (which every interpreter
+    of the same installation has)."""
+    stdlib = {Path(sysconfig.get_path(k)) for k in ("stdlib", "platstdlib")}
+    base = Path(sys.base_prefix)
+    paths = [_tether_path()]
+    for entry in sys.path:
+        if not entry or entry in paths:
+            continue
+        path = Path(entry)
+        in_stdlib = path in stdlib or any(s in path.parents for s in stdlib)
+        if not {"site-packages", "dist-packages"} & set(path.parts) and (
+            in_stdlib or (path.suffix == ".zip" and base in path.parents)
+        ):
+            continue  # the standard library, lib-dynload, python3XX.zip
+        paths.append(entry)
+    return paths
 
 
 class WorkerProcess:
@@ -335,8 +361,12 @@ def start_worker(
     protocol on the inherited descriptor named by ``TETHER_WORKER_FD``); ``python`` is
     the interpreter of the Python worker (a plugin's own virtual environment's)."""
     host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    interpreter = python or sys.executable
-    argv = list(command) if command else [interpreter, "-I", "-c", _BOOT, _tether_path()]
+    if command:
+        argv = list(command)
+    elif python is not None and python != sys.executable:
+        argv = [python, "-I", "-c", _BOOT_BESIDE, *_host_paths()]
+    else:
+        argv = [sys.executable, "-I", "-c", _BOOT, _tether_path()]
     env = _environment({**(environment or {}), FD_VARIABLE: str(worker_end.fileno())})
     try:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter, or the plugin's runtime

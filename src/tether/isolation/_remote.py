@@ -42,6 +42,7 @@ from tether.errors import (
 )
 from tether.isolation._process import WorkerProcess, start_worker
 from tether.isolation._protocol import ChannelClosedError, Request
+from tether.isolation._venv import plugin_python
 
 if TYPE_CHECKING:
     from tether._manifest import Manifest
@@ -708,6 +709,7 @@ def _spawn(
         on_request=bridge.on_request,
         limit=limit,
         cwd=str(manifest.directory.absolute()) if manifest.directory else None,
+        python=None if manifest.command else plugin_python(manifest),
     )
     worker.on_crash.append(bridge.on_worker_crash)
     try:

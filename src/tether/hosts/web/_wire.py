@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from tether import TetherError
 from tether.hosts.web._errors import to_response
-from tether.isolation import is_response_map
+from tether.isolation import body_fields, body_of, is_response_map
 
 __all__ = [
     "request_to_wire",
@@ -35,7 +36,7 @@ async def request_to_wire(request: Request) -> dict[str, object]:
         "path": request.url.path,
         "query": request.url.query,
         "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw],
-        "body": body.decode("utf-8", "replace"),
+        **body_fields(body),
         "path_params": {str(k): str(v) for k, v in request.path_params.items()},
     }
 
@@ -47,7 +48,7 @@ def response_from_wire(value: object) -> object:
         return value
     assert isinstance(value, dict)
     headers = {str(k): str(v) for k, v in value["headers"] if str(k).lower() != "content-length"}
-    return Response(str(value["body"]).encode(), status_code=value["status"], headers=headers)
+    return Response(body_of(value), status_code=value["status"], headers=headers)
 
 
 def wire_handler(handler: Callable[..., Any]) -> Callable[[Request], Any]:
@@ -63,14 +64,29 @@ def wire_handler(handler: Callable[..., Any]) -> Callable[[Request], Any]:
     return serve
 
 
-def response_to_wire(response: object) -> object:
-    """What the rest of the chain answered, for a worker's middleware: a response map."""
-    if isinstance(response, Response):
-        headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in response.raw_headers]
+MAX_BUFFERED = 16 << 20  # a streamed answer a worker's middleware may see, at most
+
+
+async def response_to_wire(response: object) -> object:
+    """What the rest of the chain answered, for a worker's middleware: a response map (a
+    streamed answer is read whole first, up to 16 MiB)."""
+    if not isinstance(response, Response):
+        return response
+    headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in response.raw_headers]
+    if isinstance(response, StreamingResponse):
+        chunks = bytearray()
+        async for chunk in response.body_iterator:
+            chunks += chunk if isinstance(chunk, bytes) else str(chunk).encode()
+            if len(chunks) > MAX_BUFFERED:
+                raise TetherError(
+                    f"a streamed response over {MAX_BUFFERED >> 20} MiB cannot pass through a "
+                    "process plugin's middleware",
+                    hint="give that middleware routes that do not stream, or run it in-process",
+                )
+        body = bytes(chunks)
+    else:
         body = bytes(getattr(response, "body", b""))
-        return {"status": response.status_code, "headers": headers,
-                "body": body.decode("utf-8", "replace")}  # fmt: skip
-    return response
+    return {"status": response.status_code, "headers": headers, **body_fields(body)}
 
 
 def wire_middleware(handler: Callable[..., Any]) -> Callable[[Any, Any], Any]:
@@ -82,7 +98,7 @@ def wire_middleware(handler: Callable[..., Any]) -> Callable[[Any, Any], Any]:
             result = call_next(request)
             if inspect.isawaitable(result):
                 result = await result
-            return response_to_wire(to_response(result, what="the route"))
+            return await response_to_wire(to_response(result, what="the route"))
 
         answered = handler(await request_to_wire(request), next_as_wire)
         if inspect.isawaitable(answered):
