@@ -12,11 +12,22 @@ const { Plugin, isTetherError, run, response, ValueError } = require('./tether-w
 class Greeter extends Plugin {
   async initialize(ctx) {
     super.initialize(ctx);
-    await ctx.registerHook('greet.make', 10, (data) => this.greet(data));
-    await ctx.registerHook('greet.recall', 10, (key) => ctx.storage.get(key));
+    await this.addHook(ctx, 'greet.make', (data) => this.greet(data));
+    await this.addHook(ctx, 'greet.recall', (key) => ctx.storage.get(key));
     await ctx.subscribeEvent('user.*', (event) => this.remember(event));
     await this.addRoutes(ctx);
     ctx.log.info('node-greeter is ready', { node: process.versions.node });
+  }
+
+  // greet.* are hook points an embedding application declares; `tether serve` has
+  // none of them, and there the plugin serves its routes only.
+  async addHook(ctx, point, handler) {
+    try {
+      await ctx.registerHook(point, 10, handler);
+    } catch (err) {
+      if (err.type !== 'tether.errors.HookError') throw err;
+      ctx.log.debug(`no hook ${point}: ${err.message}`);
+    }
   }
 
   async addRoutes(ctx) {
