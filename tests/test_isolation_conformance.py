@@ -22,12 +22,12 @@ import yaml
 
 import tether
 from node_support import copy_node_example, find_node
-from tether.hosts.web.testing import LiveServer
 from test_isolation import _alive, _until, _wait_gone, asynctest
+from tether.hosts.web.testing import LiveServer
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX")
 
-PYTHON_GREETER = '''
+PYTHON_GREETER = """
     import os
 
     import tether
@@ -67,9 +67,9 @@ PYTHON_GREETER = '''
             return PlainTextResponse(greeting, headers={"x-greeter": "python"})
 
         async def stats(self, request):
-            storage = self.ctx.plugin_storage
-            return {"greeted": storage.get("greeted", 0), "last_user": storage.get("last_user", None)}
-'''
+            kept = self.ctx.plugin_storage
+            return {"greeted": kept.get("greeted", 0), "last_user": kept.get("last_user", None)}
+"""
 
 
 class Greeter:
