@@ -281,3 +281,20 @@ async def test_the_example_runs_under_its_own_manifest(manager, node, tmp_path):
     await manager.unload_plugin("node-greeter")
     assert _wait_gone(worker.pid)
     assert not _alive(worker.pid)
+
+
+def test_the_cli_validates_and_describes_a_plugin_without_python_code():
+    """A `command` plugin has no entry to find: validate passes it, info says so."""
+    from click.testing import CliRunner
+
+    from node_support import EXAMPLE
+    from tether.cli import cli
+
+    runner = CliRunner()
+    validated = runner.invoke(cli, ["plugins", "validate", str(EXAMPLE)])
+    assert validated.exit_code == 0, validated.output
+    assert "node-greeter 1.0.0 (worker: node plugin.js)" in validated.output
+    info = runner.invoke(cli, ["plugins", "info", str(EXAMPLE)])
+    assert info.exit_code == 0, info.output
+    assert "entry: none (its worker is a program of its own" in info.output
+    assert "worker program: node plugin.js" in info.output
