@@ -31,7 +31,7 @@ PYTHON_GREETER = """
     import os
 
     import tether
-    from starlette.responses import PlainTextResponse
+    from starlette.responses import JSONResponse, PlainTextResponse
 
 
     class Greeter(tether.Plugin):
@@ -43,6 +43,7 @@ PYTHON_GREETER = """
             except tether.errors.HookError:
                 pass
             ctx.subscribe_event("user.*", self.remember)
+            ctx.register_middleware("greeter-stamp", self.stamp, routes=["/greet/*"])
             try:
                 router = ctx.router
             except tether.TetherError:
@@ -58,6 +59,13 @@ PYTHON_GREETER = """
             storage.set("greeted", storage.get("greeted", 0) + 1)
             word = storage.get("word", "Hello")
             return {"greeting": f"{word}, {name}!", "runtime": "python", "pid": os.getpid()}
+
+        async def stamp(self, request, call_next):
+            if request.url.path.removeprefix("/greet/").isdigit():
+                return JSONResponse({"refused": request.url.path}, status_code=422)
+            response = await call_next(request)
+            response.headers["x-stamped-by"] = "py-greeter"
+            return response
 
         def remember(self, event):
             self.ctx.plugin_storage.set("last_user", {"event": event.name, "data": event.data})
@@ -221,9 +229,14 @@ def test_its_routes_answer_through_the_web_host(live, greeter):
         assert hello.text == "Hello, ada!"
         assert hello.headers["x-greeter"] == greeter.runtime
         assert hello.headers["content-type"].startswith("text/plain")
+        assert hello.headers["x-stamped-by"] == greeter.name  # its middleware ran
+        refused = client.get("/greet/42")
+        assert refused.status_code == 422
+        assert refused.json() == {"refused": "/greet/42"}
         stats = client.get("/greeter/stats")
         assert stats.status_code == 200
-        assert stats.json() == {"greeted": 1, "last_user": None}
+        assert stats.json() == {"greeted": 1, "last_user": None}  # the refused one never ran
+        assert "x-stamped-by" not in stats.headers  # not a route the middleware wraps
     pid = server.manager.get_plugin(greeter.name).worker.pid  # type: ignore[attr-defined]
     server.stop()
     assert _wait_gone(pid)

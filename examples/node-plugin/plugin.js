@@ -4,6 +4,7 @@
 //   hook  greet.make    {name} -> {greeting, runtime, pid}   (greet.recall: a stored key)
 //   event user.*        remembered in the plugin's storage as `last_user`
 //   route GET /greet/{name}   text;   GET /greeter/stats   JSON
+//   middleware on /greet/*    refuses an all-digit name (422), stamps the response
 
 'use strict';
 
@@ -16,6 +17,9 @@ class Greeter extends Plugin {
     await this.addHook(ctx, 'greet.recall', (key) => ctx.storage.get(key));
     await ctx.subscribeEvent('user.*', (event) => this.remember(event));
     await this.addRoutes(ctx);
+    await ctx.registerMiddleware('greeter-stamp', (request, next) => this.stamp(request, next), {
+      routes: ['/greet/*'],
+    });
     ctx.log.info('node-greeter is ready', { node: process.versions.node });
   }
 
@@ -50,6 +54,19 @@ class Greeter extends Plugin {
     const greeted = (await this.ctx.storage.get('greeted', 0)) + 1;
     await this.ctx.storage.set('greeted', greeted);
     return { greeting: `${word}, ${name}!`, runtime: 'node', pid: process.pid };
+  }
+
+  // Middleware around /greet/*: refuses a name that is all digits, stamps the rest.
+  async stamp(request, next) {
+    if (/^\/greet\/\d+$/.test(request.path)) {
+      return response(JSON.stringify({ refused: request.path }), {
+        status: 422,
+        headers: { 'content-type': 'application/json' },
+      });
+    }
+    const answer = await next();
+    answer.headers.push(['x-stamped-by', 'node-greeter']);
+    return answer;
   }
 
   async remember(event) {

@@ -435,6 +435,29 @@ class Context {
     return new Registration(this._connection, id, `subscription ${pattern}`);
   }
 
+  // An HTTP middleware: `handler(request, next)` gets the request map; `await next()`
+  // runs the rest of the chain (the request goes on as it came) and resolves to its
+  // response map, which the handler may change and return, or it answers itself
+  // (`response(...)`). `routes`: globs of the paths it wraps (null: every route).
+  async registerMiddleware(name, handler, { priority = 100, routes = null } = {}) {
+    const target = this._worker.addHandler((request, token) =>
+      handler(request, () => this._connection.request('ctx.call_next', [token, request])));
+    const id = await this._connection.request('ctx.register_middleware', [
+      String(name), target, priority, routes ? [...routes] : null,
+    ]);
+    const registration = new Registration(this._connection, id, `middleware ${name}`);
+    registration.remove = async () => {
+      if (!registration.active) return;
+      registration.active = false;
+      await this.unregisterMiddleware(name);
+    };
+    return registration;
+  }
+
+  async unregisterMiddleware(name) {
+    await this._connection.request('ctx.unregister_middleware', [String(name)]);
+  }
+
   async publishEvent(name, data = null) {
     return eventFromWire(await this._connection.request('ctx.publish_event', [name, data]));
   }
