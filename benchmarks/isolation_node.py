@@ -122,7 +122,7 @@ async def _round_trips(paths: dict[str, Path], state: Path, rounds: int, calls: 
         print(f"  ratio node / in-process:     {median['node'] / median['inprocess']:.1f}")
         print("idle worker RSS:")
         for name in ("node", "python"):
-            usage = manager.get_plugin(name).describe()  # type: ignore[attr-defined]
+            usage = manager.get_plugin(name).tether_worker.describe()  # type: ignore[attr-defined]
             print(f"  {name:10} {usage.get('rss_bytes', 0) / 2**20:9.1f} MiB")
     finally:
         await manager.aclose()

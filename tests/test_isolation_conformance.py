@@ -130,7 +130,7 @@ async def _up(manager: tether.PluginManager, greeter: Greeter) -> None:
 
 
 def _pid(manager: tether.PluginManager, greeter: Greeter) -> int:
-    return int(manager.get_plugin(greeter.name).worker.pid)  # type: ignore[attr-defined]
+    return int(manager.get_plugin(greeter.name).tether_worker.worker.pid)  # type: ignore[attr-defined]
 
 
 @asynctest
@@ -237,7 +237,7 @@ def test_its_routes_answer_through_the_web_host(live, greeter):
         assert stats.status_code == 200
         assert stats.json() == {"greeted": 1, "last_user": None}  # the refused one never ran
         assert "x-stamped-by" not in stats.headers  # not a route the middleware wraps
-    pid = server.manager.get_plugin(greeter.name).worker.pid  # type: ignore[attr-defined]
+    pid = server.manager.get_plugin(greeter.name).tether_worker.worker.pid  # type: ignore[attr-defined]
     server.stop()
     assert _wait_gone(pid)
 

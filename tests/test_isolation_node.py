@@ -144,7 +144,7 @@ async def _up(manager: tether.PluginManager, *paths: Path) -> None:
 
 
 def _worker(manager: tether.PluginManager, name: str = "probe"):  # type: ignore[no-untyped-def]
-    return manager.get_plugin(name).worker  # type: ignore[attr-defined]
+    return manager.get_plugin(name).tether_worker.worker  # type: ignore[attr-defined]
 
 
 @asynctest
@@ -242,7 +242,7 @@ async def test_a_crashed_node_worker_is_restarted_with_its_hooks(manager, probe)
     [failure] = manager.runtime.hooks.call("probe.crash", 3).failures
     assert isinstance(failure.error, PluginCrashedError)
     assert "exit code 3" in str(failure.error)
-    stand_in = manager.get_plugin("probe")
+    stand_in = manager.get_plugin("probe").tether_worker  # type: ignore[attr-defined]
     await _until(lambda: stand_in.restarts == 1, limit=15)  # type: ignore[attr-defined]
     assert _wait_gone(first)
     [pid] = manager.runtime.hooks.call("probe.pid").results
