@@ -385,11 +385,12 @@ class EntryCheck:
 def check_entry_source(manifest: Manifest) -> EntryCheck:
     """What importing the manifest's entry would find wrong, learnt without importing it.
 
-    Nothing to check for a manifest without a directory (an installed distribution's).
+    Nothing to check for a manifest without a directory (an installed distribution's),
+    nor for a plugin whose worker is another program (``command``: nothing is imported).
     """
     directory = manifest.directory
     entry, by_convention = manifest.entry, not manifest.entry
-    if directory is None:
+    if directory is None or manifest.command:
         return EntryCheck(entry, by_convention, ())
     try:
         if by_convention:

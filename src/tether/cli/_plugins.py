@@ -222,6 +222,8 @@ def _print_isolation(state: State, manifest: Manifest) -> None:
 
 
 def _convention_entry(manifest: Manifest) -> str:
+    if manifest.command:
+        return "none (its worker is a program of its own: see `worker program`)"
     found = check_entry_source(manifest).entry
     if found:
         return f"{found} (by convention)"
@@ -364,6 +366,8 @@ def plugins_validate(paths: tuple[Path, ...]) -> None:
             _print_problems(problems, "-")
         else:
             found = f" (entry {entry.entry}, by convention)" if entry.by_convention else ""
+            if manifest.command:
+                found = f" (worker: {' '.join(manifest.command)})"
             out.print(f"[green]✓[/] {_shown(path)}: {manifest.name} {manifest.version}{found}")
         _print_problems(entry_problems(manifest, entry, warnings=True), "warning:")
     if bad:

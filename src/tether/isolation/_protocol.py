@@ -179,9 +179,12 @@ def describe_exception(exc: BaseException, *, directory: str | None = None) -> d
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
+    # a KeyError's str() is the repr of its key: send the text itself, or every hop
+    # between the host and a worker would quote it once more
+    only = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else None
     described: dict[str, object] = {
         "type": name,
-        "message": str(exc),
+        "message": only if isinstance(only, str) else str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
         "file": file,
         "line": line,

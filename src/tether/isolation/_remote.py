@@ -338,6 +338,9 @@ class Bridge:
         return getattr(proxy, method)(*args, **kwargs)
 
     def _ctx_router(self, op: str, args: list[object], kwargs: Mapping[str, object]) -> None:
+        if op == "check":  # whether the plugin may have one, and this host serves HTTP
+            _ = self._ctx.router
+            return
         if op not in _ROUTE_METHODS:
             raise AttributeError(f"the router has no {op!r}")
         path, target = args

@@ -302,6 +302,8 @@ class WorkerContext:
             from tether.errors import PermissionDeniedError
 
             raise PermissionDeniedError(self.name, "router")
+        # as in-process: a host that serves no HTTP fails the access, not the first route
+        self._channel.call("ctx.router", ["check", [], {}])
         return _RemoteRouter(self._worker, "")
 
     # ------------------------------------------------------------------ hooks and events
