@@ -215,14 +215,14 @@ class Request:
 
 
 class _Waiter:
-    """A synchronous caller waiting for its answer: a lock taken at birth, released by
-    :meth:`settle` (cheaper than an Event on the hot path)."""
+    """A synchronous caller waiting for its answer. A caller that reads the socket itself
+    only polls :attr:`done`; one that waits for another reader blocks on a lock made
+    on the first :meth:`wait` and released by :meth:`settle`."""
 
     __slots__ = ("done", "error", "lock", "value")
 
     def __init__(self) -> None:
-        self.lock = _allocate_lock()
-        self.lock.acquire()
+        self.lock: Any = None
         self.done = False
         self.value: object = None
         self.error: dict[str, object] | BaseException | None = None
@@ -230,10 +230,22 @@ class _Waiter:
     def settle(self, value: object, error: dict[str, object] | BaseException | None) -> None:
         self.value, self.error = value, error
         self.done = True
-        self.lock.release()
+        lock = self.lock
+        if lock is not None:
+            lock.release()
 
-    def wait(self, timeout: float | None) -> bool:
-        return self.done or self.lock.acquire(timeout=-1 if timeout is None else timeout)
+    def wait(self, timeout: float) -> bool:
+        """Block until settled or ``timeout`` seconds; whether it was settled."""
+        if self.done:
+            return True
+        lock = self.lock
+        if lock is None:
+            lock = _allocate_lock()
+            lock.acquire()
+            self.lock = lock  # from here on, settle releases it
+            if self.done:
+                return True
+        return bool(lock.acquire(timeout=max(timeout, 0.0))) or self.done
 
 
 class _AsyncWaiter:
@@ -306,6 +318,17 @@ class Channel:
         self._reader: threading.Thread | None = None
         self._encode = codec.encode
         self._decode = codec.decode
+        # The read role: whoever holds it reads the socket and dispatches every frame
+        # (the reader thread, or a synchronous caller reading its own answer).
+        self._role = _allocate_lock()
+        self._holder: int | None = None  # the thread holding the role
+        self._wanted = False  # a caller waits for the role: the reader makes way
+        self._parked = False  # the reader thread stays out of the callers' way
+        self._unpark = threading.Event()
+        self._last_call = 0.0  # when a caller last held the role
+        self._views = codec.name == "msgpack"  # its decoder reads a memoryview in place
+        with contextlib.suppress(OSError):  # a blocked read returns now and then
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _READ_SLICE)
 
     # ------------------------------------------------------------------ sending
 
@@ -339,7 +362,10 @@ class Channel:
         timeout: float | None = None,
     ) -> object:
         """Send a request and block until its answer (``TimeoutError`` past ``timeout``:
-        the request is cancelled)."""
+        the request is cancelled).
+
+        The caller reads the socket itself when nobody else does (no hop through the
+        reader thread), dispatching whatever else arrives meanwhile."""
         waiter = _Waiter()
         ident = self._register(waiter)
         try:
@@ -347,17 +373,50 @@ class Channel:
         except BaseException:
             self._waiters.pop(ident, None)
             raise
-        if threading.current_thread() is self._reader:
-            self._pump(until=waiter, timeout=timeout)
-        elif not waiter.wait(timeout):
-            self._cancel(ident)
-            raise TimeoutError(f"{target} did not answer within {timeout}s")
+        deadline = None if timeout is None else _now() + timeout
+        self._await(waiter, deadline)
         if not waiter.done:
             self._cancel(ident)
             raise TimeoutError(f"{target} did not answer within {timeout}s")
         if waiter.error is not None:
             raise self._as_exception(waiter.error)
         return waiter.value
+
+    def _await(self, waiter: _Waiter, deadline: float | None) -> None:
+        """Until ``waiter`` is settled or ``deadline`` passed: read the socket when the
+        read role is free (or already ours: a nested call), else wait for the reader."""
+        me = get_ident()
+        if self._holder == me:
+            self._pump(until=waiter, deadline=deadline)
+            return
+        role = self._role
+        while not waiter.done:
+            if role.acquire(blocking=False):
+                self._holder = me
+                self._last_call = _now()
+                try:
+                    self._pump_as_caller(waiter, deadline)
+                finally:
+                    self._holder = None
+                    self._last_call = _now()
+                    role.release()
+                    if self._parked and self._waiters:  # answers for others: read them
+                        self._unpark.set()
+                return
+            self._wanted = True
+            self._last_call = _now()
+            left = _HANDOFF if deadline is None else min(_HANDOFF, deadline - _now())
+            if left <= 0:
+                return
+            waiter.wait(left)
+
+    def _pump_as_caller(self, waiter: _Waiter, deadline: float | None) -> None:
+        try:
+            self._pump(until=waiter, deadline=deadline)
+        except ChannelClosedError as exc:
+            self._close(exc.reason)
+        except Exception as exc:  # a frame that does not decode: the peer is broken
+            self._close(f"a message could not be read: {exc}")
 
     async def acall(
         self,
@@ -370,6 +429,8 @@ class Channel:
         ident = self._register(waiter)
         try:
             self._send([REQUEST, ident, target, list(args), dict(kwargs or {})])
+            if self._parked:
+                self._unpark.set()
             return await waiter.future
         except _CarriedError as failure:
             raise self._as_exception(failure.error) from None
@@ -419,24 +480,51 @@ class Channel:
         self._reader.start()
 
     def run(self) -> None:
-        """Read until the socket ends (the reader thread's body; a worker's main thread)."""
+        """Read until the socket ends (the reader thread's body; a worker's main thread).
+
+        While synchronous callers come and go (each reading its own answer), the reader
+        stays parked, off the socket, until none came for ``_LINGER`` or an answer
+        nobody reads is due."""
         self._reader = threading.current_thread()
+        me = get_ident()
         try:
-            self._pump(until=None, timeout=None)
+            while self.closed is None:
+                self._park()
+                with self._role:
+                    self._holder = me
+                    try:
+                        self._pump(until=None, deadline=None)
+                    finally:
+                        self._holder = None
         except ChannelClosedError as exc:
             self._close(exc.reason)
         except Exception as exc:  # a frame that does not decode: the peer is broken
             self._close(f"a message could not be read: {exc}")
         else:
-            self._close("the channel was closed")
+            self._close(self.closed or "the channel was closed")
 
-    def _pump(self, *, until: _Waiter | None, timeout: float | None) -> None:  # noqa: C901 - the hot loop, kept in one piece
-        """Read frames and dispatch them until ``until`` is settled (or forever)."""
-        deadline = None if timeout is None else _now() + timeout
-        sock, buffer = self.sock, self._buffer
-        chunk = self._chunk
+    def _park(self) -> None:
+        self._parked = True
+        try:
+            while self.closed is None:
+                if self._waiters and not self._role.locked():
+                    return  # answers are due and nobody reads
+                left = self._last_call + _LINGER - _now()
+                if left <= 0:
+                    return
+                self._unpark.wait(left)
+                self._unpark.clear()
+        finally:
+            self._parked = False
+
+    def _pump(self, *, until: _Waiter | None, deadline: float | None) -> None:  # noqa: C901, PLR0912 - the hot loop, kept in one piece
+        """Read frames and dispatch them until ``until`` is settled or ``deadline``
+        passed; without ``until``, until a caller wants the socket and no synchronous
+        caller waits for an answer (the reader thread's turn)."""
+        buffer, chunk, decode = self._buffer, self._chunk, self._decode
+        recv_into, views = self.sock.recv_into, self._views
         header = _HEADER.size
-        while until is None or not until.done:
+        while True:
             while len(buffer) >= header:
                 (size,) = _HEADER.unpack_from(buffer)
                 if size > MAX_FRAME:
@@ -447,26 +535,35 @@ class Channel:
                     break
                 body = bytes(buffer[header : header + size])
                 del buffer[: header + size]
-                self._dispatch(self._decode(body))
+                self._dispatch(decode(body))
                 if until is not None and until.done:
                     return
-            if deadline is not None:
-                left = deadline - _now()
-                if left <= 0:
+            if until is None:
+                if self._wanted and not self._has_sync_waiters():
+                    self._wanted = False
                     return
-                sock.settimeout(left)
-            try:
-                size = sock.recv_into(chunk)
-            except TimeoutError:
+                if self.closed is not None:
+                    return
+            elif until.done or (deadline is not None and _now() >= deadline):
                 return
+            try:
+                size = recv_into(chunk)
+            except BlockingIOError:  # the read slice passed: look at the clock, read on
+                continue
             except OSError as exc:
                 raise ChannelClosedError(f"reading the socket failed: {exc}") from exc
-            finally:
-                if deadline is not None:
-                    sock.settimeout(None)
             if not size:
                 raise ChannelClosedError("the other end closed the socket")
+            if not buffer and size >= header:
+                (length,) = _HEADER.unpack_from(chunk)
+                if header + length == size:  # exactly one frame: no copy into the buffer
+                    view = chunk[header:size]
+                    self._dispatch(decode(view if views else bytes(view)))
+                    continue
             buffer += chunk[:size]
+
+    def _has_sync_waiters(self) -> bool:
+        return any(type(waiter) is _Waiter for waiter in list(self._waiters.values()))
 
     def _dispatch(self, message: Any) -> None:  # noqa: ANN401 - whatever the codec decoded
         kind = message[0]
@@ -509,3 +606,7 @@ class Channel:
 
 
 _now = time.monotonic
+get_ident = threading.get_ident
+_HANDOFF = 0.05  # a caller waiting for the reader retries the read role this often
+_LINGER = 0.002  # the reader stays off the socket this long after a caller read it
+_READ_SLICE = struct.pack("ll", 0, 50_000)  # SO_RCVTIMEO: a blocked read returns each 50 ms
