@@ -33,6 +33,7 @@ import struct
 import threading
 import time
 import traceback
+import weakref
 from _thread import allocate_lock as _allocate_lock
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -248,20 +249,56 @@ class _Waiter:
         return bool(lock.acquire(timeout=max(timeout, 0.0))) or self.done
 
 
-class _AsyncWaiter:
-    """An ``await``-ing caller: its future is settled on its own loop."""
+class _Inbox:
+    """Answers due on one event loop, handed over in one callback per batch (one wake of
+    the loop for the many answers of a read, not one each)."""
 
-    __slots__ = ("future", "loop")
+    __slots__ = ("items", "lock", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.items: list[tuple[_AsyncWaiter, object, dict[str, object] | BaseException | None]] = []
+        self.lock = _allocate_lock()
+
+    def put(
+        self, waiter: _AsyncWaiter, value: object, error: dict[str, object] | BaseException | None
+    ) -> None:
+        with self.lock:
+            self.items.append((waiter, value, error))
+            first = len(self.items) == 1
+        if first:
+            try:
+                self.loop.call_soon_threadsafe(self.deliver)
+            except RuntimeError:  # that loop is closed: nobody waits
+                with self.lock:
+                    self.items.clear()
+
+    def deliver(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+        for waiter, value, error in items:
+            waiter.set(value, error)
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
+
+
+class _AsyncWaiter:
+    """An ``await``-ing caller: its future is settled on its own loop."""
+
+    __slots__ = ("future", "inbox")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        inbox = _inboxes.get(loop)
+        if inbox is None:
+            inbox = _inboxes[loop] = _Inbox(loop)
+        self.inbox = inbox
         self.future: asyncio.Future[object] = loop.create_future()
 
     def settle(self, value: object, error: dict[str, object] | BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-            self.loop.call_soon_threadsafe(self._set, value, error)
+        self.inbox.put(self, value, error)
 
-    def _set(self, value: object, error: dict[str, object] | BaseException | None) -> None:
+    def set(self, value: object, error: dict[str, object] | BaseException | None) -> None:
         if self.future.done():
             return
         if error is None:
@@ -326,7 +363,10 @@ class Channel:
         self._parked = False  # the reader thread stays out of the callers' way
         self._unpark = threading.Event()
         self._last_call = 0.0  # when a caller last held the role
-        self._views = codec.name == "msgpack"  # its decoder reads a memoryview in place
+        # msgspec decodes a memoryview of the read buffer in place; json wants bytes
+        self._decode_view: Callable[[memoryview], Any] = (
+            codec.decode if codec.name == "msgpack" else lambda view: codec.decode(bytes(view))  # type: ignore[assignment]
+        )
         with contextlib.suppress(OSError):  # a blocked read returns now and then
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _READ_SLICE)
 
@@ -522,7 +562,7 @@ class Channel:
         passed; without ``until``, until a caller wants the socket and no synchronous
         caller waits for an answer (the reader thread's turn)."""
         buffer, chunk, decode = self._buffer, self._chunk, self._decode
-        recv_into, views = self.sock.recv_into, self._views
+        recv_into, decode_view = self.sock.recv_into, self._decode_view
         header = _HEADER.size
         while True:
             while len(buffer) >= header:
@@ -557,8 +597,7 @@ class Channel:
             if not buffer and size >= header:
                 (length,) = _HEADER.unpack_from(chunk)
                 if header + length == size:  # exactly one frame: no copy into the buffer
-                    view = chunk[header:size]
-                    self._dispatch(decode(view if views else bytes(view)))
+                    self._dispatch(decode_view(chunk[header:size]))
                     continue
             buffer += chunk[:size]
 
