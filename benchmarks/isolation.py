@@ -21,9 +21,15 @@ Each with a small dict and a ~4 KiB one. Then:
   hook calls per second of the same round;
 - ``worker start to first call``: from ``await manager.load_plugin(dir)`` (a new
   worker) through ``initialize_all``/``start_all`` to the first answered hook call, ms
-  (goal <= 50), against a bare ``python -I -c pass`` spawned to exit in the same round;
-- ``RSS per idle worker``: ``VmRSS`` from ``/proc/<pid>/status`` of the worker, against
-  the bare echo process (an idle interpreter that imported ``socket`` and ``msgspec``);
+  (goal <= 50), against a bare ``python -I -c pass`` spawned to exit in the same round.
+  The host's first worker starts directly (an interpreter of its own) while the zygote
+  boots; later ones are forked by the zygote: both are printed;
+- ``CPU per call``: user + system CPU of this process and of the worker (``/proc``)
+  over the small-payload rounds, against the bare socket's two processes;
+- ``idle memory``: ``VmRSS`` (``/proc/<pid>/status``) and ``Pss`` (``smaps_rollup``:
+  pages shared with the zygote counted in part) of an idle worker started directly, of
+  one forked by the zygote, of the zygote, against the bare echo process (an idle
+  interpreter that imported ``socket`` and ``msgspec``);
 - the codec: encode + decode of representative protocol messages (a request and its
   result) with msgspec msgpack (the protocol's default), msgspec json, stdlib json and
   pickle; ns per message, ratio against msgspec msgpack.
@@ -54,6 +60,7 @@ from typing import Any
 import msgspec
 
 import tether
+from tether.isolation import _zygote
 
 SMALL: dict[str, object] = {"id": 7, "user": "ada", "path": "/orders/42", "ok": True}
 LARGE: dict[str, object] = {
@@ -137,11 +144,23 @@ def write_plugin(root: Path, name: str, isolation: str, hook: str = "app.ping") 
     return directory
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise SystemExit(f"no VmRSS for pid {pid}")
+def memory_kib(pid: int) -> tuple[int, int]:
+    """``VmRSS`` (``/proc/<pid>/status``) and ``Pss`` (``smaps_rollup``) of ``pid``."""
+    found: dict[str, int] = {}
+    for path, key in ((f"/proc/{pid}/status", "VmRSS:"), (f"/proc/{pid}/smaps_rollup", "Pss:")):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                found[key] = int(line.split()[1])
+                break
+    if len(found) != 2:
+        raise SystemExit(f"no memory figures for pid {pid}")
+    return found["VmRSS:"], found["Pss:"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- baselines
@@ -289,9 +308,12 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915
     hooks.declare("app.ping")
     hooks.declare("app.aping")
     hooks.declare("app.first")
+    started = time.perf_counter()
     await manager.load_plugin(process_dir)
     await manager.initialize_all()
     await manager.start_all()
+    hooks.call("app.ping", SMALL)
+    cold_ms = (time.perf_counter() - started) * 1000
     worker_pid = manager.get_plugin("pinger").worker.pid
 
     # the in-process copy answers a hook of its own: a second manager
@@ -333,6 +355,8 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915
     rtt: dict[str, dict[str, list[float]]] = {
         label: {name: [] for name in group} for label, group in contenders.items()
     }
+    peers = {"process hook": worker_pid, "bare socket": echo.process.pid}
+    cpu = {name: [0.0, 0.0] for name in peers}  # seconds: this process, the other one
     piped: list[float] = []
     sequential: list[float] = []
     starts: list[float] = []
@@ -343,7 +367,12 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915
             names = list(group)
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
+                peer = peers.get(name) if label == "small" else None
+                host_cpu, peer_cpu = time.process_time(), cpu_seconds(peer) if peer else 0.0
                 rtt[label][name].append(per_call_us(group[name], calls))
+                if peer:
+                    cpu[name][0] += time.process_time() - host_cpu
+                    cpu[name][1] += cpu_seconds(peer) - peer_cpu
         piped.append(await pipelined(hooks, SMALL, calls, args.batch))
         sequential.append(1e6 / rtt["small"]["process hook"][-1])
     for round_ in range(args.start_rounds):
@@ -357,8 +386,20 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915
             else:
                 spawns.append(bare_spawn() * 1000)
 
-    await asyncio.sleep(0.5)  # idle: the worker's heartbeat thread only
-    worker_rss, echo_rss = rss_kib(worker_pid), rss_kib(echo.process.pid)
+    idle_dir = write_plugin(root / "fresh", "idle", "process", hook="app.first")
+    await manager.load_plugin(idle_dir)
+    await manager.initialize_all()
+    await manager.start_all()
+    forked_pid = manager.get_plugin("idle").worker.pid
+    await asyncio.sleep(0.5)  # idle: the workers' heartbeat threads only
+    memory = {
+        "a worker started directly": memory_kib(worker_pid),
+        "a worker forked by the zygote": memory_kib(forked_pid),
+        "the bare echo process": memory_kib(echo.process.pid),
+    }
+    warm = _zygote._current  # noqa: SLF001 - the benchmark looks at the host's zygote
+    if warm is not None and warm.dead is None:
+        memory["the zygote (once per host)"] = memory_kib(warm.process.pid)
     await manager.stop_all()
     await local.stop_all()
     echo.close()
@@ -398,9 +439,21 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915
         f"{start / spawn:.2f} x a bare `python -I -c pass` spawn ({spawn:.1f} ms)"
     )
     print(
-        f"RSS per idle worker: {worker_rss / 1024:.1f} MiB, {worker_rss / echo_rss:.2f} x the "
-        f"bare echo process ({echo_rss / 1024:.1f} MiB)"
+        f"first worker of the host (started directly; the zygote boots meanwhile): {cold_ms:.1f} ms"
     )
+    total = calls * args.rounds
+    for name, (mine, theirs) in cpu.items():
+        print(
+            f"CPU per call, {name} (small): this process {mine / total * 1e6:.1f} us, "
+            f"the other {theirs / total * 1e6:.1f} us"
+        )
+    base_rss, base_pss = memory["the bare echo process"]
+    print("\nidle memory, MiB: VmRSS (PSS: shared pages split among their sharers)")
+    for name, (rss, pss) in memory.items():
+        print(
+            f"{name:>30}: {rss / 1024:6.1f} ({pss / 1024:6.1f}), "
+            f"{rss / base_rss:.2f} x the bare echo's RSS ({pss / base_pss:.2f} x its PSS)"
+        )
     print("\ncodec, ns per message (encode + decode; median), ratio to msgspec msgpack")
     for name, row in codecs.items():
         cells = [

@@ -607,7 +607,8 @@ class Channel:
     def _dispatch(self, message: Any) -> None:  # noqa: ANN401 - whatever the codec decoded
         kind = message[0]
         if kind in (RESULT, FAILURE):
-            self.pending_cancels.discard(message[1])
+            if self.pending_cancels:
+                self.pending_cancels.discard(message[1])
             waiter = self._waiters.pop(message[1], None)
             if waiter is not None:
                 if kind == RESULT:

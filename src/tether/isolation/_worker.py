@@ -43,6 +43,9 @@ from tether.isolation._protocol import (
 
 __all__ = ["main", "rebuild_error"]
 
+# results that are never awaitable: no ABC check for them on the hot path
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})
+
 FD_VARIABLE = "TETHER_WORKER_FD"
 log = logging.getLogger("tether.worker")
 
@@ -472,7 +475,7 @@ class Worker:
                 raise
             self.channel.fail(request.id, describe_exception(exc, directory=self.directory))
             return
-        if inspect.isawaitable(result):
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
             self._schedule(request, cast("Awaitable[object]", result))
         else:
             self.channel.answer(request.id, result)
