@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -274,3 +275,45 @@ def test_a_killed_host_leaves_no_zygote_and_no_worker(tmp_path):
         host.stdout.close()
     for pid in pids:
         assert _wait_gone(pid), f"pid {pid} outlived its host"
+
+
+# --------------------------------------------------------------------------- the channel
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "json"])
+def test_a_channel_pair_carries_small_large_and_unanswered_calls(codec):
+    """Two channels over a real socket pair: small answers (one frame per read, decoded
+    in place), a 1 MiB one (many reads), a call nobody answers (``TimeoutError``, and
+    the channel still works after), with both codecs."""
+    from tether.isolation._protocol import Channel, Request, codec_named
+
+    left_sock, right_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    right: Channel
+
+    def serve(request: Request) -> None:
+        if request.target == "echo":
+            right.answer(request.id, request.args[0])
+        # "ignore": never answered
+
+    left = Channel(
+        left_sock, codec_named(codec), name="left", on_request=lambda _r: None,
+        to_error=RuntimeError,
+    )  # fmt: skip
+    right = Channel(
+        right_sock, codec_named(codec), name="right", on_request=serve, to_error=RuntimeError
+    )
+    left.start()
+    right.start()
+    try:
+        for i in range(200):
+            assert left.call("echo", [{"i": i}], timeout=10) == {"i": i}
+        big = "x" * (1 << 20)
+        assert left.call("echo", (big,), timeout=10) == big
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            left.call("ignore", [1], timeout=0.3)
+        assert time.monotonic() - started < 5
+        assert left.call("echo", ["after"], timeout=10) == "after"
+    finally:
+        left.close()
+        right.close()

@@ -408,8 +408,12 @@ class Channel:
         reader thread), dispatching whatever else arrives meanwhile."""
         waiter = _Waiter()
         ident = self._register(waiter)
-        try:
-            self._send([REQUEST, ident, target, list(args), dict(kwargs or {})])
+        if type(args) is not tuple and type(args) is not list:
+            args = list(args)
+        if type(kwargs) is not dict:
+            kwargs = dict(kwargs or {})
+        try:  # the codecs write a tuple as an array: no copies
+            self._send([REQUEST, ident, target, args, kwargs])
         except BaseException:
             self._waiters.pop(ident, None)
             raise
@@ -433,7 +437,6 @@ class Channel:
         while not waiter.done:
             if role.acquire(blocking=False):
                 self._holder = me
-                self._last_call = _now()
                 try:
                     self._pump_as_caller(waiter, deadline)
                 finally:
@@ -547,11 +550,14 @@ class Channel:
         self._parked = True
         try:
             while self.closed is None:
-                if self._waiters and not self._role.locked():
+                if self._role.locked():  # a caller reads (and will wake us if need be)
+                    left = _LINGER
+                elif self._waiters:
                     return  # answers are due and nobody reads
-                left = self._last_call + _LINGER - _now()
-                if left <= 0:
-                    return
+                else:
+                    left = self._last_call + _LINGER - _now()
+                    if left <= 0:
+                        return
                 self._unpark.wait(left)
                 self._unpark.clear()
         finally:
