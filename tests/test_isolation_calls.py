@@ -317,3 +317,26 @@ def test_a_channel_pair_carries_small_large_and_unanswered_calls(codec):
     finally:
         left.close()
         right.close()
+
+
+def test_workers_start_again_when_the_zygote_is_killed(tmp_path):
+    """SIGKILL the zygote: its workers lose nothing they need from it (they keep
+    answering), the next load starts its worker directly, and a new zygote forks the
+    ones after."""
+    write = PluginWriter(tmp_path / "plugins")
+
+    async def body(manager: tether.PluginManager) -> None:
+        _name, pid = await _forked(manager, write, "before")
+        warm = _zygote._current  # the test kills the host's zygote
+        assert warm is not None
+        os.kill(warm.process.pid, signal.SIGKILL)
+        warm.process.wait(10)
+        assert [r["pid"] for r in manager.runtime.hooks.call("app.echo", 1).results] == [pid]
+        await _bring_up(manager, write("direct", PLUGIN, isolation="process"))
+        outcome = manager.runtime.hooks.call("app.echo", 2)
+        assert sorted(r["data"] for r in outcome.results) == [2, 2]
+        later, _pid = await _forked(manager, write, "after")
+        assert _zygote._current is not warm
+        assert later.startswith("after")
+
+    _run(body, tmp_path)

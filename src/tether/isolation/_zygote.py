@@ -32,7 +32,9 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 
 __all__ = ["ForkedProcess", "Zygote", "serve", "zygote"]
@@ -184,6 +186,7 @@ class ForkedProcess:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        self.orphaned = False  # its zygote ended: nobody will report its exit
         self._ended = threading.Event()
 
     def _exited(self, code: int) -> None:
@@ -191,13 +194,30 @@ class ForkedProcess:
         self._ended.set()
 
     def poll(self) -> int | None:
+        if self.returncode is None and self.orphaned and not _exists(self.pid):
+            # reaped by init, its status unknown: counted as killed
+            self._exited(-signal.SIGKILL)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if not self._ended.wait(timeout):
+        if self.orphaned:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self.poll() is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
+                time.sleep(0.02)
+        elif not self._ended.wait(timeout):
             raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
         assert self.returncode is not None
         return self.returncode
+
+
+def _exists(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaps yet does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 class Zygote:
@@ -250,8 +270,7 @@ class Zygote:
         for event in list(self._spawned.values()):
             event.set()
         for process in list(self._processes.values()):  # nobody reports them now
-            if process.returncode is None:
-                process._exited(-signal.SIGKILL)  # noqa: SLF001 - its own report
+            process.orphaned = True
 
     def _on_message(self, message: dict[str, object]) -> None:
         if "ready" in message:
@@ -312,8 +331,10 @@ class Zygote:
         return process, out_r, err_r
 
     def close(self) -> None:
+        """Let go of the zygote (it ends when its socket closes) and reap it when it has."""
         with contextlib.suppress(OSError):
             self.sock.close()
+        self.process.poll()
 
 
 _current: Zygote | None = None
@@ -329,8 +350,10 @@ def zygote(tether_path: str, environment: Mapping[str, str]) -> Zygote | None:
         current = _current
         if current is not None and _current_pid == os.getpid() and current.dead is None:
             return current if current.ready.is_set() else None
-        if current is not None and current.dead is not None:
-            log.warning("the worker zygote ended (%s): starting another", current.dead)
+        if current is not None:
+            if current.dead is not None:
+                log.warning("the worker zygote ended (%s): starting another", current.dead)
+            current.close()
         try:
             _current = Zygote(tether_path, environment)
         except OSError as exc:
