@@ -15,11 +15,15 @@ workers that prefer it):
   ``CancelledError`` once it stopped, or with its result if it had finished);
 - ``[4, sequence]`` a heartbeat.
 
-Either side sends requests. :class:`Channel` is one end: a reader thread takes
-frames off the socket and hands results to their waiters and requests to the
-side's ``on_request``. A request made from the reader thread itself (a synchronous
-handler that calls back into the other side) reads the socket in place until its
-own answer arrives, serving what comes meanwhile: calls nest instead of deadlocking.
+Either side sends requests. :class:`Channel` is one end: whoever holds its read role
+takes frames off the socket and hands results to their waiters and requests to the
+side's ``on_request``. A synchronous caller takes the role itself when it is free and
+reads until its own answer arrives (no hop through another thread: one write and one
+read per call, as a bare socket round trip); the reader thread holds it otherwise,
+and stays parked, off the socket, while callers keep coming. A request made by the
+role's holder (a synchronous handler that calls back into the other side) reads the
+socket in place until its own answer arrives, serving what comes meanwhile: calls
+nest instead of deadlocking.
 """
 
 from __future__ import annotations
