@@ -245,7 +245,7 @@ async def start_to_first_call(manager: Any, directory: Path, name: str) -> tuple
     seconds = time.perf_counter() - started
     if outcome.results != [SMALL]:
         raise SystemExit(f"the first call answered {outcome.results!r}")
-    pid = manager.get_plugin(name).worker.pid
+    pid = manager.get_plugin(name).tether_worker.worker.pid
     await manager.unload_plugin(name)
     return seconds, pid
 
@@ -314,7 +314,7 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915
     await manager.start_all()
     hooks.call("app.ping", SMALL)
     cold_ms = (time.perf_counter() - started) * 1000
-    worker_pid = manager.get_plugin("pinger").worker.pid
+    worker_pid = manager.get_plugin("pinger").tether_worker.worker.pid
 
     # the in-process copy answers a hook of its own: a second manager
     local = tether.PluginManager(state_directory=root / "state-local")
@@ -390,7 +390,7 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915
     await manager.load_plugin(idle_dir)
     await manager.initialize_all()
     await manager.start_all()
-    forked_pid = manager.get_plugin("idle").worker.pid
+    forked_pid = manager.get_plugin("idle").tether_worker.worker.pid
     await asyncio.sleep(0.5)  # idle: the workers' heartbeat threads only
     memory = {
         "a worker started directly": memory_kib(worker_pid),

@@ -115,7 +115,7 @@ async def _forked(manager: tether.PluginManager, write: PluginWriter, name: str)
     for attempt in range(20):
         label = name if attempt == 0 else f"{name}{attempt}"
         await _bring_up(manager, write(label, PLUGIN, isolation="process"))
-        worker = manager.get_plugin(label).worker  # type: ignore[attr-defined]
+        worker = manager.get_plugin(label).tether_worker.worker  # type: ignore[attr-defined]
         if isinstance(worker.process, _zygote.ForkedProcess):
             return label, int(worker.pid)
         await manager.unload_plugin(label)
@@ -235,7 +235,7 @@ async def main():
         await manager.load_plugin(root / "plugins" / f"p{n}")
         await manager.initialize_all()
         await manager.start_all()
-        worker = manager.get_plugin(f"p{n}").worker
+        worker = manager.get_plugin(f"p{n}").tether_worker.worker
         pids.append(worker.pid)
         if isinstance(worker.process, _zygote.ForkedProcess):
             break

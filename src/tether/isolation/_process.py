@@ -93,6 +93,10 @@ class WorkerProcess:
         ``wait`` seconds for it to end; it is not reaped (see :meth:`terminate`)."""
         if self.process.returncode is not None:
             return describe_exit(self.process.returncode)
+        if isinstance(self.process, ForkedProcess):  # the zygote reaps it and says how
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(wait)
+            return describe_exit(self.process.returncode)
         self._exited_within(wait)
         try:
             found = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
@@ -191,6 +195,12 @@ class WorkerProcess:
 
     def _exited_within(self, seconds: float) -> bool:
         """Whether the worker exited within ``seconds``, without reaping it."""
+        if isinstance(self.process, ForkedProcess):  # not our child: the zygote reports it
+            try:
+                self.process.wait(seconds)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
         deadline = time.monotonic() + seconds
         while True:
             if self.process.returncode is not None:
