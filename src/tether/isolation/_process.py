@@ -37,6 +37,7 @@ from tether.isolation._protocol import (
     write_frame,
 )
 from tether.isolation._worker import FD_VARIABLE, rebuild_error
+from tether.isolation._zygote import ForkedProcess, zygote
 
 __all__ = ["WorkerProcess", "describe_exit", "start_worker"]
 
@@ -95,7 +96,9 @@ def _host_paths() -> list[str]:
 class WorkerProcess:
     """One running worker: its process, its channel, and why it ended, once it did."""
 
-    def __init__(self, plugin: str, process: subprocess.Popen[bytes], channel: Channel) -> None:
+    def __init__(
+        self, plugin: str, process: subprocess.Popen[bytes] | ForkedProcess, channel: Channel
+    ) -> None:
         self.plugin = plugin
         self.process = process
         self.channel = channel
@@ -115,6 +118,10 @@ class WorkerProcess:
         """How the worker ended (``exit code 3``, ``signal SIGSEGV``), waiting up to
         ``wait`` seconds for it to end; it is not reaped (see :meth:`terminate`)."""
         if self.process.returncode is not None:
+            return describe_exit(self.process.returncode)
+        if isinstance(self.process, ForkedProcess):  # the zygote reaps it and says how
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(wait)
             return describe_exit(self.process.returncode)
         self._exited_within(wait)
         try:
@@ -214,6 +221,12 @@ class WorkerProcess:
 
     def _exited_within(self, seconds: float) -> bool:
         """Whether the worker exited within ``seconds``, without reaping it."""
+        if isinstance(self.process, ForkedProcess):  # not our child: the zygote reports it
+            try:
+                self.process.wait(seconds)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
         deadline = time.monotonic() + seconds
         while True:
             if self.process.returncode is not None:
@@ -345,6 +358,21 @@ def _handshake(sock: socket.socket, plugin: str, limit: float) -> str:
     return codec
 
 
+def _fork_worker(
+    channel: socket.socket, env: Mapping[str, str], cwd: str | None
+) -> tuple[ForkedProcess, int, int] | None:
+    """A Python worker forked by the zygote (milliseconds, not the hundreds an
+    interpreter takes to start and import), or ``None``: start it the slow way."""
+    warm = zygote(_tether_path(), _environment({}))
+    if warm is None:
+        return None
+    try:
+        return warm.spawn(channel, {k: v for k, v in env.items() if k != FD_VARIABLE}, cwd)
+    except OSError as exc:
+        log.warning("the worker zygote could not fork a worker (%s): starting it directly", exc)
+        return None
+
+
 def start_worker(
     plugin: str,
     *,
@@ -368,22 +396,31 @@ def start_worker(
     else:
         argv = [sys.executable, "-I", "-c", _BOOT, _tether_path()]
     env = _environment({**(environment or {}), FD_VARIABLE: str(worker_end.fileno())})
+    process: subprocess.Popen[bytes] | ForkedProcess
+    streams: tuple[IO[bytes], IO[bytes]]
     try:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter, or the plugin's runtime
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(worker_end.fileno(),),
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        forked = None if command else _fork_worker(worker_end, env, cwd)
+        if forked is not None:
+            process, out, err = forked
+            streams = (os.fdopen(out, "rb"), os.fdopen(err, "rb"))
+        else:
+            popen = subprocess.Popen(  # noqa: S603 - our own interpreter, or the plugin's runtime
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(worker_end.fileno(),),
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+            assert popen.stdout is not None
+            assert popen.stderr is not None
+            process, streams = popen, (popen.stdout, popen.stderr)
     finally:
         worker_end.close()
     logger = logging.getLogger(f"tether.worker.{plugin}")
-    for stream, level in ((process.stdout, logging.INFO), (process.stderr, logging.WARNING)):
-        assert stream is not None
+    for stream, level in zip(streams, (logging.INFO, logging.WARNING), strict=True):
         threading.Thread(
             target=_log_lines,
             args=(stream, logger, level),

@@ -15,11 +15,15 @@ workers that prefer it):
   ``CancelledError`` once it stopped, or with its result if it had finished);
 - ``[4, sequence]`` a heartbeat.
 
-Either side sends requests. :class:`Channel` is one end: a reader thread takes
-frames off the socket and hands results to their waiters and requests to the
-side's ``on_request``. A request made from the reader thread itself (a synchronous
-handler that calls back into the other side) reads the socket in place until its
-own answer arrives, serving what comes meanwhile: calls nest instead of deadlocking.
+Either side sends requests. :class:`Channel` is one end: whoever holds its read role
+takes frames off the socket and hands results to their waiters and requests to the
+side's ``on_request``. A synchronous caller takes the role itself when it is free and
+reads until its own answer arrives (no hop through another thread: one write and one
+read per call, as a bare socket round trip); the reader thread holds it otherwise,
+and stays parked, off the socket, while callers keep coming. A request made by the
+role's holder (a synchronous handler that calls back into the other side) reads the
+socket in place until its own answer arrives, serving what comes meanwhile: calls
+nest instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import struct
 import threading
 import time
 import traceback
+import weakref
 from _thread import allocate_lock as _allocate_lock
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -218,14 +223,14 @@ class Request:
 
 
 class _Waiter:
-    """A synchronous caller waiting for its answer: a lock taken at birth, released by
-    :meth:`settle` (cheaper than an Event on the hot path)."""
+    """A synchronous caller waiting for its answer. A caller that reads the socket itself
+    only polls :attr:`done`; one that waits for another reader blocks on a lock made
+    on the first :meth:`wait` and released by :meth:`settle`."""
 
     __slots__ = ("done", "error", "lock", "value")
 
     def __init__(self) -> None:
-        self.lock = _allocate_lock()
-        self.lock.acquire()
+        self.lock: Any = None
         self.done = False
         self.value: object = None
         self.error: dict[str, object] | BaseException | None = None
@@ -233,26 +238,74 @@ class _Waiter:
     def settle(self, value: object, error: dict[str, object] | BaseException | None) -> None:
         self.value, self.error = value, error
         self.done = True
-        self.lock.release()
+        lock = self.lock
+        if lock is not None:
+            lock.release()
 
-    def wait(self, timeout: float | None) -> bool:
-        return self.done or self.lock.acquire(timeout=-1 if timeout is None else timeout)
+    def wait(self, timeout: float) -> bool:
+        """Block until settled or ``timeout`` seconds; whether it was settled."""
+        if self.done:
+            return True
+        lock = self.lock
+        if lock is None:
+            lock = _allocate_lock()
+            lock.acquire()
+            self.lock = lock  # from here on, settle releases it
+            if self.done:
+                return True
+        return bool(lock.acquire(timeout=max(timeout, 0.0))) or self.done
+
+
+class _Inbox:
+    """Answers due on one event loop, handed over in one callback per batch (one wake of
+    the loop for the many answers of a read, not one each)."""
+
+    __slots__ = ("items", "lock", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: list[tuple[_AsyncWaiter, object, dict[str, object] | BaseException | None]] = []
+        self.lock = _allocate_lock()
+
+    def put(
+        self, waiter: _AsyncWaiter, value: object, error: dict[str, object] | BaseException | None
+    ) -> None:
+        with self.lock:
+            self.items.append((waiter, value, error))
+            first = len(self.items) == 1
+        if first:
+            try:
+                self.loop.call_soon_threadsafe(self.deliver)
+            except RuntimeError:  # that loop is closed: nobody waits
+                with self.lock:
+                    self.items.clear()
+
+    def deliver(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+        for waiter, value, error in items:
+            waiter.set(value, error)
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
 
 
 class _AsyncWaiter:
     """An ``await``-ing caller: its future is settled on its own loop."""
 
-    __slots__ = ("future", "loop")
+    __slots__ = ("future", "inbox")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        inbox = _inboxes.get(loop)
+        if inbox is None:
+            inbox = _inboxes[loop] = _Inbox(loop)
+        self.inbox = inbox
         self.future: asyncio.Future[object] = loop.create_future()
 
     def settle(self, value: object, error: dict[str, object] | BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-            self.loop.call_soon_threadsafe(self._set, value, error)
+        self.inbox.put(self, value, error)
 
-    def _set(self, value: object, error: dict[str, object] | BaseException | None) -> None:
+    def set(self, value: object, error: dict[str, object] | BaseException | None) -> None:
         if self.future.done():
             return
         if error is None:
@@ -309,6 +362,20 @@ class Channel:
         self._reader: threading.Thread | None = None
         self._encode = codec.encode
         self._decode = codec.decode
+        # The read role: whoever holds it reads the socket and dispatches every frame
+        # (the reader thread, or a synchronous caller reading its own answer).
+        self._role = _allocate_lock()
+        self._holder: int | None = None  # the thread holding the role
+        self._wanted = False  # a caller waits for the role: the reader makes way
+        self._parked = False  # the reader thread stays out of the callers' way
+        self._unpark = threading.Event()
+        self._last_call = 0.0  # when a caller last held the role
+        # msgspec decodes a memoryview of the read buffer in place; json wants bytes
+        self._decode_view: Callable[[memoryview], Any] = (
+            codec.decode if codec.name == "msgpack" else lambda view: codec.decode(bytes(view))  # type: ignore[assignment]
+        )
+        with contextlib.suppress(OSError):  # a blocked read returns now and then
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _READ_SLICE)
 
     # ------------------------------------------------------------------ sending
 
@@ -342,25 +409,64 @@ class Channel:
         timeout: float | None = None,
     ) -> object:
         """Send a request and block until its answer (``TimeoutError`` past ``timeout``:
-        the request is cancelled)."""
+        the request is cancelled).
+
+        The caller reads the socket itself when nobody else does (no hop through the
+        reader thread), dispatching whatever else arrives meanwhile."""
         waiter = _Waiter()
         ident = self._register(waiter)
-        try:
-            self._send([REQUEST, ident, target, list(args), dict(kwargs or {})])
+        if type(args) is not tuple and type(args) is not list:
+            args = list(args)
+        if type(kwargs) is not dict:
+            kwargs = dict(kwargs or {})
+        try:  # the codecs write a tuple as an array: no copies
+            self._send([REQUEST, ident, target, args, kwargs])
         except BaseException:
             self._waiters.pop(ident, None)
             raise
-        if threading.current_thread() is self._reader:
-            self._pump(until=waiter, timeout=timeout)
-        elif not waiter.wait(timeout):
-            self._cancel(ident)
-            raise TimeoutError(f"{target} did not answer within {timeout}s")
+        deadline = None if timeout is None else _now() + timeout
+        self._await(waiter, deadline)
         if not waiter.done:
             self._cancel(ident)
             raise TimeoutError(f"{target} did not answer within {timeout}s")
         if waiter.error is not None:
             raise self._as_exception(waiter.error)
         return waiter.value
+
+    def _await(self, waiter: _Waiter, deadline: float | None) -> None:
+        """Until ``waiter`` is settled or ``deadline`` passed: read the socket when the
+        read role is free (or already ours: a nested call), else wait for the reader."""
+        me = get_ident()
+        if self._holder == me:
+            self._pump(until=waiter, deadline=deadline)
+            return
+        role = self._role
+        while not waiter.done:
+            if role.acquire(blocking=False):
+                self._holder = me
+                try:
+                    self._pump_as_caller(waiter, deadline)
+                finally:
+                    self._holder = None
+                    self._last_call = _now()
+                    role.release()
+                    if self._parked and self._waiters:  # answers for others: read them
+                        self._unpark.set()
+                return
+            self._wanted = True
+            self._last_call = _now()
+            left = _HANDOFF if deadline is None else min(_HANDOFF, deadline - _now())
+            if left <= 0:
+                return
+            waiter.wait(left)
+
+    def _pump_as_caller(self, waiter: _Waiter, deadline: float | None) -> None:
+        try:
+            self._pump(until=waiter, deadline=deadline)
+        except ChannelClosedError as exc:
+            self._close(exc.reason)
+        except Exception as exc:  # a frame that does not decode: the peer is broken
+            self._close(f"a message could not be read: {exc}")
 
     async def acall(
         self,
@@ -373,6 +479,8 @@ class Channel:
         ident = self._register(waiter)
         try:
             self._send([REQUEST, ident, target, list(args), dict(kwargs or {})])
+            if self._parked:
+                self._unpark.set()
             return await waiter.future
         except _CarriedError as failure:
             raise self._as_exception(failure.error) from None
@@ -422,24 +530,54 @@ class Channel:
         self._reader.start()
 
     def run(self) -> None:
-        """Read until the socket ends (the reader thread's body; a worker's main thread)."""
+        """Read until the socket ends (the reader thread's body; a worker's main thread).
+
+        While synchronous callers come and go (each reading its own answer), the reader
+        stays parked, off the socket, until none came for ``_LINGER`` or an answer
+        nobody reads is due."""
         self._reader = threading.current_thread()
+        me = get_ident()
         try:
-            self._pump(until=None, timeout=None)
+            while self.closed is None:
+                self._park()
+                with self._role:
+                    self._holder = me
+                    try:
+                        self._pump(until=None, deadline=None)
+                    finally:
+                        self._holder = None
         except ChannelClosedError as exc:
             self._close(exc.reason)
         except Exception as exc:  # a frame that does not decode: the peer is broken
             self._close(f"a message could not be read: {exc}")
         else:
-            self._close("the channel was closed")
+            self._close(self.closed or "the channel was closed")
 
-    def _pump(self, *, until: _Waiter | None, timeout: float | None) -> None:  # noqa: C901 - the hot loop, kept in one piece
-        """Read frames and dispatch them until ``until`` is settled (or forever)."""
-        deadline = None if timeout is None else _now() + timeout
-        sock, buffer = self.sock, self._buffer
-        chunk = self._chunk
+    def _park(self) -> None:
+        self._parked = True
+        try:
+            while self.closed is None:
+                if self._role.locked():  # a caller reads (and will wake us if need be)
+                    left = _LINGER
+                elif self._waiters:
+                    return  # answers are due and nobody reads
+                else:
+                    left = self._last_call + _LINGER - _now()
+                    if left <= 0:
+                        return
+                self._unpark.wait(left)
+                self._unpark.clear()
+        finally:
+            self._parked = False
+
+    def _pump(self, *, until: _Waiter | None, deadline: float | None) -> None:  # noqa: C901, PLR0912 - the hot loop, kept in one piece
+        """Read frames and dispatch them until ``until`` is settled or ``deadline``
+        passed; without ``until``, until a caller wants the socket and no synchronous
+        caller waits for an answer (the reader thread's turn)."""
+        buffer, chunk, decode = self._buffer, self._chunk, self._decode
+        recv_into, decode_view = self.sock.recv_into, self._decode_view
         header = _HEADER.size
-        while until is None or not until.done:
+        while True:
             while len(buffer) >= header:
                 (size,) = _HEADER.unpack_from(buffer)
                 if size > MAX_FRAME:
@@ -450,31 +588,40 @@ class Channel:
                     break
                 body = bytes(buffer[header : header + size])
                 del buffer[: header + size]
-                self._dispatch(self._decode(body))
+                self._dispatch(decode(body))
                 if until is not None and until.done:
                     return
-            if deadline is not None:
-                left = deadline - _now()
-                if left <= 0:
+            if until is None:
+                if self._wanted and not self._has_sync_waiters():
+                    self._wanted = False
                     return
-                sock.settimeout(left)
-            try:
-                size = sock.recv_into(chunk)
-            except TimeoutError:
+                if self.closed is not None:
+                    return
+            elif until.done or (deadline is not None and _now() >= deadline):
                 return
+            try:
+                size = recv_into(chunk)
+            except BlockingIOError:  # the read slice passed: look at the clock, read on
+                continue
             except OSError as exc:
                 raise ChannelClosedError(f"reading the socket failed: {exc}") from exc
-            finally:
-                if deadline is not None:
-                    sock.settimeout(None)
             if not size:
                 raise ChannelClosedError("the other end closed the socket")
+            if not buffer and size >= header:
+                (length,) = _HEADER.unpack_from(chunk)
+                if header + length == size:  # exactly one frame: no copy into the buffer
+                    self._dispatch(decode_view(chunk[header:size]))
+                    continue
             buffer += chunk[:size]
+
+    def _has_sync_waiters(self) -> bool:
+        return any(type(waiter) is _Waiter for waiter in list(self._waiters.values()))
 
     def _dispatch(self, message: Any) -> None:  # noqa: ANN401 - whatever the codec decoded
         kind = message[0]
         if kind in (RESULT, FAILURE):
-            self.pending_cancels.discard(message[1])
+            if self.pending_cancels:
+                self.pending_cancels.discard(message[1])
             waiter = self._waiters.pop(message[1], None)
             if waiter is not None:
                 if kind == RESULT:
@@ -512,3 +659,7 @@ class Channel:
 
 
 _now = time.monotonic
+get_ident = threading.get_ident
+_HANDOFF = 0.05  # a caller waiting for the reader retries the read role this often
+_LINGER = 0.002  # the reader stays off the socket this long after a caller read it
+_READ_SLICE = struct.pack("ll", 0, 50_000)  # SO_RCVTIMEO: a blocked read returns each 50 ms

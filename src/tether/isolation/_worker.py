@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import inspect
 import itertools
 import json
@@ -24,7 +25,6 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -42,6 +42,9 @@ from tether.isolation._protocol import (
 )
 
 __all__ = ["main", "rebuild_error"]
+
+# results that are never awaitable: no ABC check for them on the hot path
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})
 
 FD_VARIABLE = "TETHER_WORKER_FD"
 log = logging.getLogger("tether.worker")
@@ -449,7 +452,9 @@ class Worker:
             "ping": lambda payload=None: payload,
         }
         self._handlers = itertools.count(1)
-        self._running: dict[int, Future[object]] = {}
+        self._running: dict[int, asyncio.Task[object]] = {}
+        self._due: list[tuple[int, Awaitable[object]]] = []
+        self._due_lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="tether-worker-loop", daemon=True
@@ -472,21 +477,31 @@ class Worker:
                 raise
             self.channel.fail(request.id, describe_exception(exc, directory=self.directory))
             return
-        if inspect.isawaitable(result):
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
             self._schedule(request, cast("Awaitable[object]", result))
         else:
             self.channel.answer(request.id, result)
 
     def _schedule(self, request: Request, awaitable: Awaitable[object]) -> None:
-        async def run() -> object:
-            return await awaitable
+        """Queue ``awaitable`` for the loop: the requests of one read start in one
+        callback there (one wake of the loop, not one each)."""
+        with self._due_lock:
+            self._due.append((request.id, awaitable))
+            first = len(self._due) == 1
+        if first:
+            self._loop.call_soon_threadsafe(self._start_due)
 
-        future = asyncio.run_coroutine_threadsafe(run(), self._loop)
-        if request.id:
-            self._running[request.id] = future
-        future.add_done_callback(lambda done: self._settle(request.id, done))
+    def _start_due(self) -> None:
+        """On the loop: a task for each queued request."""
+        with self._due_lock:
+            due, self._due = self._due, []
+        for ident, awaitable in due:
+            task = self._loop.create_task(_awaited(awaitable))
+            if ident:
+                self._running[ident] = task
+            task.add_done_callback(functools.partial(self._settle, ident))
 
-    def _settle(self, ident: int, done: Future[object]) -> None:
+    def _settle(self, ident: int, done: asyncio.Future[object]) -> None:
         self._running.pop(ident, None)
         try:
             if done.cancelled():
@@ -510,9 +525,14 @@ class Worker:
             pass
 
     def on_cancel(self, ident: int) -> None:
-        future = self._running.get(ident)
-        if future is not None:
-            future.cancel()
+        # after the request's _start_due: the loop runs its callbacks in order
+        with contextlib.suppress(RuntimeError):  # the loop is gone
+            self._loop.call_soon_threadsafe(self._cancel_on_loop, ident)
+
+    def _cancel_on_loop(self, ident: int) -> None:
+        task = self._running.get(ident)
+        if task is not None:
+            task.cancel()
 
     def run_on_loop(self, awaitable: Awaitable[object]) -> object:
         async def run() -> object:
@@ -583,6 +603,10 @@ class Worker:
     async def release(self) -> None:
         if self.context is not None:
             await self.context.release()
+
+
+async def _awaited(awaitable: Awaitable[object]) -> object:
+    return await awaitable
 
 
 def _event_handler(handler: Callable[..., object]) -> Callable[..., object]:
