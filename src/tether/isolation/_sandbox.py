@@ -93,7 +93,7 @@ log = logging.getLogger("tether.isolation")
 _KEPT_VARIABLES = ("LANG", "LC_ALL", "TZ", "PATH")
 _DEVICES_READ = ("/dev/urandom", "/dev/random", "/dev/zero")
 _DEVICES_WRITE = ("/dev/null",)
-_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/ssl/openssl.cnf")
 _UID_RANGE = range(200_000, 260_000)
 _SIGTERM_STATUS = 128 + signal.SIGTERM
 
@@ -242,7 +242,7 @@ def _give(path: Path, uid: int) -> None:
 def interpreter_paths() -> list[str]:
     """What this Python needs to read to go on importing: its ``sys.path`` entries, its
     executable, the directories of the shared libraries it has loaded (which hold the
-    ones extension modules load later), ``/etc/ld.so.cache`` and ``/etc/localtime``."""
+    ones extension modules load later), ``/etc/ld.so.cache``, ``/etc/localtime`` and ``/etc/ssl/openssl.cnf``."""
     paths = {os.path.realpath(sys.executable)}
     for entry in sys.path:
         if entry and os.path.exists(entry):  # noqa: PTH110
@@ -423,7 +423,8 @@ def _stub_wait(child: int) -> None:
             continue
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
-            signal.signal(sig, signal.SIG_DFL)
+            with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
+                signal.signal(sig, signal.SIG_DFL)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             os.kill(os.getpid(), sig)
             os._exit(128 + sig)
