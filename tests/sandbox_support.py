@@ -96,7 +96,7 @@ def run_confined(
     confinement = prepare(policy, name="test-sandbox") if confine else None
     script = prelude + textwrap.dedent(body)
     env = {"PYTHONPATH": SRC, "TETHER_TEST_SECRET": "do-not-leak", "PATH": os.environ["PATH"]}
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [sys.executable, "-c", script, policy.to_json(), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -560,7 +560,7 @@ def _commands(group: click.Group) -> dict[str, click.Command]:
 def test_the_tree_is_assembled_in_one_place() -> None:
     commands = _commands(cli)
     groups = {name: cmd for name, cmd in commands.items() if isinstance(cmd, click.Group)}
-    assert set(commands) == {"plugins", "config", "workloads", "bench", "serve", "demo"}
+    assert set(commands) == {"plugins", "config", "workloads", "bench", "serve", "demo", "doctor"}
     assert set(_commands(groups["plugins"])) == {
         "list", "scan", "info", "validate", "graph", "test", "exec", "new",
         "health", "enable", "disable", "reload", "rollback", "history", "package", "install",

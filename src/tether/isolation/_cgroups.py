@@ -17,6 +17,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from tether.isolation._probe import CgroupMount, cgroup_mounts, own_cgroup
 
@@ -61,10 +62,16 @@ class Confinement:
             return
         parent = Path(mount.path) / own_cgroup(mount).lstrip("/") / "tether"
         group = parent / f"{self.name}-{os.getpid()}-{id(self):x}"
-        try:
-            parent.mkdir(exist_ok=True)
-            group.mkdir()
-        except OSError:
+        for _ in range(3):  # another host may remove an empty parent meanwhile
+            try:
+                parent.mkdir(exist_ok=True)
+                group.mkdir()
+                break
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return
+        else:
             return
         if mount.version == 2:  # noqa: PLR2004
             for control in (parent.parent, parent):
@@ -203,9 +210,11 @@ class Confinement:
                     break
                 except OSError:
                     time.sleep(0.01)
+            with contextlib.suppress(OSError):  # the shared parent, when no other is left
+                group.parent.rmdir()
         self.groups.clear()
 
-    def __enter__(self) -> Confinement:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,6 @@ applies them to the calling thread (needs ``no_new_privs``), irrevocably.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import stat
 
@@ -132,7 +131,3 @@ class Ruleset:
             _syscall(_SYS_RESTRICT_SELF, self.fd, 0)
         finally:
             os.close(self.fd)
-
-
-def describe_errno(err: int) -> str:
-    return errno.errorcode.get(err, str(err))

@@ -149,7 +149,7 @@ def own_cgroup(mount: CgroupMount, pid: int | str = "self") -> str:
     for line in lines:
         _, controllers, path = line.split(":", 2)
         names = controllers.split(",")
-        if (mount.version == 2 and controllers == "") or (
+        if (mount.version == 2 and controllers == "") or (  # noqa: PLR2004 - cgroup v2
             mount.version == 1 and set(names) & set(mount.controllers)
         ):
             return path

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import json
 import logging
 import os
@@ -75,6 +74,7 @@ from tether.isolation._probe import KernelFeatures, cgroup_mounts, own_cgroup, p
 
 __all__ = [
     "Applied",
+    "Assessment",
     "Confinement",
     "KernelFeatures",
     "Limits",
@@ -82,6 +82,7 @@ __all__ = [
     "SandboxError",
     "Usage",
     "apply",
+    "assess",
     "interpreter_paths",
     "pick_uid",
     "prepare",
@@ -242,7 +243,8 @@ def _give(path: Path, uid: int) -> None:
 def interpreter_paths() -> list[str]:
     """What this Python needs to read to go on importing: its ``sys.path`` entries, its
     executable, the directories of the shared libraries it has loaded (which hold the
-    ones extension modules load later), ``/etc/ld.so.cache``, ``/etc/localtime`` and ``/etc/ssl/openssl.cnf``."""
+    ones extension modules load later), ``/etc/ld.so.cache``, ``/etc/localtime`` and
+    ``/etc/ssl/openssl.cnf``."""
     paths = {os.path.realpath(sys.executable)}
     for entry in sys.path:
         if entry and os.path.exists(entry):  # noqa: PTH110
@@ -275,7 +277,7 @@ class _Steps:
         self.missing: list[str] = []
         self.pid_namespace = False
 
-    def need(self, what: str, available: bool) -> bool:  # noqa: FBT001
+    def need(self, what: str, available: bool) -> bool:
         if not available:
             self.missing.append(what)
         return available
@@ -284,9 +286,7 @@ class _Steps:
         if self.missing and not self.policy.best_effort:
             raise SandboxError(self.policy.plugin, self.missing)
         for item in self.missing:
-            log.warning(
-                "plugin '%s' runs with best-effort isolation: %s", self.policy.plugin, item
-            )
+            log.warning("plugin '%s' runs with best-effort isolation: %s", self.policy.plugin, item)
 
 
 def apply(policy: Policy) -> Applied:
@@ -422,12 +422,12 @@ def _stub_wait(child: int) -> None:
         except InterruptedError:
             continue
         if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
+            number = os.WTERMSIG(status)
             with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
-                signal.signal(sig, signal.SIG_DFL)
+                signal.signal(number, signal.SIG_DFL)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            os.kill(os.getpid(), sig)
-            os._exit(128 + sig)
+            os.kill(os.getpid(), number)
+            os._exit(128 + number)
         if os.WIFEXITED(status):
             os._exit(os.WEXITSTATUS(status))
 
@@ -438,7 +438,7 @@ def _max_fd() -> int:
 
 
 def _traversable(path: str, uid: int) -> bool:
-    info = os.stat(path)
+    info = Path(path).stat()
     if info.st_uid == uid:
         return bool(info.st_mode & stat.S_IXUSR)
     if info.st_gid == uid:
@@ -551,15 +551,15 @@ def _elf_interpreter(path: str) -> list[str]:
             header = file.read(64)
             if header[:5] != b"\x7fELF\x02":
                 return []
-            phoff, = struct.unpack_from("<Q", header, 0x20)
+            (phoff,) = struct.unpack_from("<Q", header, 0x20)
             phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
             for index in range(phnum):
                 file.seek(phoff + index * phentsize)
                 entry = file.read(phentsize)
-                kind, = struct.unpack_from("<I", entry, 0)
+                (kind,) = struct.unpack_from("<I", entry, 0)
                 if kind == 3:  # PT_INTERP  # noqa: PLR2004
-                    offset, = struct.unpack_from("<Q", entry, 8)
-                    size, = struct.unpack_from("<Q", entry, 0x20)
+                    (offset,) = struct.unpack_from("<Q", entry, 8)
+                    (size,) = struct.unpack_from("<Q", entry, 0x20)
                     file.seek(offset)
                     name = file.read(size).rstrip(b"\0").decode()
                     return [name, os.path.realpath(name)]
@@ -586,5 +586,34 @@ def _drop_privileges(steps: _Steps) -> None:
     steps.enforced.append(f"uid {uid}, no capabilities")
 
 
-def errno_name(err: int) -> str:
-    return errno.errorcode.get(err, str(err))
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """What this host means for ``isolation: process`` plugins (``tether doctor``)."""
+
+    verdict: str  # "enforced" or "refused" (best-effort where the config allows it)
+    missing: tuple[str, ...]
+    limits: dict[str, str]  # limit -> what enforces it here
+
+
+def assess(features: KernelFeatures | None = None) -> Assessment:
+    """``enforced``: every permission and limit holds; ``refused``: something a process
+    plugin needs is missing, so such plugins are refused unless the config allows
+    best-effort isolation (``best-effort`` is then what they get)."""
+    features = features or probe()
+    steps = _Steps(Policy("any", uid=_UID_RANGE.start), features)
+    _precheck(steps, exec_by_landlock=False)
+    steps.missing = [m for m in steps.missing if "threads running" not in m]
+    if "pid" not in features.namespaces:
+        steps.missing.append("PID namespaces (children are killed by cgroup or process group)")
+    controllers = features.cgroup_controllers
+    version = "v2" if features.cgroup_v2 else "v1"
+    limits = {
+        "memory": f"cgroup {version} memory" if "memory" in controllers else "RLIMIT_AS",
+        "cpu_time": "RLIMIT_CPU (SIGXCPU, then SIGKILL a second later)",
+        "open_files": "RLIMIT_NOFILE",
+        "processes": f"cgroup {version} pids + RLIMIT_NPROC"
+        if "pids" in controllers
+        else "RLIMIT_NPROC (after the uid drop)",
+    }
+    verdict = "enforced" if not steps.missing else "refused"
+    return Assessment(verdict, tuple(steps.missing), limits)
