@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from sandbox_support import Box, make_box, remove_box, run_confined
+from sandbox_support import LIGHT_IMPORT, Box, make_box, remove_box, run_confined
 from tether.isolation._probe import KernelFeatures, probe
 from tether.isolation._sandbox import (
     Limits,
@@ -138,7 +138,9 @@ def tcp_listener():
 def test_tcp_connect_with_a_socket_made_before_is_refused_by_landlock(
     box: Box, uid: int, tcp_listener: int
 ):
-    prelude = """
+    prelude = (
+        LIGHT_IMPORT
+        + """
 import json, os, socket, sys
 def report(**values):
     print(json.dumps(values), flush=True)
@@ -146,6 +148,7 @@ early = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # before the sandbox
 from tether.isolation._sandbox import Policy, apply
 applied = apply(Policy.from_json(sys.argv[1]))
 """
+    )
     body = f"""
     try:
         early.connect(("127.0.0.1", {tcp_listener}))
@@ -159,7 +162,9 @@ applied = apply(Policy.from_json(sys.argv[1]))
 
 def test_network_namespace_is_empty(box: Box, uid: int, tcp_listener: int):
     # only the namespace step, so that seccomp and Landlock do not answer first
-    prelude = """
+    prelude = (
+        LIGHT_IMPORT
+        + """
 import json, os, socket, sys
 def report(**values):
     print(json.dumps(values), flush=True)
@@ -167,6 +172,7 @@ from tether.isolation import _sandbox
 policy = _sandbox.Policy.from_json(sys.argv[1])
 _sandbox._enter_namespaces(_sandbox._Steps(policy, _sandbox.probe()), fork=False)
 """
+    )
     body = f"""
     try:
         socket.create_connection(("127.0.0.1", {tcp_listener}), timeout=5)
@@ -272,7 +278,9 @@ def test_the_host_cannot_be_signalled_or_traced(box: Box, uid: int, sleeper):
 
 
 def test_signals_are_refused_even_without_the_pid_namespace(box: Box, uid: int, sleeper):
-    prelude = """
+    prelude = (
+        LIGHT_IMPORT
+        + """
 import json, os, sys
 def report(**values):
     print(json.dumps(values), flush=True)
@@ -280,6 +288,7 @@ from tether.isolation import _sandbox
 applied = _sandbox._apply(_sandbox.Policy.from_json(sys.argv[1]), exec_by_landlock=False,
                           read_extra=_sandbox.interpreter_paths(), fork=False)
 """
+    )
     body = f"""
     try:
         os.kill({sleeper.pid}, 9)
@@ -329,8 +338,8 @@ def test_fork_bomb_is_bounded_by_rlimit_nproc_without_cgroups(box: Box, uid: int
 MEMORY_BOMB = """
 chunks = []
 try:
-    for _ in range(64):  # bounded: 64 x 16 MiB = 1 GiB at most
-        chunks.append(b"x" * (16 << 20))
+    for _ in range(128):  # bounded: 128 x 8 MiB = 1 GiB at most
+        chunks.append(b"x" * (8 << 20))
     report(allocated=len(chunks))
 except MemoryError:
     chunks.clear()
@@ -347,7 +356,7 @@ def test_memory_past_the_limit_is_killed_by_the_cgroup(box: Box, uid: int):
 
 
 def test_memory_past_the_limit_is_a_memory_error_without_cgroups(box: Box, uid: int):
-    policy = box.policy(uid, limits=Limits(memory=512 << 20))
+    policy = box.policy(uid, limits=Limits(memory=256 << 20))
     outcome, _ = run_confined(policy, MEMORY_BOMB, confine=False)
     assert outcome.returncode == 3
     assert outcome.last == {"memory_error": True}
@@ -485,3 +494,42 @@ def test_policy_round_trips_through_json():
         uid=200123, environment=("X",),
     )  # fmt: skip
     assert Policy.from_json(policy.to_json()) == policy
+
+
+@needs_cgroups
+def test_nothing_survives_the_host(box: Box, uid: int):
+    """A stand-in host starts the worker (which leaves a grandchild) and is SIGKILLed:
+    the worker and its grandchild die with it (PR_SET_PDEATHSIG, PID namespace)."""
+    from sandbox_support import PRELUDE, SRC
+    from tether.isolation._sandbox import prepare
+
+    policy = box.policy(uid)
+    worker = PRELUDE + GRANDCHILD + "import time; time.sleep(20)\n"
+    host = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]],"
+        " stdout=subprocess.PIPE, text=True)\n"
+        "print(child.pid, flush=True)\n"
+        "child.stdout.readline()\n"  # the worker reported: its grandchild exists
+        "print('ready', flush=True)\n"
+        "time.sleep(20)\n"
+    )
+    with prepare(policy, name="test-host-death") as confinement:
+        stand_in = subprocess.Popen(
+            [sys.executable, "-c", host, worker, policy.to_json()],
+            stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": SRC},
+        )  # fmt: skip
+        try:
+            confinement.add(int(stand_in.stdout.readline()))
+            assert stand_in.stdout.readline().strip() == "ready"
+            assert len(confinement.pids()) >= 3
+            stand_in.kill()
+            stand_in.wait(10)
+            deadline = time.monotonic() + 5
+            while confinement.pids() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert confinement.pids() == set()
+        finally:
+            stand_in.kill()
+            stand_in.wait(10)
+            stand_in.stdout.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 from tether.isolation._landlock import abi_version
 from tether.isolation._seccomp import ARCHES
 
-__all__ = ["CgroupMount", "KernelFeatures", "cgroup_mounts", "own_cgroup", "probe"]
+__all__ = ["CgroupMount", "KernelFeatures", "cgroup_mounts", "own_cgroup", "probe", "probe_self"]
 
 _PR_GET_SECCOMP = 21
 _CAP_SETUID = 7
@@ -178,6 +178,31 @@ def _cgroups() -> tuple[tuple[str, ...], tuple[str, ...]]:
         else:
             v2 += [c for c in mount.controllers if c in ("memory", "pids", "cpu")]
     return tuple(sorted(set(v1))), tuple(sorted(set(v2)))
+
+
+@functools.cache
+def probe_self() -> KernelFeatures:
+    """The quick probe a worker makes of itself: no child process, no cgroup. Namespaces
+    are listed when the process may create them (root or ``CAP_SETUID``, taken as
+    privileged); :func:`tether.isolation._sandbox.apply` finds out for sure by trying."""
+    import resource
+
+    arch = platform.machine()
+    privileged = _can_setuid()
+    return KernelFeatures(
+        arch=arch,
+        seccomp=_has_seccomp(arch),
+        landlock_abi=abi_version(),
+        namespaces=tuple(_NAMESPACES) if privileged else (),
+        cgroup_v1=(),
+        cgroup_v2=(),
+        uid_drop=privileged,
+        rlimits=tuple(
+            n
+            for n in ("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NOFILE", "RLIMIT_NPROC")
+            if hasattr(resource, n)
+        ),
+    )
 
 
 @functools.cache

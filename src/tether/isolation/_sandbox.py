@@ -70,7 +70,13 @@ from pathlib import Path
 from tether.errors import IsolationError
 from tether.isolation import _landlock, _seccomp
 from tether.isolation._cgroups import Confinement, Usage
-from tether.isolation._probe import KernelFeatures, cgroup_mounts, own_cgroup, probe
+from tether.isolation._probe import (
+    KernelFeatures,
+    cgroup_mounts,
+    own_cgroup,
+    probe,
+    probe_self,
+)
 
 __all__ = [
     "Applied",
@@ -252,8 +258,8 @@ def interpreter_paths() -> list[str]:
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/maps").read_text().splitlines():
             parts = line.split(maxsplit=5)
-            if len(parts) == 6 and parts[5].startswith("/"):  # noqa: PLR2004
-                paths.add(os.path.dirname(os.path.realpath(parts[5])))  # noqa: PTH120
+            if len(parts) == 6 and parts[5].startswith("/"):  # noqa: PLR2004 - already canonical
+                paths.add(os.path.dirname(parts[5]))  # noqa: PTH120
     paths.update(p for p in _SYSTEM_FILES if os.path.exists(p))  # noqa: PTH110
     return sorted(_outermost(paths))
 
@@ -276,6 +282,7 @@ class _Steps:
         self.enforced: list[str] = []
         self.missing: list[str] = []
         self.pid_namespace = False
+        self._logged = 0
 
     def need(self, what: str, available: bool) -> bool:
         if not available:
@@ -285,8 +292,9 @@ class _Steps:
     def check(self) -> None:
         if self.missing and not self.policy.best_effort:
             raise SandboxError(self.policy.plugin, self.missing)
-        for item in self.missing:
+        for item in self.missing[self._logged :]:
             log.warning("plugin '%s' runs with best-effort isolation: %s", self.policy.plugin, item)
+        self._logged = len(self.missing)
 
 
 def apply(policy: Policy) -> Applied:
@@ -297,7 +305,7 @@ def apply(policy: Policy) -> Applied:
 def _apply(
     policy: Policy, *, exec_by_landlock: bool, read_extra: list[str], fork: bool = True
 ) -> Applied:
-    features = probe()
+    features = probe_self()
     steps = _Steps(policy, features)
     _precheck(steps, exec_by_landlock=exec_by_landlock)
     steps.check()
@@ -378,8 +386,8 @@ def _enter_namespaces(steps: _Steps, *, fork: bool) -> None:
     pid_ns = fork and "pid" in names and threading.active_count() == 1
     if pid_ns:
         flags |= _CLONE_NEWPID
-    if flags:
-        _call(_libc.unshare(flags), "unshare")
+    flags = _unshare(steps, flags)
+    pid_ns = pid_ns and bool(flags & _CLONE_NEWPID)
     if flags & _CLONE_NEWNET:
         steps.enforced.append("empty network namespace")
     if flags & _CLONE_NEWNS:
@@ -391,6 +399,24 @@ def _enter_namespaces(steps: _Steps, *, fork: bool) -> None:
         steps.enforced.append("PID namespace (no process outlives the worker)")
     elif not fork:
         steps.missing.append("a PID namespace: children may outlive the worker")
+
+
+def _unshare(steps: _Steps, flags: int) -> int:
+    """Enter the namespaces in ``flags``; those the kernel refuses are missing (an error
+    unless best effort). Returns the flags that took."""
+    if not flags or _libc.unshare(flags) == 0:
+        return flags
+    took = 0
+    for name, flag in (("mount", _CLONE_NEWNS | _CLONE_NEWIPC), ("network", _CLONE_NEWNET),
+                       ("PID", _CLONE_NEWPID)):  # fmt: skip
+        if flags & flag:
+            if _libc.unshare(flag) == 0:
+                took |= flag
+            else:
+                err = os.strerror(ctypes.get_errno())
+                steps.missing.append(f"{name} namespaces (unshare: {err})")
+    steps.check()
+    return took
 
 
 def _become_pid_one() -> None:
@@ -579,6 +605,8 @@ def _drop_privileges(steps: _Steps) -> None:
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
+    # a change of credentials clears the parent-death signal: set it again
+    _call(_libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
     processes = steps.policy.limits.processes
     if processes is not None:
         resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
