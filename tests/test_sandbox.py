@@ -184,6 +184,38 @@ _sandbox._enter_namespaces(_sandbox._Steps(policy, _sandbox.probe()), fork=False
     assert outcome.last == {"errno": errno.ENETUNREACH}
 
 
+def test_unix_sockets_of_other_servers_are_hidden(box: Box, uid: int):
+    """Landlock does not govern connect() to a socket by path; the worker's /tmp (and /run,
+    /var/tmp, /dev/shm) holds only its granted paths, so a server's socket there (as
+    PostgreSQL's) cannot be reached."""
+    import tempfile
+    from pathlib import Path
+
+    elsewhere = Path(tempfile.mkdtemp(prefix="tether-server-", dir="/tmp"))
+    elsewhere.chmod(0o755)
+    path = elsewhere / "server.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    path.chmod(0o777)  # anyone may connect, as far as file modes go
+    listener.listen(1)
+    body = f"""
+    import socket
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.connect({str(path)!r})
+        report(errno=0)
+    except OSError as exc:
+        report(errno=exc.errno)
+    """
+    try:
+        outcome, _ = run_confined(box.policy(uid), body)
+    finally:
+        listener.close()
+        path.unlink()
+        elsewhere.rmdir()
+    assert outcome.last == {"errno": errno.ENOENT}
+
+
 # --------------------------------------------------------------------------- exec
 
 
@@ -533,3 +565,25 @@ def test_nothing_survives_the_host(box: Box, uid: int):
             stand_in.kill()
             stand_in.wait(10)
             stand_in.stdout.close()
+
+
+def test_apply_refuses_to_run_with_threads(box: Box, uid: int):
+    prelude = (
+        LIGHT_IMPORT
+        + """
+import json, os, sys, threading, time
+def report(**values):
+    print(json.dumps(values), flush=True)
+threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+from tether.isolation._sandbox import Policy, SandboxError, apply
+try:
+    apply(Policy.from_json(sys.argv[1]))
+except SandboxError as exc:
+    report(error=str(exc))
+"""
+    )
+    outcome, _ = run_confined(box.policy(uid, best_effort=True), "", prelude=prelude)
+    assert outcome.last == {
+        "error": "plugin 'attacker' cannot be isolated as asked: apply() ran with 2 threads, "
+        "and would confine only the calling one: call it before any thread starts"
+    }

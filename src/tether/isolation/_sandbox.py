@@ -102,6 +102,7 @@ _DEVICES_READ = ("/dev/urandom", "/dev/random", "/dev/zero")
 _DEVICES_WRITE = ("/dev/null",)
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/ssl/openssl.cnf")
 _UID_RANGE = range(200_000, 260_000)
+_SHARED_DIRECTORIES = ("/tmp", "/var/tmp", "/run", "/dev/shm")  # noqa: S108 - hidden, not used
 _SIGTERM_STATUS = 128 + signal.SIGTERM
 
 _CLONE_NEWNS = 0x00020000
@@ -282,6 +283,7 @@ class _Steps:
         self.enforced: list[str] = []
         self.missing: list[str] = []
         self.pid_namespace = False
+        self.mount_namespace = False
         self._logged = 0
 
     def need(self, what: str, available: bool) -> bool:
@@ -305,6 +307,10 @@ def apply(policy: Policy) -> Applied:
 def _apply(
     policy: Policy, *, exec_by_landlock: bool, read_extra: list[str], fork: bool = True
 ) -> Applied:
+    threads = _thread_count()
+    if threads > 1:  # seccomp and Landlock confine the calling thread only
+        why = f"apply() ran with {threads} threads, and would confine only the calling one"
+        raise SandboxError(policy.plugin, [f"{why}: call it before any thread starts"])
     features = probe_self()
     steps = _Steps(policy, features)
     _precheck(steps, exec_by_landlock=exec_by_landlock)
@@ -313,8 +319,12 @@ def _apply(
     read = tuple(sorted(_outermost({os.path.realpath(p) for p in (*policy.read, *read_extra)})))
     write = tuple(os.path.realpath(p) for p in policy.write)
     _enter_namespaces(steps, fork=fork)
-    if policy.uid is not None and steps.features.uid_drop:
-        _open_ancestors([*read, *write, *policy.executable], policy.uid)
+    granted = [*read, *write, *policy.executable]
+    if steps.mount_namespace:
+        _hide_shared_directories(granted)
+        steps.enforced.append("shared directories hidden: " + ", ".join(_SHARED_DIRECTORIES))
+    if policy.uid is not None and steps.features.uid_drop and steps.mount_namespace:
+        _open_ancestors(granted, policy.uid)
     _set_rlimits(steps)
     ruleset = _landlock_ruleset(steps, read, write, exec_by_landlock=exec_by_landlock)
     _drop_privileges(steps)
@@ -338,6 +348,13 @@ def _apply(
     )
 
 
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
 def _precheck(steps: _Steps, *, exec_by_landlock: bool) -> None:
     policy, features = steps.policy, steps.features
     steps.need(f"seccomp filters (architecture {features.arch})", features.seccomp)
@@ -348,8 +365,6 @@ def _precheck(steps: _Steps, *, exec_by_landlock: bool) -> None:
         steps.need("network namespaces", "network" in features.namespaces)
     if policy.uid is not None:
         steps.need("a uid drop (the host is neither root nor holds CAP_SETUID)", features.uid_drop)
-    if threading.active_count() > 1:
-        steps.missing.append("a PID namespace (apply() was called with threads running)")
 
 
 def _scrub_environment(policy: Policy) -> None:
@@ -393,6 +408,7 @@ def _enter_namespaces(steps: _Steps, *, fork: bool) -> None:
     if flags & _CLONE_NEWNS:
         _call(_libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate")
         steps.enforced.append("mount namespace")
+        steps.mount_namespace = True
     if pid_ns:
         _become_pid_one()
         steps.pid_namespace = True
@@ -484,32 +500,54 @@ def _open_ancestors(paths: list[str], uid: int) -> None:
                 needed.setdefault(ancestor, set()).add(parts[depth + 1])
                 break
     for blocked, children in needed.items():
-        kept = {c: os.open(os.path.join(blocked, c), os.O_PATH) for c in children}  # noqa: PTH118
-        try:
+        _cover(blocked, children)
+
+
+def _hide_shared_directories(granted: list[str]) -> None:
+    """Cover ``/tmp``, ``/var/tmp``, ``/run`` and ``/dev/shm`` with an empty tmpfs (but for
+    granted paths beneath them, bound back in): Landlock does not govern ``connect()`` to
+    a Unix socket by path, and these are where servers put theirs (PostgreSQL, D-Bus)."""
+    for shared in _SHARED_DIRECTORIES:
+        if not os.path.isdir(shared) or os.path.islink(shared):  # noqa: PTH112, PTH114
+            continue
+        prefix = shared + "/"
+        if any(shared.startswith(p.rstrip("/") + "/") or p == shared for p in granted):
+            continue  # the directory itself (or one above it) is granted
+        children = {p[len(prefix) :].split("/")[0] for p in granted if p.startswith(prefix)}
+        _cover(shared, children)
+
+
+def _cover(blocked: str, children: set[str]) -> None:
+    """A read-only tmpfs on ``blocked`` holding only ``children``, bound back in."""
+    kept = {}
+    for child in children:
+        with contextlib.suppress(FileNotFoundError):
+            kept[child] = os.open(os.path.join(blocked, child), os.O_PATH)  # noqa: PTH118
+    try:
+        _call(
+            _libc.mount(b"tether", blocked.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV,
+                        b"mode=0755,size=64k"),
+            f"mount tmpfs on {blocked}",
+        )  # fmt: skip
+        for child, fd in kept.items():
+            target = os.path.join(blocked, child)  # noqa: PTH118
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.mkdir(target)  # noqa: PTH102
+            else:
+                Path(target).touch()
+            source = f"/proc/self/fd/{fd}".encode()
             _call(
-                _libc.mount(b"tether", blocked.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV,
-                            b"mode=0755,size=64k"),
-                f"mount tmpfs on {blocked}",
-            )  # fmt: skip
-            for child, fd in kept.items():
-                target = os.path.join(blocked, child)  # noqa: PTH118
-                if stat.S_ISDIR(os.fstat(fd).st_mode):
-                    os.mkdir(target)  # noqa: PTH102
-                else:
-                    Path(target).touch()
-                source = f"/proc/self/fd/{fd}".encode()
-                _call(
-                    _libc.mount(source, target.encode(), None, _MS_BIND | _MS_REC, None),
-                    f"bind {target}",
-                )
-            _call(
-                _libc.mount(None, blocked.encode(), None,
-                            _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None),
-                f"remount {blocked} read-only",
-            )  # fmt: skip
-        finally:
-            for fd in kept.values():
-                os.close(fd)
+                _libc.mount(source, target.encode(), None, _MS_BIND | _MS_REC, None),
+                f"bind {target}",
+            )
+        _call(
+            _libc.mount(None, blocked.encode(), None,
+                        _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None),
+            f"remount {blocked} read-only",
+        )  # fmt: skip
+    finally:
+        for fd in kept.values():
+            os.close(fd)
 
 
 def _memory_in_cgroup(limit: int) -> bool:
@@ -630,7 +668,6 @@ def assess(features: KernelFeatures | None = None) -> Assessment:
     features = features or probe()
     steps = _Steps(Policy("any", uid=_UID_RANGE.start), features)
     _precheck(steps, exec_by_landlock=False)
-    steps.missing = [m for m in steps.missing if "threads running" not in m]
     if "pid" not in features.namespaces:
         steps.missing.append("PID namespaces (children are killed by cgroup or process group)")
     controllers = features.cgroup_controllers
