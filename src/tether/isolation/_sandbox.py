@@ -15,7 +15,8 @@ writable; memory and pids limits), hands the write paths (the data directory) to
 ``policy.uid``, and returns a :class:`~tether.isolation._cgroups.Confinement`.
 :func:`pick_uid` gives a free unprivileged uid for ``Policy.uid``.
 
-:func:`apply` (worker side, single-threaded, before any plugin import), in order:
+:func:`apply` (worker side, before any plugin import and before any thread starts: it
+raises otherwise, since seccomp and Landlock confine only the calling thread), in order:
 
 1. empties the environment but for ``LANG``, ``LC_ALL``, ``TZ``, ``PATH`` and the names
    in ``policy.environment`` (``HOME`` and ``TMPDIR`` become the first write path);
@@ -27,9 +28,11 @@ writable; memory and pids limits), hands the write paths (the data directory) to
    outlives it. (``os.getpid()`` is 1 in the worker; the host sees the stub's pid.)
    A SIGTERM handler is installed in the worker when it has none (PID 1 ignores
    signals it does not handle): it exits with status 143;
-4. in the mount namespace, directories above the granted paths that the uid could not
-   traverse (``/root`` at mode 0700, say, holding the interpreter) are covered with a
-   read-only tmpfs holding only the granted subtrees, bound back in;
+4. in the mount namespace, ``/tmp``, ``/var/tmp``, ``/run`` and ``/dev/shm`` are covered
+   with an empty read-only tmpfs (granted paths beneath them bound back in: Landlock
+   does not govern ``connect()`` to a Unix socket by path, and servers keep theirs
+   there), and so are directories above the granted paths that the uid could not
+   traverse (``/root`` at mode 0700, say, holding the interpreter);
 5. rlimits: ``RLIMIT_CPU`` (SIGXCPU at the limit, SIGKILL a second later),
    ``RLIMIT_NOFILE``, ``RLIMIT_AS`` when no cgroup limits the worker's memory,
    ``RLIMIT_NPROC`` (counted against the uid, so enforced after the drop), no core
