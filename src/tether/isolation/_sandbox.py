@@ -303,8 +303,13 @@ class _Steps:
 
 
 def apply(policy: Policy) -> Applied:
-    """Confine the calling process (the worker) by ``policy``; see the module docstring."""
-    return _apply(policy, exec_by_landlock=False, read_extra=interpreter_paths())
+    """Confine the calling process (the worker) by ``policy``; see the module docstring.
+    A step the kernel refuses midway raises :class:`SandboxError` (the worker must not
+    go on: it may be half confined)."""
+    try:
+        return _apply(policy, exec_by_landlock=False, read_extra=interpreter_paths())
+    except OSError as exc:
+        raise SandboxError(policy.plugin, [f"confining the worker failed: {exc}"]) from exc
 
 
 def _apply(
