@@ -388,7 +388,7 @@ def test_info_shows_what_each_config_key_allows():
 SRC = Path(__file__).resolve().parent.parent / "src"
 EDGES = ("tether/cli", "tether/admin", "tether/hosts")
 CLI_MAY_IMPORT = ("tether", "tether.errors", "tether.types", "tether.observability",
-                  "tether.testing", "tether.packaging")  # fmt: skip
+                  "tether.isolation", "tether.testing", "tether.packaging")  # fmt: skip
 
 
 def _package_of(module: str) -> str:
@@ -474,8 +474,8 @@ def test_edges_import_only_the_public_api(path: Path, module: str) -> None:
          ["1: tether.hosts.workload._settings"]),
         ("from ... import _manifest", "tether.hosts.web._app", ["1: tether._manifest"]),
         ("importlib.import_module('tether._loader')", "tether.cli._x", ["1: tether._loader"]),
-        ("from tether.isolation import x", "tether.cli._x",
-         ["1: tether.isolation (the CLI imports only the public API)"]),
+        ("from tether.builtin import x", "tether.cli._x",
+         ["1: tether.builtin (the CLI imports only the public API)"]),
         ("from tether.hosts.web._errors import e", "tether.hosts.web._app", []),
         ("from tether.cli._app import cli", "tether.cli", []),
         ("from tether import PluginManager, __version__", "tether.cli._x", []),
@@ -560,7 +560,7 @@ def _commands(group: click.Group) -> dict[str, click.Command]:
 def test_the_tree_is_assembled_in_one_place() -> None:
     commands = _commands(cli)
     groups = {name: cmd for name, cmd in commands.items() if isinstance(cmd, click.Group)}
-    assert set(commands) == {"plugins", "config", "workloads", "bench", "serve", "demo"}
+    assert set(commands) == {"plugins", "config", "workloads", "bench", "serve", "demo", "doctor"}
     assert set(_commands(groups["plugins"])) == {
         "list", "scan", "info", "validate", "graph", "test", "exec", "new",
         "health", "enable", "disable", "reload", "rollback", "history", "package", "install",

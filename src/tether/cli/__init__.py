@@ -154,6 +154,13 @@ cli.lazy.update(
             "tether.cli._serve:serve",
             "Serve the plugins of a config over HTTP until SIGINT or SIGTERM.",
         ),
+        "doctor": (
+            "tether.cli._doctor:doctor",
+            (
+                "What this host's kernel offers process plugins (Landlock, seccomp, namespaces, "
+                "cgroups, uid drop, rlimits) and whether their isolation is enforced."
+            ),
+        ),
         "demo": (
             "tether.cli._demo:demo",
             "Walk a config's plugins through their whole life, printing each step.",
