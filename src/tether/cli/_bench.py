@@ -98,6 +98,14 @@ __all__ = ["bench"]
     f"{usable_cores()} cores here).",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["auto", "multiplexed", "per-client"]),
+    help="How clients run: multiplexed (one thread per process drives every connection, "
+    "sending the statements the workload declares), per-client (one thread or task per "
+    "client calling execute_operation), or auto (default: multiplexed when the workload "
+    "declares its statements and the connections are not TLS, else per-client).",
+)
+@click.option(
     "--max-error-rate",
     metavar="RATE",
     help="Exit with code 3 when errors exceed this fraction (0.01) or percentage (1%) "
