@@ -204,10 +204,19 @@ class TpcbWorkload:
         if operation_type != "tpcb_like":
             raise ValueError(f"unknown operation type: {operation_type}")
         transactions: list[object] = []
+        pipeline = self.settings.pipeline
         for _ in range(count):
             aid, tid, bid, delta = (b"%d" % v for v in self._values())
-            calls = [(name.decode(), params) for name, params in _tpcb_calls(aid, tid, bid, delta)]
-            transactions.append((calls,) if self.settings.pipeline else [(c,) for c in calls])
+            calls = (
+                ("tpcb_begin", ()),
+                ("tpcb_update_account", (delta, aid)),
+                ("tpcb_select_account", (aid,)),
+                ("tpcb_update_teller", (delta, tid)),
+                ("tpcb_update_branch", (delta, bid)),
+                ("tpcb_insert_history", (tid, bid, aid, delta)),
+                ("tpcb_end", ()),
+            )
+            transactions.append((calls,) if pipeline else [(call,) for call in calls])
         return transactions
 
     def get_metrics(self) -> dict[str, object]:

@@ -41,6 +41,7 @@ falls back to the per-client engine when it cannot.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import select
@@ -57,7 +58,16 @@ from tether.hosts.workload._engine import Engine, Executable, Plan, Tick, in_thr
 from tether.hosts.workload._errors import BenchError
 from tether.hosts.workload._pacing import intended_start_ns
 from tether.hosts.workload._weights import make_chooser
-from tether.hosts.workload._wire import HEADER, ROLLBACK, SYNC, Statement, error_of
+from tether.hosts.workload._wire import (
+    ERROR,
+    HEADER,
+    IDLE,
+    READY,
+    ROLLBACK,
+    SYNC,
+    Statement,
+    error_of,
+)
 
 __all__ = ["BATCH", "MultiplexedEngine", "is_direct"]
 
@@ -65,7 +75,8 @@ BATCH = 64
 """Transactions of one operation asked of ``statement_parameters`` at a time."""
 
 _NS = 1_000_000_000
-_READ = 65_536
+_READ = 16_384
+_generations = itertools.count(1)  # prepared statements' names, unique in the process
 _LOST = "server closed the connection unexpectedly"
 
 
@@ -89,6 +100,7 @@ class _Link:
         "generation",
         "measured",
         "op",
+        "recv",
         "rest",
         "rng",
         "rolling_back",
@@ -109,6 +121,7 @@ class _Link:
         self.socket = socket.socket(fileno=os.dup(self.fd))
         self.socket.setblocking(False)
         self.send = self.socket.sendall
+        self.recv = self.socket.recv
         self.buffer = b""
         self.choose = choose
         self.drawn_from = drawn_from
@@ -149,6 +162,7 @@ class MultiplexedEngine(Engine):
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         self._classes: dict[str, str] = {}
+        self._budget = plan.transactions
 
     # ------------------------------------------------------------------ control
 
@@ -188,7 +202,7 @@ class MultiplexedEngine(Engine):
         self._buffers = {}
         declared = self._statements_source.call()
         statements = check_statements(self.workload, declared)
-        generation = self._generation = self._generation + 1
+        generation = self._generation = next(_generations)
         self._statements = {
             name: (statement.head, statement)
             for name, statement in (
@@ -277,7 +291,7 @@ class MultiplexedEngine(Engine):
                             os.read(self._wake_read, 4096)
                         continue
                     try:
-                        data = link.socket.recv(_READ)
+                        data = link.recv(_READ)
                     except BlockingIOError:
                         continue
                     except OSError as exc:
@@ -303,11 +317,11 @@ class MultiplexedEngine(Engine):
                         j = i + 1 + length
                         if j > n:
                             break
-                        if kind == b"Z":
+                        if kind == READY:
                             status = data[i + 5]
                             i = j
                             break
-                        if kind == b"E" and link.error is None:
+                        if kind == ERROR and link.error is None:
                             link.error = self._server_error(data[i + 5 : j])
                         i = j
                     link.buffer = data[i:] if i < n else b""
@@ -319,7 +333,7 @@ class MultiplexedEngine(Engine):
                             continue
                         if link.measured:
                             latencies[link.op].append((t - link.began) // 1000)
-                    elif not link.rolling_back and status != 73:  # b"I": a transaction is open
+                    elif not link.rolling_back and status != IDLE:  # a transaction is open
                         link.rolling_back = True
                         link.rest = []
                         link.send(ROLLBACK)
@@ -348,8 +362,7 @@ class MultiplexedEngine(Engine):
         """Send ``link``'s next transaction, intended to start at ``began``; False if none
         was sent (the budget is spent, or its parameters failed: counted as an error)."""
         measured = began >= self._measure_ns
-        budget = self.plan.transactions
-        if measured and budget is not None and next(self._tickets) >= budget:
+        if measured and self._budget is not None and next(self._tickets) >= self._budget:
             self._exhausted()
             return False
         if self.weights is not link.drawn_from:  # set_weights: a new operation mix
@@ -361,26 +374,34 @@ class MultiplexedEngine(Engine):
                 self._load_statements()
             if link.generation != self._generation:
                 self._prepare(link)
-            round_trips = self._encode(op, self._next(op))
+            buffer = self._buffers.get(op)
+            if not buffer:
+                buffer = self._refill(op)
+            transaction = buffer.pop()
+            if len(transaction) == 1 and len(transaction[0]) == 1:  # one statement
+                name, params = transaction[0][0]
+                head, statement = self._statements[name]
+                first = statement.encode(head, params) + SYNC
+                link.rest = []
+            else:
+                link.rest = self._encode(op, transaction)
+                first = link.rest.pop()
         except Exception as exc:
             if measured:
-                self.collector.errors.append((op, type(exc).__name__, error_text(exc), began))
+                error = self._explained(op, exc)
+                self.collector.errors.append((op, type(error).__name__, error_text(error), began))
             return False
         link.op = op
         link.began = began
         link.measured = measured
-        first = round_trips.pop()
-        link.rest = round_trips
         link.send(first)
         return True
 
-    def _next(self, op: str) -> Sequence[Sequence[tuple[str, Sequence[object]]]]:
-        """The next transaction of ``op``: from the buffer, filled a batch at a time."""
-        buffer = self._buffers.get(op)
-        if not buffer:
-            given = self._parameters.call(op, BATCH)
-            buffer = self._buffers[op] = check_batch(self.workload, op, given)
-        return buffer.pop()
+    def _refill(self, op: str) -> list[Any]:
+        """A batch of ``op``'s transactions from the plugin, in the order it gave them."""
+        given = self._parameters.call(op, BATCH)
+        buffer = self._buffers[op] = check_batch(self.workload, op, given)
+        return buffer
 
     def _encode(
         self, op: str, transaction: Sequence[Sequence[tuple[str, Sequence[object]]]]
@@ -388,36 +409,41 @@ class MultiplexedEngine(Engine):
         """The transaction's round trips as bytes, the first last (the engine pops them)."""
         statements = self._statements
         encoded = []
-        try:
-            for round_trip in transaction:
-                parts = []
-                for name, params in round_trip:
-                    head, statement = statements[name]
-                    parts.append(statement.encode(head, params))
-                parts.append(SYNC)
-                encoded.append(b"".join(parts))
-        except KeyError as exc:
-            raise BenchError(
-                f"workload '{self.workload}': statement_parameters({op!r}) names "
-                f"statement {exc.args[0]!r}, which get_statements() does not declare "
-                f"(it declares {', '.join(sorted(statements))})",
-                hint="name a statement of get_statements() in each (statement, parameters)",
-            ) from None
-        except (TypeError, ValueError) as exc:
-            raise BenchError(
-                f"workload '{self.workload}': statement_parameters({op!r}) gave a "
-                f"transaction that is not a sequence of round trips of (statement, "
-                f"parameters) pairs ({exc})",
-                hint='return e.g. [[("read", (7,))]] per transaction (see docs/workloads.md)',
-            ) from None
-        if not encoded:
+        for round_trip in transaction:
+            parts = []
+            for name, params in round_trip:
+                head, statement = statements[name]
+                parts.append(statement.encode(head, params))
+            parts.append(SYNC)
+            encoded.append(b"".join(parts))
+        if not encoded or len(encoded[0]) == len(SYNC):
             raise BenchError(
                 f"workload '{self.workload}': statement_parameters({op!r}) gave an empty "
-                "transaction",
-                hint="give each transaction at least one round trip of one statement",
+                "transaction or round trip",
+                hint="give each round trip at least one (statement, parameters) pair",
             )
         encoded.reverse()
         return encoded
+
+    def _explained(self, op: str, exc: Exception) -> Exception:
+        """``exc`` from the parameters of ``op``, said in the workload's terms."""
+        if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
+            return BenchError(
+                f"workload '{self.workload}': statement_parameters({op!r}) names "
+                f"statement {exc.args[0]!r}, which get_statements() does not declare "
+                f"(it declares {', '.join(sorted(self._statements))})",
+                hint="name a statement of get_statements() in each (statement, parameters)",
+            )
+        if isinstance(exc, TypeError | ValueError) and not isinstance(exc, BenchError):
+            if "unknown operation" in str(exc):
+                return exc
+            return BenchError(
+                f"workload '{self.workload}': statement_parameters({op!r}) gave a "
+                f"transaction that is not a sequence of round trips of (statement, "
+                f"parameters) pairs: {type(exc).__name__}: {exc}",
+                hint='return e.g. [[("read", (7,))]] per transaction (see docs/workloads.md)',
+            )
+        return exc
 
     def _server_error(self, body: bytes) -> tuple[str, str]:
         error = error_of(body)

@@ -10,8 +10,9 @@ per-result objects. It only ever does so between two ReadyForQuery messages, so
 libpq finds the connection idle, as it left it, when it closes it.
 
 A :class:`Statement` is one prepared statement's constant bytes; :func:`encode`
-turns a call's parameters into the messages; :class:`Reader` walks what the server
-sent, message by message.
+turns a call's parameters into the messages; the engine walks what the server
+sent, message by message (:data:`HEADER`), and :func:`error_of` reads an
+ErrorResponse.
 """
 
 from __future__ import annotations
@@ -20,11 +21,22 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ROLLBACK", "SYNC", "ServerError", "Statement", "error_of", "parameter_bytes"]
+__all__ = [
+    "ERROR",
+    "HEADER",
+    "IDLE",
+    "READY",
+    "ROLLBACK",
+    "SYNC",
+    "ServerError",
+    "Statement",
+    "error_of",
+    "parameter_bytes",
+]
 
 _INT32 = struct.Struct("!i")
 _INT16 = struct.Struct("!h")
-_HEADER = struct.Struct("!cI")
+_HEADER = struct.Struct("!BI")
 _pack32 = _INT32.pack
 
 _DESCRIBE_EXECUTE = b"D" + _pack32(6) + b"P\0" + b"E" + _pack32(9) + b"\0" + _pack32(0)
@@ -66,6 +78,13 @@ class Statement:
 
     def encode(self, head: bytes, params: Sequence[object]) -> bytes:
         """The messages of one call with ``params`` (``head`` is :attr:`head`, kept by callers)."""
+        if len(params) == 1 and type(params[0]) is bytes:  # the common case, written out
+            value = params[0]
+            size = len(value)
+            return (
+                b"B" + _pack32(size + 12 + len(head)) + head + b"\0\x01" + _pack32(size) + value
+                + b"\0\0" + _DESCRIBE_EXECUTE
+            )  # fmt: skip
         parts = [head, _INT16.pack(len(params))]
         for value in params:
             data = parameter_bytes(value)
@@ -106,4 +125,11 @@ def error_of(body: bytes) -> ServerError:
 
 
 HEADER = _HEADER
-"""The header of every message the server sends: type byte, int32 length (itself included)."""
+"""The header of every message the server sends: type byte (an int), int32 length (itself
+included)."""
+READY = ord("Z")
+"""ReadyForQuery's type: the end of one Sync's answer; its one byte of body is the
+transaction status (``I`` idle, ``T`` in a transaction, ``E`` in a failed one)."""
+ERROR = ord("E")
+"""ErrorResponse's type."""
+IDLE = ord("I")
