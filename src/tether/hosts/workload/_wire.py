@@ -78,11 +78,10 @@ class Statement:
 
     def encode(self, head: bytes, params: Sequence[object]) -> bytes:
         """The messages of one call with ``params`` (``head`` is :attr:`head`, kept by callers)."""
-        if len(params) == 1 and type(params[0]) is bytes:  # the common case, written out
-            value = params[0]
-            size = len(value)
+        if len(params) == 1 and type(only := params[0]) is bytes:  # the common case
+            size = len(only)
             return (
-                b"B" + _pack32(size + 12 + len(head)) + head + b"\0\x01" + _pack32(size) + value
+                b"B" + _pack32(size + 12 + len(head)) + head + b"\0\x01" + _pack32(size) + only
                 + b"\0\0" + _DESCRIBE_EXECUTE
             )  # fmt: skip
         parts = [head, _INT16.pack(len(params))]
