@@ -376,7 +376,7 @@ class MultiplexedEngine(Engine):
         if error is not None and link.measured:
             self.collector.errors.append((link.op, error[0], error[1], at_ns))
 
-    def _start(self, link: _Link, began: int) -> bool:
+    def _start(self, link: _Link, began: int) -> bool:  # noqa: C901 - the hot path, inline
         """Send ``link``'s next transaction, intended to start at ``began``; False if none
         was sent (the budget is spent, or its parameters failed: counted as an error)."""
         measured = began >= self._measure_ns
