@@ -24,7 +24,7 @@ connection with its own seeded generator, and :meth:`Engine.set_weights`; the
 paced schedule (``--rate``), the transaction budget, the warmup, ticks, latencies
 per operation, and errors per distinct (class, message): a statement the server
 refuses counts as the psycopg class of its SQLSTATE (``UniqueViolation``...), with
-the message libpq would give; its transaction is rolled back if one is open, and
+the message psycopg would give; its transaction is rolled back if one is open, and
 the rest of the transaction is not sent.
 
 A transaction, as ``statement_parameters`` gives it, is a sequence of round trips;
@@ -59,6 +59,7 @@ from tether.hosts.workload._errors import BenchError
 from tether.hosts.workload._pacing import intended_start_ns
 from tether.hosts.workload._weights import make_chooser
 from tether.hosts.workload._wire import (
+    COMPLETE,
     ERROR,
     HEADER,
     IDLE,
@@ -77,6 +78,13 @@ BATCH = 64
 _NS = 1_000_000_000
 _READ = 16_384
 _generations = itertools.count(1)  # prepared statements' names, unique in the process
+_SHORT = 1024
+"""An answer this short that ends as the connection's last complete one did (its
+CommandComplete and ReadyForQuery, :attr:`_Link.tail`) is complete and error-free: the
+server writes such an answer in one piece, and after an error a round trip ends with
+ErrorResponse, never CommandComplete. Longer answers, or answers in pieces, are read
+message by message."""
+_NO_TAIL = b"\0" * (_SHORT + 1)  # matches no answer of at most _SHORT bytes
 _SEND_WAIT = 1.0  # seconds between two tries of a send the socket's buffer refused
 _LOST = "server closed the connection unexpectedly"
 
@@ -107,6 +115,7 @@ class _Link:
         "rng",
         "rolling_back",
         "socket",
+        "tail",
     )
 
     def __init__(
@@ -133,6 +142,7 @@ class _Link:
         self.rest: list[bytes] = []  # the transaction's round trips not sent yet
         self.error: tuple[str, str] | None = None  # the transaction's first error
         self.rolling_back = False
+        self.tail = _NO_TAIL
 
     def send(self, data: bytes) -> None:
         """Send all of ``data``: at once, unless the socket's buffer is full (a large
@@ -328,24 +338,31 @@ class MultiplexedEngine(Engine):
                         continue
                     if link.buffer:
                         data = link.buffer + data
-                    i = 0
-                    n = len(data)
-                    status = 0
-                    while i + 5 <= n:
-                        kind, length = unpack(data, i)
-                        j = i + 1 + length
-                        if j > n:
-                            break
-                        if kind == READY:
-                            status = data[i + 5]
+                    elif len(data) <= _SHORT and data.endswith(link.tail):
+                        status = READY  # the same ending as last time: complete, no error
+                    else:
+                        status = 0
+                    if status == 0:  # read it message by message
+                        i = previous = 0
+                        n = len(data)
+                        while i + 5 <= n:
+                            kind, length = unpack(data, i)
+                            j = i + 1 + length
+                            if j > n:
+                                break
+                            if kind == READY:
+                                status = data[i + 5]
+                                if link.error is None and data[previous] == COMPLETE:
+                                    link.tail = data[previous:j]
+                                i = j
+                                break
+                            if kind == ERROR and link.error is None:
+                                link.error = self._server_error(data[i + 5 : j])
+                            previous = i
                             i = j
-                            break
-                        if kind == ERROR and link.error is None:
-                            link.error = self._server_error(data[i + 5 : j])
-                        i = j
-                    link.buffer = data[i:] if i < n else b""
-                    if not status:
-                        continue  # the round trip's answer is not complete yet
+                        link.buffer = data[i:] if i < n else b""
+                        if not status:
+                            continue  # the round trip's answer is not complete yet
                     if link.error is None:
                         if link.rest:
                             link.send(link.rest.pop())
@@ -376,7 +393,7 @@ class MultiplexedEngine(Engine):
         if error is not None and link.measured:
             self.collector.errors.append((link.op, error[0], error[1], at_ns))
 
-    def _start(self, link: _Link, began: int) -> bool:  # noqa: C901 - the hot path, inline
+    def _start(self, link: _Link, began: int) -> bool:  # noqa: C901, PLR0912 - the hot path
         """Send ``link``'s next transaction, intended to start at ``began``; False if none
         was sent (the budget is spent, or its parameters failed: counted as an error)."""
         measured = began >= self._measure_ns
@@ -401,10 +418,13 @@ class MultiplexedEngine(Engine):
                 self.collector.errors.append((op, type(exc).__name__, error_text(exc), began))
             return False
         try:
-            if len(transaction) == 1 and len(transaction[0]) == 1:  # one statement
-                name, params = transaction[0][0]
+            if len(transaction) == 1 and len(round_trip := transaction[0]) == 1:  # one statement
+                name, params = round_trip[0]
                 head, statement = self._statements[name]
-                first = statement.encode(head, params) + SYNC
+                if len(params) == 1 and type(value := params[0]) is bytes:
+                    first = statement.alone(value)
+                else:
+                    first = statement.encode(head, params) + SYNC
                 link.rest = []
             else:
                 link.rest = self._encode(op, transaction)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
+    "COMPLETE",
     "ERROR",
     "HEADER",
     "IDLE",
@@ -41,6 +42,7 @@ _pack32 = _INT32.pack
 
 _DESCRIBE_EXECUTE = b"D" + _pack32(6) + b"P\0" + b"E" + _pack32(9) + b"\0" + _pack32(0)
 SYNC = b"S" + _pack32(4)
+_ALONE_END = b"\0\0" + _DESCRIBE_EXECUTE + SYNC
 ROLLBACK = b"Q" + _pack32(4 + len(b"ROLLBACK\0")) + b"ROLLBACK\0"
 """A simple-query ROLLBACK (its own round trip, ending with ReadyForQuery)."""
 
@@ -70,6 +72,18 @@ class Statement:
     name: str
     prepared: bytes
     sql: str
+    _prefixes: dict[int, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def alone(self, value: bytes) -> bytes:
+        """A whole round trip of this statement alone with one parameter, ``value``
+        (Bind, Describe, Execute, Sync), from a prefix kept per parameter length."""
+        size = len(value)
+        prefix = self._prefixes.get(size)
+        if prefix is None:
+            head = self.head
+            prefix = b"B" + _pack32(size + 12 + len(head)) + head + b"\0\x01" + _pack32(size)
+            self._prefixes[size] = prefix
+        return prefix + value + _ALONE_END
 
     @property
     def head(self) -> bytes:
@@ -99,13 +113,14 @@ class Statement:
 
 @dataclass(frozen=True, slots=True)
 class ServerError:
-    """An ErrorResponse: its SQLSTATE and the message as libpq words it."""
+    """An ErrorResponse: its SQLSTATE and its message as psycopg words it (the primary
+    message, then ``DETAIL:``, ``HINT:`` and ``CONTEXT:`` lines when the server sent them)."""
 
     sqlstate: str
     message: str
 
 
-_FIELDS = {"M": "", "D": "DETAIL:  ", "H": "HINT:  ", "W": "CONTEXT:  "}
+_FIELDS = (("M", ""), ("D", "DETAIL:  "), ("H", "HINT:  "), ("W", "CONTEXT:  "))
 
 
 def error_of(body: bytes) -> ServerError:
@@ -114,12 +129,7 @@ def error_of(body: bytes) -> ServerError:
     for item in body.split(b"\0"):
         if item:
             fields.setdefault(chr(item[0]), item[1:].decode("utf-8", "replace"))
-    severity = fields.get("S", "ERROR")
-    lines = [
-        f"{severity}:  {fields[key]}" if key == "M" else f"{prefix}{fields[key]}"
-        for key, prefix in _FIELDS.items()
-        if key in fields
-    ]
+    lines = [f"{prefix}{fields[key]}" for key, prefix in _FIELDS if key in fields]
     return ServerError(fields.get("C", ""), "\n".join(lines))
 
 
@@ -131,4 +141,6 @@ READY = ord("Z")
 transaction status (``I`` idle, ``T`` in a transaction, ``E`` in a failed one)."""
 ERROR = ord("E")
 """ErrorResponse's type."""
+COMPLETE = ord("C")
+"""CommandComplete's type: a statement done."""
 IDLE = ord("I")
