@@ -163,16 +163,18 @@ def test_a_budget_runs_exactly_and_the_table_holds_each_write_once(pg_url, plugi
 def test_auto_multiplexes_a_declaring_workload_and_not_one_that_declares_nothing(pg_url, plugins):
     declared = report(bench(plugins, "--dsn", pg_url, "-c", "2", "-t", "20"))
     assert declared["workload"]["engine"] == "multiplexed"
-    undeclared = report(bench(plugins, "--dsn", pg_url, "-c", "2", "-t", "20",
-                              "--set", "declares=false"))  # fmt: skip
+    undeclared = report(
+        bench(plugins, "--dsn", pg_url, "-c", "2", "-t", "20", "--set", "declares=false")
+    )
     assert undeclared["workload"]["engine"] == "per-client"
     assert undeclared["totals"]["transactions"] == 20
 
 
 @pytest.mark.slow
 def test_multiplexed_refuses_a_workload_that_declares_nothing(pg_url, plugins):
-    result = bench(plugins, "--dsn", pg_url, "-t", "5", "--engine", "multiplexed",
-                   "--set", "declares=false")  # fmt: skip
+    result = bench(
+        plugins, "--dsn", pg_url, "-t", "5", "--engine", "multiplexed", "--set", "declares=false"
+    )
     assert result.exit_code == 1
     assert "--engine multiplexed cannot run workload 'notes'" in result.stderr
     assert "get_statements() returns None" in result.stderr
@@ -229,7 +231,7 @@ def test_a_refused_statement_counts_as_its_sqlstate_class_as_per_client_does(
                 engine,
                 "--set",
                 weights(write=1, **{op: 1}),
-            )  # fmt: skip
+            )
         )
         assert data["operations"][op]["errors_by_type"] == {kind: data["operations"][op]["errors"]}
         assert data["operations"][op]["count"] == 0
@@ -241,8 +243,21 @@ def test_a_refused_statement_counts_as_its_sqlstate_class_as_per_client_does(
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_failed_transaction_is_rolled_back_and_its_connection_goes_on(pg_url, plugins, engine):
-    data = report(bench(plugins, "--dsn", pg_url, "-c", "2", "-t", "40", "--engine", engine,
-                        "--set", weights(write=1, read=0, in_transaction=1)))  # fmt: skip
+    data = report(
+        bench(
+            plugins,
+            "--dsn",
+            pg_url,
+            "-c",
+            "2",
+            "-t",
+            "40",
+            "--engine",
+            engine,
+            "--set",
+            weights(write=1, read=0, in_transaction=1),
+        )
+    )
     failed = data["operations"]["in_transaction"]
     assert failed["errors"] > 0
     assert failed["errors_by_type"] == {"UniqueViolation": failed["errors"]}
@@ -254,8 +269,19 @@ def test_a_failed_transaction_is_rolled_back_and_its_connection_goes_on(pg_url, 
 
 @pytest.mark.slow
 def test_the_plugins_own_errors_and_bad_transactions_are_counted_by_kind(pg_url, plugins):
-    data = report(bench(plugins, "--dsn", pg_url, "-c", "2", "-t", "30",
-                        "--set", weights(write=1, broken=1, unknown_statement=1)))  # fmt: skip
+    data = report(
+        bench(
+            plugins,
+            "--dsn",
+            pg_url,
+            "-c",
+            "2",
+            "-t",
+            "30",
+            "--set",
+            weights(write=1, broken=1, unknown_statement=1),
+        )
+    )
     assert distinct(data, "broken")[0][:2] == ("ValueError", "no parameters for broken")
     ((kind, message, _),) = distinct(data, "unknown_statement")
     assert kind == "BenchError"
@@ -267,7 +293,7 @@ def test_the_plugins_own_errors_and_bad_transactions_are_counted_by_kind(pg_url,
 # --------------------------------------------------------------------------- the engine itself
 
 
-async def run_engine(pg_url: str, plugins: Path, plan: Plan, during: Any = None) -> Any:  # noqa: ANN401
+async def run_engine(pg_url: str, plugins: Path, plan: Plan, during: Any = None) -> Any:
     spec = WorkloadSpec("notes", path=plugins / "notes")
     workload = await open_workload(spec)
     try:
