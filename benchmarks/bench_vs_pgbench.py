@@ -387,9 +387,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     started = time.monotonic()
-    from tether.hosts.workload import auto_processes
+    from tether.hosts.workload import auto_multiplexed_processes
 
-    processes = auto_processes(args.clients) if args.processes == "auto" else int(args.processes)
+    processes = (
+        auto_multiplexed_processes(args.clients)
+        if args.processes == "auto"
+        else int(args.processes)
+    )
     print(
         f"python {platform.python_version()}, {os.cpu_count()} cores, event loop {loop_name()}; "
         f"{args.rounds} rounds x {args.seconds}s, {args.clients} clients, scale {args.scale}, "

@@ -391,3 +391,26 @@ def test_an_error_response_reads_as_psycopg_words_it():
     error = error_of(body)
     assert error.sqlstate == "23505"
     assert error.message == "duplicate key\nDETAIL:  Key (id)=(1) already exists."
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@pytest.mark.slow
+def test_auto_processes_of_the_multiplexed_engine_are_one_per_core(pg_url, plugins):
+    from tether.hosts.workload import auto_multiplexed_processes, usable_cores
+
+    assert auto_multiplexed_processes(8, cores=2) == 2
+    assert auto_multiplexed_processes(8, cores=1) == 1
+    assert auto_multiplexed_processes(3, cores=16) == 1
+    assert auto_multiplexed_processes(64, cores=8) == 8
+    data = report(bench(plugins, "--dsn", pg_url, "-c", "8", "-t", "80"))
+    assert data["workload"]["engine"] == "multiplexed"
+    assert data["settings"]["processes"] == max(1, min(usable_cores(), 2))
+    assert data["totals"]["transactions"] == 80
+    given = report(bench(plugins, "--dsn", pg_url, "-c", "8", "-t", "80", "-j", "1"))
+    assert given["settings"]["processes"] == 1
+    per_client = report(
+        bench(plugins, "--dsn", pg_url, "-c", "8", "-t", "80", "--engine", "per-client")
+    )
+    assert per_client["settings"]["processes"] == max(1, min(usable_cores() // 2, 2))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tether import TetherConfig
+from tether.hosts.workload._cores import auto_multiplexed_processes
 from tether.hosts.workload._database import (
     Database,
     close_connections,
@@ -35,6 +37,7 @@ from tether.hosts.workload._database import (
 from tether.hosts.workload._embedded import default_data_directory, start_embedded
 from tether.hosts.workload._engine import Plan, Tick
 from tether.hosts.workload._engines import (
+    MULTIPLEXED,
     attach,
     choose_engine,
     engine_driver,
@@ -191,6 +194,9 @@ async def _run(
         info = await workload.info()
         series = Series(workload.weights, tick=settings.tick)
         engine = await choose_engine(workload, settings.engine, database.dsn)
+        if engine == MULTIPLEXED and settings.auto_processes:
+            processes = auto_multiplexed_processes(settings.clients)
+            settings = dataclasses.replace(settings, processes=processes)
         run = _Clients(workload, database, settings, plugins, reloads, admin, notify, engine)
         stats, elapsed, reason, metrics, phases, attempts = await run(_both(series, on_tick))
         if settings.cleanup:

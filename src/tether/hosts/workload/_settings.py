@@ -155,6 +155,7 @@ class BenchSettings:
     data_directory: Path | None = None
     tick: float = 0.5
     engine: str = "auto"
+    auto_processes: bool = False  # processes came from `auto`: the engine may choose again
     source: str = "the bench settings"
 
     def __post_init__(self) -> None:
@@ -453,6 +454,7 @@ class BenchConfig(BaseModel):
         values.setdefault("seed", random.SystemRandom().randrange(1 << 31))
         if values.get("processes", "auto") == "auto":
             values["processes"] = auto_processes(values.get("clients", 1))
+            values["auto_processes"] = True
         return BenchSettings(
             **values,
             dsn=dsn or os.environ.get(DSN_ENV) or self.database.dsn or None,
