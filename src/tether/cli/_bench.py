@@ -94,8 +94,8 @@ __all__ = ["bench"]
     "-j",
     metavar="P",
     help="Spread the clients over P processes, at most the clients, or auto "
-    f"(default auto: one per two cores, at least {CLIENTS_PER_PROCESS} clients each; "
-    f"{usable_cores()} cores here).",
+    f"(default auto: one per core with the multiplexed engine, else one per two cores, "
+    f"at least {CLIENTS_PER_PROCESS} clients each; {usable_cores()} cores here).",
 )
 @click.option(
     "--engine",
