@@ -30,11 +30,12 @@ true`` (the default) sends each TPC-B transaction in one pipeline: one round tri
 instead of seven; ``false`` sends each statement and waits for its result, as
 pgbench's built-in script does. Every statement is a prepared statement.
 
-``driver: auto`` (the default) is psycopg. Measured on 2 cores shared with the
-server (``benchmarks/bench_vs_pgbench.py``), libpq on the event loop costs the
-least client CPU per transaction, but the threads got the most transactions
-through: 8 threads each answer their own result as it arrives, where one event
-loop takes the clients' results in turns.
+``driver: auto`` (the default) declares the statements (``get_statements``) and
+hands out their parameters (``statement_parameters``), so tether's multiplexed
+engine sends them itself, one thread per process driving every connection (the
+fewest client CPU per transaction); ``execute_operation`` is then psycopg's, for
+``--engine per-client``. A named driver declares nothing: its clients call
+``execute_operation``.
 """
 
 from __future__ import annotations
