@@ -9,8 +9,9 @@ and the tether run sending the same statements in the same protocol (prepared
 statements, the same clients and duration):
 
 - **pipelined**: pgbench's TPC-B-like transaction as a ``\\startpipeline`` script
-  against ``tether bench --workload tpcb`` as it runs by default (libpq's pipeline
-  mode, one thread a client: the seven statements and a Sync, one round trip);
+  against ``tether bench --workload tpcb`` as it runs by default (the multiplexed
+  engine, one thread driving every connection: the seven statements and a Sync,
+  one round trip);
 - **7 round trips**: pgbench's built-in script against ``--set pipeline=false``
   (each statement waits for its result);
 - **select-only**: ``pgbench -S`` against the ``select_only`` operation.
@@ -25,7 +26,8 @@ around it (tether's worker processes included); tether's fixed start-up
 ``--transactions 1``, is subtracted from its figure ("net"; gross is shown too).
 tether runs with ``--processes auto`` (its default) unless ``--processes N``;
 pgbench with ``-j 2``. ``--variants`` adds single runs of the other drivers
-(asyncpg, psycopg threads) and of each pairing with ``--processes 1``.
+(asyncpg, psycopg threads: the per-client engine) and of each pairing with
+``--processes 1``.
 
 Last (unless ``--skip-layer``), the cost of the plugin layer, in this process: the
 same transactions run by the runner's client loop through the plugin (gate, weighted
@@ -340,7 +342,7 @@ class Pairing:
 
 PAIRINGS = (
     Pairing(
-        "pipelined", "pipelined script (\\startpipeline)", "default (libpq pipeline, threads)",
+        "pipelined", "pipelined script (\\startpipeline)", "default (multiplexed, one round trip)",
         "tpcb_like", select_only=False, pipelined_script=True,
     ),
     Pairing(
@@ -385,9 +387,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     started = time.monotonic()
-    from tether.hosts.workload import auto_processes
+    from tether.hosts.workload import auto_multiplexed_processes
 
-    processes = auto_processes(args.clients) if args.processes == "auto" else int(args.processes)
+    processes = (
+        auto_multiplexed_processes(args.clients)
+        if args.processes == "auto"
+        else int(args.processes)
+    )
     print(
         f"python {platform.python_version()}, {os.cpu_count()} cores, event loop {loop_name()}; "
         f"{args.rounds} rounds x {args.seconds}s, {args.clients} clients, scale {args.scale}, "

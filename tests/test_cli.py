@@ -587,7 +587,7 @@ def test_info_shows_the_contract_a_plugin_provides():
     ) in section
     assert (
         "  optional methods: get_info, get_metrics, get_connection_type, reload_setup, start, "
-        "stop\n"
+        "stop, get_statements, statement_parameters\n"
     ) in section
 
 

@@ -94,8 +94,16 @@ __all__ = ["bench"]
     "-j",
     metavar="P",
     help="Spread the clients over P processes, at most the clients, or auto "
-    f"(default auto: one per two cores, at least {CLIENTS_PER_PROCESS} clients each; "
-    f"{usable_cores()} cores here).",
+    f"(default auto: one per core with the multiplexed engine, else one per two cores, "
+    f"at least {CLIENTS_PER_PROCESS} clients each; {usable_cores()} cores here).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "multiplexed", "per-client"]),
+    help="How clients run: multiplexed (one thread per process drives every connection, "
+    "sending the statements the workload declares), per-client (one thread or task per "
+    "client calling execute_operation), or auto (default: multiplexed when the workload "
+    "declares its statements and the connections are not TLS, else per-client).",
 )
 @click.option(
     "--max-error-rate",

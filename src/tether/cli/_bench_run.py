@@ -147,9 +147,9 @@ def _one_process(settings: BenchSettings, asked: object) -> BenchSettings:
     """``--watch`` runs the clients in this process: ``auto`` means 1 then, and more is
     a usage error."""
     if settings.processes == 1:
-        return settings
+        return dataclasses.replace(settings, auto_processes=False)
     if asked is None or asked == "auto":
-        return dataclasses.replace(settings, processes=1)
+        return dataclasses.replace(settings, processes=1, auto_processes=False)
     raise click.BadParameter(
         f"--watch reloads the workload in this process, and {settings.processes} worker "
         "processes each load their own copy: reloading across processes is not supported "

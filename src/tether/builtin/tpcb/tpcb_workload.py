@@ -30,11 +30,12 @@ true`` (the default) sends each TPC-B transaction in one pipeline: one round tri
 instead of seven; ``false`` sends each statement and waits for its result, as
 pgbench's built-in script does. Every statement is a prepared statement.
 
-``driver: auto`` (the default) is psycopg. Measured on 2 cores shared with the
-server (``benchmarks/bench_vs_pgbench.py``), libpq on the event loop costs the
-least client CPU per transaction, but the threads got the most transactions
-through: 8 threads each answer their own result as it arrives, where one event
-loop takes the clients' results in turns.
+``driver: auto`` (the default) declares the statements (``get_statements``) and
+hands out their parameters (``statement_parameters``), so tether's multiplexed
+engine sends them itself, one thread per process driving every connection (the
+fewest client CPU per transaction); ``execute_operation`` is then psycopg's, for
+``--engine per-client``. A named driver declares nothing: its clients call
+``execute_operation``.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ class Settings:
     seed: int | None = None
 
     def resolved(self) -> Settings:
-        """``driver: auto`` made concrete; the pipeline is libpq's and psycopg's only."""
+        """``driver: auto`` made concrete (psycopg, for ``execute_operation``); the
+        pipeline is libpq's and psycopg's only."""
         driver = "psycopg" if self.driver == "auto" else self.driver
         return replace(self, driver=driver, pipeline=self.pipeline and driver != "asyncpg")
 
@@ -141,11 +143,13 @@ class TpcbWorkload:
         self._operations: dict[str, Callable[[Any], None]] = {}
         self._clients: dict[int, PipelinedClient] = {}
         self._async_clients: dict[int, AsyncPipelinedClient] = {}
+        self._declares = False
 
     # ------------------------------------------------------------------ contract
 
     def initialize(self, config: dict[str, object]) -> None:
         settings = read_settings(Settings, config, workload=NAME)
+        self._declares = settings.driver == "auto"
         self.settings = settings = settings.resolved()
         self._random = random.Random(settings.seed)  # noqa: S311 - see above
         self._draw = self._random.random
@@ -180,6 +184,41 @@ class TpcbWorkload:
     def get_connection_type(self) -> str:
         """asyncpg connections for ``driver: asyncpg``, psycopg ones for libpq and psycopg."""
         return "asyncpg" if self.settings.driver == "asyncpg" else "psycopg"
+
+    def get_statements(self) -> dict[str, str] | None:
+        """The statements tether's multiplexed engine sends itself (``driver: auto``);
+        ``None`` with a driver named, whose clients call ``execute_operation``."""
+        if not self._declares:
+            return None
+        return {name.decode(): sql.decode() for name, sql in PIPELINE_STATEMENTS.items()}
+
+    def statement_parameters(self, operation_type: str, count: int) -> list[object]:
+        """``count`` transactions of ``operation_type``: each a list of round trips of
+        (statement, parameters); TPC-B in one round trip unless ``pipeline: false``."""
+        draw = self._draw
+        if operation_type == "select_only":
+            accounts = self._accounts
+            return [
+                ((("tpcb_select_account", (b"%d" % (int(draw() * accounts) + 1),)),),)
+                for _ in range(count)
+            ]
+        if operation_type != "tpcb_like":
+            raise ValueError(f"unknown operation type: {operation_type}")
+        transactions: list[object] = []
+        pipeline = self.settings.pipeline
+        for _ in range(count):
+            aid, tid, bid, delta = (b"%d" % v for v in self._values())
+            calls = (
+                ("tpcb_begin", ()),
+                ("tpcb_update_account", (delta, aid)),
+                ("tpcb_select_account", (aid,)),
+                ("tpcb_update_teller", (delta, tid)),
+                ("tpcb_update_branch", (delta, bid)),
+                ("tpcb_insert_history", (tid, bid, aid, delta)),
+                ("tpcb_end", ()),
+            )
+            transactions.append((calls,) if pipeline else [(call,) for call in calls])
+        return transactions
 
     def get_metrics(self) -> dict[str, object]:
         """What setup did (``loaded`` with its time, or ``reused``); the runner counts the rest."""

@@ -28,7 +28,12 @@ import importlib
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers know it
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
     from tether.hosts.workload._compare import render_comparison
-    from tether.hosts.workload._cores import CLIENTS_PER_PROCESS, auto_processes, usable_cores
+    from tether.hosts.workload._cores import (
+        CLIENTS_PER_PROCESS,
+        auto_multiplexed_processes,
+        auto_processes,
+        usable_cores,
+    )
     from tether.hosts.workload._database import Database, mask_dsn
     from tether.hosts.workload._embedded import DATA_DIRECTORY_ENV, default_data_directory
     from tether.hosts.workload._engine import DirectOperation, Executable, Plan, Tick
@@ -138,6 +143,7 @@ __all__ = [
     "WorkloadProtocol",
     "WorkloadSection",
     "WorkloadSpec",
+    "auto_multiplexed_processes",
     "auto_processes",
     "check_report_path",
     "copy_rows",
@@ -217,6 +223,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "WorkloadSection": ("tether.hosts.workload._settings", "WorkloadSection"),
     "CLIENTS_PER_PROCESS": ("tether.hosts.workload._cores", "CLIENTS_PER_PROCESS"),
     "auto_processes": ("tether.hosts.workload._cores", "auto_processes"),
+    "auto_multiplexed_processes": ("tether.hosts.workload._cores", "auto_multiplexed_processes"),
     "usable_cores": ("tether.hosts.workload._cores", "usable_cores"),
     "AsyncConnection": ("tether.hosts.workload._toolkit", "AsyncConnection"),
     "Counters": ("tether.hosts.workload._toolkit", "Counters"),

@@ -37,7 +37,15 @@ from tether.hosts.workload._pacing import intended_start_ns
 from tether.hosts.workload._stats import Collector, OperationStats, OperationTick
 from tether.hosts.workload._weights import make_chooser
 
-__all__ = ["DirectOperation", "Engine", "EngineResult", "Executable", "Plan", "Tick"]
+__all__ = [
+    "DirectOperation",
+    "Engine",
+    "EngineResult",
+    "Executable",
+    "Plan",
+    "Tick",
+    "in_thread",
+]
 
 _NS = 1_000_000_000
 _YIELD_NS = 1_000_000  # an async client whose operations never wait yields this often
@@ -195,17 +203,7 @@ class Engine:
         await self._wait_until(self._start_ns)
         ticker = asyncio.create_task(self._tick_forever())
         try:
-            if self.is_async:
-                await asyncio.gather(
-                    *(self._async_client(conn, index) for index, conn in enumerate(connections))
-                )
-            else:
-                await asyncio.gather(
-                    *(
-                        _in_thread(self._sync_client, conn, index)
-                        for index, conn in enumerate(connections)
-                    )
-                )
+            await self._run_clients(connections)
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -215,6 +213,21 @@ class Engine:
         self._tick(finished, self._slot + 1 if is_apart else self._slot)
         elapsed = max(0, finished - self._measure_ns) / _NS
         return EngineResult(self.collector.stats, elapsed, self.stop_reason)
+
+    async def _run_clients(self, connections: Sequence[object]) -> None:
+        """Run one client per connection until the plan is done (a subclass may run them
+        its own way: :class:`~._multiplexed.MultiplexedEngine`)."""
+        if self.is_async:
+            await asyncio.gather(
+                *(self._async_client(conn, index) for index, conn in enumerate(connections))
+            )
+        else:
+            await asyncio.gather(
+                *(
+                    in_thread(self._sync_client, conn, index)
+                    for index, conn in enumerate(connections)
+                )
+            )
 
     async def _wait_until(self, moment_ns: int) -> None:
         delay = (moment_ns - time.monotonic_ns()) / _NS
@@ -367,7 +380,7 @@ class Engine:
                     latencies[op].append((now() - began) // 1000)
 
 
-async def _in_thread(fn: Callable[[object, int], None], db: object, index: int) -> None:
+async def in_thread(fn: Callable[[object, int], None], db: object, index: int) -> None:
     """Run one threaded client in a thread of its own (not the loop's bounded pool)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()

@@ -9,7 +9,9 @@ run's clock. :class:`ReloadFollower` listens to the manager's reloads
 live:
 
 1. checks that the new version fits the open connections: ``execute_operation``
-   still sync or still ``async def``, the same ``get_connection_type()``;
+   still sync or still ``async def``, the same ``get_connection_type()``, and, when
+   the multiplexed engine runs, its statements still declared (the engine reads
+   them again itself, and prepares them, before its next transaction);
 2. runs its optional ``reload_setup(db)`` on the bench's setup connection (unless
    the run is ``--no-setup``): ``setup`` itself is not run again;
 3. reads its ``get_operation_types()``, applies ``operation_weights`` of the run's
@@ -37,7 +39,9 @@ from typing import Protocol, cast
 from tether import ReloadResult, error_text
 from tether.errors import TetherError
 from tether.hosts.workload._engine import Engine
+from tether.hosts.workload._engines import declaration_problem
 from tether.hosts.workload._errors import BenchError
+from tether.hosts.workload._multiplexed import MultiplexedEngine
 from tether.hosts.workload._phases import Phase, PhaseLog, ReloadAttempt
 from tether.hosts.workload._weights import check_default_weights, resolve_weights
 from tether.hosts.workload._workload import LoadedWorkload, connection_driver
@@ -224,6 +228,13 @@ class ReloadFollower:
                 f"get_connection_type() now asks for {driver} connections, the run's "
                 f"clients hold {workload.driver} ones: restart the run to change it"
             )
+        if isinstance(self.engine, MultiplexedEngine):
+            problem = declaration_problem(workload)
+            if problem is not None:
+                raise BenchError(
+                    f"the run's engine is multiplexed, and the new version no longer "
+                    f"declares its statements ({problem}): restart the run to change it"
+                )
         if self.run_setup and handle.has("reload_setup"):
             await workload.call("reload_setup", self.db, blocking=not workload.is_async)
         if handle.version != version:

@@ -67,6 +67,7 @@ class BenchReport:
     series: SeriesData | None = None
     phases: list[Phase] = field(default_factory=list)
     reloads: list[ReloadAttempt] = field(default_factory=list)
+    engine: str = "per-client"  # how the clients ran: multiplexed or per-client
 
     # ------------------------------------------------------------------ figures
 
@@ -135,6 +136,7 @@ class BenchReport:
                 "version": self.workload_version,
                 "origin": self.workload_origin,
                 "driver": self.driver,
+                "engine": self.engine,
                 "event_loop": self.event_loop,
                 "info": self.info,
             },
@@ -147,6 +149,7 @@ class BenchReport:
             "settings": {
                 "clients": s.clients,
                 "processes": s.processes,
+                "engine": s.engine,
                 "duration": s.duration,
                 "transactions": s.transactions,
                 "rate": s.rate,
@@ -202,7 +205,8 @@ class BenchReport:
         length = f"{s.transactions} transactions" if s.transactions else f"{s.duration:g}s"
         pace = f", rate {s.rate:g}/s" if s.rate else ""
         console.print(
-            f"[bold]{self.workload}[/] {self.workload_version} ({self.driver}, {self.event_loop}) "
+            f"[bold]{self.workload}[/] {self.workload_version} ({self.driver}, {self.engine}, "
+            f"{self.event_loop}) "
             f"on {self.database}",
             highlight=False,
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tether import TetherConfig
+from tether.hosts.workload._cores import auto_multiplexed_processes
 from tether.hosts.workload._database import (
     Database,
     close_connections,
@@ -33,7 +35,15 @@ from tether.hosts.workload._database import (
     server_version,
 )
 from tether.hosts.workload._embedded import default_data_directory, start_embedded
-from tether.hosts.workload._engine import Engine, Plan, Tick
+from tether.hosts.workload._engine import Plan, Tick
+from tether.hosts.workload._engines import (
+    MULTIPLEXED,
+    attach,
+    choose_engine,
+    engine_driver,
+    make_engine,
+    release,
+)
 from tether.hosts.workload._errors import BenchError
 from tether.hosts.workload._loop import event_loop_name
 from tether.hosts.workload._pacing import process_rates, split_evenly
@@ -183,7 +193,11 @@ async def _run(
             setup_seconds = time.perf_counter() - began
         info = await workload.info()
         series = Series(workload.weights, tick=settings.tick)
-        run = _Clients(workload, database, settings, plugins, reloads, admin, notify)
+        engine = await choose_engine(workload, settings.engine, database.dsn)
+        if engine == MULTIPLEXED and settings.auto_processes:
+            processes = auto_multiplexed_processes(settings.clients)
+            settings = dataclasses.replace(settings, processes=processes)
+        run = _Clients(workload, database, settings, plugins, reloads, admin, notify, engine)
         stats, elapsed, reason, metrics, phases, attempts = await run(_both(series, on_tick))
         if settings.cleanup:
             notify(f"cleaning up workload '{workload.name}'...")
@@ -196,6 +210,7 @@ async def _run(
         workload_version=workload.version,
         workload_origin=workload.spec.origin or (workload.location or ""),
         driver=workload.driver,
+        engine=engine,
         database=database.display,
         embedded=database.embedded,
         data_directory=str(database.data_directory) if database.data_directory else None,
@@ -244,6 +259,7 @@ class _Clients:
     reloads: _Reloads
     admin: object  # the setup connection, for a reloaded version's reload_setup
     notify: Callable[[str], None]
+    engine: str  # multiplexed or per-client
 
     async def __call__(self, on_tick: Callable[[Tick], None] | None) -> _Outcome:
         plans = plans_for(self.settings)
@@ -253,8 +269,7 @@ class _Clients:
 
     async def _here(self, plan: Plan, on_tick: Callable[[Tick], None] | None) -> _Outcome:
         workload = self.workload
-        engine = Engine(plan, operation=workload.operation, weights=workload.weights,
-                        on_tick=on_tick)  # fmt: skip
+        engine = make_engine(workload, self.engine, plan, workload.weights, on_tick)
         follower = ReloadFollower(
             workload,
             engine,
@@ -263,13 +278,15 @@ class _Clients:
             notify=self.notify,
             on_reload=self.reloads.on_reload,
         )
-        driver = workload.driver
+        driver = engine_driver(workload, self.engine)
         connections = await open_connections(self.database.dsn, plan.clients, driver=driver)
         try:
+            await attach(engine, connections)
             with _interrupts(engine.request_stop):
                 async with follower.following(watch=self.reloads.watch):
                     result = await engine.run(connections)
         finally:
+            release(engine)
             await close_connections(connections, driver=driver)
         metrics = await workload.metrics()
         phases = follower.phases(result.elapsed)
@@ -291,6 +308,7 @@ class _Clients:
                 weights=workload.weights,
                 on_tick=on_tick,
                 stop_requested=stop_requested,
+                engine=self.engine,
             )
         reason = "interrupted" if stop_requested.is_set() else outcome.stop_reason
         metrics = {**await workload.metrics(), **merge_metrics(outcome.metrics)}

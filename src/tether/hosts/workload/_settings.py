@@ -61,6 +61,7 @@ __all__ = [
     "CLIENTS_PER_PROCESS",
     "DEFAULT_DURATION",
     "DSN_ENV",
+    "ENGINES",
     "WORKLOAD_CONFIG_SECTION",
     "BenchConfig",
     "BenchConfigProblem",
@@ -73,6 +74,8 @@ __all__ = [
 ]
 
 DEFAULT_DURATION = 10.0
+ENGINES = ("auto", "multiplexed", "per-client")
+"""``engine``: auto (multiplexed when the workload declares its statements), or either one."""
 DSN_ENV = "TETHER_DSN"
 _T = TypeVar("_T")
 
@@ -151,6 +154,8 @@ class BenchSettings:
     dsn: str | None = None
     data_directory: Path | None = None
     tick: float = 0.5
+    engine: str = "auto"
+    auto_processes: bool = False  # processes came from `auto`: the engine may choose again
     source: str = "the bench settings"
 
     def __post_init__(self) -> None:
@@ -166,6 +171,8 @@ class BenchSettings:
         ]
         if self.duration is not None and self.transactions is not None:
             problems.append("give either duration or transactions, not both")
+        if self.engine not in ENGINES:
+            problems.append(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         numbers = isinstance(self.processes, int) and isinstance(self.clients, int)
         if numbers and self.processes > self.clients:
             problems.append(
@@ -323,6 +330,7 @@ class BenchSection(BaseModel):
     seed: _Seed | None = None
     processes: _Processes | None = None
     max_error_rate: _ErrorRate | None = None
+    engine: Literal["auto", "multiplexed", "per-client"] | None = None
 
     @classmethod
     def from_options(cls, **options: object) -> BenchSection:
@@ -446,6 +454,7 @@ class BenchConfig(BaseModel):
         values.setdefault("seed", random.SystemRandom().randrange(1 << 31))
         if values.get("processes", "auto") == "auto":
             values["processes"] = auto_processes(values.get("clients", 1))
+            values["auto_processes"] = True
         return BenchSettings(
             **values,
             dsn=dsn or os.environ.get(DSN_ENV) or self.database.dsn or None,

@@ -30,6 +30,7 @@ from tether import TetherConfig
 from tether.errors import TetherError
 from tether.hosts.workload._database import close_connections, open_connections
 from tether.hosts.workload._engine import Engine, Plan, Tick
+from tether.hosts.workload._engines import attach, engine_driver, make_engine, release
 from tether.hosts.workload._errors import WorkerError
 from tether.hosts.workload._loop import run_with_best_loop
 from tether.hosts.workload._stats import OperationStats
@@ -50,6 +51,7 @@ class _Job:
     plan: Plan
     weights: dict[str, int]
     retry_attempts: int | None = None
+    engine: str = "per-client"
 
 
 @dataclass(slots=True)
@@ -97,27 +99,30 @@ async def _worker(job: _Job, queue: Queue[object], control: Connection) -> None:
         job.spec, framework_config=job.framework_config, retry_attempts=job.retry_attempts
     )
     connections: list[Any] = []
+    driver = engine_driver(workload, job.engine)
+    running = make_engine(
+        workload,
+        job.engine,
+        job.plan,
+        job.weights,
+        lambda tick: queue.put(("tick", job.index, tick)),
+    )
     try:
-        connections = await open_connections(job.dsn, job.plan.clients, driver=workload.driver)
+        connections = await open_connections(job.dsn, job.plan.clients, driver=driver)
+        await attach(running, connections)
         queue.put(("ready", job.index))
         start_ns = await start
         if start_ns is None:
             queue.put(("done", job.index, {}, 0.0, "interrupted", {}))
             return
-        engine.append(
-            Engine(
-                job.plan,
-                operation=workload.operation,
-                weights=job.weights,
-                on_tick=lambda tick: queue.put(("tick", job.index, tick)),
-            )
-        )
-        result = await engine[0].run(connections, start_ns=start_ns)
+        engine.append(running)
+        result = await running.run(connections, start_ns=start_ns)
         metrics = await workload.metrics()
         encoded = {op: stats.encode() for op, stats in result.stats.items()}
         queue.put(("done", job.index, encoded, result.elapsed, result.stop_reason, metrics))
     finally:
-        await close_connections(connections, driver=workload.driver)
+        release(running)
+        await close_connections(connections, driver=driver)
         await workload.aclose()
 
 
@@ -251,10 +256,12 @@ async def run_workers(
     on_tick: Callable[[Tick], None] | None,
     stop_requested: asyncio.Event,
     retry_attempts: int | None = None,
+    engine: str = "per-client",
 ) -> WorkerOutcome:
-    """Run one worker process per plan; merge their histograms, errors and metrics."""
+    """Run one worker process per plan (each with the engine ``engine`` names); merge
+    their histograms, errors and metrics."""
     jobs = [
-        _Job(index, spec, framework_config, dsn, plan, weights, retry_attempts)
+        _Job(index, spec, framework_config, dsn, plan, weights, retry_attempts, engine)
         for index, plan in enumerate(plans)
     ]
     parent = _Parent(jobs, on_tick)

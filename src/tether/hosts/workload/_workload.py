@@ -62,9 +62,19 @@ WORKLOAD_CONTRACT = Contract(
     "workload",
     "a load-test workload for tether bench: initialize(config), setup(db), cleanup(db), "
     "execute_operation(db, op), get_operation_types(); optionally get_info(), get_metrics(), "
-    "get_connection_type(), reload_setup(db)",
+    "get_connection_type(), reload_setup(db), and get_statements() with "
+    "statement_parameters(op, count) for the multiplexed engine",
     required=WORKLOAD_METHODS,
-    optional=("get_info", "get_metrics", "get_connection_type", "reload_setup", "start", "stop"),
+    optional=(
+        "get_info",
+        "get_metrics",
+        "get_connection_type",
+        "reload_setup",
+        "start",
+        "stop",
+        "get_statements",
+        "statement_parameters",
+    ),
     initialize_with="config",
     managed=("initialize", "start", "stop"),  # cleanup(db) is the host's to call
     host="tether bench",
@@ -80,7 +90,10 @@ class WorkloadProtocol(Protocol):
     ``initialize`` receives the plugin's config (the ``plugin_config`` of the bench
     config, checked against the manifest's schema). ``db`` is a database connection
     the host owns. Every method may be ``async def``. ``get_info`` and
-    ``get_metrics`` are optional.
+    ``get_metrics`` are optional, and so are ``get_statements()`` and
+    ``statement_parameters(operation_type, count)`` (plain methods): a workload that
+    declares its statements with them is run by the multiplexed engine, which sends
+    the statements itself (``docs/workloads.md``).
     """
 
     def initialize(self, config: dict[str, object], /) -> Awaitable[None] | None: ...
