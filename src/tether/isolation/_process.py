@@ -389,9 +389,11 @@ def start_worker(
     protocol on the inherited descriptor named by ``TETHER_WORKER_FD``); ``python`` is
     the interpreter of the Python worker (a plugin's own virtual environment's)."""
     host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    own_interpreter = python is not None and python != sys.executable
     if command:
         argv = list(command)
-    elif python is not None and python != sys.executable:
+    elif own_interpreter:
+        assert python is not None
         argv = [python, "-I", "-c", _BOOT_BESIDE, *_host_paths()]
     else:
         argv = [sys.executable, "-I", "-c", _BOOT, _tether_path()]
@@ -399,7 +401,9 @@ def start_worker(
     process: subprocess.Popen[bytes] | ForkedProcess
     streams: tuple[IO[bytes], IO[bytes]]
     try:
-        forked = None if command else _fork_worker(worker_end, env, cwd)
+        # the zygote is the host's interpreter: a worker of another program, or of the
+        # plugin's own environment, starts directly
+        forked = None if command or own_interpreter else _fork_worker(worker_end, env, cwd)
         if forked is not None:
             process, out, err = forked
             streams = (os.fdopen(out, "rb"), os.fdopen(err, "rb"))
