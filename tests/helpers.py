@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
+import time
 from pathlib import Path
 
 
@@ -57,3 +59,26 @@ def line_of(path: Path, marker: str) -> int:
             return number
     message = f"{marker!r} not in {path}"
     raise AssertionError(message)
+
+
+def is_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid: int, limit: float = 10.0) -> bool:
+    """Wait up to ``limit`` seconds for process ``pid`` to end; whether it did."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False

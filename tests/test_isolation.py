@@ -25,7 +25,7 @@ import yaml
 from click.testing import CliRunner
 
 import tether
-from helpers import PluginWriter
+from helpers import PluginWriter, is_alive, wait_gone
 from tether._storage import PluginStorage
 from tether.cli import cli
 from tether.errors import (
@@ -93,18 +93,6 @@ HOOKS = ("app.echo", "app.aecho", "app.store", "app.fail", "app.broken", "app.cr
          "app.sleep", "app.print")  # fmt: skip
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is gone for our purposes
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _children_running(marker: bytes) -> list[int]:
     """This process's live children whose command line holds ``marker``."""
     me = str(os.getpid())
@@ -117,18 +105,9 @@ def _children_running(marker: bytes) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, IndexError):
             continue
-        if parent == me and marker in cmdline and _alive(int(entry.name)):
+        if parent == me and marker in cmdline and is_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
-
-
-def _wait_gone(pid: int, limit: float = 10.0) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -401,7 +380,7 @@ async def test_a_crash_fails_the_call_and_the_host_keeps_serving(manager, plugin
     [failure] = manager.runtime.hooks.call("app.crash", 3).failures
     assert isinstance(failure.error, PluginCrashedError)
     assert "exit code 3" in str(failure.error)
-    assert _wait_gone(pid)
+    assert wait_gone(pid)
     assert manager.runtime.hooks.call("app.aecho", 1).results == [["in-process", 1]]
 
 
@@ -414,7 +393,7 @@ async def test_a_sync_call_past_its_timeout_kills_the_worker(manager, plugin):
     [failure] = manager.runtime.hooks.call("app.sleep", 60).failures
     assert isinstance(failure.error, CallTimeoutError)
     assert time.monotonic() - started < 30  # not the plugin's 60 s
-    assert _wait_gone(pid)
+    assert wait_gone(pid)
 
 
 @asynctest
@@ -431,9 +410,9 @@ async def test_what_a_plugin_prints_cannot_break_the_protocol(manager, plugin, c
 async def test_unloading_ends_the_worker(manager, plugin):
     await _bring_up(manager, plugin("echo", ECHO, isolation="process"))
     pid = worker_pid(manager, "echo")
-    assert _alive(pid)
+    assert is_alive(pid)
     await manager.unload_plugin("echo")
-    assert _wait_gone(pid)
+    assert wait_gone(pid)
 
 
 @asynctest
@@ -539,7 +518,7 @@ async def test_a_crashed_worker_is_restarted_with_its_registrations(manager, plu
     await _until(lambda: stand_in.restarts == 1)
     second = worker_pid(manager, "crashy")
     assert second != first
-    assert _wait_gone(first)
+    assert wait_gone(first)
     # the hooks registered before the crash reach the new worker; none was doubled
     assert manager.runtime.hooks.call("app.echo", "back").results == ["back"]
     assert manager.runtime.hooks.handlers("app.echo") == [("crashy", 10)]
@@ -613,7 +592,7 @@ async def test_a_worker_whose_heartbeats_stop_is_killed(manager, plugin, monkeyp
     [failure] = manager.runtime.hooks.call("app.sleep").failures
     assert isinstance(failure.error, PluginCrashedError)
     assert "SIGKILL" in str(failure.error)
-    assert _wait_gone(pid)
+    assert wait_gone(pid)
 
 
 # --------------------------------------------------------------------------- reloads
@@ -646,7 +625,7 @@ async def test_a_reload_brings_the_new_code_up_in_a_new_worker(manager, plugin):
     [[answer, second]] = manager.runtime.hooks.call("app.echo").results
     assert answer == "two"
     assert second != first
-    assert _wait_gone(first)  # the old worker was stopped and ended
+    assert wait_gone(first)  # the old worker was stopped and ended
 
 
 @asynctest
@@ -948,7 +927,7 @@ async def test_a_plugins_own_method_names_do_not_shadow_the_stand_in(manager, pl
     started = time.monotonic()
     await manager.unload_plugin("shadow")
     assert time.monotonic() - started < 5  # the release callback's ctx call did not hang
-    assert _wait_gone(pid)  # unloading ends the worker, whatever the plugin calls close
+    assert wait_gone(pid)  # unloading ends the worker, whatever the plugin calls close
     kept = PluginStorage(manager.runtime.state_store(), "shadow")
     assert kept.get("released") is True  # its on_release ran, and reached the host
 

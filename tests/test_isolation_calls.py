@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import tether
-from helpers import PluginWriter
+from helpers import PluginWriter, is_alive, wait_gone
 from tether.errors import PluginCrashedError
 from tether.isolation import _zygote
 
@@ -60,27 +60,6 @@ PLUGIN = """
             os._exit(code)
 """
 HOOKS = ("app.echo", "app.aecho", "app.nested", "app.exit")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is gone for our purposes
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _wait_gone(pid: int, limit: float = 10.0) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _manager(root: Path) -> tether.PluginManager:
@@ -203,7 +182,7 @@ def test_a_forked_worker_is_an_ordinary_worker(tmp_path):
         assert isinstance(failure.error, PluginCrashedError)
         assert "exit code 3" in str(failure.error)
         assert name in str(failure.error)
-        assert _wait_gone(pid)
+        assert wait_gone(pid)
 
     _run(body, tmp_path)
 
@@ -214,7 +193,7 @@ def test_an_unloaded_forked_worker_is_gone(tmp_path):
     async def body(manager: tether.PluginManager) -> None:
         name, pid = await _forked(manager, write, "gone")
         await manager.unload_plugin(name)
-        assert _wait_gone(pid)
+        assert wait_gone(pid)
 
     _run(body, tmp_path)
 
@@ -267,14 +246,14 @@ def test_a_killed_host_leaves_no_zygote_and_no_worker(tmp_path):
         line = host.stdout.readline().decode()
         pids = [int(p) for p in line.split()]
         assert len(pids) >= 2, line
-        assert all(_alive(pid) for pid in pids)
+        assert all(is_alive(pid) for pid in pids)
     finally:
         host.send_signal(signal.SIGKILL)
         host.wait(10)
         assert host.stdout is not None
         host.stdout.close()
     for pid in pids:
-        assert _wait_gone(pid), f"pid {pid} outlived its host"
+        assert wait_gone(pid), f"pid {pid} outlived its host"
 
 
 # --------------------------------------------------------------------------- the channel
