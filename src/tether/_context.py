@@ -442,8 +442,8 @@ class Context(Sealed):
 
     @property
     def data_dir(self) -> Path:
-        """A directory for the plugin's own files (``<state dir>/data/<name>``); a process
-        plugin may write nowhere else."""
+        """A directory for the plugin's own files (``<state dir>/data/<name>``): the one a
+        process plugin's sandbox lets it write (with its ``filesystem`` paths)."""
         return _scope(self).data_dir()
 
     # ------------------------------------------------------------------ hooks

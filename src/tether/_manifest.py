@@ -376,7 +376,8 @@ class Timeouts(BaseModel):
 
 
 class Resources(BaseModel):
-    """``resources``: what a process plugin's worker may use (the kernel enforces them).
+    """``resources``: what a process plugin's worker may use, for the kernel to enforce
+    (``tether.isolation``'s sandbox; not yet applied to the workers tether starts).
 
     ``memory`` (a size: ``256MiB``), ``cpu_time`` (a duration of CPU, for the worker's
     whole life: past it the worker is killed and restarted), ``open_files`` and
