@@ -21,8 +21,9 @@ import pytest
 import yaml
 
 import tether
+from helpers import is_alive, wait_gone
 from node_support import copy_node_example, find_node
-from test_isolation import _alive, _until, _wait_gone, asynctest
+from test_isolation import _until, asynctest
 from tether.hosts.web.testing import LiveServer
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX")
@@ -198,10 +199,10 @@ async def test_a_host_error_passes_through_the_worker_with_its_type(manager, gre
 async def test_it_stops_cleanly_and_its_worker_is_gone(manager, greeter):
     await _up(manager, greeter)
     pid = _pid(manager, greeter)
-    assert _alive(pid)
+    assert is_alive(pid)
     assert (await manager.check_health(greeter.name))[greeter.name].ok
     await manager.unload_plugin(greeter.name)
-    assert _wait_gone(pid)
+    assert wait_gone(pid)
     assert greeter.name not in manager.list_plugins()
 
 
@@ -239,7 +240,7 @@ def test_its_routes_answer_through_the_web_host(live, greeter):
         assert "x-stamped-by" not in stats.headers  # not a route the middleware wraps
     pid = server.manager.get_plugin(greeter.name).tether_worker.worker.pid  # type: ignore[attr-defined]
     server.stop()
-    assert _wait_gone(pid)
+    assert wait_gone(pid)
 
 
 def test_the_two_greeters_are_the_same_plugin_to_the_host():

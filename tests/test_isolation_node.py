@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 import tether
-from helpers import PluginWriter
+from helpers import PluginWriter, is_alive, wait_gone
 from node_support import LIBRARY, copy_node_example, find_node
-from test_isolation import _alive, _until, _wait_gone, asynctest
+from test_isolation import _until, asynctest
 from tether.errors import CallTimeoutError, PluginCrashedError, PluginLoadError, RemoteError
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes need POSIX")
@@ -244,7 +244,7 @@ async def test_a_crashed_node_worker_is_restarted_with_its_hooks(manager, probe)
     assert "exit code 3" in str(failure.error)
     stand_in = manager.get_plugin("probe").tether_worker  # type: ignore[attr-defined]
     await _until(lambda: stand_in.restarts == 1, limit=15)  # type: ignore[attr-defined]
-    assert _wait_gone(first)
+    assert wait_gone(first)
     [pid] = manager.runtime.hooks.call("probe.pid").results
     assert pid == _worker(manager).pid != first
 
@@ -279,8 +279,8 @@ async def test_the_example_runs_under_its_own_manifest(manager, node, tmp_path):
     worker = _worker(manager, "node-greeter")
     assert _cwd_and_program(worker.pid) == _cwd_and_program(None, greeter, node)
     await manager.unload_plugin("node-greeter")
-    assert _wait_gone(worker.pid)
-    assert not _alive(worker.pid)
+    assert wait_gone(worker.pid)
+    assert not is_alive(worker.pid)
 
 
 def test_the_cli_validates_and_describes_a_plugin_without_python_code():
